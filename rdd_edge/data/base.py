@@ -1,0 +1,150 @@
+"""What every data set reader shares: its description and its item contract.
+
+A reader yields ``(image, label)``: ``image`` uint8 RGB HxWx3, ``label`` uint8 HxW with class
+indices ``0..C-1`` and 255 for ignored pixels. Readers use NumPy and OpenCV only, never torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from rdd_edge.errors import DataError
+
+IGNORE_INDEX = 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a data set: classes, palette, normalisation and default sizes."""
+
+    name: str
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]  # RGB per class
+    eval_size: tuple[int, int]  # (H, W) the model sees at eval / deploy time
+    crop_size: tuple[int, int]  # (H, W) training crop
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    ignore_index: int = IGNORE_INDEX
+    splits: tuple[str, ...] = ("train", "val")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def palette_array(self) -> np.ndarray:
+        """(C, 3) uint8 RGB."""
+        return np.asarray(self.palette, dtype=np.uint8).reshape(-1, 3)
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "classes": list(self.classes),
+            "palette": [list(c) for c in self.palette],
+            "eval_size": list(self.eval_size),
+            "crop_size": list(self.crop_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "ignore_index": self.ignore_index,
+        }
+
+
+@dataclass
+class SegDataset:
+    """A list of (image file, label file) pairs read on demand.
+
+    Subclasses set ``info`` and fill ``pairs`` and may override :meth:`load_label` to map raw
+    label values to train ids. ``__getitem__`` validates what it reads and raises
+    :class:`DataError` naming the file.
+    """
+
+    info: DatasetInfo
+    split: str
+    pairs: list[tuple[Path, Path]] = field(default_factory=list)
+    root: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        img_path, lbl_path = self.pairs[i]
+        image = read_image(img_path)
+        label = self.load_label(lbl_path)
+        if image.shape[:2] != label.shape:
+            raise DataError(f"{lbl_path}: label size {label.shape[1]}x{label.shape[0]} differs from image {img_path.name} ({image.shape[1]}x{image.shape[0]})")
+        bad = (label >= self.info.num_classes) & (label != IGNORE_INDEX)
+        if bad.any():
+            vals = np.unique(label[bad])[:8].tolist()
+            raise DataError(f"{lbl_path}: label values {vals} outside 0..{self.info.num_classes - 1} (and 255 = ignore)")
+        return image, label
+
+    def load_label(self, path: Path) -> np.ndarray:
+        """Raw label file -> uint8 train ids with 255 = ignore (identity by default)."""
+        return read_label(path)
+
+    def name(self, i: int) -> str:
+        return self.pairs[i][0].stem
+
+    def image_path(self, i: int) -> Path:
+        return self.pairs[i][0]
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 RGB HxWx3; a clear :class:`DataError` if it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"{path}: cannot decode image (corrupt or not an image)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Read a single-channel label PNG as uint8 HxW (values as stored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: label file not found")
+    lbl = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if lbl is None:
+        raise DataError(f"{path}: cannot decode label image (corrupt or not an image)")
+    if lbl.ndim == 3:
+        raise DataError(f"{path}: label must be a single-channel index image, found {lbl.shape[2]} channels (a colour rendering?)")
+    if lbl.dtype != np.uint8:
+        if lbl.max() > 255:
+            raise DataError(f"{path}: label values up to {int(lbl.max())} do not fit uint8")
+        lbl = lbl.astype(np.uint8)
+    return lbl
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write uint8 RGB as PNG/JPEG (by suffix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise DataError(f"{path}: could not write image")
+
+
+def write_label(path: str | Path, label: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(label, dtype=np.uint8)):
+        raise DataError(f"{path}: could not write label")
+
+
+def make_lut(mapping: dict[int, int], default: int = IGNORE_INDEX) -> np.ndarray:
+    """A 256-entry uint8 lookup table from raw label value to train id."""
+    lut = np.full(256, default, dtype=np.uint8)
+    for raw, train in mapping.items():
+        lut[raw] = train
+    return lut
+
+
+def palette_from(colors: Sequence[Sequence[int]]) -> tuple[tuple[int, int, int], ...]:
+    return tuple((int(r), int(g), int(b)) for r, g, b in colors)

@@ -1,0 +1,112 @@
+"""Run folders and atomic file writes.
+
+Every command writes into ``runs/<stage>-<name>/``; a later stage defaults to the latest run of
+the stage before it. Files are written to a temporary name in the same folder and renamed into
+place, so an interrupted write never leaves a half-written checkpoint or artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from rdd_edge.errors import ConfigError
+
+DEFAULT_ROOT = Path("runs")
+
+
+def new_run_dir(stage: str, name: str | None = None, root: str | Path = DEFAULT_ROOT, exist_ok: bool = False) -> Path:
+    """Create ``root/<stage>-<name>``; without ``exist_ok`` a taken name gets ``-2``, ``-3`` ..."""
+    root = Path(root)
+    base = f"{stage}-{name or 'run'}"
+    path = root / base
+    if exist_ok:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    i = 1
+    while path.exists():
+        i += 1
+        path = root / f"{base}-{i}"
+    path.mkdir(parents=True)
+    return path
+
+
+def latest_run(stage: str, root: str | Path = DEFAULT_ROOT, must_contain: str | None = None) -> Path | None:
+    """The most recently modified ``root/<stage>-*`` folder (holding ``must_contain`` if given)."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    cands = [p for p in root.glob(f"{stage}-*") if p.is_dir() and (must_contain is None or (p / must_contain).exists())]
+    if not cands:
+        return None
+    return max(cands, key=lambda p: p.stat().st_mtime)
+
+
+def resolve_run(path: str | Path | None, stage: str, what: str, root: str | Path = DEFAULT_ROOT, must_contain: str | None = None) -> Path:
+    """A run folder given explicitly, or the latest run of ``stage``; a clear error otherwise."""
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"{p}: no such file or folder ({what})")
+        return p
+    found = latest_run(stage, root, must_contain)
+    if found is None:
+        raise ConfigError(
+            f"no {stage} run found under {Path(root).resolve()} ({what}); run `rdd-edge {stage}` first or pass a path"
+        )
+    return found
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically (numpy scalars and paths are converted)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
