@@ -1,0 +1,78 @@
+"""Image -> network input, shared by the runtime, the check, the demo and INT8 calibration.
+
+One function so that calibration (export stage) and inference (deploy stage) feed the graph
+exactly the same tensor: resize to the model size (bilinear), HWC -> CHW, and normalise with
+``(x / 255 - mean) / std`` unless the graph embeds that step (then the input stays uint8).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from rdd_edge.errors import DeployError
+
+# ImageNet statistics (the same values as rdd_edge.data.base; repeated so this module does not
+# import the data readers).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_image(image: object, what: str = "image") -> np.ndarray:
+    """Return ``image`` as a uint8 RGB HxWx3 array, or raise a DeployError naming the problem."""
+    if not isinstance(image, np.ndarray):
+        raise DeployError(f"{what}: expected a numpy array (uint8 RGB HxWx3), got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        chans = 1 if image.ndim == 2 else (image.shape[2] if image.ndim == 3 else None)
+        raise DeployError(
+            f"{what}: expected 3 channels (uint8 RGB HxWx3), got shape {tuple(image.shape)}"
+            + (f" ({chans} channel{'s' if chans != 1 else ''})" if chans is not None else "")
+            + "; convert it first (e.g. cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) or COLOR_BGRA2RGB)"
+        )
+    if image.dtype != np.uint8:
+        raise DeployError(
+            f"{what}: expected dtype uint8 (0..255), got {image.dtype}; "
+            "scale and cast it first (e.g. (img * 255).clip(0, 255).astype(np.uint8))"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise DeployError(f"{what}: empty image of shape {tuple(image.shape)}")
+    return image
+
+
+def preprocess(
+    image_rgb_uint8: np.ndarray,
+    size: Sequence[int],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    embedded: bool = False,
+) -> np.ndarray:
+    """uint8 RGB HxWx3 -> (1, 3, H, W) at ``size`` = (H, W).
+
+    float32 normalised by default; uint8 0..255 when ``embedded`` (the graph does the cast and
+    the mean/std itself).
+    """
+    image = check_image(image_rgb_uint8)
+    h, w = int(size[0]), int(size[1])
+    if image.shape[:2] != (h, w):
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    chw = np.ascontiguousarray(image.transpose(2, 0, 1))[None]
+    if embedded:
+        return chw
+    m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return ((chw.astype(np.float32) / np.float32(255.0) - m) / s).astype(np.float32)
+
+
+def preprocess_batch(
+    images: Sequence[np.ndarray],
+    size: Sequence[int],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    embedded: bool = False,
+) -> np.ndarray:
+    """Several images (any sizes) -> one (N, 3, H, W) batch."""
+    if len(images) == 0:
+        raise DeployError("empty image batch: pass at least one image")
+    return np.concatenate([preprocess(im, size, mean, std, embedded) for im in images], axis=0)
