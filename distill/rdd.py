@@ -1,0 +1,300 @@
+"""Relative Difficulty Distillation (RDD): per-pixel weights for the student's task loss.
+
+Follows the project's METHOD.md (Liang et al., Sci. China Inf. Sci. 2024):
+
+- TFE-RDD (first ``tfe_fraction`` of training): ``w = exp(-KL(p_main || p_aux))`` of the teacher's
+  two heads (the paper's direction; the released code uses KL(aux || main)).
+- TSE-RDD (the rest): a pixel is selected when exactly one of student and teacher finds it hard
+  (``conf <= t``, conf = probability of the ground-truth class by default), ``xor``; ``or``/``and``
+  exist for the ablation.
+
+RDD only reweights the task CE, so it wraps any KD loss (``distill.losses``). Everything that
+compares logits with labels upsamples the logits bilinearly (``align_corners=False``) first.
+Teacher tensors may be inference tensors (made under ``torch.inference_mode``): they are never
+saved for backward here, and no gradient ever reaches them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from rdd_edge.errors import ConfigError
+
+MODES = ("xor", "or", "and")
+CONFIDENCES = ("gt", "max")
+NORMALIZE = ("valid", "selected")
+AUX_WEIGHT = 0.4  # weight of the auxiliary head's CE, as for the teacher (METHOD.md)
+
+Stage = Literal["tfe", "tse"]
+
+
+def _plain(t: torch.Tensor) -> torch.Tensor:
+    """Detached tensor that autograd may save (inference tensors are cloned once)."""
+    t = t.detach()
+    return t.clone() if t.is_inference() else t
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners=False) resize of (N, C, h, w) to ``size``; identity when equal."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _check_logits(name: str, logits: torch.Tensor) -> None:
+    if logits.dim() != 4:
+        raise ConfigError(f"{name}: expected logits of shape (N, C, h, w), got {tuple(logits.shape)}")
+
+
+def _check_target(logits: torch.Tensor, target: torch.Tensor) -> None:
+    if target.dim() != 3 or target.shape[0] != logits.shape[0]:
+        raise ConfigError(
+            f"target: expected labels of shape (N, H, W) with N={logits.shape[0]}, got {tuple(target.shape)}"
+        )
+
+
+def _choice(option: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{option}={value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def tfe_weights(
+    teacher_logits: torch.Tensor, teacher_aux_logits: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """TFE-RDD weights (N, H, W) in (0, 1]: ``exp(-KL(p_main || p_aux))`` per pixel.
+
+    Computed in float32 at logit resolution, then resized bilinearly to ``size`` (the label
+    size). Pixels where the teacher's two heads agree (easy) get a weight near 1. No gradient.
+    """
+    _check_logits("teacher_logits", teacher_logits)
+    _check_logits("teacher_aux_logits", teacher_aux_logits)
+    if teacher_logits.shape != teacher_aux_logits.shape:
+        raise ConfigError(
+            "tfe_weights: teacher main and aux logits differ in shape "
+            f"({tuple(teacher_logits.shape)} vs {tuple(teacher_aux_logits.shape)}); "
+            "both heads must predict the same classes at the same resolution"
+        )
+    with torch.no_grad():
+        log_main = F.log_softmax(_plain(teacher_logits).float(), dim=1)
+        log_aux = F.log_softmax(_plain(teacher_aux_logits).float(), dim=1)
+        kl = (log_main.exp() * (log_main - log_aux)).sum(dim=1).clamp_min(0.0)
+        w = torch.exp(-kl).unsqueeze(1)
+        return _resize(w, size).squeeze(1)
+
+
+def _confidence(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, confidence: str) -> torch.Tensor:
+    """(N, H, W) float32 confidence at label size; 1.0 on ignored pixels (never 'hard')."""
+    prob = F.softmax(_resize(_plain(logits).float(), target.shape[-2:]), dim=1)
+    if confidence == "max":
+        conf = prob.amax(dim=1)
+    else:
+        safe = torch.where(valid, target, torch.zeros_like(target)).long()
+        conf = prob.gather(1, safe.unsqueeze(1)).squeeze(1)
+    return conf.masked_fill(~valid, 1.0)
+
+
+def _hard(conf: torch.Tensor, valid: torch.Tensor, threshold: float, min_kept: int) -> torch.Tensor:
+    """valid & conf <= t, with t raised (OHEM floor) so at least ``min_kept`` valid pixels count."""
+    thr = torch.tensor(float(threshold), dtype=conf.dtype, device=conf.device)
+    if min_kept > 0:
+        conf_valid = conf[valid]
+        k = min(int(min_kept), conf_valid.numel())
+        if k > 0:
+            kth = torch.kthvalue(conf_valid, k).values
+            thr = torch.maximum(thr, kth)
+    return valid & (conf <= thr)
+
+
+def tse_mask(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float = 0.7,
+    mode: str = "xor",
+    confidence: str = "gt",
+    ignore_index: int = 255,
+    min_kept: int = 0,
+) -> torch.Tensor:
+    """TSE-RDD selection (N, H, W) bool: pixels whose difficulty student and teacher judge differently.
+
+    ``hard = valid & (conf <= threshold)`` for each model, with conf the probability of the
+    ground-truth class (``confidence="gt"``, the released code) or the top probability
+    (``"max"``, the paper's text); combined by ``mode`` (``xor`` is the method). ``min_kept > 0``
+    raises each model's threshold to its ``min_kept``-th lowest valid confidence in the batch when
+    that is higher (the released code's OHEM floor). Never selects an ignored pixel. No gradient.
+    """
+    _choice("mode", mode, MODES)
+    _choice("confidence", confidence, CONFIDENCES)
+    _check_logits("student_logits", student_logits)
+    _check_logits("teacher_logits", teacher_logits)
+    _check_target(student_logits, target)
+    if student_logits.shape[:2] != teacher_logits.shape[:2]:
+        raise ConfigError(
+            f"tse_mask: student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ in batch size or class count"
+        )
+    if min_kept < 0:
+        raise ConfigError(f"min_kept={min_kept} must be >= 0 (0 turns the OHEM floor off)")
+    with torch.no_grad():
+        target = _plain(target)
+        valid = target != ignore_index
+        hard_s = _hard(_confidence(student_logits, target, valid, confidence), valid, threshold, min_kept)
+        hard_t = _hard(_confidence(teacher_logits, target, valid, confidence), valid, threshold, min_kept)
+        if mode == "xor":
+            mask = hard_s ^ hard_t
+        elif mode == "or":
+            mask = hard_s | hard_t
+        else:
+            mask = hard_s & hard_t
+        return mask & valid
+
+
+def weighted_ce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    ignore_index: int = 255,
+    normalize: str = "valid",
+) -> torch.Tensor:
+    """Per-pixel weighted cross entropy (scalar), logits upsampled to the label size.
+
+    ``weight`` (N, H, W) float or bool is detached. ``normalize="valid"`` divides the weighted
+    sum by the number of non-ignored pixels (TFE), ``"selected"`` by the number of pixels with a
+    non-zero weight (TSE); both denominators are at least 1, so an empty selection gives 0 (not
+    NaN) and still backpropagates (zero gradients).
+    """
+    _choice("normalize", normalize, NORMALIZE)
+    _check_logits("logits", logits)
+    _check_target(logits, target)
+    target = _plain(target).long()
+    if tuple(weight.shape) != tuple(target.shape):
+        raise ConfigError(
+            f"weighted_ce: weight shape {tuple(weight.shape)} must equal the label shape {tuple(target.shape)}"
+        )
+    weight = _plain(weight)
+    up = _resize(logits.float(), target.shape[-2:])
+    ce = F.cross_entropy(up, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
+    w = weight.to(ce.dtype)
+    if normalize == "valid":
+        denom = (target != ignore_index).sum()
+    else:
+        denom = (weight != 0).sum()
+    return (ce * w).sum() / denom.clamp_min(1).to(ce.dtype)
+
+
+class RDDWeighting:
+    """The trainer's task loss: RDD-weighted CE on the main and (if any) aux head of the student.
+
+    ``stage(it, max_iter)`` picks TFE for the 0-based iterations ``it < round(tfe_fraction * max_iter)``
+    and TSE after (``tfe_fraction=0``: TSE only) and remembers it; ``task_loss`` then applies that
+    stage. The aux head's CE is weighted here by ``aux_weight`` (0.4): the returned loss is
+    ``main + aux_weight * aux``, callers add only the KD terms. For the student's aux head, TFE
+    reuses the teacher's main-vs-aux weights and TSE compares it with the teacher's aux head.
+    With ``enabled=False`` (or no teacher output) the loss is plain CE averaged over valid pixels.
+    """
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        tfe_fraction: float = 0.1,
+        threshold: float = 0.7,
+        mode: str = "xor",
+        confidence: str = "gt",
+        min_kept: int = 0,
+        ignore_index: int = 255,
+        aux_weight: float = AUX_WEIGHT,
+    ) -> None:
+        if not 0.0 <= float(tfe_fraction) <= 1.0:
+            raise ConfigError(f"rdd tfe_fraction={tfe_fraction} must be in [0, 1] (0.1 in the paper)")
+        if not 0.0 < float(threshold) <= 1.0:
+            raise ConfigError(f"rdd threshold={threshold} must be in (0, 1] (0.7 in the paper)")
+        if int(min_kept) < 0:
+            raise ConfigError(f"rdd min_kept={min_kept} must be >= 0 (0 turns the OHEM floor off)")
+        self.enabled = bool(enabled)
+        self.tfe_fraction = float(tfe_fraction)
+        self.threshold = float(threshold)
+        self.mode = _choice("rdd mode", mode, MODES)
+        self.confidence = _choice("rdd confidence", confidence, CONFIDENCES)
+        self.min_kept = int(min_kept)
+        self.ignore_index = int(ignore_index)
+        self.aux_weight = float(aux_weight)
+        self.current: Stage | None = ("tfe" if self.tfe_fraction > 0 else "tse") if self.enabled else None
+
+    def tfe_iters(self, max_iter: int) -> int:
+        """Number of TFE iterations out of ``max_iter``."""
+        return int(round(self.tfe_fraction * int(max_iter)))
+
+    def stage(self, it: int, max_iter: int) -> Stage | None:
+        """Stage for 0-based iteration ``it`` ("tfe" | "tse"; None when RDD is off); remembered."""
+        if not self.enabled:
+            self.current = None
+        else:
+            self.current = "tfe" if int(it) < self.tfe_iters(max_iter) else "tse"
+        return self.current
+
+    def _head_weight(self, stage: Stage, s_logits, t_logits, t_aux, target) -> tuple[torch.Tensor, str]:
+        if stage == "tfe":
+            return tfe_weights(t_logits, t_aux, target.shape[-2:]), "valid"
+        mask = tse_mask(
+            s_logits, t_logits, target, self.threshold, self.mode, self.confidence, self.ignore_index, self.min_kept
+        )
+        return mask, "selected"
+
+    def task_loss(
+        self, student_out: dict, teacher_out: dict | None, target: torch.Tensor, stage: Stage | None = None
+    ) -> tuple[torch.Tensor, dict]:
+        """``(loss, stats)`` for one batch; ``stage`` overrides the remembered one.
+
+        stats (floats, main head): ``stage`` (str or None), ``selected`` = fraction of valid pixels
+        with a non-zero weight, ``weight`` = mean weight over valid pixels, ``ce`` = the weighted
+        main-head CE.
+        """
+        if "out" not in student_out:
+            raise ConfigError("task_loss: the student output must be a dict with an 'out' entry (ARCHITECTURE.md)")
+        stage = stage if stage is not None else self.current
+        target = _plain(target)
+        valid = target != self.ignore_index
+        s_out, s_aux = student_out["out"], student_out.get("aux")
+        use_rdd = self.enabled and stage is not None and teacher_out is not None
+        if use_rdd and stage not in ("tfe", "tse"):
+            raise ConfigError(f"rdd stage={stage!r} is not one of tfe, tse")
+        if use_rdd and stage == "tfe" and teacher_out.get("aux") is None:
+            raise ConfigError(
+                "TFE-RDD needs the teacher's aux head: build the teacher with aux=True, "
+                "or set the RDD tfe fraction to 0 (TSE only)"
+            )
+        if use_rdd and stage == "tse" and s_aux is not None and teacher_out.get("aux") is None:
+            raise ConfigError("TSE-RDD on the student's aux head needs the teacher's aux head: build it with aux=True")
+
+        if not use_rdd:
+            w = valid.float()
+            loss = main = weighted_ce(s_out, target, w, self.ignore_index, "valid")
+            if s_aux is not None:
+                loss = loss + self.aux_weight * weighted_ce(s_aux, target, w, self.ignore_index, "valid")
+            return loss, {"stage": None, "selected": 1.0, "weight": 1.0, "ce": float(main.detach())}
+
+        t_out, t_aux = teacher_out["out"], teacher_out.get("aux")
+        w, norm = self._head_weight(stage, s_out, t_out, t_aux, target)
+        loss = main = weighted_ce(s_out, target, w, self.ignore_index, norm)
+        if s_aux is not None:
+            if stage == "tfe":
+                w_aux = w  # the teacher's main-vs-aux agreement, same for both student heads
+            else:
+                w_aux, _ = self._head_weight(stage, s_aux, t_aux, t_aux, target)
+            loss = loss + self.aux_weight * weighted_ce(s_aux, target, w_aux, self.ignore_index, norm)
+
+        with torch.no_grad():
+            n_valid = max(int(valid.sum()), 1)
+            wf = w.float() * valid
+            stats = {
+                "stage": stage,
+                "selected": float(((wf != 0).sum()) / n_valid),
+                "weight": float(wf.sum() / n_valid),
+                "ce": float(main.detach()),
+            }
+        return loss, stats
