@@ -1,0 +1,6 @@
+"""Inference backends sharing one small interface.
+
+A backend exposes ``input_name``, ``input_shape``, ``input_dtype`` (numpy dtype name),
+``output_names``, ``output_shapes`` (dims may be None / strings when dynamic), ``provider`` (a
+short description of what runs it) and ``run(batch) -> {output name: array}``.
+"""

@@ -1,0 +1,177 @@
+"""What the runtime needs to know about a model: classes, palette, input size, normalisation.
+
+Read from the export stage's ``manifest.json`` beside the artifact; without one, inferred from
+the graph's inputs and outputs (size, dtype, class count) with ImageNet mean/std and generated
+class names and palette, and a note saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rdd_edge.errors import DeployError
+
+from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+MANIFEST_NAME = "manifest.json"
+
+
+class DeployWarning(UserWarning):
+    """Something was guessed (e.g. no manifest): the result may be off; the message says why."""
+
+
+@dataclass
+class ModelInfo:
+    """Everything pre/post-processing and reports need, independent of the backend."""
+
+    classes: list[str]
+    palette: np.ndarray  # (C, 3) uint8 RGB
+    input_size: tuple[int, int]  # (H, W)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    embedded_preprocess: bool = False
+    input_name: str = "images"
+    output_names: list[str] = field(default_factory=list)
+    batch: int | None = None  # fixed batch size of the graph, None when dynamic
+    model_name: str | None = None
+    manifest: dict[str, Any] | None = None  # the manifest as read, None when inferred
+    manifest_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def output(self) -> str:
+        """``labels`` when the graph emits them (preferred), else ``logits``."""
+        return "labels" if "labels" in self.output_names else "logits"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "classes": self.classes,
+            "palette": self.palette.tolist(),
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "embedded_preprocess": self.embedded_preprocess,
+            "input_name": self.input_name,
+            "outputs": self.output_names,
+            "batch": self.batch,
+            "manifest": str(self.manifest_path) if self.manifest_path else None,
+            "notes": self.notes,
+        }
+
+
+def default_palette(n: int) -> np.ndarray:
+    """A deterministic, well-spread (n, 3) uint8 palette (the PASCAL VOC bit-interleaving scheme)."""
+    pal = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal[i] = (r, g, b)
+    return pal
+
+
+def read_manifest(artifact: str | Path) -> tuple[dict[str, Any] | None, Path]:
+    """The ``manifest.json`` beside ``artifact`` (None when there is none)."""
+    path = Path(artifact).parent / MANIFEST_NAME
+    if not path.is_file():
+        return None, path
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DeployError(f"{path}: unreadable export manifest ({exc}); re-run `rdd-edge export` or delete it") from None
+    if not isinstance(data, dict) or data.get("format") != "rdd-edge-export":
+        raise DeployError(f"{path}: not an rdd-edge export manifest (missing \"format\": \"rdd-edge-export\")")
+    return data, path
+
+
+def _dim(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, np.integer)) and int(v) > 0 else None
+
+
+def build_info(
+    artifact: str | Path,
+    input_name: str,
+    input_shape: Sequence[Any],
+    input_dtype: str,
+    output_names: Sequence[str],
+    output_shapes: dict[str, Sequence[Any]],
+) -> ModelInfo:
+    """Combine the manifest (when present) with what the graph/engine itself declares."""
+    manifest, mpath = read_manifest(artifact)
+    artifact = Path(artifact)
+    if len(input_shape) != 4:
+        raise DeployError(f"{artifact}: input {input_name!r} has shape {list(input_shape)}; expected NCHW (N, 3, H, W)")
+    g_h, g_w = _dim(input_shape[2]), _dim(input_shape[3])
+    embedded = "uint8" in str(input_dtype)
+    notes: list[str] = []
+    if manifest is not None:
+        inp = manifest.get("input", {})
+        shape = inp.get("shape", [None, 3, g_h, g_w])
+        h, w = _dim(shape[2]) or g_h, _dim(shape[3]) or g_w
+        classes = [str(c) for c in manifest.get("classes") or []]
+        n = int(manifest.get("num_classes") or len(classes) or 0)
+        if not classes:
+            classes = [f"class{i}" for i in range(n)]
+        pal = manifest.get("palette")
+        palette = np.asarray(pal, dtype=np.uint8).reshape(-1, 3) if pal else default_palette(len(classes))
+        if len(palette) < len(classes):
+            palette = np.concatenate([palette, default_palette(len(classes))[len(palette):]])
+        mean = tuple(float(x) for x in manifest.get("mean", IMAGENET_MEAN))
+        std = tuple(float(x) for x in manifest.get("std", IMAGENET_STD))
+        embedded = bool(inp.get("embedded_preprocess", embedded))
+        model_name = manifest.get("model_name")
+    else:
+        h, w = g_h, g_w
+        n = None
+        if "logits" in output_shapes and len(output_shapes["logits"]) == 4:
+            n = _dim(output_shapes["logits"][1])
+        if n is None:
+            raise DeployError(
+                f"{artifact}: no {MANIFEST_NAME} beside it and the graph does not declare its class count "
+                "(no static `logits` output); copy the export folder's manifest.json next to the model"
+            )
+        classes = [f"class{i}" for i in range(n)]
+        palette = default_palette(n)
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        model_name = None
+        notes.append(
+            f"no {MANIFEST_NAME} beside {artifact.name}: classes, palette and input size come from the graph, "
+            "mean/std default to ImageNet" + (" (preprocessing embedded in the graph)" if embedded else "")
+        )
+        warnings.warn(notes[-1], DeployWarning, stacklevel=3)
+    if h is None or w is None:
+        raise DeployError(
+            f"{artifact}: input size unknown (the graph has dynamic H/W and no manifest gives it); "
+            "export with a static size or keep manifest.json beside the model"
+        )
+    if not any(o in ("labels", "logits") for o in output_names):
+        raise DeployError(f"{artifact}: graph outputs {list(output_names)}; expected `logits` and/or `labels`")
+    return ModelInfo(
+        classes=classes,
+        palette=palette,
+        input_size=(h, w),
+        mean=mean,  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
+        embedded_preprocess=embedded,
+        input_name=input_name,
+        output_names=list(output_names),
+        batch=_dim(input_shape[0]),
+        model_name=model_name,
+        manifest=manifest,
+        manifest_path=mpath if manifest is not None else None,
+        notes=notes,
+    )

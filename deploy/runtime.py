@@ -1,0 +1,114 @@
+"""``load(path) -> Segmenter``: one object that turns RGB images into label maps, on any backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rdd_edge.errors import DeployError
+
+from deploy.info import ModelInfo, build_info
+from deploy.postprocess import resize_labels, to_labels
+from deploy.preprocess import check_image, preprocess
+
+SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
+
+
+class Segmenter:
+    """A loaded model: ``predict(image) -> label map`` at the image's own size.
+
+    ``run(batch)`` gives the raw network output (``labels`` when the graph emits them, else
+    ``logits``) for an already preprocessed NCHW batch; ``info`` has classes, palette, input size.
+    """
+
+    def __init__(self, backend: Any, info: ModelInfo, path: Path):
+        self.backend = backend
+        self.info = info
+        self.path = path
+
+    @property
+    def provider(self) -> str:
+        return str(getattr(self.backend, "provider", type(self.backend).__name__))
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        i = self.info
+        return preprocess(image, i.input_size, i.mean, i.std, embedded=i.embedded_preprocess)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Raw output for a preprocessed (N, 3, H, W) batch: labels (N, H, W) or logits (N, C, H, W)."""
+        want = np.uint8 if self.info.embedded_preprocess else np.float32
+        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1] != 3:
+            shape = getattr(batch, "shape", None)
+            raise DeployError(f"{self.path.name}: run() expects a preprocessed (N, 3, H, W) batch, got shape {shape}")
+        if batch.dtype != want:
+            raise DeployError(f"{self.path.name}: run() expects a {np.dtype(want).name} batch, got {batch.dtype}; use preprocess()")
+        fixed = self.info.batch
+        if fixed is not None and batch.shape[0] != fixed:
+            # a static-batch graph: feed it in chunks of its own size
+            parts = [self.run(batch[i : i + fixed]) for i in range(0, batch.shape[0], fixed)] if batch.shape[0] % fixed == 0 else None
+            if parts is None:
+                raise DeployError(f"{self.path.name}: the graph takes batches of exactly {fixed}; got {batch.shape[0]}")
+            return np.concatenate(parts)
+        out = self.backend.run(np.ascontiguousarray(batch), [self.info.output])
+        return out[self.info.output]
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """uint8 RGB images (any sizes) -> uint8 label maps, each at its image's size."""
+        if len(images) == 0:
+            return []
+        imgs = [check_image(im, f"image {k}") for k, im in enumerate(images)]
+        batch = np.concatenate([self.preprocess(im) for im in imgs])
+        labels = to_labels(self.run(batch), self.info.output)
+        return [resize_labels(lab, im.shape[:2]) for lab, im in zip(labels, imgs)]
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """One uint8 RGB HxWx3 image -> uint8 HxW label map."""
+        return self.predict_batch([check_image(image)])[0]
+
+    def __repr__(self) -> str:
+        h, w = self.info.input_size
+        return f"Segmenter({self.path.name}, {self.provider}, {self.info.num_classes} classes, {h}x{w})"
+
+
+def load(
+    path: str | Path,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+) -> Segmenter:
+    """Load an artifact by suffix: ``.onnx`` -> ONNX Runtime, ``.engine``/``.plan`` -> TensorRT.
+
+    Configured from ``manifest.json`` beside the file (classes, palette, size, mean/std); without
+    one, what the graph declares is used with ImageNet mean/std and a warning. ``providers``
+    overrides ONNX Runtime's choice (TensorRT > CUDA > CPU), ``threads`` sets intra-op threads,
+    ``device`` is ``auto``, ``cpu`` or ``cuda``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DeployError(f"{path}: model file not found; pass an exported .onnx or .engine (see `rdd-edge export`)")
+    if path.is_dir():
+        raise DeployError(f"{path}: is a folder; pass a model file inside it, e.g. {path / 'model.onnx'}")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DeployError(f"{path}: unknown model type {path.suffix!r}; expected one of {sorted(SUFFIXES)}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise DeployError(f"{path}: cannot read the model file ({exc.strerror})") from None
+    if kind == "onnxruntime":
+        from deploy.backends.onnxruntime import OrtBackend
+
+        backend: Any = OrtBackend(path, providers=providers, threads=threads, device=device)
+    else:
+        if device == "cpu":
+            raise DeployError(f"{path}: a TensorRT engine needs an NVIDIA GPU; use the .onnx file with --device cpu")
+        from deploy.backends.tensorrt import TrtBackend
+
+        backend = TrtBackend(path)
+    info = build_info(
+        path, backend.input_name, backend.input_shape, backend.input_dtype, backend.output_names, backend.output_shapes
+    )
+    return Segmenter(backend, info, path)
