@@ -34,14 +34,6 @@ def bind_shape(name: str, declared: Sequence[int], actual: Sequence[int], profil
     return actual
 
 
-def output_buffer_shape(declared: Sequence[int], batch: int) -> tuple[int, ...]:
-    """Host buffer shape for an output whose only dynamic dim is the batch."""
-    dims = tuple(int(d) for d in declared)
-    if any(d < 0 for d in dims[1:]):
-        raise DeployError(f"engine output dims {list(dims)}: only the batch dimension may be dynamic")
-    return (batch, *dims[1:]) if dims and dims[0] < 0 else dims
-
-
 class TrtBackend:
     """One engine + execution context; buffers are (re)allocated when the batch size changes."""
 
