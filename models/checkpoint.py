@@ -1,0 +1,173 @@
+"""rdd-edge checkpoints: one dict that rebuilds its own model (see docs/ARCHITECTURE.md).
+
+``save_checkpoint`` writes atomically (temp file beside the target, then ``os.replace``), so an
+interrupted save never leaves a half-written ``last.pt``. ``load_checkpoint`` validates before
+anyone trusts the contents and names the file in every error.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from models.registry import create_model, resolve_name
+from rdd_edge.errors import CheckpointError, RddError
+from rdd_edge.runs import atomic_path
+
+FORMAT = "rdd-edge-checkpoint"
+VERSION = 1
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> Path:
+    """Write ``{"format", "version", "model_name", "model_kwargs", "state_dict", **extra}`` atomically.
+
+    ``extra`` carries what the caller knows: ``dataset`` (a DatasetInfo or its dict), ``config``,
+    ``step``, ``best_miou``, ``optimizer``, ``scaler``, ``rng``, ``rdd_stage`` ...
+    """
+    model = _unwrap(model)
+    name, kwargs = getattr(model, "model_name", ""), getattr(model, "model_kwargs", None)
+    if not name or kwargs is None:
+        raise CheckpointError(f"{path}: cannot save a {type(model).__name__} that was not built by models.create_model "
+                              "(it has no model_name / model_kwargs to rebuild it from)")
+    if hasattr(extra.get("dataset"), "as_dict"):
+        extra["dataset"] = extra["dataset"].as_dict()
+    ckpt = {
+        "format": FORMAT, "version": VERSION, "model_name": name, "model_kwargs": dict(kwargs),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path
+
+
+def _torch_load(path: Path, map_location: Any) -> Any:
+    """``torch.load`` of a file already known to be a torch zip archive.
+
+    Tries the safe ``weights_only=True`` unpickler first; training state with objects it does not
+    allow (numpy RNG state, ...) falls back to the full unpickler, acceptable for local files
+    this tool wrote itself.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
+    """Load any torch file with a ``CheckpointError`` naming it when it is missing or not a torch file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a torch checkpoint (not a torch.save zip archive); "
+                              "the file is truncated or corrupt, or was not written by torch.save")
+    try:
+        return _torch_load(path, map_location)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: could not read the checkpoint ({type(exc).__name__}: {exc}); "
+                              "the file is probably corrupt, save it again") from None
+
+
+def validate_checkpoint(ckpt: Any, source: str | Path = "<checkpoint>") -> dict:
+    """Check the rdd-edge checkpoint layout; returns ``ckpt`` with a canonical ``model_name``."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        what = f"format={ckpt.get('format')!r}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise CheckpointError(f"{source}: not an rdd-edge checkpoint ({what}, expected format '{FORMAT}'); "
+                              "use a last.pt / best.pt written by rdd-edge")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{source}: checkpoint version {ckpt.get('version')!r} is not supported (expected {VERSION})")
+    for key, typ in (("model_name", str), ("model_kwargs", dict), ("state_dict", Mapping)):
+        if not isinstance(ckpt.get(key), typ):
+            raise CheckpointError(f"{source}: checkpoint field '{key}' is missing or not a {typ.__name__}")
+    try:
+        ckpt["model_name"] = resolve_name(ckpt["model_name"])
+    except RddError as exc:
+        raise CheckpointError(f"{source}: made for a model this version does not know: {exc}") from None
+    if not isinstance(ckpt["model_kwargs"].get("num_classes"), int):
+        raise CheckpointError(f"{source}: model_kwargs has no integer num_classes")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
+    """Read and validate an rdd-edge checkpoint; ``CheckpointError`` naming the file otherwise."""
+    ckpt = validate_checkpoint(read_torch_file(path, map_location), path)
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], name: str | None = None) -> nn.Module:
+    """Load a whole-model state_dict strictly into ``model``.
+
+    ``source`` is an rdd-edge checkpoint, a file holding a plain state_dict, or a state_dict.
+    Missing / unexpected keys and shape mismatches become one ``CheckpointError`` naming the file.
+    """
+    label = name or (str(source) if isinstance(source, (str, Path)) else "<state_dict>")
+    obj = read_torch_file(source) if isinstance(source, (str, Path)) else source
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        obj = validate_checkpoint(obj, label)["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{label}: holds neither an rdd-edge checkpoint nor a state_dict of tensors")
+    state = dict(obj)
+    if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        target = getattr(model, "model_name", type(model).__name__)
+        parts = [f"{len(missing)} missing keys ({_few(missing)})" if missing else "",
+                 f"{len(unexpected)} unexpected keys ({_few(unexpected)})" if unexpected else "",
+                 f"{len(shapes)} shape mismatches (file vs model: {_few(shapes)})" if shapes else ""]
+        raise CheckpointError(f"{label}: weights do not fit {target} with "
+                              f"{getattr(model, 'num_classes', '?')} classes: {'; '.join(p for p in parts if p)}. "
+                              "Use a checkpoint of the same model, class count and aux setting")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _few(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (f", ... +{len(items) - n}" if len(items) > n else "")
+
+
+def model_from_checkpoint(path_or_ckpt: str | Path | dict, aux: bool | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint describes and load its weights; returns ``(model.eval(), ckpt)``.
+
+    ``aux=None`` keeps the checkpoint's setting, ``aux=False`` drops the aux head (for export),
+    ``aux=True`` requires a checkpoint that has one.
+    """
+    if isinstance(path_or_ckpt, dict):
+        ckpt = validate_checkpoint(path_or_ckpt, path_or_ckpt.get("path", "<checkpoint>"))
+    else:
+        ckpt = load_checkpoint(path_or_ckpt)
+    source = ckpt.get("path", "<checkpoint>")
+    kwargs = dict(ckpt["model_kwargs"])
+    state = dict(ckpt["state_dict"])
+    if aux is True and not kwargs.get("aux"):
+        raise CheckpointError(f"{source}: {ckpt['model_name']} was saved without an aux head; cannot build it with aux=True")
+    if aux is False:
+        kwargs["aux"] = False
+        state = {k: v for k, v in state.items() if not k.startswith("aux_head.")}
+    try:
+        model = create_model(ckpt["model_name"], **kwargs)
+    except RddError as exc:
+        raise CheckpointError(f"{source}: cannot rebuild its model: {exc}") from None
+    load_weights(model, state, name=str(source))
+    return model.eval(), ckpt

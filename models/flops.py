@@ -1,0 +1,59 @@
+"""Parameter and FLOP counts for the model table and reports.
+
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts convolutions and
+matrix products only (BN, ReLU, pooling and resizing are not counted) and reports a
+multiply-add as 2 FLOPs; so ``MACs = FLOPs / 2``. The count runs on the ``meta`` device, where
+no arithmetic happens, so even the ResNet-101 teacher at 1024x2048 is instant.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all of them, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """The same network on the meta device: rebuilt from its registry name when possible."""
+    name, kwargs = getattr(model, "model_name", ""), getattr(model, "model_kwargs", None)
+    if name and kwargs is not None:
+        from models.registry import create_model
+
+        with torch.device("meta"):
+            return create_model(name, **kwargs)
+    return copy.deepcopy(model).to("meta")
+
+
+def _count(model: nn.Module, x: torch.Tensor) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def count_flops(model: nn.Module, size: tuple[int, int] = (1024, 2048), batch: int = 1) -> tuple[int, int]:
+    """``(flops, macs)`` of one forward pass of ``model`` on a ``batch`` x 3 x H x W input, in eval mode.
+
+    Counts what ``forward`` computes: include the aux head by building the model with ``aux=True``.
+    Falls back to a real CPU pass when the model cannot be moved to the meta device.
+    """
+    h, w = int(size[0]), int(size[1])
+    try:
+        meta = _meta_copy(model).eval()
+        flops = _count(meta, torch.empty(batch, 3, h, w, device="meta"))
+    except Exception:  # a module that does not support meta tensors: count on the CPU instead
+        was_training = model.training
+        model.eval()
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        try:
+            flops = _count(model, torch.zeros(batch, 3, h, w, device=device))
+        finally:
+            model.train(was_training)
+    return flops, flops // 2

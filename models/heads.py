@@ -1,0 +1,106 @@
+"""Segmentation heads: DeepLabV3 ASPP, PSPNet pyramid pooling, FCN auxiliary head.
+
+Each head maps one backbone feature map (N, C_in, h, w) to logits (N, num_classes, h, w); the
+input width is read from the backbone's ``feature_info`` by the model, never hard-coded here.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
+    """Conv (no bias) + BatchNorm + ReLU, 'same' padding."""
+    pad = dilation * (kernel - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ImagePooling(nn.Module):
+    """Global average pool -> 1x1 conv-BN-ReLU -> spread back over the map (ASPP's fifth branch)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = conv_bn_relu(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # a 1x1 map upsampled bilinearly is a broadcast; expand exports to ONNX more simply
+        return self.conv(self.pool(x)).expand(-1, -1, x.shape[-2], x.shape[-1])
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: 1x1 + three dilated 3x3 + image pooling, then a 1x1 projection."""
+
+    def __init__(self, cin: int, cout: int, rates: Sequence[int] = (12, 24, 36), dropout: float = 0.5) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            [conv_bn_relu(cin, cout, 1)] + [conv_bn_relu(cin, cout, 3, r) for r in rates] + [ImagePooling(cin, cout)]
+        )
+        self.project = nn.Sequential(conv_bn_relu(cout * len(self.branches), cout, 1), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([b(x) for b in self.branches], dim=1))
+
+
+class DeepLabHead(nn.Module):
+    """DeepLabV3 head: ASPP, a 3x3 conv-BN-ReLU, dropout, 1x1 classifier."""
+
+    def __init__(self, cin: int, num_classes: int, channels: int = 256, rates: Sequence[int] = (12, 24, 36)) -> None:
+        super().__init__()
+        self.aspp = ASPP(cin, channels, rates)
+        self.conv = conv_bn_relu(channels, channels, 3)
+        self.dropout = nn.Dropout(0.1)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.conv(self.aspp(x))))
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet pyramid pooling: pool to each bin size, 1x1 conv-BN-ReLU, upsample, concat with the input."""
+
+    def __init__(self, cin: int, channels: int, bins: Sequence[int] = (1, 2, 3, 6)) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(nn.Sequential(nn.AdaptiveAvgPool2d(b), conv_bn_relu(cin, channels, 1)) for b in bins)
+        self.out_channels = cin + channels * len(bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [F.interpolate(s(x), size=size, mode="bilinear", align_corners=False) for s in self.stages]
+        return torch.cat([x, *pooled], dim=1)
+
+
+class PSPHead(nn.Module):
+    """PSPNet head: pyramid pooling, a 3x3 conv-BN-ReLU, dropout, 1x1 classifier."""
+
+    def __init__(self, cin: int, num_classes: int, channels: int = 128, bins: Sequence[int] = (1, 2, 3, 6)) -> None:
+        super().__init__()
+        self.ppm = PyramidPooling(cin, channels, bins)
+        self.conv = conv_bn_relu(self.ppm.out_channels, channels, 3)
+        self.dropout = nn.Dropout(0.1)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.conv(self.ppm(x))))
+
+
+class FCNHead(nn.Module):
+    """FCN auxiliary head on backbone stage 4 ("c3"): 3x3 conv to cin/4, BN-ReLU, dropout, 1x1 classifier."""
+
+    def __init__(self, cin: int, num_classes: int, channels: int | None = None) -> None:
+        super().__init__()
+        channels = channels or cin // 4
+        self.conv = conv_bn_relu(cin, channels, 3)
+        self.dropout = nn.Dropout(0.1)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.conv(x)))

@@ -1,0 +1,132 @@
+"""The segmentation networks of RDD: a timm backbone at output stride 8 plus a head.
+
+File order follows timm: model class, ``_create_seg``, ``default_cfgs``, registered variants.
+Head widths follow the paper's code base (CIRKD): ASPP 256 on ResNet-101, 128 on ResNet-18 and
+MobileNetV2; PSP 128 on ResNet-18; the FCN aux head (ResNets only) reads stage 4 ("c3") at 1/4
+of its width. Parameter counts then land within a few percent of the paper's (``rdd-edge models``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from models.heads import DeepLabHead, FCNHead, PSPHead
+from models.registry import register_model
+from rdd_edge.errors import ModelError
+
+HEADS = {"aspp": DeepLabHead, "psp": PSPHead}
+
+
+class SegModel(nn.Module):
+    """Backbone (timm, ``features_only``, output stride 8) + main head (+ FCN aux head).
+
+    ``forward(x, features=False)`` returns ``{"out": logits (N, C, H/8, W/8)}``, plus ``"aux"``
+    when built with ``aux=True`` (in train and eval mode alike: the teacher's aux head feeds
+    RDD's TFE stage), plus ``"features"`` (the four backbone stage outputs) when asked.
+    """
+
+    def __init__(self, backbone: str, head: str, num_classes: int, aux: bool = False,
+                 head_channels: int = 256, backbone_pretrained: bool = False) -> None:
+        super().__init__()
+        import timm
+
+        self.backbone = timm.create_model(
+            backbone, features_only=True, output_stride=8, out_indices=(1, 2, 3, 4), pretrained=backbone_pretrained
+        )
+        chs = self.backbone.feature_info.channels()
+        self.head = HEADS[head](chs[-1], num_classes, head_channels)
+        self.aux_head = FCNHead(chs[-2], num_classes) if aux else None
+        self.num_classes = num_classes
+        self.has_aux = aux
+        self.feature_channels = list(chs)
+        self.model_name = ""
+        self.model_kwargs: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor, features: bool = False) -> dict[str, Any]:
+        feats = self.backbone(x)
+        out: dict[str, Any] = {"out": self.head(feats[-1])}
+        if self.aux_head is not None:
+            out["aux"] = self.aux_head(feats[-2])
+        if features:
+            out["features"] = list(feats)
+        return out
+
+
+def _create_seg(name: str, pretrained: str | Path | bool | None, defaults: dict[str, Any], **kw: Any) -> SegModel:
+    """Validate options, build the model, record how to rebuild it, load weights if asked."""
+    cfg = default_cfgs[name]
+    if "num_classes" not in kw:
+        raise ModelError(f"{name}: num_classes is required (e.g. create_model('{name}', num_classes=19))")
+    num_classes, aux = kw.pop("num_classes"), bool(kw.pop("aux", False))
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ModelError(f"{name}: num_classes must be a positive integer, got {num_classes!r}")
+    if aux and not cfg["aux_head"]:
+        raise ModelError(
+            f"{name} has no auxiliary head (the paper's {cfg['backbone']} student has none); build it with aux=False"
+        )
+    unknown = sorted(set(kw) - {"head_channels"})
+    if unknown:
+        raise ModelError(f"{name}: unknown option(s) {', '.join(unknown)}; accepted: num_classes, aux, head_channels")
+    hc = kw.get("head_channels", defaults["head_channels"])
+    if not isinstance(hc, int) or isinstance(hc, bool) or hc < 1:
+        raise ModelError(f"{name}: head_channels must be a positive integer, got {hc!r}")
+
+    from_timm = pretrained is True or (isinstance(pretrained, str) and pretrained.lower() == "timm")
+    try:
+        model = SegModel(num_classes=num_classes, aux=aux, backbone_pretrained=from_timm, **{**defaults, **kw})
+    except Exception as exc:  # only a timm download can fail here
+        if from_timm:
+            raise ModelError(f"{name}: could not fetch ImageNet weights for {cfg['backbone']} from timm ({exc}); "
+                             "check the internet connection or use pretrained=None") from exc
+        raise
+    model.model_name = name
+    model.model_kwargs = {"num_classes": num_classes, "aux": aux,
+                          **{k: v for k, v in kw.items() if defaults.get(k) != v}}
+    if pretrained and not from_timm:
+        from models.checkpoint import load_weights
+
+        load_weights(model, pretrained)
+    return model
+
+
+def _cfg(backbone: str, head: str, aux_head: bool, params_m: float, gflops: float, **kw: Any) -> dict[str, Any]:
+    """Static facts shown by ``rdd-edge models``; the paper's figures are at 19 classes, 1024x2048."""
+    return dict(backbone=backbone, head=head, aux_head=aux_head, output_stride=8,
+                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                paper_params_m=params_m, paper_gflops=gflops, **kw)
+
+
+default_cfgs = {
+    "deeplabv3_r101": _cfg("resnet101", "aspp", True, 61.1, 2371.0, role="teacher"),
+    "deeplabv3_r18": _cfg("resnet18", "aspp", True, 13.6, 572.0, role="student"),
+    "deeplabv3_mbv2": _cfg("mobilenetv2_100", "aspp", False, 3.2, 128.9, role="student"),
+    "pspnet_r18": _cfg("resnet18", "psp", True, 12.9, 507.4, role="student"),
+}
+
+
+@register_model
+def deeplabv3_r101(pretrained: str | Path | bool | None = None, **kw: Any) -> SegModel:
+    """DeepLabV3, ResNet-101, ASPP 256 (the teacher)."""
+    return _create_seg("deeplabv3_r101", pretrained, dict(backbone="resnet101", head="aspp", head_channels=256), **kw)
+
+
+@register_model
+def deeplabv3_r18(pretrained: str | Path | bool | None = None, **kw: Any) -> SegModel:
+    """DeepLabV3, ResNet-18, ASPP 128."""
+    return _create_seg("deeplabv3_r18", pretrained, dict(backbone="resnet18", head="aspp", head_channels=128), **kw)
+
+
+@register_model
+def deeplabv3_mbv2(pretrained: str | Path | bool | None = None, **kw: Any) -> SegModel:
+    """DeepLabV3, MobileNetV2, ASPP 128, no aux head."""
+    return _create_seg("deeplabv3_mbv2", pretrained, dict(backbone="mobilenetv2_100", head="aspp", head_channels=128), **kw)
+
+
+@register_model
+def pspnet_r18(pretrained: str | Path | bool | None = None, **kw: Any) -> SegModel:
+    """PSPNet, ResNet-18, pyramid pooling 4 x 128."""
+    return _create_seg("pspnet_r18", pretrained, dict(backbone="resnet18", head="psp", head_channels=128), **kw)
