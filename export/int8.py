@@ -1,0 +1,310 @@
+"""FP32 ONNX -> explicit INT8 (QDQ) ONNX, calibrated once on real training images.
+
+One calibration, two files, because the two runtimes want different integer types:
+
+- ``model.int8.onnx`` (TensorRT): symmetric int8 activations and per-channel symmetric int8
+  weights (every zero point 0), float biases (TensorRT rejects a DequantizeLinear on an int32 bias),
+  a dedicated Q/DQ pair per consumer, Conv inputs only. TensorRT 10/11 builds INT8 engines from
+  these Q/DQ nodes; no implicit calibrator is involved.
+- ``model.int8-cpu.onnx`` (ONNX Runtime on CPUs): uint8 (asymmetric) activations with per-channel
+  int8 weights, the pairing ONNX Runtime's x86 VNNI / ARM dot-product kernels run fast.
+
+Weights are stored as int8 initializers feeding a DequantizeLinear (not float weights with a Q/DQ
+pair), so both files are about a quarter of the FP32 one; TensorRT folds that pattern as well.
+The calibration ranges are cached as JSON next to the model, keyed by a hash of the model, the
+calibration image list and the method, so a re-export with the same images skips calibration.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+
+from rdd_edge.errors import ExportError
+
+from export.formats import BY_KEY, resolve_calib_method
+from export.onnx_io import load_export_onnx, sha256_file
+
+log = logging.getLogger(__name__)
+
+# A calibration item: an image file, or (id, loader) for images that have no file (synthetic data).
+CalibItem = Union[str, Path, tuple[str, Callable[[], np.ndarray]]]
+
+RECOMMENDED_CALIB = 300
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def image_folder(folder: str | Path) -> list[Path]:
+    """Every image file under ``folder`` (recursively, sorted) for ``--calib-data``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"--calib-data {folder}: not a folder; pass a folder of training images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ExportError(f"--calib-data {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
+    return files
+
+
+def _item_id(item: CalibItem) -> str:
+    return item[0] if isinstance(item, tuple) else str(Path(item).resolve())
+
+
+def _load(item: CalibItem) -> np.ndarray:
+    from rdd_edge.data.base import read_image
+
+    if isinstance(item, tuple):
+        return item[1]()
+    try:
+        return read_image(item)
+    except Exception as exc:  # DataError already names the file
+        raise ExportError(f"calibration image {item}: {exc}") from None
+
+
+class ImageFolderReader:
+    """ONNX Runtime ``CalibrationDataReader``: one preprocessed image per ``get_next`` call.
+
+    Images go through deploy's ``preprocess`` so calibration sees exactly what inference sees.
+    ``calls`` counts the images handed out (tests use it to prove the cache skips calibration).
+    """
+
+    def __init__(self, items: Sequence[CalibItem], size: Sequence[int], mean: Sequence[float], std: Sequence[float],
+                 embedded: bool = False, input_name: str = "images") -> None:
+        self.items, self.size, self.mean, self.std = list(items), tuple(size), mean, std
+        self.embedded, self.input_name = embedded, input_name
+        self.calls = 0
+        self._it = iter(self.items)
+
+    def get_next(self) -> dict | None:
+        from deploy.preprocess import preprocess
+
+        item = next(self._it, None)
+        if item is None:
+            return None
+        self.calls += 1
+        return {self.input_name: preprocess(_load(item), self.size, self.mean, self.std, embedded=self.embedded)}
+
+    def rewind(self) -> None:
+        self._it = iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):  # noqa: ANN204
+        return self
+
+    def __next__(self) -> dict:
+        r = self.get_next()
+        if r is None:
+            raise StopIteration
+        return r
+
+
+def select_calibration(items: Sequence[CalibItem], calib: int, min_images: int = 32,
+                       warn: Callable[[str], None] = log.warning, source: str = "train split") -> list[CalibItem]:
+    """The first ``calib`` items (evenly spread); too few is an error, fewer than 300 a warning."""
+    if calib < 1:
+        raise ExportError(f"--calib {calib}: must be at least 1 (300-500 recommended)")
+    items = list(items)
+    n = min(calib, len(items))
+    if n < min_images:
+        raise ExportError(
+            f"--calib: INT8 calibration needs at least {min_images} images, found {len(items)} in the {source}"
+            + (f" and --calib asks for {calib}" if calib < len(items) else "")
+            + "; point --calib-data at a folder of training images"
+        )
+    if n < RECOMMENDED_CALIB:
+        warn(f"INT8 calibration on {n} images (< {RECOMMENDED_CALIB} recommended): ranges may be noisy")
+    idx = np.linspace(0, len(items) - 1, n).round().astype(int) if n < len(items) else np.arange(n)
+    return [items[i] for i in idx]
+
+
+def _method(name: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+            "minmax": CalibrationMethod.MinMax}[resolve_calib_method(name)]
+
+
+def _profiles() -> dict[str, dict]:
+    """quantize_static keyword sets for the two flavours (see the module docstring for why)."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    common = dict(quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=["Conv"], weight_type=QuantType.QInt8)
+    return {
+        "int8": dict(common, activation_type=QuantType.QInt8, extra_options={
+            "ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+            "AddQDQPairToWeight": False, "DedicatedQDQPair": True,
+            "OpTypesToExcludeOutputQuantization": ["Conv"], "CalibPercentile": 99.999}),
+        "int8-cpu": dict(common, activation_type=QuantType.QUInt8, reduce_range=False, extra_options={
+            "ActivationSymmetric": False, "WeightSymmetric": True, "CalibPercentile": 99.999}),
+    }
+
+
+def conv_nodes(model: Any) -> list[str]:
+    """Names of the Conv nodes in graph order (candidates for ``--keep-float``)."""
+    return [n.name for n in model.graph.node if n.op_type == "Conv"]
+
+
+def _check_keep_float(names: Sequence[str], convs: list[str], path: Path) -> list[str]:
+    for name in names:
+        if name not in convs:
+            close = difflib.get_close_matches(name, convs, n=1, cutoff=0.4)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ExportError(f"--keep-float {name}: no Conv node of that name in {path.name}.{hint} "
+                              f"Conv nodes: {', '.join(convs[-6:])}{' ...' if len(convs) > 6 else ''} (last ones shown)")
+    return list(dict.fromkeys(names))
+
+
+def cache_key(onnx_path: str | Path, items: Sequence[CalibItem], method: str) -> str:
+    """Hash of the model bytes, the calibration image ids (in order) and the method."""
+    h = hashlib.sha256()
+    h.update(sha256_file(onnx_path).encode())
+    h.update(resolve_calib_method(method).encode())
+    for it in items:
+        h.update(_item_id(it).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, reader: Any, exclude: Sequence[str]) -> None:
+    """One ``quantize_static`` call, written atomically; ranges come from (or go to) ``cache``."""
+    import contextlib
+    import io
+    import os
+
+    from onnxruntime.quantization import quantize_static
+
+    from rdd_edge.runs import atomic_path
+
+    with atomic_path(out, suffix=".onnx.tmp") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        quantize_static(str(prep), str(tmp), calibration_data_reader=reader, calibrate_method=method,
+                        nodes_to_exclude=list(exclude), calibration_cache_path=str(cache), **_profiles()[flavour])
+        os.chmod(tmp, 0o644)
+
+
+def _miou(path: Path, batch: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    from rdd_edge.metrics import ConfusionMatrix
+
+    from export.parity import labels_of, run_onnx
+
+    cm = ConfusionMatrix(num_classes)
+    cm.update(labels, labels_of(run_onnx(path, batch)))
+    return float(cm.compute().miou)
+
+
+def export_int8(
+    onnx_path: str | Path,
+    out_dir: str | Path,
+    items: Sequence[CalibItem],
+    size: Sequence[int] | None = None,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
+    method: str = "percentile",
+    keep_float: Sequence[str] = (),
+    max_drop: float | None = None,
+    check_batch: np.ndarray | None = None,
+    check_labels: np.ndarray | None = None,
+    num_classes: int | None = None,
+    warn: Callable[[str], None] = log.warning,
+    reader_factory: Callable[..., Any] | None = None,
+) -> dict:
+    """Calibrate once, write ``model.int8.onnx`` and ``model.int8-cpu.onnx`` into ``out_dir``.
+
+    ``items`` are the calibration images (already selected, see :func:`select_calibration`).
+    ``max_drop`` (mIoU points as a fraction, e.g. 0.01) keeps Conv nodes in float, starting at the
+    classifier and walking back towards the input (the layers DEPLOYMENT.md names as most
+    sensitive), until both flavours lose at most ``max_drop`` mIoU vs FP32 on ``check_batch``.
+    Returns a dict for the manifest: files, calibration info, nodes kept in float, mIoU figures.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from export.onnx_io import input_size
+
+    onnx_path, out_dir = Path(onnx_path), Path(out_dir)
+    model = load_export_onnx(onnx_path, "FP32 ONNX model (input of --int8)")
+    embedded = model.graph.input[0].type.tensor_type.elem_type == 2  # uint8
+    size = tuple(size) if size is not None else input_size(model)
+    if not items:
+        raise ExportError("--int8: no calibration images; pass --calib-data with a folder of training images")
+    if max_drop is not None and (check_batch is None or check_labels is None or num_classes is None):
+        raise ExportError("--int8-max-drop needs labelled val images to measure mIoU; the data set has none")
+    meth = resolve_calib_method(method)
+    key = cache_key(onnx_path, items, meth)
+    cache = out_dir / f"model.int8.calib-{meth}-{key}.json"
+    for stale in out_dir.glob("model.int8.calib-*.json"):
+        if stale != cache:
+            stale.unlink(missing_ok=True)
+    cache_hit = cache.is_file()
+    make_reader = reader_factory or ImageFolderReader
+    reader = make_reader(items, size, mean, std, embedded)
+    files = {k: out_dir / BY_KEY[k].file for k in ("int8", "int8-cpu")}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="rdd-int8-") as tmpdir:
+        prep = Path(tmpdir) / "prep.onnx"
+        try:
+            quant_pre_process(str(onnx_path), str(prep), skip_symbolic_shape=False)
+        except Exception as exc:
+            raise ExportError(f"{onnx_path}: quantization pre-processing failed ({type(exc).__name__}: {str(exc)[:300]})") from None
+        import onnx
+
+        convs = conv_nodes(onnx.load(str(prep)))
+        keep = _check_keep_float(keep_float, convs, onnx_path)
+        calib_s = None
+        try:
+            # the one calibration: the first call fills the cache, the second (and any retry) reads it
+            for flavour in ("int8", "int8-cpu"):
+                t = time.perf_counter()
+                _quantize(prep, files[flavour], flavour, _method(meth), cache, reader, keep)
+                if calib_s is None and not cache_hit:
+                    calib_s = time.perf_counter() - t
+            drop_info = None
+            if max_drop is not None:
+                drop_info = _fit_drop(prep, files, meth, cache, keep, convs, max_drop, onnx_path,
+                                      check_batch, check_labels, int(num_classes), warn)
+                keep = drop_info.pop("keep")
+        except ExportError:
+            raise
+        except Exception as exc:
+            for f in files.values():
+                f.unlink(missing_ok=True)
+            raise ExportError(f"{onnx_path}: INT8 quantization failed ({type(exc).__name__}: {str(exc)[:300]})") from None
+    info = {
+        "files": {k: v.name for k, v in files.items()},
+        "calibration": {"method": meth, "images": len(items), "cache": cache.name, "cache_key": key,
+                        "cache_hit": cache_hit, "reader_calls": getattr(reader, "calls", None),
+                        "seconds": round(calib_s, 3) if calib_s is not None else 0.0},
+        "keep_float": keep,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    if drop_info is not None:
+        info["max_drop"] = drop_info
+    return info
+
+
+def _fit_drop(prep: Path, files: dict[str, Path], meth: str, cache: Path, keep: list[str], convs: list[str],
+              max_drop: float, onnx_path: Path, batch: np.ndarray, labels: np.ndarray, num_classes: int,
+              warn: Callable[[str], None]) -> dict:
+    """Greedy: add Conv nodes to the float set from the output backwards until the mIoU drop fits."""
+    base = _miou(onnx_path, batch, labels, num_classes)
+
+    def drops() -> dict[str, float]:
+        return {k: base - _miou(p, batch, labels, num_classes) for k, p in files.items()}
+
+    d = drops()
+    candidates = [c for c in reversed(convs) if c not in keep]
+    added = []
+    while max(d.values()) > max_drop and candidates:
+        keep = keep + [candidates.pop(0)]
+        added.append(keep[-1])
+        for flavour in ("int8", "int8-cpu"):
+            _quantize(prep, files[flavour], flavour, _method(meth), cache, None, keep)
+        d = drops()
+    if max(d.values()) > max_drop:
+        warn(f"--int8-max-drop {max_drop}: mIoU drop still {max(d.values()):.4f} with every Conv in float")
+    return {"limit": max_drop, "fp32_miou": base, "drop": d, "added_float": added, "keep": keep}

@@ -1,0 +1,101 @@
+"""Numerical checks between artifacts: torch vs ONNX Runtime, FP16/INT8 vs FP32.
+
+Each check runs real images (a handful from the data set's val split) and returns a small dict
+(max abs logit difference, pixel label agreement) that goes into the manifest and the CLI table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rdd_edge.errors import ExportError
+
+MIN_PARITY_AGREEMENT = 0.999  # torch vs ONNX FP32
+MIN_FP16_AGREEMENT = 0.995  # FP16 vs FP32
+
+
+def ort_session(path: str | Path) -> Any:
+    """A CPU ONNX Runtime session; an ExportError naming the file if ORT cannot load it."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExportError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:300]})") from None
+
+
+def run_onnx(path_or_session: Any, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """Run an ``images`` batch through an ONNX file (or session); outputs by name."""
+    sess = path_or_session if hasattr(path_or_session, "run") else ort_session(path_or_session)
+    names = [o.name for o in sess.get_outputs()]
+    res = []
+    for i in range(len(batch)):  # one image at a time: small peak memory, works for any batch axis
+        res.append(sess.run(names, {"images": batch[i : i + 1]}))
+    return {n: np.concatenate([r[k] for r in res], 0) for k, n in enumerate(names)}
+
+
+def labels_of(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """(N, H, W) labels from graph outputs: ``labels`` if present, else the argmax of ``logits``."""
+    if "labels" in outputs:
+        return outputs["labels"].astype(np.int64)
+    return outputs["logits"].argmax(1).astype(np.int64)
+
+
+def make_batch(images: Sequence[np.ndarray], size: Sequence[int], mean: Sequence[float], std: Sequence[float], embedded: bool) -> np.ndarray:
+    """uint8 RGB images -> the (N, 3, H, W) graph input, through deploy's ``preprocess``."""
+    from deploy.preprocess import preprocess
+
+    if len(images) == 0:
+        raise ExportError("no check images: the data set's val split is empty; pass a data set with validation images")
+    return np.concatenate([preprocess(im, size, mean, std, embedded=embedded) for im in images], 0)
+
+
+def compare(ref: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict:
+    """Label agreement and, when both have logits, max/mean abs logit difference."""
+    a, b = labels_of(ref), labels_of(test)
+    res: dict[str, Any] = {"images": int(a.shape[0]), "pixels": int(a.size), "label_agreement": float((a == b).mean())}
+    if "logits" in ref and "logits" in test:
+        d = np.abs(ref["logits"].astype(np.float64) - test["logits"].astype(np.float64))
+        res["max_abs_logit_diff"] = float(d.max())
+        res["mean_abs_logit_diff"] = float(d.mean())
+    return res
+
+
+def torch_outputs(model: Any, batch: np.ndarray, mean: Sequence[float], std: Sequence[float], embedded: bool) -> dict[str, np.ndarray]:
+    """Reference outputs from the torch model (normalising here when the graph would have)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = batch.astype(np.float32)
+    if embedded:
+        m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+        s = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+        x = (x / np.float32(255.0) - m) / s
+    outs = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(len(x)):
+            xi = torch.from_numpy(x[i : i + 1])
+            o = model(xi)["out"]
+            outs.append(F.interpolate(o, size=xi.shape[-2:], mode="bilinear", align_corners=False).numpy())
+    logits = np.concatenate(outs, 0)
+    return {"logits": logits, "labels": logits.argmax(1)}
+
+
+def check_parity(model: Any, onnx_path: str | Path, batch: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                 embedded: bool = False, min_agreement: float = MIN_PARITY_AGREEMENT) -> dict:
+    """ONNX Runtime vs torch on ``batch``; ExportError if labels agree on fewer than ``min_agreement`` pixels."""
+    ref = torch_outputs(model, batch, mean, std, embedded)
+    got = run_onnx(onnx_path, batch)
+    res = compare(ref, got)
+    if res["label_agreement"] < min_agreement:
+        raise ExportError(
+            f"{onnx_path}: ONNX Runtime and torch agree on {res['label_agreement']:.4%} of pixels "
+            f"(< {min_agreement:.1%}; max abs logit diff {res.get('max_abs_logit_diff', float('nan')):.3g}); the export is wrong"
+        )
+    return res
