@@ -8,6 +8,7 @@ generator module is imported only when it is used.
 from __future__ import annotations
 
 import difflib
+import importlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +28,7 @@ _FORMATS: dict[str, DataFormat] = {
 def _synthetic():
     """The synthetic scene module (imported lazily: it is optional for the readers)."""
     try:
-        from rdd_edge.data import synthetic
+        synthetic = importlib.import_module("rdd_edge.data.synthetic")
     except ModuleNotFoundError as exc:
         if exc.name != "rdd_edge.data.synthetic":
             raise
