@@ -11,7 +11,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -109,8 +109,12 @@ def build_info(
     input_dtype: str,
     output_names: Sequence[str],
     output_shapes: dict[str, Sequence[Any]],
+    probe: Callable[[tuple[int, int]], dict[str, np.ndarray]] | None = None,
 ) -> ModelInfo:
-    """Combine the manifest (when present) with what the graph/engine itself declares."""
+    """Combine the manifest (when present) with what the graph/engine itself declares.
+
+    ``probe((H, W))`` runs the model once on zeros; used only without a manifest when the graph
+    does not declare its class count statically."""
     manifest, mpath = read_manifest(artifact)
     artifact = Path(artifact)
     if len(input_shape) != 4:
@@ -139,6 +143,8 @@ def build_info(
         n = None
         if "logits" in output_shapes and len(output_shapes["logits"]) == 4:
             n = _dim(output_shapes["logits"][1])
+        if n is None and probe is not None and "logits" in output_names and g_h and g_w:
+            n = int(probe((g_h, g_w))["logits"].shape[1])  # one dummy run tells the class count
         if n is None:
             raise DeployError(
                 f"{artifact}: no {MANIFEST_NAME} beside it and the graph does not declare its class count "

@@ -108,7 +108,11 @@ def load(
         from deploy.backends.tensorrt import TrtBackend
 
         backend = TrtBackend(path)
+    def probe(hw: tuple[int, int]) -> dict[str, np.ndarray]:
+        b = backend.input_shape[0] if isinstance(backend.input_shape[0], int) else 1
+        return backend.run(np.zeros((b, 3, *hw), dtype=backend.input_dtype))
+
     info = build_info(
-        path, backend.input_name, backend.input_shape, backend.input_dtype, backend.output_names, backend.output_shapes
+        path, backend.input_name, backend.input_shape, backend.input_dtype, backend.output_names, backend.output_shapes, probe
     )
     return Segmenter(backend, info, path)

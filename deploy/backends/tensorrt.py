@@ -39,6 +39,9 @@ class TrtBackend:
 
     def __init__(self, path: str | Path, cuda_mem: str | None = None):
         self.path = Path(path)
+        # the sidecar first: a foreign engine (or no TensorRT here) gets the rebuild instruction
+        self.meta = read_sidecar(self.path)
+        check_compatible(self.meta, engine=self.path)
         try:
             import tensorrt as trt  # type: ignore[import-not-found]
         except ImportError:
@@ -46,8 +49,6 @@ class TrtBackend:
                 f"{self.path}: running a TensorRT engine needs the tensorrt package (`pip install rdd-edge[trt]`, "
                 "or JetPack's python3-libnvinfer); or run the .onnx file instead"
             ) from None
-        self.meta = read_sidecar(self.path)
-        check_compatible(self.meta, engine=self.path)
         from deploy.cuda_mem import get_cuda_mem
 
         self._trt = trt
