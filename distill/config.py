@@ -1,0 +1,163 @@
+"""The training configuration: plain defaults, per-dataset presets, CLI overrides.
+
+``make_config(mode, dataset, **overrides)`` starts from the defaults below, applies the preset of
+the data set (the paper's recipe, METHOD.md; a small CPU-friendly one for ``synthetic``) and
+then every override that is not ``None``. The resolved config is written as ``config.json`` in
+the run folder and stored inside each checkpoint, so a checkpoint says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rdd_edge.errors import ConfigError
+
+MODES = ("teacher", "distill")
+RDD_MODES = ("xor", "or", "and")
+CONFIDENCES = ("gt", "max")
+KD_METHOD_NAMES = ("none", "kd", "cwd", "at")  # what the CLI offers; distill.losses decides what exists
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; JSON-serialisable."""
+
+    # -- what is trained
+    mode: str = "distill"  # "teacher": plain supervised training; "distill": student + frozen teacher
+    model: str = "deeplabv3_mbv2"  # model trained (teacher or student), a models registry name or alias
+    aux: bool | None = None  # aux head on the trained model; None: on for teachers and ResNet students
+    model_kwargs: dict = field(default_factory=dict)  # extra create_model kwargs (e.g. head_channels)
+    teacher: str | None = None  # teacher checkpoint (distill only); None: latest teacher run's best.pt
+    # -- data
+    dataset: str = "synthetic"  # reader name: synthetic, camvid, cityscapes, voc, ade20k
+    data: str | None = None  # data set root folder; None for the generated synthetic scenes
+    synthetic_train: int = 200  # synthetic only: images in the generated train split
+    synthetic_val: int = 40  # synthetic only: images in the generated val split
+    crop: tuple[int, int] = (96, 144)  # (H, W) training crop
+    eval_size: tuple[int, int] | None = None  # (H, W) images are resized to for eval; None: data set default
+    scale_min: float = 0.5  # random scale range of the train augmentation
+    scale_max: float = 2.0
+    hflip: bool = True  # random horizontal flip
+    workers: int = 0  # DataLoader worker processes per training process
+    # -- method (distill only)
+    method: str = "kd"  # KD loss added to the task loss: none, kd, cwd, at
+    rdd: bool = True  # weight the task loss by relative difficulty (TFE then TSE)
+    rdd_mode: str = "xor"  # how TSE combines student/teacher hard masks: xor (the method), or, and
+    rdd_threshold: float = 0.7  # confidence at or below which a pixel counts as hard
+    tfe_fraction: float = 0.1  # fraction of iterations in the TFE stage before switching to TSE
+    confidence: str = "gt"  # pixel confidence: probability of the gt class ("gt") or the max ("max")
+    aux_weight: float = 0.4  # weight of the aux-head task loss
+    # -- optimisation
+    iters: int = 300  # total optimiser steps
+    batch: int = 8  # global batch (split evenly across processes)
+    lr: float = 0.02  # base learning rate (SGD)
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4  # L2 weight decay (released code; the paper says 5e-4)
+    poly_power: float = 0.9  # lr = base * (1 - it / iters) ** poly_power
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler); off on CPU
+    compile: bool = False  # torch.compile the trained model
+    channels_last: bool = True  # NHWC memory format on CUDA
+    # -- bookkeeping
+    val_every: int = 100  # validate (and save last.pt / best.pt) every this many iterations
+    log_every: int = 10  # write a CSV / TensorBoard row every this many iterations
+    seed: int = 0  # seeds the model init, data order and augmentation
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    name: str | None = None  # run folder name: runs/<mode>-<name>
+    runs_root: str = "runs"  # parent of run folders
+    tensorboard: bool = True  # also log to TensorBoard (<run>/tb)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def stage(self) -> str:
+        """Run-folder stage name: ``teacher`` or ``distill``."""
+        return self.mode
+
+
+# The paper's recipe per data set (METHOD.md, Sec. 4.2); synthetic is small enough for a CPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "synthetic": dict(crop=(96, 144), iters=300, batch=8, val_every=100, log_every=10),
+    "camvid": dict(crop=(360, 360), iters=40000, batch=16, val_every=2000, log_every=50),
+    "cityscapes": dict(crop=(512, 1024), iters=40000, batch=16, val_every=4000, log_every=50),
+    "voc": dict(crop=(512, 512), iters=40000, batch=16, val_every=4000, log_every=50),
+    "ade20k": dict(crop=(512, 512), iters=80000, batch=16, val_every=8000, log_every=50),
+}
+
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "teacher": dict(model="deeplabv3_r101", method="none", rdd=False),
+    "distill": dict(model="deeplabv3_mbv2"),
+}
+
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def make_config(mode: str = "distill", dataset: str | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults, then the mode's and the data set's preset, then every override that is not None."""
+    if mode not in MODES:
+        raise ConfigError(f"mode {mode!r} unknown; use one of {', '.join(MODES)}")
+    dataset = dataset or "synthetic"
+    unknown = set(overrides) - _FIELDS
+    if unknown:
+        raise ConfigError(f"unknown config option(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {"mode": mode, "dataset": dataset}
+    values.update(MODE_DEFAULTS[mode])
+    values.update(PRESETS.get(dataset, {}))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(d: dict[str, Any], **overrides: Any) -> TrainConfig:
+    """Rebuild a config saved by :meth:`TrainConfig.as_dict` (JSON turns tuples into lists)."""
+    values = {k: v for k, v in d.items() if k in _FIELDS}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("crop", "eval_size"):
+        if values.get(key) is not None:
+            values[key] = tuple(int(x) for x in values[key])
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def parse_size(text: str | None, option: str = "--crop") -> tuple[int, int] | None:
+    """``"96x144"`` or ``"360"`` -> (H, W); a ConfigError naming the option otherwise."""
+    if text is None:
+        return None
+    parts = str(text).lower().replace(",", "x").split("x")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected HxW, e.g. 360x480") from None
+    if len(nums) == 1:
+        nums = nums * 2
+    if len(nums) != 2 or min(nums) < 8:
+        raise ConfigError(f"{option} {text!r}: expected HxW with both sides >= 8, e.g. 360x480")
+    return nums[0], nums[1]
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject values that cannot work, naming the option."""
+    checks = [
+        (cfg.iters >= 1, f"--iters {cfg.iters}: must be >= 1"),
+        (cfg.batch >= 1, f"--batch {cfg.batch}: must be >= 1"),
+        (cfg.lr > 0, f"--lr {cfg.lr}: must be > 0"),
+        (cfg.val_every >= 1, f"--val-every {cfg.val_every}: must be >= 1"),
+        (cfg.log_every >= 1, f"--log-every {cfg.log_every}: must be >= 1"),
+        (0 < cfg.scale_min <= cfg.scale_max, f"scale range {cfg.scale_min}..{cfg.scale_max}: need 0 < min <= max"),
+        (cfg.method in KD_METHOD_NAMES, f"--method {cfg.method!r}: use one of {', '.join(KD_METHOD_NAMES)}"),
+        (cfg.rdd_mode in RDD_MODES, f"--rdd-mode {cfg.rdd_mode!r}: use one of {', '.join(RDD_MODES)}"),
+        (cfg.confidence in CONFIDENCES, f"--confidence {cfg.confidence!r}: use one of {', '.join(CONFIDENCES)}"),
+        (0.0 <= cfg.tfe_fraction <= 1.0, f"--tfe-fraction {cfg.tfe_fraction}: must lie in [0, 1]"),
+        (0.0 < cfg.rdd_threshold < 1.0, f"--rdd-threshold {cfg.rdd_threshold}: must lie in (0, 1)"),
+        (cfg.workers >= 0, f"--workers {cfg.workers}: must be >= 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    if cfg.mode == "teacher" and (cfg.method != "none" or cfg.rdd):
+        raise ConfigError("teacher training takes no --method / --rdd (those distill a student from a teacher)")

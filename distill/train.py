@@ -1,0 +1,458 @@
+"""Train a teacher, or distill a student from a frozen teacher with RDD: one code path.
+
+Single process::
+
+    rdd-edge train-teacher --dataset synthetic --model r101
+    rdd-edge distill --student mbv2 --method kd --rdd
+
+DDP (one process per GPU; ``--gpus N`` does this re-launch for you)::
+
+    torchrun --standalone --nproc-per-node 4 -m rdd_edge distill --student r18 --batch 16
+
+``train(cfg)`` reads top to bottom like torchvision's references/segmentation/train.py: distributed
+init, data, model (SyncBN + DDP), teacher, optimiser, resume, then one loop in commented
+sections (lr, data, forward, loss, NaN guard, backward + step, log, validate + checkpoint).
+The global batch is split across processes; the loss of each process is averaged over its
+pixels and DDP averages gradients, which equals single-process training whenever each process
+holds as many counted pixels as the others (same crop size, no ignored pixels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from distill import dist
+from distill.config import TrainConfig
+from distill.data import eval_loader, train_loader
+from distill.evaluate import evaluate
+from rdd_edge.errors import CheckpointError, ConfigError, DataError, TrainingError
+from rdd_edge.runs import latest_run, new_run_dir, write_json
+
+TRAIN_LOG_FIELDS = ["step", "lr", "loss", "task", "kd", "selected", "stage", "it_per_s", "time_s"]
+VAL_LOG_FIELDS = ["step", "miou", "pixel_acc", "mean_class_acc", "images_per_s"]
+
+
+# ---------------------------------------------------------------- small pure helpers
+def poly_lr(base_lr: float, it: int, max_iter: int, power: float = 0.9) -> float:
+    """Poly decay: ``base * (1 - it / max_iter) ** power`` for the 0-based iteration ``it``."""
+    return base_lr * (1.0 - min(it, max_iter) / max_iter) ** power
+
+
+def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
+    """A checkpoint file, or a run folder -> its ``prefer`` (else ``last.pt``/``best.pt``)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in (prefer, "last.pt", "best.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"{p}: folder holds no {prefer} / last.pt / best.pt; pass a checkpoint file or a run folder")
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    return p
+
+
+def default_teacher(runs_root: str | Path) -> Path:
+    """``best.pt`` of the latest teacher run; a ConfigError saying what to run otherwise."""
+    run = latest_run("teacher", runs_root, must_contain="best.pt")
+    if run is None:
+        raise ConfigError(f"no teacher given and no teacher run with best.pt under {Path(runs_root).resolve()}; "
+                          "train one with `rdd-edge train-teacher` or pass --teacher CKPT")
+    return run / "best.pt"
+
+
+def student_aux(cfg: TrainConfig) -> bool:
+    """Whether the trained model gets an aux head (config value, else the model's default)."""
+    if cfg.aux is not None:
+        return bool(cfg.aux)
+    from models import model_cfg
+
+    return bool(model_cfg(cfg.model).get("aux_head", False))
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def amp_setup(cfg: TrainConfig, device: torch.device):
+    """(autocast context factory, GradScaler): no-op objects unless AMP runs on CUDA."""
+    use = cfg.amp and device.type == "cuda"
+    dtype = torch.bfloat16 if use and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use and dtype == torch.float16)
+    if not use:
+        return contextlib.nullcontext, scaler, None
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler, dtype
+
+
+# ---------------------------------------------------------------- data
+def build_readers(cfg: TrainConfig):
+    """(info, train reader, val reader, eval size), each split checked by reading one item."""
+    from rdd_edge.data import dataset_info, get_dataset
+
+    info = dataset_info(cfg.dataset)
+    eval_size = tuple(cfg.eval_size) if cfg.eval_size else tuple(info.eval_size)
+    if cfg.dataset == "synthetic" and cfg.data is None:
+        tr = get_dataset("synthetic", split="train", n=cfg.synthetic_train, size=eval_size, seed=cfg.seed)
+        va = get_dataset("synthetic", split="val", n=cfg.synthetic_val, size=eval_size, seed=cfg.seed)
+    else:
+        tr = get_dataset(cfg.dataset, cfg.data, split="train")
+        va = get_dataset(cfg.dataset, cfg.data, split="val")
+    for split, reader in (("train", tr), ("val", va)):
+        check_reader(reader, f"{cfg.data or cfg.dataset} ({split} split)", info.num_classes)
+    return info, tr, va, eval_size
+
+
+def check_reader(reader, what: str, num_classes: int) -> None:
+    """Fail before training on an empty split or an unreadable first / last item."""
+    if len(reader) == 0:
+        raise DataError(f"{what}: no images found; check the folder layout (`rdd-edge data check`)")
+    for i in sorted({0, len(reader) - 1}):
+        image, label = reader[i]
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != label.shape:
+            raise DataError(f"{what}: item {i} has image {image.shape} and label {label.shape}; "
+                            "expected HxWx3 and HxW of the same size")
+        bad = (label >= num_classes) & (label != 255)
+        if bad.any():
+            raise DataError(f"{what}: item {i} has label values {np.unique(label[bad])[:8].tolist()} "
+                            f"outside 0..{num_classes - 1} (255 = ignore)")
+
+
+# ---------------------------------------------------------------- models
+def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    from models import create_model
+
+    return create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), **cfg.model_kwargs)
+
+
+def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: torch.device) -> tuple[nn.Module, dict]:
+    """The frozen teacher (eval, no grad); CheckpointError for a wrong class count or no aux head."""
+    from models import model_from_checkpoint
+
+    model, ckpt = model_from_checkpoint(path)
+    if model.num_classes != num_classes:
+        raise CheckpointError(f"{path}: teacher predicts {model.num_classes} classes but the data set has {num_classes}; "
+                              "use a teacher trained on this data set (`rdd-edge train-teacher --dataset ...`)")
+    if need_aux and not model.has_aux:
+        raise CheckpointError(f"{path}: teacher {ckpt['model_name']} has no aux head, which TFE-RDD needs; "
+                              "use a teacher trained with an aux head or pass --tfe-fraction 0")
+    model.eval().requires_grad_(False)
+    return model.to(device), ckpt
+
+
+# ---------------------------------------------------------------- loss
+def step_losses(s_out: dict, t_out: dict | None, labels: torch.Tensor, rdd, kd) -> tuple[torch.Tensor, dict]:
+    """Total loss = (RDD-weighted or plain) task loss (+ aux) + KD; parts as detached tensors."""
+    task, stats = rdd.task_loss(s_out, t_out, labels)
+    kd_term = kd(s_out, t_out) if (kd is not None and t_out is not None) else torch.zeros((), device=task.device)
+    total = task + kd_term
+    return total, {"task": task.detach(), "kd": kd_term.detach(), "selected": float(stats.get("selected", 1.0))}
+
+
+# ---------------------------------------------------------------- logging
+class RunLogger:
+    """CSV files (train / val) and TensorBoard, on the main process only; resumed runs append."""
+
+    def __init__(self, run_dir: Path, start_step: int, tensorboard: bool, enabled: bool):
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        self.train_csv = run_dir / "train_log.csv"
+        self.val_csv = run_dir / "val_log.csv"
+        for path, fields in ((self.train_csv, TRAIN_LOG_FIELDS), (self.val_csv, VAL_LOG_FIELDS)):
+            _truncate_csv(path, fields, start_step)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+            except ImportError:  # tensorboard not installed: CSV only
+                self.tb = None
+
+    def _row(self, path: Path, fields: list[str], row: dict) -> None:
+        with open(path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=fields).writerow({k: row.get(k, "") for k in fields})
+
+    def train(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self._row(self.train_csv, TRAIN_LOG_FIELDS, row)
+        if self.tb:
+            for k in ("lr", "loss", "task", "kd", "selected", "it_per_s"):
+                self.tb.add_scalar(f"train/{k}", row[k], row["step"])
+
+    def val(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self._row(self.val_csv, VAL_LOG_FIELDS, row)
+        if self.tb:
+            for k in ("miou", "pixel_acc", "mean_class_acc"):
+                self.tb.add_scalar(f"val/{k}", row[k], row["step"])
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
+
+
+def _truncate_csv(path: Path, fields: list[str], start_step: int) -> None:
+    """Keep the header and rows up to ``start_step`` (a resumed run rewrites what came after)."""
+    rows = []
+    if start_step and path.is_file():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= start_step]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _progress(enabled: bool, total: int, start: int):
+    """A rich progress bar with it/s, ETA and the loss parts (a no-op object when disabled)."""
+    if not enabled:
+        return contextlib.nullcontext(None), None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"))
+    task = prog.add_task("train", total=total, completed=start, speed="", info="")
+    return prog, task
+
+
+# ---------------------------------------------------------------- the trainer
+def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | None = None,
+          readers: tuple | None = None, run_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run one training (teacher or distillation) to ``cfg.iters`` steps; returns a summary dict.
+
+    ``resume``: a ``last.pt`` (or run folder) to continue exactly from. ``stop_after``: stop
+    (saving last.pt) after this many steps in total, e.g. to split a long job. ``readers``:
+    ``(info, train, val, eval_size)`` instead of the data set ``cfg`` names (tests). ``run_dir``:
+    write there instead of a new ``runs/<mode>-<name>`` folder.
+    """
+    # -- distributed + device
+    world = dist.env_world_size()
+    if cfg.batch % world:
+        raise ConfigError(f"--batch {cfg.batch} does not divide across {world} processes; "
+                          f"use a multiple of {world} (the global batch is split evenly)")
+    device = dist.init_distributed(cfg.device)
+    rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # -- resume: the checkpoint is read (and validated) before anything else is built
+    ckpt_resume = None
+    if resume is not None:
+        from models import load_checkpoint
+
+        resume_path = resolve_checkpoint(resume, prefer="last.pt")
+        ckpt_resume = load_checkpoint(resume_path)
+        if "optimizer" not in ckpt_resume or "step" not in ckpt_resume:
+            raise CheckpointError(f"{resume_path}: holds no training state (optimizer / step) to resume from; "
+                                  "resume from a last.pt written by rdd-edge training")
+        run_dir = resume_path.parent
+
+    # -- data (fails on a bad folder before any model is built)
+    info, train_reader, val_reader, eval_size = readers if readers is not None else build_readers(cfg)
+    num_classes = info.num_classes
+
+    # -- teacher (distill only), frozen once
+    teacher, teacher_path = None, None
+    rdd_needs_aux = cfg.mode == "distill" and cfg.rdd and (cfg.tfe_fraction > 0 or student_aux(cfg))
+    if cfg.mode == "distill":
+        teacher_path = resolve_checkpoint(cfg.teacher) if cfg.teacher else default_teacher(cfg.runs_root)
+        teacher, _ = load_teacher(teacher_path, num_classes, rdd_needs_aux, device)
+        cfg.teacher = str(teacher_path)
+
+    # -- the trained model (same init on every process; DDP also broadcasts rank 0's weights)
+    torch.manual_seed(cfg.seed)
+    raw = build_model(cfg, num_classes).to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        raw = raw.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher = teacher.to(memory_format=torch.channels_last)
+    model: nn.Module = raw
+    if world > 1:
+        raw = nn.SyncBatchNorm.convert_sync_batchnorm(raw)
+        model = nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+
+    # -- losses
+    from distill.losses import build_kd_loss
+    from distill.rdd import RDDWeighting
+
+    rdd = RDDWeighting(enabled=cfg.mode == "distill" and cfg.rdd, tfe_fraction=cfg.tfe_fraction,
+                       threshold=cfg.rdd_threshold, mode=cfg.rdd_mode, confidence=cfg.confidence,
+                       ignore_index=info.ignore_index, aux_weight=cfg.aux_weight)
+    kd = build_kd_loss(cfg.method) if cfg.mode == "distill" else None
+    want_features = bool(kd is not None and kd.needs_features)
+
+    # -- optimiser, AMP
+    optimizer = torch.optim.SGD(raw.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    autocast, scaler, amp_dtype = amp_setup(cfg, device)
+
+    # -- run folder
+    if main:
+        if run_dir is None:
+            run_dir = new_run_dir(cfg.stage, cfg.name, root=cfg.runs_root)
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", cfg.as_dict())
+    run_dir = Path(dist.broadcast_object(str(run_dir) if run_dir is not None else None))
+
+    # -- resume state
+    start, best_miou = 0, None
+    if ckpt_resume is not None:
+        from models import load_weights
+
+        load_weights(raw, ckpt_resume["state_dict"], name=ckpt_resume["path"])
+        optimizer.load_state_dict(ckpt_resume["optimizer"])
+        if ckpt_resume.get("scaler"):
+            scaler.load_state_dict(ckpt_resume["scaler"])
+        start, best_miou = int(ckpt_resume["step"]), ckpt_resume.get("best_miou")
+    torch.manual_seed(cfg.seed + 1000 * rank)  # per-process stream (dropout) from here on
+
+    loader = train_loader(train_reader, cfg, info, start, rank, world)
+    val_loader = eval_loader(val_reader, info, eval_size, rank, world, batch=max(1, cfg.batch // world), workers=cfg.workers)
+    logger = RunLogger(run_dir, start, cfg.tensorboard, main)
+    if ckpt_resume is not None:
+        states = ckpt_resume.get("rng") or []
+        if states:
+            set_rng_state(states[rank] if rank < len(states) else states[0])
+
+    def checkpoint(name: str, step: int, gather: bool = True) -> Path:
+        """Save ``name`` (last.pt / best.pt) on the main process; RNG states of all processes."""
+        rngs = dist.all_gather_object(rng_state()) if gather else [rng_state()]
+        path = run_dir / name
+        if main:
+            from models import save_checkpoint
+
+            save_checkpoint(path, raw, dataset=info, config=cfg.as_dict(), step=step, best_miou=best_miou,
+                            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs,
+                            rdd_stage=rdd.current, world_size=world)
+        return path
+
+    def validate(step: int):
+        metrics = evaluate(raw, val_loader, num_classes, device, autocast=autocast())
+        logger.val({"step": step, "miou": metrics.miou, "pixel_acc": metrics.pixel_acc,
+                    "mean_class_acc": metrics.mean_class_acc, "images_per_s": metrics.images_per_s})
+        return metrics
+
+    # -- the loop
+    model.train()
+    prog, task = _progress(progress and main, cfg.iters, start)
+    t_start, t_last, last_logged = time.perf_counter(), time.perf_counter(), start
+    last_miou = None
+    step = start
+    log_parts = torch.zeros(4, device=device)  # loss, task, kd, selected summed since the last log
+    try:
+        with (prog if prog is not None else contextlib.nullcontext()):
+            for images, labels in loader:
+                it = step  # 0-based index of this iteration
+                # lr (a pure function of the iteration) and the RDD stage
+                lr = poly_lr(cfg.lr, it, cfg.iters, cfg.poly_power)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                stage = rdd.stage(it, cfg.iters) if cfg.mode == "distill" else None
+                # data
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                if device.type == "cuda" and cfg.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                # forward: teacher without autograd, student with
+                with autocast():
+                    t_out = None
+                    if teacher is not None:
+                        with torch.inference_mode():
+                            t_out = teacher(images, features=want_features)
+                    s_out = model(images, features=want_features) if want_features else model(images)
+                    loss, parts = step_losses(s_out, t_out, labels, rdd, kd)
+                # NaN guard: one small all-reduce, so every process stops at the same iteration
+                now = torch.stack([loss.detach().float(), parts["task"].float(), parts["kd"].float(),
+                                   torch.tensor(parts["selected"], device=device)])
+                dist.all_reduce_sum(now)
+                if not bool(torch.isfinite(now[:3]).all()):  # .item()-like sync point, once per step
+                    kept = run_dir / "last.pt"
+                    raise TrainingError(
+                        f"non-finite loss ({now[0].item() / world}) at iteration {it + 1} of {cfg.iters}; stopped without "
+                        f"saving, so {kept if kept.exists() else 'no checkpoint'} keeps the last good weights. "
+                        "Try a lower --lr, --no-amp, or check the data")
+                log_parts += now / world
+                # backward + step
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                step = it + 1
+                # log
+                if step % cfg.log_every == 0 or step == cfg.iters:
+                    n = step - last_logged
+                    avg = (log_parts / max(n, 1)).tolist()
+                    speed = n / max(time.perf_counter() - t_last, 1e-9)
+                    row = {"step": step, "lr": lr, "loss": avg[0], "task": avg[1], "kd": avg[2], "selected": avg[3],
+                           "stage": stage or "", "it_per_s": speed, "time_s": time.perf_counter() - t_start}
+                    logger.train(row)
+                    if prog is not None:
+                        info_txt = f"loss {avg[0]:.3f} task {avg[1]:.3f} kd {avg[2]:.3f}"
+                        if stage:
+                            info_txt += f" {stage} sel {avg[3]:.1%}"
+                        if last_miou is not None:
+                            info_txt += f" mIoU {last_miou:.3f}"
+                        prog.update(task, speed=f"{speed:.2f} it/s", info=info_txt)
+                    log_parts.zero_()
+                    t_last, last_logged = time.perf_counter(), step
+                if prog is not None:
+                    prog.update(task, completed=step)
+                # validate + checkpoint
+                if step % cfg.val_every == 0 or step == cfg.iters:
+                    metrics = validate(step)
+                    last_miou = metrics.miou
+                    if best_miou is None or metrics.miou > best_miou:
+                        best_miou = float(metrics.miou)
+                        checkpoint("best.pt", step)
+                    checkpoint("last.pt", step)
+                elif stop_after is not None and step >= stop_after:
+                    checkpoint("last.pt", step)
+                if stop_after is not None and step >= stop_after:
+                    break
+    except KeyboardInterrupt:
+        # save what the completed steps produced (no collectives: other processes may be gone)
+        if main and step > start:
+            checkpoint("last.pt", step, gather=False)
+            print(f"interrupted at iteration {step}; saved {run_dir / 'last.pt'} (resume with --resume {run_dir})")
+        raise
+    finally:
+        logger.close()
+
+    elapsed = time.perf_counter() - t_start
+    summary = {"run_dir": str(run_dir), "mode": cfg.mode, "model": raw.model_name, "steps": step,
+               "best_miou": best_miou, "last_miou": last_miou, "time_s": elapsed,
+               "last": str(run_dir / "last.pt"), "best": str(run_dir / "best.pt"),
+               "teacher": str(teacher_path) if teacher_path else None, "world_size": world,
+               "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off"}
+    if main:
+        write_json(run_dir / "summary.json", summary)
+    return summary
