@@ -34,6 +34,8 @@ def test_clean_folder_counts_and_histogram_match_the_labels(tmp_path):
                 expected += np.bincount(lbl.ravel(), minlength=12)
         np.testing.assert_array_equal(rep.histogram[split], expected)
     assert rep.total_histogram().sum() == 4 * du.H * du.W
+    shown = check_dataset(tmp_path, "camvid", progress=True)  # with the rich progress bar: same result
+    assert shown.counts == rep.counts and all((shown.histogram[s] == rep.histogram[s]).all() for s in rep.histogram)
 
 
 def test_every_kind_of_problem_in_one_run(tmp_path):

@@ -87,9 +87,9 @@ def test_voc_palette_png_decodes_to_indices(tmp_path):
     assert len(get_dataset("voc", tmp_path / "VOCdevkit" / "VOC2012", "val")) == 2  # VOC2012/ as root too
 
 
-def test_voc_colour_fallback_maps_palette_back(tmp_path):
+def test_voc_colour_fallback_maps_palette_back(tmp_path, monkeypatch):
     """Without Pillow the reader maps OpenCV's colours back through the VOC palette."""
-    from rdd_edge.data.voc import colours_to_index
+    from rdd_edge.data.voc import colours_to_index, decode_label
 
     raw = du.voc(tmp_path)
     lbl_file = next((tmp_path / "VOCdevkit/VOC2012/SegmentationClass").glob("*.png"))
@@ -99,6 +99,8 @@ def test_voc_colour_fallback_maps_palette_back(tmp_path):
     odd = np.zeros((2, 2, 3), np.uint8)
     odd[0, 0] = (1, 2, 3)
     assert colours_to_index(odd)[0, 0] == 254  # a colour not in the palette is flagged, not guessed
+    monkeypatch.setitem(sys.modules, "PIL", None)  # as on a box without Pillow
+    np.testing.assert_array_equal(decode_label(lbl_file), raw[lbl_file.stem])
 
 
 def test_voc_train_uses_sbd_aug_when_present(tmp_path):
