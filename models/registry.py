@@ -25,6 +25,11 @@ ALIASES: dict[str, str] = {
 }
 
 
+def _ensure_registered() -> None:
+    """Import the built-in networks, so the registry is full however ``models`` was imported."""
+    import models.networks  # noqa: F401
+
+
 def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
     """File ``fn`` under its own name; its module's ``default_cfgs[name]`` becomes the model's cfg."""
     name = fn.__name__
@@ -36,6 +41,7 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted canonical model names matching the wildcard ``pattern`` (an alias matches too)."""
+    _ensure_registered()
     pattern = pattern.lower()
     return sorted(
         n for n in _model_entrypoints
@@ -50,6 +56,7 @@ def aliases_of(name: str) -> list[str]:
 
 def resolve_name(name: str) -> str:
     """The canonical name of a model name or alias; ``ModelError`` with a suggestion otherwise."""
+    _ensure_registered()
     key = str(name).strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key in _model_entrypoints:

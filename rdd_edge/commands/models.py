@@ -39,15 +39,16 @@ def models_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from models import aliases_of, count_flops, count_params, create_model, list_models, model_cfg
+    # submodules, not the package: works even where an old editable install maps `models` as a namespace
+    from models.flops import count_flops, count_params
+    from models.registry import aliases_of, create_model, list_models, model_cfg
 
     names = list_models(filter)
+    if not names:
+        raise ConfigError(f"--filter '{filter}' matches no model; known: {', '.join(list_models())}")
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=max(console.width, 132))
-    if not names:
-        console.print(f"no model matches '{filter}'; known: {', '.join(list_models())}")
-        raise typer.Exit(code=1)
     table = Table(box=box.SIMPLE_HEAD, title=f"rdd-edge models at {hw[0]}x{hw[1]}, {classes} classes",
                   caption="ResNet models are counted with their FCN aux head, as in the paper; export drops it.\n"
                           "FLOPs = 2 x MACs (conv + matmul only). Paper: CIRKD code base, 19 classes, 1024x2048; "
