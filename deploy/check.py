@@ -1,0 +1,271 @@
+"""The deploy check: every exported artifact side by side, accuracy gate included.
+
+One row per artifact in the export manifest (plus optional reference rows, e.g. the torch
+checkpoint, given by the caller): status, size, mIoU on the val images, drop and pixel
+agreement vs the FP32 ONNX model, and model-only latency at batch 1 and at a larger batch.
+A failing artifact fills its status cell and the loop goes on. The report is written as
+``check.json``, ``check.md`` and ``check.png`` (latency vs mIoU) in the export folder.
+
+Post-processing is the runtime's (:mod:`deploy.postprocess`), so every row is scored on exactly
+what an application would get from :meth:`deploy.Segmenter.predict`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from rdd_edge.errors import ConfigError, RddError
+from rdd_edge.metrics import ConfusionMatrix
+from rdd_edge.runs import atomic_path, atomic_write_text, write_json
+
+from deploy.info import MANIFEST_NAME
+
+# Status cells
+PASSED = "passed"
+FAILED_GATE = "failed gate"  # exported and runs, but lost more mIoU than allowed
+FAILED = "failed"
+SKIPPED = "skipped"
+
+REFERENCE_KEY = "onnx"  # the FP32 ONNX model every other row is compared with
+ORDER = ("torch", "onnx", "fp16", "int8-cpu", "int8", "engine-fp16", "engine-int8")
+
+
+@dataclass
+class Row:
+    """One line of the check table."""
+
+    name: str
+    file: str | None
+    precision: str
+    backend: str = ""
+    status: str = FAILED
+    reason: str = ""
+    size_mb: float | None = None
+    miou: float | None = None  # in percent
+    drop: float | None = None  # mIoU points lost vs the FP32 reference (positive = worse)
+    agreement: float | None = None  # fraction of pixels with the reference's label, in percent
+    latency: dict[str, dict] = field(default_factory=dict)  # "b1", "bN" -> Latency.as_dict()
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Candidate:
+    """Something to check: ``load()`` returns a Segmenter-like object (predict_batch, preprocess, run, info)."""
+
+    name: str
+    load: Callable[[], Any]
+    file: Path | None = None
+    precision: str = "fp32"
+    gated: bool = True  # subject to --max-drop (everything but the reference rows)
+
+
+def find_export_dir(run: str | Path) -> Path:
+    """``run`` may be a distill run (``<run>/export``) or the export folder itself."""
+    run = Path(run)
+    for d in (run / "export", run):
+        if (d / MANIFEST_NAME).is_file():
+            return d
+    raise ConfigError(f"{run}: no export/{MANIFEST_NAME} found; run `rdd-edge export` on this run first")
+
+
+def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str = "cpu", threads: int | None = None) -> list[Candidate]:
+    """One candidate per artifact the manifest lists, FP32 ONNX first."""
+    from deploy.runtime import load
+
+    arts = manifest.get("artifacts") or {}
+    if not arts:
+        raise ConfigError(f"{export_dir / MANIFEST_NAME}: lists no artifacts; re-run `rdd-edge export`")
+    keys = sorted(arts, key=lambda k: (ORDER.index(k) if k in ORDER else len(ORDER), k))
+    out = []
+    for k in keys:
+        entry = arts[k] if isinstance(arts[k], dict) else {"file": str(arts[k])}
+        f = export_dir / str(entry.get("file", ""))
+        out.append(
+            Candidate(
+                name=k,
+                load=lambda f=f: load(f, device=device, threads=threads),
+                file=f,
+                precision=str(entry.get("precision", "fp32" if k == REFERENCE_KEY else k)),
+                gated=k != REFERENCE_KEY,
+            )
+        )
+    return out
+
+
+def _predict_all(seg: Any, images: Sequence[np.ndarray], batch: int) -> list[np.ndarray]:
+    preds: list[np.ndarray] = []
+    for i in range(0, len(images), batch):
+        preds.extend(seg.predict_batch(images[i : i + batch]))
+    return preds
+
+
+def evaluate_rows(
+    candidates: Sequence[Candidate],
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    num_classes: int,
+    batch: int = 4,
+    max_drop: float = 1.0,
+    ignore_index: int = 255,
+    latency_kw: dict | None = None,
+    on_row: Callable[[Row], None] | None = None,
+) -> list[Row]:
+    """Score every candidate; the reference (first ungated candidate named ``onnx``) sets drop/agreement."""
+    from deploy.latency import measure_segmenter
+
+    latency_kw = {"min_time": 1.0, **(latency_kw or {})}
+    rows: list[Row] = []
+    ref_preds: list[np.ndarray] | None = None
+    ref_miou: float | None = None
+    for cand in candidates:
+        row = Row(name=cand.name, file=cand.file.name if cand.file else None, precision=cand.precision)
+        if cand.file is not None and cand.file.is_file():
+            row.size_mb = cand.file.stat().st_size / 1e6
+        try:
+            seg = cand.load()
+            row.backend = getattr(seg, "provider", "")
+            preds = _predict_all(seg, images, max(1, batch))
+            cm = ConfusionMatrix(num_classes, ignore_index)
+            for lab, pred in zip(labels, preds):
+                cm.update(lab, np.minimum(pred, num_classes - 1) if pred.size else pred)
+            row.miou = 100.0 * cm.compute().miou
+            if cand.name == REFERENCE_KEY:
+                ref_preds, ref_miou = preds, row.miou
+            if ref_preds is not None:
+                same = sum(int((a == b).sum()) for a, b in zip(preds, ref_preds))
+                row.agreement = 100.0 * same / max(1, sum(p.size for p in preds))
+                row.drop = ref_miou - row.miou if ref_miou is not None else None
+            row.latency["b1"] = measure_segmenter(seg, 1, **latency_kw).as_dict()
+            if batch > 1:
+                row.latency[f"b{batch}"] = measure_segmenter(seg, batch, **latency_kw).as_dict()
+            gate_fail = cand.gated and row.drop is not None and row.drop > max_drop
+            row.status = FAILED_GATE if gate_fail else PASSED
+            if gate_fail:
+                row.reason = f"mIoU drop {row.drop:.2f} > --max-drop {max_drop:g}"
+        except RddError as exc:
+            row.status, row.reason = FAILED, str(exc)
+        except Exception as exc:  # noqa: BLE001 - one broken artifact must not stop the table
+            row.status, row.reason = FAILED, f"{type(exc).__name__}: {exc}"
+        if row.status == FAILED and cand.file is not None and cand.file.suffix == ".engine" and _no_tensorrt():
+            row.status = SKIPPED  # an engine on a machine without TensorRT: not a failure of the artifact
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return rows
+
+
+def _no_tensorrt() -> bool:
+    from deploy.engine_meta import runtime_identity
+
+    return runtime_identity()["tensorrt"] is None
+
+
+def gate_failures(rows: Sequence[Row]) -> list[Row]:
+    return [r for r in rows if r.status == FAILED_GATE]
+
+
+def _fmt(v: float | None, nd: int = 2) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def table_rows(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells shared by the markdown report and the rich table."""
+    bkeys = sorted({k for r in rows for k in r.latency if k != "b1"})
+    head = ["artifact", "precision", "backend", "status", "MB", "mIoU", "drop", "agree %", "b1 p50/p90/p99 ms", "b1 FPS"]
+    for k in bkeys:
+        head += [f"{k} p50 ms", f"{k} FPS"]
+    body = []
+    for r in rows:
+        status = r.status if not r.reason else f"{r.status}: {r.reason}"
+        b1 = r.latency.get("b1")
+        cells = [r.name, r.precision, r.backend, status, _fmt(r.size_mb), _fmt(r.miou), _fmt(r.drop), _fmt(r.agreement),
+                 f"{b1['p50_ms']:.2f}/{b1['p90_ms']:.2f}/{b1['p99_ms']:.2f}" if b1 else "-", _fmt(b1["fps"], 1) if b1 else "-"]
+        for k in bkeys:
+            lb = r.latency.get(k)
+            cells += [_fmt(lb["p50_ms"]) if lb else "-", _fmt(lb["fps"], 1) if lb else "-"]
+        body.append(cells)
+    return head, body
+
+
+def to_markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
+    head, body = table_rows(rows)
+    lines = [
+        f"# Deploy check: {meta.get('model_name') or ''}".rstrip(),
+        "",
+        f"{meta['images']} {meta['dataset']} {meta['split']} images, model input {meta['input_size'][0]}x{meta['input_size'][1]}, "
+        f"gate: drop <= {meta['max_drop']:g} mIoU points vs FP32 ONNX. Latency: model only, after warm-up, sigma-clipped.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]
+    lines += ["", f"Result: {'FAILED' if meta['gate_failed'] else 'passed'} ({time.strftime('%Y-%m-%d %H:%M:%S')})", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[Row], path: Path) -> Path | None:
+    """Latency (batch 1, p50) vs mIoU scatter, one labelled point per row that ran."""
+    pts = [(r.latency["b1"]["p50_ms"], r.miou, r.name, r.status) for r in rows if r.miou is not None and "b1" in r.latency]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for ms, miou, name, status in pts:
+        ax.scatter([ms], [miou], c="tab:red" if status == FAILED_GATE else "tab:blue")
+        ax.annotate(name, (ms, miou), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("latency, batch 1, p50 (ms)")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title("latency vs mIoU" + ("" if pts else " (no artifact ran)"))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_report(export_dir: Path, rows: Sequence[Row], meta: dict[str, Any]) -> dict[str, Path]:
+    """check.json, check.md and check.png in ``export_dir`` (atomically)."""
+    meta = {**meta, "gate_failed": bool(gate_failures(rows))}
+    out = {"json": export_dir / "check.json", "md": export_dir / "check.md", "png": export_dir / "check.png"}
+    write_json(out["json"], {"format": "rdd-edge-check", "version": 1, **meta, "rows": [r.as_dict() for r in rows]})
+    atomic_write_text(out["md"], to_markdown(rows, meta))
+    plot(rows, out["png"])
+    return out
+
+
+def load_eval_data(manifest: dict[str, Any], dataset: str | None, root: str | Path | None, images: int | None,
+                   split: str = "val") -> tuple[Any, list[np.ndarray], list[np.ndarray]]:
+    """The val images the check scores on: data set name from the option, else the manifest."""
+    from rdd_edge.data import get_dataset
+
+    name = dataset or manifest.get("dataset")
+    if isinstance(name, dict):
+        root = root or name.get("root")
+        name = name.get("name")
+    root = root or manifest.get("data_root")
+    if not name:
+        raise ConfigError("no data set to check on: the manifest names none; pass --data NAME (and --data-root)")
+    kw: dict[str, Any] = {}
+    if name == "synthetic" and root is None:
+        size = (manifest.get("input") or {}).get("size") or (manifest.get("input") or {}).get("shape", [0, 0, 96, 128])[2:]
+        kw = {"n": images or 16, "size": tuple(int(s) for s in size), "seed": 1}
+    ds = get_dataset(str(name), root, split=split, **kw)
+    n = len(ds) if images is None else min(int(images), len(ds))
+    if n == 0:
+        raise ConfigError(f"data set {name!r} ({root or 'generated'}) has no {split} images to check on")
+    imgs, lbls = [], []
+    for i in range(n):
+        im, lb = ds[i]
+        imgs.append(im)
+        lbls.append(lb)
+    return ds, imgs, lbls

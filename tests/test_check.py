@@ -1,0 +1,117 @@
+"""rdd-edge check: report files, numbers against an independent computation, and the CI gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from deploy_utils import CLASSES, export_onnx, rand_image, tiny_net, torch_labels, write_manifest
+
+import rdd_edge.cli  # noqa: F401 - registers the commands
+from rdd_edge.app import app
+from rdd_edge.metrics import ConfusionMatrix
+
+
+def _perturb(src: Path, dst: Path, scale: float, seed: int = 0) -> None:
+    """A deliberately worse copy: noise added to every weight tensor."""
+    m = onnx.load(str(src))
+    rng = np.random.default_rng(seed)
+    for init in m.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.dtype == np.float32 and w.size > 4:
+            init.CopyFrom(numpy_helper.from_array((w + scale * rng.standard_normal(w.shape) * (np.abs(w).mean() + 1e-3)).astype(np.float32), init.name))
+    onnx.save(m, str(dst))
+
+
+def _camvid_folder(root: Path, net, n: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A compact-layout folder whose labels are the FP32 model's own predictions with a few errors."""
+    items = []
+    for split in ("train", "val"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir(parents=True)
+        for i in range(n):
+            img = rand_image(48, 64, seed=100 + i)
+            lbl = torch_labels(net, img).copy()
+            lbl[:6, :6] = (lbl[:6, :6] + 1) % len(CLASSES)  # not a perfect score
+            cv2.imwrite(str(root / split / "images" / f"f{i}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(root / split / "labels" / f"f{i}.png"), lbl)
+            if split == "val":
+                items.append((img, lbl))
+    return items
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("check")
+    run = base / "runs" / "distill-tiny"
+    d = run / "export"
+    net = tiny_net(seed=1)
+    export_onnx(net, d / "model.onnx")
+    (d / "model.fp16.onnx").write_bytes((d / "model.onnx").read_bytes())  # same model: drop 0
+    _perturb(d / "model.onnx", d / "model.int8-cpu.onnx", scale=3.0)  # clearly worse
+    arts = {
+        "onnx": {"file": "model.onnx", "precision": "fp32"},
+        "fp16": {"file": "model.fp16.onnx", "precision": "fp16"},
+        "int8-cpu": {"file": "model.int8-cpu.onnx", "precision": "int8"},
+        "int8": {"file": "model.int8.onnx", "precision": "int8"},  # listed but missing: a failed row
+    }
+    write_manifest(d, artifacts=arts, dataset="camvid")
+    items = _camvid_folder(base / "camvid", net)
+    return run, base / "camvid", items
+
+
+def _invoke(args):
+    return CliRunner().invoke(app, args, catch_exceptions=False)
+
+
+def test_check_writes_report_and_gate_fails(run_dir):
+    run, data_root, items = run_dir
+    res = _invoke(["check", str(run), "--data-root", str(data_root), "--batch", "2", "--min-time", "0.02", "--threads", "1"])
+    assert res.exit_code == 1, res.output  # the perturbed artifact fails the gate
+    assert "gate failed" in res.output and "int8-cpu" in res.output
+    d = run / "export"
+    rep = json.loads((d / "check.json").read_text())
+    rows = {r["name"]: r for r in rep["rows"]}
+    assert set(rows) == {"onnx", "fp16", "int8-cpu", "int8"}
+    assert rep["gate_failed"] is True and rep["images"] == 4
+    # mIoU of the FP32 row against an independent computation
+    cm = ConfusionMatrix(len(CLASSES))
+    for img, lbl in items:
+        cm.update(lbl, torch_labels(tiny_net(seed=1), img))
+    assert rows["onnx"]["miou"] == pytest.approx(100 * cm.compute().miou, abs=0.5)
+    assert rows["onnx"]["status"] == "passed" and rows["onnx"]["agreement"] == pytest.approx(100.0)
+    assert rows["fp16"]["status"] == "passed" and rows["fp16"]["drop"] == pytest.approx(0.0)
+    assert rows["int8-cpu"]["status"] == "failed gate" and rows["int8-cpu"]["drop"] > 1.0
+    assert rows["int8-cpu"]["agreement"] < 99.0
+    assert rows["int8"]["status"] == "failed" and "not found" in rows["int8"]["reason"]
+    lat = rows["onnx"]["latency"]
+    assert set(lat) == {"b1", "b2"} and lat["b2"]["batch"] == 2
+    assert 0 < lat["b1"]["p50_ms"] <= lat["b1"]["p99_ms"] and lat["b1"]["fps"] > 0
+    assert rows["onnx"]["size_mb"] == pytest.approx((d / "model.onnx").stat().st_size / 1e6)
+    md = (d / "check.md").read_text()
+    assert "| int8-cpu |" in md and "failed gate" in md and "FAILED" in md
+    png = (d / "check.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and cv2.imread(str(d / "check.png")) is not None
+
+
+def test_check_passes_with_loose_gate(run_dir):
+    run, data_root, _ = run_dir
+    res = _invoke(["check", str(run / "export"), "--data-root", str(data_root), "--images", "2", "--batch", "1",
+                   "--min-time", "0.02", "--max-drop", "100"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((run / "export" / "check.json").read_text())
+    assert rep["images"] == 2 and not rep["gate_failed"]
+
+
+def test_check_without_export_is_one_clear_error(tmp_path):
+    from rdd_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no export/manifest.json"):
+        _invoke(["check", str(tmp_path)])
