@@ -26,7 +26,8 @@ VERSION = 1
 def _unwrap(model: nn.Module) -> nn.Module:
     """The model inside DDP / torch.compile wrappers."""
     while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None)
+        inner = inner if isinstance(inner, nn.Module) else getattr(model, "_orig_mod", None)
         if not isinstance(inner, nn.Module):
             return model
         model = inner
