@@ -331,3 +331,23 @@ def test_errors_name_the_problem():
     r.stage(0, 100)
     with pytest.raises(ConfigError, match="aux"):
         r.task_loss(s, {"out": tt["out"]}, t(y))
+
+
+def test_task_loss_under_cpu_autocast_bf16():
+    # mixed precision: bf16 logits from a layer under autocast still give a float32 loss close to fp32
+    s, tt, y, (zs, _, zt, za) = _outs(15)
+    conv = torch.nn.Conv2d(5, 5, 1)
+    torch.nn.init.eye_(conv.weight.view(5, 5))
+    torch.nn.init.zeros_(conv.bias)
+    r = RDDWeighting(tfe_fraction=0.1)
+    for it in (0, 50):
+        r.stage(it, 100)
+        ref, _ = r.task_loss({"out": t(zs)}, tt, t(y))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(t(zs))
+            t_half = {"out": t(zt).bfloat16(), "aux": t(za).bfloat16()}
+            loss, _ = r.task_loss({"out": out}, t_half, t(y))
+        assert out.dtype == torch.bfloat16 and loss.dtype == torch.float32
+        loss.backward()
+        assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+        assert abs(float(loss.detach()) - float(ref)) < 0.1 * float(ref)
