@@ -57,6 +57,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # L2 weight decay (released code; the paper says 5e-4)
     poly_power: float = 0.9  # lr = base * (1 - it / iters) ** poly_power
     grad_clip: float = 0.0  # max gradient norm; 0 = off
+    freeze_bn: bool = False  # keep BatchNorm on its running statistics while training (tiny per-process batches)
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler); off on CPU
     compile: bool = False  # torch.compile the trained model
     channels_last: bool = True  # NHWC memory format on CUDA

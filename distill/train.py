@@ -79,6 +79,15 @@ def student_aux(cfg: TrainConfig) -> bool:
     return bool(model_cfg(cfg.model).get("aux_head", False))
 
 
+def set_train_mode(model: nn.Module, freeze_bn: bool = False) -> None:
+    """``model.train()``, with BatchNorm layers left in eval mode when ``freeze_bn``."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 def rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -227,7 +236,7 @@ def _truncate_csv(path: Path, fields: list[str], start_step: int) -> None:
 def _progress(enabled: bool, total: int, start: int):
     """A rich progress bar with it/s, ETA and the loss parts (a no-op object when disabled)."""
     if not enabled:
-        return contextlib.nullcontext(None), None
+        return None, None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -291,8 +300,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         if teacher is not None:
             teacher = teacher.to(memory_format=torch.channels_last)
     model: nn.Module = raw
-    if world > 1:
+    if world > 1 and device.type == "cuda":  # SyncBN: BN statistics over the global batch (torch: CUDA only)
         raw = nn.SyncBatchNorm.convert_sync_batchnorm(raw)
+    if world > 1 and device.type != "cuda" and main and not cfg.freeze_bn:
+        print("note: SyncBatchNorm needs CUDA; CPU processes normalise with per-process batch statistics")
+    if world > 1:
         model = nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
@@ -359,7 +371,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         return metrics
 
     # -- the loop
-    model.train()
+    set_train_mode(raw, cfg.freeze_bn)
     prog, task = _progress(progress and main, cfg.iters, start)
     t_start, t_last, last_logged = time.perf_counter(), time.perf_counter(), start
     last_miou = None
@@ -429,6 +441,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                 # validate + checkpoint
                 if step % cfg.val_every == 0 or step == cfg.iters:
                     metrics = validate(step)
+                    set_train_mode(raw, cfg.freeze_bn)
                     last_miou = metrics.miou
                     if best_miou is None or metrics.miou > best_miou:
                         best_miou = float(metrics.miou)

@@ -1,0 +1,125 @@
+"""Relative-difficulty maps of a student / teacher pair on validation images (paper Figs. 1, 3, 4).
+
+One PNG sheet per image, in one row: image, ground truth, student prediction, teacher prediction,
+RD_TFE (``exp(-KL(teacher main || teacher aux))``, a colour map: dark blue = hard / heads disagree,
+red = easy) and RD_TSE (white = pixels where exactly one of student and teacher finds the pixel
+hard, the pixels TSE-RDD trains on). Maps come from ``distill.rdd`` so they show exactly what the
+trainer weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rdd_edge.runs import atomic_path
+
+
+def _colorize(label: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    try:
+        from rdd_edge.viz import colorize
+
+        return colorize(label, palette)
+    except ImportError:  # viz not present: plain lookup, 255 black
+        lut = np.zeros((256, 3), np.uint8)
+        lut[: len(palette)] = np.asarray(palette, np.uint8)
+        return lut[label]
+
+
+def _side_by_side(tiles: list[np.ndarray], titles: list[str]) -> np.ndarray:
+    try:
+        from rdd_edge.viz import side_by_side
+
+        return side_by_side(tiles, titles)
+    except ImportError:
+        return np.concatenate(tiles, axis=1)
+
+
+def heatmap(weights: np.ndarray) -> np.ndarray:
+    """(H, W) values in [0, 1] -> uint8 RGB with OpenCV's JET colour map (1 = red)."""
+    u8 = np.clip(np.nan_to_num(weights) * 255.0, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+@torch.inference_mode()
+def difficulty_maps(student: torch.nn.Module, teacher: torch.nn.Module, image: torch.Tensor, label: torch.Tensor,
+                    threshold: float = 0.7, mode: str = "xor", confidence: str = "gt",
+                    ignore_index: int = 255) -> dict[str, np.ndarray]:
+    """For one normalised image (3, h, w) and its label (H, W): predictions and RD maps at label size.
+
+    Returns ``student``/``teacher`` (H, W) predicted classes, ``tse`` (H, W) bool and ``tfe``
+    (H, W) float in (0, 1], or ``None`` when the teacher has no aux head.
+    """
+    from distill.rdd import tfe_weights, tse_mask
+
+    x = image.unsqueeze(0)
+    target = label.unsqueeze(0).long().to(x.device)
+    size = tuple(label.shape[-2:])
+    s_out, t_out = student.eval()(x), teacher.eval()(x)
+
+    def pred(logits):
+        return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False).argmax(1)[0].cpu().numpy()
+
+    tfe = None
+    if t_out.get("aux") is not None:
+        tfe = tfe_weights(t_out["out"], t_out["aux"], size)[0].cpu().numpy()
+    tse = tse_mask(s_out["out"], t_out["out"], target, threshold, mode, confidence, ignore_index)[0].cpu().numpy()
+    return {"student": pred(s_out["out"]), "teacher": pred(t_out["out"]), "tfe": tfe, "tse": tse}
+
+
+def difficulty_sheet(image: np.ndarray, label: np.ndarray, maps: dict, palette: Sequence[Sequence[int]],
+                     mode: str = "xor") -> np.ndarray:
+    """One row of tiles (uint8 RGB): image, GT, student, teacher, RD_TFE, RD_TSE."""
+    h, w = label.shape
+    if image.shape[:2] != (h, w):
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    tse = np.where(maps["tse"], 255, 0).astype(np.uint8)
+    tse_rgb = np.repeat(tse[..., None], 3, axis=2)
+    tse_rgb[label == 255] = (90, 90, 90)  # ignored pixels in grey
+    tfe = heatmap(maps["tfe"]) if maps["tfe"] is not None else np.full((h, w, 3), 200, np.uint8)
+    tiles = [image, _colorize(label, palette), _colorize(maps["student"].astype(np.uint8), palette),
+             _colorize(maps["teacher"].astype(np.uint8), palette), tfe, tse_rgb]
+    titles = ["image", "ground truth", "student", "teacher",
+              "RD_TFE" if maps["tfe"] is not None else "RD_TFE (no aux)", f"RD_TSE ({mode})"]
+    # upscale tiny images so the titles stay readable
+    k = max(1, int(np.ceil(160 / h)))
+    if k > 1:
+        tiles = [cv2.resize(t, (w * k, h * k), interpolation=cv2.INTER_NEAREST) for t in tiles]
+    return _side_by_side(tiles, titles)
+
+
+def write_png(path: Path, rgb: np.ndarray) -> Path:
+    """Write an RGB PNG atomically."""
+    with atomic_path(path, suffix=".png") as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{path}: could not write PNG")
+    return path
+
+
+def render_difficulty(student: torch.nn.Module, teacher: torch.nn.Module, reader, info, eval_size, n: int,
+                      out_dir: str | Path, device: torch.device | str = "cpu", threshold: float = 0.7,
+                      mode: str = "xor", confidence: str = "gt") -> list[dict]:
+    """Sheets for the first ``n`` images of ``reader`` in ``out_dir``; one dict per image
+    (file, selected TSE fraction, mean TFE weight)."""
+    from distill.data import EvalPreset
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tf = EvalPreset(tuple(eval_size) if eval_size else None, info.mean, info.std)
+    student, teacher = student.to(device).eval(), teacher.to(device).eval()
+    rows = []
+    for i in range(min(n, len(reader))):
+        image, label = reader[i]
+        x, y = tf(image, label, None)
+        maps = difficulty_maps(student, teacher, x.to(device), y, threshold, mode, confidence, info.ignore_index)
+        name = reader.name(i) if hasattr(reader, "name") else f"{i:04d}"
+        path = write_png(out_dir / f"{i:03d}_{name}.png", difficulty_sheet(image, label, maps, info.palette, mode))
+        valid = label != info.ignore_index
+        rows.append({"file": str(path), "tse_selected": float(maps["tse"][valid].mean()) if valid.any() else 0.0,
+                     "tfe_mean": float(maps["tfe"][valid].mean()) if maps["tfe"] is not None and valid.any() else None})
+    return rows

@@ -1,0 +1,184 @@
+"""Trainer tests: DDP == single process, exact resume, distillation learns, NaN stop, bad input, CLI."""
+
+from __future__ import annotations
+
+import csv
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distill import train as train_mod
+from distill.config import PRESETS, config_from_dict, make_config, parse_size
+from distill.data import StepSampler, TrainPreset
+from distill.train import poly_lr, train
+from rdd_edge.errors import CheckpointError, ConfigError, TrainingError
+from train_helpers import INFO, SIZE, Blobs, ddp_worker, no_dropout, readers, tiny_config
+
+
+def _weights(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _assert_same(a: dict, b: dict, atol=1e-5) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=lambda m: f"{k}: {m}")
+        else:
+            assert torch.equal(a[k], b[k]), k
+
+
+def _teacher_ckpt(tmp_path: Path, num_classes: int = 4, name: str = "teacher.pt") -> Path:
+    """An untrained tiny teacher (R18 with aux head, standing in for R101)."""
+    from models import create_model, save_checkpoint
+
+    torch.manual_seed(1)
+    t = create_model("r18", num_classes=num_classes, aux=True, head_channels=8)
+    return save_checkpoint(tmp_path / name, t, dataset=INFO, config={}, step=0, best_miou=None)
+
+
+# ------------------------------------------------------------------ pure parts
+def test_poly_lr_and_presets():
+    assert poly_lr(0.02, 0, 100) == 0.02
+    assert poly_lr(0.02, 50, 100, 0.9) == pytest.approx(0.02 * 0.5 ** 0.9)
+    assert poly_lr(0.02, 100, 100) == 0.0
+    cfg = make_config("distill", "camvid", iters=10)
+    assert cfg.crop == (360, 360) and cfg.iters == 10 and cfg.lr == 0.02 and cfg.weight_decay == 1e-4
+    assert make_config("distill", "cityscapes").crop == (512, 1024)
+    assert make_config("teacher").model == "deeplabv3_r101" and PRESETS["ade20k"]["iters"] == 80000
+    assert config_from_dict(cfg.as_dict()) == cfg  # JSON round trip (tuples come back as lists)
+    assert parse_size("48x64") == (48, 64) and parse_size("360") == (360, 360)
+    with pytest.raises(ConfigError, match="--crop"):
+        parse_size("big")
+    with pytest.raises(ConfigError, match="--rdd-mode"):
+        make_config("distill", rdd_mode="nand")
+
+
+def test_step_sampler_splits_global_batch_and_resumes():
+    full = list(StepSampler(10, 4, total_steps=6, seed=3))
+    ranks = [list(StepSampler(10, 4, total_steps=6, rank=r, world=2, seed=3)) for r in range(2)]
+    merged = [x for s in range(6) for r in range(2) for x in ranks[r][2 * s:2 * s + 2]]
+    assert merged == full  # 2 x 2 per step holds the same samples and augment seeds as 1 x 4
+    assert list(StepSampler(10, 4, total_steps=6, start_step=4, seed=3)) == full[16:]
+    idx = [i for i, _ in full[:20]]
+    assert sorted(idx[:10]) == list(range(10)) and sorted(idx[10:]) == list(range(10))  # each epoch a permutation
+    assert idx[:10] != idx[10:]
+
+
+def test_train_preset_pads_with_ignore_and_keeps_label_values():
+    image, label = Blobs(1)[0]
+    tf = TrainPreset((48, 64), INFO.mean, INFO.std, scale=(0.5, 0.5))
+    x, y = tf(image, label, np.random.default_rng(0))
+    assert x.shape == (3, 48, 64) and y.shape == (48, 64) and x.dtype == torch.float32
+    assert set(np.unique(y.numpy())) <= {0, 1, 2, 3, 255}
+    assert (y == 255).float().mean() > 0.5  # a half-size image fills a quarter of the crop; the rest is ignore
+    pad = x[:, y == 255]
+    assert torch.allclose(pad, torch.zeros_like(pad), atol=0.02)  # mean-colour padding normalises to ~0
+
+
+# ------------------------------------------------------------------ training behaviour
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process(tmp_path, monkeypatch):
+    """Global batch 4: 2 gloo processes x 2 == 1 process x 4.
+
+    Equivalence holds with frozen BN (running statistics, per-sample): torch's SyncBatchNorm runs
+    on CUDA only, so on CPU each process would otherwise normalise over its own 2 images. Crops
+    cover whole images (no padding) and the data has no ignored pixels, so each process averages
+    its loss over equally many pixels; dropout is off (its masks come from per-process RNGs).
+    """
+    import torch.multiprocessing as mp
+
+    no_dropout_orig = torch.nn.Dropout.forward
+    monkeypatch.setattr(torch.nn.Dropout, "forward", no_dropout_orig)
+    no_dropout()
+    cfg = tiny_config(iters=3, val_every=3, freeze_bn=True, scale_min=1.0, scale_max=1.0, lr=0.05)
+    single = train(cfg, readers=readers(), run_dir=tmp_path / "one", progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(ddp_worker, args=(2, port, str(tmp_path / "two"), cfg.as_dict()), nprocs=2, start_method="spawn")
+    one, two = _weights(tmp_path / "one" / "last.pt"), _weights(tmp_path / "two" / "last.pt")
+    init = train_mod.build_model(cfg, 4).state_dict()
+    assert any(not torch.allclose(one[k], init[k]) for k in one if one[k].is_floating_point())  # it did train
+    _assert_same(one, two)
+    assert single["steps"] == 3
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(tmp_path):
+    """K of 2K steps, then --resume: same weights as 2K straight (distillation, TFE->TSE switch, dropout on)."""
+    teacher = _teacher_ckpt(tmp_path)
+    cfg = tiny_config("distill", model="r18", teacher=str(teacher), method="kd", tfe_fraction=0.25, iters=4,
+                      val_every=3, batch=2)
+    train(cfg, readers=readers(), run_dir=tmp_path / "straight", progress=False)
+    train(cfg, readers=readers(), run_dir=tmp_path / "split", stop_after=2, progress=False)
+    half = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    assert half["step"] == 2 and half["rdd_stage"] == "tse"
+    out = train(config_from_dict(half["config"]), resume=tmp_path / "split", readers=readers(), progress=False)
+    assert out["steps"] == 4
+    _assert_same(_weights(tmp_path / "straight" / "last.pt"), _weights(tmp_path / "split" / "last.pt"), atol=1e-6)
+    rows = list(csv.DictReader(open(tmp_path / "split" / "train_log.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # the resumed log continues, no duplicates
+
+
+@pytest.mark.slow
+def test_distillation_on_synthetic_learns(tmp_path):
+    """Short KD+RDD run on synthetic scenes: the training loss falls and val mIoU beats the untrained student."""
+    from distill.data import eval_loader
+    from distill.evaluate import evaluate
+    from distill.train import build_readers
+
+    teacher = _teacher_ckpt(tmp_path, num_classes=11)
+    cfg = tiny_config("distill", model="mbv2", teacher=str(teacher), method="kd", iters=24, batch=4, crop=(48, 72),
+                      eval_size=(48, 72), val_every=24, log_every=4, synthetic_train=48, synthetic_val=6, lr=0.05)
+    rd = build_readers(cfg)
+    torch.manual_seed(cfg.seed)
+    untrained = evaluate(train_mod.build_model(cfg, 11), eval_loader(rd[2], rd[0], rd[3]), 11).miou
+    out = train(cfg, readers=rd, run_dir=tmp_path / "run", progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "train_log.csv")))
+    first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
+    assert last < 0.8 * first, (first, last)
+    assert out["best_miou"] > untrained + 0.05, (untrained, out["best_miou"])
+    stages = {r["stage"] for r in rows}
+    assert stages == {"tfe", "tse"}
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = train_mod.step_losses
+
+    def poisoned(*a, **k):
+        loss, parts = real(*a, **k)
+        calls["n"] += 1
+        return (loss * float("nan"), parts) if calls["n"] == 3 else (loss, parts)
+
+    monkeypatch.setattr(train_mod, "step_losses", poisoned)
+    cfg = tiny_config(iters=4, val_every=2, batch=2)
+    with pytest.raises(TrainingError, match="iteration 3 of 4") as exc:
+        train(cfg, readers=readers(), run_dir=tmp_path, progress=False)
+    assert "last.pt" in str(exc.value)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert ckpt["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_bad_inputs_fail_before_training(tmp_path, monkeypatch):
+    teacher5 = _teacher_ckpt(tmp_path, num_classes=5, name="t5.pt")
+    runs = tmp_path / "runs"
+    cfg = tiny_config("distill", teacher=str(teacher5), runs_root=str(runs))
+    with pytest.raises(CheckpointError, match=r"t5.pt.*5 classes.*4"):
+        train(cfg, readers=readers(), progress=False)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        train(tiny_config("distill", teacher=str(junk), runs_root=str(runs)), readers=readers(), progress=False)
+    assert not runs.exists()  # nothing was started
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="--batch 3.*2 processes"):
+        train(tiny_config(batch=3, runs_root=str(runs)), readers=readers(), progress=False)
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(Exception, match="nowhere"):
+        train(make_config("teacher", "camvid", data=str(tmp_path / "nowhere"), runs_root=str(runs)), progress=False)
