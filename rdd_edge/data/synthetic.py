@@ -118,7 +118,7 @@ class _Canvas:
 
     def proj(self, X, Y, Z) -> np.ndarray:
         """(..., 2) float pixel coordinates of world points (broadcast)."""
-        if type(X) is float and type(Y) in (float, int) and type(Z) is float:  # the common scalar case, fast
+        if isinstance(X, (float, int)) and isinstance(Y, (float, int)) and isinstance(Z, (float, int)):  # fast path
             z = Z if Z > 0.25 else 0.25
             return np.array((self.vx + self.f * X / z, self.vy + self.f * (self.h - Y) / z))
         inv = self.f / np.maximum(np.asarray(Z, np.float64), 0.25)
@@ -141,7 +141,13 @@ class _Canvas:
 
     def polys(self, polys, color, cls: int | None) -> None:
         """Fill polygons (list of (k, 2) pixel arrays) in the image (anti-aliased) and the label."""
-        ps = [self._fix(p).reshape(-1, 1, 2) for p in polys]
+        if isinstance(polys, np.ndarray):  # (n, k, 2): fix all at once
+            fixed = self._fix(polys)
+            ps = [fixed[i].reshape(-1, 1, 2) for i in range(len(fixed))]
+        else:
+            ps = [self._fix(p).reshape(-1, 1, 2) for p in polys]
+        if not ps:
+            return
         cv2.fillPoly(self.img, ps, color, cv2.LINE_AA, _SHIFT)
         if cls is not None:
             cv2.fillPoly(self.lbl, ps, int(cls), cv2.LINE_8, _SHIFT)
@@ -358,13 +364,16 @@ class _Street:
             uu, vv = np.meshgrid(us, vs)
             uu, vv = uu.ravel()[:, None], vv.ravel()[:, None]
             corners = wpt(uu + np.array([0, ww, ww, 0]), vv + np.array([0, 0, wh, wh]))  # (n, 4, 2)
+            lit = r.random(len(corners)) < 0.12  # a few lit / curtained windows
+            # windows under ~half a pixel or off the image add nothing: skip drawing them
+            lo, hi = corners.min(1), corners.max(1)
+            keep = ((hi - lo).max(1) > 0.5) & (hi[:, 0] > 0) & (lo[:, 0] < c.W) & (hi[:, 1] > 0) & (lo[:, 1] < c.H)
+            corners, lit = corners[keep], lit[keep]
             if frame:
                 mid = corners.mean(1, keepdims=True)
-                c.polys(list((corners - mid) * 1.25 + mid), _scale(base, 1.25), BUILDING)
-            c.polys(list(corners), glass, BUILDING)
-            lit = corners[r.random(len(corners)) < 0.12]  # a few lit / curtained windows
-            if len(lit):
-                c.polys(list(lit), _col(r, (190, 170, 120), 20), BUILDING)
+                c.polys((corners - mid) * 1.25 + mid, _scale(base, 1.25), BUILDING)
+            c.polys(corners, glass, BUILDING)
+            c.polys(corners[lit], _col(r, (190, 170, 120), 20), BUILDING)
         if ground_shop:  # shop front: dark glass band, sometimes an awning colour
             c.poly(np.stack([wpt(u0, 0.3), wpt(u1, 0.3), wpt(u1, 2.6), wpt(u0, 2.6)]), _grey(r, 20, 70, 10), BUILDING)
             if r.random() < 0.5:
@@ -622,7 +631,7 @@ def _finish(c: _Canvas, rng: np.random.Generator, noise_rng: np.random.Generator
     img += ((smooth * 0.8 + grain * 0.6) * amp)[..., None]
     img += noise_rng.standard_normal((H, W, 3), dtype=np.float32) * rng.uniform(1.0, 4.0)
     # exposure, contrast, white balance, gamma
-    gain = rng.uniform(0.75, 1.2)
+    gain = rng.uniform(0.65, 1.25)
     contrast = rng.uniform(0.8, 1.15)
     wb = rng.uniform(0.9, 1.1, 3).astype(np.float32)
     img = ((img - 128.0) * contrast + 128.0) * gain * wb
@@ -632,14 +641,22 @@ def _finish(c: _Canvas, rng: np.random.Generator, noise_rng: np.random.Generator
     image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     # boundary label noise: a few edge pixels take the neighbour's class or become ignore
     lbl = c.lbl
-    edge = np.zeros((H, W), bool)
-    edge[:-1] |= lbl[:-1] != lbl[1:]
-    ys, xs = np.nonzero(edge)
-    if len(ys):
-        flip = noise_rng.random(len(ys)) < 0.04
-        lbl[ys[flip], xs[flip]] = lbl[ys[flip] + 1, xs[flip]]
-        void = noise_rng.random(len(ys)) < 0.01
-        lbl[ys[void], xs[void]] = IGNORE_INDEX
+    for axis in (0, 1):
+        a = lbl[:-1] if axis == 0 else lbl[:, :-1]
+        b = lbl[1:] if axis == 0 else lbl[:, 1:]
+        ys, xs = np.nonzero(a != b)
+        if len(ys):
+            u = noise_rng.random(len(ys))
+            flip, void = u < 0.03, u > 0.995
+            ny, nx = (ys + 1, xs) if axis == 0 else (ys, xs + 1)
+            lbl[ys[flip], xs[flip]] = lbl[ny[flip], nx[flip]]
+            lbl[ys[void], xs[void]] = IGNORE_INDEX
+    # a slight camera roll, for image and label alike
+    roll = rng.normal(0, 1.5) if rng.random() < 0.5 else 0.0
+    if roll:
+        m = cv2.getRotationMatrix2D((W / 2, H / 2), roll, 1.0 + abs(roll) * 0.012)
+        image = cv2.warpAffine(image, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        lbl = cv2.warpAffine(lbl, m, (W, H), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
     return image, lbl
 
 
