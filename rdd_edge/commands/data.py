@@ -49,7 +49,8 @@ def check_cmd(
     console = Console()
     report = check_dataset(path, format, progress=console.is_terminal)
 
-    counts = Table(title=f"{report.format} at {report.root}")
+    console.print(f"[bold]{report.format}[/bold] data set at {report.root}")
+    counts = Table(title="pairs per split")
     counts.add_column("split")
     counts.add_column("pairs", justify="right")
     for split, n in report.counts.items():
@@ -137,7 +138,8 @@ def synth_cmd(
     with console.status(f"writing {n} synthetic scenes to {out} ..."):
         root = Path(synthetic.write_synthetic(out, n, size=hw, seed=seed, val_fraction=val_fraction))
     fmt = get_format("synthetic")
-    table = Table(title=f"synthetic scenes in {root}")
+    console.print(f"wrote synthetic scenes to [bold]{root}[/bold]")
+    table = Table(title="pairs per split")
     table.add_column("split")
     table.add_column("pairs", justify="right")
     for split in fmt.find_splits(root):

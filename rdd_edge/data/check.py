@@ -17,7 +17,7 @@ import numpy as np
 from rdd_edge.errors import DataError
 
 # Problem kinds, in the order the CLI groups them.
-KINDS = ("missing-label", "missing-image", "corrupt-image", "corrupt-label", "colour-label", "size-mismatch", "out-of-range", "empty-split")
+KINDS = ("missing-label", "missing-image", "corrupt-image", "corrupt-label", "colour-label", "size-mismatch", "out-of-range")
 
 
 @dataclass
@@ -99,8 +99,6 @@ def check_dataset(root: str | Path, format: str, progress: bool = True) -> Check
                 if "is listed but" in what:
                     kind = "missing-image"
                 report.problems.append(Problem(path, kind, f"{path}: {what}", split))
-            if not files.pairs and not files.unpaired:
-                report.problems.append(Problem(root, "empty-split", f"{root}: split '{split}' holds no images or labels", split))
             for img_path, lbl_path in files.pairs:
                 counts = _check_pair(fmt, img_path, lbl_path, split, report.problems)
                 if counts is not None:
