@@ -216,16 +216,17 @@ class _Street:
         else:
             top = _col(r, (95, 140, 205), 15)
             bottom = _col(r, (185, 205, 225), 12)
-        t = np.linspace(0, 1, c.H, dtype=np.float32)[:, None, None] ** 0.8
+        # smooth, so drawn at a quarter of the size and scaled up
+        h, w = max(4, c.H // 4), max(4, c.W // 4)
+        t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None] ** 0.8
         grad = np.asarray(top, np.float32) * (1 - t) + np.asarray(bottom, np.float32) * t
-        img = np.broadcast_to(grad, (c.H, c.W, 3)).copy()
         # clouds: smooth random field, thresholded softly, blended towards white
         gh, gw = 4 + int(r.integers(0, 4)), 6 + int(r.integers(0, 6))
-        field = cv2.resize(r.random((gh, gw)).astype(np.float32), (c.W, c.H), interpolation=cv2.INTER_CUBIC)
+        field = cv2.resize(r.random((gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
         amount = r.uniform(0.0, 0.8)
         cloud = np.clip((field - (1 - amount)) * 3.0, 0, 1)[..., None]
-        img = img * (1 - cloud) + np.float32(r.uniform(215, 250)) * cloud
-        c.img[:] = np.clip(img, 0, 255).astype(np.uint8)
+        small = grad * (1 - cloud) + np.float32(r.uniform(215, 250)) * cloud
+        c.img[:] = cv2.resize(np.clip(small, 0, 255).astype(np.uint8), (c.W, c.H), interpolation=cv2.INTER_LINEAR)
         c.lbl[:] = SKY
 
     def skyline(self) -> None:
@@ -587,7 +588,7 @@ class _Street:
                 z = r.uniform(3.5, 35)
                 items.append((z, "person", (kx + side * r.uniform(0.4, max(0.5, pave - 0.3)), z)))
         for _ in range(int(r.integers(0, 3))):  # moving traffic in the lanes
-            z = r.uniform(5, 60)
+            z = r.uniform(8, 60)
             lane = r.uniform(self.xl + 1.8, self.xr - 1.8) if self.road_w > 4 else 0.0
             items.append((z, "car", (lane, z, lane > self.xl + self.road_w / 2 or r.random() < 0.5)))
         if r.random() < 0.2:  # someone crossing the road
@@ -624,21 +625,21 @@ def _finish(c: _Canvas, rng: np.random.Generator, noise_rng: np.random.Generator
     """Camera effects (blur, texture and sensor noise, exposure, white balance) and label noise."""
     H, W = c.H, c.W
     img = cv2.GaussianBlur(c.img, (3, 3), 0.6).astype(np.float32)
-    # texture: a smooth field plus fine grain, stronger on textured classes (foliage, asphalt)
+    # texture: a smooth field plus fine grain, stronger on textured classes (foliage, asphalt),
+    # and sensor noise everywhere (one grain field serves both)
     amp = _TEXTURE[c.lbl]
+    sensor = rng.uniform(1.0, 4.0)
     smooth = cv2.resize(noise_rng.standard_normal((max(2, H // 6), max(2, W // 6)), dtype=np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
     grain = noise_rng.standard_normal((H, W), dtype=np.float32)
-    img += ((smooth * 0.8 + grain * 0.6) * amp)[..., None]
-    img += noise_rng.standard_normal((H, W, 3), dtype=np.float32) * rng.uniform(1.0, 4.0)
-    # exposure, contrast, white balance, gamma
-    gain = rng.uniform(0.65, 1.25)
-    contrast = rng.uniform(0.8, 1.15)
-    wb = rng.uniform(0.9, 1.1, 3).astype(np.float32)
-    img = ((img - 128.0) * contrast + 128.0) * gain * wb
-    img = np.clip(img, 0, 255)
-    gamma = rng.uniform(0.85, 1.15)
-    img = 255.0 * (img / 255.0) ** gamma
-    image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    img += (smooth * 0.8 * amp + grain * (0.6 * amp + sensor))[..., None]
+    image = np.clip(img, 0, 255).astype(np.uint8)
+    # exposure, contrast, white balance and gamma as one lookup table per channel
+    gain, contrast, gamma = rng.uniform(0.65, 1.25), rng.uniform(0.8, 1.15), rng.uniform(0.85, 1.15)
+    wb = rng.uniform(0.9, 1.1, 3)
+    v = np.arange(256, dtype=np.float64)[:, None]
+    tone = np.clip(((v - 128.0) * contrast + 128.0) * gain * wb[None, :], 0, 255)
+    lut = np.clip(255.0 * (tone / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
+    image = cv2.LUT(image, lut.reshape(256, 1, 3))
     # boundary label noise: a few edge pixels take the neighbour's class or become ignore
     lbl = c.lbl
     for axis in (0, 1):
@@ -677,8 +678,10 @@ def render_scene(seed: int, size: tuple[int, int] = DEFAULT_SIZE) -> tuple[np.nd
     street at another resolution (the per-pixel noise differs).
     """
     size = _check_size(size)
-    rng = np.random.default_rng(seed)
-    noise_rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 7, size[0], size[1]])
+    if int(seed) < 0:
+        raise ConfigError(f"synthetic seed {seed}: must be >= 0")
+    rng = np.random.default_rng(int(seed))
+    noise_rng = np.random.default_rng([int(seed), 7, size[0], size[1]])  # per-pixel noise, its own stream
     st = _Street(rng, size)
     segs, gaps = st.plan_buildings()
     behind, front = st.plan_objects(gaps)
