@@ -115,3 +115,45 @@ def test_check_without_export_is_one_clear_error(tmp_path):
 
     with pytest.raises(ConfigError, match="no export/manifest.json"):
         _invoke(["check", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_end_to_end_on_a_real_export(tmp_path):
+    """models.create_model -> save_checkpoint -> export.export_run -> deploy.load / rdd-edge check."""
+    torch = pytest.importorskip("torch")
+    from export.pipeline import export_run
+    from models import create_model, save_checkpoint
+    from rdd_edge.data import dataset_info
+
+    root = tmp_path / "camvid"
+    rng = np.random.default_rng(0)
+    pal = np.asarray(dataset_info("camvid").palette, np.int16)
+    for split, n in (("train", 1), ("val", 3)):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir(parents=True)
+        for i in range(n):
+            lbl = np.kron(rng.integers(0, 11, (5, 8)), np.ones((12, 12), int)).astype(np.uint8)
+            img = np.clip(pal[lbl] + rng.integers(-20, 20, (*lbl.shape, 3)), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(root / split / "images" / f"f{i}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(root / split / "labels" / f"f{i}.png"), lbl)
+    run = tmp_path / "runs" / "distill-mbv2"
+    run.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = create_model("mbv2", num_classes=11, head_channels=32).eval()
+    save_checkpoint(run / "best.pt", model, dataset=dataset_info("camvid"), config={"dataset": "camvid"})
+    export_run(run, size=(48, 96), output="labels", fp16=True, data_root=root, check_images=2)  # INT8: see test_export
+
+    import deploy
+
+    seg = deploy.load(run / "export" / "model.onnx")
+    assert seg.info.num_classes == 11 and seg.info.input_size == (48, 96) and seg.info.output == "labels"
+    img = cv2.cvtColor(cv2.imread(str(root / "val" / "images" / "f0.png")), cv2.COLOR_BGR2RGB)
+    assert seg.predict(img).shape == img.shape[:2]
+
+    res = _invoke(["check", str(run), "--data-root", str(root), "--batch", "2", "--min-time", "0.02", "--max-drop", "100"])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads((run / "export" / "check.json").read_text())["rows"]}
+    assert set(rows) == {"torch", "onnx", "fp16"}
+    assert all(r["status"] == "passed" for r in rows.values()), rows
+    assert rows["torch"]["miou"] == pytest.approx(rows["onnx"]["miou"], abs=1.0)
+    assert rows["fp16"]["agreement"] > 95.0
