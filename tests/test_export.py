@@ -1,0 +1,339 @@
+"""Export stage: ONNX / FP16 / INT8 artifacts of tiny students, checked against torch and ONNX Runtime.
+
+Data: a tiny CamVid-compact folder written here (blocky scenes, labels 0..10). Sizes are small
+(48x96, 96x144 for PSPNet) so the whole file stays well under a minute and a half on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from rdd_edge.data import dataset_info
+from rdd_edge.data.base import write_image, write_label
+from rdd_edge.errors import CheckpointError, ConfigError, ExportError, MissingDependencyError
+
+from deploy.preprocess import preprocess
+from export.fp16 import export_fp16
+from export.int8 import export_int8, select_calibration
+from export.onnx_export import export_onnx
+from export.parity import run_onnx
+from export.pipeline import export_run
+from models import create_model, save_checkpoint
+
+SIZE = (48, 96)
+
+
+def _scene(rng: np.random.Generator, h: int = 60, w: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    """Blocky image whose colour encodes the class, so labels and pixels correlate."""
+    lbl = np.kron(rng.integers(0, 11, (h // 12, w // 12)), np.ones((12, 12), int)).astype(np.uint8)
+    colors = np.asarray(dataset_info("camvid").palette, np.int16)
+    img = colors[lbl] + rng.integers(-20, 20, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8), lbl
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("camvid")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 10), ("val", 3)):
+        for i in range(n):
+            img, lbl = _scene(rng)
+            write_image(root / split / "images" / f"f{i:03d}.png", img)
+            write_label(root / split / "labels" / f"f{i:03d}.png", lbl)
+    return root
+
+
+def _checkpoint(folder: Path, name: str, **kw) -> Path:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=11, **kw).eval()
+    return save_checkpoint(folder / "best.pt", model, dataset=dataset_info("camvid"), config={"dataset": "camvid"})
+
+
+@pytest.fixture(scope="module")
+def mbv2_export(tmp_path_factory, data_root) -> tuple[Path, dict]:
+    run = tmp_path_factory.mktemp("distill-mbv2")
+    ckpt = _checkpoint(run, "mbv2", head_channels=32)
+    man = export_run(run, size=SIZE, output="both", fp16=True, int8=True, calib=10, min_calib=4,
+                     data_root=data_root, check_images=3)
+    return ckpt, man
+
+
+def _val_batch(data_root: Path, embedded: bool = False) -> np.ndarray:
+    from rdd_edge.data.base import read_image
+
+    files = sorted((data_root / "val" / "images").glob("*.png"))
+    m, s = dataset_info("camvid").mean, dataset_info("camvid").std
+    return np.concatenate([preprocess(read_image(f), SIZE, m, s, embedded=embedded) for f in files])
+
+
+def test_manifest_and_fp32_parity(mbv2_export, data_root):
+    ckpt, man = mbv2_export
+    out = Path(man["export_dir"])
+    assert out == ckpt.parent / "export"
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["format"] == "rdd-edge-export" and on_disk["model_name"] == "deeplabv3_mbv2"
+    assert on_disk["input"]["shape"] == ["batch", 3, *SIZE] and on_disk["input"]["dtype"] == "float32"
+    assert on_disk["classes"] == list(dataset_info("camvid").classes) and len(on_disk["palette"]) == 11
+    assert set(on_disk["artifacts"]) == {"onnx", "fp16", "int8", "int8-cpu"}
+    assert on_disk["artifacts"]["onnx"]["bytes"] == (out / "model.onnx").stat().st_size
+    import hashlib
+
+    assert on_disk["source_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert on_disk["artifacts"]["onnx"]["parity"]["label_agreement"] >= 0.999
+    # independent check: torch logits (upsampled) vs ONNX Runtime on the val images, batch of 3
+    from models import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(ckpt, aux=False)
+    x = _val_batch(data_root)
+    with torch.no_grad():
+        ref = torch.nn.functional.interpolate(model(torch.from_numpy(x))["out"], size=SIZE, mode="bilinear", align_corners=False).numpy()
+    import onnxruntime as ort
+
+    logits, labels = ort.InferenceSession(str(out / "model.onnx")).run(["logits", "labels"], {"images": x})
+    assert logits.shape == (3, 11, *SIZE) and labels.shape == (3, *SIZE) and labels.dtype == np.int64
+    assert np.abs(logits - ref).max() < 1e-3
+    assert (labels == ref.argmax(1)).mean() >= 0.999
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+def test_fp16_and_int8_agree_with_fp32(mbv2_export, data_root):
+    _, man = mbv2_export
+    out = Path(man["export_dir"])
+    x = _val_batch(data_root)
+    ref = run_onnx(out / "model.onnx", x)["labels"]
+    for name, floor in (("model.fp16.onnx", 0.99), ("model.int8.onnx", 0.8), ("model.int8-cpu.onnx", 0.8)):
+        got = run_onnx(out / name, x)
+        assert got["logits"].dtype == np.float32
+        assert (got["labels"] == ref).mean() >= floor, name
+    fp32 = (out / "model.onnx").stat().st_size
+    for name in ("model.int8.onnx", "model.int8-cpu.onnx"):
+        assert (out / name).stat().st_size < 0.3 * fp32, name
+    assert man["artifacts"]["fp16"]["agreement"]["label_agreement"] >= 0.995
+
+
+def _inits(m):
+    return {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+
+
+def test_int8_tensorrt_flavour_is_symmetric_per_channel(mbv2_export):
+    out = Path(mbv2_export[1]["export_dir"])
+    m = onnx.load(str(out / "model.int8.onnx"))
+    inits = _inits(m)
+    q = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+    assert q and len(dq) > len(q)
+    for n in q + dq:  # every zero point 0 and int8
+        zp = inits[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any()
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    producer = {o: n for n in m.graph.node for o in n.output}
+    for c in convs:
+        wdq = producer[c.input[1]]
+        assert wdq.op_type == "DequantizeLinear"
+        w, scale = inits[wdq.input[0]], inits[wdq.input[1]]
+        assert w.dtype == np.int8 and scale.shape == (w.shape[0],)
+        axis = [a.i for a in wdq.attribute if a.name == "axis"]
+        assert axis in ([], [0])
+        if len(c.input) > 2:  # biases stay float: no int32 DQ
+            assert c.input[2] in inits and inits[c.input[2]].dtype == np.float32
+    assert not any(inits[n.input[0]].dtype == np.int32 for n in dq if n.input[0] in inits)
+    consumers = {}
+    for n in m.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    assert all(len(consumers.get(n.output[0], [])) == 1 for n in q)  # dedicated pairs
+
+
+def test_int8_cpu_flavour_uses_uint8_activations(mbv2_export):
+    out = Path(mbv2_export[1]["export_dir"])
+    m = onnx.load(str(out / "model.int8-cpu.onnx"))
+    inits = _inits(m)
+    q = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    assert q and all(inits[n.input[2]].dtype == np.uint8 for n in q)
+    assert any(inits[n.input[2]].any() for n in q)  # asymmetric: some zero points are not 0
+
+
+def test_calibration_cache_is_reused(mbv2_export, data_root):
+    from rdd_edge.data import get_dataset
+
+    from export.int8 import ImageFolderReader
+    from export.pipeline import _calib_items
+
+    ckpt, man = mbv2_export
+    out = Path(man["export_dir"])
+    first = man["artifacts"]["int8"]["calibration"]
+    assert first["cache_hit"] is False and first["reader_calls"] == 10 and (out / first["cache"]).is_file()
+    readers = []
+
+    def counting_reader(*a):
+        readers.append(ImageFolderReader(*a))
+        return readers[-1]
+
+    # the same model file, images and method as the pipeline used: the ranges come from the cache
+    items = select_calibration(_calib_items(get_dataset("camvid", data_root, split="train")), 10, 4)
+    m = dataset_info("camvid")
+    info = export_int8(out / "model.onnx", out, items, SIZE, m.mean, m.std, "percentile", reader_factory=counting_reader)
+    assert info["calibration"]["cache_hit"] is True and readers[0].calls == 0 and info["calibration"]["cache"] == first["cache"]
+    # another method is another key: it calibrates (and replaces the stale cache)
+    info2 = export_int8(out / "model.onnx", out, items, SIZE, m.mean, m.std, "minmax", reader_factory=counting_reader)
+    assert info2["calibration"]["cache_hit"] is False and readers[1].calls == 10
+    assert not (out / first["cache"]).exists() and (out / info2["calibration"]["cache"]).is_file()
+
+
+class _Tiny(torch.nn.Module):
+    """A 4-conv stride-8 network: fast to export and quantize, enough for node-level checks."""
+
+    def __init__(self, ch: int = 16) -> None:
+        super().__init__()
+        c = torch.nn.Conv2d
+        self.body = torch.nn.Sequential(c(3, ch, 3, 2, 1), torch.nn.ReLU(), c(ch, ch, 3, 2, 1), torch.nn.ReLU(),
+                                        c(ch, ch, 3, 2, 1), torch.nn.ReLU())
+        self.cls = c(ch, 11, 1)
+
+    def forward(self, x):
+        return {"out": self.cls(self.body(x))}
+
+
+def test_keep_float_and_max_drop(data_root, tmp_path):
+    torch.manual_seed(0)
+    src = export_onnx(_Tiny().eval(), tmp_path / "model.onnx", SIZE, output="both")
+    items = sorted((data_root / "train" / "images").glob("*.png"))[:4]
+    x = _val_batch(data_root)
+    ref = run_onnx(src, x)["labels"]
+    convs = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Conv"]
+    info = export_int8(src, tmp_path, items, max_drop=0.0, check_batch=x, check_labels=ref, num_classes=11)
+    kept, drop = info["keep_float"], info["max_drop"]
+    assert drop["fp32_miou"] == pytest.approx(1.0)
+    assert max(drop["drop"].values()) <= 0.0 or len(kept) == len(convs)
+    assert kept == drop["added_float"] and (not kept or kept[0] == convs[-1])  # the classifier goes first
+    # --keep-float: the named Conv reads a float weight, the others an int8 weight through a DQ
+    info = export_int8(src, tmp_path, items, keep_float=[convs[-1]])
+    q = onnx.load(str(tmp_path / "model.int8.onnx"))
+    producer = {o: n for n in q.graph.node for o in n.output}
+    for c in (n for n in q.graph.node if n.op_type == "Conv"):
+        assert (c.input[1] in producer) == (c.name != convs[-1]), c.name
+    with pytest.raises(ExportError, match="--keep-float no_such_conv"):
+        export_int8(src, tmp_path / "x", items, keep_float=["no_such_conv"])
+    assert not (tmp_path / "x" / "model.int8.onnx").exists()
+
+
+@pytest.mark.parametrize("name,size,kw", [("r18", (48, 96), {"head_channels": 32}), ("psp18", (96, 144), {"head_channels": 16})])
+def test_other_students_export_with_parity(tmp_path, data_root, name, size, kw):
+    ckpt = _checkpoint(tmp_path, name, **kw)
+    man = export_run(ckpt, size=size, data_root=data_root, check_images=2)
+    out = Path(man["export_dir"])
+    assert man["artifacts"]["onnx"]["parity"]["label_agreement"] >= 0.999
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out / "model.onnx"))
+    assert [o.name for o in sess.get_outputs()] == ["labels"]
+    assert sess.run(None, {"images": np.zeros((2, 3, *size), np.float32)})[0].shape == (2, *size)
+
+
+def test_pspnet_size_and_dynamic_are_rejected_up_front(tmp_path):
+    model = create_model("psp18", num_classes=11, head_channels=16).eval()
+    with pytest.raises(ExportError, match="multiples of 48"):
+        export_onnx(model, tmp_path / "model.onnx", size=(64, 96))
+    with pytest.raises(ExportError, match="PSPNet"):
+        export_onnx(model, tmp_path / "model.onnx", size=(96, 144), dynamic=True)
+    with pytest.raises(ExportError, match="multiples of 8"):
+        export_onnx(create_model("mbv2", num_classes=11), tmp_path / "model.onnx", size=(50, 96))
+    assert not list(tmp_path.iterdir())
+
+
+def test_embedded_preprocess_and_output_kinds(tmp_path, data_root):
+    torch.manual_seed(0)
+    model = _Tiny().eval()
+    info = dataset_info("camvid")
+    p_float = export_onnx(model, tmp_path / "f.onnx", SIZE, output="logits", mean=info.mean, std=info.std)
+    p_u8 = export_onnx(model, tmp_path / "u.onnx", SIZE, output="both", embed_preprocess=True, mean=info.mean, std=info.std)
+    import onnxruntime as ort
+
+    s_f, s_u = ort.InferenceSession(str(p_float)), ort.InferenceSession(str(p_u8))
+    assert [o.name for o in s_f.get_outputs()] == ["logits"]
+    assert [o.name for o in s_u.get_outputs()] == ["logits", "labels"]
+    assert s_u.get_inputs()[0].type == "tensor(uint8)" and s_f.get_inputs()[0].type == "tensor(float)"
+    lf = s_f.run(None, {"images": _val_batch(data_root)})[0]
+    lu, lab = s_u.run(None, {"images": _val_batch(data_root, embedded=True)})
+    assert np.abs(lf - lu).max() < 1e-3 and (lab == lf.argmax(1)).mean() > 0.999
+
+
+def _foreign_onnx(path: Path) -> Path:
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    onnx.save(helper.make_model(g), str(path))
+    return path
+
+
+def test_bad_onnx_inputs_name_the_file_and_leave_nothing(tmp_path):
+    foreign = _foreign_onnx(tmp_path / "foreign.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x00not an onnx model at all")
+    for src, msg in ((foreign, "expected one input 'images'"), (corrupt, "not a readable ONNX"), (tmp_path / "none.onnx", "not found")):
+        with pytest.raises(ExportError, match=msg):
+            export_fp16(src, tmp_path / "out" / "model.fp16.onnx")
+        with pytest.raises(ExportError, match=msg):
+            export_int8(src, tmp_path / "out", [tmp_path / "a.png"])
+    from export.tensorrt import build_engine
+
+    with pytest.raises(ExportError, match="expected one input 'images'"):
+        build_engine(foreign, tmp_path / "out" / "model.fp16.engine")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_bad_checkpoint_and_too_few_calibration_images(tmp_path, data_root):
+    bad = tmp_path / "run" / "best.pt"
+    bad.parent.mkdir()
+    bad.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="best.pt"):
+        export_run(bad, size=SIZE, data_root=data_root)
+    torch.save({"format": "rdd-edge-checkpoint", "version": 1, "model_name": "segformer_b9",
+                "model_kwargs": {"num_classes": 11}, "state_dict": {}}, bad)
+    with pytest.raises(CheckpointError, match="segformer_b9"):
+        export_run(bad, size=SIZE, data_root=data_root)
+    ckpt = _checkpoint(tmp_path / "run", "mbv2", head_channels=16)
+    with pytest.raises(ExportError, match="at least 32 images, found 10"):
+        export_run(ckpt, size=SIZE, int8=True, data_root=data_root, check_images=1)
+    out = ckpt.parent / "export"
+    assert not out.exists() or not list(out.iterdir())  # checked before any file is written
+    with pytest.raises(ConfigError, match="--keep-float"):
+        export_run(ckpt, size=SIZE, keep_float=["x"], data_root=data_root)
+    with pytest.raises(ExportError, match="multiples of 8"):
+        export_run(ckpt, size=(50, 90), data_root=data_root)
+    warnings = []
+    assert len(select_calibration(list(range(40)), 300, 32, warn=warnings.append)) == 40 and "300" in warnings[0]
+
+
+def test_cli_trt_without_tensorrt_writes_onnx_and_fails_clearly(tmp_path, data_root):
+    pytest.importorskip("typer")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here: the missing-dependency path cannot be exercised")
+    except ImportError:
+        pass
+    from typer.testing import CliRunner
+
+    import rdd_edge.cli  # noqa: F401  (registers the commands)
+    from rdd_edge.app import app
+
+    ckpt = _checkpoint(tmp_path / "run", "mbv2", head_channels=16)
+    res = CliRunner().invoke(app, ["export", str(ckpt), "--size", "48x96", "--trt", "fp16", "--data-root", str(data_root),
+                                   "--check-images", "2"])
+    assert res.exit_code != 0
+    assert isinstance(res.exception, MissingDependencyError) and "pip install rdd-edge[trt]" in str(res.exception)
+    out = ckpt.parent / "export"
+    assert (out / "model.onnx").is_file() and (out / "model.fp16.onnx").is_file()
+    man = json.loads((out / "manifest.json").read_text())
+    assert set(man["artifacts"]) == {"onnx", "fp16"}
+    res = CliRunner().invoke(app, ["export", str(ckpt), "--trt", "fp61"])
+    assert res.exit_code != 0 and "Did you mean 'fp16'" in str(res.exception)
