@@ -15,7 +15,7 @@ from distill.config import PRESETS, config_from_dict, make_config, parse_size
 from distill.data import StepSampler, TrainPreset
 from distill.train import poly_lr, train
 from rdd_edge.errors import CheckpointError, ConfigError, TrainingError
-from train_helpers import INFO, SIZE, Blobs, ddp_worker, no_dropout, readers, tiny_config
+from train_helpers import INFO, Blobs, ddp_worker, readers, tiny_config
 
 
 def _weights(path) -> dict:
@@ -91,9 +91,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, monkeypatch):
     """
     import torch.multiprocessing as mp
 
-    no_dropout_orig = torch.nn.Dropout.forward
-    monkeypatch.setattr(torch.nn.Dropout, "forward", no_dropout_orig)
-    no_dropout()
+    monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, x: x)  # as ddp_worker's no_dropout()
     cfg = tiny_config(iters=3, val_every=3, freeze_bn=True, scale_min=1.0, scale_max=1.0, lr=0.05)
     single = train(cfg, readers=readers(), run_dir=tmp_path / "one", progress=False)
     with socket.socket() as s:
@@ -126,24 +124,29 @@ def test_resume_continues_exactly(tmp_path):
 
 @pytest.mark.slow
 def test_distillation_on_synthetic_learns(tmp_path):
-    """Short KD+RDD run on synthetic scenes: the training loss falls and val mIoU beats the untrained student."""
+    """Short KD+RDD run on synthetic scenes: the training loss falls and val mIoU beats the untrained student.
+
+    The stand-in teacher is untrained (an R18 with aux head, for speed), so TSE-XOR selects few
+    pixels (both models find everything hard); half the run is TFE, where the weights are ~1.
+    """
     from distill.data import eval_loader
     from distill.evaluate import evaluate
     from distill.train import build_readers
 
     teacher = _teacher_ckpt(tmp_path, num_classes=11)
-    cfg = tiny_config("distill", model="mbv2", teacher=str(teacher), method="kd", iters=24, batch=4, crop=(48, 72),
-                      eval_size=(48, 72), val_every=24, log_every=4, synthetic_train=48, synthetic_val=6, lr=0.05)
+    cfg = tiny_config("distill", model="mbv2", teacher=str(teacher), method="kd", iters=20, batch=4, crop=(48, 72),
+                      tfe_fraction=0.5, eval_size=(48, 72), val_every=10, log_every=4, synthetic_train=48,
+                      synthetic_val=6, lr=0.05)
     rd = build_readers(cfg)
     torch.manual_seed(cfg.seed)
     untrained = evaluate(train_mod.build_model(cfg, 11), eval_loader(rd[2], rd[0], rd[3]), 11).miou
     out = train(cfg, readers=rd, run_dir=tmp_path / "run", progress=False)
     rows = list(csv.DictReader(open(tmp_path / "run" / "train_log.csv")))
     first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
-    assert last < 0.8 * first, (first, last)
-    assert out["best_miou"] > untrained + 0.05, (untrained, out["best_miou"])
-    stages = {r["stage"] for r in rows}
-    assert stages == {"tfe", "tse"}
+    assert last < 0.5 * first, (first, last)
+    assert out["best_miou"] > untrained + 0.04, (untrained, out["best_miou"])
+    assert [r["stage"] for r in rows] == ["tfe", "tfe", "tse", "tse", "tse"]  # switch after 10 of 20
+    assert float(rows[0]["selected"]) == 1.0 and float(rows[-1]["selected"]) < 1.0
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
@@ -182,3 +185,49 @@ def test_bad_inputs_fail_before_training(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE")
     with pytest.raises(Exception, match="nowhere"):
         train(make_config("teacher", "camvid", data=str(tmp_path / "nowhere"), runs_root=str(runs)), progress=False)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path, capsys):
+    """train-teacher (with a split + --resume), distill (default teacher), eval, difficulty; errors as one line."""
+    import cv2
+    from typer.testing import CliRunner
+
+    from rdd_edge.cli import app, main
+
+    runs = tmp_path / "runs"
+    tiny = ["--iters", "2", "--batch", "2", "--crop", "48x72", "--eval-size", "48x72", "--train-images", "4",
+            "--val-images", "2", "--val-every", "2", "--device", "cpu", "--runs", str(runs), "--head-channels", "8", "-q"]
+    r = CliRunner()
+    res = r.invoke(app, ["train-teacher", "--model", "r18", "--name", "t", "--stop-after", "1", *tiny])
+    assert res.exit_code == 0, res.output
+    assert torch.load(runs / "teacher-t" / "last.pt", weights_only=False)["step"] == 1
+    res = r.invoke(app, ["train-teacher", "--resume", str(runs / "teacher-t"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "best mIoU" in res.output and (runs / "teacher-t" / "best.pt").is_file()
+    assert torch.load(runs / "teacher-t" / "last.pt", weights_only=False)["step"] == 2
+
+    res = r.invoke(app, ["distill", "--student", "mbv2", "--method", "kd", "--name", "s", *tiny])
+    assert res.exit_code == 0, res.output
+    best = torch.load(runs / "distill-s" / "best.pt", weights_only=False)
+    assert best["config"]["teacher"].endswith("teacher-t/best.pt") and best["config"]["rdd"] is True
+
+    res = r.invoke(app, ["eval", str(runs / "distill-s"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert f"{100 * best['best_miou']:.2f}" in res.output  # same val scenes as in training -> same mIoU
+    assert "Sky" in res.output and "images/s" in res.output
+
+    res = r.invoke(app, ["difficulty", str(runs / "distill-s"), "--images", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    sheets = sorted((runs / "distill-s" / "difficulty").glob("*.png"))
+    assert len(sheets) == 2
+    img = cv2.imread(str(sheets[0]))
+    assert img is not None and img.shape[1] > 6 * 72  # six tiles side by side
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00" * 10)
+    with pytest.raises(SystemExit) as exc:
+        main(["distill", "--teacher", str(junk), *tiny])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "junk.pt" in err and "Traceback" not in err
