@@ -212,6 +212,8 @@ def test_cli_end_to_end(tmp_path, capsys):
     best = torch.load(runs / "distill-s" / "best.pt", weights_only=False)
     assert best["config"]["teacher"].endswith("teacher-t/best.pt") and best["config"]["rdd"] is True
 
+    res = r.invoke(app, ["eval", str(runs / "distill-s"), "--device", "cpu", "--flip", "--scales", "0.75,1"])
+    assert res.exit_code == 0, res.output
     res = r.invoke(app, ["eval", str(runs / "distill-s"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert f"{100 * best['best_miou']:.2f}" in res.output  # same val scenes as in training -> same mIoU
@@ -231,3 +233,56 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "junk.pt" in err and "Traceback" not in err
+
+
+class _ConstModel(torch.nn.Module):
+    """Predicts class ``k`` everywhere, at 1/8 resolution like the real models."""
+
+    def __init__(self, k: int, c: int = 4):
+        super().__init__()
+        self.k, self.c = k, c
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], self.c, x.shape[2] // 8, x.shape[3] // 8)
+        out[:, self.k] = 5.0
+        return {"out": out}
+
+
+def test_evaluate_matches_direct_count_at_label_size():
+    """Labels stay at their own size (64x96) while images are resized to the eval size (32x48)."""
+    from distill.data import eval_loader
+    from distill.evaluate import evaluate
+
+    reader = Blobs(3, size=(64, 96))
+    labels = np.stack([reader[i][1] for i in range(3)])
+    for flip, scales in ((False, (1.0,)), (True, (0.75, 1.0))):
+        m = evaluate(_ConstModel(1), eval_loader(reader, INFO, (32, 48), batch=2), 4, flip=flip, scales=scales)
+        present = [c for c in range(4) if (labels == c).any()]
+        expected = (labels == 1).mean() / len(present)  # IoU of class 1 = its share; others 0
+        assert m.miou == pytest.approx(expected) and m.pixel_acc == pytest.approx((labels == 1).mean())
+        assert m.images_per_s > 0
+
+
+def test_ctrl_c_saves_last_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = train_mod.step_losses
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "step_losses", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(iters=6, val_every=5, batch=2), readers=readers(), run_dir=tmp_path, progress=False)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert ckpt["step"] == 2 and "optimizer" in ckpt and len(ckpt["rng"]) == 1
+
+
+def test_heatmap_colours_easy_red_hard_blue():
+    from distill.difficulty import heatmap
+
+    hm = heatmap(np.array([[0.0, 1.0]]))
+    assert hm[0, 0, 2] > 100 and hm[0, 0, 0] < 50  # weight 0 (hard): blue
+    assert hm[0, 1, 0] > 100 and hm[0, 1, 2] < 50  # weight 1 (easy): red
