@@ -162,3 +162,34 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(msg)
     if cfg.mode == "teacher" and (cfg.method != "none" or cfg.rdd):
         raise ConfigError("teacher training takes no --method / --rdd (those distill a student from a teacher)")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["weight_decay=5e-4", "crop=64x96", "hflip=false"]`` -> typed values for :func:`make_config`.
+
+    Any config field can be set this way (``--set KEY=VALUE`` on the CLI); values are read as
+    JSON where possible (numbers, true/false, null, {...}), sizes as HxW, else as text.
+    """
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in _FIELDS or key == "mode":
+            known = ", ".join(sorted(_FIELDS))
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of: {known}")
+        if key in ("crop", "eval_size"):
+            out[key] = parse_size(raw, f"--set {key}") if raw.lower() not in ("none", "null") else None
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        default = getattr(TrainConfig, key, None)
+        if isinstance(default, bool) and isinstance(value, str):
+            raise ConfigError(f"--set {item!r}: {key} takes true or false")
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        out[key] = value
+    return out

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from distill import train as train_mod
-from distill.config import PRESETS, config_from_dict, make_config, parse_size
+from distill.config import PRESETS, config_from_dict, make_config, parse_overrides, parse_size
 from distill.data import StepSampler, TrainPreset
 from distill.train import poly_lr, train
 from rdd_edge.errors import CheckpointError, ConfigError, TrainingError
@@ -53,6 +53,10 @@ def test_poly_lr_and_presets():
     assert parse_size("48x64") == (48, 64) and parse_size("360") == (360, 360)
     with pytest.raises(ConfigError, match="--crop"):
         parse_size("big")
+    assert parse_overrides(["momentum=0.8", "crop=64x96", "tensorboard=false", "lr=1"]) == {
+        "momentum": 0.8, "crop": (64, 96), "tensorboard": False, "lr": 1.0}
+    with pytest.raises(ConfigError, match="bogus"):
+        parse_overrides(["bogus=1"])
     with pytest.raises(ConfigError, match="--rdd-mode"):
         make_config("distill", rdd_mode="nand")
 
@@ -207,9 +211,11 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert "best mIoU" in res.output and (runs / "teacher-t" / "best.pt").is_file()
     assert torch.load(runs / "teacher-t" / "last.pt", weights_only=False)["step"] == 2
 
-    res = r.invoke(app, ["distill", "--student", "mbv2", "--method", "kd", "--name", "s", *tiny])
+    res = r.invoke(app, ["distill", "--student", "mbv2", "--method", "kd", "--name", "s", "--set", "weight_decay=5e-4",
+                         "--set", "hflip=false", *tiny])
     assert res.exit_code == 0, res.output
     best = torch.load(runs / "distill-s" / "best.pt", weights_only=False)
+    assert best["config"]["weight_decay"] == 5e-4 and best["config"]["hflip"] is False
     assert best["config"]["teacher"].endswith("teacher-t/best.pt") and best["config"]["rdd"] is True
 
     res = r.invoke(app, ["eval", str(runs / "distill-s"), "--device", "cpu", "--flip", "--scales", "0.75,1"])

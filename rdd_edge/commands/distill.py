@@ -41,6 +41,7 @@ TrainImages = Annotated[Optional[int], typer.Option("--train-images", help="Synt
 ValImages = Annotated[Optional[int], typer.Option("--val-images", help="Synthetic only: number of generated val scenes.")]
 Runs = Annotated[Optional[str], typer.Option("--runs", help="Parent folder of run folders (default ./runs).")]
 StopAfter = Annotated[Optional[int], typer.Option("--stop-after", hidden=True, help="Stop (saving last.pt) after this many iterations.")]
+Set = Annotated[Optional[list[str]], typer.Option("--set", help="Override any config value, e.g. --set weight_decay=5e-4 (repeatable).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
@@ -62,9 +63,10 @@ def _relaunch(gpus: int) -> None:
     raise typer.Exit(subprocess.call(cmd))
 
 
-def _run_training(mode: str, resume: Optional[str], gpus: int, stop_after: Optional[int], quiet: bool, **opts) -> None:
-    """Resolve the config (preset, resume, options), train, print the results table."""
-    from distill.config import config_from_dict, make_config, parse_size
+def _run_training(mode: str, resume: Optional[str], gpus: int, stop_after: Optional[int], quiet: bool,
+                  sets: Optional[list[str]], **opts) -> None:
+    """Resolve the config (preset, resume, options, --set), train, print the results table."""
+    from distill.config import config_from_dict, make_config, parse_overrides, parse_size
 
     if gpus > 1 and "RANK" not in os.environ:
         _relaunch(gpus)
@@ -73,6 +75,7 @@ def _run_training(mode: str, resume: Optional[str], gpus: int, stop_after: Optio
     opts["eval_size"] = parse_size(opts["eval_size"], "--eval-size")
     if head_channels is not None:
         opts["model_kwargs"] = {"head_channels": head_channels}
+    opts.update(parse_overrides(sets))
     if resume:
         from distill.train import resolve_checkpoint
         from models.checkpoint import load_checkpoint
@@ -119,10 +122,10 @@ def train_teacher(
     val_every: ValEvery = None, log_every: LogEvery = None, amp: Amp = None, compile: Compile = False, gpus: Gpus = 1,
     device: Device = None, name: Name = None, resume: Resume = None, seed: Seed = None, head_channels: HeadChannels = None,
     workers: Workers = None, train_images: TrainImages = None, val_images: ValImages = None, runs: Runs = None,
-    stop_after: StopAfter = None, quiet: Quiet = False,
+    stop_after: StopAfter = None, sets: Set = None, quiet: Quiet = False,
 ) -> None:
     """Train the teacher (DeepLabV3-R101 with an aux head by default) on a data set."""
-    _run_training("teacher", resume, gpus, stop_after, quiet, dataset=dataset, data=data, model=model,
+    _run_training("teacher", resume, gpus, stop_after, quiet, sets, dataset=dataset, data=data, model=model,
                   iters=iters, batch=batch, lr=lr, crop=crop, eval_size=eval_size, val_every=val_every, log_every=log_every,
                   amp=amp, compile=compile or None, device=device, name=name, seed=seed, head_channels=head_channels,
                   workers=workers, synthetic_train=train_images, synthetic_val=val_images, runs_root=runs)
@@ -143,10 +146,10 @@ def distill_cmd(
     val_every: ValEvery = None, log_every: LogEvery = None, amp: Amp = None, compile: Compile = False, gpus: Gpus = 1,
     device: Device = None, name: Name = None, resume: Resume = None, seed: Seed = None, head_channels: HeadChannels = None,
     workers: Workers = None, train_images: TrainImages = None, val_images: ValImages = None, runs: Runs = None,
-    stop_after: StopAfter = None, quiet: Quiet = False,
+    stop_after: StopAfter = None, sets: Set = None, quiet: Quiet = False,
 ) -> None:
     """Distill a student from a frozen teacher with a KD loss and RDD-weighted task loss."""
-    _run_training("distill", resume, gpus, stop_after, quiet, dataset=dataset, data=data, model=student, teacher=teacher,
+    _run_training("distill", resume, gpus, stop_after, quiet, sets, dataset=dataset, data=data, model=student, teacher=teacher,
                   method=method, rdd=rdd, rdd_mode=rdd_mode, rdd_threshold=rdd_threshold, tfe_fraction=tfe_fraction,
                   confidence=confidence, iters=iters, batch=batch, lr=lr, crop=crop, eval_size=eval_size,
                   val_every=val_every, log_every=log_every, amp=amp, compile=compile or None, device=device, name=name,
