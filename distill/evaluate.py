@@ -55,22 +55,22 @@ def evaluate(model: torch.nn.Module, loader: Iterable, num_classes: int, device:
     n_images, t_total = 0, 0.0
     ctx = autocast or contextlib.nullcontext()
     try:
-        for images, labels in loader:
-            images = images.to(device, non_blocking=True)
-            t0 = time.perf_counter()
-            with ctx:
+        with ctx:  # one autocast region for the whole pass
+            for images, labels in loader:
+                images = images.to(device, non_blocking=True)
+                t0 = time.perf_counter()
                 if len({tuple(lb.shape) for lb in labels}) == 1:
                     prob = predict_logits(model, images, flip, scales, tuple(labels[0].shape))
                     preds = list(prob.argmax(1).cpu().numpy())
-                else:
+                else:  # labels of different sizes: one image at a time
                     preds = [predict_logits(model, images[i:i + 1], flip, scales, tuple(lb.shape)).argmax(1)[0].cpu().numpy()
                              for i, lb in enumerate(labels)]
-            t_total += time.perf_counter() - t0
-            for lb, pr in zip(labels, preds):
-                cm.update(lb.numpy(), pr)
-            n_images += len(labels)
-            if progress is not None:
-                progress(len(labels))
+                t_total += time.perf_counter() - t0
+                for lb, pr in zip(labels, preds):
+                    cm.update(lb.numpy(), pr)
+                n_images += len(labels)
+                if progress is not None:
+                    progress(len(labels))
     finally:
         model.train(was_training)
     mat = torch.from_numpy(cm.mat).to(device)
