@@ -175,9 +175,26 @@ def _fmt(v: float | None, nd: int = 2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
 
-def table_rows(rows: Sequence[Row]) -> tuple[list[str], list[list[str]]]:
-    """Header and string cells shared by the markdown report and the rich table."""
+def _short_backend(name: str) -> str:
+    if name.startswith("torch"):
+        return "torch"
+    return name.replace("ExecutionProvider", "").replace("Tensorrt", "TensorRT").replace(" CPU", "").strip()
+
+
+def table_rows(rows: Sequence[Row], compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and string cells of the markdown report; ``compact`` for an 80-column screen."""
     bkeys = sorted({k for r in rows for k in r.latency if k != "b1"})
+    if compact:
+        head = ["artifact", "status", "MB", "mIoU", "drop", "agree%", "p50 ms", "FPS"]
+        body = []
+        for r in rows:
+            b1 = r.latency.get("b1")
+            status = r.status if not r.reason else f"{r.status}: {r.reason}"
+            backend = _short_backend(r.backend)
+            name = r.name if backend in ("torch", "CPU", "") else f"{r.name} ({backend})"
+            body.append([name, status, _fmt(r.size_mb, 1), _fmt(r.miou), _fmt(r.drop), _fmt(r.agreement, 1),
+                         _fmt(b1["p50_ms"]) if b1 else "-", _fmt(b1["fps"], 1) if b1 else "-"])
+        return head, body
     head = ["artifact", "precision", "backend", "status", "MB", "mIoU", "drop", "agree %", "b1 p50/p90/p99 ms", "b1 FPS"]
     for k in bkeys:
         head += [f"{k} p50 ms", f"{k} FPS"]

@@ -84,6 +84,7 @@ def check(
 ) -> None:
     """Check every exported artifact: status, size, mIoU and drop vs FP32, pixel agreement, latency; CI gate."""
     from rich.console import Console
+    from rich import box
     from rich.table import Table
 
     from deploy.check import FAILED, FAILED_GATE, PASSED, SKIPPED, evaluate_rows, find_export_dir, gate_failures, load_eval_data, manifest_candidates, table_rows, write_report
@@ -120,10 +121,10 @@ def check(
             "split": "val", "images": len(imgs), "input_size": list((manifest.get("input") or {}).get("size") or (manifest.get("input") or {}).get("shape", [0, 0, 0, 0])[2:]),
             "max_drop": max_drop, "batch": batch, "device": device, "threads": threads}
     paths = write_report(export_dir, rows, meta)
-    head, body = table_rows(rows)
-    table = Table(title=f"deploy check: {export_dir}")
+    head, body = table_rows(rows, compact=True)
+    table = Table(title=f"deploy check: {export_dir} (full table: check.md)", box=box.SIMPLE_HEAD, pad_edge=False)
     for h in head:
-        table.add_column(h, overflow="fold")
+        table.add_column(h, no_wrap=h != "status", justify="left" if h in ("artifact", "status") else "right")
     for r, cells in zip(rows, body):
         table.add_row(*cells, style=colours.get(r.status))
     console.print(table)
