@@ -344,7 +344,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         start, best_miou = int(ckpt_resume["step"]), ckpt_resume.get("best_miou")
     torch.manual_seed(cfg.seed + 1000 * rank)  # per-process stream (dropout) from here on
 
-    loader = train_loader(train_reader, cfg, info, start, rank, world)
+    # a train reader may bring its own batch source (benchmarks/camvid.py: decoded set held on the GPU)
+    own_batches = getattr(train_reader, "train_batches", None)
+    loader = own_batches(cfg, start, rank, world) if own_batches else train_loader(train_reader, cfg, info, start, rank, world)
     val_loader = eval_loader(val_reader, info, eval_size, rank, world, batch=max(1, cfg.batch // world), workers=cfg.workers)
     logger = RunLogger(run_dir, start, cfg.tensorboard, main)
     if ckpt_resume is not None:
