@@ -434,7 +434,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                         if stage:
                             info_txt += f" {stage} sel {avg[3]:.1%}"
                         if last_miou is not None:
-                            info_txt += f" mIoU {last_miou:.3f}"
+                            info_txt += f" mIoU {100 * last_miou:.1f}"
                         prog.update(task, speed=f"{speed:.2f} it/s", info=info_txt)
                     log_parts.zero_()
                     t_last, last_logged = time.perf_counter(), step

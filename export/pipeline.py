@@ -111,8 +111,8 @@ def export_run(
     trt = formats.resolve_trt(trt)
     calib_method = formats.resolve_calib_method(calib_method)
     wanted = [f.key for f in formats.requested_formats(fp16, int8, trt)]
-    if int8_max_drop is not None and not 0 <= int8_max_drop < 1:
-        raise ConfigError(f"--int8-max-drop {int8_max_drop}: a fraction of mIoU, e.g. 0.01 for one point")
+    if int8_max_drop is not None and not 0 <= int8_max_drop < 100:
+        raise ConfigError(f"--int8-max-drop {int8_max_drop}: mIoU points between 0 and 100, e.g. 1.0 (as rdd-edge check --max-drop)")
     if (keep_float or int8_max_drop is not None or calib_data) and "int8" not in wanted:
         raise ConfigError("--keep-float / --int8-max-drop / --calib-data only apply with --int8 (or --trt int8)")
     ckpt_path = find_checkpoint(source, runs_root)
@@ -183,7 +183,7 @@ def export_run(
     if "int8" in wanted:
         from export.int8 import export_int8
         info, _ = _step(console, f"INT8 ({calib_method}, {len(items)} images) -> model.int8.onnx, model.int8-cpu.onnx",
-                        lambda: export_int8(onnx_path, out, items, size, mean, std, calib_method, keep_float, int8_max_drop,
+                        lambda: export_int8(onnx_path, out, items, size, mean, std, calib_method, keep_float, None if int8_max_drop is None else int8_max_drop / 100,
                                             batch, labels, len(dataset["classes"]),
                                             warn=lambda m: _log(console, f"[yellow]warning:[/] {m}")))
         if info["calibration"]["cache_hit"]:

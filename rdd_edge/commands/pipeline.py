@@ -136,7 +136,7 @@ def pipeline(
     trt = "all" if _tensorrt_available() else "none"
     console.rule(f"[bold]3/5 export: ONNX, FP16, INT8{', TensorRT' if trt != 'none' else ''}")
     if trt == "none":
-        console.print("note: tensorrt is not installed, so no engines are built (pip install rdd-edge[trt] on an NVIDIA machine)")
+        console.print("note: tensorrt is not installed, so no engines are built (pip install rdd-edge\\[trt] on an NVIDIA machine)")
     export_run(s_sum["best"], fp16=True, int8=True, trt=trt, calib=calib, data_root=data, runs_root=runs, console=console)
     times["export"] = time.perf_counter() - t
 
