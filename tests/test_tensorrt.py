@@ -68,3 +68,26 @@ def test_build_fp16_engine(tmp_path):
     meta = read_sidecar(eng)
     assert meta["precision"] == "fp16" and meta["tensorrt"] and Path(meta["source_onnx"]).name == "model.fp16.onnx"
     del torch
+
+
+@pytest.mark.trt
+@pytest.mark.skipif(not HAVE_TRT, reason="tensorrt is not installed (pip install rdd-edge[trt]; needs an NVIDIA GPU)")
+def test_engine_predicts_like_onnx(tmp_path):
+    """Build an FP16 engine, run it through deploy.load, and compare with ONNX Runtime FP32."""
+    import numpy as np
+
+    import deploy
+    from export.fp16 import export_fp16
+    from export.onnx_export import export_onnx
+    from export.tensorrt import build_engine
+    from models import create_model
+
+    model = create_model("mbv2", num_classes=11, head_channels=16).eval()
+    onnx_path = export_onnx(model, tmp_path / "model.onnx", (48, 96), output="labels")
+    eng = build_engine(export_fp16(onnx_path, tmp_path / "model.fp16.onnx"), tmp_path / "model.fp16.engine", workspace_gb=1.0)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (48, 96, 3), dtype=np.uint8)
+    want = deploy.load(onnx_path).predict(image)
+    got = deploy.load(eng).predict(image)
+    assert got.shape == want.shape
+    assert (got == want).mean() >= 0.99
