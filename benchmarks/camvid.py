@@ -720,7 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               "elapsed_s": time.perf_counter() - t_all, "log": str(args.runs / spec.id)})
         console.rule(f"[{k + 1}/{len(plan)}] {spec.id} ({spec.iters} its)")
         cfg = run_config(spec, args, teacher, args.runs)
-        run_dir = args.runs / f"{cfg.stage}-{spec.id}"
+        run_dir = args.runs / spec.id
         resume = run_dir / "last.pt" if args.resume and (run_dir / "last.pt").is_file() else None
         t = time.perf_counter()
         from distill.train import train
