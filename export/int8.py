@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 CalibItem = Union[str, Path, tuple[str, Callable[[], np.ndarray]]]
 
 RECOMMENDED_CALIB = 300
+CALIB_CHUNK = 4  # images whose activations ORT holds at once while calibrating (mbv2 at 512x1024: ~1 GB each)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -92,6 +93,10 @@ class ImageFolderReader:
 
     def rewind(self) -> None:
         self._it = iter(self.items)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Hand out only items[start:end] (ONNX Runtime calibrates chunk by chunk through this)."""
+        self._it = iter(self.items[start_index:end_index])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -182,9 +187,15 @@ def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, rea
 
     from rdd_edge.runs import atomic_path
 
+    kw = _profiles()[flavour]
+    if hasattr(reader, "set_range") and len(reader) > CALIB_CHUNK:
+        # ORT keeps every calibration image's activations until it histograms them: feed it chunks
+        # (merged histograms), so memory is bounded by CALIB_CHUNK images, not by --calib
+        n = len(reader)
+        kw["extra_options"] = {**kw["extra_options"], "CalibStridedMinMax": max(d for d in range(1, CALIB_CHUNK + 1) if n % d == 0)}
     with atomic_path(out, suffix=".onnx.tmp") as tmp, contextlib.redirect_stdout(io.StringIO()):
         quantize_static(str(prep), str(tmp), calibration_data_reader=reader, calibrate_method=method,
-                        nodes_to_exclude=list(exclude), calibration_cache_path=str(cache), **_profiles()[flavour])
+                        nodes_to_exclude=list(exclude), calibration_cache_path=str(cache), **kw)
         os.chmod(tmp, 0o644)
 
 
