@@ -250,7 +250,7 @@ class RDDWeighting:
     ) -> tuple[torch.Tensor, dict]:
         """``(loss, stats)`` for one batch; ``stage`` overrides the remembered one.
 
-        stats (floats, main head): ``stage`` (str or None), ``selected`` = fraction of valid pixels
+        stats (0-d tensors, main head; kept on the device so the step never waits for the GPU): ``stage`` (str or None), ``selected`` = fraction of valid pixels
         with a non-zero weight, ``weight`` = mean weight over valid pixels, ``ce`` = the weighted
         main-head CE.
         """
@@ -276,7 +276,8 @@ class RDDWeighting:
             loss = main = weighted_ce(s_out, target, w, self.ignore_index, "valid")
             if s_aux is not None:
                 loss = loss + self.aux_weight * weighted_ce(s_aux, target, w, self.ignore_index, "valid")
-            return loss, {"stage": None, "selected": 1.0, "weight": 1.0, "ce": float(main.detach())}
+            one = torch.ones((), device=main.device)
+            return loss, {"stage": None, "selected": one, "weight": one, "ce": main.detach()}
 
         t_out, t_aux = teacher_out["out"], teacher_out.get("aux")
         w, norm = self._head_weight(stage, s_out, t_out, t_aux, target)
@@ -288,13 +289,13 @@ class RDDWeighting:
                 w_aux, _ = self._head_weight(stage, s_aux, t_aux, t_aux, target)
             loss = loss + self.aux_weight * weighted_ce(s_aux, target, w_aux, self.ignore_index, norm)
 
-        with torch.no_grad():
-            n_valid = max(int(valid.sum()), 1)
+        with torch.no_grad():  # 0-d tensors, not floats: no host sync in the training step
+            n_valid = valid.sum().clamp_min(1)
             wf = w.float() * valid
             stats = {
                 "stage": stage,
-                "selected": float(((wf != 0).sum()) / n_valid),
-                "weight": float(wf.sum() / n_valid),
-                "ce": float(main.detach()),
+                "selected": (wf != 0).sum() / n_valid,
+                "weight": wf.sum() / n_valid,
+                "ce": main.detach(),
             }
         return loss, stats

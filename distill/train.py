@@ -172,7 +172,8 @@ def step_losses(s_out: dict, t_out: dict | None, labels: torch.Tensor, rdd, kd) 
     task, stats = rdd.task_loss(s_out, t_out, labels)
     kd_term = kd(s_out, t_out) if (kd is not None and t_out is not None) else torch.zeros((), device=task.device)
     total = task + kd_term
-    return total, {"task": task.detach(), "kd": kd_term.detach(), "selected": float(stats.get("selected", 1.0))}
+    selected = stats.get("selected", torch.ones((), device=task.device))
+    return total, {"task": task.detach(), "kd": kd_term.detach(), "selected": torch.as_tensor(selected, device=task.device).float()}
 
 
 # ---------------------------------------------------------------- logging
@@ -403,7 +404,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                     loss, parts = step_losses(s_out, t_out, labels, rdd, kd)
                 # NaN guard: one small all-reduce, so every process stops at the same iteration
                 now = torch.stack([loss.detach().float(), parts["task"].float(), parts["kd"].float(),
-                                   torch.tensor(parts["selected"], device=device)])
+                                   parts["selected"]])
                 dist.all_reduce_sum(now)
                 if not bool(torch.isfinite(now[:3]).all()):  # .item()-like sync point, once per step
                     kept = run_dir / "last.pt"
