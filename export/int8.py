@@ -200,13 +200,9 @@ def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, rea
 
 
 def _miou(path: Path, batch: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
-    from rdd_edge.metrics import ConfusionMatrix
+    from export.parity import miou_of, run_onnx
 
-    from export.parity import labels_of, run_onnx
-
-    cm = ConfusionMatrix(num_classes)
-    cm.update(labels, labels_of(run_onnx(path, batch)))
-    return float(cm.compute().miou)
+    return miou_of(run_onnx(path, batch), labels, num_classes) or 0.0
 
 
 def export_int8(

@@ -46,6 +46,19 @@ def labels_of(outputs: dict[str, np.ndarray]) -> np.ndarray:
     return outputs["logits"].argmax(1).astype(np.int64)
 
 
+def miou_of(outputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int, ignore_index: int = 255) -> float | None:
+    """mIoU (0..1) of graph outputs against (N, H, W) labels; None when it cannot be computed."""
+    from rdd_edge.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    try:
+        cm.update(labels, labels_of(outputs))
+    except ValueError:
+        return None
+    m = cm.compute().miou
+    return None if np.isnan(m) else float(m)
+
+
 def make_batch(images: Sequence[np.ndarray], size: Sequence[int], mean: Sequence[float], std: Sequence[float], embedded: bool) -> np.ndarray:
     """uint8 RGB images -> the (N, 3, H, W) graph input, through deploy's ``preprocess``."""
     from deploy.preprocess import preprocess

@@ -105,6 +105,7 @@ def export_run(
     from export.onnx_export import check_size, export_onnx
     from export.onnx_io import graph_io, load_export_onnx, sha256_file
     from export.parity import MIN_FP16_AGREEMENT, check_parity, compare, make_batch, run_onnx
+    from deploy.postprocess import resize_labels
 
     # -- settle every option before any work
     output = formats.resolve_output(output)
@@ -131,7 +132,7 @@ def export_run(
     # -- check images (val split) shared by every accuracy check
     val = _open_split(dataset, cfg, "val", check_images, size, data_root)
     imgs, lbls = _check_set(val, check_images)
-    labels = np.stack([_resize_label(lb, size) for lb in lbls])
+    labels = np.stack([resize_labels(lb, size) for lb in lbls])
     batch = make_batch(imgs, size, mean, std, embed_preprocess)
 
     # -- calibration images, settled before any file is written (too few is an error)
@@ -214,26 +215,11 @@ def export_run(
     return manifest
 
 
-def _resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    if label.shape == tuple(size):
-        return label
-    return cv2.resize(label, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-
-
 def _miou(outputs: dict, labels: np.ndarray, dataset: dict) -> float | None:
-    from rdd_edge.metrics import ConfusionMatrix
+    from export.parity import miou_of
 
-    from export.parity import labels_of
-
-    cm = ConfusionMatrix(len(dataset["classes"]), dataset.get("ignore_index", 255))
-    try:
-        cm.update(labels, labels_of(outputs))
-    except ValueError:
-        return None
-    m = cm.compute().miou
-    return None if np.isnan(m) else round(float(m), 5)
+    m = miou_of(outputs, labels, len(dataset["classes"]), dataset.get("ignore_index", 255))
+    return None if m is None else round(m, 5)
 
 
 __all__ = ["export_run", "find_checkpoint", "RddError"]
