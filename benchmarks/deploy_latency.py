@@ -86,8 +86,12 @@ def load_val(manifest: dict, dataset: str | None, root: Path | None, n: int | No
     """Labelled val images (uint8 RGB, uint8 labels) for scoring; data set name from the option, else the manifest."""
     from deploy.check import load_eval_data
 
-    ds, imgs, lbls = load_eval_data(manifest, dataset, root, n)
-    return f"{len(imgs)} {getattr(ds.info, 'name', dataset)} val images", imgs, lbls
+    ds, imgs, lbls = load_eval_data(manifest, dataset, root, None if root is not None else n)
+    total = len(imgs)
+    if n is not None and n < total:  # evenly spread over the split (a val split is ordered by sequence)
+        idx = np.linspace(0, total - 1, n).round().astype(int)
+        imgs, lbls = [imgs[i] for i in idx], [lbls[i] for i in idx]
+    return f"{len(imgs)} (of {total}) {getattr(ds.info, 'name', dataset)} val images", imgs, lbls
 
 
 def resized_pairs(images: list, labels: list, size: tuple[int, int]) -> tuple[list, list]:
