@@ -288,7 +288,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     # -- teacher (distill only), frozen once
     teacher, teacher_path = None, None
     rdd_needs_aux = cfg.mode == "distill" and cfg.rdd and (cfg.tfe_fraction > 0 or student_aux(cfg))
-    if cfg.mode == "distill":
+    # the student alone (--method none --no-rdd) needs no teacher
+    if cfg.mode == "distill" and (cfg.method != "none" or cfg.rdd):
         teacher_path = resolve_checkpoint(cfg.teacher) if cfg.teacher else default_teacher(cfg.runs_root)
         teacher, _ = load_teacher(teacher_path, num_classes, rdd_needs_aux, device)
         cfg.teacher = str(teacher_path)

@@ -292,3 +292,14 @@ def test_heatmap_colours_easy_red_hard_blue():
     hm = heatmap(np.array([[0.0, 1.0]]))
     assert hm[0, 0, 2] > 100 and hm[0, 0, 0] < 50  # weight 0 (hard): blue
     assert hm[0, 1, 0] > 100 and hm[0, 1, 2] < 50  # weight 1 (easy): red
+
+
+def test_student_alone_needs_no_teacher(tmp_path):
+    """--method none --no-rdd trains the student by itself, even with no teacher run anywhere."""
+    cfg = tiny_config("distill", method="none", rdd=False, iters=2, val_every=2, batch=2, runs_root=str(tmp_path / "runs"))
+    summary = train(cfg, readers=readers(), run_dir=tmp_path / "run", progress=False)
+    assert summary["steps"] == 2 and summary["teacher"] is None
+    # with KD the missing teacher is a clear error
+    cfg = tiny_config("distill", method="kd", rdd=False, iters=2, batch=2, runs_root=str(tmp_path / "runs"))
+    with pytest.raises(ConfigError, match="no teacher given"):
+        train(cfg, readers=readers(), run_dir=tmp_path / "run2", progress=False)
