@@ -141,29 +141,34 @@ def _profiles() -> dict[str, dict]:
     """quantize_static keyword sets for the two flavours (see the module docstring for why)."""
     from onnxruntime.quantization import QuantFormat, QuantType
 
-    common = dict(quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=["Conv"], weight_type=QuantType.QInt8)
+    common = dict(quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8)
     return {
-        "int8": dict(common, activation_type=QuantType.QInt8, extra_options={
+        # TensorRT: Conv inputs only; TensorRT fuses the rest around them
+        "int8": dict(common, op_types_to_quantize=["Conv"], activation_type=QuantType.QInt8, extra_options={
             "ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
             "AddQDQPairToWeight": False, "DedicatedQDQPair": True,
             "OpTypesToExcludeOutputQuantization": ["Conv"], "CalibPercentile": 99.999}),
-        "int8-cpu": dict(common, activation_type=QuantType.QUInt8, reduce_range=False, extra_options={
+        # ONNX Runtime CPU: every op ORT has an integer kernel for (Add, Concat, Resize, pooling ...), so
+        # activations stay uint8 between layers instead of round-tripping through float at each Conv:
+        # MobileNetV2 at 360x480 on the 2-core VNNI CPU, 2.0x -> 2.7x the FP32 speed
+        "int8-cpu": dict(common, op_types_to_quantize=None, activation_type=QuantType.QUInt8, reduce_range=False, extra_options={
             "ActivationSymmetric": False, "WeightSymmetric": True, "CalibPercentile": 99.999}),
     }
 
 
-def conv_nodes(model: Any) -> list[str]:
-    """Names of the Conv nodes in graph order (candidates for ``--keep-float``)."""
-    return [n.name for n in model.graph.node if n.op_type == "Conv"]
+def conv_nodes(graph: Any) -> list[str]:
+    """Names of the Conv nodes of an ONNX graph, in graph order (what --int8-max-drop keeps in float)."""
+    return [n.name for n in graph.node if n.op_type == "Conv"]
 
 
-def _check_keep_float(names: Sequence[str], convs: list[str], path: Path) -> list[str]:
+def _check_keep_float(names: Sequence[str], nodes: list[str], path: Path) -> list[str]:
+    """``--keep-float`` names must be nodes of the graph (any op: Conv, Resize, ArgMax ...)."""
     for name in names:
-        if name not in convs:
-            close = difflib.get_close_matches(name, convs, n=1, cutoff=0.4)
+        if name not in nodes:
+            close = difflib.get_close_matches(name, nodes, n=1, cutoff=0.4)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ExportError(f"--keep-float {name}: no Conv node of that name in {path.name}.{hint} "
-                              f"Conv nodes: {', '.join(convs[-6:])}{' ...' if len(convs) > 6 else ''} (last ones shown)")
+            raise ExportError(f"--keep-float {name}: no node of that name in {path.name}.{hint} "
+                              f"Last nodes: {', '.join(nodes[-6:])}{' ...' if len(nodes) > 6 else ''}")
     return list(dict.fromkeys(names))
 
 
@@ -260,12 +265,14 @@ def export_int8(
             raise ExportError(f"{onnx_path}: quantization pre-processing failed ({type(exc).__name__}: {str(exc)[:300]})") from None
         import onnx
 
-        convs = conv_nodes(onnx.load(str(prep)))
-        keep = _check_keep_float(keep_float, convs, onnx_path)
+        graph = onnx.load(str(prep)).graph
+        convs = conv_nodes(graph)
+        keep = _check_keep_float(keep_float, [n.name for n in graph.node], onnx_path)
         calib_s = None
         try:
-            # the one calibration: the first call fills the cache, the second (and any retry) reads it
-            for flavour in ("int8", "int8-cpu"):
+            # the one calibration: the first call fills the cache, the second (and any retry) reads it;
+            # the CPU flavour goes first because it quantizes the most tensors (a superset of Conv inputs)
+            for flavour in ("int8-cpu", "int8"):
                 t = time.perf_counter()
                 _quantize(prep, files[flavour], flavour, _method(meth), cache, reader, keep)
                 if calib_s is None and not cache_hit:
