@@ -40,6 +40,12 @@ class DemoResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _quiet_opencv() -> None:
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+
+
 class FrameSource:
     """Frames (uint8 RGB) from a camera index, a video file, a URL or a folder of images."""
 
@@ -68,6 +74,7 @@ class FrameSource:
 
     def _open(self) -> Any:
         s = str(self.source)
+        _quiet_opencv()  # a failed open is reported once, as a DeployError, not as OpenCV's own warnings
         cap = cv2.VideoCapture(int(s)) if s.isdigit() else cv2.VideoCapture(s)
         if not cap.isOpened():
             cap.release()
