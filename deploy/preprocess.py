@@ -12,12 +12,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (torch-free core)
 from rdd_edge.errors import DeployError
-
-# ImageNet statistics (the same values as rdd_edge.data.base; repeated so this module does not
-# import the data readers).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def check_image(image: object, what: str = "image") -> np.ndarray:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
+from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
 from rdd_edge.errors import ExportError
 
 from export.formats import BY_KEY, resolve_calib_method
@@ -215,8 +216,8 @@ def export_int8(
     out_dir: str | Path,
     items: Sequence[CalibItem],
     size: Sequence[int] | None = None,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
     method: str = "percentile",
     keep_float: Sequence[str] = (),
     max_drop: float | None = None,

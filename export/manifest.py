@@ -6,6 +6,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
 from rdd_edge.runs import write_json
 
 FORMAT = "rdd-edge-export"
@@ -39,8 +40,8 @@ def new_manifest(model_name: str, dataset: dict[str, Any], size: tuple[int, int]
         "palette": [list(c) for c in dataset.get("palette", [])],
         "dataset": dataset.get("name"),
         "ignore_index": dataset.get("ignore_index", 255),
-        "mean": list(dataset.get("mean", (0.485, 0.456, 0.406))),
-        "std": list(dataset.get("std", (0.229, 0.224, 0.225))),
+        "mean": list(dataset.get("mean", IMAGENET_MEAN)),
+        "std": list(dataset.get("std", IMAGENET_STD)),
         "input": {"name": "images", "shape": ["batch", 3, *spatial], "size": [h, w],
                   "dtype": "uint8" if embedded else "float32", "layout": "NCHW", "embedded_preprocess": embedded},
         "outputs": io.get("outputs", []),

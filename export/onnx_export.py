@@ -25,8 +25,7 @@ from export.onnx_io import INPUT_NAME, save_onnx_atomic
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402,F401
 PSP_BINS = (1, 2, 3, 6)
 OUTPUTS = {"labels": ("labels",), "logits": ("logits",), "both": ("logits", "labels")}
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
 from rdd_edge.errors import ConfigError, ExportError, RddError
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
@@ -124,7 +125,7 @@ def export_run(
         raise ExportError(f"{ckpt_path}: checkpoint has no dataset description (classes, mean/std); re-save it with rdd-edge")
     size = formats.parse_size(size) or tuple(dataset.get("eval_size") or (360, 480))
     size = check_size(size, model)
-    mean, std = dataset.get("mean", (0.485, 0.456, 0.406)), dataset.get("std", (0.229, 0.224, 0.225))
+    mean, std = dataset.get("mean", IMAGENET_MEAN), dataset.get("std", IMAGENET_STD)
     out = Path(out_dir) if out_dir is not None else ckpt_path.parent / "export"
     out.mkdir(parents=True, exist_ok=True)
     _log(console, f"exporting [bold]{ckpt['model_name']}[/] from {ckpt_path} at {size[0]}x{size[1]} -> {out}")

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from models.heads import DeepLabHead, FCNHead, PSPHead
 from models.registry import register_model
+from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
 from rdd_edge.errors import ModelError
 
 HEADS = {"aspp": DeepLabHead, "psp": PSPHead}
@@ -96,7 +97,7 @@ def _create_seg(name: str, pretrained: str | Path | bool | None, defaults: dict[
 def _cfg(backbone: str, head: str, aux_head: bool, params_m: float, gflops: float, **kw: Any) -> dict[str, Any]:
     """Static facts shown by ``rdd-edge models``; the paper's figures are at 19 classes, 1024x2048."""
     return dict(backbone=backbone, head=head, aux_head=aux_head, output_stride=8,
-                mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                mean=IMAGENET_MEAN, std=IMAGENET_STD,
                 paper_params_m=params_m, paper_gflops=gflops, **kw)
 
 
