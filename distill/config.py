@@ -12,12 +12,13 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from distill.rdd import AUX_WEIGHT, CONFIDENCES
+from distill.rdd import MODES as RDD_MODES
+from rdd_edge.data.spec import DataSpec
 from rdd_edge.errors import ConfigError
+from rdd_edge.sizes import parse_hw
 
 MODES = ("teacher", "distill")
-RDD_MODES = ("xor", "or", "and")
-CONFIDENCES = ("gt", "max")
-KD_METHOD_NAMES = ("none", "kd", "cwd", "at")  # what the CLI offers; distill.losses decides what exists
 
 
 @dataclass
@@ -42,13 +43,15 @@ class TrainConfig:
     hflip: bool = True  # random horizontal flip
     workers: int = 0  # DataLoader worker processes per training process
     # -- method (distill only)
-    method: str = "kd"  # KD loss added to the task loss: none, kd, cwd, at
+    method: str = "kd"  # KD loss added to the task loss: none or a method registered in distill.losses
+    kd_weight: float | None = None  # weight of the KD term; None: the method's registered default
+    kd_options: dict = field(default_factory=dict)  # the KD method's hyperparameters, e.g. {"T": 2.0}
     rdd: bool = True  # weight the task loss by relative difficulty (TFE then TSE)
     rdd_mode: str = "xor"  # how TSE combines student/teacher hard masks: xor (the method), or, and
     rdd_threshold: float = 0.7  # confidence at or below which a pixel counts as hard
     tfe_fraction: float = 0.1  # fraction of iterations in the TFE stage before switching to TSE
     confidence: str = "gt"  # pixel confidence: probability of the gt class ("gt") or the max ("max")
-    aux_weight: float = 0.4  # weight of the aux-head task loss
+    aux_weight: float = AUX_WEIGHT  # weight of the aux-head task loss
     # -- optimisation
     iters: int = 300  # total optimiser steps
     batch: int = 8  # global batch (split evenly across processes)
@@ -77,6 +80,11 @@ class TrainConfig:
     def stage(self) -> str:
         """Run-folder stage name: ``teacher`` or ``distill``."""
         return self.mode
+
+    def data_spec(self) -> DataSpec:
+        """The images this run trains and validates on (stored in its checkpoints)."""
+        return DataSpec(name=self.dataset, root=self.data, train_images=self.synthetic_train,
+                        val_images=self.synthetic_val, size=self.eval_size, seed=self.seed)
 
 
 # The paper's recipe per data set (METHOD.md, Sec. 4.2); synthetic is small enough for a CPU.
@@ -127,22 +135,6 @@ def config_from_dict(d: dict[str, Any], **overrides: Any) -> TrainConfig:
     return cfg
 
 
-def parse_size(text: str | None, option: str = "--crop") -> tuple[int, int] | None:
-    """``"96x144"`` or ``"360"`` -> (H, W); a ConfigError naming the option otherwise."""
-    if text is None:
-        return None
-    parts = str(text).lower().replace(",", "x").split("x")
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        raise ConfigError(f"{option} {text!r}: expected HxW, e.g. 360x480") from None
-    if len(nums) == 1:
-        nums = nums * 2
-    if len(nums) != 2 or min(nums) < 8:
-        raise ConfigError(f"{option} {text!r}: expected HxW with both sides >= 8, e.g. 360x480")
-    return nums[0], nums[1]
-
-
 def validate(cfg: TrainConfig) -> None:
     """Reject values that cannot work, naming the option."""
     checks = [
@@ -152,7 +144,6 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.val_every >= 1, f"--val-every {cfg.val_every}: must be >= 1"),
         (cfg.log_every >= 1, f"--log-every {cfg.log_every}: must be >= 1"),
         (0 < cfg.scale_min <= cfg.scale_max, f"scale range {cfg.scale_min}..{cfg.scale_max}: need 0 < min <= max"),
-        (cfg.method in KD_METHOD_NAMES, f"--method {cfg.method!r}: use one of {', '.join(KD_METHOD_NAMES)}"),
         (cfg.rdd_mode in RDD_MODES, f"--rdd-mode {cfg.rdd_mode!r}: use one of {', '.join(RDD_MODES)}"),
         (cfg.confidence in CONFIDENCES, f"--confidence {cfg.confidence!r}: use one of {', '.join(CONFIDENCES)}"),
         (0.0 <= cfg.tfe_fraction <= 1.0, f"--tfe-fraction {cfg.tfe_fraction}: must lie in [0, 1]"),
@@ -162,8 +153,13 @@ def validate(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    from distill.losses import build_kd_loss
+
+    build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options)  # unknown method / option / bad value: one clear error
     if cfg.mode == "teacher" and (cfg.method != "none" or cfg.rdd):
         raise ConfigError("teacher training takes no --method / --rdd (those distill a student from a teacher)")
+    if cfg.method == "none" and (cfg.kd_weight is not None or cfg.kd_options):
+        raise ConfigError("--kd-weight / --kd-option need a KD method (--method kd, cwd, at ...), not none")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -182,7 +178,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             known = ", ".join(sorted(_FIELDS))
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of: {known}")
         if key in ("crop", "eval_size"):
-            out[key] = parse_size(raw, f"--set {key}") if raw.lower() not in ("none", "null") else None
+            out[key] = parse_hw(raw, f"--set {key}") if raw.lower() not in ("none", "null") else None
             continue
         try:
             value = json.loads(raw)
@@ -195,3 +191,40 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             value = float(value)
         out[key] = value
     return out
+
+
+def resolve_config(mode: str, resume: str | None = None, dataset: str | None = None,
+                   sets: list[str] | None = None, **options: Any) -> TrainConfig:
+    """The config of a training run from command-line values (the CLI and the pipeline call this).
+
+    A new run: defaults, the data set's preset, then every option that is not None, then
+    ``--set KEY=VALUE``. ``--data PATH`` without ``--dataset`` reads the layout of the folder.
+    A resumed run: the config stored in its ``last.pt``, with explicit options applied on top
+    (e.g. more ``--iters``). ``crop``/``eval_size`` may be given as ``"HxW"`` text and
+    ``head_channels`` sets the model's head width.
+    """
+    opts = dict(options)
+    for key, flag in (("crop", "--crop"), ("eval_size", "--eval-size")):
+        if isinstance(opts.get(key), str):
+            opts[key] = parse_hw(opts[key], flag)
+    if opts.get("data") is not None:
+        opts["data"] = str(opts["data"])
+    head_channels = opts.pop("head_channels", None)
+    if head_channels is not None:
+        opts["model_kwargs"] = {**(opts.get("model_kwargs") or {}), "head_channels": int(head_channels)}
+    opts.update(parse_overrides(sets))
+    if resume:
+        from distill.train import resolve_checkpoint
+        from models.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(resolve_checkpoint(resume, prefer="last.pt"))
+        if not isinstance(ckpt.get("config"), dict) or ckpt["config"].get("mode") != mode:
+            from rdd_edge.errors import CheckpointError
+
+            raise CheckpointError(f"{resume}: not a {mode} training checkpoint; resume it with the command that made it")
+        return config_from_dict(ckpt["config"], **opts)
+    if dataset is None and opts.get("data") is not None:
+        from rdd_edge.data.registry import detect_dataset
+
+        dataset = detect_dataset(opts["data"])
+    return make_config(mode, dataset, **opts)

@@ -9,6 +9,7 @@ trainer weights.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -123,3 +124,51 @@ def render_difficulty(student: torch.nn.Module, teacher: torch.nn.Module, reader
         rows.append({"file": str(path), "tse_selected": float(maps["tse"][valid].mean()) if valid.any() else 0.0,
                      "tfe_mean": float(maps["tfe"][valid].mean()) if maps["tfe"] is not None and valid.any() else None})
     return rows
+
+
+# ---------------------------------------------------------------- the difficulty command's entry point
+@dataclass
+class DifficultySpec:
+    """Which student/teacher pair to render, on which images; RDD settings default to the student's run."""
+
+    checkpoint: str | Path
+    teacher: str | Path | None = None  # default: the teacher the student was distilled from
+    images: int = 4
+    dataset: str | None = None
+    data: str | Path | None = None
+    split: str = "val"
+    out: str | Path | None = None  # default <run>/difficulty
+    threshold: float | None = None  # None: the student's training config (rdd_threshold)
+    mode: str | None = None  # rdd_mode
+    confidence: str | None = None
+    device: str = "auto"
+    runs_root: str | Path = "runs"
+
+
+def run_difficulty(spec: DifficultySpec) -> tuple[Path, list[dict]]:
+    """Render difficulty sheets for a distilled student; returns (output folder, one dict per image)."""
+    from distill import dist
+    from distill.evaluate import checkpoint_split
+    from distill.train import default_teacher, resolve_checkpoint
+    from models import model_from_checkpoint
+    from rdd_edge.errors import CheckpointError, ConfigError
+
+    if spec.images < 1:
+        raise ConfigError(f"--images {spec.images}: must be >= 1")
+    path = resolve_checkpoint(spec.checkpoint, prefer="best.pt")
+    student, ckpt = model_from_checkpoint(path)
+    cfg = ckpt.get("config") or {}
+    teacher = spec.teacher or cfg.get("teacher") or default_teacher(cfg.get("runs_root", spec.runs_root))
+    t_model, _ = model_from_checkpoint(resolve_checkpoint(teacher))
+    if t_model.num_classes != student.num_classes:
+        raise CheckpointError(f"{teacher}: teacher predicts {t_model.num_classes} classes, student {student.num_classes}")
+    threshold = spec.threshold if spec.threshold is not None else float(cfg.get("rdd_threshold", 0.7))
+    mode = spec.mode or cfg.get("rdd_mode", "xor")
+    confidence = spec.confidence or cfg.get("confidence", "gt")
+    info, reader, size = checkpoint_split(ckpt, spec.dataset, spec.data, spec.split, max(spec.images, 1))
+    out_dir = Path(spec.out) if spec.out else path.parent / "difficulty"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: is a file; difficulty sheets go into a folder")
+    dev = dist.init_distributed(spec.device)
+    rows = render_difficulty(student, t_model, reader, info, size, spec.images, out_dir, dev, threshold, mode, confidence)
+    return out_dir, rows

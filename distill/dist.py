@@ -41,6 +41,9 @@ def init_distributed(device: str = "auto") -> torch.device:
     ``device`` is ``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``; under torchrun on
     CUDA each process takes ``cuda:LOCAL_RANK``.
     """
+    from rdd_edge.devices import parse_device
+
+    device = parse_device(device)
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
         from rdd_edge.errors import ConfigError

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -79,3 +81,79 @@ def evaluate(model: torch.nn.Module, loader: Iterable, num_classes: int, device:
     metrics = cm.compute()
     metrics.images_per_s = n_images / t_total if t_total > 0 else float("nan")  # type: ignore[attr-defined]
     return metrics
+
+
+# ---------------------------------------------------------------- the eval stage's entry point
+def checkpoint_split(ckpt: dict, dataset: str | None = None, data: str | Path | None = None, split: str = "val",
+                     images: int | None = None, eval_size: tuple[int, int] | None = None):
+    """(data set info, reader, eval size) for a checkpoint: the images it was validated on unless told otherwise.
+
+    ``dataset``/``data`` switch to another data set or folder; ``images`` sets how many synthetic
+    scenes are generated. The class count must match the checkpoint's model.
+    """
+    from distill.train import check_reader
+    from rdd_edge.data import DataSpec, dataset_info, open_split, spec_of_checkpoint
+    from rdd_edge.errors import CheckpointError
+
+    base = spec_of_checkpoint(ckpt)
+    if dataset is not None and dataset != base.name:
+        spec = DataSpec(name=dataset, root=str(data) if data is not None else None, val_images=images or base.val_images,
+                        train_images=base.train_images, seed=base.seed)
+        size = eval_size or tuple(dataset_info(dataset).eval_size)
+    else:
+        spec = base.with_(root=str(data) if data is not None else None, val_images=images)
+        size = eval_size or base.size or tuple(dataset_info(base.name).eval_size)
+    info = dataset_info(spec.name)
+    reader = open_split(spec, split)
+    check_reader(reader, f"{spec.describe()} ({split} split)", info.num_classes)
+    if int(ckpt["model_kwargs"]["num_classes"]) != info.num_classes:
+        raise CheckpointError(f"{ckpt.get('path')}: model predicts {ckpt['model_kwargs']['num_classes']} classes but "
+                              f"{spec.name} has {info.num_classes}; pass the --dataset it was trained on")
+    return info, reader, tuple(size)
+
+
+@dataclass
+class EvalSpec:
+    """What ``rdd-edge eval`` evaluates, and how."""
+
+    checkpoint: str | Path
+    dataset: str | None = None
+    data: str | Path | None = None
+    split: str = "val"
+    flip: bool = False
+    scales: tuple[float, ...] = (1.0,)
+    eval_size: tuple[int, int] | None = None
+    device: str = "auto"
+    batch: int = 4
+    images: int | None = None  # synthetic only: scenes generated
+
+
+@dataclass
+class EvalResult:
+    model_name: str
+    info: object  # DatasetInfo
+    split: str
+    images: int
+    size: tuple[int, int]
+    metrics: SegMetrics
+
+
+def evaluate_checkpoint(spec: EvalSpec) -> EvalResult:
+    """Evaluate a checkpoint (file or run folder, ``best.pt`` preferred) on its data set's split."""
+    from distill.data import eval_loader
+    from distill.train import resolve_checkpoint
+    from models import model_from_checkpoint
+    from rdd_edge.errors import ConfigError
+
+    scales = tuple(float(s) for s in spec.scales)
+    if not scales or min(scales) <= 0:
+        raise ConfigError(f"--scales {','.join(map(str, spec.scales))}: need at least one positive scale")
+    if spec.batch < 1:
+        raise ConfigError(f"--batch {spec.batch}: must be >= 1")
+    path = resolve_checkpoint(spec.checkpoint, prefer="best.pt")
+    model, ckpt = model_from_checkpoint(path)
+    info, reader, size = checkpoint_split(ckpt, spec.dataset, spec.data, spec.split, spec.images, spec.eval_size)
+    dev = dist.init_distributed(spec.device)
+    loader = eval_loader(reader, info, size, batch=spec.batch)
+    m = evaluate(model.to(dev), loader, info.num_classes, dev, flip=spec.flip, scales=scales)
+    return EvalResult(ckpt["model_name"], info, spec.split, len(reader), size, m)

@@ -9,7 +9,9 @@
   channel mean of ``|f|^p``, flattened and L2-normalised; the loss is the mean squared difference
   of the two maps (mean over N x positions), averaged over the chosen stage pairs.
 
-Default loss weights (``KD_WEIGHTS``) follow the CIRKD code base the RDD release builds on
+Each method is registered once (``@register_kd``: name, default weight, hyperparameters, whether
+it reads backbone features); the trainer, the config and the CLI read that registry. Default loss
+weights follow the CIRKD code base the RDD release builds on
 (github.com/winycg/CIRKD, ``train_scripts/train_kd/train_{cwd,at}.sh``): kd 1.0 (also METHOD.md),
 cwd on logits 3.0 with tau 4, at 10000 on the last backbone stage.
 
@@ -20,15 +22,16 @@ autograd graph and no gradient ever reaches the teacher.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from rdd_edge.errors import ConfigError
 
-KD_METHODS = ("none", "kd", "cwd", "at")
-KD_WEIGHTS = {"kd": 1.0, "cwd": 3.0, "at": 10000.0}
 
 
 def _teacher(t: torch.Tensor) -> torch.Tensor:
@@ -122,69 +125,129 @@ def at_loss(
     return total / len(s_list)
 
 
+@dataclass(frozen=True)
+class KDMethod:
+    """One registered KD method: its name, default weight, hyperparameters and what it reads."""
+
+    name: str
+    weight: float  # default weight of the term in the student's loss
+    params: dict[str, Any]  # hyperparameters and their defaults (settable: --kd-option KEY=VALUE)
+    needs_features: bool  # the models must return backbone features (``features=True``)
+    make: Callable[..., Callable[[dict, dict], torch.Tensor]]  # (**params) -> fn(student_out, teacher_out)
+    summary: str  # one line for ``rdd-edge distill --list-methods``
+
+
+_KD_REGISTRY: dict[str, KDMethod] = {}
+
+
+def register_kd(name: str, weight: float, params: dict[str, Any] | None = None, needs_features: bool = False):
+    """File a KD method (timm-style registry): the decorated factory takes the hyperparameters and
+    returns ``fn(student_out, teacher_out) -> unweighted loss``; its docstring's first line is the summary."""
+
+    def deco(make: Callable[..., Callable[[dict, dict], torch.Tensor]]):
+        doc = (make.__doc__ or "").strip().splitlines()
+        _KD_REGISTRY[name] = KDMethod(name, float(weight), dict(params or {}), needs_features, make, doc[0] if doc else "")
+        return make
+
+    return deco
+
+
+def kd_methods() -> dict[str, KDMethod]:
+    """The registered KD methods by name (``none`` is not one: it means no KD term)."""
+    return dict(_KD_REGISTRY)
+
+
+def method_names() -> tuple[str, ...]:
+    """What ``--method`` accepts: ``none`` and every registered method."""
+    return ("none", *_KD_REGISTRY)
+
+
+def _features(out: dict, stages: Sequence[int], who: str) -> list[torch.Tensor]:
+    try:
+        return [out["features"][i] for i in stages]
+    except (KeyError, IndexError, TypeError) as e:
+        raise ConfigError(f"kd method needs the {who}'s backbone features at stages {list(stages)}: call the model with "
+                          f"features=True ({type(e).__name__}: {e})") from None
+
+
+@register_kd("kd", weight=1.0, params={"T": 1.0})
+def _make_kd(T: float):
+    """pixel-wise response KD on the logits, T^2 KL(teacher || student) (METHOD.md)"""
+    if T <= 0:
+        raise ConfigError(f"kd temperature T={T} must be > 0")
+    return lambda s, t: kd_loss(s["out"], t["out"], T=T)
+
+
+@register_kd("cwd", weight=3.0, params={"tau": 4.0})
+def _make_cwd(tau: float):
+    """channel-wise distillation of the logits (Shu et al. 2021), spatial softmax at tau"""
+    if tau <= 0:
+        raise ConfigError(f"cwd temperature tau={tau} must be > 0")
+    return lambda s, t: cwd_loss(s["out"], t["out"], tau=tau)
+
+
+@register_kd("at", weight=10000.0, params={"p": 2.0, "stages": (-1,)}, needs_features=True)
+def _make_at(p: float, stages: Sequence[int]):
+    """attention transfer on backbone stages (Zagoruyko & Komodakis 2017)"""
+    stages = tuple(int(i) for i in (stages if isinstance(stages, (list, tuple)) else (stages,)))
+    return lambda s, t: at_loss(_features(s, stages, "student"), _features(t, stages, "teacher"), p=p)
+
+
 class KDLoss:
     """A weighted KD term: ``loss(student_out, teacher_out) -> weight * raw_loss``.
 
-    ``student_out``/``teacher_out`` are the model dicts of ARCHITECTURE.md: ``kd``/``cwd`` read
-    ``"out"``; ``at`` reads ``"features"`` (models called with ``features=True``, see
-    ``needs_features``) at the stage indices ``stages`` (default: the last stage).
+    ``student_out``/``teacher_out`` are the model dicts of ARCHITECTURE.md; methods with
+    ``needs_features`` read ``"features"`` (models called with ``features=True``).
     """
 
-    def __init__(self, method: str, weight: float, fn: Callable[..., torch.Tensor], stages: tuple[int, ...] = (-1,)):
-        self.method = method
+    def __init__(self, method: KDMethod, weight: float, options: dict[str, Any]):
+        self.method = method.name
         self.weight = float(weight)
-        self.needs_features = method == "at"
-        self._fn = fn
-        self.stages = tuple(stages)
+        self.needs_features = method.needs_features
+        self.options = dict(options)
+        self._fn = method.make(**self.options)
 
     def raw(self, student_out: dict, teacher_out: dict) -> torch.Tensor:
         """The unweighted loss."""
-        if self.needs_features:
-            try:
-                fs = [student_out["features"][i] for i in self.stages]
-                ft = [teacher_out["features"][i] for i in self.stages]
-            except (KeyError, IndexError) as e:
-                raise ConfigError(
-                    f"kd method 'at' needs backbone features at stages {list(self.stages)}: call the models with "
-                    f"features=True ({type(e).__name__}: {e})"
-                ) from None
-            return self._fn(fs, ft)
-        return self._fn(student_out["out"], teacher_out["out"])
+        return self._fn(student_out, teacher_out)
 
     def __call__(self, student_out: dict, teacher_out: dict) -> torch.Tensor:
         return self.weight * self.raw(student_out, teacher_out)
 
     def __repr__(self) -> str:
-        return f"KDLoss(method={self.method!r}, weight={self.weight})"
+        return f"KDLoss(method={self.method!r}, weight={self.weight}, options={self.options})"
 
 
-def build_kd_loss(
-    method: str,
-    weight: float | None = None,
-    T: float = 1.0,
-    tau: float = 4.0,
-    p: float = 2.0,
-    stages: Sequence[int] = (-1,),
-) -> KDLoss | None:
-    """The KD term for ``method`` (one of ``KD_METHODS``), or None for ``"none"``.
+def kd_options(method: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The method's hyperparameters: its defaults updated by ``options``; unknown keys are an error."""
+    m = _lookup(method)
+    opts = dict(options or {})
+    unknown = sorted(set(opts) - set(m.params))
+    if unknown:
+        known = ", ".join(f"{k}={v}" for k, v in m.params.items()) or "none"
+        raise ConfigError(f"kd method {method!r} has no option(s) {', '.join(unknown)}; its options: {known}")
+    return {**m.params, **opts}
 
-    ``weight=None`` takes the default from ``KD_WEIGHTS``; ``T`` is for kd, ``tau`` for cwd,
-    ``p`` and ``stages`` for at.
+
+def _lookup(method: str) -> KDMethod:
+    key = str(method).lower()
+    if key not in _KD_REGISTRY:
+        close = difflib.get_close_matches(key, list(method_names()), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown KD method {method!r}.{hint} Choose one of {', '.join(method_names())}")
+    return _KD_REGISTRY[key]
+
+
+def build_kd_loss(method: str, weight: float | None = None, options: dict[str, Any] | None = None) -> KDLoss | None:
+    """The KD term for ``method``, or None for ``"none"``.
+
+    ``weight=None`` takes the method's registered default; ``options`` override its
+    hyperparameters (e.g. ``{"T": 2.0}`` for kd, ``{"tau": 1.0}`` for cwd, ``{"stages": [2, 3]}`` for at).
     """
-    method = str(method).lower()
-    if method not in KD_METHODS:
-        raise ConfigError(f"unknown KD method {method!r}: choose one of {', '.join(KD_METHODS)}")
-    if method == "none":
+    if str(method).lower() == "none":
         return None
-    w = KD_WEIGHTS[method] if weight is None else float(weight)
-    if w < 0:
-        raise ConfigError(f"KD weight {w} for method {method!r} must be >= 0")
-    if method == "kd":
-        if T <= 0:
-            raise ConfigError(f"kd temperature T={T} must be > 0")
-        return KDLoss("kd", w, lambda s, t: kd_loss(s, t, T=T))
-    if method == "cwd":
-        if tau <= 0:
-            raise ConfigError(f"cwd temperature tau={tau} must be > 0")
-        return KDLoss("cwd", w, lambda s, t: cwd_loss(s, t, tau=tau))
-    return KDLoss("at", w, lambda s, t: at_loss(s, t, p=p), stages=tuple(stages))
+    m = _lookup(method)
+    w = m.weight if weight is None else float(weight)
+    if not w >= 0:
+        raise ConfigError(f"KD weight {w} for method {m.name!r} must be >= 0")
+    return KDLoss(m, w, kd_options(m.name, options))

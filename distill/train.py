@@ -24,8 +24,9 @@ import csv
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -112,21 +113,33 @@ def amp_setup(cfg: TrainConfig, device: torch.device):
 
 
 # ---------------------------------------------------------------- data
-def build_readers(cfg: TrainConfig):
-    """(info, train reader, val reader, eval size), each split checked by reading one item."""
-    from rdd_edge.data import dataset_info, get_dataset
+@dataclass
+class TrainData:
+    """What a run trains and validates on: data set facts, the two readers, the eval size.
+
+    ``batches`` optionally replaces the standard loader with another batch source, called as
+    ``batches(cfg, start_step, rank, world)`` and yielding ``(images, labels)`` for every step
+    from ``start_step`` (e.g. benchmarks/camvid.py keeps the decoded set on the GPU).
+    """
+
+    info: Any
+    train: Any
+    val: Any
+    eval_size: tuple[int, int] | None
+    batches: Callable[..., Iterable] | None = None
+
+
+def build_data(cfg: TrainConfig) -> TrainData:
+    """The readers of the data set ``cfg`` names (through ``open_split``), each split checked."""
+    from rdd_edge.data import dataset_info, open_split
 
     info = dataset_info(cfg.dataset)
+    spec = cfg.data_spec()
     eval_size = tuple(cfg.eval_size) if cfg.eval_size else tuple(info.eval_size)
-    if cfg.dataset == "synthetic" and cfg.data is None:
-        tr = get_dataset("synthetic", split="train", n=cfg.synthetic_train, size=eval_size, seed=cfg.seed)
-        va = get_dataset("synthetic", split="val", n=cfg.synthetic_val, size=eval_size, seed=cfg.seed)
-    else:
-        tr = get_dataset(cfg.dataset, cfg.data, split="train")
-        va = get_dataset(cfg.dataset, cfg.data, split="val")
+    tr, va = open_split(spec, "train"), open_split(spec, "val")
     for split, reader in (("train", tr), ("val", va)):
         check_reader(reader, f"{cfg.data or cfg.dataset} ({split} split)", info.num_classes)
-    return info, tr, va, eval_size
+    return TrainData(info, tr, va, eval_size)
 
 
 def check_reader(reader, what: str, num_classes: int) -> None:
@@ -166,7 +179,7 @@ def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: tor
     return model.to(device), ckpt
 
 
-# ---------------------------------------------------------------- loss
+# ---------------------------------------------------------------- one step
 def step_losses(s_out: dict, t_out: dict | None, labels: torch.Tensor, rdd, kd) -> tuple[torch.Tensor, dict]:
     """Total loss = (RDD-weighted or plain) task loss (+ aux) + KD; parts as detached tensors."""
     task, stats = rdd.task_loss(s_out, t_out, labels)
@@ -174,6 +187,63 @@ def step_losses(s_out: dict, t_out: dict | None, labels: torch.Tensor, rdd, kd) 
     total = task + kd_term
     selected = stats.get("selected", torch.ones((), device=task.device))
     return total, {"task": task.detach(), "kd": kd_term.detach(), "selected": torch.as_tensor(selected, device=task.device).float()}
+
+
+class NonFiniteLoss(TrainingError):
+    """The loss of a step was NaN or infinite (the caller names the iteration)."""
+
+
+@dataclass
+class StepContext:
+    """Everything one optimiser step needs (see :func:`train_step`)."""
+
+    model: nn.Module  # what runs forward: the student/teacher being trained, maybe DDP- or compile-wrapped
+    params: list  # its parameters (for gradient clipping)
+    teacher: nn.Module | None
+    rdd: Any  # distill.rdd.RDDWeighting
+    kd: Any  # distill.losses.KDLoss or None
+    optimizer: torch.optim.Optimizer
+    scaler: Any  # torch.amp.GradScaler (a no-op when disabled)
+    autocast: Callable[[], Any]
+    grad_clip: float = 0.0
+    channels_last: bool = False
+
+    @property
+    def want_features(self) -> bool:
+        return bool(self.kd is not None and self.kd.needs_features)
+
+
+def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One training step: teacher forward (no autograd), student forward, loss, NaN guard, backward, step.
+
+    Returns ``[loss, task, kd, selected]`` averaged over processes (detached). Raises
+    :class:`NonFiniteLoss` before the backward pass when the loss is not finite on any process,
+    so the weights stay as they were. The trainer and benchmarks/distill_speed.py both run this.
+    """
+    if ctx.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    feats = ctx.want_features
+    with ctx.autocast():
+        t_out = None
+        if ctx.teacher is not None:
+            with torch.inference_mode():
+                t_out = ctx.teacher(images, features=feats)
+        s_out = ctx.model(images, features=feats) if feats else ctx.model(images)
+        loss, parts = step_losses(s_out, t_out, labels, ctx.rdd, ctx.kd)
+    # NaN guard: one small all-reduce, so every process stops at the same iteration
+    now = torch.stack([loss.detach().float(), parts["task"].float(), parts["kd"].float(), parts["selected"]])
+    dist.all_reduce_sum(now)
+    now /= dist.world_size()
+    if not bool(torch.isfinite(now[:3]).all()):  # .item()-like sync point, once per step
+        raise NonFiniteLoss(f"non-finite loss ({now[0].item()})")
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.scaler.scale(loss).backward()
+    if ctx.grad_clip > 0:
+        ctx.scaler.unscale_(ctx.optimizer)
+        nn.utils.clip_grad_norm_(ctx.params, ctx.grad_clip)
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    return now
 
 
 # ---------------------------------------------------------------- logging
@@ -249,12 +319,13 @@ def _progress(enabled: bool, total: int, start: int):
 
 # ---------------------------------------------------------------- the trainer
 def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | None = None,
-          readers: tuple | None = None, run_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+          data: TrainData | None = None, run_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Run one training (teacher or distillation) to ``cfg.iters`` steps; returns a summary dict.
 
+    The training stage's entry point (the CLI, the pipeline and the benchmarks call it).
     ``resume``: a ``last.pt`` (or run folder) to continue exactly from. ``stop_after``: stop
-    (saving last.pt) after this many steps in total, e.g. to split a long job. ``readers``:
-    ``(info, train, val, eval_size)`` instead of the data set ``cfg`` names (tests). ``run_dir``:
+    (saving last.pt) after this many steps in total, e.g. to split a long job. ``data``: a
+    :class:`TrainData` instead of the data set ``cfg`` names (tests, benchmarks). ``run_dir``:
     write there instead of a new ``runs/<mode>-<name>`` folder.
     """
     # -- distributed + device
@@ -282,7 +353,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         run_dir = resume_path.parent
 
     # -- data (fails on a bad folder before any model is built)
-    info, train_reader, val_reader, eval_size = readers if readers is not None else build_readers(cfg)
+    data = data if data is not None else build_data(cfg)
+    info, eval_size = data.info, data.eval_size
     num_classes = info.num_classes
 
     # -- teacher (distill only), frozen once
@@ -318,8 +390,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     rdd = RDDWeighting(enabled=cfg.mode == "distill" and cfg.rdd, tfe_fraction=cfg.tfe_fraction,
                        threshold=cfg.rdd_threshold, mode=cfg.rdd_mode, confidence=cfg.confidence,
                        ignore_index=info.ignore_index, aux_weight=cfg.aux_weight)
-    kd = build_kd_loss(cfg.method) if cfg.mode == "distill" else None
-    want_features = bool(kd is not None and kd.needs_features)
+    kd = build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options) if cfg.mode == "distill" else None
 
     # -- optimiser, AMP
     optimizer = torch.optim.SGD(raw.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -346,10 +417,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         start, best_miou = int(ckpt_resume["step"]), ckpt_resume.get("best_miou")
     torch.manual_seed(cfg.seed + 1000 * rank)  # per-process stream (dropout) from here on
 
-    # a train reader may bring its own batch source (benchmarks/camvid.py: decoded set held on the GPU)
-    own_batches = getattr(train_reader, "train_batches", None)
-    loader = own_batches(cfg, start, rank, world) if own_batches else train_loader(train_reader, cfg, info, start, rank, world)
-    val_loader = eval_loader(val_reader, info, eval_size, rank, world, batch=max(1, cfg.batch // world), workers=cfg.workers)
+    loader = (data.batches(cfg, start, rank, world) if data.batches is not None
+              else train_loader(data.train, cfg, info, start, rank, world))
+    val_loader = eval_loader(data.val, info, eval_size, rank, world, batch=max(1, cfg.batch // world), workers=cfg.workers)
+    step_ctx = StepContext(model, list(raw.parameters()), teacher, rdd, kd, optimizer, scaler, autocast, cfg.grad_clip,
+                           channels_last=device.type == "cuda" and cfg.channels_last)
     logger = RunLogger(run_dir, start, cfg.tensorboard, main)
     if ckpt_resume is not None:
         states = ckpt_resume.get("rng") or []
@@ -363,7 +435,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         if main:
             from models import save_checkpoint
 
-            save_checkpoint(path, raw, dataset=info, config=cfg.as_dict(), step=step, best_miou=best_miou,
+            save_checkpoint(path, raw, dataset=info, data=cfg.data_spec().as_dict(), config=cfg.as_dict(), step=step, best_miou=best_miou,
                             optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs,
                             rdd_stage=rdd.current, world_size=world)
         return path
@@ -393,35 +465,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                 # data
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
-                if device.type == "cuda" and cfg.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                # forward: teacher without autograd, student with
-                with autocast():
-                    t_out = None
-                    if teacher is not None:
-                        with torch.inference_mode():
-                            t_out = teacher(images, features=want_features)
-                    s_out = model(images, features=want_features) if want_features else model(images)
-                    loss, parts = step_losses(s_out, t_out, labels, rdd, kd)
-                # NaN guard: one small all-reduce, so every process stops at the same iteration
-                now = torch.stack([loss.detach().float(), parts["task"].float(), parts["kd"].float(),
-                                   parts["selected"]])
-                dist.all_reduce_sum(now)
-                if not bool(torch.isfinite(now[:3]).all()):  # .item()-like sync point, once per step
+                # forward, loss, NaN guard, backward, step
+                try:
+                    log_parts += train_step(step_ctx, images, labels)
+                except NonFiniteLoss as exc:
                     kept = run_dir / "last.pt"
                     raise TrainingError(
-                        f"non-finite loss ({now[0].item() / world}) at iteration {it + 1} of {cfg.iters}; stopped without "
-                        f"saving, so {kept if kept.exists() else 'no checkpoint'} keeps the last good weights. "
-                        "Try a lower --lr, --no-amp, or check the data")
-                log_parts += now / world
-                # backward + step
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
+                        f"{exc} at iteration {it + 1} of {cfg.iters}; stopped without saving, so "
+                        f"{kept if kept.exists() else 'no checkpoint'} keeps the last good weights. "
+                        "Try a lower --lr, --no-amp, or check the data") from None
                 step = it + 1
                 # log
                 if step % cfg.log_every == 0 or step == cfg.iters:

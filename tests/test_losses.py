@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.losses import KD_METHODS, KD_WEIGHTS, at_loss, build_kd_loss, cwd_loss, kd_loss
+from distill.losses import at_loss, build_kd_loss, cwd_loss, kd_loss, kd_methods, method_names, register_kd
 from rdd_edge.errors import ConfigError
 
 
@@ -106,13 +106,16 @@ def test_half_inputs_computed_in_float32():
     np.testing.assert_allclose(float(got), ref, rtol=1e-4)
 
 
+KD_WEIGHTS = {k: m.weight for k, m in kd_methods().items()}
+
+
 def test_build_kd_loss_registry_and_weights():
-    assert KD_METHODS == ("none", "kd", "cwd", "at")
+    assert method_names()[:4] == ("none", "kd", "cwd", "at")
     assert build_kd_loss("none") is None
     with pytest.raises(ConfigError) as e:
         build_kd_loss("fitnet")
-    assert "fitnet" in str(e.value) and all(m in str(e.value) for m in KD_METHODS)
-    assert KD_WEIGHTS["kd"] == 1.0
+    assert "fitnet" in str(e.value) and all(m in str(e.value) for m in method_names())
+    assert KD_WEIGHTS["kd"] == 1.0 and KD_WEIGHTS["cwd"] == 3.0 and KD_WEIGHTS["at"] == 10000.0
     zs, zt = rand(2, 5, 6, 8, seed=17), rand(2, 5, 6, 8, seed=18)
     s_out, t_out = {"out": t(zs)}, {"out": t(zt)}
     f64 = lambda a: a.astype(np.float64)  # noqa: E731
@@ -121,7 +124,7 @@ def test_build_kd_loss_registry_and_weights():
     cwd = build_kd_loss("cwd")
     assert cwd.weight == KD_WEIGHTS["cwd"]
     np.testing.assert_allclose(float(cwd(s_out, t_out)), KD_WEIGHTS["cwd"] * np_cwd(f64(zs), f64(zt), 4.0), rtol=1e-5)
-    cwd2 = build_kd_loss("cwd", weight=0.5, tau=1.0)
+    cwd2 = build_kd_loss("cwd", weight=0.5, options={"tau": 1.0})
     np.testing.assert_allclose(float(cwd2(s_out, t_out)), 0.5 * np_cwd(f64(zs), f64(zt), 1.0), rtol=1e-5)
 
 
@@ -133,7 +136,7 @@ def test_build_at_reads_last_stage_features():
     s_out = {"out": None, "features": [t(a) for a in fs]}
     t_out = {"out": None, "features": [t(a) for a in ft]}
     np.testing.assert_allclose(float(at(s_out, t_out)), KD_WEIGHTS["at"] * np_at(fs[-1], ft[-1]), rtol=1e-4)
-    both = build_kd_loss("at", weight=1.0, stages=(0, 1))
+    both = build_kd_loss("at", weight=1.0, options={"stages": (0, 1)})
     ref = (np_at(fs[0], ft[0]) + np_at(fs[1], ft[1])) / 2
     np.testing.assert_allclose(float(both(s_out, t_out)), ref, rtol=1e-4)
     with pytest.raises(ConfigError, match="features=True"):
@@ -144,6 +147,29 @@ def test_bad_shapes_and_options_name_the_problem():
     with pytest.raises(ConfigError, match="class count"):
         kd_loss(t(rand(2, 5, 6, 8)), t(rand(2, 7, 6, 8)))
     with pytest.raises(ConfigError, match="tau"):
-        build_kd_loss("cwd", tau=0)
+        build_kd_loss("cwd", options={"tau": 0})
+    with pytest.raises(ConfigError, match="no option.*T.*its options: tau=4.0"):
+        build_kd_loss("cwd", options={"T": 2})
     with pytest.raises(ConfigError, match="stages"):
         at_loss([t(rand(2, 4, 6, 8))], [])
+
+
+def test_a_registered_method_is_usable_everywhere(monkeypatch):
+    """Adding a KD loss is one decorated factory: the config, the trainer and --method accept it at once."""
+    from distill import losses
+    from distill.config import make_config
+
+    monkeypatch.setattr(losses, "_KD_REGISTRY", dict(losses._KD_REGISTRY))
+
+    @register_kd("l2", weight=0.5, params={"scale": 2.0})
+    def _make_l2(scale):
+        """mean squared logit difference"""
+        return lambda s, t: scale * (s["out"] - t["out"].detach()).pow(2).mean()
+
+    assert "l2" in method_names() and kd_methods()["l2"].summary == "mean squared logit difference"
+    cfg = make_config("distill", method="l2", kd_options={"scale": 3.0})
+    term = build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options)
+    zs, zt = rand(2, 5, 6, 8, seed=31), rand(2, 5, 6, 8, seed=32)
+    np.testing.assert_allclose(float(term({"out": t(zs)}, {"out": t(zt)})), 0.5 * 3.0 * ((zs - zt) ** 2).mean(), rtol=1e-5)
+    with pytest.raises(ConfigError, match="scale"):
+        make_config("distill", method="l2", kd_options={"bogus": 1})

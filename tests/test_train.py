@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from distill import train as train_mod
-from distill.config import PRESETS, config_from_dict, make_config, parse_overrides, parse_size
+from distill.config import PRESETS, config_from_dict, make_config, parse_overrides
+from rdd_edge.sizes import parse_hw as parse_size
 from distill.data import StepSampler, TrainPreset
 from distill.train import poly_lr, train
 from rdd_edge.errors import CheckpointError, ConfigError, TrainingError
@@ -52,7 +53,10 @@ def test_poly_lr_and_presets():
     assert config_from_dict(cfg.as_dict()) == cfg  # JSON round trip (tuples come back as lists)
     assert parse_size("48x64") == (48, 64) and parse_size("360") == (360, 360)
     with pytest.raises(ConfigError, match="--crop"):
-        parse_size("big")
+        parse_size("big", "--crop")
+    assert parse_size("360,480") == parse_size((360, 480)) == parse_size(" 360 X 480 ") == (360, 480)
+    with pytest.raises(ConfigError, match="at least 8"):
+        parse_size("4x64")
     assert parse_overrides(["momentum=0.8", "crop=64x96", "tensorboard=false", "lr=1"]) == {
         "momentum": 0.8, "crop": (64, 96), "tensorboard": False, "lr": 1.0}
     with pytest.raises(ConfigError, match="bogus"):
@@ -97,7 +101,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, x: x)  # as ddp_worker's no_dropout()
     cfg = tiny_config(iters=3, val_every=3, freeze_bn=True, scale_min=1.0, scale_max=1.0, lr=0.05)
-    single = train(cfg, readers=readers(), run_dir=tmp_path / "one", progress=False)
+    single = train(cfg, data=readers(), run_dir=tmp_path / "one", progress=False)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -115,11 +119,11 @@ def test_resume_continues_exactly(tmp_path):
     teacher = _teacher_ckpt(tmp_path)
     cfg = tiny_config("distill", model="r18", teacher=str(teacher), method="kd", tfe_fraction=0.25, iters=4,
                       val_every=3, batch=2)
-    train(cfg, readers=readers(), run_dir=tmp_path / "straight", progress=False)
-    train(cfg, readers=readers(), run_dir=tmp_path / "split", stop_after=2, progress=False)
+    train(cfg, data=readers(), run_dir=tmp_path / "straight", progress=False)
+    train(cfg, data=readers(), run_dir=tmp_path / "split", stop_after=2, progress=False)
     half = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
     assert half["step"] == 2 and half["rdd_stage"] == "tse"
-    out = train(config_from_dict(half["config"]), resume=tmp_path / "split", readers=readers(), progress=False)
+    out = train(config_from_dict(half["config"]), resume=tmp_path / "split", data=readers(), progress=False)
     assert out["steps"] == 4
     _assert_same(_weights(tmp_path / "straight" / "last.pt"), _weights(tmp_path / "split" / "last.pt"), atol=1e-6)
     rows = list(csv.DictReader(open(tmp_path / "split" / "train_log.csv")))
@@ -135,16 +139,16 @@ def test_distillation_on_synthetic_learns(tmp_path):
     """
     from distill.data import eval_loader
     from distill.evaluate import evaluate
-    from distill.train import build_readers
+    from distill.train import build_data
 
     teacher = _teacher_ckpt(tmp_path, num_classes=11)
     cfg = tiny_config("distill", model="mbv2", teacher=str(teacher), method="kd", iters=20, batch=4, crop=(48, 72),
                       tfe_fraction=0.5, eval_size=(48, 72), val_every=10, log_every=4, synthetic_train=48,
                       synthetic_val=6, lr=0.05)
-    rd = build_readers(cfg)
+    rd = build_data(cfg)
     torch.manual_seed(cfg.seed)
-    untrained = evaluate(train_mod.build_model(cfg, 11), eval_loader(rd[2], rd[0], rd[3]), 11).miou
-    out = train(cfg, readers=rd, run_dir=tmp_path / "run", progress=False)
+    untrained = evaluate(train_mod.build_model(cfg, 11), eval_loader(rd.val, rd.info, rd.eval_size), 11).miou
+    out = train(cfg, data=rd, run_dir=tmp_path / "run", progress=False)
     rows = list(csv.DictReader(open(tmp_path / "run" / "train_log.csv")))
     first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
     assert last < 0.5 * first, (first, last)
@@ -165,7 +169,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "step_losses", poisoned)
     cfg = tiny_config(iters=4, val_every=2, batch=2)
     with pytest.raises(TrainingError, match="iteration 3 of 4") as exc:
-        train(cfg, readers=readers(), run_dir=tmp_path, progress=False)
+        train(cfg, data=readers(), run_dir=tmp_path, progress=False)
     assert "last.pt" in str(exc.value)
     ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
     assert ckpt["step"] == 2
@@ -177,15 +181,15 @@ def test_bad_inputs_fail_before_training(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     cfg = tiny_config("distill", teacher=str(teacher5), runs_root=str(runs))
     with pytest.raises(CheckpointError, match=r"t5.pt.*5 classes.*4"):
-        train(cfg, readers=readers(), progress=False)
+        train(cfg, data=readers(), progress=False)
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pt"):
-        train(tiny_config("distill", teacher=str(junk), runs_root=str(runs)), readers=readers(), progress=False)
+        train(tiny_config("distill", teacher=str(junk), runs_root=str(runs)), data=readers(), progress=False)
     assert not runs.exists()  # nothing was started
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="--batch 3.*2 processes"):
-        train(tiny_config(batch=3, runs_root=str(runs)), readers=readers(), progress=False)
+        train(tiny_config(batch=3, runs_root=str(runs)), data=readers(), progress=False)
     monkeypatch.delenv("WORLD_SIZE")
     with pytest.raises(Exception, match="nowhere"):
         train(make_config("teacher", "camvid", data=str(tmp_path / "nowhere"), runs_root=str(runs)), progress=False)
@@ -281,7 +285,7 @@ def test_ctrl_c_saves_last_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_mod, "step_losses", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(iters=6, val_every=5, batch=2), readers=readers(), run_dir=tmp_path, progress=False)
+        train(tiny_config(iters=6, val_every=5, batch=2), data=readers(), run_dir=tmp_path, progress=False)
     ckpt = torch.load(tmp_path / "last.pt", weights_only=False)
     assert ckpt["step"] == 2 and "optimizer" in ckpt and len(ckpt["rng"]) == 1
 
@@ -297,9 +301,9 @@ def test_heatmap_colours_easy_red_hard_blue():
 def test_student_alone_needs_no_teacher(tmp_path):
     """--method none --no-rdd trains the student by itself, even with no teacher run anywhere."""
     cfg = tiny_config("distill", method="none", rdd=False, iters=2, val_every=2, batch=2, runs_root=str(tmp_path / "runs"))
-    summary = train(cfg, readers=readers(), run_dir=tmp_path / "run", progress=False)
+    summary = train(cfg, data=readers(), run_dir=tmp_path / "run", progress=False)
     assert summary["steps"] == 2 and summary["teacher"] is None
     # with KD the missing teacher is a clear error
     cfg = tiny_config("distill", method="kd", rdd=False, iters=2, batch=2, runs_root=str(tmp_path / "runs"))
     with pytest.raises(ConfigError, match="no teacher given"):
-        train(cfg, readers=readers(), run_dir=tmp_path / "run2", progress=False)
+        train(cfg, data=readers(), run_dir=tmp_path / "run2", progress=False)

@@ -42,7 +42,10 @@ class Blobs:
 
 
 def readers(n_train: int = 8, n_val: int = 4):
-    return INFO, Blobs(n_train), Blobs(n_val, seed=99), SIZE
+    """The trainer's ``data=`` argument: blobs for train and val."""
+    from distill.train import TrainData
+
+    return TrainData(INFO, Blobs(n_train), Blobs(n_val, seed=99), SIZE)
 
 
 def no_dropout() -> None:
@@ -73,5 +76,5 @@ def ddp_worker(rank: int, world: int, port: int, run_dir: str, cfg_dict: dict) -
     from distill.config import config_from_dict
     from distill.train import train
 
-    train(config_from_dict(cfg_dict), readers=readers(), run_dir=run_dir, progress=False)
+    train(config_from_dict(cfg_dict), data=readers(), run_dir=run_dir, progress=False)
     dist.cleanup()

@@ -26,17 +26,8 @@ _FORMATS: dict[str, DataFormat] = {
 
 
 def _synthetic():
-    """The synthetic scene module (imported lazily: it is optional for the readers)."""
-    try:
-        synthetic = importlib.import_module("rdd_edge.data.synthetic")
-    except ModuleNotFoundError as exc:
-        if exc.name != "rdd_edge.data.synthetic":
-            raise
-        raise DataError(
-            "the synthetic scene generator (rdd_edge/data/synthetic.py) is not available in this install; "
-            "use a real data set (--dataset camvid --data-root PATH)"
-        ) from None
-    return synthetic
+    """The synthetic scene module (imported when first used: it is the largest reader)."""
+    return importlib.import_module("rdd_edge.data.synthetic")
 
 
 def _open_synthetic(root: str | Path | None = None, split: str = "train", **kw: Any):
@@ -49,7 +40,7 @@ def _open_synthetic(root: str | Path | None = None, split: str = "train", **kw: 
 def _reader(name: str) -> Callable:
     def open_(root: str | Path | None = None, split: str = "train", **kw: Any):
         if root is None:
-            raise ConfigError(f"data set '{name}' needs its folder: pass --data-root PATH (root=...)")
+            raise ConfigError(f"data set '{name}' needs its folder: pass --data PATH (root=...)")
         _no_options(name, kw)
         return _FORMATS[name].open(root, split)
 
@@ -89,6 +80,31 @@ def get_format(name: str) -> DataFormat:
     if key == "synthetic":
         return camvid.FORMAT.with_info(_synthetic().SYNTHETIC_INFO)
     return _FORMATS[key]
+
+
+def detect_dataset(root: str | Path) -> str:
+    """The data set whose on-disk layout ``root`` has (the rules ``data check`` uses); DataError otherwise.
+
+    A folder written by ``rdd-edge data synth`` has the CamVid layout and the same classes, so it
+    is read as ``camvid``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found")
+    found = []
+    for name, fmt in _FORMATS.items():
+        try:
+            fmt.find_splits(root)
+        except DataError:
+            continue
+        found.append(name)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        layouts = "\n".join(f"  {n}: {f.layout.strip().splitlines()[0].strip()}" for n, f in _FORMATS.items())
+        raise DataError(f"{root}: no known data set layout here; pass --dataset with one of {', '.join(_FORMATS)}. "
+                        f"Layouts:\n{layouts}")
+    raise DataError(f"{root}: the folder fits several layouts ({', '.join(found)}); pass --dataset to choose")
 
 
 def get_dataset(name: str, root: str | Path | None = None, split: str = "train", **kw: Any):

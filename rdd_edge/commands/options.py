@@ -1,0 +1,35 @@
+"""The options every command shares, declared once: one name, one help text, one set of choices.
+
+``--dataset NAME`` is a data set name and ``--data PATH`` its folder everywhere; ``--runs`` is
+the parent of run folders; ``--out`` is where a command writes; ``--device`` takes auto, cpu,
+cuda or cuda:N. Commands import these ``Annotated`` types instead of restating them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rdd_edge.devices import DEVICE_CHOICES
+
+Dataset = Annotated[Optional[str], typer.Option(
+    "--dataset", help="Data set name: synthetic, camvid, cityscapes, voc, ade20k (default: the run's, else synthetic; "
+                      "with --data only, detected from the folder).")]
+Data = Annotated[Optional[Path], typer.Option(
+    "--data", help="Data set folder (default: the run's; generated synthetic scenes need none).")]
+Runs = Annotated[Path, typer.Option("--runs", help="Parent folder of run folders.")]
+Device = Annotated[Optional[str], typer.Option("--device", help=f"Where to run: {DEVICE_CHOICES} (default auto).")]
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for inference (default: the runtime's choice).")]
+Name = Annotated[Optional[str], typer.Option("--name", help="Run name: runs/<stage>-<name>.")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for init, data order and augmentation.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+EvalSize = Annotated[Optional[str], typer.Option("--eval-size", metavar="HxW", help="Eval image size HxW (default: the data set's).")]
+MaxDrop = Annotated[float, typer.Option("--max-drop", help="Gate: most mIoU points an artifact may lose vs FP32 ONNX.")]
+RunArg = Annotated[Optional[Path], typer.Argument(
+    metavar="[RUN]", help="Distill run folder or its export folder (default: the latest distill run with an export).")]
+TrustCheckpoint = Annotated[bool, typer.Option(
+    "--trust-checkpoint", help="Load a checkpoint that needs Python's full unpickler (it can run code: only files you made).")]
+
+DEFAULT_RUNS = Path("runs")
