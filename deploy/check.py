@@ -19,11 +19,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rdd_edge.errors import ConfigError, RddError
+from rdd_edge.errors import ConfigError, DeployError, RddError
 from rdd_edge.metrics import ConfusionMatrix
 from rdd_edge.runs import atomic_path, atomic_write_text, write_json
 
 from deploy.info import MANIFEST_NAME
+from export.formats import ORDER as FORMAT_ORDER
 
 # Status cells
 PASSED = "passed"
@@ -32,7 +33,7 @@ FAILED = "failed"
 SKIPPED = "skipped"
 
 REFERENCE_KEY = "onnx"  # the FP32 ONNX model every other row is compared with
-ORDER = ("torch", "onnx", "fp16", "int8-cpu", "int8", "engine-fp16", "engine-int8")
+ORDER = ("torch", *FORMAT_ORDER)  # reference row first, then the formats table's order
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Candidate:
     file: Path | None = None
     precision: str = "fp32"
     gated: bool = True  # subject to --max-drop (everything but the reference rows)
+    sha256: str | None = None  # what the manifest recorded; a file that differs fails its row
 
 
 def find_export_dir(run: str | Path) -> Path:
@@ -94,9 +96,28 @@ def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str 
                 file=f,
                 precision=str(entry.get("precision", "fp32" if k == REFERENCE_KEY else k)),
                 gated=k != REFERENCE_KEY,
+                sha256=entry.get("sha256"),
             )
         )
     return out
+
+
+def verify_file(cand: Candidate) -> None:
+    """The file a candidate names must exist, be readable and match the manifest's sha256."""
+    from rdd_edge.runs import sha256_file
+
+    if cand.file is None:
+        return
+    if not cand.file.is_file():
+        raise DeployError(f"{cand.file.name}: listed in the manifest but not found")
+    if cand.sha256:
+        try:
+            digest = sha256_file(cand.file)
+        except OSError as exc:
+            raise DeployError(f"{cand.file.name}: unreadable ({exc.strerror})") from None
+        if digest != cand.sha256:
+            raise DeployError(f"{cand.file.name}: sha256 differs from the manifest's (replaced, truncated or corrupt "
+                              "since export); re-export it")
 
 
 def _predict_all(seg: Any, images: Sequence[np.ndarray], batch: int) -> list[np.ndarray]:
@@ -129,6 +150,7 @@ def evaluate_rows(
         if cand.file is not None and cand.file.is_file():
             row.size_mb = cand.file.stat().st_size / 1e6
         try:
+            verify_file(cand)
             seg = cand.load()
             row.backend = getattr(seg, "provider", "")
             preds = _predict_all(seg, images, max(1, batch))
@@ -153,18 +175,40 @@ def evaluate_rows(
             row.status, row.reason = FAILED, str(exc)
         except Exception as exc:  # noqa: BLE001 - one broken artifact must not stop the table
             row.status, row.reason = FAILED, f"{type(exc).__name__}: {exc}"
-        if row.status == FAILED and cand.file is not None and cand.file.suffix == ".engine" and _no_tensorrt():
-            row.status = SKIPPED  # an engine on a machine without TensorRT: not a failure of the artifact
+        if (row.status == FAILED and cand.file is not None and cand.file.suffix == ".engine" and _no_tensorrt()
+                and _intact(cand)):
+            row.status = SKIPPED  # an intact engine on a machine without TensorRT: not a failure of the artifact
         rows.append(row)
         if on_row:
             on_row(row)
     return rows
 
 
+def _intact(cand: Candidate) -> bool:
+    try:
+        verify_file(cand)
+    except DeployError:
+        return False
+    return True
+
+
 def _no_tensorrt() -> bool:
     from deploy.engine_meta import runtime_identity
 
     return runtime_identity()["tensorrt"] is None
+
+
+def fastest_passed(export_dir: Path) -> str | None:
+    """The file of the fastest ONNX artifact that passed the last check here (None without one)."""
+    import json
+
+    try:
+        rows = json.loads((Path(export_dir) / "check.json").read_text()).get("rows", [])
+    except (OSError, ValueError):
+        return None
+    ok = [r for r in rows if r.get("status") == PASSED and str(r.get("file", "")).endswith(".onnx")
+          and (r.get("latency") or {}).get("b1") and (Path(export_dir) / r["file"]).is_file()]
+    return max(ok, key=lambda r: r["latency"]["b1"]["fps"])["file"] if ok else None
 
 
 def gate_failures(rows: Sequence[Row]) -> list[Row]:
@@ -252,7 +296,7 @@ def plot(rows: Sequence[Row], path: Path) -> Path | None:
 
 def write_report(export_dir: Path, rows: Sequence[Row], meta: dict[str, Any]) -> dict[str, Path]:
     """check.json, check.md and check.png in ``export_dir`` (atomically)."""
-    meta = {**meta, "gate_failed": bool(gate_failures(rows))}
+    meta = {**meta, "gate_failed": bool(meta.get("failures", gate_failures(rows)))}
     out = {"json": export_dir / "check.json", "md": export_dir / "check.md", "png": export_dir / "check.png"}
     write_json(out["json"], {"format": "rdd-edge-check", "version": 1, **meta, "rows": [r.as_dict() for r in rows]})
     atomic_write_text(out["md"], to_markdown(rows, meta))
@@ -260,29 +304,103 @@ def write_report(export_dir: Path, rows: Sequence[Row], meta: dict[str, Any]) ->
     return out
 
 
+def eval_spec(manifest: dict[str, Any], dataset: str | None = None, root: str | Path | None = None) -> Any:
+    """The data the check scores on: the manifest's (what training validated on) unless told otherwise."""
+    from rdd_edge.data import DataSpec
+
+    recorded = manifest.get("data")
+    base = DataSpec.from_dict(recorded) if isinstance(recorded, dict) else DataSpec(name=str(manifest.get("dataset") or "synthetic"))
+    if dataset is not None and dataset != base.name:
+        return DataSpec(name=dataset, root=str(root) if root is not None else None)
+    return base.with_(root=str(root) if root is not None else None)
+
+
 def load_eval_data(manifest: dict[str, Any], dataset: str | None, root: str | Path | None, images: int | None,
                    split: str = "val") -> tuple[Any, list[np.ndarray], list[np.ndarray]]:
-    """The val images the check scores on: data set name from the option, else the manifest."""
-    from rdd_edge.data import get_dataset
+    """(reader, images, labels) the check scores on: the first ``images`` of the split (all by default)."""
+    from rdd_edge.data import open_split
 
-    name = dataset or manifest.get("dataset")
-    if isinstance(name, dict):
-        root = root or name.get("root")
-        name = name.get("name")
-    root = root or manifest.get("data_root")
-    if not name:
-        raise ConfigError("no data set to check on: the manifest names none; pass --data NAME (and --data-root)")
-    kw: dict[str, Any] = {}
-    if name == "synthetic" and root is None:
-        size = (manifest.get("input") or {}).get("size") or (manifest.get("input") or {}).get("shape", [0, 0, 96, 128])[2:]
-        kw = {"n": images or 16, "size": tuple(int(s) for s in size), "seed": 1}
-    ds = get_dataset(str(name), root, split=split, **kw)
+    spec = eval_spec(manifest, dataset, root)
+    ds = open_split(spec, split)
     n = len(ds) if images is None else min(int(images), len(ds))
     if n == 0:
-        raise ConfigError(f"data set {name!r} ({root or 'generated'}) has no {split} images to check on")
-    imgs, lbls = [], []
-    for i in range(n):
-        im, lb = ds[i]
-        imgs.append(im)
-        lbls.append(lb)
-    return ds, imgs, lbls
+        raise ConfigError(f"{spec.describe()} has no {split} images to check on")
+    pairs = [ds[i] for i in range(n)]
+    return ds, [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+# ---------------------------------------------------------------- the check stage's entry point
+@dataclass
+class CheckSpec:
+    """What ``rdd-edge check`` checks, on which images and how."""
+
+    run: str | Path | None = None  # distill run or its export folder (None: the latest with an export)
+    runs_root: str | Path = "runs"
+    images: int | None = None  # score on the first N val images (None: all)
+    batch: int = 4  # the second latency batch size (an engine's maximum caps it)
+    max_drop: float = 1.0  # gate: mIoU points an artifact may lose vs FP32 ONNX
+    device: str = "auto"
+    threads: int | None = None
+    dataset: str | None = None  # data set name (default: the manifest's)
+    data: str | Path | None = None  # data folder (default: the manifest's)
+    min_time: float = 1.0  # seconds of timed runs per latency figure
+
+
+@dataclass
+class CheckResult:
+    """The check's rows, where its reports went, and the gate's decision as data."""
+
+    rows: list[Row]
+    meta: dict[str, Any]
+    paths: dict[str, Path]
+    failures: list[str]  # one line per reason the gate fails (empty: passed)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def gate(rows: Sequence[Row], max_drop: float) -> list[str]:
+    """Why the gate fails, one line each: a listed artifact that is missing, unreadable, altered or
+    does not run, or one that loses more than ``max_drop`` mIoU points (reference rows excepted)."""
+    out = []
+    for r in rows:
+        if r.name == "torch":
+            continue  # a reference, not an artifact of the export
+        if r.status == FAILED:
+            out.append(f"{r.name}: {r.reason or 'failed'}")
+        elif r.status == FAILED_GATE:
+            out.append(f"{r.name} lost {r.drop:.2f} mIoU points (--max-drop {max_drop:g})")
+    return out
+
+
+def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable[[Row], None] | None = None) -> CheckResult:
+    """Check every artifact an export's manifest lists (plus ``extra`` reference rows, e.g. the torch
+    checkpoint); write check.json / check.md / check.png; return the rows and the gate decision."""
+    from deploy.info import read_manifest
+    from rdd_edge.devices import parse_device
+    from rdd_edge.runs import resolve_run
+
+    device = parse_device(spec.device)
+    if spec.batch < 1:
+        raise ConfigError(f"--batch {spec.batch}: must be >= 1")
+    run_dir = resolve_run(spec.run, "distill", "the run to check", root=spec.runs_root, must_contain="export/manifest.json")
+    export_dir = find_export_dir(run_dir)
+    manifest, _ = read_manifest(export_dir / MANIFEST_NAME)
+    if manifest is None:
+        raise ConfigError(f"{export_dir}: no {MANIFEST_NAME}; run `rdd-edge export` first")
+    ds, imgs, lbls = load_eval_data(manifest, spec.dataset, spec.data, spec.images)
+    cands = [*extra, *manifest_candidates(export_dir, manifest, device=device, threads=spec.threads)]
+    n_cls = int(manifest.get("num_classes") or len(manifest.get("classes", [])))
+    rows = evaluate_rows(cands, imgs, lbls, n_cls, batch=spec.batch, max_drop=spec.max_drop,
+                         ignore_index=int(manifest.get("ignore_index", 255)), latency_kw={"min_time": spec.min_time},
+                         on_row=on_row)
+    inp = manifest.get("input") or {}
+    meta = {"run": str(run_dir), "export_dir": str(export_dir), "model_name": manifest.get("model_name"),
+            "dataset": ds.info.name, "split": "val", "images": len(imgs),
+            "input_size": list(inp.get("size") or inp.get("shape", [0, 0, 0, 0])[2:]),
+            "max_drop": spec.max_drop, "batch": spec.batch, "device": device, "threads": spec.threads}
+    failures = gate(rows, spec.max_drop)
+    meta.update(failures=failures, gate_failed=bool(failures))
+    paths = write_report(export_dir, rows, meta)
+    return CheckResult(rows, meta, paths, failures)

@@ -200,6 +200,9 @@ def run_demo(
         res.notes.append("no display found (DISPLAY/WAYLAND_DISPLAY unset): running headless, --show ignored")
         show = False
     out_path = Path(out) if out is not None else None
+    if out_path is not None and out_path.suffix and not out_path.is_dir() and out_path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise DeployError(f"--out {out_path}: not a video name ({', '.join(sorted(VIDEO_SUFFIXES))}) nor a folder; "
+                          "name a video file, or a folder (no suffix) for one PNG per frame")
     to_dir = out_path is not None and (out_path.is_dir() or out_path.suffix.lower() not in VIDEO_SUFFIXES)
     if to_dir:
         out_path.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
@@ -285,3 +288,45 @@ def count_frames(path: str | Path) -> int:
         n += 1
     cap.release()
     return n
+
+
+# ---------------------------------------------------------------- the demo stage's entry point
+@dataclass
+class DemoSpec:
+    """What ``rdd-edge demo`` runs, on what, and where the result goes."""
+
+    source: str | int
+    artifact: str | Path | None = None  # an .onnx/.engine file, or a run / export folder (default: the latest run)
+    runs_root: str | Path = "runs"
+    out: str | Path | None = None
+    show: bool = False
+    alpha: float = 0.5
+    max_frames: int | None = None
+    device: str = "auto"
+    threads: int | None = None
+
+
+def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = "runs") -> Path:
+    """A model file as given, or for a run / export folder its best artifact: the fastest ONNX file
+    that passed ``rdd-edge check`` there, else ``model.onnx``."""
+    from deploy.check import fastest_passed, find_export_dir
+    from rdd_edge.runs import resolve_run
+
+    if artifact is not None and Path(artifact).is_file():
+        return Path(artifact)
+    run = resolve_run(artifact, "distill", "the model to run", root=runs_root, must_contain="export/model.onnx")
+    export_dir = find_export_dir(run)
+    return export_dir / (fastest_passed(export_dir) or "model.onnx")
+
+
+def demo(spec: DemoSpec, on_load: Any = None) -> DemoResult:
+    """Load the artifact and segment the source; ``on_load(segmenter)`` is told what runs before frames flow."""
+    from deploy.runtime import load
+    from rdd_edge.devices import parse_device
+
+    seg = load(resolve_artifact(spec.artifact, spec.runs_root), device=parse_device(spec.device), threads=spec.threads)
+    if on_load is not None:
+        on_load(seg)
+    res = run_demo(seg, spec.source, out=spec.out, show=spec.show, alpha=spec.alpha, max_frames=spec.max_frames)
+    res.notes[:0] = list(seg.info.notes)
+    return res

@@ -27,9 +27,9 @@ def tool_versions() -> dict[str, str | None]:
     return out
 
 
-def new_manifest(model_name: str, dataset: dict[str, Any], size: tuple[int, int], output: str, embedded: bool,
+def new_manifest(model_name: str, dataset: dict[str, Any], data: Any, size: tuple[int, int], output: str, embedded: bool,
                  dynamic: bool, opset: int, source: Path, source_sha256: str, io: dict[str, Any]) -> dict[str, Any]:
-    """The manifest before any artifact is listed."""
+    """The manifest before any artifact is listed; ``data`` is the DataSpec the checks ran on."""
     h, w = size
     spatial: list[Any] = ["height", "width"] if dynamic else [h, w]
     return {
@@ -39,6 +39,7 @@ def new_manifest(model_name: str, dataset: dict[str, Any], size: tuple[int, int]
         "classes": list(dataset.get("classes", [])),
         "palette": [list(c) for c in dataset.get("palette", [])],
         "dataset": dataset.get("name"),
+        "data": data.as_dict(),  # the images training validated on: check scores on the same by default
         "ignore_index": dataset.get("ignore_index", 255),
         "mean": list(dataset.get("mean", IMAGENET_MEAN)),
         "std": list(dataset.get("std", IMAGENET_STD)),

@@ -25,18 +25,22 @@ from export.onnx_io import INPUT_NAME, save_onnx_atomic
 
 log = logging.getLogger(__name__)
 
-from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402,F401
-PSP_BINS = (1, 2, 3, 6)
+from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 OUTPUTS = {"labels": ("labels",), "logits": ("logits",), "both": ("logits", "labels")}
 
 
-def is_pspnet(model: Any) -> bool:
-    """PSPNet models need H/8 and W/8 divisible by every pooling bin and static spatial dims."""
-    return str(getattr(model, "model_name", "")).startswith("pspnet")
+def input_rules(model: Any) -> dict[str, Any]:
+    """What the model's head asks of the input size (``input_multiple``, ``dynamic_hw``; models' default cfg)."""
+    from models import model_cfg
+
+    name = getattr(model, "model_name", "")
+    if not name:
+        return {"input_multiple": 8, "dynamic_hw": True, "head": "?"}
+    return model_cfg(name)
 
 
 def check_size(size: Sequence[int], model: Any = None, option: str = "--size") -> tuple[int, int]:
-    """Validate (H, W) for a stride-8 network (and PSPNet's bins 1/2/3/6); return it as ints."""
+    """Validate (H, W) for a stride-8 network and its head's input multiple; return it as ints."""
     try:
         h, w = (int(s) for s in size)
     except (TypeError, ValueError):
@@ -44,14 +48,12 @@ def check_size(size: Sequence[int], model: Any = None, option: str = "--size") -
     if h < 8 or w < 8 or h % 8 or w % 8:
         lo_h, lo_w = max(8, h // 8 * 8), max(8, w // 8 * 8)
         raise ExportError(f"{option} {h}x{w}: height and width must be multiples of 8 (output stride 8); try {lo_h}x{lo_w}")
-    if model is not None and is_pspnet(model):
-        step = 8 * 6
-        if (h // 8) % 6 or (w // 8) % 6:
-            sug_h, sug_w = max(step, round(h / step) * step), max(step, round(w / step) * step)
-            raise ExportError(
-                f"{option} {h}x{w}: PSPNet pools the 1/8 feature map into bins 1/2/3/6, so H/8 and W/8 must be "
-                f"multiples of 6 (H and W multiples of 48); try {sug_h}x{sug_w}"
-            )
+    step = int(input_rules(model)["input_multiple"]) if model is not None else 8
+    if h % step or w % step:
+        sug_h, sug_w = max(step, round(h / step) * step), max(step, round(w / step) * step)
+        raise ExportError(
+            f"{option} {h}x{w}: the {input_rules(model).get('head', '').upper()} head needs H and W multiples of {step} "
+            f"(PSPNet pools the 1/8 feature map into bins 1/2/3/6); try {sug_h}x{sug_w}")
     return h, w
 
 
@@ -110,8 +112,9 @@ def export_onnx(
 
     output = resolve_output(output)
     h, w = check_size(size, model)
-    if dynamic and is_pspnet(model):
-        raise ExportError("--dynamic: PSPNet's pyramid pooling cannot take dynamic H and W; export at a fixed --size (batch stays dynamic)")
+    if dynamic and not input_rules(model).get("dynamic_hw", True):
+        raise ExportError(f"--dynamic: {getattr(model, 'model_name', 'this model')}'s head (PSPNet's pyramid pooling) cannot "
+                          "take dynamic H and W; export at a fixed --size (batch stays dynamic)")
     if not 13 <= int(opset) <= 21:
         raise ExportError(f"--opset {opset}: use 13..21 (18 is native for torch.onnx and inside TensorRT 10/11's parser range)")
     path = Path(path)

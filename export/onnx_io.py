@@ -7,24 +7,15 @@ foreign model) is an :class:`ExportError` naming the file, before any work start
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from rdd_edge.errors import ExportError
+from rdd_edge.runs import sha256_file  # noqa: F401  (re-exported: export's modules hash files through it)
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("logits", "labels")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (for manifests, sidecars and cache keys)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _dims(value_info: Any) -> list[int | str]:

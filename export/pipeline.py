@@ -1,22 +1,32 @@
-"""``export_run``: one checkpoint -> every requested artifact in ``<run>/export/`` + ``manifest.json``.
+"""``export_run(spec)``: the export stage's entry point.
 
-Order: FP32 ONNX (+ parity with torch), FP16 (+ agreement), INT8 x2 (one calibration), engines.
-Each step logs its time and file size; the manifest is rewritten after every artifact, so a later
-failure (e.g. no TensorRT) leaves the finished artifacts usable and listed.
+One checkpoint -> every requested artifact of the formats table in ``<run>/export/`` +
+``manifest.json``. The export is transactional: everything is built in a staging folder beside
+the export folder and swapped in only when every requested format succeeded, so a failing
+re-export leaves the previous export exactly as it was, and the manifest always lists exactly
+the files in the folder. Every ONNX artifact is scored the same way: label agreement with the
+FP32 model and mIoU on the val images the checkpoint was trained against.
 """
 
 from __future__ import annotations
 
+import importlib
+import shutil
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
-from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
-from rdd_edge.errors import ConfigError, ExportError, RddError
+from rdd_edge.errors import ConfigError, ExportError
+
+from export import formats
+from export.formats import ExportSpec
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
+PARITY_IMAGES = 8  # torch-vs-ONNX parity and INT8 fitting run on this many of the check images
+REUSABLE = ("model.int8.calib-*.json", "timing*.cache")  # caches a re-export may reuse
 
 
 def find_checkpoint(source: str | Path | None, runs_root: str | Path = "runs") -> Path:
@@ -32,195 +42,197 @@ def find_checkpoint(source: str | Path | None, runs_root: str | Path = "runs") -
     raise ConfigError(f"{p}: no {' or '.join(CHECKPOINT_NAMES)} in this run folder; pass a checkpoint file or train first")
 
 
-def _log(console: Any, msg: str) -> None:
-    if console is not None:
-        console.print(msg)
-
-
-def _step(console: Any, what: str, fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    res = fn()
-    dt = time.perf_counter() - t
-    size = f", {Path(res).stat().st_size / 1e6:.2f} MB" if isinstance(res, Path) and res.is_file() else ""
-    _log(console, f"[green]✓[/] {what} ({dt:.1f} s{size})")
-    return res, dt
-
-
-def _open_split(dataset: dict, cfg: dict, split: str, n: int, size: tuple[int, int], data_root: str | Path | None) -> Any:
-    from rdd_edge.data import get_dataset
-
-    name = dataset.get("name") or cfg.get("dataset") or "synthetic"
-    root = data_root if data_root is not None else cfg.get("data")
-    if name == "synthetic" and root is None:
-        seed = {"train": 0, "val": 1}.get(split, 2)
-        return get_dataset("synthetic", split=split, n=n, size=size, seed=int(cfg.get("seed", 0)) * 7 + seed + 1000)
-    return get_dataset(name, root, split=split)
-
-
-def _check_set(ds: Any, n: int) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """The first ``n`` val images (evenly spread) and their labels."""
-    if len(ds) == 0:
-        raise ExportError("the val split is empty: parity and accuracy checks need a few validation images")
-    idx = np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int)
-    pairs = [ds[int(i)] for i in idx]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+def _builder(ref: str) -> Callable[..., dict]:
+    module, _, fn = ref.partition(":")
+    return getattr(importlib.import_module(module), fn)
 
 
 def _calib_items(ds: Any) -> list:
+    """Calibration items of a reader: image files, or (id, loader) for images without a file (synthetic)."""
     items = []
     for i in range(len(ds)):
         path = ds.image_path(i) if hasattr(ds, "image_path") else None
-        items.append(path if path is not None else (f"{getattr(ds, 'info', None) and ds.info.name}:{ds.split}:{ds.name(i)}",
-                                                    (lambda i=i: ds[i][0])))
+        items.append(path if path is not None else (f"{ds.info.name}:{ds.split}:{ds.name(i)}", (lambda i=i: ds[i][0])))
     return items
 
 
-def export_run(
-    source: str | Path | None = None,
-    out_dir: str | Path | None = None,
-    size: Sequence[int] | str | None = None,
-    output: str = "labels",
-    embed_preprocess: bool = False,
-    dynamic: bool = False,
-    fp16: bool = False,
-    int8: bool = False,
-    trt: str = "none",
-    calib: int = 300,
-    calib_method: str = "percentile",
-    calib_data: str | Path | None = None,
-    keep_float: Sequence[str] = (),
-    int8_max_drop: float | None = None,
-    opset: int = 18,
-    check_images: int = 8,
-    min_calib: int = 32,
-    data_root: str | Path | None = None,
-    workspace_gb: float = 2.0,
-    runs_root: str | Path = "runs",
-    console: Any = None,
-) -> dict:
-    """Export a checkpoint (or run folder; default the latest distill run) and return the manifest."""
-    from models import model_from_checkpoint
+def _evenly(n_total: int, n: int | None) -> list[int]:
+    if n is None or n >= n_total:
+        return list(range(n_total))
+    return sorted(set(np.linspace(0, n_total - 1, n).round().astype(int).tolist()))
 
-    from export import formats
-    from export.manifest import add_artifact, new_manifest, save_manifest
-    from export.onnx_export import check_size, export_onnx
+
+def _check_out_dir(out: Path) -> None:
+    """Only an export folder (or a new / empty one) may be replaced by an export."""
+    from export.manifest import MANIFEST
+
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
+        raise ConfigError(f"--out {out}: exists and is not an rdd-edge export folder; choose a new or empty folder")
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Replace ``out`` by the finished ``stage`` folder (two renames on the same file system)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old.rmdir()
+        out.rename(old)
+    stage.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class _Scorer:
+    """Scores ONNX artifacts on the check images: mIoU and label agreement with the FP32 model."""
+
+    def __init__(self, ctx: Any):
+        self.ctx = ctx
+        self.ref: list[np.ndarray] | None = None  # FP32 labels per image, once the FP32 model is scored
+
+    def __call__(self, path: Path) -> dict:
+        from deploy.preprocess import preprocess
+        from export.parity import labels_of, ort_session, run_onnx
+        from rdd_edge.metrics import ConfusionMatrix
+
+        c = self.ctx
+        sess = ort_session(path)
+        cm = ConfusionMatrix(c.num_classes, 255)
+        preds, same, total = [], 0, 0
+        for k, image in enumerate(c.check_images):
+            x = preprocess(image, c.size, c.mean, c.std, embedded=c.spec.embed_preprocess)
+            pred = labels_of(run_onnx(sess, x))[0]
+            cm.update(c.check_labels[k], np.minimum(pred, c.num_classes - 1))
+            if self.ref is not None:
+                same += int((pred == self.ref[k]).sum())
+                total += pred.size
+            preds.append(pred.astype(np.uint16))
+        res: dict[str, Any] = {"miou": _round(cm.compute().miou), "images": len(c.check_images)}
+        if self.ref is None:
+            self.ref = preds
+        else:
+            res["label_agreement"] = same / max(total, 1)
+        return res
+
+
+def _round(m: float) -> float | None:
+    return None if m != m else round(float(m), 5)
+
+
+def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: Any) -> dict:
+    """Export a checkpoint (or run folder; default the latest distill run); returns the manifest.
+
+    ``spec`` is an :class:`~export.formats.ExportSpec` (or give its fields as keywords).
+    """
+    from export.builders import ExportContext
+    from export.manifest import MANIFEST, add_artifact, new_manifest, save_manifest
+    from export.onnx_export import check_size
     from export.onnx_io import graph_io, load_export_onnx, sha256_file
-    from export.parity import MIN_FP16_AGREEMENT, check_parity, compare, make_batch, run_onnx
+    from models import model_from_checkpoint
     from deploy.postprocess import resize_labels
+    from deploy.preprocess import preprocess
+    from rdd_edge.data import open_split, spec_of_checkpoint
+    from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
 
-    # -- settle every option before any work
-    output = formats.resolve_output(output)
-    trt = formats.resolve_trt(trt)
-    calib_method = formats.resolve_calib_method(calib_method)
-    wanted = [f.key for f in formats.requested_formats(fp16, int8, trt)]
-    if int8_max_drop is not None and not 0 <= int8_max_drop < 100:
-        raise ConfigError(f"--int8-max-drop {int8_max_drop}: mIoU points between 0 and 100, e.g. 1.0 (as rdd-edge check --max-drop)")
-    if (keep_float or int8_max_drop is not None or calib_data) and "int8" not in wanted:
-        raise ConfigError("--keep-float / --int8-max-drop / --calib-data only apply with --int8 (or --trt int8)")
-    ckpt_path = find_checkpoint(source, runs_root)
+    def log(msg: str) -> None:
+        if console is not None:
+            console.print(msg)
+
+    # -- settle every option and input before any work
+    spec = (spec or ExportSpec(**fields)).normalised()
+    formats.check_options(spec)
+    wanted = formats.requested(spec)
+    if any(f.runtime == "tensorrt" for f in wanted):
+        from export.tensorrt import require_tensorrt
+
+        require_tensorrt(f"--trt {spec.trt}")
+    ckpt_path = find_checkpoint(spec.source, spec.runs_root)
     model, ckpt = model_from_checkpoint(ckpt_path, aux=False)
     dataset = dict(ckpt.get("dataset") or {})
-    cfg = dict(ckpt.get("config") or {})
     if not dataset.get("classes"):
         raise ExportError(f"{ckpt_path}: checkpoint has no dataset description (classes, mean/std); re-save it with rdd-edge")
-    size = formats.parse_size(size) or tuple(dataset.get("eval_size") or (360, 480))
-    size = check_size(size, model)
-    mean, std = dataset.get("mean", IMAGENET_MEAN), dataset.get("std", IMAGENET_STD)
-    out = Path(out_dir) if out_dir is not None else ckpt_path.parent / "export"
-    out.mkdir(parents=True, exist_ok=True)
-    _log(console, f"exporting [bold]{ckpt['model_name']}[/] from {ckpt_path} at {size[0]}x{size[1]} -> {out}")
+    data = spec_of_checkpoint(ckpt).with_(root=str(spec.data) if spec.data is not None else None)
+    size = check_size(spec.size or data.size or tuple(dataset.get("eval_size") or (360, 480)), model)
+    mean, std = tuple(dataset.get("mean", IMAGENET_MEAN)), tuple(dataset.get("std", IMAGENET_STD))
+    num_classes = len(dataset["classes"])
+    out = Path(spec.out) if spec.out is not None else ckpt_path.parent / "export"
+    _check_out_dir(out)
+    log(f"exporting [bold]{ckpt['model_name']}[/] from {ckpt_path} at {size[0]}x{size[1]} -> {out}")
 
-    # -- check images (val split) shared by every accuracy check
-    val = _open_split(dataset, cfg, "val", check_images, size, data_root)
-    imgs, lbls = _check_set(val, check_images)
-    labels = np.stack([resize_labels(lb, size) for lb in lbls])
-    batch = make_batch(imgs, size, mean, std, embed_preprocess)
+    # -- the val images every artifact is scored on (the split training validated on)
+    val = open_split(data, "val")
+    if len(val) == 0:
+        raise ExportError(f"{data.describe()}: the val split is empty; parity and accuracy checks need validation images")
+    idx = _evenly(len(val), spec.check_images)
+    pairs = [val[i] for i in idx]
+    images = [p[0] for p in pairs]
+    labels = [resize_labels(p[1], size) for p in pairs]
+    parity_batch = np.concatenate([preprocess(im, size, mean, std, embedded=spec.embed_preprocess)
+                                   for im in images[:PARITY_IMAGES]])
 
     # -- calibration images, settled before any file is written (too few is an error)
-    items: list = []
-    if "int8" in wanted:
+    calib_items: list = []
+    if any(f.switch == "int8" for f in wanted):
         from export.int8 import image_folder, select_calibration
 
-        if calib_data is not None:
-            pool, where = image_folder(calib_data), f"--calib-data {calib_data}"
+        if spec.calib_data is not None:
+            pool, where = image_folder(spec.calib_data), f"--calib-data {spec.calib_data}"
         else:
-            pool, where = _calib_items(_open_split(dataset, cfg, "train", max(calib, min_calib), size, data_root)), "train split"
-        items = select_calibration(pool, calib, min_calib, warn=lambda m: _log(console, f"[yellow]warning:[/] {m}"), source=where)
+            pool, where = _calib_items(open_split(data, "train")), f"train split of {data.describe()}"
+        calib_items = select_calibration(pool, spec.calib, spec.min_calib, source=where,
+                                         warn=lambda m: log(f"[yellow]warning:[/] {m}"))
 
-    # -- FP32 ONNX + parity
-    onnx_path = out / formats.BY_KEY["onnx"].file
-    meta = {"rdd_edge.model_name": ckpt["model_name"], "rdd_edge.classes": ",".join(dataset["classes"]),
-            "rdd_edge.mean": ",".join(map(str, mean)), "rdd_edge.std": ",".join(map(str, std)),
-            "rdd_edge.embedded_preprocess": str(embed_preprocess).lower()}
-    _step(console, f"ONNX opset {opset} -> {onnx_path.name}", lambda: export_onnx(
-        model, onnx_path, size, output, embed_preprocess, dynamic, opset, mean, std, metadata=meta))
+    # -- build into a staging folder; swap it in only when everything succeeded
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
-        parity = check_parity(model, onnx_path, batch, mean, std, embedded=embed_preprocess)
-    except ExportError:
-        onnx_path.unlink(missing_ok=True)
+        if out.is_dir():
+            for pattern in REUSABLE:
+                for f in out.glob(pattern):
+                    shutil.copy2(f, stage / f.name)
+        meta = {"rdd_edge.model_name": ckpt["model_name"], "rdd_edge.classes": ",".join(dataset["classes"]),
+                "rdd_edge.mean": ",".join(map(str, mean)), "rdd_edge.std": ",".join(map(str, std)),
+                "rdd_edge.embedded_preprocess": str(spec.embed_preprocess).lower()}
+        ctx = ExportContext(spec, stage, model, ckpt, ckpt_path, size, mean, std, num_classes, images, labels,
+                            parity_batch, calib_items, log, meta)
+        score = _Scorer(ctx)
+        manifest: dict | None = None
+        groups: dict[str, list[str]] = {}
+        for f in wanted:
+            groups.setdefault(f.build, []).append(f.key)
+        for ref, keys in groups.items():
+            t = time.perf_counter()
+            records = _builder(ref)(ctx, tuple(keys))
+            dt = time.perf_counter() - t
+            for key in keys:
+                fmt, rec = formats.BY_KEY[key], dict(records[key])
+                path = Path(rec.pop("path"))
+                log(f"[green]✓[/] {fmt.name} -> {path.name} ({dt:.1f} s, {path.stat().st_size / 1e6:.2f} MB)")
+                if manifest is None:  # the FP32 graph is built first: the manifest describes its I/O
+                    manifest = new_manifest(ckpt["model_name"], dataset, data, size,
+                                            spec.outputs, spec.embed_preprocess, spec.dynamic, spec.opset,
+                                            ckpt_path.resolve(), sha256_file(ckpt_path), graph_io(load_export_onnx(path)))
+                if fmt.runtime == "onnxruntime":
+                    rec.update(_checked(score(path), fmt, path))
+                add_artifact(manifest, key, path, fmt.precision, fmt.runtime, **rec)
+        assert manifest is not None
+        manifest["files"] = sorted(p.name for p in stage.iterdir() if p.is_file()) + [MANIFEST]
+        save_manifest(manifest, stage)
+        _swap_in(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
         raise
-    _log(console, f"  parity vs torch: {parity['label_agreement']:.4%} labels agree"
-         + (f", max |Δlogit| {parity['max_abs_logit_diff']:.2e}" if "max_abs_logit_diff" in parity else ""))
-    manifest = new_manifest(ckpt["model_name"], dataset, size, output, embed_preprocess, dynamic, opset,
-                            ckpt_path.resolve(), sha256_file(ckpt_path), graph_io(load_export_onnx(onnx_path)))
-    fp32_out = run_onnx(onnx_path, batch)
-    add_artifact(manifest, "onnx", onnx_path, "fp32", "onnxruntime", parity=parity, miou=_miou(fp32_out, labels, dataset))
-    save_manifest(manifest, out)
-
-    # -- FP16
-    if "fp16" in wanted:
-        from export.fp16 import export_fp16
-
-        p = out / formats.BY_KEY["fp16"].file
-        _step(console, f"FP16 -> {p.name}", lambda: export_fp16(onnx_path, p))
-        agree = compare(fp32_out, run_onnx(p, batch))
-        if agree["label_agreement"] < MIN_FP16_AGREEMENT:
-            p.unlink(missing_ok=True)
-            raise ExportError(f"{p}: FP16 labels agree with FP32 on only {agree['label_agreement']:.3%} of pixels "
-                              f"(< {MIN_FP16_AGREEMENT:.1%}); keep the FP32 model")
-        add_artifact(manifest, "fp16", p, "fp16", "onnxruntime", agreement=agree)
-        save_manifest(manifest, out)
-
-    # -- INT8: one calibration, two files
-    if "int8" in wanted:
-        from export.int8 import export_int8
-        info, _ = _step(console, f"INT8 ({calib_method}, {len(items)} images) -> model.int8.onnx, model.int8-cpu.onnx",
-                        lambda: export_int8(onnx_path, out, items, size, mean, std, calib_method, keep_float, None if int8_max_drop is None else int8_max_drop / 100,
-                                            batch, labels, len(dataset["classes"]),
-                                            warn=lambda m: _log(console, f"[yellow]warning:[/] {m}")))
-        if info["calibration"]["cache_hit"]:
-            _log(console, f"  calibration ranges reused from {info['calibration']['cache']}")
-        for key in ("int8", "int8-cpu"):
-            p = out / info["files"][key]
-            agree = compare(fp32_out, run_onnx(p, batch))
-            add_artifact(manifest, key, p, "int8", "onnxruntime", agreement=agree, miou=_miou(run_onnx(p, batch), labels, dataset),
-                         calibration=info["calibration"], keep_float=info["keep_float"],
-                         **({"max_drop": info["max_drop"]} if "max_drop" in info else {}))
-        save_manifest(manifest, out)
-
-    # -- TensorRT engines (optional dependency: a clear error after the ONNX files are safe)
-    engines = formats.TRT_CHOICES[trt]
-    if engines:
-        from export.engine_plan import engine_source
-        from export.tensorrt import build_engine
-
-        cache = out / "timing.cache"
-        for key in engines:
-            src = engine_source(key, out)
-            p = out / formats.BY_KEY[key].file
-            _step(console, f"TensorRT {formats.BY_KEY[key].precision} -> {p.name}",
-                  lambda: build_engine(src, p, workspace_gb=workspace_gb, timing_cache=cache, fp16_flag=(key == "engine-int8")))
-            add_artifact(manifest, key, p, formats.BY_KEY[key].precision, "tensorrt", source=src.name, sidecar=p.name + ".json")
-            save_manifest(manifest, out)
     manifest["export_dir"] = str(out)
     return manifest
 
 
-def _miou(outputs: dict, labels: np.ndarray, dataset: dict) -> float | None:
-    from export.parity import miou_of
+def _checked(scores: dict, fmt: formats.ExportFormat, path: Path) -> dict:
+    """The artifact's scores; an ExportError when it falls below its format's agreement floor."""
+    agree = scores.get("label_agreement")
+    if fmt.min_agreement is not None and agree is not None and agree < fmt.min_agreement:
+        raise ExportError(f"{path.name}: labels agree with FP32 on only {agree:.3%} of pixels "
+                          f"(< {fmt.min_agreement:.1%}); keep the FP32 model")
+    return {"miou": scores["miou"], "checked_images": scores["images"],
+            **({"agreement": {"label_agreement": agree}} if agree is not None else {})}
 
-    m = miou_of(outputs, labels, len(dataset["classes"]), dataset.get("ignore_index", 255))
-    return None if m is None else round(m, 5)
 
-
-__all__ = ["export_run", "find_checkpoint", "RddError"]
+__all__ = ["export_run", "find_checkpoint", "ExportSpec"]

@@ -27,6 +27,21 @@ def _trt() -> Any:
     return trt
 
 
+def available() -> bool:
+    """True when the tensorrt package can be imported here."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def require_tensorrt(what: str = "TensorRT engines") -> None:
+    """Fail before any work when engines are asked for on a machine without TensorRT."""
+    if not available():
+        raise MissingDependencyError(
+            f"{what}: TensorRT is not installed here: pip install rdd-edge[trt] (on Jetson it comes with JetPack); "
+            "or export without --trt and build the engines on the device with `rdd-edge engine`")
+
+
 def build_engine(onnx_path: str | Path, engine_path: str | Path, workspace_gb: float = 2.0,
                  timing_cache: str | Path | None = None, dynamic: dict | None = None,
                  dla_core: int | None = None, fp16_flag: bool = False) -> Path:

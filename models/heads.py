@@ -64,10 +64,13 @@ class DeepLabHead(nn.Module):
         return self.classifier(self.dropout(self.conv(self.aspp(x))))
 
 
+PSP_BINS = (1, 2, 3, 6)  # PSPNet's pooled grid sizes; the 1/8 feature map must divide by each to export
+
+
 class PyramidPooling(nn.Module):
     """PSPNet pyramid pooling: pool to each bin size, 1x1 conv-BN-ReLU, upsample, concat with the input."""
 
-    def __init__(self, cin: int, channels: int, bins: Sequence[int] = (1, 2, 3, 6)) -> None:
+    def __init__(self, cin: int, channels: int, bins: Sequence[int] = PSP_BINS) -> None:
         super().__init__()
         self.stages = nn.ModuleList(nn.Sequential(nn.AdaptiveAvgPool2d(b), conv_bn_relu(cin, channels, 1)) for b in bins)
         self.out_channels = cin + channels * len(bins)
@@ -81,7 +84,7 @@ class PyramidPooling(nn.Module):
 class PSPHead(nn.Module):
     """PSPNet head: pyramid pooling, a 3x3 conv-BN-ReLU, dropout, 1x1 classifier."""
 
-    def __init__(self, cin: int, num_classes: int, channels: int = 128, bins: Sequence[int] = (1, 2, 3, 6)) -> None:
+    def __init__(self, cin: int, num_classes: int, channels: int = 128, bins: Sequence[int] = PSP_BINS) -> None:
         super().__init__()
         self.ppm = PyramidPooling(cin, channels, bins)
         self.conv = conv_bn_relu(self.ppm.out_channels, channels, 3)

@@ -8,18 +8,26 @@ of its width. Parameter counts then land within a few percent of the paper's (``
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from models.heads import DeepLabHead, FCNHead, PSPHead
+from models.heads import PSP_BINS, DeepLabHead, FCNHead, PSPHead
 from models.registry import register_model
 from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
 from rdd_edge.errors import ModelError
 
+OUTPUT_STRIDE = 8
 HEADS = {"aspp": DeepLabHead, "psp": PSPHead}
+# What a head asks of the input size: H and W multiples of ``input_multiple``; whether ONNX export
+# may leave H and W dynamic (PSPNet's adaptive pooling exports only at sizes fixed up front).
+HEAD_INPUT = {
+    "aspp": dict(input_multiple=OUTPUT_STRIDE, dynamic_hw=True),
+    "psp": dict(input_multiple=OUTPUT_STRIDE * math.lcm(*PSP_BINS), dynamic_hw=False),
+}
 
 
 class SegModel(nn.Module):
@@ -57,9 +65,10 @@ class SegModel(nn.Module):
         return out
 
 
-def _create_seg(name: str, pretrained: str | Path | bool | None, defaults: dict[str, Any], **kw: Any) -> SegModel:
-    """Validate options, build the model, record how to rebuild it, load weights if asked."""
+def _create_seg(name: str, pretrained: str | Path | bool | None, **kw: Any) -> SegModel:
+    """Validate options, build the model its default cfg describes, record how to rebuild it, load weights if asked."""
     cfg = default_cfgs[name]
+    defaults = {k: cfg[k] for k in ("backbone", "head", "head_channels")}
     if "num_classes" not in kw:
         raise ModelError(f"{name}: num_classes is required (e.g. create_model('{name}', num_classes=19))")
     num_classes, aux = kw.pop("num_classes"), bool(kw.pop("aux", False))
@@ -94,40 +103,43 @@ def _create_seg(name: str, pretrained: str | Path | bool | None, defaults: dict[
     return model
 
 
-def _cfg(backbone: str, head: str, aux_head: bool, params_m: float, gflops: float, **kw: Any) -> dict[str, Any]:
-    """Static facts shown by ``rdd-edge models``; the paper's figures are at 19 classes, 1024x2048."""
-    return dict(backbone=backbone, head=head, aux_head=aux_head, output_stride=8,
-                mean=IMAGENET_MEAN, std=IMAGENET_STD,
+def _cfg(backbone: str, head: str, head_channels: int, aux_head: bool, params_m: float, gflops: float,
+         **kw: Any) -> dict[str, Any]:
+    """A variant's definition (backbone, head and its width, aux head) and the facts ``rdd-edge models``
+    shows; the paper's figures are at 19 classes, 1024x2048."""
+    return dict(backbone=backbone, head=head, head_channels=head_channels, aux_head=aux_head,
+                output_stride=OUTPUT_STRIDE, **HEAD_INPUT[head], mean=IMAGENET_MEAN, std=IMAGENET_STD,
                 paper_params_m=params_m, paper_gflops=gflops, **kw)
 
 
+# Every variant, defined once (head widths as in CIRKD: ASPP 256 on R101, 128 on the students).
 default_cfgs = {
-    "deeplabv3_r101": _cfg("resnet101", "aspp", True, 61.1, 2371.0, role="teacher"),
-    "deeplabv3_r18": _cfg("resnet18", "aspp", True, 13.6, 572.0, role="student"),
-    "deeplabv3_mbv2": _cfg("mobilenetv2_100", "aspp", False, 3.2, 128.9, role="student"),
-    "pspnet_r18": _cfg("resnet18", "psp", True, 12.9, 507.4, role="student"),
+    "deeplabv3_r101": _cfg("resnet101", "aspp", 256, True, 61.1, 2371.0, alias="r101", role="teacher"),
+    "deeplabv3_r18": _cfg("resnet18", "aspp", 128, True, 13.6, 572.0, alias="r18", role="student"),
+    "deeplabv3_mbv2": _cfg("mobilenetv2_100", "aspp", 128, False, 3.2, 128.9, alias="mbv2", role="student"),
+    "pspnet_r18": _cfg("resnet18", "psp", 128, True, 12.9, 507.4, alias="psp18", role="student"),
 }
 
 
 @register_model
 def deeplabv3_r101(pretrained: str | Path | bool | None = None, **kw: Any) -> SegModel:
     """DeepLabV3, ResNet-101, ASPP 256 (the teacher)."""
-    return _create_seg("deeplabv3_r101", pretrained, dict(backbone="resnet101", head="aspp", head_channels=256), **kw)
+    return _create_seg("deeplabv3_r101", pretrained, **kw)
 
 
 @register_model
 def deeplabv3_r18(pretrained: str | Path | bool | None = None, **kw: Any) -> SegModel:
     """DeepLabV3, ResNet-18, ASPP 128."""
-    return _create_seg("deeplabv3_r18", pretrained, dict(backbone="resnet18", head="aspp", head_channels=128), **kw)
+    return _create_seg("deeplabv3_r18", pretrained, **kw)
 
 
 @register_model
 def deeplabv3_mbv2(pretrained: str | Path | bool | None = None, **kw: Any) -> SegModel:
     """DeepLabV3, MobileNetV2, ASPP 128, no aux head."""
-    return _create_seg("deeplabv3_mbv2", pretrained, dict(backbone="mobilenetv2_100", head="aspp", head_channels=128), **kw)
+    return _create_seg("deeplabv3_mbv2", pretrained, **kw)
 
 
 @register_model
 def pspnet_r18(pretrained: str | Path | bool | None = None, **kw: Any) -> SegModel:
     """PSPNet, ResNet-18, pyramid pooling 4 x 128."""
-    return _create_seg("pspnet_r18", pretrained, dict(backbone="resnet18", head="psp", head_channels=128), **kw)
+    return _create_seg("pspnet_r18", pretrained, **kw)

@@ -17,31 +17,23 @@ from rdd_edge.errors import ModelError
 _model_entrypoints: dict[str, Callable[..., Any]] = {}
 _model_cfgs: dict[str, dict[str, Any]] = {}
 
-ALIASES: dict[str, str] = {
-    "r101": "deeplabv3_r101",
-    "r18": "deeplabv3_r18",
-    "mbv2": "deeplabv3_mbv2",
-    "psp18": "pspnet_r18",
-}
-
-
-def _ensure_registered() -> None:
-    """Import the built-in networks, so the registry is full however ``models`` was imported."""
-    import models.networks  # noqa: F401
+ALIASES: dict[str, str] = {}  # short name -> canonical name, from each cfg's "alias"
 
 
 def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """File ``fn`` under its own name; its module's ``default_cfgs[name]`` becomes the model's cfg."""
+    """File ``fn`` under its own name; its module's ``default_cfgs[name]`` becomes the model's cfg
+    (and its ``alias``, if any, a short name for it)."""
     name = fn.__name__
     _model_entrypoints[name] = fn
     cfgs = getattr(sys.modules.get(fn.__module__), "default_cfgs", {})
     _model_cfgs[name] = dict(cfgs.get(name, {}))
+    if _model_cfgs[name].get("alias"):
+        ALIASES[_model_cfgs[name]["alias"]] = name
     return fn
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted canonical model names matching the wildcard ``pattern`` (an alias matches too)."""
-    _ensure_registered()
     pattern = pattern.lower()
     return sorted(
         n for n in _model_entrypoints
@@ -56,7 +48,6 @@ def aliases_of(name: str) -> list[str]:
 
 def resolve_name(name: str) -> str:
     """The canonical name of a model name or alias; ``ModelError`` with a suggestion otherwise."""
-    _ensure_registered()
     key = str(name).strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key in _model_entrypoints:

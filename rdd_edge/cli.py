@@ -1,4 +1,4 @@
-"""Entry point of the ``rdd-edge`` console script.
+"""Entry point of the ``rdd-edge`` console script (and of ``python -m rdd_edge``).
 
 Imports every stage's command module (each registers on :data:`rdd_edge.app.app`) and turns
 :class:`~rdd_edge.errors.RddError` into one line on stderr and exit code 1.
@@ -6,26 +6,11 @@ Imports every stage's command module (each registers on :data:`rdd_edge.app.app`
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 from rdd_edge.app import app, state
+from rdd_edge.commands import data, deploy, distill, export, models, pipeline  # noqa: F401  (register the commands)
 from rdd_edge.errors import RddError
-
-# One module per stage; a module that is not there yet is simply skipped.
-COMMAND_MODULES = ("models", "data", "distill", "export", "deploy", "pipeline")
-
-
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(f"rdd_edge.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"rdd_edge.commands.{name}":
-                raise
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -73,7 +73,7 @@ def _invoke(args):
 
 def test_check_writes_report_and_gate_fails(run_dir):
     run, data_root, items = run_dir
-    res = _invoke(["check", str(run), "--data-root", str(data_root), "--batch", "2", "--min-time", "0.02", "--threads", "1"])
+    res = _invoke(["check", str(run), "--data", str(data_root), "--batch", "2", "--min-time", "0.02", "--threads", "1"])
     assert res.exit_code == 1, res.output  # the perturbed artifact fails the gate
     assert "gate failed" in res.output and "int8-cpu" in res.output
     d = run / "export"
@@ -101,9 +101,21 @@ def test_check_writes_report_and_gate_fails(run_dir):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and cv2.imread(str(d / "check.png")) is not None
 
 
-def test_check_passes_with_loose_gate(run_dir):
+def _copy_without(run: Path, dst: Path, drop: str) -> Path:
+    """A copy of the export folder whose manifest no longer lists ``drop``."""
+    import shutil
+
+    shutil.copytree(run / "export", dst / "export")
+    man = json.loads((dst / "export" / "manifest.json").read_text())
+    del man["artifacts"][drop]
+    (dst / "export" / "manifest.json").write_text(json.dumps(man))
+    return dst
+
+
+def test_check_passes_with_loose_gate(run_dir, tmp_path):
     run, data_root, _ = run_dir
-    res = _invoke(["check", str(run / "export"), "--data-root", str(data_root), "--images", "2", "--batch", "1",
+    run = _copy_without(run, tmp_path / "run", "int8")  # every listed file present
+    res = _invoke(["check", str(run / "export"), "--data", str(data_root), "--images", "2", "--batch", "1",
                    "--min-time", "0.02", "--max-drop", "100"])
     assert res.exit_code == 0, res.output
     rep = json.loads((run / "export" / "check.json").read_text())
@@ -141,7 +153,7 @@ def test_end_to_end_on_a_real_export(tmp_path):
     torch.manual_seed(0)
     model = create_model("mbv2", num_classes=11, head_channels=32).eval()
     save_checkpoint(run / "best.pt", model, dataset=dataset_info("camvid"), config={"dataset": "camvid"})
-    export_run(run, size=(48, 96), output="labels", fp16=True, data_root=root, check_images=2)  # INT8: see test_export
+    export_run(source=run, size=(48, 96), outputs="labels", fp16=True, data=root, check_images=2)  # INT8: see test_export
 
     import deploy
 
@@ -150,7 +162,7 @@ def test_end_to_end_on_a_real_export(tmp_path):
     img = cv2.cvtColor(cv2.imread(str(root / "val" / "images" / "f0.png")), cv2.COLOR_BGR2RGB)
     assert seg.predict(img).shape == img.shape[:2]
 
-    res = _invoke(["check", str(run), "--data-root", str(root), "--batch", "2", "--min-time", "0.02", "--max-drop", "100"])
+    res = _invoke(["check", str(run), "--data", str(root), "--batch", "2", "--min-time", "0.02", "--max-drop", "100"])
     assert res.exit_code == 0, res.output
     rows = {r["name"]: r for r in json.loads((run / "export" / "check.json").read_text())["rows"]}
     assert set(rows) == {"torch", "onnx", "fp16"}

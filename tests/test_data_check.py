@@ -137,12 +137,6 @@ def test_cli_list_shows_formats():
 
 
 def test_cli_synth_writes_a_checkable_folder(tmp_path):
-    try:
-        from rdd_edge.data import synthetic
-    except ImportError:
-        pytest.skip("rdd_edge/data/synthetic.py not written yet")
-    if not hasattr(synthetic, "write_synthetic") or not hasattr(synthetic, "SYNTHETIC_INFO"):
-        pytest.skip("synthetic.write_synthetic not written yet")
     out = tmp_path / "synth"
     r = _cli("data", "synth", str(out), "--n", "5", "--size", "48x64", "--seed", "2")
     assert r.exit_code == 0, r.output
@@ -151,4 +145,11 @@ def test_cli_synth_writes_a_checkable_folder(tmp_path):
     assert rep.ok, [p.message for p in rep.problems]
     assert sum(rep.counts.values()) == 5
     r = _cli("data", "synth", str(out), "--size", "48by64")
-    assert r.exit_code == 2 and "HxW" in r.output
+    assert r.exit_code == 1 and "--size '48by64': expected HxW" in str(r.exception)
+    r = _cli("data", "synth", str(out), "--n", "2")  # not empty: the message names the option that replaces it
+    assert r.exit_code == 1 and "pass --overwrite" in str(r.exception)
+    r = _cli("data", "synth", str(out), "--n", "2", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert sum(check_dataset(out, "camvid", progress=False).counts.values()) == 2
+    r = _cli("data", "check", str(out))  # no --dataset: the layout is detected
+    assert r.exit_code == 0 and "camvid" in r.output

@@ -14,7 +14,6 @@ import data_utils as du
 from rdd_edge.data import dataset_info, get_dataset
 from rdd_edge.errors import ConfigError, DataError
 
-HAS_SYNTH = importlib.util.find_spec("rdd_edge.data.synthetic") is not None
 
 
 def _items(ds) -> dict:
@@ -184,18 +183,13 @@ def test_corrupt_and_bad_files_raise_dataerror_naming_them(tmp_path):
         ds[2]
 
 
-@pytest.mark.skipif(not HAS_SYNTH, reason="rdd_edge/data/synthetic.py not written yet")
 def test_synthetic_by_name_and_from_a_written_folder(tmp_path):
     from rdd_edge.data import synthetic
 
-    if not hasattr(synthetic, "SyntheticScenes"):
-        pytest.skip("synthetic.SyntheticScenes not written yet")
     ds = get_dataset("synthetic", split="val", n=2, size=(48, 64), seed=3)
     img, lbl = ds[0]
     assert img.shape == (48, 64, 3) and img.dtype == np.uint8 and lbl.shape == (48, 64) and lbl.dtype == np.uint8
     assert dataset_info("synthetic").classes == dataset_info("camvid").classes
-    if not hasattr(synthetic, "write_synthetic"):
-        pytest.skip("synthetic.write_synthetic not written yet")
     root = synthetic.write_synthetic(tmp_path / "synth", 5, size=(48, 64), seed=1, val_fraction=0.4)
     on_disk = get_dataset("synthetic", root, "train")
     assert on_disk.info.name == dataset_info("synthetic").name and len(on_disk) >= 1

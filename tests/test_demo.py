@@ -40,7 +40,7 @@ def _video(path: Path, n: int = 10, size=(64, 96)) -> Path:
 def test_video_to_video_keeps_every_frame(model, tmp_path):
     src = _video(tmp_path / "in.avi", n=10)
     out = tmp_path / "out.mp4"
-    res = CliRunner().invoke(app, ["demo", "--source", str(src), "--model", str(model), "--out", str(out), "--alpha", "0.6"],
+    res = CliRunner().invoke(app, ["demo", str(model), "--source", str(src), "--out", str(out), "--alpha", "0.6"],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert out.is_file() and count_frames(out) == 10
@@ -100,7 +100,7 @@ def test_ctrl_c_leaves_a_finalised_file(model, tmp_path):
 def test_unopenable_source_is_one_clear_line(model, tmp_path, monkeypatch, source, match):
     monkeypatch.chdir(tmp_path)
     Path("not_video.mp4").write_text("garbage")
-    res = CliRunner().invoke(app, ["demo", "--source", source, "--model", str(model), "--out", "o.mp4"])
+    res = CliRunner().invoke(app, ["demo", str(model), "--source", source, "--out", "o.mp4"])
     assert isinstance(res.exception, DeployError) and match in str(res.exception)
     assert not Path("o.mp4").exists()
 

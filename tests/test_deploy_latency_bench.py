@@ -22,6 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 H, W, C, N_IMAGES = 48, 64, 11, 3
 
 
+def _data_spec():
+    from rdd_edge.data import DataSpec
+
+    return DataSpec(name="synthetic", val_images=N_IMAGES, size=(H, W), seed=1)
+
+
+DATA = _data_spec()
+
+
 def _bench():
     spec = importlib.util.spec_from_file_location("deploy_latency_bench", ROOT / "benchmarks" / "deploy_latency.py")
     mod = importlib.util.module_from_spec(spec)
@@ -61,15 +70,16 @@ def _export_folder(tmp_path: Path, classes: dict[str, int | None]) -> Path:
         "ignore_index": 255, "mean": list(info.mean), "std": list(info.std),
         "input": {"name": "images", "shape": ["batch", 3, H, W], "size": [H, W], "dtype": "float32",
                   "layout": "NCHW", "embedded_preprocess": False},
-        "outputs": [{"name": "labels", "shape": ["batch", H, W], "dtype": "int64"}], "output": "labels"}))
+        "outputs": [{"name": "labels", "shape": ["batch", H, W], "dtype": "int64"}], "output": "labels",
+        "data": DATA.as_dict()}))
     return d
 
 
 def _expected_miou(cls: int) -> float:
     """A constant prediction ``cls``: IoU(cls) = share of valid pixels labelled cls; other present classes 0."""
-    from rdd_edge.data import get_dataset
+    from rdd_edge.data import open_split
 
-    ds = get_dataset("synthetic", split="val", n=N_IMAGES, size=(H, W), seed=1)  # what the check loads
+    ds = open_split(DATA, "val")  # the images the manifest records: what the check loads
     lbl = np.concatenate([ds[i][1].ravel() for i in range(len(ds))])
     lbl = lbl[lbl != 255]
     present = set(np.unique(lbl).tolist()) | {cls}

@@ -60,8 +60,8 @@ def _checkpoint(folder: Path, name: str, **kw) -> Path:
 def mbv2_export(tmp_path_factory, data_root) -> tuple[Path, dict]:
     run = tmp_path_factory.mktemp("distill-mbv2")
     ckpt = _checkpoint(run, "mbv2", head_channels=32)
-    man = export_run(run, size=SIZE, output="both", fp16=True, int8=True, calib=10, min_calib=4,
-                     data_root=data_root, check_images=3)
+    man = export_run(source=run, size=SIZE, outputs="both", fp16=True, int8=True, calib=10, min_calib=4,
+                     data=data_root, check_images=3)
     return ckpt, man
 
 
@@ -227,7 +227,7 @@ def test_keep_float_and_max_drop(data_root, tmp_path):
 @pytest.mark.parametrize("name,size,kw", [("r18", (48, 96), {"head_channels": 32}), ("psp18", (96, 144), {"head_channels": 16})])
 def test_other_students_export_with_parity(tmp_path, data_root, name, size, kw):
     ckpt = _checkpoint(tmp_path, name, **kw)
-    man = export_run(ckpt, size=size, data_root=data_root, check_images=2)
+    man = export_run(source=ckpt, size=size, data=data_root, check_images=2)
     out = Path(man["export_dir"])
     assert man["artifacts"]["onnx"]["parity"]["label_agreement"] >= 0.999
     import onnxruntime as ort
@@ -296,26 +296,26 @@ def test_bad_checkpoint_and_too_few_calibration_images(tmp_path, data_root):
     bad.parent.mkdir()
     bad.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="best.pt"):
-        export_run(bad, size=SIZE, data_root=data_root)
+        export_run(source=bad, size=SIZE, data=data_root)
     torch.save({"format": "rdd-edge-checkpoint", "version": 1, "model_name": "segformer_b9",
                 "model_kwargs": {"num_classes": 11}, "state_dict": {}}, bad)
     with pytest.raises(CheckpointError, match="segformer_b9"):
-        export_run(bad, size=SIZE, data_root=data_root)
+        export_run(source=bad, size=SIZE, data=data_root)
     ckpt = _checkpoint(tmp_path / "run", "mbv2", head_channels=16)
     with pytest.raises(ExportError, match="at least 32 images, found 10"):
-        export_run(ckpt, size=SIZE, int8=True, data_root=data_root, check_images=1)
+        export_run(source=ckpt, size=SIZE, int8=True, data=data_root, check_images=1)
     out = ckpt.parent / "export"
     assert not out.exists() or not list(out.iterdir())  # checked before any file is written
     with pytest.raises(ConfigError, match="--keep-float"):
-        export_run(ckpt, size=SIZE, keep_float=["x"], data_root=data_root)
+        export_run(source=ckpt, size=SIZE, keep_float=["x"], data=data_root)
     with pytest.raises(ExportError, match="multiples of 8"):
-        export_run(ckpt, size=(50, 90), data_root=data_root)
+        export_run(source=ckpt, size=(50, 90), data=data_root)
     warnings = []
     assert len(select_calibration(list(range(40)), 300, 32, warn=warnings.append)) == 40 and "300" in warnings[0]
 
 
-def test_cli_trt_without_tensorrt_writes_onnx_and_fails_clearly(tmp_path, data_root):
-    pytest.importorskip("typer")
+def test_cli_trt_without_tensorrt_fails_before_any_work(tmp_path, data_root):
+    """No TensorRT here: `--trt` fails at once with the fix, and the export folder is left untouched."""
     try:
         import tensorrt  # noqa: F401
         pytest.skip("tensorrt is installed here: the missing-dependency path cannot be exercised")
@@ -327,13 +327,11 @@ def test_cli_trt_without_tensorrt_writes_onnx_and_fails_clearly(tmp_path, data_r
     from rdd_edge.app import app
 
     ckpt = _checkpoint(tmp_path / "run", "mbv2", head_channels=16)
-    res = CliRunner().invoke(app, ["export", str(ckpt), "--size", "48x96", "--trt", "fp16", "--data-root", str(data_root),
+    res = CliRunner().invoke(app, ["export", str(ckpt), "--size", "48x96", "--trt", "fp16", "--data", str(data_root),
                                    "--check-images", "2"])
     assert res.exit_code != 0
     assert isinstance(res.exception, MissingDependencyError) and "pip install rdd-edge[trt]" in str(res.exception)
-    out = ckpt.parent / "export"
-    assert (out / "model.onnx").is_file() and (out / "model.fp16.onnx").is_file()
-    man = json.loads((out / "manifest.json").read_text())
-    assert set(man["artifacts"]) == {"onnx", "fp16"}
+    assert "export without --trt" in str(res.exception)
+    assert not (ckpt.parent / "export").exists()
     res = CliRunner().invoke(app, ["export", str(ckpt), "--trt", "fp61"])
     assert res.exit_code != 0 and "Did you mean 'fp16'" in str(res.exception)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,16 +16,6 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data", help="Check data set folders, write synthetic scenes, list the known formats.")
 
 
-def _parse_hw(text: str | None) -> tuple[int, int] | None:
-    """``"HxW"`` -> ``(H, W)``; ``typer.BadParameter`` on anything else."""
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) < 8 or int(m.group(2)) < 8:
-        raise typer.BadParameter(f"'{text}' is not a size; write HxW with H, W >= 8, e.g. 360x480")
-    return int(m.group(1)), int(m.group(2))
-
-
 def _pct(n: int, total: int) -> str:
     return f"{n:,} ({100.0 * n / total:.2f}%)" if total else "0"
 
@@ -34,7 +23,7 @@ def _pct(n: int, total: int) -> str:
 @data_app.command("check")
 def check_cmd(
     path: Annotated[Path, typer.Argument(help="Data set folder to check.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="Folder format: camvid, cityscapes, voc, ade20k, synthetic.")] = "camvid",
+    format: Annotated[Optional[str], typer.Option("--dataset", "--format", "-f", help="Data set format: camvid, cityscapes, voc, ade20k, synthetic (default: detected from the folder).")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON here.")] = None,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="Write a PNG of the first pair: image, labels, overlay with legend.")] = None,
     max_problems: Annotated[int, typer.Option("--max-problems", min=1, help="Problems listed on screen (all go to --json).")] = 50,
@@ -46,7 +35,10 @@ def check_cmd(
     from rdd_edge.data.check import check_dataset
     from rdd_edge.runs import write_json
 
+    from rdd_edge.data.registry import detect_dataset
+
     console = Console()
+    format = format or detect_dataset(path)
     report = check_dataset(path, format, progress=console.is_terminal)
 
     console.print(f"[bold]{report.format}[/bold] data set at {report.root}")
@@ -125,18 +117,21 @@ def synth_cmd(
     size: Annotated[Optional[str], typer.Option("--size", help="Scene size HxW, e.g. 360x480 (default: the generator's).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same scenes.")] = 0,
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of scenes in the val split.")] = 0.2,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the folder if it exists and is not empty.")] = False,
 ) -> None:
-    """Write synthetic street scenes with labels, readable as `--dataset synthetic --data-root OUT`."""
-    hw = _parse_hw(size)
+    """Write synthetic street scenes with labels (CamVid layout), readable as `--data OUT`."""
+    from rdd_edge.sizes import parse_hw
+
+    hw = parse_hw(size, "--size")
     from rich.console import Console
     from rich.table import Table
 
-    from rdd_edge.data.registry import _synthetic, get_format
+    from rdd_edge.data import synthetic
+    from rdd_edge.data.registry import get_format
 
-    synthetic = _synthetic()
     console = Console()
     with console.status(f"writing {n} synthetic scenes to {out} ..."):
-        root = Path(synthetic.write_synthetic(out, n, size=hw, seed=seed, val_fraction=val_fraction))
+        root = Path(synthetic.write_synthetic(out, n, size=hw, seed=seed, val_fraction=val_fraction, overwrite=overwrite))
     fmt = get_format("synthetic")
     console.print(f"wrote synthetic scenes to [bold]{root}[/bold]")
     table = Table(title="pairs per split")
@@ -145,7 +140,7 @@ def synth_cmd(
     for split in fmt.find_splits(root):
         table.add_row(split, str(len(fmt.scan(root, split).pairs)))
     console.print(table)
-    console.print(f"read it with: --dataset synthetic --data-root {root}   (check: rdd-edge data check {root} --format synthetic)")
+    console.print(f"train on it with: --data {root}   (check it: rdd-edge data check {root})")
 
 
 # One line per format for `data list` (the full tree is in each reader's LAYOUT / layout errors).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import typer
@@ -11,29 +10,18 @@ from rdd_edge.app import app
 from rdd_edge.errors import ConfigError
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"HxW"`` (e.g. ``1024x2048``) -> ``(H, W)``; ``typer.BadParameter`` on anything else."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text or "")
-    if not m or int(m.group(1)) < 8 or int(m.group(2)) < 8:
-        raise typer.BadParameter(f"'{text}' is not a size; write HxW with H, W >= 8, e.g. 1024x2048")
-    return int(m.group(1)), int(m.group(2))
-
-
-def _check_size(text: str) -> str:
-    parse_size(text)
-    return text
-
-
 @app.command("models")
 def models_cmd(
     size: Annotated[
-        str, typer.Option("--size", callback=_check_size, metavar="HxW", help="Input size HxW for the FLOP count.")
+        str, typer.Option("--size", metavar="HxW", help="Input size HxW for the FLOP count.")
     ] = "1024x2048",
     classes: Annotated[int, typer.Option("--classes", min=1, help="Number of classes (19 = Cityscapes, as in the paper).")] = 19,
     filter: Annotated[str, typer.Option("--filter", help="Wildcard on model names or aliases, e.g. 'deeplab*'.")] = "*",
 ) -> None:
     """List the segmentation models: parameters, MACs and FLOPs at a size, and the paper's figures."""
-    hw = parse_size(size)
+    from rdd_edge.sizes import parse_hw
+
+    hw = parse_hw(size, "--size")
     import torch
     from rich import box
     from rich.console import Console

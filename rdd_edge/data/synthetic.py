@@ -783,7 +783,7 @@ def write_synthetic(
     if int(n) < 1:
         raise ConfigError(f"n={n}: write at least one scene")
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
-        raise DataError(f"{out}: already exists and is not empty; choose another folder or pass overwrite")
+        raise DataError(f"{out}: already exists and is not empty; choose another folder, or pass --overwrite to replace it")
     n_val = int(round(int(n) * val_fraction))
     splits = {"train": SyntheticScenes("train", int(n) - n_val, size, seed), "val": SyntheticScenes("val", n_val, size, seed)}
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,93 @@
+"""One builder per row group of the formats table: ``build_x(ctx) -> {key: artifact record}``.
+
+A builder writes its file(s) into ``ctx.out`` and returns, per manifest key, the file path and
+what it measured (parity, calibration ...). The export pipeline scores every ONNX artifact the
+same way afterwards (label agreement with FP32, mIoU on the val images) and writes the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from export.formats import BY_KEY, ExportSpec
+
+
+@dataclass
+class ExportContext:
+    """What the builders share: the spec, the folder being written, the model and the check images."""
+
+    spec: ExportSpec
+    out: Path  # the folder the artifacts are written into (a staging folder until the export succeeds)
+    model: Any  # the torch model (aux head dropped)
+    ckpt: dict
+    ckpt_path: Path
+    size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    check_images: list  # uint8 RGB val images every artifact is scored on
+    check_labels: list  # their labels at the model's input size
+    parity_batch: np.ndarray  # the first few check images, preprocessed: torch-vs-ONNX parity, INT8 fitting
+    calib_items: list = field(default_factory=list)
+    log: Callable[[str], None] = print
+    metadata: dict = field(default_factory=dict)  # ONNX metadata_props of model.onnx
+
+    def path(self, key: str) -> Path:
+        return self.out / BY_KEY[key].file
+
+
+def build_onnx(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict]:
+    """``model.onnx`` (FP32) from the torch model, with torch-vs-ONNX Runtime parity."""
+    from export.onnx_export import export_onnx
+    from export.parity import check_parity
+
+    s = ctx.spec
+    p = export_onnx(ctx.model, ctx.path("onnx"), ctx.size, s.outputs, s.embed_preprocess, s.dynamic, s.opset,
+                    ctx.mean, ctx.std, metadata=ctx.metadata)
+    parity = check_parity(ctx.model, p, ctx.parity_batch, ctx.mean, ctx.std, embedded=s.embed_preprocess)
+    ctx.log(f"  parity vs torch: {parity['label_agreement']:.4%} labels agree"
+            + (f", max |Δlogit| {parity['max_abs_logit_diff']:.2e}" if "max_abs_logit_diff" in parity else ""))
+    return {"onnx": {"path": p, "parity": parity}}
+
+
+def build_fp16(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict]:
+    """``model.fp16.onnx``: FP16 weights and math, FP32 I/O."""
+    from export.fp16 import export_fp16
+
+    return {"fp16": {"path": export_fp16(ctx.path("onnx"), ctx.path("fp16"))}}
+
+
+def build_int8(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict]:
+    """``model.int8.onnx`` (TensorRT Q/DQ) and ``model.int8-cpu.onnx`` from one calibration."""
+    from export.int8 import export_int8
+
+    s = ctx.spec
+    n = len(ctx.parity_batch)
+    labels = np.stack(ctx.check_labels[:n])
+    info = export_int8(ctx.path("onnx"), ctx.out, ctx.calib_items, ctx.size, ctx.mean, ctx.std, s.calib_method,
+                       s.keep_float, None if s.int8_max_drop is None else s.int8_max_drop / 100,
+                       ctx.parity_batch, labels, ctx.num_classes, warn=lambda m: ctx.log(f"[yellow]warning:[/] {m}"))
+    if info["calibration"]["cache_hit"]:
+        ctx.log(f"  calibration ranges reused from {info['calibration']['cache']}")
+    extra = {"calibration": info["calibration"], "keep_float": info["keep_float"],
+             **({"max_drop": info["max_drop"]} if "max_drop" in info else {})}
+    return {k: {"path": ctx.out / info["files"][k], **extra} for k in ("int8", "int8-cpu")}
+
+
+def build_engines(ctx: ExportContext, keys: tuple[str, ...] = ("engine-fp16", "engine-int8")) -> dict[str, dict]:
+    """TensorRT engines from the FP16 / Q/DQ ONNX files (precision comes from the file)."""
+    from export.tensorrt import build_engine
+
+    s = ctx.spec
+    out = {}
+    for key in keys:
+        src = ctx.path(BY_KEY[key].source)
+        p = ctx.path(key)
+        build_engine(src, p, workspace_gb=s.workspace, timing_cache=ctx.out / "timing.cache", dla_core=s.dla_core,
+                     fp16_flag=False)
+        out[key] = {"path": p, "source": src.name, "sidecar": p.name + ".json"}
+    return out

@@ -1,0 +1,71 @@
+"""The source checkpoint as a row of ``rdd-edge check`` (torch side, so ``deploy/`` stays torch-free).
+
+Same pre/post-processing as the runtime: resize + normalise with deploy's ``preprocess``, logits
+upsampled bilinearly to the input size (as the exported graph does), argmax, nearest resize.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def torch_candidate(export_dir: Path, threads: int | None = None) -> Any:
+    """A check row for the manifest's source checkpoint; None when torch or the checkpoint is absent."""
+    from deploy.check import Candidate
+    from deploy.info import read_manifest
+
+    manifest, _ = read_manifest(Path(export_dir) / "manifest.json")
+    ckpt = (manifest or {}).get("source_checkpoint")
+    if not ckpt or not Path(ckpt).is_file():
+        return None
+    try:
+        import torch  # noqa: F401
+
+        import models  # noqa: F401
+    except ImportError:
+        return None
+    return Candidate(name="torch", load=lambda: TorchSegmenter(Path(ckpt), manifest, threads), file=Path(ckpt),
+                     precision="fp32", gated=False)
+
+
+class TorchSegmenter:
+    """The torch model behind the ``Segmenter`` interface the check uses (preprocess, run, predict_batch)."""
+
+    def __init__(self, ckpt: Path, manifest: dict, threads: int | None = None) -> None:
+        import torch
+
+        from deploy.info import ModelInfo, default_palette
+        from models import model_from_checkpoint
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.provider = f"torch {torch.__version__} CPU"
+        self.model, _ = model_from_checkpoint(ckpt, aux=False)
+        inp = manifest.get("input", {})
+        classes = list(manifest.get("classes") or [])
+        self.info = ModelInfo(classes=classes, palette=default_palette(len(classes)),
+                              input_size=tuple(inp.get("size") or inp.get("shape")[2:]),
+                              mean=tuple(manifest.get("mean")), std=tuple(manifest.get("std")), output_names=["logits"])
+
+    def preprocess(self, image):  # noqa: ANN001, ANN201
+        from deploy.preprocess import preprocess
+
+        return preprocess(image, self.info.input_size, self.info.mean, self.info.std)
+
+    def run(self, batch):  # noqa: ANN001, ANN201
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)
+            out = self.model(x)["out"]
+            return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False).numpy()
+
+    def predict_batch(self, images):  # noqa: ANN001, ANN201
+        import numpy as np
+
+        from deploy.postprocess import resize_labels, to_labels
+
+        labels = to_labels(self.run(np.concatenate([self.preprocess(im) for im in images])), "logits")
+        return [resize_labels(lab, im.shape[:2]) for lab, im in zip(labels, images)]

@@ -1,0 +1,170 @@
+"""The whole job in one call: teacher -> RDD student -> ONNX / FP16 / INT8 (+ TensorRT) -> check -> demo video.
+
+``run_pipeline(PipelineSpec)`` calls each stage's entry point in turn (``distill.train.train``,
+``export.pipeline.export_run``, ``deploy.check.run_check``, ``deploy.demo.run_demo``); the
+``pipeline`` command only declares options and prints. The stages are imported inside the
+function, so importing this module needs no torch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+# The CPU quickstart: small enough for ten minutes on two cores, long enough to learn something.
+QUICK = {"teacher_iters": 200, "iters": 200, "calib": 64, "demo_scenes": 12}
+
+
+@dataclass
+class PipelineSpec:
+    """Options of the one-command job (each stage's own command has the full set)."""
+
+    dataset: str | None = None  # default: the embedded synthetic scenes
+    data: str | Path | None = None
+    student: str = "mbv2"
+    teacher_model: str = "auto"  # auto: r101 on a GPU, r18 on a CPU
+    teacher: str | Path | None = None  # a teacher checkpoint instead of training one
+    teacher_iters: int | None = None
+    iters: int | None = None
+    method: str = "kd"
+    rdd: bool = True
+    batch: int | None = None
+    device: str = "auto"
+    calib: int = QUICK["calib"]
+    max_drop: float = 1.0
+    demo_scenes: int = QUICK["demo_scenes"]
+    name: str = "pipeline"
+    runs_root: str | Path = "runs"
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class PipelineResult:
+    teacher: str
+    teacher_miou: float | None
+    student: dict  # the distill run's summary
+    run_dir: Path
+    export_dir: Path
+    check: Any  # deploy.check.CheckResult
+    demo: Any  # deploy.demo.DemoResult
+    demo_artifact: str
+    times: dict[str, float] = field(default_factory=dict)
+    total_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.check.passed
+
+
+def pick_teacher(teacher_model: str, device: str) -> str:
+    """``auto``: the paper's DeepLabV3-R101 on a GPU, DeepLabV3-R18 (4x the student) on a CPU."""
+    if teacher_model != "auto":
+        return teacher_model
+    import torch
+
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return "deeplabv3_r101" if on_gpu else "deeplabv3_r18"
+
+
+def write_demo_video(path: Path, size: tuple[int, int], scenes: int, hold: int = 4, fps: float = 8.0, seed: int = 1234) -> Path:
+    """A short video of synthetic street scenes (each held ``hold`` frames), written atomically."""
+    import cv2
+
+    from rdd_edge.data.synthetic import render_scene
+    from rdd_edge.errors import DeployError
+    from rdd_edge.runs import atomic_path
+
+    h, w = size
+    with atomic_path(path, suffix=path.suffix) as tmp:  # OpenCV picks the container by suffix
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not writer.isOpened():
+            raise DeployError(f"{path}: OpenCV cannot write mp4 video here")
+        try:
+            for i in range(scenes):
+                image, _ = render_scene(seed + i, size)
+                frame = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+                for _ in range(hold):
+                    writer.write(frame)
+        finally:
+            writer.release()
+    return path
+
+
+def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: Any = None,
+                 check_runner: Callable[..., Any] | None = None) -> PipelineResult:
+    """Run every stage; ``stage(title)`` announces each, ``log`` (a rich Console) gets the export lines,
+    ``check_runner(check_spec)`` runs the check (default: ``deploy.check.run_check``)."""
+    from deploy.check import CheckSpec, fastest_passed, run_check
+    from deploy.demo import run_demo
+    from deploy.runtime import load
+    from distill.config import resolve_config
+    from distill.train import train
+    from export.formats import ExportSpec
+    from export.pipeline import export_run
+    from export.tensorrt import available as tensorrt_available
+    from rdd_edge.runs import write_json
+
+    t0 = time.perf_counter()
+    synthetic = spec.dataset in (None, "synthetic") and spec.data is None
+    t_iters = spec.teacher_iters if spec.teacher_iters is not None else (QUICK["teacher_iters"] if synthetic else None)
+    s_iters = spec.iters if spec.iters is not None else (QUICK["iters"] if synthetic else None)
+    common = dict(data=spec.data, batch=spec.batch, device=spec.device, runs_root=str(spec.runs_root), seed=spec.seed,
+                  name=spec.name)
+    times: dict[str, float] = {}
+
+    t = time.perf_counter()
+    teacher, teacher_miou = spec.teacher, None
+    if teacher is None:
+        t_model = pick_teacher(spec.teacher_model, spec.device)
+        stage(f"1/5 teacher: {t_model}")
+        t_sum = train(resolve_config("teacher", dataset=spec.dataset, model=t_model, iters=t_iters, **common),
+                      progress=spec.progress)
+        teacher, teacher_miou = t_sum["best"], t_sum["best_miou"]
+    else:
+        stage("1/5 teacher: given")
+    times["teacher"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stage(f"2/5 distill: {spec.student} <- {Path(teacher).parent.name} ({spec.method}{' + RDD' if spec.rdd else ''})")
+    s_cfg = resolve_config("distill", dataset=spec.dataset, model=spec.student, teacher=str(teacher), iters=s_iters,
+                           method=spec.method, rdd=spec.rdd, **common)
+    s_sum = train(s_cfg, progress=spec.progress)
+    run_dir = Path(s_sum["run_dir"])
+    times["distill"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    trt = "all" if tensorrt_available() else "none"
+    stage(f"3/5 export: ONNX, FP16, INT8{', TensorRT' if trt != 'none' else ''}")
+    if trt == "none" and log is not None:
+        log.print("note: tensorrt is not installed, so no engines are built (pip install rdd-edge\\[trt] on an NVIDIA machine)")
+    manifest = export_run(ExportSpec(source=s_sum["best"], fp16=True, int8=True, trt=trt, calib=spec.calib, data=spec.data,
+                                     runs_root=spec.runs_root), console=log)
+    export_dir = Path(manifest["export_dir"])
+    times["export"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stage("4/5 check")
+    check_spec = CheckSpec(run=run_dir, runs_root=spec.runs_root, max_drop=spec.max_drop, data=spec.data, min_time=0.5)
+    check = (check_runner or run_check)(check_spec)
+    times["check"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stage("5/5 demo")
+    best_file = fastest_passed(export_dir) or "model.onnx"
+    seg = load(export_dir / best_file)
+    h, w = seg.info.input_size
+    video_in = write_demo_video(run_dir / "demo" / "input.mp4", (2 * h, 2 * w), spec.demo_scenes)
+    res = run_demo(seg, str(video_in), out=run_dir / "demo" / "demo.mp4")
+    times["demo"] = time.perf_counter() - t
+
+    result = PipelineResult(str(teacher), teacher_miou, s_sum, run_dir, export_dir, check, res, best_file, times,
+                            time.perf_counter() - t0)
+    write_json(run_dir / "pipeline.json", {
+        "teacher": str(teacher), "teacher_miou": teacher_miou, "student": s_sum["model"], "student_miou": s_sum["best_miou"],
+        "times_s": times, "total_s": result.total_s, "demo": str(res.out), "demo_frames": res.frames,
+        "demo_artifact": best_file, "gate_failed": not check.passed, "gate_failures": check.failures,
+    })
+    return result
