@@ -26,7 +26,7 @@ from export.formats import ExportSpec
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
 PARITY_IMAGES = 8  # torch-vs-ONNX parity and INT8 fitting run on this many of the check images
-REUSABLE = ("model.int8.calib-*.json", "timing*.cache")  # caches a re-export may reuse
+REUSABLE = {"model.int8.calib-*.json": "int8", "timing*.cache": "tensorrt"}  # caches a re-export of that kind reuses
 
 
 def find_checkpoint(source: str | Path | None, runs_root: str | Path = "runs") -> Path:
@@ -185,10 +185,10 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
-        if out.is_dir():
-            for pattern in REUSABLE:
-                for f in out.glob(pattern):
-                    shutil.copy2(f, stage / f.name)
+        kinds = {f.switch for f in wanted} | {f.runtime for f in wanted}
+        for pattern, kind in REUSABLE.items():
+            for f in out.glob(pattern) if out.is_dir() and kind in kinds else ():
+                shutil.copy2(f, stage / f.name)
         meta = {"rdd_edge.model_name": ckpt["model_name"], "rdd_edge.classes": ",".join(dataset["classes"]),
                 "rdd_edge.mean": ",".join(map(str, mean)), "rdd_edge.std": ",".join(map(str, std)),
                 "rdd_edge.embedded_preprocess": str(spec.embed_preprocess).lower()}

@@ -169,3 +169,34 @@ def test_end_to_end_on_a_real_export(tmp_path):
     assert all(r["status"] == "passed" for r in rows.values()), rows
     assert rows["torch"]["miou"] == pytest.approx(rows["onnx"]["miou"], abs=1.0)
     assert rows["fp16"]["agreement"] > 95.0
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "replaced"])
+def test_gate_fails_closed_on_a_broken_artifact(run_dir, tmp_path, damage):
+    """`check --max-drop 100` still exits 1, naming the file, when a listed artifact is missing, truncated or swapped."""
+    import hashlib
+
+    run, data_root, _ = run_dir
+    run = _copy_without(run, tmp_path / "run", "int8")
+    d = run / "export"
+    man = json.loads((d / "manifest.json").read_text())
+    for entry in man["artifacts"].values():  # record what export would have recorded
+        entry["sha256"] = hashlib.sha256((d / entry["file"]).read_bytes()).hexdigest()
+    (d / "manifest.json").write_text(json.dumps(man))
+    target = d / "model.fp16.onnx"
+    if damage == "missing":
+        target.unlink()
+    elif damage == "truncated":
+        target.write_bytes(target.read_bytes()[:200])
+    else:  # another working model under the same name
+        export_onnx(tiny_net(seed=7), target)
+    res = _invoke(["check", str(run), "--data", str(data_root), "--images", "2", "--batch", "1",
+                   "--min-time", "0.02", "--max-drop", "100", "--no-torch"])
+    assert res.exit_code == 1, res.output
+    rep = json.loads((d / "check.json").read_text())
+    rows = {r["name"]: r for r in rep["rows"]}
+    assert rows["fp16"]["status"] == "failed" and rows["onnx"]["status"] == "passed"
+    want = "not found" if damage == "missing" else "sha256 differs"
+    assert want in rows["fp16"]["reason"] and "model.fp16.onnx" in rows["fp16"]["reason"]
+    assert rep["gate_failed"] is True and any("fp16" in f for f in rep["failures"])
+    assert "gate failed" in res.output

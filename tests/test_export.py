@@ -335,3 +335,37 @@ def test_cli_trt_without_tensorrt_fails_before_any_work(tmp_path, data_root):
     assert not (ckpt.parent / "export").exists()
     res = CliRunner().invoke(app, ["export", str(ckpt), "--trt", "fp61"])
     assert res.exit_code != 0 and "Did you mean 'fp16'" in str(res.exception)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_export_is_transactional(tmp_path, data_root):
+    """A failing re-export leaves the previous export exactly as it was; a successful one leaves no stale file."""
+    ckpt = _checkpoint(tmp_path / "run", "mbv2", head_channels=16)
+    out = ckpt.parent / "export"
+    first = export_run(source=ckpt, size=SIZE, fp16=True, int8=True, calib=10, min_calib=4, data=data_root, check_images=2)
+    before = _snapshot(out)
+    assert any(n.startswith("model.int8.calib-") for n in before)  # the calibration cache is part of the folder
+    assert set(first["files"]) == set(before)  # the manifest lists exactly the files in the folder
+    # fails after model.onnx (at the new size) was already built: nothing of it reaches the folder
+    with pytest.raises(ExportError, match="--keep-float no_such_node"):
+        export_run(source=ckpt, size=(96, 96), int8=True, calib=10, min_calib=4, keep_float=["no_such_node"],
+                   data=data_root, check_images=2)
+    assert _snapshot(out) == before
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".export.")]  # no staging folder left
+    # a successful re-export with fewer formats: no stale FP16/INT8 files beside a manifest that no longer lists them
+    man = export_run(source=ckpt, size=SIZE, data=data_root, check_images=2)
+    assert set(man["artifacts"]) == {"onnx"}
+    assert {p.name for p in out.iterdir()} == set(man["files"]) == {"model.onnx", "manifest.json"}
+
+
+def test_export_never_replaces_a_folder_that_is_not_an_export(tmp_path, data_root):
+    ckpt = _checkpoint(tmp_path / "run", "mbv2", head_channels=16)
+    mine = tmp_path / "my-folder"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not an rdd-edge export folder"):
+        export_run(source=ckpt, size=SIZE, data=data_root, out=mine, check_images=1)
+    assert (mine / "notes.txt").read_text() == "keep me"

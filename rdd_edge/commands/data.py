@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from rdd_edge.app import app
+from rdd_edge.commands.options import DatasetOfFolder
 
 data_app = typer.Typer(
     help="Data sets: check a folder (counts, class histogram, every bad file), write synthetic scenes, list formats.",
@@ -23,7 +24,7 @@ def _pct(n: int, total: int) -> str:
 @data_app.command("check")
 def check_cmd(
     path: Annotated[Path, typer.Argument(help="Data set folder to check.")],
-    format: Annotated[Optional[str], typer.Option("--dataset", "--format", "-f", help="Data set format: camvid, cityscapes, voc, ade20k, synthetic (default: detected from the folder).")] = None,
+    format: DatasetOfFolder = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON here.")] = None,
     preview: Annotated[Optional[Path], typer.Option("--preview", help="Write a PNG of the first pair: image, labels, overlay with legend.")] = None,
     max_problems: Annotated[int, typer.Option("--max-problems", min=1, help="Problems listed on screen (all go to --json).")] = 50,

@@ -14,9 +14,10 @@ import typer
 
 from rdd_edge.devices import DEVICE_CHOICES
 
-Dataset = Annotated[Optional[str], typer.Option(
-    "--dataset", help="Data set name: synthetic, camvid, cityscapes, voc, ade20k (default: the run's, else synthetic; "
-                      "with --data only, detected from the folder).")]
+DATASET_HELP = ("Data set name: synthetic, camvid, cityscapes, voc, ade20k (default: the run's, else synthetic; "
+                "a folder's is detected from its layout).")
+Dataset = Annotated[Optional[str], typer.Option("--dataset", help=DATASET_HELP)]
+DatasetOfFolder = Annotated[Optional[str], typer.Option("--dataset", "--format", "-f", help=DATASET_HELP)]
 Data = Annotated[Optional[Path], typer.Option(
     "--data", help="Data set folder (default: the run's; generated synthetic scenes need none).")]
 Runs = Annotated[Path, typer.Option("--runs", help="Parent folder of run folders.")]
