@@ -304,17 +304,37 @@ def _truncate_csv(path: Path, fields: list[str], start_step: int) -> None:
         w.writerows(rows)
 
 
-def _progress(enabled: bool, total: int, start: int):
-    """A rich progress bar with it/s, ETA and the loss parts (a no-op object when disabled)."""
+def _progress(enabled: bool, total: int, start: int, console: Any = None):
+    """Two progress lines that fit 80 columns: state (``train`` / ``val`` while validating), bar, i/N,
+    smoothed it/s and ETA; below it the loss parts, the RDD stage's selected share and the last mIoU.
+    ``None, None`` when disabled."""
     if not enabled:
         return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.text import Text
 
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"))
+    class TrainProgress(Progress):
+        def get_renderables(self):  # noqa: ANN202
+            yield self.make_tasks_table(self.tasks)
+            for t in self.tasks:
+                yield Text("      " + t.fields.get("info", ""), overflow="ellipsis", no_wrap=True)
+
+    prog = TrainProgress(TextColumn("[bold]{task.description:<5}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+                         TextColumn("{task.fields[speed]}"), TextColumn("ETA"), TimeRemainingColumn(), console=console)
     task = prog.add_task("train", total=total, completed=start, speed="", info="")
     return prog, task
+
+
+def progress_info(avg: list[float], stage: str | None, last_miou: float | None) -> str:
+    """The loss parts for the progress line: ``loss 1.234 task 1.1 kd 0.13 tse 12% mIoU 31.2``."""
+    txt = f"loss {avg[0]:.3f}"
+    if avg[2]:
+        txt += f" task {avg[1]:.2f} kd {avg[2]:.2f}"
+    if stage:
+        txt += f" {stage} {avg[3]:.0%}"
+    if last_miou is not None:
+        txt += f" mIoU {100 * last_miou:.1f}"
+    return txt
 
 
 # ---------------------------------------------------------------- the trainer
@@ -450,7 +470,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     set_train_mode(raw, cfg.freeze_bn)
     prog, task = _progress(progress and main, cfg.iters, start)
     t_start, t_last, last_logged = time.perf_counter(), time.perf_counter(), start
-    last_miou = None
+    last_miou, smooth = None, None
     step = start
     log_parts = torch.zeros(4, device=device)  # loss, task, kd, selected summed since the last log
     try:
@@ -484,19 +504,19 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                            "stage": stage or "", "it_per_s": speed, "time_s": time.perf_counter() - t_start}
                     logger.train(row)
                     if prog is not None:
-                        info_txt = f"loss {avg[0]:.3f} task {avg[1]:.3f} kd {avg[2]:.3f}"
-                        if stage:
-                            info_txt += f" {stage} sel {avg[3]:.1%}"
-                        if last_miou is not None:
-                            info_txt += f" mIoU {100 * last_miou:.1f}"
-                        prog.update(task, speed=f"{speed:.2f} it/s", info=info_txt)
+                        smooth = speed if smooth is None else 0.7 * smooth + 0.3 * speed  # it/s, smoothed over logs
+                        prog.update(task, speed=f"{smooth:.2f} it/s", info=progress_info(avg, stage, last_miou))
                     log_parts.zero_()
                     t_last, last_logged = time.perf_counter(), step
                 if prog is not None:
                     prog.update(task, completed=step)
                 # validate + checkpoint
                 if step % cfg.val_every == 0 or step == cfg.iters:
+                    if prog is not None:
+                        prog.update(task, description="val")
                     metrics = validate(step)
+                    if prog is not None:
+                        prog.update(task, description="train")
                     set_train_mode(raw, cfg.freeze_bn)
                     last_miou = metrics.miou
                     if best_miou is None or metrics.miou > best_miou:

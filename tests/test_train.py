@@ -307,3 +307,23 @@ def test_student_alone_needs_no_teacher(tmp_path):
     cfg = tiny_config("distill", method="kd", rdd=False, iters=2, batch=2, runs_root=str(tmp_path / "runs"))
     with pytest.raises(ConfigError, match="no teacher given"):
         train(cfg, data=readers(), run_dir=tmp_path / "run2", progress=False)
+
+
+def test_progress_lines_fit_80_columns_and_show_the_state():
+    from rich.console import Console
+
+    from distill.train import _progress, progress_info
+
+    prog, task = _progress(True, 40000, 0, console=Console(width=80))
+    prog.update(task, completed=12345, speed="3.21 it/s", info=progress_info([1.2345, 1.1, 0.1345, 0.123], "tse", 0.3123))
+    out = Console(width=80, record=True)
+    out.print(*prog.get_renderables())
+    lines = out.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines) and "…" not in "".join(lines)
+    assert lines[0].startswith("train") and "12345/40000" in lines[0] and "3.21 it/s" in lines[0] and "ETA" in lines[0]
+    assert lines[1].split() == ["loss", "1.234", "task", "1.10", "kd", "0.13", "tse", "12%", "mIoU", "31.2"]
+    prog.update(task, description="val")
+    out = Console(width=80, record=True)
+    out.print(*prog.get_renderables())
+    assert out.export_text().startswith("val")
+    assert progress_info([0.5, 0.5, 0.0, 1.0], None, None) == "loss 0.500"  # teacher: no KD, no RDD

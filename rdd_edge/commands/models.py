@@ -35,26 +35,22 @@ def models_cmd(
     if not names:
         raise ConfigError(f"--filter '{filter}' matches no model; known: {', '.join(list_models())}")
     console = Console()
-    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
-        console = Console(width=max(console.width, 132))
-    table = Table(box=box.SIMPLE_HEAD, title=f"rdd-edge models at {hw[0]}x{hw[1]}, {classes} classes",
-                  caption="ResNet models are counted with their FCN aux head, as in the paper; export drops it.\n"
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=f"rdd-edge models at {hw[0]}x{hw[1]}, {classes} classes",
+                  caption="params count the ResNets' FCN aux head, as the paper does (export drops it: 'w/o aux'). "
                           "FLOPs = 2 x MACs (conv + matmul only). Paper: CIRKD code base, 19 classes, 1024x2048; "
-                          "its 'G' figures match MACs.")
-    for col, kw in (("model", dict(no_wrap=True, style="bold")), ("alias", {}), ("backbone", {}), ("head", {}),
-                    ("aux head", {}), ("params (M)", dict(justify="right")), ("no aux (M)", dict(justify="right")),
-                    ("MACs (G)", dict(justify="right")), ("FLOPs (G)", dict(justify="right")),
-                    ("paper params / G", dict(justify="right"))):
-        table.add_column(col, **kw)
+                          "its 'G' figures are MACs.")
+    for col in ("model", "alias", "params M", "w/o aux", "MACs G", "FLOPs G", "paper M / G"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("model", "alias") else "right")
     for name in names:
         cfg = model_cfg(name)
         with torch.device("meta"):
             model = create_model(name, classes, aux=cfg["aux_head"])
             plain = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("aux_head."))
         flops, macs = count_flops(model, hw)
+        arch = f"{cfg['backbone']} {cfg['head'].upper()}" + ("+aux" if cfg["aux_head"] else "")
         table.add_row(
-            name, ", ".join(aliases_of(name)), cfg["backbone"], cfg["head"].upper(), "FCN (c3)" if cfg["aux_head"] else "-",
+            f"[bold]{name}[/]\n[dim]{arch}[/]", ", ".join(aliases_of(name)),
             f"{count_params(model) / 1e6:.2f}", f"{plain / 1e6:.2f}", f"{macs / 1e9:.1f}", f"{flops / 1e9:.1f}",
-            f"{cfg['paper_params_m']}M / {cfg['paper_gflops']}G",
+            f"{cfg['paper_params_m']:g} / {cfg['paper_gflops']:g}",
         )
     console.print(table)
