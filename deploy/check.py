@@ -21,7 +21,7 @@ import numpy as np
 
 from rdd_edge.errors import ConfigError, DeployError, RddError
 from rdd_edge.metrics import ConfusionMatrix
-from rdd_edge.runs import atomic_path, atomic_write_text, write_json
+from rdd_edge.runs import DEFAULT_ROOT, atomic_path, atomic_write_text, write_json
 
 from deploy.info import MANIFEST_NAME
 from export.formats import ORDER as FORMAT_ORDER
@@ -335,7 +335,7 @@ class CheckSpec:
     """What ``rdd-edge check`` checks, on which images and how."""
 
     run: str | Path | None = None  # distill run or its export folder (None: the latest with an export)
-    runs_root: str | Path = "runs"
+    runs_root: str | Path = DEFAULT_ROOT
     images: int | None = None  # score on the first N val images (None: all)
     batch: int = 4  # the second latency batch size (an engine's maximum caps it)
     max_drop: float = 1.0  # gate: mIoU points an artifact may lose vs FP32 ONNX

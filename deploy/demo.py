@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from rdd_edge.errors import DeployError
-from rdd_edge.runs import atomic_path
+from rdd_edge.runs import DEFAULT_ROOT, atomic_path
 from rdd_edge.viz import draw_legend, overlay
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -297,7 +297,7 @@ class DemoSpec:
 
     source: str | int
     artifact: str | Path | None = None  # an .onnx/.engine file, or a run / export folder (default: the latest run)
-    runs_root: str | Path = "runs"
+    runs_root: str | Path = DEFAULT_ROOT
     out: str | Path | None = None
     show: bool = False
     alpha: float = 0.5
@@ -306,7 +306,7 @@ class DemoSpec:
     threads: int | None = None
 
 
-def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = "runs") -> Path:
+def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAULT_ROOT) -> Path:
     """A model file as given, or for a run / export folder its best artifact: the fastest ONNX file
     that passed ``rdd-edge check`` there, else ``model.onnx``."""
     from deploy.check import fastest_passed, find_export_dir

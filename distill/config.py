@@ -9,6 +9,7 @@ the run folder and stored inside each checkpoint, so a checkpoint says how it wa
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from distill.rdd import AUX_WEIGHT, CONFIDENCES
 from distill.rdd import MODES as RDD_MODES
 from rdd_edge.data.spec import DataSpec
 from rdd_edge.errors import ConfigError
+from rdd_edge.runs import DEFAULT_ROOT
 from rdd_edge.sizes import parse_hw
 
 MODES = ("teacher", "distill")
@@ -70,7 +72,7 @@ class TrainConfig:
     seed: int = 0  # seeds the model init, data order and augmentation
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     name: str | None = None  # run folder name: runs/<mode>-<name>
-    runs_root: str = "runs"  # parent of run folders
+    runs_root: str = str(DEFAULT_ROOT)  # parent of run folders
     tensorboard: bool = True  # also log to TensorBoard (<run>/tb)
 
     def as_dict(self) -> dict[str, Any]:
@@ -163,34 +165,63 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["weight_decay=5e-4", "crop=64x96", "hflip=false"]`` -> typed values for :func:`make_config`.
+    """``["weight_decay=5e-4", "crop=64x96", "hflip=false"]`` -> values of each config field's type.
 
-    Any config field can be set this way (``--set KEY=VALUE`` on the CLI); values are read as
-    JSON where possible (numbers, true/false, null, {...}), sizes as HxW, else as text.
+    Any config field can be set this way (``--set KEY=VALUE`` on the CLI). The value is read as
+    the field's type (numbers, true/false, HxW sizes, JSON objects, none for optional fields);
+    anything else is one ConfigError naming the option and what the field takes.
     """
-    import json
+    import typing
 
+    hints = typing.get_type_hints(TrainConfig)
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in _FIELDS or key == "mode":
-            known = ", ".join(sorted(_FIELDS))
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of: {known}")
-        if key in ("crop", "eval_size"):
-            out[key] = parse_hw(raw, f"--set {key}") if raw.lower() not in ("none", "null") else None
-            continue
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        default = getattr(TrainConfig, key, None)
-        if isinstance(default, bool) and isinstance(value, str):
-            raise ConfigError(f"--set {item!r}: {key} takes true or false")
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        out[key] = value
+            close = difflib.get_close_matches(key, sorted(_FIELDS - {"mode"}), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY a config field.{hint} "
+                              f"Fields: {', '.join(sorted(_FIELDS - {'mode'}))}")
+        out[key] = _coerce(item, key, raw.strip(), hints[key])
     return out
+
+
+def _coerce(item: str, key: str, raw: str, hint: Any) -> Any:
+    """``raw`` as a value of the type ``hint`` (a TrainConfig annotation)."""
+    import json
+    import types
+    import typing
+
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if raw.lower() in ("none", "null"):
+        if optional:
+            return None
+        raise ConfigError(f"--set {item!r}: {key} cannot be none")
+    origin = typing.get_origin(base) or base
+    try:
+        if base is bool:
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError
+            return raw.lower() in ("true", "1", "yes", "on")
+        if base is int:
+            return int(raw)
+        if base is float:
+            return float(raw)
+        if origin is tuple:
+            return parse_hw(raw, f"--set {key}")
+        if origin is dict:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+    except (ValueError, json.JSONDecodeError):
+        example = {bool: "true or false", int: "a whole number", float: "a number, e.g. 5e-4", tuple: "HxW, e.g. 360x480",
+                   dict: 'a JSON object, e.g. {"head_channels": 64}'}.get(origin, str(base))
+        raise ConfigError(f"--set {item!r}: {key} takes {example}") from None
+    return raw
 
 
 def resolve_config(mode: str, resume: str | None = None, dataset: str | None = None,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rdd_edge.runs import atomic_path
+from rdd_edge.runs import DEFAULT_ROOT, atomic_path
 
 
 def _colorize(label: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
@@ -142,7 +142,7 @@ class DifficultySpec:
     mode: str | None = None  # rdd_mode
     confidence: str | None = None
     device: str = "auto"
-    runs_root: str | Path = "runs"
+    runs_root: str | Path = DEFAULT_ROOT
 
 
 def run_difficulty(spec: DifficultySpec) -> tuple[Path, list[dict]]:

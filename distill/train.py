@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import math
+import signal
+import threading
 import random
 import time
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from distill import dist
 from distill.config import TrainConfig
 from distill.data import eval_loader, train_loader
 from distill.evaluate import evaluate
-from rdd_edge.errors import CheckpointError, ConfigError, DataError, TrainingError
+from rdd_edge.errors import CheckpointError, ConfigError, DataError, RddError, TrainingError
 from rdd_edge.runs import latest_run, new_run_dir, write_json
 
 TRAIN_LOG_FIELDS = ["step", "lr", "loss", "task", "kd", "selected", "stage", "it_per_s", "time_s"]
@@ -90,14 +91,21 @@ def set_train_mode(model: nn.Module, freeze_bn: bool = False) -> None:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Every RNG's state in types torch's safe unpickler reads back (tensors, numbers, strings, lists)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [str(kind), torch.from_numpy(np.asarray(keys, np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "python": [int(version), list(internal), gauss_next],
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, np.int64).astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
+    version, internal, gauss_next = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in internal), gauss_next))
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -110,6 +118,31 @@ def amp_setup(cfg: TrainConfig, device: torch.device):
     if not use:
         return contextlib.nullcontext, scaler, None
     return (lambda: torch.autocast("cuda", dtype=dtype)), scaler, dtype
+
+
+@contextlib.contextmanager
+def sigint_deferred():
+    """Hold back Ctrl-C (SIGINT) inside the block and raise it once the block is done.
+
+    Checkpoint saves run inside it, so an impatient second Ctrl-C cannot cut a save short.
+    Outside the main thread (where signals cannot be handled) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or _DEFERRED:
+        yield  # another thread, or already inside a deferred block: the outer one decides
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: _DEFERRED.append(signum))
+    _DEFERRED.append(0)  # marks the block as active
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupted = len(_DEFERRED) > 1
+        _DEFERRED.clear()
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+_DEFERRED: list[int] = []  # non-empty while a sigint_deferred block runs (first entry marks it; then one per Ctrl-C)
 
 
 # ---------------------------------------------------------------- data
@@ -143,9 +176,14 @@ def build_data(cfg: TrainConfig) -> TrainData:
 
 
 def check_reader(reader, what: str, num_classes: int) -> None:
-    """Fail before training on an empty split or an unreadable first / last item."""
+    """Fail before training on an empty split, a missing / unreadable / mismatched file anywhere in it
+    (file headers of every pair), or an unusable first / last item."""
     if len(reader) == 0:
         raise DataError(f"{what}: no images found; check the folder layout (`rdd-edge data check`)")
+    problems = reader.verify_files() if hasattr(reader, "verify_files") else []
+    if problems:
+        more = f" (+{len(problems) - 1} more found; `rdd-edge data check` lists all)" if len(problems) > 1 else ""
+        raise DataError(f"{what}: {problems[0]}{more}")
     for i in sorted({0, len(reader) - 1}):
         image, label = reader[i]
         if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != label.shape:
@@ -449,15 +487,19 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
             set_rng_state(states[rank] if rank < len(states) else states[0])
 
     def checkpoint(name: str, step: int, gather: bool = True) -> Path:
-        """Save ``name`` (last.pt / best.pt) on the main process; RNG states of all processes."""
-        rngs = dist.all_gather_object(rng_state()) if gather else [rng_state()]
+        """Save ``name`` on the main process: ``best.pt`` holds weights and metadata only, ``last.pt``
+        the full training state (optimizer, scaler, the RNG states of all processes) to resume from."""
+        full = name == "last.pt"
+        rngs = (dist.all_gather_object(rng_state()) if gather else [rng_state()]) if full else None
         path = run_dir / name
         if main:
             from models import save_checkpoint
 
-            save_checkpoint(path, raw, dataset=info, data=cfg.data_spec().as_dict(), config=cfg.as_dict(), step=step, best_miou=best_miou,
-                            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs,
-                            rdd_stage=rdd.current, world_size=world)
+            state = dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs, rdd_stage=rdd.current,
+                         world_size=world) if full else {}
+            with sigint_deferred():  # a Ctrl-C now waits until the file is complete
+                save_checkpoint(path, raw, dataset=info, data=cfg.data_spec().as_dict(), config=cfg.as_dict(), step=step,
+                                best_miou=best_miou, **state)
         return path
 
     def validate(step: int):
@@ -514,24 +556,32 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                 if step % cfg.val_every == 0 or step == cfg.iters:
                     if prog is not None:
                         prog.update(task, description="val")
-                    metrics = validate(step)
+                    try:
+                        metrics = validate(step)
+                    except (RddError, OSError):  # e.g. a val image that cannot be read: keep the trained steps
+                        checkpoint("last.pt", step, gather=False)
+                        raise
                     if prog is not None:
                         prog.update(task, description="train")
                     set_train_mode(raw, cfg.freeze_bn)
                     last_miou = metrics.miou
-                    if best_miou is None or metrics.miou > best_miou:
-                        best_miou = float(metrics.miou)
-                        checkpoint("best.pt", step)
-                    checkpoint("last.pt", step)
+                    with sigint_deferred():  # best.pt exists whenever last.pt records a best mIoU
+                        if best_miou is None or metrics.miou > best_miou:
+                            best_miou = float(metrics.miou)
+                            checkpoint("best.pt", step)
+                        checkpoint("last.pt", step)
                 elif stop_after is not None and step >= stop_after:
                     checkpoint("last.pt", step)
                 if stop_after is not None and step >= stop_after:
                     break
     except KeyboardInterrupt:
-        # save what the completed steps produced (no collectives: other processes may be gone)
+        # save what the completed steps produced (no collectives: other processes may be gone); a second
+        # Ctrl-C while this runs is held back until the file is complete
         if main and step > start:
-            checkpoint("last.pt", step, gather=False)
-            print(f"interrupted at iteration {step}; saved {run_dir / 'last.pt'} (resume with --resume {run_dir})")
+            with sigint_deferred():
+                checkpoint("last.pt", step, gather=False)
+                print(f"interrupted at iteration {step}; saved {run_dir / 'last.pt'} (resume with --resume {run_dir})",
+                      flush=True)
         raise
     finally:
         logger.close()

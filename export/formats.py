@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rdd_edge.errors import ConfigError
+from rdd_edge.runs import DEFAULT_ROOT
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class ExportSpec:
 
     source: str | Path | None = None  # checkpoint file or run folder (None: the latest distill run)
     out: str | Path | None = None  # export folder (default <run>/export)
-    runs_root: str | Path = "runs"
+    runs_root: str | Path = DEFAULT_ROOT
     # the graph
     size: Any = None  # (H, W) or "HxW"; default: the data set's eval size
     outputs: str = "labels"  # graph outputs: labels, logits or both

@@ -115,16 +115,14 @@ class ImageFolderReader:
 def select_calibration(items: Sequence[CalibItem], calib: int, min_images: int = 32,
                        warn: Callable[[str], None] = log.warning, source: str = "train split") -> list[CalibItem]:
     """The first ``calib`` items (evenly spread); too few is an error, fewer than 300 a warning."""
-    if calib < 1:
-        raise ExportError(f"--calib {calib}: must be at least 1 (300-500 recommended)")
+    if calib < min_images:
+        raise ExportError(f"--calib {calib}: INT8 calibration needs at least {min_images} images; "
+                          f"pass --calib {min_images} or more (300-500 recommended)")
     items = list(items)
     n = min(calib, len(items))
     if n < min_images:
-        raise ExportError(
-            f"--calib: INT8 calibration needs at least {min_images} images, found {len(items)} in the {source}"
-            + (f" and --calib asks for {calib}" if calib < len(items) else "")
-            + "; point --calib-data at a folder of training images"
-        )
+        raise ExportError(f"--calib: INT8 calibration needs at least {min_images} images, found {len(items)} in the "
+                          f"{source}; point --calib-data at a folder of at least {min_images} training images")
     if n < RECOMMENDED_CALIB:
         warn(f"INT8 calibration on {n} images (< {RECOMMENDED_CALIB} recommended): ranges may be noisy")
     idx = np.linspace(0, len(items) - 1, n).round().astype(int) if n < len(items) else np.arange(n)

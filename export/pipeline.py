@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rdd_edge.errors import ConfigError, ExportError
+from rdd_edge.runs import DEFAULT_ROOT
 
 from export import formats
 from export.formats import ExportSpec
@@ -29,7 +30,7 @@ PARITY_IMAGES = 8  # torch-vs-ONNX parity and INT8 fitting run on this many of t
 REUSABLE = {"model.int8.calib-*.json": "int8", "timing*.cache": "tensorrt"}  # caches a re-export of that kind reuses
 
 
-def find_checkpoint(source: str | Path | None, runs_root: str | Path = "runs") -> Path:
+def find_checkpoint(source: str | Path | None, runs_root: str | Path = DEFAULT_ROOT) -> Path:
     """A checkpoint file, a run folder (``best.pt`` preferred) or, if None, the latest distill run."""
     from rdd_edge.runs import resolve_run
 

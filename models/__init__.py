@@ -6,11 +6,11 @@
 """
 
 from models import networks  # noqa: F401  (registers the models)
-from models.checkpoint import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint, trusted_checkpoints
 from models.flops import count_flops, count_params
 from models.registry import ALIASES, aliases_of, create_model, list_models, model_cfg, register_model, resolve_name
 
 __all__ = [
     "ALIASES", "aliases_of", "count_flops", "count_params", "create_model", "list_models", "load_checkpoint",
-    "load_weights", "model_cfg", "model_from_checkpoint", "register_model", "resolve_name", "save_checkpoint",
+    "load_weights", "model_cfg", "model_from_checkpoint", "register_model", "resolve_name", "save_checkpoint", "trusted_checkpoints",
 ]

@@ -7,10 +7,13 @@ anyone trusts the contents and names the file in every error.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import pickle
+import re
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -57,17 +60,39 @@ def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> Path:
     return path
 
 
-def _torch_load(path: Path, map_location: Any) -> Any:
-    """``torch.load`` of a file already known to be a torch zip archive.
+_TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("rdd_edge_trust_checkpoints", default=False)
 
-    Tries the safe ``weights_only=True`` unpickler first; training state with objects it does not
-    allow (numpy RNG state, ...) falls back to the full unpickler, acceptable for local files
-    this tool wrote itself.
+
+@contextlib.contextmanager
+def trusted_checkpoints(enabled: bool = True) -> Iterator[None]:
+    """Inside this block a checkpoint that needs Python's full unpickler may be loaded (``--trust-checkpoint``).
+
+    Only for files the user made: the full unpickler runs whatever code the file carries. Every
+    other read uses torch's safe ``weights_only`` unpickler, with no fallback.
+    """
+    token = _TRUSTED.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def _torch_load(path: Path, map_location: Any) -> Any:
+    """``torch.load`` of a file already known to be a torch zip archive, through the safe unpickler.
+
+    A file that needs more (any Python object: that is how a pickle carries code) is refused with
+    one line, unless the caller is inside :func:`trusted_checkpoints`.
     """
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        return torch.load(path, map_location=map_location, weights_only=False)
+    except pickle.UnpicklingError as exc:
+        if not _TRUSTED.get():
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            obj = f" (it refers to {found.group(1)})" if found else ""
+            raise CheckpointError(
+                f"{path}: refused: loading it needs Python's full unpickler, which can run code hidden in the file{obj}. "
+                "rdd-edge checkpoints never need it; if you made this file yourself, pass --trust-checkpoint") from None
+    return torch.load(path, map_location=map_location, weights_only=not _TRUSTED.get())
 
 
 def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
@@ -80,6 +105,8 @@ def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
                               "the file is truncated or corrupt, or was not written by torch.save")
     try:
         return _torch_load(path, map_location)
+    except CheckpointError:
+        raise
     except Exception as exc:
         raise CheckpointError(f"{path}: could not read the checkpoint ({type(exc).__name__}: {exc}); "
                               "the file is probably corrupt, save it again") from None

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from rdd_edge.runs import DEFAULT_ROOT
+
 # The CPU quickstart: small enough for ten minutes on two cores, long enough to learn something.
 QUICK = {"teacher_iters": 200, "iters": 200, "calib": 64, "demo_scenes": 12}
 
@@ -36,7 +38,7 @@ class PipelineSpec:
     max_drop: float = 1.0
     demo_scenes: int = QUICK["demo_scenes"]
     name: str = "pipeline"
-    runs_root: str | Path = "runs"
+    runs_root: str | Path = DEFAULT_ROOT
     seed: int = 0
     progress: bool = True
 

@@ -87,7 +87,7 @@ def _expected_miou(cls: int) -> float:
 
 
 def test_miou_drop_ratio_and_verdict(tmp_path):
-    d = _export_folder(tmp_path, {"model.onnx": 0, "model.int8.onnx": 3, "model.int8-cpu.onnx": 0})
+    _export_folder(tmp_path, {"model.onnx": 0, "model.int8.onnx": 3, "model.int8-cpu.onnx": 0})
     out = tmp_path / "r.json"
     md = tmp_path / "r.md"
     rc = _bench().main([str(tmp_path / "student"), "--threads", "1", "--min-time", "0.02", "--rounds", "2",

@@ -265,7 +265,7 @@ def test_corrupt_or_foreign_files(tmp_path, mbv2_ckpt):
     with pytest.raises(CheckpointError, match="not an rdd-edge checkpoint"):
         load_checkpoint(plain)
 
-    ckpt = torch.load(good, weights_only=False)
+    ckpt = torch.load(good, weights_only=True)
     ckpt["model_name"] = "segformer_b9"
     alien = tmp_path / "alien.pt"
     torch.save(ckpt, alien)

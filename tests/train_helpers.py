@@ -61,7 +61,7 @@ def tiny_config(mode: str = "teacher", **kw):
     base = dict(model="mbv2", model_kwargs={"head_channels": 8}, iters=4, batch=4, crop=SIZE, eval_size=SIZE,
                 val_every=2, log_every=1, device="cpu", tensorboard=False)
     base.update(kw)
-    return make_config(mode, "synthetic", **base)
+    return make_config(mode, base.pop("dataset", "synthetic"), **base)
 
 
 def ddp_worker(rank: int, world: int, port: int, run_dir: str, cfg_dict: dict) -> None:

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from rdd_edge.app import app
-from rdd_edge.commands.options import DEFAULT_RUNS, Data, Dataset, Device, MaxDrop, RunArg, Runs, Threads
+from rdd_edge.commands.options import (DEFAULT_RUNS, Data, Dataset, Device, MaxDrop, RunArg, Runs, Threads,
+                                       TrustCheckpoint, checkpoint_trust)
 
 
 def reference_rows(export_dir: Path, threads: int | None) -> list:
@@ -74,6 +75,7 @@ def check(
     device: Device = None, threads: Threads = None, dataset: Dataset = None, data: Data = None, runs: Runs = DEFAULT_RUNS,
     min_time: Annotated[float, typer.Option("--min-time", help="Seconds of timed runs per latency measurement.")] = 1.0,
     no_torch: Annotated[bool, typer.Option("--no-torch", help="Leave out the torch checkpoint row.")] = False,
+    trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Check every exported artifact: integrity, size, mIoU and drop vs FP32, pixel agreement, latency; CI gate (exit 1)."""
     from rich.console import Console
@@ -81,7 +83,8 @@ def check(
     from deploy.check import CheckSpec
 
     spec = CheckSpec(run, runs, images, batch, max_drop, device or "auto", threads, dataset, data, min_time)
-    result = run_check_command(spec, Console(), torch_row=not no_torch)
+    with checkpoint_trust(trust_checkpoint and not no_torch):
+        result = run_check_command(spec, Console(), torch_row=not no_torch)
     if not result.passed:
         raise typer.Exit(code=1)
 

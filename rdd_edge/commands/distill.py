@@ -19,7 +19,8 @@ from typing import Annotated, Optional
 import typer
 
 from rdd_edge.app import app
-from rdd_edge.commands.options import DEFAULT_RUNS, Data, Dataset, Device, EvalSize, Name, Quiet, Runs, Seed
+from rdd_edge.commands.options import (DEFAULT_RUNS, Data, Dataset, Device, EvalSize, Name, Quiet, Runs, Seed,
+                                       TrustCheckpoint, checkpoint_trust)
 
 # -- options shared by train-teacher and distill
 Iters = Annotated[Optional[int], typer.Option("--iters", help="Total training iterations (default: data set preset).")]
@@ -60,7 +61,7 @@ def _relaunch(gpus: int) -> None:
 
 
 def _run_training(mode: str, resume: Optional[str], gpus: int, stop_after: Optional[int], quiet: bool,
-                  sets: Optional[list[str]], dataset: Optional[str], **opts) -> None:
+                  sets: Optional[list[str]], dataset: Optional[str], trust: bool = False, **opts) -> None:
     """Resolve the config (preset, resume, options, --set), train, print the results table."""
     if gpus > 1 and "RANK" not in os.environ:
         _relaunch(gpus)
@@ -68,8 +69,9 @@ def _run_training(mode: str, resume: Optional[str], gpus: int, stop_after: Optio
     from distill.config import resolve_config
     from distill.train import train
 
-    cfg = resolve_config(mode, resume=resume, dataset=dataset, sets=sets, **opts)
-    summary = train(cfg, resume=resume, stop_after=stop_after, progress=not quiet)
+    with checkpoint_trust(trust):
+        cfg = resolve_config(mode, resume=resume, dataset=dataset, sets=sets, **opts)
+        summary = train(cfg, resume=resume, stop_after=stop_after, progress=not quiet)
     if dist.is_main():
         _print_summary(summary)
     dist.cleanup()
@@ -137,10 +139,10 @@ def train_teacher(
     val_every: ValEvery = None, log_every: LogEvery = None, amp: Amp = None, compile: Compile = False, gpus: Gpus = 1,
     device: Device = None, name: Name = None, resume: Resume = None, seed: Seed = None, head_channels: HeadChannels = None,
     workers: Workers = None, train_images: TrainImages = None, val_images: ValImages = None, runs: Runs = DEFAULT_RUNS,
-    stop_after: StopAfter = None, sets: Set = None, quiet: Quiet = False,
+    stop_after: StopAfter = None, sets: Set = None, quiet: Quiet = False, trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Train the teacher (DeepLabV3-R101 with an aux head by default) on a data set."""
-    _run_training("teacher", resume, gpus, stop_after, quiet, sets, dataset, data=data, model=model,
+    _run_training("teacher", resume, gpus, stop_after, quiet, sets, dataset, trust_checkpoint, data=data, model=model,
                   iters=iters, batch=batch, lr=lr, crop=crop, eval_size=eval_size, val_every=val_every, log_every=log_every,
                   amp=amp, compile=compile or None, device=device, name=name, seed=seed, head_channels=head_channels,
                   workers=workers, synthetic_train=train_images, synthetic_val=val_images, runs_root=str(runs))
@@ -164,10 +166,10 @@ def distill_cmd(
     val_every: ValEvery = None, log_every: LogEvery = None, amp: Amp = None, compile: Compile = False, gpus: Gpus = 1,
     device: Device = None, name: Name = None, resume: Resume = None, seed: Seed = None, head_channels: HeadChannels = None,
     workers: Workers = None, train_images: TrainImages = None, val_images: ValImages = None, runs: Runs = DEFAULT_RUNS,
-    stop_after: StopAfter = None, sets: Set = None, quiet: Quiet = False,
+    stop_after: StopAfter = None, sets: Set = None, quiet: Quiet = False, trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Distill a student from a frozen teacher with a KD loss and RDD-weighted task loss."""
-    _run_training("distill", resume, gpus, stop_after, quiet, sets, dataset, data=data, model=student, teacher=teacher,
+    _run_training("distill", resume, gpus, stop_after, quiet, sets, dataset, trust_checkpoint, data=data, model=student, teacher=teacher,
                   method=method, kd_weight=kd_weight, kd_options=_kd_options(kd_option), rdd=rdd, rdd_mode=rdd_mode,
                   rdd_threshold=rdd_threshold, tfe_fraction=tfe_fraction, confidence=confidence, iters=iters, batch=batch,
                   lr=lr, crop=crop, eval_size=eval_size, val_every=val_every, log_every=log_every, amp=amp,
@@ -194,6 +196,7 @@ def eval_cmd(
     eval_size: EvalSize = None, device: Device = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per forward pass.")] = 4,
     images: Annotated[Optional[int], typer.Option("--images", min=1, help="Synthetic only: number of generated scenes.")] = None,
+    trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, mIoU, pixel accuracy and images/s."""
     from rich.console import Console
@@ -202,8 +205,9 @@ def eval_cmd(
     from distill.evaluate import EvalSpec, evaluate_checkpoint
     from rdd_edge.sizes import parse_hw
 
-    r = evaluate_checkpoint(EvalSpec(checkpoint, dataset, data, split, flip, _parse_scales(scales),
-                                     parse_hw(eval_size, "--eval-size"), device or "auto", batch, images))
+    with checkpoint_trust(trust_checkpoint):
+        r = evaluate_checkpoint(EvalSpec(checkpoint, dataset, data, split, flip, _parse_scales(scales),
+                                         parse_hw(eval_size, "--eval-size"), device or "auto", batch, images))
     m = r.metrics
     t = Table(title=f"{r.model_name} on {r.info.name} {r.split} ({r.images} images, {r.size[0]}x{r.size[1]})")
     t.add_column("class")
@@ -229,7 +233,7 @@ def difficulty_cmd(
     threshold: Annotated[Optional[float], typer.Option("--rdd-threshold", help="TSE confidence threshold (default: the student's run).")] = None,
     mode: Annotated[Optional[str], typer.Option("--rdd-mode", help="TSE combination: xor, or, and (default: the student's run).")] = None,
     confidence: Annotated[Optional[str], typer.Option("--confidence", help="gt or max (default: the student's run).")] = None,
-    device: Device = None, runs: Runs = DEFAULT_RUNS,
+    device: Device = None, runs: Runs = DEFAULT_RUNS, trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Render RD_TFE / RD_TSE difficulty maps next to image, ground truth and both predictions."""
     from rich.console import Console
@@ -237,8 +241,9 @@ def difficulty_cmd(
 
     from distill.difficulty import DifficultySpec, run_difficulty
 
-    out_dir, rows = run_difficulty(DifficultySpec(checkpoint, teacher, images, dataset, data, split, out, threshold, mode,
-                                                  confidence, device or "auto", runs))
+    with checkpoint_trust(trust_checkpoint):
+        out_dir, rows = run_difficulty(DifficultySpec(checkpoint, teacher, images, dataset, data, split, out, threshold,
+                                                      mode, confidence, device or "auto", runs))
     t = Table(title=f"difficulty maps -> {out_dir}")
     for col in ("file", "TSE selected %", "mean RD_TFE"):
         t.add_column(col)

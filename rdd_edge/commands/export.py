@@ -13,7 +13,7 @@ from typing import Annotated, Any, List, Optional
 import typer
 
 from rdd_edge.app import app
-from rdd_edge.commands.options import DEFAULT_RUNS, Data, Runs
+from rdd_edge.commands.options import DEFAULT_RUNS, Data, Runs, TrustCheckpoint, checkpoint_trust
 
 
 def print_export(console: Any, manifest: dict) -> None:
@@ -60,6 +60,7 @@ def export_cmd(
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch a TensorRT engine accepts (its profile: 1..N).")] = 8,
     dla_core: Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Build the engines for this DLA core (Jetson AGX/NX), GPU fallback on.")] = None,
     profile: Annotated[Optional[str], typer.Option("--profile", metavar="MIN,OPT,MAX", help="With --dynamic: the engine's H x W range, e.g. 256x512,512x1024,1024x2048.")] = None,
+    trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Export a distilled student to ONNX (+ FP16, INT8, TensorRT) with accuracy checks and a manifest."""
     from rich.console import Console
@@ -73,4 +74,6 @@ def export_cmd(
                       calib=calib, calib_method=calib_method, calib_data=calib_data, keep_float=tuple(keep_float or ()),
                       int8_max_drop=int8_max_drop, int8_float=int8_float, workspace=workspace, max_batch=max_batch,
                       dla_core=dla_core, profile=profile)
-    print_export(console, export_run(spec, console=console))
+    with checkpoint_trust(trust_checkpoint):
+        manifest = export_run(spec, console=console)
+    print_export(console, manifest)

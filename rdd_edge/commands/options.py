@@ -7,12 +7,14 @@ cuda or cuda:N. Commands import these ``Annotated`` types instead of restating t
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 
 from rdd_edge.devices import DEVICE_CHOICES
+from rdd_edge.runs import DEFAULT_ROOT
 
 DATASET_HELP = ("Data set name: synthetic, camvid, cityscapes, voc, ade20k (default: the run's, else synthetic; "
                 "a folder's is detected from its layout).")
@@ -33,4 +35,16 @@ RunArg = Annotated[Optional[Path], typer.Argument(
 TrustCheckpoint = Annotated[bool, typer.Option(
     "--trust-checkpoint", help="Load a checkpoint that needs Python's full unpickler (it can run code: only files you made).")]
 
-DEFAULT_RUNS = Path("runs")
+DEFAULT_RUNS = DEFAULT_ROOT
+
+
+@contextlib.contextmanager
+def checkpoint_trust(enabled: bool) -> Iterator[None]:
+    """``--trust-checkpoint``: inside, checkpoints that need the full unpickler may load (files the user made)."""
+    if not enabled:
+        yield
+        return
+    from models.checkpoint import trusted_checkpoints
+
+    with trusted_checkpoints():
+        yield

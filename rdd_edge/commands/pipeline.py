@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from rdd_edge.app import app
-from rdd_edge.commands.options import DEFAULT_RUNS, Data, Dataset, Device, MaxDrop, Name, Quiet, Runs, Seed
+from rdd_edge.commands.options import (DEFAULT_RUNS, Data, Dataset, Device, MaxDrop, Name, Quiet, Runs, Seed,
+                                       TrustCheckpoint, checkpoint_trust)
 from rdd_edge.pipeline import QUICK
 
 
@@ -32,6 +33,7 @@ def pipeline(
     max_drop: MaxDrop = 1.0,
     demo_scenes: Annotated[int, typer.Option("--demo-scenes", min=1, help="Synthetic scenes in the demo video.")] = QUICK["demo_scenes"],
     name: Name = "pipeline", runs: Runs = DEFAULT_RUNS, seed: Seed = 0, quiet: Quiet = False,
+    trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Teacher -> RDD student -> ONNX/FP16/INT8 (+TensorRT) -> check -> demo video, in one go."""
     from rich.console import Console
@@ -43,8 +45,9 @@ def pipeline(
     console = Console()
     spec = PipelineSpec(dataset, data, student, teacher_model, teacher, teacher_iters, iters, method, rdd, batch,
                         device or "auto", calib, max_drop, demo_scenes, name or "pipeline", runs, seed or 0, not quiet)
-    r = run_pipeline(spec, stage=lambda title: console.rule(f"[bold]{title}"), log=console,
-                     check_runner=lambda cs: run_check_command(cs, console))
+    with checkpoint_trust(trust_checkpoint):
+        r = run_pipeline(spec, stage=lambda title: console.rule(f"[bold]{title}"), log=console,
+                         check_runner=lambda cs: run_check_command(cs, console))
 
     table = Table(title="rdd-edge pipeline", show_header=False)
     if r.teacher_miou is not None:

@@ -91,8 +91,39 @@ class SegDataset:
     def name(self, i: int) -> str:
         return self.pairs[i][0].stem
 
+    def verify_files(self, limit: int = 8) -> list[str]:
+        """Problems a quick pass over every pair finds without decoding pixels: missing or unreadable
+        files and image/label size mismatches (file headers only, so a whole split takes seconds)."""
+        problems: list[str] = []
+        for img_path, lbl_path in self.pairs:
+            sizes = []
+            for p in (img_path, lbl_path):
+                size = image_size(p)
+                if isinstance(size, str):
+                    problems.append(f"{p}: {size}")
+                sizes.append(size)
+            if all(isinstance(z, tuple) for z in sizes) and sizes[0] != sizes[1]:
+                problems.append(f"{lbl_path}: label is {sizes[1][0]}x{sizes[1][1]} but image {img_path.name} is "
+                                f"{sizes[0][0]}x{sizes[0][1]}")
+            if len(problems) >= limit:
+                break
+        return problems
+
     def image_path(self, i: int) -> Path:
         return self.pairs[i][0]
+
+
+def image_size(path: str | Path) -> tuple[int, int] | str:
+    """(W, H) from an image file's header, or a sentence saying why it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        return "file not found"
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        return f"not a readable image ({type(exc).__name__})"
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -17,7 +17,9 @@ import numpy as np
 from rdd_edge.errors import DataError
 
 # Problem kinds, in the order the CLI groups them.
-KINDS = ("missing-label", "missing-image", "corrupt-image", "corrupt-label", "colour-label", "size-mismatch", "out-of-range")
+KINDS = ("missing-split", "missing-label", "missing-image", "corrupt-image", "corrupt-label", "colour-label",
+         "size-mismatch", "out-of-range")
+REQUIRED_SPLITS = ("train", "val")  # what training needs; a folder without them fails the check as training would
 
 
 @dataclass
@@ -86,6 +88,10 @@ def check_dataset(root: str | Path, format: str, progress: bool = True) -> Check
     if not splits:
         raise DataError(f"{root}: no splits found for {fmt.info.name}. Expected:\n{fmt.layout}")
 
+    for split in REQUIRED_SPLITS:
+        if split not in splits:
+            report.problems.append(Problem(root, "missing-split", f"{root}: no '{split}' split; training needs train and val "
+                                           f"(found: {', '.join(splits)})", split))
     scans = {s: fmt.scan(root, s) for s in splits}
     total = sum(len(f.pairs) for f in scans.values())
     n_cls = fmt.info.num_classes

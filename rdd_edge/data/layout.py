@@ -95,7 +95,11 @@ class DataFormat:
             raise DataError(f"{root}: no '{split}' split in this {self.info.name} folder (found: {', '.join(splits) or 'none'})")
         files = self.scan(root, split)
         if not files.pairs:
-            raise DataError(f"{root}: the '{split}' split has no image/label pairs; run `rdd-edge data check {root} --format {self.info.name}`")
+            raise DataError(f"{root}: the '{split}' split has no image/label pairs; run `rdd-edge data check {root} --dataset {self.info.name}`")
+        if files.unpaired:  # never train on a silently shortened split: training and `data check` agree
+            path, what = files.unpaired[0]
+            more = f" (and {len(files.unpaired) - 1} more)" if len(files.unpaired) > 1 else ""
+            raise DataError(f"{path}: {what}{more}; fix the '{split}' split or run `rdd-edge data check {root}` to list them all")
         return FormatDataset(info=self.info, split=split, pairs=files.pairs, root=root, fmt=self)
 
 
