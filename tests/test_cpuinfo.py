@@ -191,3 +191,39 @@ def test_no_torch_import():
 
     code = "import sys, rdd_edge.cpuinfo as c; c.detect(); assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_deploy_latency_benchmark_prints_and_records_the_cpu(tmp_path, capsys):
+    import json
+
+    from test_deploy_latency_bench import _bench, _export_folder
+
+    _export_folder(tmp_path, {"model.onnx": 0})
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    assert _bench().main([str(tmp_path / "student"), "--threads", "1", "--min-time", "0.01", "--no-miou",
+                          "--json", str(out), "--markdown", str(md)]) == 0
+    line = cpuinfo.detect().line()
+    assert f"CPU: {line}" in capsys.readouterr().out.splitlines()
+    assert json.loads(out.read_text())["cpu"]["isa"] == cpuinfo.detect().isa
+    assert f"CPU: {line}" in md.read_text()
+
+
+def test_distill_speed_benchmark_records_the_cpu(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("distill_speed_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "distill_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    monkeypatch.setattr(mod, "VARIANTS", [("KD", True, "kd", None)])  # one variant keeps it quick
+    monkeypatch.setenv("COLUMNS", "300")
+    out = tmp_path / "s.json"
+    mod.main(["--device", "cpu", "--size", "16x16", "--batch", "2", "--iters", "1", "--warmup", "0", "--student", "mbv2",
+              "--teacher", "r18", "--head-channels", "8", "--classes", "3", "--matmul-n", "32", "--json", str(out)])
+    meta = json.loads(out.read_text())["meta"]
+    here = cpuinfo.detect()
+    assert meta["cpu"]["isa"] == here.isa and meta["cpu"]["model"] == here.model and meta["cpu"]["line"] == here.line()
+    printed = capsys.readouterr().out
+    assert f"CPU: {here.model}" in printed and here.isa in printed
