@@ -6,6 +6,10 @@ colour overlay, legend and live FPS, and writes. The output is written under a t
 and renamed once the VideoWriter is released, so end of stream, a dropped camera and Ctrl-C all
 leave a complete, playable file. Live sources (camera, URL) are reopened a few times with
 backoff when they drop.
+
+``show=True`` opens a window only where one can work: an OpenCV with a GUI backend (the
+project installs opencv-python-headless, which has none) and, on Linux, a reachable display.
+Otherwise the demo goes on without it and adds one note saying exactly what would give a window.
 """
 
 from __future__ import annotations
@@ -132,13 +136,6 @@ def _reader(src: FrameSource, q: "queue.Queue[Any]", stop: threading.Event) -> N
         q.put(exc)
     except Exception as exc:  # noqa: BLE001 - surface reader crashes in the main thread
         q.put(DeployError(f"--source {src.source}: reading failed ({type(exc).__name__}: {exc})"))
-
-
-def has_display() -> bool:
-    """True when a window can be shown (X11/Wayland on Linux; assumed elsewhere)."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
 
 
 # --- --show: can this OpenCV open a window here, and if not, what would make it -------------------
