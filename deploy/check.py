@@ -250,7 +250,7 @@ def to_markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
 
 
 # check.png: marker, colour and legend text per kind of point
-_STYLE = {
+_STYLE: dict[str, dict[str, Any]] = {
     "reference": dict(marker="D", color="0.15", s=46, label="FP32 reference (not gated)"),
     PASSED: dict(marker="o", color="tab:blue", s=46, label="passed gate"),
     FAILED_GATE: dict(marker="X", color="tab:red", s=90, label="failed gate"),
@@ -420,7 +420,8 @@ def plot(rows: Sequence[Row], path: Path, meta: dict[str, Any] | None = None) ->
         free = [b for b in boxes if b[1] >= bounds[1] and b[3] <= bounds[3]
                 and not any(b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3] for o in obstacles)]
         box = (free or boxes)[0]
-        t.set_position(ax.transData.inverted().transform(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)))
+        cx, cy = ax.transData.inverted().transform(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+        t.set_position((float(cx), float(cy)))
         obstacles.append(box)
         gate_info = {"miou": gate, "y_px": fig.bbox.height - gy, "text": text}
 
@@ -466,8 +467,7 @@ def plot(rows: Sequence[Row], path: Path, meta: dict[str, Any] | None = None) ->
         "gate": gate_info,
         "points": [{"name": r.name, "status": r.status, "kind": k, "xy": [round(px, 1), round(H - py, 1)]}
                    for r, k, (px, py) in zip(pts, kinds, anchors)],
-        "labels": [{"name": r.name, "text": t.get_text(),
-                    "box": png_box(t.get_bbox_patch().get_window_extent(renderer) if t.get_bbox_patch() else t.get_window_extent(renderer))}
+        "labels": [{"name": r.name, "text": t.get_text(), "box": png_box((t.get_bbox_patch() or t).get_window_extent(renderer))}
                    for r, t in zip(pts, texts)],
     }
     failed = [r.name for r, k in zip(pts, kinds) if k == FAILED_GATE]

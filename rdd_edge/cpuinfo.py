@@ -144,8 +144,9 @@ def parse_cpuinfo(text: str, machine: str | None = None, board: str | None = Non
 
     model = first.get("model name") or ""
     impl, part = _int(first.get("cpu implementer", "")), _int(first.get("cpu part", ""))
-    if (impl, part) in _ARM_PARTS and (not model or model.lower().startswith("armv")):
-        model = _ARM_PARTS[(impl, part)]  # "ARMv8 Processor rev 1 (v8l)" says less than the core's name
+    core = _ARM_PARTS.get((impl, part)) if impl is not None and part is not None else None
+    if core and (not model or model.lower().startswith("armv")):
+        model = core  # "ARMv8 Processor rev 1 (v8l)" says less than the core's name
     if not model:  # some ARM kernels put the SoC in a trailing "Hardware" / "Model" line
         model = next((b[k] for b in blocks for k in ("model", "hardware") if b.get(k) and "processor" not in b), "")
     model = re.sub(r"\s+", " ", model).strip() or UNKNOWN
@@ -190,7 +191,7 @@ _SYSCTL_KEYS = ("machdep.cpu.brand_string", "hw.logicalcpu", "hw.physicalcpu", "
 
 
 def _sysctl(keys: tuple[str, ...]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for k in keys:  # one call per key: sysctl stops at the first unknown name
         try:
             r = subprocess.run(["sysctl", "-n", k], capture_output=True, text=True, timeout=2)
