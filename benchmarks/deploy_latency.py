@@ -224,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"ONNX Runtime {ort.__version__} CPU, intra-op threads {threads}, batch {args.batch}; "
              f"latency model only; x fp32 = fp32 mean / artifact mean (> 1: faster)"
              + (f"; mIoU on {val[0]} resized to the model input, drop vs fp32 in points" if val else ""))
+    from rdd_edge.cpuinfo import detect
+
+    cpu = detect()
     print(title)
+    print(f"CPU: {cpu.line()}")
     lines = report_lines(results)
     print("\n".join(lines))
     for row in results:
@@ -236,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         from rdd_edge.runs import atomic_write_text, write_json
 
         if args.json:
-            write_json(args.json, {"title": title, "threads": args.threads, "batch": args.batch,
+            write_json(args.json, {"title": title, "cpu": cpu.as_dict(), "threads": args.threads, "batch": args.batch,
                                    "eval": val[0] if val else None, "results": results})
         if args.markdown:
-            md = [title, "", *report_lines(results, markdown=True), ""]
+            md = [title, "", f"CPU: {cpu.line()}", "", *report_lines(results, markdown=True), ""]
             md += [f"- {row['model']} {row['size']}: {row['verdict']}" for row in results]
             atomic_write_text(args.markdown, "\n".join(md) + "\n")
     return 0

@@ -151,7 +151,12 @@ def run(args) -> list[dict]:
     peak = matmul_tflops(device, peak_dtype, args.matmul_n)
     for r in rows:
         r["of_matmul_peak"] = r["tflops"] / peak
-    return rows, {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+    cpu = None
+    if device.type == "cpu":  # which CPU, and its INT8 instruction set, next to CPU timings
+        from rdd_edge.cpuinfo import detect
+
+        cpu = detect().as_dict()
+    return rows, {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"), "cpu": cpu,
                   "amp": str(dtype).replace("torch.", "") if use_amp else "off", "size": f"{h}x{w}",
                   "batch": args.batch, "student": args.student, "teacher": args.teacher,
                   "matmul_tflops": peak, "matmul_dtype": str(peak_dtype).replace("torch.", "")}
@@ -186,6 +191,8 @@ def main(argv=None) -> None:
         t.add_row(r["variant"], f"{r['ms']:.1f}", f"{100 * r['vs_kd']:+.1f}%", f"{r['gflop_per_step']:.1f}",
                   f"{r['tflops']:.3f}", f"{100 * r['of_matmul_peak']:.1f}%")
     t.caption = f"matmul peak ({meta['matmul_dtype']}, n={args.matmul_n}): {meta['matmul_tflops']:.2f} TFLOP/s"
+    if meta.get("cpu"):
+        t.caption += f"\nCPU: {meta['cpu']['line']}"
     Console().print(t)
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

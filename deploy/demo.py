@@ -6,18 +6,23 @@ colour overlay, legend and live FPS, and writes. The output is written under a t
 and renamed once the VideoWriter is released, so end of stream, a dropped camera and Ctrl-C all
 leave a complete, playable file. Live sources (camera, URL) are reopened a few times with
 backoff when they drop.
+
+``show=True`` opens a window only where one can work: an OpenCV with a GUI backend (the
+project installs opencv-python-headless, which has none) and, on Linux, a reachable display.
+Otherwise the demo goes on without it and adds one note saying exactly what would give a window.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import re
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import cv2
 import numpy as np
@@ -133,11 +138,144 @@ def _reader(src: FrameSource, q: "queue.Queue[Any]", stop: threading.Event) -> N
         q.put(DeployError(f"--source {src.source}: reading failed ({type(exc).__name__}: {exc})"))
 
 
-def has_display() -> bool:
-    """True when a window can be shown (X11/Wayland on Linux; assumed elsewhere)."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+# --- --show: can this OpenCV open a window here, and if not, what would make it -------------------
+
+_GUI_LINE = re.compile(r"^(\s*)GUI:\s*(.*?)\s*$")
+_SUB_LINE = re.compile(r"^(\s*)([^:]+?)\s*:\s*(.*?)\s*$")
+_NOT_BACKENDS = {"VTK SUPPORT", "BUILT-IN UNICODE FONT", "OPENGL SUPPORT", "GTHREAD", "GTKGLEXT", "QT OPENGL SUPPORT"}
+
+
+def gui_backend(build_info: str) -> str | None:
+    """The GUI backend named in ``cv2.getBuildInformation()``'s "GUI:" section, or None when headless.
+
+    OpenCV 4.5+ writes it on the "GUI:" line itself ("QT5", "GTK3", "WIN32UI", "COCOA", or "NONE"
+    in the opencv-python-headless wheels); older builds leave that line empty and list one
+    "QT: YES (ver ...)" / "GTK+ 3.x: YES" / "Win32 UI: YES" / "Cocoa: YES" line per toolkit under it.
+    No "GUI:" section at all counts as headless.
+    """
+    lines = build_info.splitlines()
+    for i, line in enumerate(lines):
+        m = _GUI_LINE.match(line)
+        if not m:
+            continue
+        indent, value = len(m.group(1)), m.group(2)
+        if value:
+            return None if value.upper() in ("NONE", "NO") else value
+        for sub in lines[i + 1 :]:
+            if not sub.strip():
+                continue
+            sm = _SUB_LINE.match(sub)
+            if sm is None or len(sm.group(1)) <= indent:
+                break  # the next section
+            name, val = sm.group(2).strip(), sm.group(3).strip()
+            if val.upper().startswith("YES") and name.upper() not in _NOT_BACKENDS:
+                return name
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class ShowDecision:
+    show: bool
+    note: str | None = None  # one line for the user when ``show`` is False although asked for
+
+
+def _gui_install_hint(cv_version: str, dist: str | None) -> str:
+    """The pip line that swaps the headless wheel for the GUI one of the same version."""
+    gui = "opencv-contrib-python" if dist and "contrib" in dist else "opencv-python"
+    headless = dist if dist and dist.endswith("-headless") else "opencv-python-headless"
+    major_minor_patch = ".".join(cv_version.split(".")[:3])
+    return f'pip uninstall -y {headless} && pip install "{gui}=={major_minor_patch}.*"'
+
+
+def show_decision(requested: bool, backend: str | None, platform: str = sys.platform, env: Mapping[str, str] | None = None,
+                  cv_version: str = cv2.__version__, dist: str | None = None, has_out: bool = True,
+                  path_exists: Callable[[str], bool] = os.path.exists) -> ShowDecision:
+    """Whether ``--show`` can open a window, else one line saying exactly what would make it work.
+
+    ``backend``: :func:`gui_backend` of this OpenCV; ``env``: the environment (DISPLAY,
+    WAYLAND_DISPLAY); ``dist``: the installed OpenCV distribution (e.g. "opencv-python-headless");
+    ``has_out``: whether frames also go to ``--out`` (if not, the note says nothing is kept).
+    On Linux a local ``DISPLAY=:N`` must have its X socket ``/tmp/.X11-unix/XN`` (OpenCV's Qt
+    backend aborts the whole process when it cannot reach the display), and the Qt backend of the
+    pip wheels needs X11 (DISPLAY; Wayland sessions provide it through XWayland).
+    """
+    if not requested:
+        return ShowDecision(False)
+    env = os.environ if env is None else env
+    tail = "" if has_out else "; nothing is being saved either: add --out FILE.mp4"
+    if backend is None:
+        name = dist or "this OpenCV build"
+        return ShowDecision(False, f"--show: {name} {cv_version} is headless (no GUI backend), so no window can open; "
+                                   f"for a window: {_gui_install_hint(cv_version, dist)} "
+                                   f"(reinstalling rdd-edge brings the headless wheel back){tail}")
+    if platform.startswith("linux"):
+        display, wayland = env.get("DISPLAY", ""), env.get("WAYLAND_DISPLAY", "")
+        x11_only = backend.upper().startswith("QT")
+        if not display and not (wayland and not x11_only):
+            what = "DISPLAY is unset" + (f" (WAYLAND_DISPLAY={wayland}, but OpenCV's {backend} backend needs X11)" if wayland
+                                           else " and so is WAYLAND_DISPLAY")
+            return ShowDecision(False, f"--show: no display: {what}; run on a machine with a screen, connect with "
+                                       f"`ssh -X`, or set DISPLAY=:0 for the screen attached to this machine{tail}")
+        m = re.fullmatch(r":(\d+)(?:\.\d+)?", display)
+        if m and not path_exists(f"/tmp/.X11-unix/X{m.group(1)}"):
+            return ShowDecision(False, f"--show: DISPLAY={display} but no X server is listening there "
+                                       f"(/tmp/.X11-unix/X{m.group(1)} is missing); start one or point DISPLAY at a running one{tail}")
+    return ShowDecision(True)
+
+
+def opencv_distribution() -> str | None:
+    """Which OpenCV wheel is installed (its pip name), or None (e.g. a source or distro build)."""
+    from importlib import metadata
+
+    for name in ("opencv-python-headless", "opencv-contrib-python-headless", "opencv-python", "opencv-contrib-python"):
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        return name
+    return None
+
+
+WINDOW_KEYS = {27: "Esc", ord("q"): "q", ord("Q"): "q"}
+
+
+class Window:
+    """An OpenCV window that shows RGB frames; ``show()`` returns False once the user quits
+    (q or Esc, or closing the window). ``close()`` is safe to call more than once."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.open = False
+        self.quit_by: str | None = None
+
+    def show(self, rgb: np.ndarray) -> bool:
+        if not self.open:
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+            cv2.resizeWindow(self.title, int(rgb.shape[1]), int(rgb.shape[0]))
+            self.open = True
+        cv2.imshow(self.title, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1) & 0xFF
+        if key in WINDOW_KEYS:
+            self.quit_by = WINDOW_KEYS[key]
+            return False
+        try:
+            if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+                self.quit_by = "window closed"
+                return False
+        except cv2.error:  # some backends cannot tell; keys still work
+            pass
+        return True
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            try:
+                cv2.destroyWindow(self.title)
+                for _ in range(3):  # let the toolkit process the close before the process moves on
+                    cv2.waitKey(1)
+            except cv2.error:
+                pass
 
 
 def render(frame: np.ndarray, label: np.ndarray, info: Any, alpha: float, fps: float | None) -> np.ndarray:
@@ -196,9 +334,13 @@ def run_demo(
         raise DeployError(f"--alpha {alpha}: must be between 0 and 1")
     src = FrameSource(source, reconnects=reconnects, backoff=backoff)
     res = DemoResult()
-    if show and not has_display():
-        res.notes.append("no display found (DISPLAY/WAYLAND_DISPLAY unset): running headless, --show ignored")
-        show = False
+    window: Window | None = None
+    if show:
+        decision = show_decision(True, gui_backend(cv2.getBuildInformation()), dist=opencv_distribution(), has_out=out is not None)
+        if decision.show:
+            window = Window(f"rdd-edge demo: {source} (q or Esc quits)")
+        else:
+            res.notes.append(str(decision.note))
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.suffix and not out_path.is_dir() and out_path.suffix.lower() not in VIDEO_SUFFIXES:
         raise DeployError(f"--out {out_path}: not a video name ({', '.join(sorted(VIDEO_SUFFIXES))}) nor a folder; "
@@ -212,7 +354,7 @@ def run_demo(
     error: DeployError | None = None
 
     def loop(sink: _VideoSink | None) -> None:
-        nonlocal error
+        nonlocal error, window
         t0 = time.perf_counter()
         ema: float | None = None
         last = t0
@@ -235,15 +377,18 @@ def run_demo(
                     sink.write(frame)
                 elif to_dir:
                     cv2.imwrite(str(out_path / f"frame_{res.frames:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))  # type: ignore[operator]
-                if show:
-                    try:
-                        cv2.imshow("rdd-edge demo", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-                        if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                            break
-                    except cv2.error:
-                        res.notes.append("this OpenCV build cannot open windows (headless): --show ignored")
-                        show_off()
                 res.frames += 1
+                if window is not None:
+                    try:
+                        keep_going = window.show(frame)
+                    except cv2.error as exc:  # the backend failed after all: go on without a window
+                        res.notes.append(f"--show: OpenCV could not open a window ({str(exc).strip().splitlines()[-1]}); going on without one")
+                        window.close()
+                        window = None
+                        keep_going = True
+                    if not keep_going:
+                        res.notes.append(f"stopped from the window ({window.quit_by}) after {res.frames} frames")  # type: ignore[union-attr]
+                        break
                 if on_frame is not None:
                     on_frame(res.frames)
         except KeyboardInterrupt:
@@ -252,11 +397,9 @@ def run_demo(
             stop.set()
             reader.join(timeout=2.0)
             src.release()
+            if window is not None:
+                window.close()
             res.fps = res.frames / max(time.perf_counter() - t0, 1e-9)
-
-    def show_off() -> None:
-        nonlocal show
-        show = False
 
     if out_path is not None and not to_dir:
         with atomic_path(out_path, suffix=".tmp" + out_path.suffix) as tmp:
@@ -271,8 +414,6 @@ def run_demo(
     else:
         loop(None)
         res.out = out_path
-    if show:
-        cv2.destroyAllWindows()
     if error is not None:
         if res.frames == 0:
             raise error

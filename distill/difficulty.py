@@ -1,10 +1,12 @@
 """Relative-difficulty maps of a student / teacher pair on validation images (paper Figs. 1, 3, 4).
 
-One PNG sheet per image, in one row: image, ground truth, student prediction, teacher prediction,
-RD_TFE (``exp(-KL(teacher main || teacher aux))``, a colour map: dark blue = hard / heads disagree,
-red = easy) and RD_TSE (white = pixels where exactly one of student and teacher finds the pixel
-hard, the pixels TSE-RDD trains on). Maps come from ``distill.rdd`` so they show exactly what the
-trainer weights.
+One PNG sheet per image: a row of image, ground truth, student prediction, teacher prediction,
+RD_TFE (``exp(-KL(teacher main || teacher aux))`` in OpenCV's JET colour map: dark blue = hard,
+the teacher's two heads disagree; red = easy) and RD_TSE (white = pixels where exactly one of
+student and teacher finds the pixel hard, the pixels TSE-RDD trains on; black = not selected;
+grey = ignored in the ground truth). Under the row: the names and colours of the classes in the
+ground truth and both predictions, a colour bar for RD_TFE and a key for RD_TSE. Maps come from
+``distill.rdd`` so they show exactly what the trainer weights.
 """
 
 from __future__ import annotations
@@ -19,32 +21,16 @@ import torch
 import torch.nn.functional as F
 
 from rdd_edge.runs import DEFAULT_ROOT, atomic_path
+from rdd_edge.viz import class_legend, colorbar, colorize, side_by_side, stack, swatch_strip
 
-
-def _colorize(label: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    try:
-        from rdd_edge.viz import colorize
-
-        return colorize(label, palette)
-    except ImportError:  # viz not present: plain lookup, 255 black
-        lut = np.zeros((256, 3), np.uint8)
-        lut[: len(palette)] = np.asarray(palette, np.uint8)
-        return lut[label]
-
-
-def _side_by_side(tiles: list[np.ndarray], titles: list[str]) -> np.ndarray:
-    try:
-        from rdd_edge.viz import side_by_side
-
-        return side_by_side(tiles, titles)
-    except ImportError:
-        return np.concatenate(tiles, axis=1)
+TFE_COLORMAP = cv2.COLORMAP_JET
+TSE_SELECTED, TSE_NOT, TSE_IGNORED = (255, 255, 255), (0, 0, 0), (90, 90, 90)
 
 
 def heatmap(weights: np.ndarray) -> np.ndarray:
     """(H, W) values in [0, 1] -> uint8 RGB with OpenCV's JET colour map (1 = red)."""
     u8 = np.clip(np.nan_to_num(weights) * 255.0, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(cv2.applyColorMap(u8, TFE_COLORMAP), cv2.COLOR_BGR2RGB)
 
 
 @torch.inference_mode()
@@ -74,24 +60,42 @@ def difficulty_maps(student: torch.nn.Module, teacher: torch.nn.Module, image: t
 
 
 def difficulty_sheet(image: np.ndarray, label: np.ndarray, maps: dict, palette: Sequence[Sequence[int]],
-                     mode: str = "xor") -> np.ndarray:
-    """One row of tiles (uint8 RGB): image, GT, student, teacher, RD_TFE, RD_TSE."""
+                     mode: str = "xor", classes: Sequence[str] | None = None) -> np.ndarray:
+    """One sheet (uint8 RGB): a row of tiles (image, GT, student, teacher, RD_TFE, RD_TSE) and under
+    it a legend of the classes present (``classes`` names them; ids otherwise), the RD_TFE colour bar
+    and the RD_TSE key."""
     h, w = label.shape
     if image.shape[:2] != (h, w):
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    tse = np.where(maps["tse"], 255, 0).astype(np.uint8)
-    tse_rgb = np.repeat(tse[..., None], 3, axis=2)
-    tse_rgb[label == 255] = (90, 90, 90)  # ignored pixels in grey
+    ignored = label == 255
+    tse_rgb = np.where(maps["tse"][..., None], np.uint8(TSE_SELECTED), np.uint8(TSE_NOT)).astype(np.uint8)
+    tse_rgb[ignored] = TSE_IGNORED
     tfe = heatmap(maps["tfe"]) if maps["tfe"] is not None else np.full((h, w, 3), 200, np.uint8)
-    tiles = [image, _colorize(label, palette), _colorize(maps["student"].astype(np.uint8), palette),
-             _colorize(maps["teacher"].astype(np.uint8), palette), tfe, tse_rgb]
+    student, teacher = maps["student"].astype(np.uint8), maps["teacher"].astype(np.uint8)
+    tiles = [image, colorize(label, palette), colorize(student, palette), colorize(teacher, palette), tfe, tse_rgb]
     titles = ["image", "ground truth", "student", "teacher",
               "RD_TFE" if maps["tfe"] is not None else "RD_TFE (no aux)", f"RD_TSE ({mode})"]
     # upscale tiny images so the titles stay readable
     k = max(1, int(np.ceil(160 / h)))
     if k > 1:
         tiles = [cv2.resize(t, (w * k, h * k), interpolation=cv2.INTER_NEAREST) for t in tiles]
-    return _side_by_side(tiles, titles)
+    gap = 4
+    row = side_by_side(tiles, titles, gap=gap)
+
+    tw = w * k  # every tile has the label's width, scaled
+    scale = max(0.4, min(0.6, h * k / 500))
+    names = list(classes) if classes is not None else [str(i) for i in range(len(palette))]
+    present = np.union1d(np.union1d(np.unique(label), np.unique(student)), np.unique(teacher))
+    legend = class_legend(names, palette, present, 4 * tw + 3 * gap, scale, ignored=bool(ignored.any()),
+                          title="classes (ground truth, student, teacher):")
+    if maps["tfe"] is not None:
+        tfe_key = colorbar(tw, "0 = hard (heads disagree)", "1 = easy", TFE_COLORMAP, scale, title="RD_TFE weight")
+    else:
+        tfe_key = swatch_strip([], tw, scale, title="no teacher aux head")
+    tse_key = swatch_strip([(TSE_SELECTED, "selected (trained on)"), (TSE_NOT, "not selected"), (TSE_IGNORED, "ignored")],
+                           tw, scale, title="RD_TSE")
+    keys = stack([legend, tfe_key, tse_key], axis=1, gap=gap)
+    return stack([row, keys], axis=0, gap=gap)
 
 
 def write_png(path: Path, rgb: np.ndarray) -> Path:
@@ -104,9 +108,9 @@ def write_png(path: Path, rgb: np.ndarray) -> Path:
 
 def render_difficulty(student: torch.nn.Module, teacher: torch.nn.Module, reader, info, eval_size, n: int,
                       out_dir: str | Path, device: torch.device | str = "cpu", threshold: float = 0.7,
-                      mode: str = "xor", confidence: str = "gt") -> list[dict]:
+                      mode: str = "xor", confidence: str = "gt", classes: Sequence[str] | None = None) -> list[dict]:
     """Sheets for the first ``n`` images of ``reader`` in ``out_dir``; one dict per image
-    (file, selected TSE fraction, mean TFE weight)."""
+    (file, selected TSE fraction, mean TFE weight). Class names: ``classes``, else ``info.classes``."""
     from distill.data import EvalPreset
 
     out_dir = Path(out_dir)
@@ -119,7 +123,8 @@ def render_difficulty(student: torch.nn.Module, teacher: torch.nn.Module, reader
         x, y = tf(image, label, None)
         maps = difficulty_maps(student, teacher, x.to(device), y, threshold, mode, confidence, info.ignore_index)
         name = reader.name(i) if hasattr(reader, "name") else f"{i:04d}"
-        path = write_png(out_dir / f"{i:03d}_{name}.png", difficulty_sheet(image, label, maps, info.palette, mode))
+        sheet = difficulty_sheet(image, label, maps, info.palette, mode, classes if classes is not None else getattr(info, "classes", None))
+        path = write_png(out_dir / f"{i:03d}_{name}.png", sheet)
         valid = label != info.ignore_index
         rows.append({"file": str(path), "tse_selected": float(maps["tse"][valid].mean()) if valid.any() else 0.0,
                      "tfe_mean": float(maps["tfe"][valid].mean()) if maps["tfe"] is not None and valid.any() else None})

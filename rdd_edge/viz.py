@@ -128,3 +128,126 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 3:
         return image
     raise ValueError(f"expected an HxW or HxWx3 image, got shape {image.shape}")
+
+
+# --- keys for composed sheets: swatch legends and colour bars (white panels, black text) ---------
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_BORDER = (128, 128, 128)  # swatch outline: white and black swatches stay visible on a white panel
+
+
+def swatch_strip(
+    entries: Sequence[tuple[Sequence[int], str]],
+    width: int,
+    scale: float = 0.45,
+    title: str | None = None,
+) -> np.ndarray:
+    """A white panel ``width`` wide with a colour swatch + name per entry, wrapped into rows.
+
+    ``entries``: (RGB colour, name) pairs; ``title`` (optional) goes first, on its own line.
+    Returns uint8 RGB; its height fits the rows.
+    """
+    width = max(1, int(width))
+    (_, th), base = cv2.getTextSize("Ag", _FONT, scale, 1)
+    pad, sw = 6, th + base
+    row_h = sw + 6
+    items = [(tuple(int(v) for v in c), str(n), cv2.getTextSize(str(n), _FONT, scale, 1)[0][0]) for c, n in entries]
+    # first pass: positions
+    pos, x, y = [], pad, pad + (row_h if title else 0)
+    for _, _, tw in items:
+        w = sw + 5 + tw
+        if x > pad and x + w > width - pad:
+            x, y = pad, y + row_h
+        pos.append((x, y))
+        x += w + 14
+    height = (pos[-1][1] + sw if pos else pad + (sw if title else 0)) + pad
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    if title:
+        cv2.putText(canvas, title, (pad, pad + th), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    for (colour, name, _), (x, y) in zip(items, pos):
+        cv2.rectangle(canvas, (x, y), (x + sw - 1, y + sw - 1), colour, thickness=-1)
+        cv2.rectangle(canvas, (x, y), (x + sw - 1, y + sw - 1), _BORDER, thickness=1)
+        cv2.putText(canvas, name, (x + sw + 5, y + th + (sw - th - base) // 2), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+def class_legend(
+    classes: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    present: Iterable[int],
+    width: int,
+    scale: float = 0.45,
+    ignored: bool = False,
+    title: str | None = None,
+) -> np.ndarray:
+    """:func:`swatch_strip` of the classes in ``present`` (ids; 255 and unknown ids skipped), in id order;
+    ``ignored`` adds a black "ignored" entry (how :func:`colorize` draws 255)."""
+    ids = sorted({int(c) for c in present if 0 <= int(c) < min(len(classes), len(palette))})
+    entries: list[tuple[Sequence[int], str]] = [(palette[i], classes[i]) for i in ids]
+    if ignored:
+        entries.append(((0, 0, 0), "ignored"))
+    return swatch_strip(entries, width, scale, title)
+
+
+def colorbar(
+    width: int,
+    low_label: str = "0",
+    high_label: str = "1",
+    colormap: int = cv2.COLORMAP_JET,
+    scale: float = 0.45,
+    title: str | None = None,
+    ticks: Sequence[float] = (0.0, 0.5, 1.0),
+) -> np.ndarray:
+    """A white panel with a horizontal colour bar for values 0..1 in an OpenCV ``colormap``.
+
+    The bar maps x to value exactly as ``cv2.applyColorMap(uint8(value * 255))`` does, with the
+    ``ticks`` values under it and ``low_label`` / ``high_label`` under its two ends (on two lines
+    when they do not fit side by side). Returns uint8 RGB.
+    """
+    width = max(24, int(width))
+    (_, th), base = cv2.getTextSize("Ag", _FONT, scale, 1)
+    pad, line = 6, th + base + 4
+    bar_w, bar_h = width - 2 * pad, max(10, th + 4)
+    y = pad + (line if title else 0)
+    ramp = np.linspace(0, 255, bar_w).astype(np.uint8)[None, :]
+    bar = cv2.cvtColor(cv2.applyColorMap(np.repeat(ramp, bar_h, axis=0), colormap), cv2.COLOR_BGR2RGB)
+    lw = cv2.getTextSize(low_label, _FONT, scale, 1)[0][0]
+    hw = cv2.getTextSize(high_label, _FONT, scale, 1)[0][0]
+    two_lines = lw + hw + 12 > bar_w
+    height = y + bar_h + 4 + line + line * (2 if two_lines else 1) + pad - 4
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    if title:
+        cv2.putText(canvas, title, (pad, pad + th), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    canvas[y : y + bar_h, pad : pad + bar_w] = bar
+    cv2.rectangle(canvas, (pad - 1, y - 1), (pad + bar_w, y + bar_h), _BORDER, 1)
+    ty = y + bar_h + 4
+    for t in ticks:
+        x = pad + int(round(float(t) * (bar_w - 1)))
+        cv2.line(canvas, (x, ty - 4), (x, ty), (0, 0, 0), 1)
+        label = f"{t:g}"
+        tw = cv2.getTextSize(label, _FONT, scale, 1)[0][0]
+        cv2.putText(canvas, label, (min(max(0, x - tw // 2), width - tw), ty + th + 2), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    ly = ty + line + th + 2
+    cv2.putText(canvas, low_label, (pad, ly), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(canvas, high_label, (width - pad - hw, ly + (line if two_lines else 0)), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+def stack(images: Sequence[np.ndarray], axis: int = 0, gap: int = 4, bg: int = 255) -> np.ndarray:
+    """Images one under the other (``axis=0``) or side by side (``axis=1``), padded with ``bg``
+    at the bottom / right to a common width / height; no scaling."""
+    rgb = [_as_rgb(im) for im in images]
+    if not rgb:
+        raise ValueError("stack needs at least one image")
+    if axis == 0:
+        w = max(im.shape[1] for im in rgb)
+        parts = [np.pad(im, ((0, 0), (0, w - im.shape[1]), (0, 0)), constant_values=bg) for im in rgb]
+        spacer = np.full((gap, w, 3), bg, np.uint8)
+    else:
+        h = max(im.shape[0] for im in rgb)
+        parts = [np.pad(im, ((0, h - im.shape[0]), (0, 0), (0, 0)), constant_values=bg) for im in rgb]
+        spacer = np.full((h, gap, 3), bg, np.uint8)
+    out = [parts[0]]
+    for p in parts[1:]:
+        out += [spacer, p]
+    return np.concatenate(out, axis=axis)
