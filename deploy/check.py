@@ -635,5 +635,7 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
             "max_drop": spec.max_drop, "batch": spec.batch, "device": device, "threads": spec.threads}
     failures = gate(rows, spec.max_drop)
     meta.update(failures=failures, gate_failed=bool(failures))
+    if _on_cpu(rows, meta):  # CPU latencies: name the CPU and the INT8 instruction set they depend on
+        meta["cpu"] = cpu_meta()
     paths = write_report(export_dir, rows, meta)
     return CheckResult(rows, meta, paths, failures)

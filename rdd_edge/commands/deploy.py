@@ -41,6 +41,8 @@ def print_check(console: Any, result: Any) -> None:
     for r, cells in zip(result.rows, body):
         table.add_row(*cells, style=STATUS_COLOURS.get(r.status))
     console.print(table)
+    if result.meta.get("cpu"):
+        console.print(f"CPU: {result.meta['cpu']['line']}")
     console.print(f"wrote {result.paths['json']}, {result.paths['md'].name}, {result.paths['png'].name}")
     if result.failures:
         console.print("[red]gate failed[/]: " + "; ".join(result.failures))
@@ -96,7 +98,7 @@ def demo(
         metavar="[ARTIFACT_OR_RUN]", help="Model file (.onnx / .engine) or run folder (default: the latest distill run's "
                                           "fastest artifact that passed check, else its model.onnx).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output video (.mp4/.avi/.mkv/.mov) or a folder for PNG frames.")] = None,
-    show: Annotated[bool, typer.Option("--show", help="Show a window (needs a display and OpenCV with GUI support).")] = False,
+    show: Annotated[bool, typer.Option("--show", help="Show a window (needs a display and OpenCV with GUI support, pip install opencv-python; otherwise a note says how).")] = False,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Overlay opacity of the label colours, 0..1.")] = 0.5,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after N frames.")] = None,
     device: Device = None, threads: Threads = None, runs: Runs = DEFAULT_RUNS,
