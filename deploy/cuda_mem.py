@@ -315,18 +315,18 @@ IMPLEMENTATIONS: dict[str, type[CudaPythonMem] | type[PycudaMem]] = {"cuda-pytho
 
 
 def get_cuda_mem(prefer: str | None = None, device: int = 0) -> CudaPythonMem | PycudaMem:
-    """The first implementation that imports (``prefer`` first, else cuda-python, then pycuda).
+    """``prefer`` (only that binding: an explicit choice never switches silently), else the first
+    that imports of cuda-python, then pycuda.
 
-    MissingDependencyError when neither is installed; DeployError when one imports but CUDA
-    itself fails (no driver, wrong CUDA major): that message is the useful one."""
+    MissingDependencyError when none is installed; DeployError when one imports but CUDA itself
+    fails (no driver, wrong CUDA major): that message is the useful one."""
     if prefer is not None and prefer not in IMPLEMENTATIONS:
         raise DeployError(f"CUDA memory backend {prefer!r}: expected one of {list(IMPLEMENTATIONS)}")
-    order = [prefer] if prefer else []
-    order += [n for n in IMPLEMENTATIONS if n not in order]
+    order = [prefer] if prefer else list(IMPLEMENTATIONS)
     errors = []
     for name in order:
         try:
             return IMPLEMENTATIONS[name](device)
         except ImportError as exc:
             errors.append(f"{name}: {exc}")
-    raise MissingDependencyError(f"TensorRT engines need CUDA buffers; neither binding is usable ({'; '.join(errors)}): {INSTALL_HINT}")
+    raise MissingDependencyError(f"TensorRT engines need CUDA buffers; no usable binding ({'; '.join(errors)}): {INSTALL_HINT}")

@@ -1035,7 +1035,8 @@ def test_fake_cudart_checks_pointers_and_records_pinned_copies():
 # ------------------------------------------------------------------ a tiny real export folder (no torch)
 
 
-def tiny_fp32_onnx(path: Path, size: tuple[int, int] = (16, 24), classes: int = 4, seed: int = 0) -> Path:
+def tiny_fp32_onnx(path: Path, size: tuple[int, int] = (16, 24), classes: int = 4, seed: int = 0,
+                   batch: int | str = "batch") -> Path:
     """images (batch, 3, H, W) -> Conv3x3 -> Relu -> Conv1x1 -> logits, ArgMax -> labels (opset 18)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -1050,9 +1051,9 @@ def tiny_fp32_onnx(path: Path, size: tuple[int, int] = (16, 24), classes: int = 
              helper.make_node("Conv", ["r1", "w2", "b2"], ["logits"], name="classifier"),
              helper.make_node("ArgMax", ["logits"], ["labels"], name="argmax", axis=1, keepdims=0)]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, h, w])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes, h, w]),
-         helper.make_tensor_value_info("labels", TensorProto.INT64, ["batch", h, w])],
+        nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, h, w])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes, h, w]),
+         helper.make_tensor_value_info("labels", TensorProto.INT64, [batch, h, w])],
         [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     onnx.checker.check_model(model, full_check=True)
