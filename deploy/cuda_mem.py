@@ -196,7 +196,7 @@ class _PycudaState:
                 for key in list(items):
                     obj = items.pop(key)
                     try:
-                        (obj.base if isinstance(obj, np.ndarray) else obj).free()
+                        _allocation(obj).free()
                     except Exception as exc:  # noqa: BLE001
                         errors.append(f"free: {exc}")
             self.streams.clear()  # pycuda destroys a stream when its object goes; the context is still current
@@ -262,7 +262,7 @@ class PycudaMem:
     def free_pinned(self, host: np.ndarray) -> None:
         arr = self._state.pinned.pop(int(host.__array_interface__["data"][0]), None)
         if arr is not None:
-            self._call("free (pinned)", arr.base.free)
+            self._call("free (pinned)", _allocation(arr).free)
 
     def is_pinned(self, host: np.ndarray) -> bool:
         ptr = int(host.__array_interface__["data"][0])
@@ -304,6 +304,15 @@ class PycudaMem:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _allocation(obj: Any) -> Any:
+    """The pycuda object owning ``obj``'s memory (a DeviceAllocation, or the HostAllocation at the
+    base of a ``pagelocked_empty`` array)."""
+    seen = obj
+    while not hasattr(seen, "free") and getattr(seen, "base", None) is not None:
+        seen = seen.base
+    return seen
 
 
 def _first_line(exc: BaseException) -> str:
