@@ -213,3 +213,17 @@ def test_garbage_collected_runner_releases_its_buffers(monkeypatch, export_dir, 
     del be
     gc.collect()
     assert rt.streams == {} and rt.device == {} and rt.pinned == {}
+
+
+def test_pipeline_keywords_of_the_old_api_still_build_strongly_typed(monkeypatch, export_dir, tmp_path):
+    """export/pipeline.py still calls build_engine(..., timing_cache=FILE, fp16_flag=...): it keeps working,
+    the flag is ignored (precision comes from the file) and the cache goes to FILE's folder under its new name."""
+    d, _ = install(monkeypatch, "10.3.0.26")
+    from export.tensorrt import build_engine
+
+    meta = build_engine(export_dir / "model.int8.onnx", tmp_path / "model.int8.engine", workspace_gb=1.0,
+                        timing_cache=tmp_path / "timing.cache", fp16_flag=True)
+    assert d.calls("IBuilderConfig", "set_flag") == [] and d.calls("Builder", "create_network")[0]["flags"] == 2
+    assert (tmp_path / meta["timing_cache"]["file"]).is_file() and meta["max_batch"] == 8
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        build_engine(export_dir / "model.int8.onnx", tmp_path / "x.engine", fp32_flag=True)
