@@ -129,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not export_dir.is_dir():
         say(f"FAIL: {export_dir} is not an export folder")
         return 1
+    from deploy.engine_meta import tensorrt_module
+    from export.tensorrt import INSTALL_HINT
+
+    if tensorrt_module() is None:
+        say(f"FAIL: no TensorRT on this machine: {INSTALL_HINT}")
+        return 1
     results: list[bool] = []
     images: list[np.ndarray] | None = None
     for key, src_name, engine_name in ENGINES:

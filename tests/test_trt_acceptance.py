@@ -84,3 +84,12 @@ def test_precision_problem():
     assert "mostly FP32" in precision_problem("fp16", {"int8": 0, "fp16": 1, "fp32": 9})
     assert precision_problem("fp16", {"int8": 0, "fp16": 9, "fp32": 2}) is None
     assert "no per-layer" in precision_problem("fp16", None)
+
+
+def test_no_tensorrt_is_one_fail_line(monkeypatch, export_dir, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert main([str(export_dir)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [out[0]] and out[0].startswith("FAIL: no TensorRT on this machine: ") and "rdd-edge[trt]" in out[0]
