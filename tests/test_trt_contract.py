@@ -151,7 +151,6 @@ def test_runner_pins_checks_splits_and_releases(monkeypatch, export_dir, tmp_pat
     d, rt = install(monkeypatch, version)
     _, eng = _build(export_dir, tmp_path, max_batch=4)
     import deploy
-    import onnxruntime as ort
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (20, 30, 3), dtype=np.uint8) for _ in range(9)]
@@ -160,7 +159,7 @@ def test_runner_pins_checks_splits_and_releases(monkeypatch, export_dir, tmp_pat
         assert seg.max_batch == 4 and seg.provider.startswith(f"TensorRT {version} (cuda-python)")
         got = seg.predict_batch(images)  # 9 images through a max-batch-4 engine: 4 + 4 + 1
         runs = [a for k, c, n, a in d.journal if k == "run"]
-        # three chunks (plus the probe-free load): every execute got an int stream handle, the same one
+        # three chunks: every execute got an int stream handle, the same one
         assert len(runs) == 3 and len({r["stream"] for r in runs}) == 1 and all(isinstance(r["stream"], int) for r in runs)
         shapes = [tuple(c["shape"]) for c in d.calls("IExecutionContext", "set_input_shape")]
         assert shapes[-3:] == [(4, 3, *SIZE), (4, 3, *SIZE), (1, 3, *SIZE)]
@@ -178,7 +177,6 @@ def test_runner_pins_checks_splits_and_releases(monkeypatch, export_dir, tmp_pat
     assert "cudaStreamDestroy" in rt.log and "cudaFreeHost" in rt.log
     with pytest.raises(DeployError, match="closed"):
         seg.run(np.zeros((1, 3, *SIZE), np.float32))
-    del ort
 
 
 def test_cuda_failures_are_one_deploy_line_and_leak_nothing(monkeypatch, export_dir, tmp_path):
