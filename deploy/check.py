@@ -51,6 +51,7 @@ class Row:
     drop: float | None = None  # mIoU points lost vs the FP32 reference (positive = worse)
     agreement: float | None = None  # fraction of pixels with the reference's label, in percent
     latency: dict[str, dict] = field(default_factory=dict)  # "b1", "bN" -> Latency.as_dict()
+    detail: str = ""  # engines: the layer precisions TensorRT chose (from the sidecar)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,8 +150,11 @@ def evaluate_rows(
         row = Row(name=cand.name, file=cand.file.name if cand.file else None, precision=cand.precision)
         if cand.file is not None and cand.file.is_file():
             row.size_mb = cand.file.stat().st_size / 1e6
+        seg = None
         try:
             verify_file(cand)
+            if cand.file is not None and cand.file.suffix == ".engine":
+                row.detail = _engine_precisions(cand.file)
             seg = cand.load()
             row.backend = getattr(seg, "provider", "")
             preds = _predict_all(seg, images, max(1, batch))
@@ -165,8 +169,9 @@ def evaluate_rows(
                 row.agreement = 100.0 * same / max(1, sum(p.size for p in preds))
                 row.drop = ref_miou - row.miou if ref_miou is not None else None
             row.latency["b1"] = measure_segmenter(seg, 1, **latency_kw).as_dict()
-            if batch > 1:
-                row.latency[f"b{batch}"] = measure_segmenter(seg, batch, **latency_kw).as_dict()
+            big = min(batch, getattr(seg, "max_batch", None) or batch)  # what an engine's profile accepts
+            if big > 1:
+                row.latency[f"b{big}"] = measure_segmenter(seg, big, **latency_kw).as_dict()
             gate_fail = cand.gated and row.drop is not None and row.drop > max_drop
             row.status = FAILED_GATE if gate_fail else PASSED
             if gate_fail:
@@ -175,6 +180,9 @@ def evaluate_rows(
             row.status, row.reason = FAILED, str(exc)
         except Exception as exc:  # noqa: BLE001 - one broken artifact must not stop the table
             row.status, row.reason = FAILED, f"{type(exc).__name__}: {exc}"
+        finally:
+            if seg is not None and hasattr(seg, "close"):
+                seg.close()  # device buffers, streams, sessions: one artifact at a time
         if (row.status == FAILED and cand.file is not None and cand.file.suffix == ".engine" and _no_tensorrt()
                 and _intact(cand)):
             row.status = SKIPPED  # an intact engine on a machine without TensorRT: not a failure of the artifact
@@ -182,6 +190,18 @@ def evaluate_rows(
         if on_row:
             on_row(row)
     return rows
+
+
+def _engine_precisions(engine: Path) -> str:
+    """"INT8 41, FP16 12, FP32 0 layers" from an engine's sidecar ('' when it has none)."""
+    from deploy.engine_meta import precision_summary, sidecar_path
+
+    try:
+        import json
+
+        return precision_summary(json.loads(sidecar_path(engine).read_text()))
+    except (OSError, ValueError):
+        return ""
 
 
 def _intact(cand: Candidate) -> bool:
@@ -289,6 +309,7 @@ def to_markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
         "|" + "---|" * len(head),
     ]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]
+    lines += [f"- {r.name}: {r.detail}" for r in rows if r.detail]
     lines += ["", f"Result: {'FAILED' if meta['gate_failed'] else 'passed'} ({time.strftime('%Y-%m-%d %H:%M:%S')})", ""]
     return "\n".join(lines)
 

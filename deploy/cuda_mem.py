@@ -1,117 +1,341 @@
-"""Device buffers and streams for TensorRT, behind one small interface.
+"""Device buffers, page-locked host buffers and streams for TensorRT, behind one small interface.
 
-Two implementations, chosen by what is installed: ``cuda-python`` (``cuda.bindings.runtime``,
-wheels for x86 and aarch64, what NVIDIA's current TensorRT samples use) first, then ``pycuda``
-(often a source build on Jetson). Both expose: ``alloc(nbytes) -> int`` device pointer,
-``free(ptr)``, ``stream() -> int`` handle, ``htod(ptr, host, stream)``, ``dtoh(host, ptr, stream)``,
-``synchronize(stream)``. Host arrays must be C-contiguous numpy arrays.
+Two implementations: ``cuda-python`` (``cuda.bindings.runtime``: wheels for x86 and aarch64, what
+NVIDIA's current TensorRT samples use; the default) and ``pycuda`` (often a source build on
+Jetson). Both expose::
+
+    alloc(nbytes) -> int                device pointer;  free(ptr)
+    pinned_empty(shape, dtype) -> array page-locked host array;  free_pinned(array)
+    stream() -> int                     a CUDA stream handle;  destroy_stream(handle)
+    htod(ptr, host, stream) / dtoh(host, ptr, stream) / synchronize(stream)
+    close()                             release everything still held (also a context manager;
+                                        a finalizer does it at garbage collection or exit)
+
+Asynchronous copies only overlap and stay asynchronous from page-locked memory (with a pageable
+numpy array the driver stages them through a pinned bounce buffer and blocks), so the TensorRT
+runner copies through :meth:`pinned_empty` arrays. Every CUDA error becomes one DeployError line.
+pycuda runs on the device's primary context: pushed here, popped on :meth:`close` or at exit
+(pycuda aborts the interpreter when a pushed context is left on the stack at shutdown).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import ctypes
+import weakref
+from typing import Any, Callable
 
 import numpy as np
 
 from rdd_edge.errors import DeployError, MissingDependencyError
 
-INSTALL_HINT = "install cuda-python (`pip install \"cuda-python<13\"` for CUDA 12 / JetPack 6) or `pip install rdd-edge[trt]` (pycuda)"
+INSTALL_HINT = ("install cuda-python for your CUDA major: `pip install rdd-edge[jetson]` (JetPack 6, CUDA 12), "
+                "`pip install rdd-edge[trt]` (desktop CUDA 12) or `pip install rdd-edge[trt-cuda13]`; "
+                "pycuda also works (`pip install rdd-edge[pycuda]`, needs nvcc)")
+
+
+def _import_cudart() -> Any:
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        from cuda import cudart as runtime  # cuda-python < 12.6 kept the runtime API here
+    return runtime
+
+
+class _CudaPythonState:
+    """What a :class:`CudaPythonMem` holds; released by :meth:`release` (close or finalizer)."""
+
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+        self.device: dict[int, int] = {}  # ptr -> nbytes
+        self.pinned: dict[int, int] = {}  # ptr -> nbytes
+        self.streams: dict[int, Any] = {}  # handle -> cudaStream_t
+
+    def release(self) -> list[str]:
+        errors: list[str] = []
+        for what, items, fn in (("cudaStreamDestroy", self.streams, self.rt.cudaStreamDestroy),
+                                ("cudaFree", self.device, self.rt.cudaFree),
+                                ("cudaFreeHost", self.pinned, self.rt.cudaFreeHost)):
+            for key in list(items):
+                obj = items.pop(key)
+                try:
+                    res = fn(obj if what == "cudaStreamDestroy" else key)
+                    err = res[0] if isinstance(res, tuple) else res
+                    if int(err) != 0:
+                        errors.append(f"{what}: {_cuda_python_error_name(self.rt, err)}")
+                except Exception as exc:  # noqa: BLE001 - keep releasing the rest
+                    errors.append(f"{what}: {exc}")
+        return errors
+
+
+def _cuda_python_error_name(rt: Any, err: Any) -> str:
+    try:
+        res = rt.cudaGetErrorName(err)
+        name = res[1] if isinstance(res, tuple) and len(res) > 1 else res
+        name = name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # noqa: BLE001
+        name = str(err)
+    return f"{name} ({int(err)})"
 
 
 class CudaPythonMem:
-    """``cuda.bindings.runtime`` (cudaMalloc, cudaMemcpyAsync, cudaStreamCreate ...)."""
+    """``cuda.bindings.runtime`` (cudaMalloc, cudaMallocHost, cudaMemcpyAsync, cudaStreamCreate ...);
+    every ``(err, value)`` result is checked."""
 
     name = "cuda-python"
 
-    def __init__(self) -> None:
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-
-        self._rt = cudart
-        self._streams: dict[int, Any] = {}
+    def __init__(self, device: int = 0) -> None:
+        rt = _import_cudart()
+        self._rt = rt
+        self._state = _CudaPythonState(rt)
+        self._finalizer = weakref.finalize(self, self._state.release)
+        self._ok(rt.cudaSetDevice(int(device)), f"cudaSetDevice({device})")
 
     def _ok(self, res: Any, what: str) -> Any:
-        err, *rest = res if isinstance(res, tuple) else (res,)
+        if isinstance(res, tuple):
+            err, rest = res[0], res[1:]
+        else:
+            err, rest = res, ()
         if int(err) != 0:
-            raise DeployError(f"CUDA {what} failed: {self._rt.cudaGetErrorName(err)[1]!r}")
-        return rest[0] if len(rest) == 1 else rest
+            raise DeployError(f"CUDA {what} failed: {_cuda_python_error_name(self._rt, err)}; check the NVIDIA driver "
+                              "(nvidia-smi / tegrastats) and that cuda-python matches its CUDA major")
+        return rest[0] if len(rest) == 1 else (rest or None)
+
+    def _check_open(self) -> None:
+        if not self._finalizer.alive:
+            raise DeployError("CUDA buffers used after close()")
 
     def alloc(self, nbytes: int) -> int:
-        return int(self._ok(self._rt.cudaMalloc(max(int(nbytes), 1)), "cudaMalloc"))
+        self._check_open()
+        n = max(int(nbytes), 1)
+        ptr = int(self._ok(self._rt.cudaMalloc(n), f"cudaMalloc({n} bytes)"))
+        self._state.device[ptr] = n
+        return ptr
 
     def free(self, ptr: int) -> None:
-        self._ok(self._rt.cudaFree(ptr), "cudaFree")
+        if self._state.device.pop(int(ptr), None) is not None:
+            self._ok(self._rt.cudaFree(int(ptr)), "cudaFree")
+
+    def pinned_empty(self, shape: tuple[int, ...] | int, dtype: Any) -> np.ndarray:
+        """A C-contiguous numpy array in page-locked host memory (``cudaMallocHost``)."""
+        self._check_open()
+        dt = np.dtype(dtype)
+        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+        count = int(np.prod(shape, dtype=np.int64))
+        n = max(count * dt.itemsize, 1)
+        ptr = int(self._ok(self._rt.cudaMallocHost(n), f"cudaMallocHost({n} bytes)"))
+        self._state.pinned[ptr] = n
+        raw = (ctypes.c_ubyte * n).from_address(ptr)
+        return np.frombuffer(raw, dtype=np.uint8, count=n)[: count * dt.itemsize].view(dt).reshape(shape)
+
+    def free_pinned(self, host: np.ndarray) -> None:
+        ptr = int(host.__array_interface__["data"][0])
+        if self._state.pinned.pop(ptr, None) is not None:
+            self._ok(self._rt.cudaFreeHost(ptr), "cudaFreeHost")
+
+    def is_pinned(self, host: np.ndarray) -> bool:
+        ptr = int(host.__array_interface__["data"][0])
+        return any(p <= ptr and ptr + host.nbytes <= p + n for p, n in self._state.pinned.items())
 
     def stream(self) -> int:
+        self._check_open()
         s = self._ok(self._rt.cudaStreamCreate(), "cudaStreamCreate")
         handle = int(s)
-        self._streams[handle] = s
+        self._state.streams[handle] = s
         return handle
+
+    def destroy_stream(self, stream: int) -> None:
+        s = self._state.streams.pop(int(stream), None)
+        if s is not None:
+            self._ok(self._rt.cudaStreamDestroy(s), "cudaStreamDestroy")
 
     def htod(self, ptr: int, host: np.ndarray, stream: int) -> None:
         kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._ok(self._rt.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, kind, self._streams.get(stream, stream)), "cudaMemcpyAsync (host to device)")
+        self._ok(self._rt.cudaMemcpyAsync(int(ptr), host.ctypes.data, host.nbytes, kind, self._stream(stream)),
+                 "cudaMemcpyAsync (host to device)")
 
     def dtoh(self, host: np.ndarray, ptr: int, stream: int) -> None:
         kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._ok(self._rt.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, kind, self._streams.get(stream, stream)), "cudaMemcpyAsync (device to host)")
+        self._ok(self._rt.cudaMemcpyAsync(host.ctypes.data, int(ptr), host.nbytes, kind, self._stream(stream)),
+                 "cudaMemcpyAsync (device to host)")
 
     def synchronize(self, stream: int) -> None:
-        self._ok(self._rt.cudaStreamSynchronize(self._streams.get(stream, stream)), "cudaStreamSynchronize")
+        self._ok(self._rt.cudaStreamSynchronize(self._stream(stream)), "cudaStreamSynchronize")
+
+    def _stream(self, handle: int) -> Any:
+        s = self._state.streams.get(int(handle))
+        if s is None:
+            raise DeployError(f"CUDA stream {handle} is not open (closed runner?)")
+        return s
+
+    def close(self) -> None:
+        """Destroy the streams and free every device and pinned buffer still held (idempotent)."""
+        if not self._finalizer.alive:
+            return
+        errors = self._finalizer()
+        if errors:
+            raise DeployError(f"CUDA cleanup reported errors: {'; '.join(errors)[:300]}")
+
+    def __enter__(self) -> "CudaPythonMem":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _PycudaState:
+    def __init__(self, drv: Any, ctx: Any) -> None:
+        self.drv, self.ctx = drv, ctx
+        self.device: dict[int, Any] = {}
+        self.pinned: dict[int, Any] = {}
+        self.streams: dict[int, Any] = {}
+
+    def release(self) -> list[str]:
+        errors: list[str] = []
+        try:
+            for items in (self.device, self.pinned):
+                for key in list(items):
+                    obj = items.pop(key)
+                    try:
+                        _allocation(obj).free()
+                    except Exception as exc:  # noqa: BLE001
+                        errors.append(f"free: {exc}")
+            self.streams.clear()  # pycuda destroys a stream when its object goes; the context is still current
+        finally:
+            if self.ctx is not None:
+                try:
+                    self.ctx.pop()  # the pushed primary context leaves the stack: no abort at exit
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(f"context pop: {exc}")
+                self.ctx = None
+                try:
+                    from pycuda.tools import clear_context_caches
+
+                    clear_context_caches()
+                except Exception:  # noqa: BLE001
+                    pass
+        return errors
 
 
 class PycudaMem:
-    """``pycuda.driver`` on the device's primary context."""
+    """``pycuda.driver`` on the device's primary context (pushed here, popped on close / at exit)."""
 
     name = "pycuda"
 
-    def __init__(self) -> None:
-        import pycuda.driver as drv  # type: ignore[import-not-found]
+    def __init__(self, device: int = 0) -> None:
+        import pycuda.driver as drv
 
-        drv.init()
         self._drv = drv
-        self._ctx = drv.Device(0).retain_primary_context()
-        self._ctx.push()
-        self._allocs: dict[int, Any] = {}
-        self._streams: dict[int, Any] = {}
+        try:
+            drv.init()
+            ctx = drv.Device(int(device)).retain_primary_context()
+            ctx.push()
+        except drv.Error as exc:
+            raise DeployError(f"CUDA (pycuda) could not open device {device}: {_first_line(exc)}; check the NVIDIA driver") from None
+        self._state = _PycudaState(drv, ctx)
+        # weakref.finalize runs at garbage collection and, for objects still alive, at interpreter exit
+        # (atexit), so the context is popped before pycuda's own shutdown check
+        self._finalizer = weakref.finalize(self, self._state.release)
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        if not self._finalizer.alive:
+            raise DeployError("CUDA buffers used after close()")
+        try:
+            return fn(*args)
+        except self._drv.Error as exc:
+            raise DeployError(f"CUDA {what} failed (pycuda): {_first_line(exc)}") from None
 
     def alloc(self, nbytes: int) -> int:
-        a = self._drv.mem_alloc(max(int(nbytes), 1))
-        self._allocs[int(a)] = a
+        a = self._call("mem_alloc", self._drv.mem_alloc, max(int(nbytes), 1))
+        self._state.device[int(a)] = a
         return int(a)
 
     def free(self, ptr: int) -> None:
-        a = self._allocs.pop(ptr, None)
+        a = self._state.device.pop(int(ptr), None)
         if a is not None:
-            a.free()
+            self._call("free", a.free)
+
+    def pinned_empty(self, shape: tuple[int, ...] | int, dtype: Any) -> np.ndarray:
+        arr = self._call("pagelocked_empty", self._drv.pagelocked_empty, shape, np.dtype(dtype))
+        self._state.pinned[int(arr.__array_interface__["data"][0])] = arr
+        return arr
+
+    def free_pinned(self, host: np.ndarray) -> None:
+        arr = self._state.pinned.pop(int(host.__array_interface__["data"][0]), None)
+        if arr is not None:
+            self._call("free (pinned)", _allocation(arr).free)
+
+    def is_pinned(self, host: np.ndarray) -> bool:
+        ptr = int(host.__array_interface__["data"][0])
+        return any(p <= ptr and ptr + host.nbytes <= p + a.nbytes for p, a in self._state.pinned.items())
 
     def stream(self) -> int:
-        s = self._drv.Stream()
-        self._streams[s.handle] = s
+        s = self._call("Stream", self._drv.Stream)
+        self._state.streams[int(s.handle)] = s
         return int(s.handle)
 
+    def destroy_stream(self, stream: int) -> None:
+        self._state.streams.pop(int(stream), None)
+
+    def _stream(self, handle: int) -> Any:
+        s = self._state.streams.get(int(handle))
+        if s is None:
+            raise DeployError(f"CUDA stream {handle} is not open (closed runner?)")
+        return s
+
     def htod(self, ptr: int, host: np.ndarray, stream: int) -> None:
-        self._drv.memcpy_htod_async(ptr, host, self._streams[stream])
+        self._call("memcpy_htod_async", self._drv.memcpy_htod_async, int(ptr), host, self._stream(stream))
 
     def dtoh(self, host: np.ndarray, ptr: int, stream: int) -> None:
-        self._drv.memcpy_dtoh_async(host, ptr, self._streams[stream])
+        self._call("memcpy_dtoh_async", self._drv.memcpy_dtoh_async, host, int(ptr), self._stream(stream))
 
     def synchronize(self, stream: int) -> None:
-        self._streams[stream].synchronize()
+        self._call("Stream.synchronize", self._stream(stream).synchronize)
+
+    def close(self) -> None:
+        """Free every buffer, drop the streams and pop the primary context (idempotent)."""
+        if not self._finalizer.alive:
+            return
+        errors = self._finalizer()
+        if errors:
+            raise DeployError(f"CUDA cleanup reported errors (pycuda): {'; '.join(errors)[:300]}")
+
+    def __enter__(self) -> "PycudaMem":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
-IMPLEMENTATIONS = {"cuda-python": CudaPythonMem, "pycuda": PycudaMem}
+def _allocation(obj: Any) -> Any:
+    """The pycuda object owning ``obj``'s memory (a DeviceAllocation, or the HostAllocation at the
+    base of a ``pagelocked_empty`` array)."""
+    seen = obj
+    while not hasattr(seen, "free") and getattr(seen, "base", None) is not None:
+        seen = seen.base
+    return seen
 
 
-def get_cuda_mem(prefer: str | None = None) -> CudaPythonMem | PycudaMem:
-    """The first implementation that imports (``prefer`` first); MissingDependencyError if none."""
-    order = [prefer] if prefer else []
-    order += [n for n in IMPLEMENTATIONS if n not in order]
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+IMPLEMENTATIONS: dict[str, type[CudaPythonMem] | type[PycudaMem]] = {"cuda-python": CudaPythonMem, "pycuda": PycudaMem}
+
+
+def get_cuda_mem(prefer: str | None = None, device: int = 0) -> CudaPythonMem | PycudaMem:
+    """``prefer`` (only that binding: an explicit choice never switches silently), else the first
+    that imports of cuda-python, then pycuda.
+
+    MissingDependencyError when none is installed; DeployError when one imports but CUDA itself
+    fails (no driver, wrong CUDA major): that message is the useful one."""
+    if prefer is not None and prefer not in IMPLEMENTATIONS:
+        raise DeployError(f"CUDA memory backend {prefer!r}: expected one of {list(IMPLEMENTATIONS)}")
+    order = [prefer] if prefer else list(IMPLEMENTATIONS)
     errors = []
     for name in order:
-        if name not in IMPLEMENTATIONS:
-            raise DeployError(f"CUDA memory backend {name!r}: expected one of {list(IMPLEMENTATIONS)}")
         try:
-            return IMPLEMENTATIONS[name]()
+            return IMPLEMENTATIONS[name](device)
         except ImportError as exc:
             errors.append(f"{name}: {exc}")
-    raise MissingDependencyError(f"TensorRT engines need CUDA device buffers; neither binding is usable ({'; '.join(errors)}): {INSTALL_HINT}")
+    raise MissingDependencyError(f"TensorRT engines need CUDA buffers; no usable binding ({'; '.join(errors)}): {INSTALL_HINT}")

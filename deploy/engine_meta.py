@@ -10,12 +10,13 @@ Torch-free: tensorrt and the CUDA bindings are imported inside the functions, al
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from rdd_edge.errors import DeployError
+from rdd_edge.errors import DeployError, RddError
 from rdd_edge.runs import write_json
 
 SIDECAR_FORMAT = "rdd-edge-engine"
@@ -50,12 +51,41 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _tensorrt_version() -> str | None:
+MIN_TRT = (10, 0)  # strong typing, named I/O tensors, no implicit calibrators (JetPack 6 ships 10.3)
+
+
+def parse_trt_version(version: str | None) -> tuple[int, int, int]:
+    """``"10.3.0.30"`` -> (10, 3, 0); missing parts are 0; unparsable -> (0, 0, 0)."""
+    parts = re.findall(r"\d+", str(version or ""))[:3]
+    nums = [int(p) for p in parts] + [0] * (3 - len(parts))
+    return nums[0], nums[1], nums[2]
+
+
+def check_trt_version(version: str | None, error: type[RddError] = DeployError, where: str = "") -> tuple[int, int, int]:
+    """Refuse TensorRT older than 10.0 with one line; return the parsed version."""
+    v = parse_trt_version(version)
+    if v[:2] < MIN_TRT:
+        raise error(f"{where}TensorRT {version or '?'} found; rdd-edge needs TensorRT 10.0 or newer "
+                    "(JetPack 6 ships 10.3; desktop: pip install rdd-edge[trt]), or run the .onnx file with ONNX Runtime")
+    return v
+
+
+def tensorrt_module() -> Any | None:
+    """The real ``tensorrt`` module, or None when it is absent, broken, or only a type-stub
+    package (``tensorrt-stubs`` installs a ``tensorrt/`` folder of ``.pyi`` files that Python
+    imports as an empty namespace package)."""
     try:
-        import tensorrt  # type: ignore[import-not-found]
+        import tensorrt
     except Exception:  # noqa: BLE001 - absent or broken install: no TensorRT here
         return None
-    return str(getattr(tensorrt, "__version__", "")) or None
+    if not hasattr(tensorrt, "Builder") or not getattr(tensorrt, "__version__", None):
+        return None
+    return tensorrt
+
+
+def _tensorrt_version() -> str | None:
+    trt = tensorrt_module()
+    return str(trt.__version__) if trt is not None else None
 
 
 def _gpu_cuda_python() -> tuple[str, str] | None:
@@ -145,3 +175,80 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any] | None = None
         f"this machine has {have_gpu} with {have_trt}: rebuild it here with `rdd-edge export --trt {flavour}` "
         "(or run the ONNX file instead)"
     )
+
+
+# --- per-layer precision from the engine inspector ---------------------------------------------
+
+# Ordered: the first token found in a tensor's data type / format text decides (BF16 before FP16/
+# FLOAT, UINT8 before INT8). TensorRT 10 writes one "Format/Datatype" text per tensor (e.g. "Row
+# major linear FP16 format", "Thirty-two wide channel vectorized row major Int8 format"); 11.x
+# splits it into "Format" and "DataType" (e.g. "Float", "Half", "Int8").
+_DTYPE_TOKENS = (
+    ("BFLOAT16", "bf16"), ("BF16", "bf16"),
+    ("FP8", "fp8"), ("FP4", "fp4"),
+    ("UINT8", "uint8"), ("INT8", "int8"), ("INT4", "int4"),
+    ("FP16", "fp16"), ("HALF", "fp16"),
+    ("FP32", "fp32"), ("FLOAT", "fp32"),
+    ("INT32", "int32"), ("INT64", "int64"), ("BOOL", "bool"),
+)
+MAIN_PRECISIONS = ("int8", "fp16", "fp32")
+
+
+def tensor_precision(tensor: Any) -> str | None:
+    """Precision named by one inspector tensor entry (dict with DataType / Format/Datatype)."""
+    if not isinstance(tensor, dict):
+        return None
+    for key in ("DataType", "Datatype", "Format/Datatype", "Format"):
+        text = tensor.get(key)
+        if isinstance(text, str) and text.strip() and "N/A" not in text.upper():
+            up = text.upper().replace("-", "")
+            for token, name in _DTYPE_TOKENS:
+                if token in up:
+                    return name
+    return None
+
+
+def layer_precision(layer: Any) -> str:
+    """The precision a layer computes in: its first input's type (an INT8 convolution reads INT8
+    and may write FP16), else its first output's; ``unknown`` when the entry has no types (engine
+    built without ``ProfilingVerbosity.DETAILED``)."""
+    if not isinstance(layer, dict):
+        return "unknown"
+    for key in ("Inputs", "Outputs"):
+        for t in layer.get(key) or []:
+            p = tensor_precision(t)
+            if p is not None:
+                return p
+    return "unknown"
+
+
+def layer_precisions(inspector_json: str | dict | list) -> dict[str, int]:
+    """``IEngineInspector.get_engine_information(LayerInformationFormat.JSON)`` -> layer count per
+    precision, e.g. ``{"int8": 41, "fp16": 12, "fp32": 0}`` (int8/fp16/fp32 always present).
+
+    Accepts the JSON text, the parsed object (``{"Layers": [...], ...}``) or a bare layer list.
+    Layers reported by name only count as ``unknown``."""
+    data: Any = inspector_json
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise DeployError(f"engine inspector output is not JSON ({exc})") from None
+    layers = data.get("Layers") if isinstance(data, dict) else data
+    if not isinstance(layers, list):
+        raise DeployError("engine inspector JSON has no \"Layers\" list")
+    counts = {p: 0 for p in MAIN_PRECISIONS}
+    for layer in layers:
+        p = layer_precision(layer)
+        counts[p] = counts.get(p, 0) + 1
+    return counts
+
+
+def precision_summary(meta: dict[str, Any]) -> str:
+    """One line from a sidecar: ``"INT8 41, FP16 12, FP32 0 layers"`` (other kinds appended when present)."""
+    counts = meta.get("precision_layers") if isinstance(meta, dict) else None
+    if not isinstance(counts, dict) or not counts:
+        return "layer precisions unknown (engine built without the precision report; rebuild with rdd-edge export)"
+    parts = [f"{p.upper()} {int(counts.get(p, 0))}" for p in MAIN_PRECISIONS]
+    parts += [f"{p.upper()} {int(n)}" for p, n in counts.items() if p not in MAIN_PRECISIONS and n]
+    return ", ".join(parts) + " layers"

@@ -20,7 +20,9 @@ class Segmenter:
     """A loaded model: ``predict(image) -> label map`` at the image's own size.
 
     ``run(batch)`` gives the raw network output (``labels`` when the graph emits them, else
-    ``logits``) for an already preprocessed NCHW batch; ``info`` has classes, palette, input size.
+    ``logits``) for an already preprocessed NCHW batch of any length (split into chunks the
+    engine/graph accepts); ``info`` has classes, palette, input size. ``close()`` (or ``with``)
+    releases the backend.
     """
 
     def __init__(self, backend: Any, info: ModelInfo, path: Path):
@@ -44,15 +46,40 @@ class Segmenter:
             raise DeployError(f"{self.path.name}: run() expects a preprocessed (N, 3, H, W) batch, got shape {shape}")
         if batch.dtype != want:
             raise DeployError(f"{self.path.name}: run() expects a {np.dtype(want).name} batch, got {batch.dtype}; use preprocess()")
-        fixed = self.info.batch
-        if fixed is not None and batch.shape[0] != fixed:
-            # a static-batch graph: feed it in chunks of its own size
-            parts = [self.run(batch[i : i + fixed]) for i in range(0, batch.shape[0], fixed)] if batch.shape[0] % fixed == 0 else None
-            if parts is None:
-                raise DeployError(f"{self.path.name}: the graph takes batches of exactly {fixed}; got {batch.shape[0]}")
-            return np.concatenate(parts)
+        fixed = self.info.batch  # a static-batch graph takes exactly this many images
+        limit = fixed or getattr(self.backend, "max_batch", None)
+        n = batch.shape[0]
+        if limit is None or (n <= limit and (fixed is None or n == fixed)):
+            return self._run_one(batch)
+        parts = []
+        for i in range(0, n, limit):
+            chunk = batch[i : i + limit]
+            k = chunk.shape[0]
+            if fixed is not None and k < fixed:  # pad the last chunk of a static-batch graph, drop the padding after
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - k, axis=0)])
+            parts.append(self._run_one(chunk)[:k])
+        return np.concatenate(parts)
+
+    def _run_one(self, batch: np.ndarray) -> np.ndarray:
         out = self.backend.run(np.ascontiguousarray(batch), [self.info.output])
         return out[self.info.output]
+
+    @property
+    def max_batch(self) -> int | None:
+        """The largest batch one backend call takes (None: no limit); :meth:`run` splits larger ones."""
+        return self.info.batch or getattr(self.backend, "max_batch", None)
+
+    def close(self) -> None:
+        """Release the backend (TensorRT context, stream and CUDA buffers; the ORT session)."""
+        close = getattr(self.backend, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """uint8 RGB images (any sizes) -> uint8 label maps, each at its image's size."""
@@ -77,14 +104,19 @@ def load(
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     device: str = "auto",
+    cuda_mem: str | None = None,
 ) -> Segmenter:
     """Load an artifact by suffix: ``.onnx`` -> ONNX Runtime, ``.engine``/``.plan`` -> TensorRT.
 
     Configured from ``manifest.json`` beside the file (classes, palette, size, mean/std); without
     one, what the graph declares is used with ImageNet mean/std and a warning. ``providers``
     overrides ONNX Runtime's choice (TensorRT > CUDA > CPU), ``threads`` sets intra-op threads,
-    ``device`` is ``auto``, ``cpu`` or ``cuda``.
+    ``device`` is ``auto``, ``cpu`` or ``cuda``; ``cuda_mem`` picks the engine's CUDA buffer binding
+    (``cuda-python`` default, ``pycuda``).
     """
+    from rdd_edge.devices import parse_device
+
+    device = parse_device(device)
     path = Path(path)
     if not path.exists():
         raise DeployError(f"{path}: model file not found; pass an exported .onnx or .engine (see `rdd-edge export`)")
@@ -107,12 +139,21 @@ def load(
             raise DeployError(f"{path}: a TensorRT engine needs an NVIDIA GPU; use the .onnx file with --device cpu")
         from deploy.backends.tensorrt import TrtBackend
 
-        backend = TrtBackend(path)
+        from rdd_edge.devices import cuda_index
+
+        backend = TrtBackend(path, cuda_mem=cuda_mem, device=cuda_index(device))
+
     def probe(hw: tuple[int, int]) -> dict[str, np.ndarray]:
         b = backend.input_shape[0] if isinstance(backend.input_shape[0], int) else 1
         return backend.run(np.zeros((b, 3, *hw), dtype=backend.input_dtype))
 
-    info = build_info(
-        path, backend.input_name, backend.input_shape, backend.input_dtype, backend.output_names, backend.output_shapes, probe
-    )
+    try:
+        info = build_info(
+            path, backend.input_name, backend.input_shape, backend.input_dtype, backend.output_names, backend.output_shapes, probe
+        )
+    except BaseException:
+        close = getattr(backend, "close", None)
+        if callable(close):
+            close()
+        raise
     return Segmenter(backend, info, path)

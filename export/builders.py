@@ -17,11 +17,22 @@ from export.formats import BY_KEY, ExportSpec
 
 
 @dataclass
-class ExportContext:
-    """What the builders share: the spec, the folder being written, the model and the check images."""
+class BuildContext:
+    """What every builder needs: the spec, the folder being written (a staging folder until the export
+    succeeds) and where progress lines go. Engine builds need nothing more (``rdd-edge engine``, no torch)."""
 
     spec: ExportSpec
-    out: Path  # the folder the artifacts are written into (a staging folder until the export succeeds)
+    out: Path
+    log: Callable[[str], None]
+
+    def path(self, key: str) -> Path:
+        return self.out / BY_KEY[key].file
+
+
+@dataclass
+class ExportContext(BuildContext):
+    """A build from the checkpoint: the model and the images every ONNX artifact is checked on."""
+
     model: Any  # the torch model (aux head dropped)
     ckpt: dict
     ckpt_path: Path
@@ -33,11 +44,7 @@ class ExportContext:
     check_labels: list  # their labels at the model's input size
     parity_batch: np.ndarray  # the first few check images, preprocessed: torch-vs-ONNX parity, INT8 fitting
     calib_items: list = field(default_factory=list)
-    log: Callable[[str], None] = print
     metadata: dict = field(default_factory=dict)  # ONNX metadata_props of model.onnx
-
-    def path(self, key: str) -> Path:
-        return self.out / BY_KEY[key].file
 
 
 def build_onnx(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict]:
@@ -70,24 +77,30 @@ def build_int8(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict
     labels = np.stack(ctx.check_labels[:n])
     info = export_int8(ctx.path("onnx"), ctx.out, ctx.calib_items, ctx.size, ctx.mean, ctx.std, s.calib_method,
                        s.keep_float, None if s.int8_max_drop is None else s.int8_max_drop / 100,
-                       ctx.parity_batch, labels, ctx.num_classes, warn=lambda m: ctx.log(f"[yellow]warning:[/] {m}"))
+                       ctx.parity_batch, labels, ctx.num_classes, warn=lambda m: ctx.log(f"[yellow]warning:[/] {m}"),
+                       trt_float=s.int8_float)
     if info["calibration"]["cache_hit"]:
         ctx.log(f"  calibration ranges reused from {info['calibration']['cache']}")
     extra = {"calibration": info["calibration"], "keep_float": info["keep_float"],
              **({"max_drop": info["max_drop"]} if "max_drop" in info else {})}
-    return {k: {"path": ctx.out / info["files"][k], **extra} for k in ("int8", "int8-cpu")}
+    out = {k: {"path": ctx.out / info["files"][k], **extra} for k in ("int8", "int8-cpu")}
+    out["int8"]["trt_float"] = info["trt_float"]  # float math of the TensorRT Q/DQ file (ORT's TensorRT EP reads it)
+    return out
 
 
-def build_engines(ctx: ExportContext, keys: tuple[str, ...] = ("engine-fp16", "engine-int8")) -> dict[str, dict]:
-    """TensorRT engines from the FP16 / Q/DQ ONNX files (precision comes from the file)."""
+def build_engines(ctx: BuildContext, keys: tuple[str, ...] = ("engine-fp16", "engine-int8")) -> dict[str, dict]:
+    """TensorRT engines from the FP16 / Q/DQ ONNX files (strongly typed: precision comes from the file)."""
+    from deploy.engine_meta import precision_summary
     from export.tensorrt import build_engine
 
     s = ctx.spec
     out = {}
     for key in keys:
-        src = ctx.path(BY_KEY[key].source)
-        p = ctx.path(key)
-        build_engine(src, p, workspace_gb=s.workspace, timing_cache=ctx.out / "timing.cache", dla_core=s.dla_core,
-                     fp16_flag=False)
-        out[key] = {"path": p, "source": src.name, "sidecar": p.name + ".json"}
+        src, p = ctx.path(BY_KEY[key].source), ctx.path(key)
+        meta = build_engine(src, p, max_batch=s.max_batch, opt_batch=s.opt_batch, dynamic_hw=s.profile,
+                            workspace_gb=s.workspace, timing_cache_dir=ctx.out, dla_core=s.dla_core)
+        ctx.log(f"  {p.name}: {precision_summary(meta)} (TensorRT {meta.get('tensorrt')}, {meta.get('gpu')})")
+        out[key] = {"path": p, "source": src.name, "sidecar": p.name + ".json",
+                    **{k: meta.get(k) for k in ("precision_layers", "profile", "max_batch", "tensorrt", "gpu",
+                                                "compute_capability", "dla_core", "timing_cache")}}
     return out

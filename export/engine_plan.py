@@ -1,22 +1,30 @@
 """Pure helpers for TensorRT engine builds, testable without TensorRT.
 
-Which ONNX file feeds which engine, the optimization-profile shapes, argument checks and the
-sidecar contents live here, so :mod:`export.tensorrt` holds only the calls into TensorRT.
+Which ONNX file feeds which engine, the optimization-profile shapes, argument and version checks,
+the network-creation flags by TensorRT version, the timing-cache file name and the sidecar
+contents live here, so :mod:`export.tensorrt` holds only the calls into TensorRT.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from rdd_edge.errors import ConfigError, ExportError
+from rdd_edge.errors import ConfigError, ExportError, RddError
+
+from deploy.engine_meta import check_trt_version as _check_trt_version
+from deploy.engine_meta import parse_trt_version
 
 from export.formats import BY_KEY
 
 # engine -> the ONNX artifact it is built from (precision comes from the file: FP16 graph or Q/DQ)
 ENGINE_SOURCE = {"engine-fp16": "fp16", "engine-int8": "int8"}
 
+DEFAULT_MAX_BATCH = 8
+
 Shape = tuple[int, int, int, int]
+HW = tuple[int, int]
 
 
 def engine_source(engine_key: str, out_dir: str | Path) -> Path:
@@ -30,55 +38,141 @@ def engine_source(engine_key: str, out_dir: str | Path) -> Path:
     return src
 
 
-def profile_shapes(input_shape: Sequence[Any], max_batch: int = 1, opt_batch: int | None = None,
-                   dynamic_hw: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None) -> dict[str, Shape]:
-    """min/opt/max shapes of ``images`` for one optimization profile.
+def engine_precision(onnx_name: str, engine_name: str = "") -> str:
+    """``fp16`` / ``int8`` / ``fp32``: what a strongly typed engine built from ``onnx_name`` runs.
 
-    ``input_shape`` is the ONNX input (N may be symbolic). Static H and W give min=opt=max
-    spatially; ``dynamic_hw`` = ((minH, minW), (optH, optW), (maxH, maxW)) for graphs exported with
-    --dynamic (keep the max small on Jetson). Batch runs 1..max_batch.
+    The source file decides (``model.int8.onnx`` carries Q/DQ, ``model.fp16.onnx`` FP16 types);
+    the engine's own name is the fallback for files named otherwise."""
+    for name in (Path(onnx_name).name, Path(engine_name).name):
+        if ".int8-cpu." in name:
+            raise ConfigError(f"{name}: the CPU INT8 flavour (uint8, asymmetric) is not for TensorRT; build from model.int8.onnx")
+        if ".int8." in name:
+            return "int8"
+        if ".fp16." in name:
+            return "fp16"
+    return "fp32"
+
+
+def check_batches(max_batch: int, opt_batch: int) -> None:
+    if not isinstance(max_batch, int) or max_batch < 1:
+        raise ConfigError(f"--max-batch {max_batch}: must be an integer >= 1 (keep it small on Jetson, e.g. 4-8)")
+    if not isinstance(opt_batch, int) or not 1 <= opt_batch <= max_batch:
+        raise ConfigError(f"--opt-batch {opt_batch}: must lie in 1..--max-batch ({max_batch})")
+
+
+def profile_shapes(input_shape: Sequence[Any], max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int = 1,
+                   dynamic_hw: tuple[HW, HW, HW] | None = None) -> dict[str, Shape]:
+    """min/opt/max shapes of the image input for one optimization profile.
+
+    ``input_shape`` is the ONNX input (N may be symbolic). Batch runs min 1, opt ``opt_batch``,
+    max ``max_batch``; a static batch in the graph wins (min = opt = max = that batch). Static
+    H and W give min = opt = max spatially; ``dynamic_hw`` = ((minH, minW), (optH, optW),
+    (maxH, maxW)) is required for graphs exported with --dynamic and refused for static ones.
     """
-    if max_batch < 1:
-        raise ConfigError(f"max batch must be >= 1, got {max_batch}")
-    opt_b = opt_batch or max_batch
-    if not 1 <= opt_b <= max_batch:
-        raise ConfigError(f"opt batch {opt_b} must lie in 1..{max_batch}")
-    _, c, h, w = list(input_shape)
-    if isinstance(input_shape[0], int) and input_shape[0] > 0:
-        lo_b = hi_b = opt_b = int(input_shape[0])
+    check_batches(max_batch, opt_batch)
+    if len(input_shape) != 4:
+        raise ConfigError(f"input shape {list(input_shape)}: expected NCHW")
+    n, c, h, w = list(input_shape)
+    if isinstance(n, int) and n > 0:
+        lo_b = opt_b = hi_b = int(n)
     else:
-        lo_b, hi_b = 1, max_batch
+        lo_b, opt_b, hi_b = 1, opt_batch, max_batch
+    static_hw = all(isinstance(v, int) and v > 0 for v in (h, w))
     if dynamic_hw is None:
-        if not isinstance(h, int) or not isinstance(w, int) or h <= 0 or w <= 0:
-            raise ConfigError(f"input has dynamic H/W {input_shape}: give the profile's min/opt/max sizes")
-        hw = ((h, w),) * 3
+        if not static_hw:
+            raise ConfigError(f"input has dynamic H/W {list(input_shape)}: give the profile's min/opt/max sizes "
+                              "(e.g. --dynamic-hw 256x320,384x480,512x640)")
+        hw: tuple[HW, HW, HW] = ((int(h), int(w)),) * 3  # type: ignore[assignment]
     else:
-        hw = tuple(tuple(int(v) for v in s) for s in dynamic_hw)
-        if any(s[0] % 8 or s[1] % 8 for s in hw) or not (hw[0][0] <= hw[1][0] <= hw[2][0] and hw[0][1] <= hw[1][1] <= hw[2][1]):
-            raise ConfigError(f"profile sizes {hw}: need multiples of 8 with min <= opt <= max")
+        if static_hw:
+            raise ConfigError(f"the graph has a static {h}x{w} input: profile sizes {dynamic_hw} apply only to graphs "
+                              "exported with --dynamic")
+        try:
+            hw = tuple((int(s[0]), int(s[1])) for s in dynamic_hw)  # type: ignore[assignment]
+        except (TypeError, ValueError, IndexError):
+            raise ConfigError(f"profile sizes {dynamic_hw}: expected ((minH, minW), (optH, optW), (maxH, maxW))") from None
+        if len(hw) != 3 or any(v <= 0 or v % 8 for s in hw for v in s) or not (
+                hw[0][0] <= hw[1][0] <= hw[2][0] and hw[0][1] <= hw[1][1] <= hw[2][1]):
+            raise ConfigError(f"profile sizes {hw}: need three positive multiples of 8 with min <= opt <= max")
+    if not isinstance(c, int) or c <= 0:
+        c = 3
     return {"min": (lo_b, int(c), *hw[0]), "opt": (opt_b, int(c), *hw[1]), "max": (hi_b, int(c), *hw[2])}
 
 
-def check_build_args(workspace_gb: float, dla_core: int | None) -> None:
-    if not workspace_gb > 0:
+def check_build_args(workspace_gb: float, dla_core: int | None, max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int = 1) -> None:
+    if not isinstance(workspace_gb, (int, float)) or not workspace_gb > 0:
         raise ConfigError(f"workspace {workspace_gb} GB: must be positive (1-2 GB on Jetson, 4+ on desktop GPUs)")
-    if dla_core is not None and dla_core not in (0, 1):
-        raise ConfigError(f"--dla-core {dla_core}: Jetson AGX/NX have DLA cores 0 and 1")
+    if dla_core is not None and (not isinstance(dla_core, int) or dla_core < 0):
+        raise ConfigError(f"--dla-core {dla_core}: a DLA core index (0 or 1 on Jetson AGX Orin / Orin NX)")
+    check_batches(max_batch, opt_batch)
+
+
+def check_dla_core(dla_core: int | None, num_dla_cores: int, where: str = "") -> None:
+    """``dla_core`` must name one of this device's DLA cores (desktop GPUs have none)."""
+    if dla_core is None:
+        return
+    if not 0 <= dla_core < int(num_dla_cores):
+        have = f"has DLA cores 0..{num_dla_cores - 1}" if num_dla_cores else "has no DLA cores (desktop GPUs, Orin Nano)"
+        raise ConfigError(f"{where}--dla-core {dla_core}: this device {have}; drop --dla-core to build for the GPU")
+
+
+def parse_version(version: str | None) -> tuple[int, int, int]:
+    """``"10.3.0.30"`` -> (10, 3, 0) (see :func:`deploy.engine_meta.parse_trt_version`)."""
+    return parse_trt_version(version)
+
+
+def check_trt_version(version: str | None, error: type[RddError] = ExportError, where: str = "") -> tuple[int, int, int]:
+    """Refuse TensorRT older than 10.0 with one line (ExportError here); return the parsed version."""
+    return _check_trt_version(version, error, where)
+
+
+def network_flags(trt_version: str | None, trt: Any) -> int:
+    """Flags for ``Builder.create_network``: a strongly typed network on every supported version.
+
+    10.x: strong typing is opt-in, ``1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)``
+    (``create_network(0)`` would be weakly typed: FP16 types become hints and Q/DQ needs the INT8
+    flag). 11.x: every network is strongly typed; the flag is deprecated and ignored (its value
+    moved to bit 0), so nothing is passed. Older than 10.0: ExportError.
+    """
+    major = check_trt_version(trt_version)[0]
+    if major >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "unknown"
+
+
+def timing_cache_name(gpu: str | None, compute_capability: str | None, trt_version: str | None) -> str:
+    """``timing-<gpu-slug>-sm87-trt10.3.0.cache``: one cache per GPU model and TensorRT release."""
+    sm = "sm" + str(compute_capability).replace(".", "") if compute_capability else "sm-unknown"
+    major, minor, patch = parse_version(trt_version)
+    return f"timing-{slug(gpu or 'unknown-gpu')}-{sm}-trt{major}.{minor}.{patch}.cache"
 
 
 def sidecar_meta(engine_key: str, onnx_sha256: str, identity: dict[str, Any], io: dict[str, Any],
-                 profile: dict[str, Shape], workspace_gb: float, dla_core: int | None, fp16_flag: bool) -> dict[str, Any]:
-    """What ``deploy.engine_meta.write_sidecar`` stores beside an engine."""
+                 profile: dict[str, Shape], workspace_gb: float, dla_core: int | None, *,
+                 source_onnx: str | None = None, precision_layers: dict[str, int] | None = None,
+                 timing_cache: dict[str, Any] | None = None, builder_flags: Sequence[str] = (),
+                 network_flags: int | None = None) -> dict[str, Any]:
+    """What ``deploy.engine_meta.write_sidecar`` stores beside an engine (and ``build_engine`` returns)."""
+    precision = BY_KEY[engine_key].precision if engine_key in BY_KEY else engine_key.replace("engine-", "")
     return {
         **identity,  # tensorrt, gpu, compute_capability
-        "precision": BY_KEY[engine_key].precision,
-        "source_onnx": BY_KEY[ENGINE_SOURCE[engine_key]].file,
+        "precision": precision,
+        "source_onnx": source_onnx or BY_KEY[ENGINE_SOURCE[engine_key]].file,
         "source_sha256": onnx_sha256,
         "inputs": io.get("inputs", []),
         "outputs": io.get("outputs", []),
         "input_shape": list(profile["opt"]),
         "profile": {k: list(v) for k, v in profile.items()},
+        "max_batch": int(profile["max"][0]),
         "workspace_gb": workspace_gb,
         "dla_core": dla_core,
-        "fp16_flag": fp16_flag,
+        "strongly_typed": True,
+        "network_flags": network_flags,
+        "builder_flags": list(builder_flags),
+        "precision_layers": precision_layers,
+        "timing_cache": timing_cache,
     }

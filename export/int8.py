@@ -5,7 +5,12 @@ One calibration, two files, because the two runtimes want different integer type
 - ``model.int8.onnx`` (TensorRT): symmetric int8 activations and per-channel symmetric int8
   weights (every zero point 0), float biases (TensorRT rejects a DequantizeLinear on an int32 bias),
   a dedicated Q/DQ pair per consumer, Conv inputs only. TensorRT 10/11 builds INT8 engines from
-  these Q/DQ nodes; no implicit calibrator is involved.
+  these Q/DQ nodes; no implicit calibrator is involved. Its float math is FP16 by default
+  (``trt_float="fp16"``): a strongly typed engine runs every layer in the type the file gives it,
+  so an FP32 file would run its non-quantized layers (and the Q/DQ arithmetic) in FP32. The FP16
+  file is the shape NVIDIA's Model Optimizer emits for an FP16 "high precision" type: opset 19
+  (DequantizeLinear-19 takes a float16 scale), float16 scales, biases and activations, float32
+  graph I/O; weight scales are rounded to float16 and the int8 weights re-rounded against them.
 - ``model.int8-cpu.onnx`` (ONNX Runtime on CPUs): uint8 (asymmetric) activations with per-channel
   int8 weights, the pairing ONNX Runtime's x86 VNNI / ARM dot-product kernels run fast.
 
@@ -181,8 +186,56 @@ def cache_key(onnx_path: str | Path, items: Sequence[CalibItem], method: str) ->
     return h.hexdigest()[:16]
 
 
-def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, reader: Any, exclude: Sequence[str]) -> None:
-    """One ``quantize_static`` call, written atomically; ranges come from (or go to) ``cache``."""
+TRT_FLOATS = ("fp16", "fp32")
+QDQ_FP16_OPSET = 19  # QuantizeLinear/DequantizeLinear-19 accept float16 scales
+
+
+def _float16_qdq(model: Any) -> Any:
+    """A Q/DQ model with FP16 float math (see the module docstring); returns a new checked model."""
+    import warnings
+
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from export.onnx_io import topo_sort
+
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits or node.input[1] not in inits:
+            continue
+        q = numpy_helper.to_array(inits[node.input[0]])
+        if q.dtype != np.int8:
+            continue
+        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+        scale16 = scale.astype(np.float16).astype(np.float64)
+        if np.any(scale16 <= 0):
+            raise ExportError(f"weight scale of {node.name or node.input[0]} underflows float16; keep that node in float "
+                              "(--keep-float) or use --int8-float fp32")
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        ratio = scale / scale16
+        if ratio.ndim == 1 and q.ndim > 1:
+            shape = [1] * q.ndim
+            shape[axis % q.ndim] = -1
+            ratio = ratio.reshape(shape)
+        # the same real weights on the float16 grid: w = q * s = q' * s16
+        q16 = np.clip(np.round(q.astype(np.float64) * ratio), -127, 127).astype(np.int8)
+        inits[node.input[0]].CopyFrom(numpy_helper.from_array(q16, node.input[0]))
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx") and op.version < QDQ_FP16_OPSET:
+            op.version = QDQ_FP16_OPSET  # 18 -> 19 only widened types / added attributes of the ops used here
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.ERROR)
+        half = topo_sort(convert_float_to_float16(model, keep_io_types=True))
+    onnx.checker.check_model(half, full_check=True)
+    return half
+
+
+def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, reader: Any, exclude: Sequence[str],
+              trt_float: str = "fp32") -> None:
+    """One ``quantize_static`` call, written atomically; ranges come from (or go to) ``cache``.
+    The TensorRT flavour gets FP16 float math when ``trt_float == "fp16"``."""
     import contextlib
     import io
     import os
@@ -200,6 +253,10 @@ def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, rea
     with atomic_path(out, suffix=".onnx.tmp") as tmp, contextlib.redirect_stdout(io.StringIO()):
         quantize_static(str(prep), str(tmp), calibration_data_reader=reader, calibrate_method=method,
                         nodes_to_exclude=list(exclude), calibration_cache_path=str(cache), **kw)
+        if flavour == "int8" and trt_float == "fp16":
+            import onnx
+
+            onnx.save(_float16_qdq(onnx.load(str(tmp))), str(tmp))
         os.chmod(tmp, 0o644)
 
 
@@ -224,6 +281,7 @@ def export_int8(
     num_classes: int | None = None,
     warn: Callable[[str], None] = log.warning,
     reader_factory: Callable[..., Any] | None = None,
+    trt_float: str = "fp16",
 ) -> dict:
     """Calibrate once, write ``model.int8.onnx`` and ``model.int8-cpu.onnx`` into ``out_dir``.
 
@@ -231,7 +289,11 @@ def export_int8(
     ``max_drop`` (mIoU points as a fraction, e.g. 0.01) keeps Conv nodes in float, starting at the
     classifier and walking back towards the input (the layers DEPLOYMENT.md names as most
     sensitive), until both flavours lose at most ``max_drop`` mIoU vs FP32 on ``check_batch``.
-    Returns a dict for the manifest: files, calibration info, nodes kept in float, mIoU figures.
+    ``trt_float``: float math of the TensorRT file ``model.int8.onnx``: ``fp16`` (default, what a
+    strongly typed INT8 engine should run between its INT8 layers) or ``fp32``; the CPU flavour is
+    unaffected.
+    Returns a dict for the manifest: files, calibration info, nodes kept in float, mIoU figures,
+    ``trt_float``.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -245,6 +307,8 @@ def export_int8(
         raise ExportError("--int8: no calibration images; pass --calib-data with a folder of training images")
     if max_drop is not None and (check_batch is None or check_labels is None or num_classes is None):
         raise ExportError("--int8-max-drop needs labelled val images to measure mIoU; the data set has none")
+    if trt_float not in TRT_FLOATS:
+        raise ExportError(f"--int8-float {trt_float!r}: expected one of {', '.join(TRT_FLOATS)}")
     meth = resolve_calib_method(method)
     key = cache_key(onnx_path, items, meth)
     cache = out_dir / f"model.int8.calib-{meth}-{key}.json"
@@ -273,13 +337,13 @@ def export_int8(
             # the CPU flavour goes first because it quantizes the most tensors (a superset of Conv inputs)
             for flavour in ("int8-cpu", "int8"):
                 t = time.perf_counter()
-                _quantize(prep, files[flavour], flavour, _method(meth), cache, reader, keep)
+                _quantize(prep, files[flavour], flavour, _method(meth), cache, reader, keep, trt_float)
                 if calib_s is None and not cache_hit:
                     calib_s = time.perf_counter() - t
             drop_info = None
             if max_drop is not None:
                 drop_info = _fit_drop(prep, files, meth, cache, keep, convs, max_drop, onnx_path,
-                                      check_batch, check_labels, int(num_classes), warn)
+                                      check_batch, check_labels, int(num_classes), warn, trt_float)
                 keep = drop_info.pop("keep")
         except ExportError:
             raise
@@ -293,6 +357,7 @@ def export_int8(
                         "cache_hit": cache_hit, "reader_calls": getattr(reader, "calls", None),
                         "seconds": round(calib_s, 3) if calib_s is not None else 0.0},
         "keep_float": keep,
+        "trt_float": trt_float,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if drop_info is not None:
@@ -302,7 +367,7 @@ def export_int8(
 
 def _fit_drop(prep: Path, files: dict[str, Path], meth: str, cache: Path, keep: list[str], convs: list[str],
               max_drop: float, onnx_path: Path, batch: np.ndarray, labels: np.ndarray, num_classes: int,
-              warn: Callable[[str], None]) -> dict:
+              warn: Callable[[str], None], trt_float: str = "fp32") -> dict:
     """Greedy: add Conv nodes to the float set from the output backwards until the mIoU drop fits."""
     base = _miou(onnx_path, batch, labels, num_classes)
 
@@ -316,7 +381,7 @@ def _fit_drop(prep: Path, files: dict[str, Path], meth: str, cache: Path, keep: 
         keep = keep + [candidates.pop(0)]
         added.append(keep[-1])
         for flavour in ("int8", "int8-cpu"):
-            _quantize(prep, files[flavour], flavour, _method(meth), cache, None, keep)
+            _quantize(prep, files[flavour], flavour, _method(meth), cache, None, keep, trt_float)
         d = drops()
     if max(d.values()) > max_drop:
         warn(f"--int8-max-drop {max_drop}: mIoU drop still {max(d.values()):.4f} with every Conv in float")

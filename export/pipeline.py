@@ -11,6 +11,7 @@ FP32 model and mIoU on the val images the checkpoint was trained against.
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import tempfile
 import time
@@ -69,6 +70,20 @@ def _check_out_dir(out: Path) -> None:
 
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise ConfigError(f"--out {out}: exists and is not an rdd-edge export folder; choose a new or empty folder")
+
+
+def _staging(out: Path, copy_from: Path | None = None) -> Path:
+    """A fresh staging folder beside ``out`` (with ``copy_from``'s files hard-linked in, or copied)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    stage.chmod(0o755)
+    for f in sorted(copy_from.iterdir()) if copy_from is not None else ():
+        if f.is_file() and not f.name.startswith("check."):  # check's reports describe the folder as it was
+            try:
+                os.link(f, stage / f.name)
+            except OSError:
+                shutil.copy2(f, stage / f.name)
+    return stage
 
 
 def _swap_in(stage: Path, out: Path) -> None:
@@ -183,8 +198,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
                                          warn=lambda m: log(f"[yellow]warning:[/] {m}"))
 
     # -- build into a staging folder; swap it in only when everything succeeded
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    stage = _staging(out)
     try:
         kinds = {f.switch for f in wanted} | {f.runtime for f in wanted}
         for pattern, kind in REUSABLE.items():
@@ -193,8 +207,9 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
         meta = {"rdd_edge.model_name": ckpt["model_name"], "rdd_edge.classes": ",".join(dataset["classes"]),
                 "rdd_edge.mean": ",".join(map(str, mean)), "rdd_edge.std": ",".join(map(str, std)),
                 "rdd_edge.embedded_preprocess": str(spec.embed_preprocess).lower()}
-        ctx = ExportContext(spec, stage, model, ckpt, ckpt_path, size, mean, std, num_classes, images, labels,
-                            parity_batch, calib_items, log, meta)
+        ctx = ExportContext(spec=spec, out=stage, log=log, model=model, ckpt=ckpt, ckpt_path=ckpt_path, size=size,
+                            mean=mean, std=std, num_classes=num_classes, check_images=images, check_labels=labels,
+                            parity_batch=parity_batch, calib_items=calib_items, metadata=meta)
         score = _Scorer(ctx)
         manifest: dict | None = None
         groups: dict[str, list[str]] = {}
@@ -236,4 +251,59 @@ def _checked(scores: dict, fmt: formats.ExportFormat, path: Path) -> dict:
             **({"agreement": {"label_agreement": agree}} if agree is not None else {})}
 
 
-__all__ = ["export_run", "find_checkpoint", "ExportSpec"]
+def engine_run(spec: ExportSpec | None = None, console: Any = None, **fields: Any) -> dict:
+    """Build TensorRT engines from the ONNX files of an existing export folder and list them in its manifest.
+
+    Torch-free, for the device itself (a Jetson with a deploy-only install): ``spec.source`` is the
+    run or export folder, ``spec.trt`` which engines (``fp16``, ``int8``, ``all``); the engine
+    options (``max_batch``, ``workspace``, ``dla_core``, ``profile``) as for ``export``. The folder
+    is updated transactionally like an export.
+    """
+    from deploy.check import find_export_dir
+    from deploy.engine_meta import precision_summary
+    from deploy.info import read_manifest
+    from export.builders import BuildContext, build_engines
+    from export.manifest import MANIFEST, add_artifact, save_manifest
+    from export.tensorrt import require_tensorrt
+    from rdd_edge.runs import resolve_run
+
+    def log(msg: str) -> None:
+        if console is not None:
+            console.print(msg)
+
+    spec = (spec or ExportSpec(**fields)).normalised()
+    keys = [k for k in formats.ORDER if formats.BY_KEY[k].switch in formats.TRT_CHOICES[spec.trt]]
+    if not keys:
+        raise ConfigError("--trt: say which engines to build: fp16, int8 or all")
+    run = resolve_run(spec.source, "distill", "the export to build engines for", root=spec.runs_root,
+                      must_contain=f"export/{MANIFEST}")
+    out = find_export_dir(run)
+    manifest, _ = read_manifest(out / MANIFEST)
+    assert manifest is not None
+    for key in keys:
+        src = formats.BY_KEY[formats.BY_KEY[key].source]
+        if src.key not in (manifest.get("artifacts") or {}) or not (out / src.file).is_file():
+            switch = "--fp16" if src.key == "fp16" else "--int8"
+            raise ExportError(f"{out / src.file}: needed to build {formats.BY_KEY[key].file}; export it first ({switch})")
+    if spec.dynamic is False and manifest.get("dynamic") and spec.profile is None:
+        raise ConfigError(f"{out}: the graph has dynamic H and W; give the engine's range with --dynamic --profile MIN,OPT,MAX")
+    require_tensorrt(f"--trt {spec.trt}")
+    stage = _staging(out, copy_from=out)
+    try:
+        records = build_engines(BuildContext(spec, stage, log), tuple(keys))
+        for key, rec in records.items():
+            rec = dict(rec)
+            path = Path(rec.pop("path"))
+            log(f"[green]✓[/] {formats.BY_KEY[key].name} -> {path.name} ({precision_summary(rec)})")
+            add_artifact(manifest, key, path, formats.BY_KEY[key].precision, "tensorrt", **rec)
+        manifest["files"] = sorted(p.name for p in stage.iterdir() if p.is_file() and p.name != MANIFEST) + [MANIFEST]
+        save_manifest(manifest, stage)
+        _swap_in(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    manifest["export_dir"] = str(out)
+    return manifest
+
+
+__all__ = ["export_run", "engine_run", "find_checkpoint", "ExportSpec"]

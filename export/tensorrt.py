@@ -1,37 +1,46 @@
 """ONNX (FP16 graph or Q/DQ INT8) -> serialized TensorRT engine + JSON sidecar.
 
-Written for the TensorRT 10 and 11 Python API: explicit-batch network from ``create_network(0)``
-(strongly typed on 11), ``OnnxParser.parse_from_file``, a workspace limit, one optimization
-profile, a reusable timing cache and ``build_serialized_network``. Precision comes from the file:
-no implicit INT8 calibrator, and the FP16 builder flag only where TensorRT 10 still has it.
-Imported only when an engine is asked for.
+Written for the TensorRT 10.x and 11.x Python API. The network is *strongly typed* on every
+version (10.x: ``1 << STRONGLY_TYPED``; 11.x: always, no flag), so precision comes from the file
+alone -- FP16 types in ``model.fp16.onnx``, Q/DQ nodes (and FP16 float math) in
+``model.int8.onnx`` -- and no precision builder flag and no INT8 calibrator is ever set (11.x
+removed both). One optimization profile (batch 1..max_batch, opt 1 by default; min/opt/max H x W
+for --dynamic graphs), a workspace limit, a timing cache named after the GPU and TensorRT release
+(a cache from elsewhere is refused, not trusted), DLA when asked, and a per-layer precision report
+from the engine inspector stored in the sidecar. TensorRT older than 10.0 is refused.
+Torch-free; ``tensorrt`` is imported only when an engine is built.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from rdd_edge.errors import ExportError, MissingDependencyError
+from rdd_edge.errors import ConfigError, ExportError, MissingDependencyError, RddError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = ("TensorRT engines need the tensorrt package (and an NVIDIA GPU): pip install rdd-edge[trt] "
+                "(Jetson: JetPack's python3-libnvinfer plus pip install rdd-edge[jetson])")
 
 
 def _trt() -> Any:
-    try:
-        import tensorrt as trt  # type: ignore[import-not-found]
-    except ImportError:
-        raise MissingDependencyError(
-            "TensorRT engines need the tensorrt package (and an NVIDIA GPU): pip install rdd-edge[trt]; "
-            "the ONNX artifacts were still written"
-        ) from None
+    """The real tensorrt module or MissingDependencyError (a stub-only install counts as missing)."""
+    from deploy.engine_meta import tensorrt_module
+
+    trt = tensorrt_module()
+    if trt is None:
+        raise MissingDependencyError(f"{INSTALL_HINT}; the ONNX artifacts were still written")
     return trt
 
 
 def available() -> bool:
-    """True when the tensorrt package can be imported here."""
-    import importlib.util
+    """True when a real tensorrt package can be imported here (a stubs-only install does not count)."""
+    from deploy.engine_meta import tensorrt_module
 
-    return importlib.util.find_spec("tensorrt") is not None
+    return tensorrt_module() is not None
 
 
 def require_tensorrt(what: str = "TensorRT engines") -> None:
@@ -42,60 +51,153 @@ def require_tensorrt(what: str = "TensorRT engines") -> None:
             "or export without --trt and build the engines on the device with `rdd-edge engine`")
 
 
-def build_engine(onnx_path: str | Path, engine_path: str | Path, workspace_gb: float = 2.0,
-                 timing_cache: str | Path | None = None, dynamic: dict | None = None,
-                 dla_core: int | None = None, fp16_flag: bool = False) -> Path:
-    """Build ``engine_path`` from ``onnx_path``; write the engine atomically and its sidecar.
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
 
-    ``dynamic``: profile shapes ``{"min", "opt", "max"}`` (see ``engine_plan.profile_shapes``);
-    None means batch 1 at the file's H and W. ``timing_cache`` is read if present and saved back.
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: int = 8, opt_batch: int = 1,
+                 dynamic_hw: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None,
+                 workspace_gb: float = 2.0, timing_cache_dir: Path | None = None, dla_core: int | None = None,
+                 **legacy: Any) -> dict[str, Any]:
+    """Build ``engine_path`` from ``onnx_path``; write the engine and ``<engine>.json`` atomically.
+
+    Returns the sidecar dict: ``precision``, ``precision_layers`` (layers per precision from the
+    engine inspector), ``profile`` (min/opt/max), ``max_batch``, ``tensorrt``, ``gpu``,
+    ``compute_capability``, ``timing_cache`` ({file, loaded, refused, saved}), ``dla_core`` ...
+
+    ``timing_cache_dir``: folder of the timing cache ``timing-<gpu>-sm<cc>-trt<ver>.cache``; read
+    when present and compatible, else started empty (with a warning), saved back after the build.
+    ``legacy``: the pre-strong-typing keywords ``timing_cache`` (a file: its folder is used) and
+    ``fp16_flag`` (ignored: precision comes from the file) are still accepted.
     """
     from deploy.engine_meta import runtime_identity, write_sidecar
 
     from rdd_edge.runs import atomic_write_bytes
 
-    from export.engine_plan import check_build_args, profile_shapes, sidecar_meta
+    from export.engine_plan import (check_build_args, check_dla_core, engine_precision, network_flags,
+                                    profile_shapes, sidecar_meta)
     from export.onnx_io import graph_io, load_export_onnx, sha256_file
 
-    check_build_args(workspace_gb, dla_core)
+    unknown = set(legacy) - {"timing_cache", "fp16_flag"}
+    if unknown:
+        raise TypeError(f"build_engine() got unexpected keyword arguments {sorted(unknown)}")
+    if timing_cache_dir is None and legacy.get("timing_cache"):
+        timing_cache_dir = Path(legacy["timing_cache"]).parent
+    check_build_args(workspace_gb, dla_core, max_batch, opt_batch)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    precision = engine_precision(onnx_path.name, engine_path.name)
     model = load_export_onnx(onnx_path, "ONNX model (engine source)")
     io = graph_io(model)
-    profile = dynamic or profile_shapes(io["inputs"][0]["shape"], max_batch=1)
-    trt = _trt()
+    if len(io["inputs"]) != 1:
+        raise ExportError(f"{onnx_path}: expected one image input, the graph has {[i['name'] for i in io['inputs']]}")
+    input_name = io["inputs"][0]["name"]
+    try:
+        profile = profile_shapes(io["inputs"][0]["shape"], max_batch, opt_batch, dynamic_hw)
+    except ConfigError as exc:
+        raise ConfigError(f"{onnx_path}: {exc}") from None
+    _trt()  # MissingDependencyError with the install line when TensorRT is absent
+    import tensorrt as trt
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ExportError(f"{onnx_path}: TensorRT's ONNX parser failed: {errs[:600]}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    use_fp16 = fp16_flag and hasattr(trt.BuilderFlag, "FP16")  # gone in TensorRT 11 (strong typing)
-    if use_fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    if dla_core is not None:
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = int(dla_core)
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    opt = builder.create_optimization_profile()
-    opt.set_shape("images", profile["min"], profile["opt"], profile["max"])
-    config.add_optimization_profile(opt)
-    cache_file = Path(timing_cache) if timing_cache else None
-    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file and cache_file.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=True)
+    try:
+        flags = network_flags(trt.__version__, trt)  # refuses TensorRT < 10
+        identity = runtime_identity()
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        if builder is None:
+            raise ExportError(f"{onnx_path}: TensorRT could not create a builder (no usable NVIDIA GPU / driver?)")
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise ExportError(f"{onnx_path}: TensorRT's ONNX parser failed: {errs[:600]}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector then reports per-layer types
+        builder_flags: list[str] = []
+        if dla_core is not None:
+            check_dla_core(dla_core, builder.num_DLA_cores, f"{onnx_path}: ")
+            config.default_device_type = trt.DeviceType.DLA
+            config.DLA_core = int(dla_core)
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run stay on the GPU
+            builder_flags.append("GPU_FALLBACK")
+        opt = builder.create_optimization_profile()
+        opt.set_shape(input_name, trt.Dims(list(profile["min"])), trt.Dims(list(profile["opt"])),
+                      trt.Dims(list(profile["max"])))
+        if config.add_optimization_profile(opt) < 0:
+            raise ExportError(f"{onnx_path}: TensorRT rejected the optimization profile {profile}")
+        cache_info = _attach_timing_cache(trt, config, timing_cache_dir, identity)
 
-    blob = builder.build_serialized_network(network, config)
-    if blob is None:
-        raise ExportError(f"{onnx_path}: TensorRT could not build an engine (see the TensorRT log above); "
-                          "try a larger --workspace or the FP16 file")
-    atomic_write_bytes(engine_path, bytes(blob))
-    if cache_file:
-        atomic_write_bytes(cache_file, bytes(config.get_timing_cache().serialize()))
-    key = "engine-int8" if ".int8." in engine_path.name else "engine-fp16"
-    meta = sidecar_meta(key, sha256_file(onnx_path), runtime_identity(), io, profile, workspace_gb, dla_core, use_fp16)
+        blob = builder.build_serialized_network(network, config)
+        if blob is None:
+            raise ExportError(f"{onnx_path}: TensorRT could not build an engine (see the TensorRT log above); "
+                              "try a larger --workspace or the FP16 file")
+        data = bytes(memoryview(blob))
+        atomic_write_bytes(engine_path, data)
+        os.chmod(engine_path, 0o644)
+        if cache_info["file"]:
+            atomic_write_bytes(Path(cache_info["path"]), bytes(memoryview(config.get_timing_cache().serialize())))
+            cache_info["saved"] = True
+        layers = _precision_report(trt, logger, data, dla_core)
+    except RddError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - TensorRT raises RuntimeError/TypeError from C++: one line
+        raise ExportError(f"{onnx_path}: TensorRT {getattr(trt, '__version__', '?')} failed while building "
+                          f"{engine_path.name} ({type(exc).__name__}: {_one_line(exc)})") from None
+    cache_info.pop("path", None)
+    meta = sidecar_meta(f"engine-{precision}", sha256_file(onnx_path), identity, io, profile, workspace_gb, dla_core,
+                        source_onnx=onnx_path.name, precision_layers=layers, timing_cache=cache_info,
+                        builder_flags=builder_flags, network_flags=flags)
     write_sidecar(engine_path, meta)
-    os.chmod(engine_path, 0o644)
-    return engine_path
+    return {"format": "rdd-edge-engine", "engine": str(engine_path), **meta}
+
+
+def _attach_timing_cache(trt: Any, config: Any, cache_dir: Path | None, identity: dict[str, Any]) -> dict[str, Any]:
+    """Load ``<cache_dir>/timing-...cache`` with ``ignore_mismatch=False``; start empty when it is
+    absent, unreadable or from another device/TensorRT (and say so)."""
+    from export.engine_plan import timing_cache_name
+
+    info: dict[str, Any] = {"file": None, "loaded": False, "refused": False, "saved": False}
+    if cache_dir is None:
+        return info
+    path = Path(cache_dir) / timing_cache_name(identity.get("gpu"), identity.get("compute_capability"), trt.__version__)
+    info.update(file=path.name, path=str(path))
+    blob = b""
+    if path.is_file():
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            log.warning("timing cache %s unreadable (%s): starting with an empty cache", path, exc.strerror)
+    cache = config.create_timing_cache(blob) if blob else None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        info["loaded"] = True
+        return info
+    if blob:
+        info["refused"] = True
+        log.warning("timing cache %s does not match this GPU / TensorRT %s: starting with an empty cache "
+                    "(it will be overwritten)", path, trt.__version__)
+    empty = config.create_timing_cache(b"")
+    if empty is None or not config.set_timing_cache(empty, ignore_mismatch=False):
+        raise ExportError(f"{path}: TensorRT could not attach an empty timing cache")
+    return info
+
+
+def _precision_report(trt: Any, logger: Any, data: bytes, dla_core: int | None) -> dict[str, int] | None:
+    """Deserialize the built engine and count its layers by precision (engine inspector, JSON)."""
+    from deploy.engine_meta import layer_precisions
+
+    runtime = trt.Runtime(logger)
+    if dla_core is not None:
+        runtime.DLA_core = int(dla_core)
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise ExportError("TensorRT could not deserialize the engine it just built")
+    inspector = engine.create_engine_inspector()
+    if inspector is None:
+        log.warning("TensorRT gave no engine inspector: the sidecar has no per-layer precision report")
+        return None
+    try:
+        return layer_precisions(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    except RddError as exc:
+        log.warning("engine inspector output not understood (%s): no per-layer precision report", exc)
+        return None

@@ -1,4 +1,9 @@
-"""ONNX Runtime backend: the portable path (CPU everywhere; CUDA/TensorRT providers when installed)."""
+"""ONNX Runtime backend: the portable path (CPU everywhere; CUDA/TensorRT providers when installed).
+
+With onnxruntime-gpu, an ``.onnx`` file runs on the TensorRT execution provider first (engine and
+timing cache in ``trt-cache/`` beside the file, FP16 for the FP16 file, INT8 for the Q/DQ file),
+then CUDA, then CPU; :func:`provider_options` computes that choice as a pure function.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +56,102 @@ def choose_providers(
     return chosen or ["CPUExecutionProvider"]
 
 
+def artifact_precision(path: str | Path) -> str:
+    """``fp32`` / ``fp16`` / ``int8`` (TensorRT Q/DQ) / ``int8-cpu`` (uint8 CPU flavour) of an ONNX file:
+    from ``manifest.json`` beside it (the artifact whose ``file`` is this one), else from its name."""
+    path = Path(path)
+    try:
+        from deploy.info import read_manifest
+
+        manifest, _ = read_manifest(path)
+    except DeployError:
+        manifest = None
+    for key, entry in ((manifest or {}).get("artifacts") or {}).items():
+        if isinstance(entry, dict) and entry.get("file") == path.name:
+            if key == "int8-cpu":
+                return "int8-cpu"
+            prec = str(entry.get("precision") or "").lower()
+            if prec in ("fp32", "fp16", "int8"):
+                return prec
+    name = path.name.lower()
+    if ".int8-cpu." in name:
+        return "int8-cpu"
+    if ".int8." in name:
+        return "int8"
+    if ".fp16." in name:
+        return "fp16"
+    return "fp32"
+
+
+def _int8_float(path: Path) -> str:
+    """The float math a TensorRT Q/DQ file carries (``fp16`` unless the manifest says ``fp32``)."""
+    try:
+        from deploy.info import read_manifest
+
+        manifest, _ = read_manifest(path)
+    except DeployError:
+        return "fp16"
+    entry = ((manifest or {}).get("artifacts") or {}).get("int8") or {}
+    return str(entry.get("trt_float") or entry.get("int8_float") or "fp16")
+
+
+def provider_options(
+    path: str | Path,
+    available: Sequence[str],
+    device: str = "auto",
+    precision: str | None = None,
+    cache_dir: str | Path | None = None,
+    requested: Sequence[str] | None = None,
+    device_id: int = 0,
+    profile: dict[str, Any] | None = None,
+    workspace_gb: float | None = None,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Providers and their options for ``onnxruntime.InferenceSession`` (pure: no session made).
+
+    On NVIDIA (onnxruntime-gpu with TensorRT): TensorRT EP first with an engine and timing cache in
+    ``cache_dir`` (default ``<file's folder>/trt-cache``), FP16 for the FP16 file, INT8 (plus FP16
+    for the float layers unless the file keeps them FP32) for the Q/DQ file; then CUDA, then CPU.
+    The uint8 CPU flavour (``int8-cpu``, asymmetric zero points) is never given to TensorRT.
+    ``precision``: ``fp32``/``fp16``/``int8``/``int8-cpu``, default :func:`artifact_precision`.
+    ``profile``: optional ``{"min": shape, "opt": shape, "max": shape}`` of the input ``images``
+    for TensorRT's explicit shape range (no engine rebuild per new batch size).
+    """
+    path = Path(path)
+    prec = (precision or artifact_precision(path)).lower()
+    if prec not in ("fp32", "fp16", "int8", "int8-cpu"):
+        raise DeployError(f"{path}: precision {precision!r}: expected fp32, fp16, int8 or int8-cpu")
+    providers = choose_providers(available, requested, device)
+    if prec == "int8-cpu" and not requested:
+        providers = [p for p in providers if p != "TensorrtExecutionProvider"]
+    cache = Path(cache_dir) if cache_dir is not None else path.parent / "trt-cache"
+    options: list[dict[str, Any]] = []
+    for p in providers:
+        if p == "TensorrtExecutionProvider":
+            int8 = prec == "int8"
+            fp16 = prec == "fp16" or (int8 and _int8_float(path) != "fp32")
+            o: dict[str, Any] = {
+                "device_id": int(device_id),
+                "trt_fp16_enable": fp16,
+                "trt_int8_enable": int8,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(cache),
+            }
+            if workspace_gb:
+                o["trt_max_workspace_size"] = int(workspace_gb * (1 << 30))
+            if profile:
+                name = str(profile.get("name") or "images")
+                for k in ("min", "opt", "max"):
+                    o[f"trt_profile_{k}_shapes"] = f"{name}:" + "x".join(str(int(d)) for d in profile[k])
+            options.append(o)
+        elif p == "CUDAExecutionProvider":
+            options.append({"device_id": int(device_id)})
+        else:
+            options.append({})
+    return providers, options
+
+
 class OrtBackend:
     """One ``onnxruntime.InferenceSession`` with a thread count and provider choice."""
 
@@ -60,6 +161,7 @@ class OrtBackend:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         device: str = "auto",
+        max_batch: int = 8,
     ):
         import onnxruntime as ort
 
@@ -70,9 +172,17 @@ class OrtBackend:
                 raise DeployError(f"--threads {threads}: must be >= 1")
             opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3
-        chosen = choose_providers(ort.get_available_providers(), providers, device)
+        from rdd_edge.devices import cuda_index, parse_device
+
+        device = parse_device(device)
+        kind = "cuda" if device.startswith("cuda") else device  # cuda:N -> the GPU providers on device N
+        chosen, chosen_opts = provider_options(self.path, ort.get_available_providers(), kind, requested=providers,
+                                               device_id=cuda_index(device), profile=_trt_profile(self.path, max_batch))
+        if "TensorrtExecutionProvider" in chosen:
+            Path(chosen_opts[chosen.index("TensorrtExecutionProvider")]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen)
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen,
+                                                provider_options=chosen_opts)
         except Exception as exc:  # noqa: BLE001 - ORT raises several types for a bad file
             msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise DeployError(f"{self.path}: not a loadable ONNX model ({msg}); re-export it with `rdd-edge export`") from None
@@ -86,6 +196,9 @@ class OrtBackend:
         outs = self.session.get_outputs()
         self.output_names = [o.name for o in outs]
         self.output_shapes = {o.name: list(o.shape) for o in outs}
+        b = self.input_shape[0]
+        # the largest batch one call takes: a static batch dimension, else no limit
+        self.max_batch: int | None = int(b) if isinstance(b, int) and b > 0 else None
 
     def run(self, batch: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Feed one NCHW batch; return the requested (default all) outputs by name."""
@@ -96,3 +209,32 @@ class OrtBackend:
             msg = str(exc).strip().splitlines()[0][:300]
             raise DeployError(f"{self.path}: inference failed on a {batch.dtype} batch of shape {batch.shape} ({msg})") from None
         return dict(zip(names, res))
+
+    def close(self) -> None:
+        """Drop the session (ONNX Runtime frees it, and any TensorRT engine it built, with the object)."""
+        self.__dict__.pop("session", None)
+
+    def __enter__(self) -> "OrtBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _trt_profile(path: Path, max_batch: int) -> dict[str, Any] | None:
+    """Explicit TensorRT EP shape range for a dynamic-batch graph with the manifest's static H x W."""
+    try:
+        from deploy.info import read_manifest
+
+        manifest, _ = read_manifest(path)
+    except DeployError:
+        return None
+    inp = (manifest or {}).get("input") or {}
+    shape = inp.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:])):
+        return None
+    if isinstance(shape[0], int) and shape[0] > 0:
+        return None  # static batch: nothing to range over
+    c, h, w = shape[1:]
+    return {"name": str(inp.get("name") or "images"), "min": [1, c, h, w], "opt": [1, c, h, w],
+            "max": [max(1, int(max_batch)), c, h, w]}

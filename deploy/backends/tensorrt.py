@@ -1,20 +1,26 @@
 """TensorRT backend (10.x and 11.x Python API): deserialize an engine, bind tensors by name, run.
 
 The engine's sidecar (``<engine>.json``) is checked against this machine first, so a foreign
-engine fails with a rebuild instruction instead of "Version tag does not match". Device buffers
-come from :mod:`deploy.cuda_mem` (cuda-python or pycuda). ``tensorrt`` is imported inside.
+engine fails with a rebuild instruction instead of "Version tag does not match"; TensorRT older
+than 10.0 is refused in one line. A DLA engine gets ``Runtime.DLA_core`` from the sidecar before
+it is deserialized. Buffers come from :mod:`deploy.cuda_mem` (cuda-python by default, pycuda as the
+alternative): one stream per runner, device buffers and page-locked host buffers allocated once
+at the profile's maximum shape, copies through the page-locked buffers, everything released by
+:meth:`TrtBackend.close` (also a context manager, and a finalizer at garbage collection / exit).
+Every CUDA or TensorRT failure becomes one DeployError line. ``tensorrt`` is imported inside.
 """
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from rdd_edge.errors import DeployError, MissingDependencyError
+from rdd_edge.errors import DeployError, MissingDependencyError, RddError
 
-from deploy.engine_meta import check_compatible, read_sidecar
+from deploy.engine_meta import check_compatible, check_trt_version, read_sidecar, tensorrt_module
 
 
 def bind_shape(name: str, declared: Sequence[int], actual: Sequence[int], profile: tuple[Sequence[int], Sequence[int], Sequence[int]] | None = None) -> tuple[int, ...]:
@@ -34,84 +40,185 @@ def bind_shape(name: str, declared: Sequence[int], actual: Sequence[int], profil
     return actual
 
 
-class TrtBackend:
-    """One engine + execution context; buffers are (re)allocated when the batch size changes."""
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
-    def __init__(self, path: str | Path, cuda_mem: str | None = None):
+
+class _TrtState:
+    """TensorRT objects and CUDA buffers of one runner, released in a safe order (context, engine,
+    runtime, then the CUDA buffers/stream/context)."""
+
+    def __init__(self, mem: Any) -> None:
+        self.mem = mem
+        self.trt_objects: list[Any] = []  # runtime, engine, context (appended in that order)
+        self.stream: int | None = None
+
+    def release(self) -> None:
+        while self.trt_objects:
+            self.trt_objects.pop()  # context first: TensorRT frees it before the engine
+        if self.mem is not None:
+            mem, self.mem = self.mem, None
+            if self.stream is not None:
+                try:
+                    mem.destroy_stream(self.stream)
+                finally:
+                    self.stream = None
+                    mem.close()
+            else:
+                mem.close()
+
+
+class TrtBackend:
+    """One engine + execution context + stream, with buffers sized to the profile's maximum.
+
+    ``max_batch``: the largest batch the engine accepts (profile max, or its static batch), so
+    :class:`deploy.Segmenter` can split larger batches. ``cuda_mem``: ``"cuda-python"`` (default
+    order) or ``"pycuda"``.
+    """
+
+    def __init__(self, path: str | Path, cuda_mem: str | None = None, device: int = 0):
         self.path = Path(path)
         # the sidecar first: a foreign engine (or no TensorRT here) gets the rebuild instruction
         self.meta = read_sidecar(self.path)
         check_compatible(self.meta, engine=self.path)
-        try:
-            import tensorrt as trt  # type: ignore[import-not-found]
-        except ImportError:
+        if tensorrt_module() is None:
             raise MissingDependencyError(
                 f"{self.path}: running a TensorRT engine needs the tensorrt package (`pip install rdd-edge[trt]`, "
-                "or JetPack's python3-libnvinfer); or run the .onnx file instead"
-            ) from None
+                "or JetPack's python3-libnvinfer with `pip install rdd-edge[jetson]`); or run the .onnx file instead"
+            )
+        import tensorrt as trt
+
+        check_trt_version(trt.__version__, DeployError, f"{self.path}: ")
         from deploy.cuda_mem import get_cuda_mem
 
         self._trt = trt
-        self.mem = get_cuda_mem(cuda_mem)
-        self.provider = f"TensorRT {trt.__version__} ({self.mem.name})"
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(self._logger)
-        self.engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise DeployError(f"{self.path}: TensorRT could not deserialize the engine; rebuild it here with `rdd-edge export --trt ...`")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        is_in = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        inputs = [n for n in names if is_in[n]]
-        if len(inputs) != 1:
-            raise DeployError(f"{self.path}: expected one image input, the engine has {inputs}")
-        self.input_name = inputs[0]
-        self.output_names = [n for n in names if not is_in[n]]
-        self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-        self.declared = {n: tuple(self.engine.get_tensor_shape(n)) for n in names}
-        self.input_shape: list[Any] = [d if d >= 0 else None for d in self.declared[self.input_name]]
-        self.input_dtype = self.dtypes[self.input_name].name
-        self.output_shapes = {n: [d if d >= 0 else None for d in self.declared[n]] for n in self.output_names}
+        mem = get_cuda_mem(cuda_mem, device)
+        self._state = _TrtState(mem)
+        self._finalizer = weakref.finalize(self, self._state.release)
+        self.mem = mem
+        self.provider = f"TensorRT {trt.__version__} ({mem.name})"
         try:
-            self.profile = tuple(tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, 0))
-        except Exception:  # noqa: BLE001 - static engines have no profile
-            self.profile = None
-        self.stream = self.mem.stream()
-        self._bufs: dict[str, tuple[int, int]] = {}  # name -> (ptr, nbytes)
+            self._open(trt)
+        except BaseException:
+            try:
+                self._finalizer()  # release what was made before the failure
+            except Exception:  # noqa: BLE001 - the load error is the one to report
+                pass
+            raise
 
-    def _buffer(self, name: str, nbytes: int) -> int:
-        ptr, size = self._bufs.get(name, (0, 0))
-        if size < nbytes:
-            if ptr:
-                self.mem.free(ptr)
-            ptr = self.mem.alloc(nbytes)
-            self._bufs[name] = (ptr, nbytes)
-        return ptr
+    def _open(self, trt: Any) -> None:
+        st = self._state
+        try:
+            self._logger = trt.Logger(trt.Logger.WARNING)
+            runtime = trt.Runtime(self._logger)
+            st.trt_objects.append(runtime)
+            dla = self.meta.get("dla_core")
+            if dla is not None:
+                n = int(runtime.num_DLA_cores)
+                if not 0 <= int(dla) < n:
+                    raise DeployError(f"{self.path}: engine built for DLA core {dla}; this device has {n} DLA cores; "
+                                      "rebuild it without --dla-core or on this device")
+                runtime.DLA_core = int(dla)  # before deserializing: the engine's DLA layers bind to this core
+            engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
+            if engine is None:
+                raise DeployError(f"{self.path}: TensorRT could not deserialize the engine; rebuild it here with `rdd-edge export --trt ...`")
+            st.trt_objects.append(engine)
+            context = engine.create_execution_context()
+            if context is None:
+                raise DeployError(f"{self.path}: TensorRT could not create an execution context (out of GPU memory?)")
+            st.trt_objects.append(context)
+            self.engine, self.context = engine, context
+            names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+            is_in = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+            inputs = [n for n in names if is_in[n]]
+            if len(inputs) != 1:
+                raise DeployError(f"{self.path}: expected one image input, the engine has {inputs}")
+            self.input_name = inputs[0]
+            self.output_names = [n for n in names if not is_in[n]]
+            self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+            self.declared = {n: tuple(int(d) for d in engine.get_tensor_shape(n)) for n in names}
+            decl = self.declared[self.input_name]
+            self.input_shape: list[Any] = [d if d >= 0 else None for d in decl]
+            self.input_dtype = self.dtypes[self.input_name].name
+            self.output_shapes = {n: [d if d >= 0 else None for d in self.declared[n]] for n in self.output_names}
+            self.profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+            if any(d < 0 for d in decl):
+                mn, op, mx = (tuple(int(v) for v in s) for s in engine.get_tensor_profile_shape(self.input_name, 0))
+                self.profile = (mn, op, mx)
+            biggest = self.profile[2] if self.profile else decl
+            self.max_batch: int | None = int(biggest[0])
+            # one stream, and device + page-locked host buffers sized for the largest shape the profile allows
+            st.stream = self.stream = self.mem.stream()
+            self._set_shape(biggest)
+            self._dev: dict[str, int] = {}
+            self._host: dict[str, np.ndarray] = {}
+            for n in [self.input_name, *self.output_names]:
+                shape = biggest if n == self.input_name else tuple(int(d) for d in context.get_tensor_shape(n))
+                if any(d < 0 for d in shape):
+                    raise DeployError(f"{self.path}: output {n!r} has a data-dependent shape {list(shape)}; not supported")
+                count = int(np.prod(shape, dtype=np.int64))
+                self._host[n] = self.mem.pinned_empty(count, self.dtypes[n])
+                self._dev[n] = self.mem.alloc(self._host[n].nbytes)
+                if not context.set_tensor_address(n, self._dev[n]):
+                    raise DeployError(f"{self.path}: TensorRT refused the device address of tensor {n!r}")
+        except RddError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - TensorRT raises RuntimeError/TypeError from C++: one line
+            raise DeployError(f"{self.path}: TensorRT {self._trt.__version__} failed to load the engine "
+                              f"({type(exc).__name__}: {_one_line(exc)})") from None
+
+    def _set_shape(self, shape: Sequence[int]) -> None:
+        if not self.context.set_input_shape(self.input_name, tuple(int(d) for d in shape)):
+            lo_hi = f" (profile min {list(self.profile[0])}, max {list(self.profile[2])})" if self.profile else ""
+            raise DeployError(f"{self.path}: TensorRT rejected input shape {list(shape)} for {self.input_name!r}{lo_hi}")
 
     def run(self, batch: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        x = np.ascontiguousarray(batch, dtype=self.dtypes[self.input_name])
-        shape = bind_shape(self.input_name, self.declared[self.input_name], x.shape, self.profile)  # type: ignore[arg-type]
-        self.context.set_input_shape(self.input_name, shape)
-        ptr = self._buffer(self.input_name, x.nbytes)
-        self.context.set_tensor_address(self.input_name, ptr)
-        self.mem.htod(ptr, x, self.stream)
-        hosts = {}
-        for n in self.output_names:
-            out_shape = tuple(self.context.get_tensor_shape(n))
-            host = np.empty(out_shape, dtype=self.dtypes[n])
-            self.context.set_tensor_address(n, self._buffer(n, host.nbytes))
-            hosts[n] = host
-        if not self.context.execute_async_v3(self.stream):
-            raise DeployError(f"{self.path}: TensorRT execution failed on a batch of shape {list(x.shape)}")
-        for n, host in hosts.items():
-            self.mem.dtoh(host, self._bufs[n][0], self.stream)
-        self.mem.synchronize(self.stream)
+        """Feed one NCHW batch (within the engine's profile); return the requested outputs by name."""
+        if not self._finalizer.alive:
+            raise DeployError(f"{self.path}: the TensorRT runner is closed")
         want = list(outputs) if outputs else self.output_names
-        return {n: hosts[n] for n in want}
+        missing = [n for n in want if n not in self.output_names]
+        if missing:
+            raise DeployError(f"{self.path}: no output {missing}; the engine has {self.output_names}")
+        x = np.ascontiguousarray(batch, dtype=self.dtypes[self.input_name])
+        shape = bind_shape(self.input_name, self.declared[self.input_name], x.shape, self.profile)
+        try:
+            self._set_shape(shape)
+            host_in = self._host[self.input_name][: x.size].reshape(x.shape)
+            np.copyto(host_in, x)  # into page-locked memory: the async copy stays asynchronous
+            self.mem.htod(self._dev[self.input_name], host_in, self.stream)
+            views = {}
+            for n in self.output_names:
+                out_shape = tuple(int(d) for d in self.context.get_tensor_shape(n))
+                if any(d < 0 for d in out_shape):
+                    raise DeployError(f"{self.path}: output {n!r} shape {list(out_shape)} unresolved after setting the input shape")
+                views[n] = self._host[n][: int(np.prod(out_shape, dtype=np.int64))].reshape(out_shape)
+            if not self.context.execute_async_v3(self.stream):
+                raise DeployError(f"{self.path}: TensorRT execution failed on a batch of shape {list(x.shape)}")
+            for n in want:
+                self.mem.dtoh(views[n], self._dev[n], self.stream)
+            self.mem.synchronize(self.stream)
+        except RddError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise DeployError(f"{self.path}: TensorRT inference failed on a batch of shape {list(x.shape)} "
+                              f"({type(exc).__name__}: {_one_line(exc)})") from None
+        return {n: views[n].copy() for n in want}  # copies: the page-locked buffers are reused by the next call
 
-    def __del__(self) -> None:
-        for ptr, _ in getattr(self, "_bufs", {}).values():
-            try:
-                self.mem.free(ptr)
-            except Exception:  # noqa: BLE001 - interpreter shutdown
-                pass
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        """Release the execution context, engine, stream and every CUDA buffer (idempotent)."""
+        if self._finalizer.alive:
+            for attr in ("context", "engine"):
+                self.__dict__.pop(attr, None)
+            self._finalizer()
+
+    def __enter__(self) -> "TrtBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

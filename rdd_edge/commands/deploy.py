@@ -41,6 +41,9 @@ def print_check(console: Any, result: Any) -> None:
     for r, cells in zip(result.rows, body):
         table.add_row(*cells, style=STATUS_COLOURS.get(r.status))
     console.print(table)
+    for r in result.rows:
+        if r.detail:
+            console.print(f"{r.name} layers: {r.detail}")
     if result.meta.get("cpu"):
         console.print(f"CPU: {result.meta['cpu']['line']}")
     console.print(f"wrote {result.paths['json']}, {result.paths['md'].name}, {result.paths['png'].name}")

@@ -25,14 +25,24 @@ def print_export(console: Any, manifest: dict) -> None:
     table = Table(title=f"{manifest['model_name']} -> {manifest['export_dir']}")
     for col in ("file", "precision", "runtime", "MB", "check"):
         table.add_column(col, justify="right" if col == "MB" else "left")
+    from deploy.engine_meta import precision_summary
+
     for a in manifest["artifacts"].values():
         chk = a.get("parity") or a.get("agreement") or {}
         cell = f"{chk['label_agreement']:.3%} labels agree" if "label_agreement" in chk else "-"
         if a.get("miou") is not None:
             cell += f", mIoU {100 * a['miou']:.2f}"
+        if a.get("runtime") == "tensorrt":
+            cell = precision_summary(a)
         table.add_row(a["file"], a["precision"], a["runtime"], f"{a['bytes'] / 1e6:.2f}", cell)
     console.print(table)
     console.print(f"manifest: {manifest['export_dir']}/{MANIFEST}")
+
+
+Workspace = Annotated[float, typer.Option("--workspace", help="TensorRT builder workspace in GB (1-2 on Jetson).")]
+MaxBatch = Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch a TensorRT engine accepts (its profile: 1..N).")]
+DlaCore = Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Build the engines for this DLA core (Jetson AGX/NX), GPU fallback on.")]
+Profile = Annotated[Optional[str], typer.Option("--profile", metavar="MIN,OPT,MAX", help="With --dynamic: the engine's H x W range, e.g. 256x512,512x1024,1024x2048.")]
 
 
 @app.command("export")
@@ -56,10 +66,7 @@ def export_cmd(
     data: Data = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Export folder (default <run>/export).")] = None,
     runs: Runs = DEFAULT_RUNS,
-    workspace: Annotated[float, typer.Option("--workspace", help="TensorRT builder workspace in GB (1-2 on Jetson).")] = 2.0,
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch a TensorRT engine accepts (its profile: 1..N).")] = 8,
-    dla_core: Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Build the engines for this DLA core (Jetson AGX/NX), GPU fallback on.")] = None,
-    profile: Annotated[Optional[str], typer.Option("--profile", metavar="MIN,OPT,MAX", help="With --dynamic: the engine's H x W range, e.g. 256x512,512x1024,1024x2048.")] = None,
+    workspace: Workspace = 2.0, max_batch: MaxBatch = 8, dla_core: DlaCore = None, profile: Profile = None,
     trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Export a distilled student to ONNX (+ FP16, INT8, TensorRT) with accuracy checks and a manifest."""
@@ -77,3 +84,22 @@ def export_cmd(
     with checkpoint_trust(trust_checkpoint):
         manifest = export_run(spec, console=console)
     print_export(console, manifest)
+
+
+@app.command("engine")
+def engine_cmd(
+    run: Annotated[Optional[Path], typer.Argument(metavar="[RUN]", help="Distill run or its export folder (default: the latest with an export).")] = None,
+    trt: Annotated[str, typer.Option("--trt", help="Engines to build: fp16, int8 or all (from model.fp16.onnx / model.int8.onnx).")] = "all",
+    workspace: Workspace = 2.0, max_batch: MaxBatch = 8, dla_core: DlaCore = None, profile: Profile = None,
+    runs: Runs = DEFAULT_RUNS,
+) -> None:
+    """Build TensorRT engines from an export folder's ONNX files, on the device that will run them (no torch needed)."""
+    from rich.console import Console
+
+    from export.formats import ExportSpec
+    from export.pipeline import engine_run
+
+    console = Console()
+    spec = ExportSpec(source=run, runs_root=runs, trt=trt, workspace=workspace, max_batch=max_batch, dla_core=dla_core,
+                      profile=profile, dynamic=profile is not None)
+    print_export(console, engine_run(spec, console=console))

@@ -1,0 +1,227 @@
+"""Contract of the TensorRT build and run code against NVIDIA's Python API (tensorrt-stubs 10.13),
+for TensorRT 10.3 (JetPack 6), 10.13 and 11.0, with a recording double and a fake CUDA runtime.
+
+What is asserted: strongly typed networks (10.x flag bit, nothing on 11.x), no precision builder
+flag and no INT8 calibrator, the optimization profile (batch 1/opt/max, H x W), the timing cache
+attached with ``ignore_mismatch=False`` (a mismatching cache refused and replaced by an empty
+one), detailed profiling + the inspector's per-layer precisions in the sidecar, DLA core checks on
+both sides, ``set_input_shape`` checked, one stream per runner, page-locked host buffers for every
+copy, and everything released by ``close()``. TensorRT < 10 is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rdd_edge.errors import ConfigError, DeployError, ExportError
+
+from test_trt_double import CudaError, install, make_export, stubs
+
+
+VERSIONS = ["10.3.0.26", "10.13.0.35", "11.0.0.1"]
+SIZE = (16, 24)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    stubs()  # skip (locally) / fail (CI) early without the stubs
+    return make_export(tmp_path_factory.mktemp("export"), SIZE)
+
+
+def _build(export_dir: Path, tmp_path: Path, src: str = "model.fp16.onnx", **kw):
+    from export.tensorrt import build_engine
+
+    import shutil
+
+    eng = tmp_path / src.replace(".onnx", ".engine")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(export_dir / "manifest.json", tmp_path / "manifest.json")  # deploy.load reads classes/size from it
+    kw.setdefault("timing_cache_dir", tmp_path)
+    return build_engine(export_dir / src, eng, **kw), eng
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("src", ["model.fp16.onnx", "model.int8.onnx"])
+def test_build_is_strongly_typed_without_precision_flags(monkeypatch, export_dir, tmp_path, version, src):
+    d, _ = install(monkeypatch, version)
+    meta, eng = _build(export_dir, tmp_path, src, max_batch=8, workspace_gb=1.0)
+    # strongly typed: 10.x sets the STRONGLY_TYPED bit (1 << 1), 11.x passes nothing (always strong)
+    (net,) = d.calls("Builder", "create_network")
+    assert net["flags"] == (0 if version.startswith("11") else 1 << 1)
+    # no precision flag, no calibrator (11.x has neither)
+    assert [c["flag"].name for c in d.calls("IBuilderConfig", "set_flag")] == []
+    assert d.sets("IBuilderConfig", "flags") == [] and d.sets("IBuilderConfig", "int8_calibrator") == []
+    # one profile: batch min 1, opt 1, max 8 at the file's H x W
+    (shape,) = d.calls("IOptimizationProfile", "set_shape")
+    assert shape["input"] == "images"
+    assert [tuple(shape[k]) for k in ("min", "opt", "max")] == [(1, 3, *SIZE), (1, 3, *SIZE), (8, 3, *SIZE)]
+    assert len(d.calls("IBuilderConfig", "add_optimization_profile")) == 1
+    (pool,) = d.calls("IBuilderConfig", "set_memory_pool_limit")
+    assert pool["pool"] == d.MemoryPoolType.WORKSPACE and pool["pool_size"] == 1 << 30
+    # timing cache: never trusted blindly
+    assert d.calls("IBuilderConfig", "set_timing_cache") and all(
+        c["ignore_mismatch"] is False for c in d.calls("IBuilderConfig", "set_timing_cache"))
+    major_minor_patch = ".".join(version.split(".")[:3])
+    assert meta["timing_cache"]["file"] == f"timing-orin-sm87-trt{major_minor_patch}.cache"
+    assert (tmp_path / meta["timing_cache"]["file"]).is_file() and meta["timing_cache"]["saved"]
+    # precision report from the inspector of a DETAILED build, stored in the sidecar
+    assert d.sets("IBuilderConfig", "profiling_verbosity") == [d.ProfilingVerbosity.DETAILED]
+    assert [c["format"] for c in d.calls("EngineInspector", "get_engine_information")] == [d.LayerInformationFormat.JSON]
+    layers = meta["precision_layers"]
+    if "int8" in src:
+        assert layers["int8"] > 0 and layers["fp16"] > 0 and layers["fp32"] == 0  # FP16 float parts
+    else:
+        assert layers["fp16"] > 0 and layers["int8"] == 0 and layers["fp32"] == 0
+    side = json.loads(eng.with_name(eng.name + ".json").read_text())
+    assert side["precision_layers"] == layers and side["profile"]["max"] == [8, 3, *SIZE]
+    assert side["tensorrt"] == version and side["gpu"] == "Orin" and side["compute_capability"] == "8.7"
+    assert side["precision"] == ("int8" if "int8" in src else "fp16") and side["strongly_typed"] is True
+    assert eng.read_bytes().startswith(b"RDDENGINE:")
+
+
+@pytest.mark.parametrize("version", ["10.3.0.26", "11.0.0.1"])
+def test_mismatching_timing_cache_is_refused_and_replaced(monkeypatch, export_dir, tmp_path, version, caplog):
+    d, _ = install(monkeypatch, version)
+    from export.engine_plan import timing_cache_name
+
+    cache = tmp_path / timing_cache_name("Orin", "8.7", version)
+    cache.write_bytes(b"a cache written elsewhere")
+    d.cache_mismatch = True
+    with caplog.at_level(logging.WARNING):
+        meta, _ = _build(export_dir, tmp_path)
+    calls = d.calls("IBuilderConfig", "set_timing_cache")
+    assert len(calls) == 2 and all(c["ignore_mismatch"] is False for c in calls)
+    assert [bytes(c["serialized_timing_cache"]) for c in d.calls("IBuilderConfig", "create_timing_cache")] == [
+        b"a cache written elsewhere", b""]
+    assert meta["timing_cache"]["refused"] and not meta["timing_cache"]["loaded"]
+    assert "does not match" in caplog.text and "empty cache" in caplog.text
+    assert cache.read_bytes().startswith(b"TIMING-CACHE:")  # overwritten with this machine's cache
+    d.cache_mismatch = False
+    d.journal.clear()
+    meta, _ = _build(export_dir, tmp_path)
+    assert meta["timing_cache"]["loaded"] and len(d.calls("IBuilderConfig", "set_timing_cache")) == 1
+
+
+@pytest.mark.parametrize("version", ["10.3.0.26", "11.0.0.1"])
+def test_dla_core_checked_and_set_on_both_sides(monkeypatch, export_dir, tmp_path, version):
+    d, _ = install(monkeypatch, version)
+    with pytest.raises(ConfigError, match="no DLA cores"):
+        _build(export_dir, tmp_path, dla_core=0)  # a desktop GPU
+    d.num_dla_cores = 2
+    with pytest.raises(ConfigError, match=r"DLA cores 0\.\.1"):
+        _build(export_dir, tmp_path, dla_core=2)
+    meta, eng = _build(export_dir, tmp_path, dla_core=1)
+    assert d.sets("IBuilderConfig", "DLA_core") == [1]
+    assert d.sets("IBuilderConfig", "default_device_type") == [d.DeviceType.DLA]
+    assert [c["flag"].name for c in d.calls("IBuilderConfig", "set_flag")] == ["GPU_FALLBACK"]
+    assert meta["dla_core"] == 1 and meta["builder_flags"] == ["GPU_FALLBACK"]
+    d.journal.clear()
+    from deploy.backends.tensorrt import TrtBackend
+
+    with TrtBackend(eng) as be:
+        order = [(k, c, n) for k, c, n, _ in d.journal if (c, n) in {("Runtime", "DLA_core"), ("Runtime", "deserialize_cuda_engine")}]
+        assert order == [("set", "Runtime", "DLA_core"), ("call", "Runtime", "deserialize_cuda_engine")]
+        assert be.max_batch == 8
+    d.num_dla_cores = 0  # the engine moved to a machine without DLA
+    with pytest.raises(DeployError, match="DLA core 1; this device has 0 DLA cores"):
+        TrtBackend(eng)
+
+
+def test_tensorrt_older_than_10_is_refused(monkeypatch, export_dir, tmp_path):
+    d, _ = install(monkeypatch, "10.13.0.35")
+    _, eng = _build(export_dir, tmp_path)
+    d.__version__ = "8.6.1"
+    with pytest.raises(ExportError, match=r"TensorRT 8\.6\.1 found; rdd-edge needs TensorRT 10\.0 or newer"):
+        _build(export_dir, tmp_path / "x")
+    side = eng.with_name(eng.name + ".json")
+    side.write_text(side.read_text().replace('"10.13.0.35"', '"8.6.1"'))
+    from deploy.backends.tensorrt import TrtBackend
+
+    with pytest.raises(DeployError, match=r"TensorRT 8\.6\.1 found"):
+        TrtBackend(eng)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_runner_pins_checks_splits_and_releases(monkeypatch, export_dir, tmp_path, version):
+    d, rt = install(monkeypatch, version)
+    _, eng = _build(export_dir, tmp_path, max_batch=4)
+    import deploy
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (20, 30, 3), dtype=np.uint8) for _ in range(9)]
+    ref = deploy.load(export_dir / "model.fp16.onnx", device="cpu").predict_batch(images)
+    with deploy.load(eng) as seg:
+        assert seg.max_batch == 4 and seg.provider.startswith(f"TensorRT {version} (cuda-python)")
+        got = seg.predict_batch(images)  # 9 images through a max-batch-4 engine: 4 + 4 + 1
+        runs = [a for k, c, n, a in d.journal if k == "run"]
+        # three chunks: every execute got an int stream handle, the same one
+        assert len(runs) == 3 and len({r["stream"] for r in runs}) == 1 and all(isinstance(r["stream"], int) for r in runs)
+        shapes = [tuple(c["shape"]) for c in d.calls("IExecutionContext", "set_input_shape")]
+        assert shapes[-3:] == [(4, 3, *SIZE), (4, 3, *SIZE), (1, 3, *SIZE)]
+        assert all((a == b).all() for a, b in zip(got, ref))
+        # every host<->device copy went through page-locked memory, on the runner's stream
+        assert rt.copies and all(c["pinned"] for c in rt.copies)
+        assert len(rt.streams) == 1 and {c["stream"] for c in rt.copies} == set(rt.streams)
+        # a shape TensorRT refuses is an error, not garbage
+        d.set_input_shape_result = False
+        with pytest.raises(DeployError, match="rejected input shape"):
+            seg.run(np.zeros((2, 3, *SIZE), np.float32))
+        d.set_input_shape_result = None
+    # close(): stream destroyed, device and pinned buffers freed; using it afterwards is an error
+    assert rt.streams == {} and rt.device == {} and rt.pinned == {}
+    assert "cudaStreamDestroy" in rt.log and "cudaFreeHost" in rt.log
+    with pytest.raises(DeployError, match="closed"):
+        seg.run(np.zeros((1, 3, *SIZE), np.float32))
+
+
+def test_cuda_failures_are_one_deploy_line_and_leak_nothing(monkeypatch, export_dir, tmp_path):
+    d, rt = install(monkeypatch, "10.3.0.26")
+    _, eng = _build(export_dir, tmp_path)
+    from deploy.backends.tensorrt import TrtBackend
+
+    rt.fail["cudaMallocHost"] = CudaError.cudaErrorMemoryAllocation
+    with pytest.raises(DeployError, match=r"CUDA cudaMallocHost\(\d+ bytes\) failed: cudaErrorMemoryAllocation") as exc:
+        TrtBackend(eng)
+    assert "\n" not in str(exc.value)
+    assert rt.streams == {} and rt.device == {} and rt.pinned == {}
+    rt.fail["cudaSetDevice"] = CudaError.cudaErrorInsufficientDriver
+    with pytest.raises(DeployError, match="cudaErrorInsufficientDriver"):
+        TrtBackend(eng)
+    with TrtBackend(eng) as be:
+        rt.fail["cudaMemcpyAsync"] = CudaError.cudaErrorInvalidValue
+        with pytest.raises(DeployError, match="cudaMemcpyAsync"):
+            be.run(np.zeros((1, 3, *SIZE), np.float32))
+
+
+def test_garbage_collected_runner_releases_its_buffers(monkeypatch, export_dir, tmp_path):
+    import gc
+
+    d, rt = install(monkeypatch, "10.13.0.35")
+    _, eng = _build(export_dir, tmp_path)
+    from deploy.backends.tensorrt import TrtBackend
+
+    be = TrtBackend(eng)
+    be.run(np.zeros((2, 3, *SIZE), np.float32))
+    assert rt.pinned and rt.device and rt.streams
+    del be
+    gc.collect()
+    assert rt.streams == {} and rt.device == {} and rt.pinned == {}
+
+
+def test_pipeline_keywords_of_the_old_api_still_build_strongly_typed(monkeypatch, export_dir, tmp_path):
+    """export/pipeline.py still calls build_engine(..., timing_cache=FILE, fp16_flag=...): it keeps working,
+    the flag is ignored (precision comes from the file) and the cache goes to FILE's folder under its new name."""
+    d, _ = install(monkeypatch, "10.3.0.26")
+    from export.tensorrt import build_engine
+
+    meta = build_engine(export_dir / "model.int8.onnx", tmp_path / "model.int8.engine", workspace_gb=1.0,
+                        timing_cache=tmp_path / "timing.cache", fp16_flag=True)
+    assert d.calls("IBuilderConfig", "set_flag") == [] and d.calls("Builder", "create_network")[0]["flags"] == 2
+    assert (tmp_path / meta["timing_cache"]["file"]).is_file() and meta["max_batch"] == 8
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        build_engine(export_dir / "model.int8.onnx", tmp_path / "x.engine", fp32_flag=True)
