@@ -2,7 +2,8 @@
 
     python -m deploy.trt_acceptance EXPORT_DIR [--max-batch 8] [--workspace 1] [--images DIR]
 
-Builds both engines from the export folder's ``model.fp16.onnx`` and ``model.int8.onnx`` (with
+Builds both engines (in a scratch copy: the export folder is left as it is; ``rdd-edge engine``
+adds engines to it) from the export folder's ``model.fp16.onnx`` and ``model.int8.onnx`` (with
 :func:`export.tensorrt.build_engine`, torch-free), prints each engine's per-layer precision report,
 the label agreement of engine vs ONNX Runtime (CPU) on the same source file over a few images (a
 folder given with ``--images``, else seeded random images), latency at batch 1 and at the max
@@ -137,9 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     results: list[bool] = []
     images: list[np.ndarray] | None = None
+    import shutil
+    import tempfile
+
+    # a trial in a scratch copy: the export folder (and its manifest) stays exactly as it was
+    scratch = Path(tempfile.mkdtemp(prefix="rdd-trt-acceptance-"))
+    for f in ("manifest.json", *(src for _, src, _ in ENGINES)):
+        if (export_dir / f).is_file():
+            shutil.copy2(export_dir / f, scratch / f)
     for key, src_name, engine_name in ENGINES:
         try:
-            ok, images = check_engine(export_dir, key, src_name, engine_name, args, images, say)
+            ok, images = check_engine(scratch, key, src_name, engine_name, args, images, say)
         except RddError as exc:
             say(f"FAIL {key.upper()} engine: {exc}")
             ok = False
@@ -147,8 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"FAIL {key.upper()} engine: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             ok = False
         results.append(ok)
+    shutil.rmtree(scratch, ignore_errors=True)
     passed = sum(results)
     say(f"{'PASS' if all(results) else 'FAIL'}: {passed} of {len(results)} engines passed")
+    if all(results):
+        say(f"to add the engines to the export: rdd-edge engine {export_dir} --trt all --max-batch {args.max_batch}")
     return 0 if all(results) else 1
 
 

@@ -470,7 +470,8 @@ def _onnx_io(path: str) -> dict[str, Any]:
     ops = [n.op_type for n in m.graph.node]
     fp16 = any(t.data_type == 10 for t in m.graph.initializer)
     layers = [n for n in m.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear", "Constant")]
-    return {"path": path, "inputs": ins, "outputs": outs, "qdq": "DequantizeLinear" in ops, "fp16": fp16,
+    # the model's bytes travel with the "engine", as a real engine holds its weights: the source file may go away
+    return {"path": path, "model": Path(path).read_bytes(), "inputs": ins, "outputs": outs, "qdq": "DequantizeLinear" in ops, "fp16": fp16,
             "layers": [(n.name or n.op_type, n.op_type) for n in layers]}
 
 
@@ -663,7 +664,7 @@ def install_behaviour(d: TrtDouble) -> None:
             nbytes = int(np.prod(shape)) * dt.itemsize
             buf = (ctypes.c_ubyte * nbytes).from_address(vals["_addr"][n])
             feeds[n] = np.frombuffer(bytes(buf), dtype=dt).reshape(shape)
-        sess = _session(spec["io"]["path"])
+        sess = _session(spec["io"]["model"])
         outs = dict(zip([o[0] for o in spec["io"]["outputs"]], sess.run(None, feeds)))
         if d.corrupt_output is not None:
             outs = d.corrupt_output(outs)
@@ -680,12 +681,15 @@ _SPECS: dict[str, dict[str, Any]] = {}
 _SESSIONS: dict[str, Any] = {}
 
 
-def _session(path: str) -> Any:
+def _session(model: bytes) -> Any:
+    import hashlib
+
     import onnxruntime as ort
 
-    if path not in _SESSIONS:
-        _SESSIONS[path] = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return _SESSIONS[path]
+    key = hashlib.sha256(model).hexdigest()
+    if key not in _SESSIONS:
+        _SESSIONS[key] = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return _SESSIONS[key]
 
 
 _FORMATS_10 = {"int8": "Thirty-two wide channel vectorized row major Int8 format", "fp16": "Channel major FP16 format where channel % 8 == 0",

@@ -34,7 +34,8 @@ def print_export(console: Any, manifest: dict) -> None:
             cell += f", mIoU {100 * a['miou']:.2f}"
         if a.get("runtime") == "tensorrt":
             cell = precision_summary(a)
-        table.add_row(a["file"], a["precision"], a["runtime"], f"{a['bytes'] / 1e6:.2f}", cell)
+        size = f"{a['bytes'] / 1e6:.2f}" if a.get("bytes") is not None else "-"
+        table.add_row(a["file"], a.get("precision", "?"), a.get("runtime", "?"), size, cell)
     console.print(table)
     console.print(f"manifest: {manifest['export_dir']}/{MANIFEST}")
 

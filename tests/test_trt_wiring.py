@@ -1,0 +1,72 @@
+"""The CLI wiring around TensorRT, run through the recording double (no GPU, no real TensorRT here):
+`rdd-edge engine` adds engines to an export transactionally, `check` runs them, shows the layer
+precisions and times the batches the engine accepts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rdd_edge.cli import app
+from test_trt_double import install, make_export, stubs
+
+
+@pytest.fixture(scope="module")
+def export_src(tmp_path_factory) -> Path:
+    stubs()
+    return make_export(tmp_path_factory.mktemp("wiring-export"), (16, 24))
+
+
+@pytest.fixture
+def run_dir(export_src, tmp_path) -> Path:
+    run = tmp_path / "runs" / "distill-x"
+    shutil.copytree(export_src, run / "export")
+    man = json.loads((run / "export" / "manifest.json").read_text())
+    man["data"] = {"name": "synthetic", "val_images": 3, "size": [16, 24]}
+    (run / "export" / "manifest.json").write_text(json.dumps(man))
+    return run
+
+
+def test_engine_command_builds_lists_and_check_runs_them(monkeypatch, run_dir):
+    d, rt = install(monkeypatch, "10.3.0.26")
+    res = CliRunner().invoke(app, ["engine", str(run_dir), "--trt", "all", "--max-batch", "2", "--workspace", "0.5"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    out = run_dir / "export"
+    man = json.loads((out / "manifest.json").read_text())
+    assert {"engine-fp16", "engine-int8"} <= set(man["artifacts"])
+    for key in ("engine-fp16", "engine-int8"):
+        a = man["artifacts"][key]
+        assert a["profile"]["max"][0] == 2 and a["runtime"] == "tensorrt" and a["precision_layers"]
+        assert (out / a["file"]).is_file() and (out / a["sidecar"]).is_file()
+    assert set(man["files"]) == {p.name for p in out.iterdir()}  # still exactly the folder
+    assert "INT8" in res.output and "layers" in res.output  # the precision report is shown
+    res = CliRunner().invoke(app, ["check", str(run_dir), "--batch", "4", "--min-time", "0.01", "--max-drop", "100",
+                                   "--no-torch"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    rows = {r["name"]: r for r in json.loads((out / "check.json").read_text())["rows"]}
+    for key in ("engine-fp16", "engine-int8"):
+        assert rows[key]["status"] == "passed" and "TensorRT" in rows[key]["backend"], rows[key]
+        assert set(rows[key]["latency"]) == {"b1", "b2"}  # batch 4 asked, the engine takes at most 2
+        assert "layers" in rows[key]["detail"]
+    assert "engine-int8 layers:" in res.output
+    assert rt.streams == {} and rt.device == {} and rt.pinned == {}  # every runner closed after its row
+
+
+def test_engine_command_failure_leaves_the_export_as_it_was(monkeypatch, run_dir):
+    d, _ = install(monkeypatch, "10.13.0.35")
+    out = run_dir / "export"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    d.build_fails = True
+    res = CliRunner().invoke(app, ["engine", str(run_dir), "--trt", "all"])
+    assert res.exit_code != 0 and "could not build an engine" in str(res.exception)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".export.")]
+
+
+def test_engine_command_without_tensorrt_says_how(run_dir):
+    res = CliRunner().invoke(app, ["engine", str(run_dir)])
+    assert res.exit_code != 0 and "TensorRT is not installed here" in str(res.exception)
