@@ -164,9 +164,10 @@ def weighted_ce(
     """Per-pixel weighted cross entropy (scalar), logits upsampled to the label size.
 
     ``weight`` (N, H, W) float or bool is detached. ``normalize="valid"`` divides the weighted
-    sum by the number of non-ignored pixels (TFE), ``"selected"`` by the number of pixels with a
-    non-zero weight (TSE); both denominators are at least 1, so an empty selection gives 0 (not
-    NaN) and still backpropagates (zero gradients).
+    sum by the number of non-ignored pixels (TFE), ``"selected"`` by the number of non-ignored
+    pixels with a non-zero weight (TSE: ignored pixels add nothing to the sum, so they are not
+    counted either, whatever their weight); both denominators are at least 1, so an empty
+    selection gives 0 (not NaN) and still backpropagates (zero gradients).
     """
     _choice("normalize", normalize, NORMALIZE)
     _check_logits("logits", logits)
@@ -180,11 +181,9 @@ def weighted_ce(
     up = _resize(logits.float(), target.shape[-2:])
     ce = F.cross_entropy(up, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
     w = weight.to(ce.dtype)
-    if normalize == "valid":
-        denom = (target != ignore_index).sum()
-    else:
-        denom = (weight != 0).sum()
-    return (ce * w).sum() / denom.clamp_min(1).to(ce.dtype)
+    valid = target != ignore_index
+    counted = valid if normalize == "valid" else valid & (weight != 0)
+    return (ce * w).sum() / counted.sum().clamp_min(1).to(ce.dtype)
 
 
 class RDDWeighting:

@@ -73,9 +73,11 @@ def np_ce(z, y):
 
 
 def np_wce(z, y, w, normalize="valid"):
+    """Weighted CE; "selected" averages over pixels that are weighted *and* valid."""
     w = w.astype(np.float64)
-    denom = (y != IGNORE).sum() if normalize == "valid" else (w != 0).sum()
-    return (np_ce(z, y) * w).sum() / max(denom, 1)
+    valid = y != IGNORE
+    counted = valid if normalize == "valid" else valid & (w != 0)
+    return (np_ce(z, y) * w).sum() / max(counted.sum(), 1)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -186,6 +188,24 @@ def test_weighted_ce_matches_numpy(normalize):
     m = w > 0.5
     got_m = weighted_ce(t(zs), t(y), torch.tensor(m), normalize=normalize)
     np.testing.assert_allclose(float(got_m), np_wce(zs.astype(np.float64), y, m, normalize), rtol=1e-5)
+
+
+def test_weighted_ce_selected_counts_only_weighted_valid_pixels():
+    """TSE's mean: weights that are non-zero on ignored pixels add nothing, and are not counted either."""
+    zs, _, _, y = make(seed=16, ignore_frac=0.4)
+    g = np.random.default_rng(16)
+    w = (g.random(y.shape) < 0.5).astype(np.float32)  # a selection that also covers many ignored pixels
+    ignored = y == IGNORE
+    assert (w[ignored] != 0).sum() > 100
+    got = weighted_ce(t(zs), t(y), t(w), normalize="selected")
+    # independent count: CE summed over selected valid pixels, divided by their number
+    ce = np_ce(zs.astype(np.float64), y)
+    keep = (w != 0) & ~ignored
+    np.testing.assert_allclose(float(got), ce[keep].sum() / keep.sum(), rtol=1e-5)
+    assert abs(ce[keep].sum() / (w != 0).sum() - float(got)) > 0.1 * float(got)  # the old count is far off
+    # the weight on ignored pixels changes nothing at all
+    w_valid_only = np.where(ignored, 0, w)
+    assert float(weighted_ce(t(zs), t(y), t(w_valid_only), normalize="selected")) == pytest.approx(float(got), rel=1e-6)
 
 
 def test_weighted_ce_all_ones_is_plain_ce():
