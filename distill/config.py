@@ -37,7 +37,7 @@ class TrainConfig:
     synthetic_train: int = 200  # synthetic only: images in the generated train split
     synthetic_val: int = 40  # synthetic only: images in the generated val split
     crop: tuple[int, int] = (96, 144)  # (H, W) training crop
-    eval_size: tuple[int, int] | None = None  # (H, W) images are resized to for eval; None: data set default
+    eval_size: tuple[int, int] | None = None  # (H, W) images are resized to for eval; None: data set default (VOC/ADE20K: whole images)
     scale_min: float = 0.5  # random scale range of the train augmentation
     scale_max: float = 2.0
     hflip: bool = True  # random horizontal flip

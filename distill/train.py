@@ -135,7 +135,7 @@ def build_data(cfg: TrainConfig) -> TrainData:
 
     info = dataset_info(cfg.dataset)
     spec = cfg.data_spec()
-    eval_size = tuple(cfg.eval_size) if cfg.eval_size else tuple(info.eval_size)
+    eval_size = tuple(cfg.eval_size) if cfg.eval_size else info.default_eval_size()  # None: each image whole
     tr, va = open_split(spec, "train"), open_split(spec, "val")
     for split, reader in (("train", tr), ("val", va)):
         check_reader(reader, f"{cfg.data or cfg.dataset} ({split} split)", info.num_classes)

@@ -205,7 +205,8 @@ def eval_cmd(
     r = evaluate_checkpoint(EvalSpec(checkpoint, dataset, data, split, flip, _parse_scales(scales),
                                      parse_hw(eval_size, "--eval-size"), device or "auto", batch, images))
     m = r.metrics
-    t = Table(title=f"{r.model_name} on {r.info.name} {r.split} ({r.images} images, {r.size[0]}x{r.size[1]})")
+    size = f"{r.size[0]}x{r.size[1]}" if r.size else "each at its own size"
+    t = Table(title=f"{r.model_name} on {r.info.name} {r.split} ({r.images} images, {size})")
     t.add_column("class")
     t.add_column("IoU %", justify="right")
     t.add_column("acc %", justify="right")
