@@ -385,10 +385,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
 
     # -- losses
     from distill.losses import build_kd_loss
-    from distill.rdd import RDDWeighting
+    from distill.rdd import RDDWeighting, resolve_class_weights
 
     rdd = RDDWeighting(enabled=cfg.mode == "distill" and cfg.rdd, tfe_fraction=cfg.tfe_fraction,
                        threshold=cfg.rdd_threshold, mode=cfg.rdd_mode, confidence=cfg.confidence,
+                       min_kept=cfg.rdd_min_kept, class_weights=resolve_class_weights(cfg.rdd_class_weights, num_classes),
                        ignore_index=info.ignore_index, aux_weight=cfg.aux_weight)
     kd = build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options) if cfg.mode == "distill" else None
 

@@ -307,3 +307,21 @@ def test_student_alone_needs_no_teacher(tmp_path):
     cfg = tiny_config("distill", method="kd", rdd=False, iters=2, batch=2, runs_root=str(tmp_path / "runs"))
     with pytest.raises(ConfigError, match="no teacher given"):
         train(cfg, data=readers(), run_dir=tmp_path / "run2", progress=False)
+
+
+def test_rdd_options_are_one_line_errors(tmp_path, capsys):
+    from rdd_edge.cli import main
+
+    for args, msg in ((["--rdd-min-kept", "-1"], "--rdd-min-kept -1"), (["--rdd-class-weights", "heavy"], "heavy"),
+                      (["--rdd-class-weights", "1,-2"], "positive")):
+        with pytest.raises(SystemExit) as exc:
+            main(["distill", *args, "--runs", str(tmp_path / "runs"), "--device", "cpu", "-q"])
+        assert exc.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and msg in err and "Traceback" not in err and err.count("\n") == 1
+    cfg = make_config("distill", rdd_min_kept=100000, rdd_class_weights="cityscapes")
+    assert config_from_dict(cfg.as_dict()) == cfg and make_config("distill").rdd_min_kept == 0
+    with pytest.raises(ConfigError, match="19 class weights.*11 classes"):  # synthetic has 11 classes
+        train(make_config("distill", rdd_class_weights="cityscapes", method="none", rdd=True, tfe_fraction=0.0,
+                          runs_root=str(tmp_path / "r"), device="cpu", teacher=str(_teacher_ckpt(tmp_path, 11))),
+              progress=False)
