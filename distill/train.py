@@ -392,9 +392,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                        min_kept=cfg.rdd_min_kept, class_weights=resolve_class_weights(cfg.rdd_class_weights, num_classes),
                        ignore_index=info.ignore_index, aux_weight=cfg.aux_weight)
     kd = build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options) if cfg.mode == "distill" else None
+    if kd is not None and teacher is not None:
+        kd.bind(raw, teacher)  # the KD term's own trainable parts (cwd: 1x1 connector), sized for these models
+        if world > 1:  # their gradients are averaged across processes like the student's
+            kd.distribute(lambda m: nn.parallel.DistributedDataParallel(
+                m, device_ids=[device.index] if device.type == "cuda" else None))
 
-    # -- optimiser, AMP
-    optimizer = torch.optim.SGD(raw.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # -- optimiser, AMP (the KD term's parameters, if any, train with the student's)
+    params = list(raw.parameters()) + (kd.parameters() if kd is not None else [])
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     autocast, scaler, amp_dtype = amp_setup(cfg, device)
 
     # -- run folder
@@ -412,6 +418,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         from models import load_weights
 
         load_weights(raw, ckpt_resume["state_dict"], name=ckpt_resume["path"])
+        if kd is not None:
+            kd.load_state_dict(ckpt_resume.get("kd_state"))
         optimizer.load_state_dict(ckpt_resume["optimizer"])
         if ckpt_resume.get("scaler"):
             scaler.load_state_dict(ckpt_resume["scaler"])
@@ -421,7 +429,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     loader = (data.batches(cfg, start, rank, world) if data.batches is not None
               else train_loader(data.train, cfg, info, start, rank, world))
     val_loader = eval_loader(data.val, info, eval_size, rank, world, batch=max(1, cfg.batch // world), workers=cfg.workers)
-    step_ctx = StepContext(model, list(raw.parameters()), teacher, rdd, kd, optimizer, scaler, autocast, cfg.grad_clip,
+    step_ctx = StepContext(model, params, teacher, rdd, kd, optimizer, scaler, autocast, cfg.grad_clip,
                            channels_last=device.type == "cuda" and cfg.channels_last)
     logger = RunLogger(run_dir, start, cfg.tensorboard, main)
     if ckpt_resume is not None:
@@ -438,7 +446,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
 
             save_checkpoint(path, raw, dataset=info, data=cfg.data_spec().as_dict(), config=cfg.as_dict(), step=step, best_miou=best_miou,
                             optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs,
-                            rdd_stage=rdd.current, world_size=world)
+                            rdd_stage=rdd.current, world_size=world, kd_state=kd.state_dict() if kd is not None else {})
         return path
 
     def validate(step: int):
