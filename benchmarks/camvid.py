@@ -554,7 +554,7 @@ def write_results(records: list[dict], out: Path, meta: dict) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from distill.config import parse_size
+    from rdd_edge.sizes import parse_hw as parse_size
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/camvid", help="CamVid root (compact or SegNet layout) with train/ and val/")

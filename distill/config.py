@@ -39,7 +39,7 @@ class TrainConfig:
     synthetic_train: int = 200  # synthetic only: images in the generated train split
     synthetic_val: int = 40  # synthetic only: images in the generated val split
     crop: tuple[int, int] = (96, 144)  # (H, W) training crop
-    eval_size: tuple[int, int] | None = None  # (H, W) images are resized to for eval; None: data set default
+    eval_size: tuple[int, int] | None = None  # (H, W) images are resized to for eval; None: data set default (VOC/ADE20K: whole images)
     scale_min: float = 0.5  # random scale range of the train augmentation
     scale_max: float = 2.0
     hflip: bool = True  # random horizontal flip
@@ -53,6 +53,8 @@ class TrainConfig:
     rdd_threshold: float = 0.7  # confidence at or below which a pixel counts as hard
     tfe_fraction: float = 0.1  # fraction of iterations in the TFE stage before switching to TSE
     confidence: str = "gt"  # pixel confidence: probability of the gt class ("gt") or the max ("max")
+    rdd_min_kept: int = 0  # TSE OHEM floor: at least this many hard pixels per process batch (released code: 100000; 0 = off)
+    rdd_class_weights: Any = None  # TSE CE class weights: None/"none" (off), "cityscapes" (released code) or one number per class
     aux_weight: float = AUX_WEIGHT  # weight of the aux-head task loss
     # -- optimisation
     iters: int = 300  # total optimiser steps
@@ -151,11 +153,16 @@ def validate(cfg: TrainConfig) -> None:
         (0.0 <= cfg.tfe_fraction <= 1.0, f"--tfe-fraction {cfg.tfe_fraction}: must lie in [0, 1]"),
         (0.0 < cfg.rdd_threshold < 1.0, f"--rdd-threshold {cfg.rdd_threshold}: must lie in (0, 1)"),
         (cfg.workers >= 0, f"--workers {cfg.workers}: must be >= 0"),
+        (isinstance(cfg.rdd_min_kept, int) and not isinstance(cfg.rdd_min_kept, bool) and cfg.rdd_min_kept >= 0,
+         f"--rdd-min-kept {cfg.rdd_min_kept}: must be a whole number >= 0 (0 turns the OHEM floor off)"),
     ]
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
     from distill.losses import build_kd_loss
+    from distill.rdd import parse_class_weights
+
+    parse_class_weights(cfg.rdd_class_weights)  # a known name or positive numbers (the count is checked against the data)
 
     build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options)  # unknown method / option / bad value: one clear error
     if cfg.mode == "teacher" and (cfg.method != "none" or cfg.rdd):

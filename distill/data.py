@@ -135,8 +135,12 @@ class TrainPreset(Compose):
 
 
 class EvalPreset(Compose):
-    """Resize the image to the eval size (``None`` keeps it), normalise; the label keeps its size
-    so mIoU is measured at full label resolution (logits are upsampled to it)."""
+    """Resize the image to the eval size, normalise; the label keeps its size so mIoU is measured
+    at full label resolution (logits are upsampled to it).
+
+    ``eval_size=None`` keeps every image whole at its own size (no resize, aspect kept): the
+    protocol of data sets that declare ``eval_whole`` (VOC, ADE20K; ``DatasetInfo.default_eval_size``).
+    Padding to the network's stride happens at prediction time (``distill.evaluate.predict_logits``)."""
 
     def __init__(self, eval_size: tuple[int, int] | None, mean, std, resize_labels: bool = False):
         super().__init__([Resize(eval_size, labels=resize_labels), Normalize(mean, std)])
@@ -229,7 +233,9 @@ def train_loader(reader, cfg, info, start_step: int, rank: int, world: int) -> D
 
 def eval_loader(reader, info, eval_size: tuple[int, int] | None, rank: int = 0, world: int = 1,
                 batch: int = 1, workers: int = 0) -> DataLoader:
-    """Whole-image eval loader over this process's shard; labels at their original size."""
+    """Whole-image eval loader over this process's shard; labels at their original size.
+
+    ``eval_size=None``: each image at its own size, one image per batch (sizes differ)."""
     ds = TorchSegDataset(reader, EvalPreset(eval_size, info.mean, info.std))
     return DataLoader(ds, batch_size=batch if eval_size is not None else 1, sampler=ShardSampler(len(reader), rank, world),
                       num_workers=workers, collate_fn=eval_collate)

@@ -1,8 +1,10 @@
 """Whole-image evaluation: mIoU with the project's one ConfusionMatrix.
 
 Logits are upsampled bilinearly to each label's own size (so mIoU is measured at full label
-resolution); optional horizontal flip and multi-scale inputs average the softmax. Under DDP each
-process evaluates its shard and the confusion matrices are summed across processes.
+resolution); optional horizontal flip and multi-scale inputs average the softmax. Images are
+resized to an eval size, or, for data sets evaluated whole (VOC, ADE20K), fed at their own size,
+padded to the network's stride with the logits cropped back. Under DDP each process evaluates its
+shard and the confusion matrices are summed across processes.
 """
 
 from __future__ import annotations
@@ -21,21 +23,43 @@ from distill import dist
 from rdd_edge.metrics import ConfusionMatrix, SegMetrics
 
 
+STRIDE = 8  # output stride of every network here: inputs padded to a multiple of it map exactly onto the logits
+
+
+def _pad_to(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Zero-pad (N, 3, h, w) at the bottom and right to multiples of ``stride`` (zero = the mean colour)."""
+    ph, pw = (-x.shape[-2]) % stride, (-x.shape[-1]) % stride
+    return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+
+
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, flip: bool = False,
-                   scales: Sequence[float] = (1.0,), out_size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Averaged softmax (N, C, H, W) at ``out_size`` (default: input size) over scales and flips."""
+                   scales: Sequence[float] = (1.0,), out_size: tuple[int, int] | None = None,
+                   stride: int = STRIDE) -> torch.Tensor:
+    """Averaged softmax (N, C, H, W) at ``out_size`` (default: input size) over scales and flips.
+
+    Each (scaled, maybe flipped) view whose sides are not multiples of ``stride`` is padded at the
+    bottom/right, its logits are upsampled to the padded size and cropped back to the view, so the
+    logit grid stays aligned with the pixels (whole-image evaluation of odd-sized VOC/ADE20K images).
+    """
     h, w = images.shape[-2:]
-    out_size = out_size or (h, w)
+    out_size = tuple(out_size or (h, w))
     total = None
     for s in scales:
         x = images if s == 1.0 else F.interpolate(images, size=(max(8, round(h * s)), max(8, round(w * s))),
                                                   mode="bilinear", align_corners=False)
+        vh, vw = x.shape[-2:]
         views = [x, x.flip(-1)] if flip else [x]
         for k, v in enumerate(views):
-            logits = model(v)["out"].float()
+            padded = _pad_to(v, max(1, int(stride)))
+            logits = model(padded)["out"].float()
+            if padded is not v:  # upsample to the padded input, keep the part that covers the view
+                logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+                logits = logits[..., :vh, :vw]
             if k == 1:
                 logits = logits.flip(-1)
-            prob = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False).softmax(1)
+            if tuple(logits.shape[-2:]) != out_size:
+                logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+            prob = logits.softmax(1)
             total = prob if total is None else total + prob
     return total
 
@@ -89,7 +113,9 @@ def checkpoint_split(ckpt: dict, dataset: str | None = None, data: str | Path | 
     """(data set info, reader, eval size) for a checkpoint: the images it was validated on unless told otherwise.
 
     ``dataset``/``data`` switch to another data set or folder; ``images`` sets how many synthetic
-    scenes are generated. The class count must match the checkpoint's model.
+    scenes are generated. The class count must match the checkpoint's model. The eval size is
+    ``eval_size``, else the one the run validated at, else the data set's default
+    (``DatasetInfo.default_eval_size``); None means each image whole at its own size (VOC, ADE20K).
     """
     from distill.train import check_reader
     from rdd_edge.data import DataSpec, dataset_info, open_split, spec_of_checkpoint
@@ -99,17 +125,17 @@ def checkpoint_split(ckpt: dict, dataset: str | None = None, data: str | Path | 
     if dataset is not None and dataset != base.name:
         spec = DataSpec(name=dataset, root=str(data) if data is not None else None, val_images=images or base.val_images,
                         train_images=base.train_images, seed=base.seed)
-        size = eval_size or tuple(dataset_info(dataset).eval_size)
+        size = eval_size or dataset_info(dataset).default_eval_size()
     else:
         spec = base.with_(root=str(data) if data is not None else None, val_images=images)
-        size = eval_size or base.size or tuple(dataset_info(base.name).eval_size)
+        size = eval_size or base.size or dataset_info(base.name).default_eval_size()
     info = dataset_info(spec.name)
     reader = open_split(spec, split)
     check_reader(reader, f"{spec.describe()} ({split} split)", info.num_classes)
     if int(ckpt["model_kwargs"]["num_classes"]) != info.num_classes:
         raise CheckpointError(f"{ckpt.get('path')}: model predicts {ckpt['model_kwargs']['num_classes']} classes but "
                               f"{spec.name} has {info.num_classes}; pass the --dataset it was trained on")
-    return info, reader, tuple(size)
+    return info, reader, tuple(size) if size else None
 
 
 @dataclass
@@ -134,7 +160,7 @@ class EvalResult:
     info: object  # DatasetInfo
     split: str
     images: int
-    size: tuple[int, int]
+    size: tuple[int, int] | None  # None: each image at its own size
     metrics: SegMetrics
 
 

@@ -6,7 +6,8 @@ Follows the project's METHOD.md (Liang et al., Sci. China Inf. Sci. 2024):
   two heads (the paper's direction; the released code uses KL(aux || main)).
 - TSE-RDD (the rest): a pixel is selected when exactly one of student and teacher finds it hard
   (``conf <= t``, conf = probability of the ground-truth class by default), ``xor``; ``or``/``and``
-  exist for the ablation.
+  exist for the ablation. The released code's OHEM floor (``min_kept``) and Cityscapes class
+  weights on the TSE loss are available and off by default (METHOD.md).
 
 RDD only reweights the task CE, so it wraps any KD loss (``distill.losses``). Everything that
 compares logits with labels upsamples the logits bilinearly (``align_corners=False``) first.
@@ -16,7 +17,7 @@ saved for backward here, and no gradient ever reaches them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,55 @@ CONFIDENCES = ("gt", "max")
 NORMALIZE = ("valid", "selected")
 AUX_WEIGHT = 0.4  # weight of the auxiliary head's CE, as for the teacher (METHOD.md)
 
+# Per-class CE weights of the released TSE loss (Cityscapes' 19 train ids, in order); github.com/sunyueue/RDD,
+# OhemCrossEntropy2d(use_weight=True) in train_onlykd_two_stage_diff.py. Off by default here (METHOD.md).
+CLASS_WEIGHTS: dict[str, tuple[float, ...]] = {
+    "cityscapes": (0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
+                   0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507),
+}
+
 Stage = Literal["tfe", "tse"]
+
+
+def parse_class_weights(value) -> str | list[float] | None:
+    """``--rdd-class-weights`` text -> config value: ``none`` (off), a name (``cityscapes``) or a list of numbers.
+
+    Lists (or ``"w1,w2,..."`` text) must hold positive finite numbers; anything else is a ConfigError.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("none", "off", ""):
+            return "none"
+        if text in CLASS_WEIGHTS:
+            return text
+        try:
+            value = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--rdd-class-weights {value!r}: use none, {', '.join(CLASS_WEIGHTS)} "
+                              "or comma-separated numbers, one per class") from None
+    try:
+        weights = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"--rdd-class-weights {value!r}: use none, {', '.join(CLASS_WEIGHTS)} "
+                          "or a list of numbers, one per class") from None
+    if not weights or not all(w > 0 and w < float("inf") for w in weights):
+        raise ConfigError(f"--rdd-class-weights {value!r}: class weights must be positive finite numbers")
+    return weights
+
+
+def resolve_class_weights(value, num_classes: int) -> tuple[float, ...] | None:
+    """The config value of ``rdd_class_weights`` -> one weight per class, or None (unweighted)."""
+    value = parse_class_weights(value)
+    if value is None or value == "none":
+        return None
+    weights = tuple(CLASS_WEIGHTS[value]) if isinstance(value, str) else tuple(value)
+    if len(weights) != int(num_classes):
+        what = f"the {value} weights" if isinstance(value, str) else "the list"
+        raise ConfigError(f"--rdd-class-weights: {what} give {len(weights)} class weights but the data set has "
+                          f"{num_classes} classes")
+    return weights
 
 
 def _plain(t: torch.Tensor) -> torch.Tensor:
@@ -160,13 +209,19 @@ def weighted_ce(
     weight: torch.Tensor,
     ignore_index: int = 255,
     normalize: str = "valid",
+    class_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-pixel weighted cross entropy (scalar), logits upsampled to the label size.
 
     ``weight`` (N, H, W) float or bool is detached. ``normalize="valid"`` divides the weighted
-    sum by the number of non-ignored pixels (TFE), ``"selected"`` by the number of pixels with a
-    non-zero weight (TSE); both denominators are at least 1, so an empty selection gives 0 (not
-    NaN) and still backpropagates (zero gradients).
+    sum by the number of non-ignored pixels (TFE), ``"selected"`` by the number of non-ignored
+    pixels with a non-zero weight (TSE: ignored pixels add nothing to the sum, so they are not
+    counted either, whatever their weight); both denominators are at least 1, so an empty
+    selection gives 0 (not NaN) and still backpropagates (zero gradients).
+
+    ``class_weight`` (C,) optionally weights each pixel's CE by its true class, as
+    ``nn.CrossEntropyLoss(weight=...)`` does: each counted pixel then counts ``class_weight[y]``
+    in the denominator too (the released TSE loss with Cityscapes weights).
     """
     _choice("normalize", normalize, NORMALIZE)
     _check_logits("logits", logits)
@@ -180,11 +235,17 @@ def weighted_ce(
     up = _resize(logits.float(), target.shape[-2:])
     ce = F.cross_entropy(up, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
     w = weight.to(ce.dtype)
-    if normalize == "valid":
-        denom = (target != ignore_index).sum()
-    else:
-        denom = (weight != 0).sum()
-    return (ce * w).sum() / denom.clamp_min(1).to(ce.dtype)
+    valid = target != ignore_index
+    counted = valid if normalize == "valid" else valid & (weight != 0)
+    if class_weight is not None:
+        cw = _plain(class_weight).to(device=ce.device, dtype=ce.dtype)
+        if cw.dim() != 1 or cw.numel() != up.shape[1]:
+            raise ConfigError(f"weighted_ce: class_weight must hold one weight per class ({up.shape[1]}), "
+                              f"got shape {tuple(cw.shape)}")
+        pixel_cw = cw[torch.where(valid, target, torch.zeros_like(target))]
+        denom = (pixel_cw * counted).sum()  # > 0 unless nothing is counted (weights are positive)
+        return (ce * w * pixel_cw).sum() / torch.where(denom > 0, denom, torch.ones_like(denom))
+    return (ce * w).sum() / counted.sum().clamp_min(1).to(ce.dtype)
 
 
 class RDDWeighting:
@@ -196,6 +257,11 @@ class RDDWeighting:
     ``main + aux_weight * aux``, callers add only the KD terms. For the student's aux head, TFE
     reuses the teacher's main-vs-aux weights and TSE compares it with the teacher's aux head.
     With ``enabled=False`` (or no teacher output) the loss is plain CE averaged over valid pixels.
+
+    ``min_kept`` is the OHEM floor of :func:`tse_mask` (per process batch, like the released code's
+    per-GPU floor; 0 = off, METHOD.md). ``class_weights`` (one per class, or None) weight the TSE
+    stage's CE by true class, main and aux head alike, as the released ``OhemCrossEntropy2d`` does;
+    TFE stays unweighted there and here.
     """
 
     def __init__(
@@ -208,6 +274,7 @@ class RDDWeighting:
         min_kept: int = 0,
         ignore_index: int = 255,
         aux_weight: float = AUX_WEIGHT,
+        class_weights: Sequence[float] | None = None,
     ) -> None:
         if not 0.0 <= float(tfe_fraction) <= 1.0:
             raise ConfigError(f"rdd tfe_fraction={tfe_fraction} must be in [0, 1] (0.1 in the paper)")
@@ -223,6 +290,10 @@ class RDDWeighting:
         self.min_kept = int(min_kept)
         self.ignore_index = int(ignore_index)
         self.aux_weight = float(aux_weight)
+        self.class_weights = None
+        if class_weights is not None:
+            cw = parse_class_weights(list(class_weights))
+            self.class_weights = torch.tensor(cw, dtype=torch.float32)
         self.current: Stage | None = ("tfe" if self.tfe_fraction > 0 else "tse") if self.enabled else None
 
     def tfe_iters(self, max_iter: int) -> int:
@@ -280,14 +351,20 @@ class RDDWeighting:
             return loss, {"stage": None, "selected": one, "weight": one, "ce": main.detach()}
 
         t_out, t_aux = teacher_out["out"], teacher_out.get("aux")
+        cw = self.class_weights if stage == "tse" else None
+        if cw is not None:
+            if cw.numel() != s_out.shape[1]:
+                raise ConfigError(f"rdd class_weights: {cw.numel()} weights for a model with {s_out.shape[1]} classes")
+            if cw.device != s_out.device:  # moved once, not every step
+                self.class_weights = cw = cw.to(s_out.device)
         w, norm = self._head_weight(stage, s_out, t_out, t_aux, target)
-        loss = main = weighted_ce(s_out, target, w, self.ignore_index, norm)
+        loss = main = weighted_ce(s_out, target, w, self.ignore_index, norm, cw)
         if s_aux is not None:
             if stage == "tfe":
                 w_aux = w  # the teacher's main-vs-aux agreement, same for both student heads
             else:
                 w_aux, _ = self._head_weight(stage, s_aux, t_aux, t_aux, target)
-            loss = loss + self.aux_weight * weighted_ce(s_aux, target, w_aux, self.ignore_index, norm)
+            loss = loss + self.aux_weight * weighted_ce(s_aux, target, w_aux, self.ignore_index, norm, cw)
 
         with torch.no_grad():  # 0-d tensors, not floats: no host sync in the training step
             n_valid = valid.sum().clamp_min(1)

@@ -168,7 +168,7 @@ def build_data(cfg: TrainConfig) -> TrainData:
 
     info = dataset_info(cfg.dataset)
     spec = cfg.data_spec()
-    eval_size = tuple(cfg.eval_size) if cfg.eval_size else tuple(info.eval_size)
+    eval_size = tuple(cfg.eval_size) if cfg.eval_size else info.default_eval_size()  # None: each image whole
     tr, va = open_split(spec, "train"), open_split(spec, "val")
     for split, reader in (("train", tr), ("val", va)):
         check_reader(reader, f"{cfg.data or cfg.dataset} ({split} split)", info.num_classes)
@@ -443,15 +443,22 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
 
     # -- losses
     from distill.losses import build_kd_loss
-    from distill.rdd import RDDWeighting
+    from distill.rdd import RDDWeighting, resolve_class_weights
 
     rdd = RDDWeighting(enabled=cfg.mode == "distill" and cfg.rdd, tfe_fraction=cfg.tfe_fraction,
                        threshold=cfg.rdd_threshold, mode=cfg.rdd_mode, confidence=cfg.confidence,
+                       min_kept=cfg.rdd_min_kept, class_weights=resolve_class_weights(cfg.rdd_class_weights, num_classes),
                        ignore_index=info.ignore_index, aux_weight=cfg.aux_weight)
     kd = build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options) if cfg.mode == "distill" else None
+    if kd is not None and teacher is not None:
+        kd.bind(raw, teacher)  # the KD term's own trainable parts (cwd: 1x1 connector), sized for these models
+        if world > 1:  # their gradients are averaged across processes like the student's
+            kd.distribute(lambda m: nn.parallel.DistributedDataParallel(
+                m, device_ids=[device.index] if device.type == "cuda" else None))
 
-    # -- optimiser, AMP
-    optimizer = torch.optim.SGD(raw.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # -- optimiser, AMP (the KD term's parameters, if any, train with the student's)
+    params = list(raw.parameters()) + (kd.parameters() if kd is not None else [])
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     autocast, scaler, amp_dtype = amp_setup(cfg, device)
 
     # -- run folder
@@ -469,6 +476,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         from models import load_weights
 
         load_weights(raw, ckpt_resume["state_dict"], name=ckpt_resume["path"])
+        if kd is not None:
+            kd.load_state_dict(ckpt_resume.get("kd_state"))
         optimizer.load_state_dict(ckpt_resume["optimizer"])
         if ckpt_resume.get("scaler"):
             scaler.load_state_dict(ckpt_resume["scaler"])
@@ -478,7 +487,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     loader = (data.batches(cfg, start, rank, world) if data.batches is not None
               else train_loader(data.train, cfg, info, start, rank, world))
     val_loader = eval_loader(data.val, info, eval_size, rank, world, batch=max(1, cfg.batch // world), workers=cfg.workers)
-    step_ctx = StepContext(model, list(raw.parameters()), teacher, rdd, kd, optimizer, scaler, autocast, cfg.grad_clip,
+    step_ctx = StepContext(model, params, teacher, rdd, kd, optimizer, scaler, autocast, cfg.grad_clip,
                            channels_last=device.type == "cuda" and cfg.channels_last)
     logger = RunLogger(run_dir, start, cfg.tensorboard, main)
     if ckpt_resume is not None:
@@ -496,7 +505,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
             from models import save_checkpoint
 
             state = dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs, rdd_stage=rdd.current,
-                         world_size=world) if full else {}
+                         world_size=world, kd_state=kd.state_dict() if kd is not None else {}) if full else {}
             with sigint_deferred():  # a Ctrl-C now waits until the file is complete
                 save_checkpoint(path, raw, dataset=info, data=cfg.data_spec().as_dict(), config=cfg.as_dict(), step=step,
                                 best_miou=best_miou, **state)

@@ -60,8 +60,12 @@ class DeepLabHead(nn.Module):
         self.dropout = nn.Dropout(0.1)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's input: the feature after ASPP and the 3x3 conv (dropout applied in train mode)."""
+        return self.dropout(self.conv(self.aspp(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.conv(self.aspp(x))))
+        return self.classifier(self.features(x))
 
 
 PSP_BINS = (1, 2, 3, 6)  # PSPNet's pooled grid sizes; the 1/8 feature map must divide by each to export
@@ -91,8 +95,12 @@ class PSPHead(nn.Module):
         self.dropout = nn.Dropout(0.1)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's input: the feature after pyramid pooling and the 3x3 conv (dropout in train mode)."""
+        return self.dropout(self.conv(self.ppm(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.conv(self.ppm(x))))
+        return self.classifier(self.features(x))
 
 
 class FCNHead(nn.Module):

@@ -35,7 +35,9 @@ class SegModel(nn.Module):
 
     ``forward(x, features=False)`` returns ``{"out": logits (N, C, H/8, W/8)}``, plus ``"aux"``
     when built with ``aux=True`` (in train and eval mode alike: the teacher's aux head feeds
-    RDD's TFE stage), plus ``"features"`` (the four backbone stage outputs) when asked.
+    RDD's TFE stage), plus, when asked, ``"features"`` (the four backbone stage outputs) and
+    ``"head_feature"`` (N, head_feature_channels, H/8, W/8): the main head's feature after ASPP /
+    pyramid pooling and its 3x3 conv, the classifier's input (what CIRKD's code distils for AT and CWD).
     """
 
     def __init__(self, backbone: str, head: str, num_classes: int, aux: bool = False,
@@ -52,16 +54,22 @@ class SegModel(nn.Module):
         self.num_classes = num_classes
         self.has_aux = aux
         self.feature_channels = list(chs)
+        self.head_feature_channels = int(head_channels)
         self.model_name = ""
         self.model_kwargs: dict[str, Any] = {}
 
     def forward(self, x: torch.Tensor, features: bool = False) -> dict[str, Any]:
         feats = self.backbone(x)
-        out: dict[str, Any] = {"out": self.head(feats[-1])}
+        if features:
+            head_feature = self.head.features(feats[-1])
+            out: dict[str, Any] = {"out": self.head.classifier(head_feature)}
+        else:
+            out = {"out": self.head(feats[-1])}
         if self.aux_head is not None:
             out["aux"] = self.aux_head(feats[-2])
         if features:
             out["features"] = list(feats)
+            out["head_feature"] = head_feature
         return out
 
 

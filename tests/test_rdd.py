@@ -72,10 +72,15 @@ def np_ce(z, y):
     return np.where(y == IGNORE, 0.0, ce)
 
 
-def np_wce(z, y, w, normalize="valid"):
+def np_wce(z, y, w, normalize="valid", class_weight=None):
+    """Weighted CE; "selected" averages over pixels that are weighted *and* valid. With class weights
+    each counted pixel counts class_weight[y] (torch's CrossEntropyLoss(weight=...) mean)."""
     w = w.astype(np.float64)
-    denom = (y != IGNORE).sum() if normalize == "valid" else (w != 0).sum()
-    return (np_ce(z, y) * w).sum() / max(denom, 1)
+    valid = y != IGNORE
+    counted = valid if normalize == "valid" else valid & (w != 0)
+    cw = np.ones(y.shape) if class_weight is None else np.asarray(class_weight, np.float64)[np.where(valid, y, 0)]
+    denom = (cw * counted).sum()
+    return (np_ce(z, y) * w * cw).sum() / (denom if denom > 0 else 1.0)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -188,6 +193,46 @@ def test_weighted_ce_matches_numpy(normalize):
     np.testing.assert_allclose(float(got_m), np_wce(zs.astype(np.float64), y, m, normalize), rtol=1e-5)
 
 
+def test_weighted_ce_selected_counts_only_weighted_valid_pixels():
+    """TSE's mean: weights that are non-zero on ignored pixels add nothing, and are not counted either."""
+    zs, _, _, y = make(seed=16, ignore_frac=0.4)
+    g = np.random.default_rng(16)
+    w = (g.random(y.shape) < 0.5).astype(np.float32)  # a selection that also covers many ignored pixels
+    ignored = y == IGNORE
+    assert (w[ignored] != 0).sum() > 100
+    got = weighted_ce(t(zs), t(y), t(w), normalize="selected")
+    # independent count: CE summed over selected valid pixels, divided by their number
+    ce = np_ce(zs.astype(np.float64), y)
+    keep = (w != 0) & ~ignored
+    np.testing.assert_allclose(float(got), ce[keep].sum() / keep.sum(), rtol=1e-5)
+    assert abs(ce[keep].sum() / (w != 0).sum() - float(got)) > 0.1 * float(got)  # the old count is far off
+    # the weight on ignored pixels changes nothing at all
+    w_valid_only = np.where(ignored, 0, w)
+    assert float(weighted_ce(t(zs), t(y), t(w_valid_only), normalize="selected")) == pytest.approx(float(got), rel=1e-6)
+
+
+def test_weighted_ce_class_weights_are_the_released_weighted_mean():
+    """With class weights, TSE is torch's CrossEntropyLoss(weight=cw) over the selected pixels, as in the
+    released OhemCrossEntropy2d (labels outside the selection set to ignore)."""
+    from distill.rdd import CLASS_WEIGHTS
+
+    zs, _, _, y = make(seed=17)
+    g = np.random.default_rng(17)
+    cw = g.uniform(0.5, 2.0, 5).astype(np.float32)
+    sel = g.random(y.shape) < 0.4
+    got = weighted_ce(t(zs), t(y), torch.tensor(sel), normalize="selected", class_weight=torch.tensor(cw))
+    np.testing.assert_allclose(float(got), np_wce(zs.astype(np.float64), y, sel, "selected", cw), rtol=1e-5)
+    up = F.interpolate(t(zs), size=y.shape[-2:], mode="bilinear", align_corners=False)
+    masked = torch.where(torch.tensor(sel), t(y), torch.full_like(t(y), IGNORE))
+    ref = F.cross_entropy(up, masked, weight=torch.tensor(cw), ignore_index=IGNORE)
+    np.testing.assert_allclose(float(got), float(ref), rtol=1e-5)
+    unweighted = weighted_ce(t(zs), t(y), torch.tensor(sel), normalize="selected")
+    assert abs(float(unweighted) - float(got)) > 1e-3  # the weights matter here
+    assert len(CLASS_WEIGHTS["cityscapes"]) == 19 and CLASS_WEIGHTS["cityscapes"][0] == 0.8373
+    with pytest.raises(ConfigError, match="one weight per class"):
+        weighted_ce(t(zs), t(y), torch.tensor(sel), normalize="selected", class_weight=torch.ones(4))
+
+
 def test_weighted_ce_all_ones_is_plain_ce():
     zs, _, _, y = make(seed=6)
     up = F.interpolate(t(zs), size=y.shape[-2:], mode="bilinear", align_corners=False)
@@ -274,6 +319,39 @@ def test_task_loss_tse_uses_teacher_aux_for_student_aux():
     np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
     assert stats["stage"] == "tse"
     np.testing.assert_allclose(stats["selected"], m_main.sum() / (y != IGNORE).sum(), rtol=1e-5)
+
+
+def test_task_loss_tse_min_kept_and_class_weights_match_numpy():
+    """The released TSE options: OHEM floor (per batch) and class-weighted CE on both heads; TFE stays unweighted."""
+    s, tt, y, (zs, zsa, zt, za) = _outs(18)
+    f = lambda a: a.astype(np.float64)  # noqa: E731
+    cw = [0.5, 1.0, 1.5, 2.0, 0.8]
+    k = int(0.95 * (y != IGNORE).sum())  # ~92% of valid pixels are below t: a floor of 95% raises both thresholds
+    r = RDDWeighting(tfe_fraction=0.1, min_kept=k, class_weights=cw)
+    r.stage(50, 100)
+    loss, _ = r.task_loss(s, tt, t(y))
+    m_main, m_aux = np_tse(f(zs), f(zt), y, min_kept=k), np_tse(f(zsa), f(za), y, min_kept=k)
+    assert (m_main != np_tse(f(zs), f(zt), y)).any()  # the floor changed the selection
+    ref = np_wce(f(zs), y, m_main, "selected", cw) + 0.4 * np_wce(f(zsa), y, m_aux, "selected", cw)
+    np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
+    r.stage(0, 100)  # TFE: no class weights, no floor
+    loss_tfe, _ = r.task_loss(s, tt, t(y))
+    w = np_tfe(f(zt), f(za), y.shape[-2:])
+    np.testing.assert_allclose(float(loss_tfe), np_wce(f(zs), y, w) + 0.4 * np_wce(f(zsa), y, w), rtol=1e-5)
+
+
+def test_class_weights_option_parsing():
+    from distill.rdd import parse_class_weights, resolve_class_weights
+
+    assert parse_class_weights(None) is None and parse_class_weights("None") == "none"
+    assert resolve_class_weights("none", 19) is None and resolve_class_weights(None, 19) is None
+    assert parse_class_weights("Cityscapes") == "cityscapes" and len(resolve_class_weights("cityscapes", 19)) == 19
+    assert parse_class_weights("1, 2.5,3") == [1.0, 2.5, 3.0] == list(resolve_class_weights([1, 2.5, 3], 3))
+    with pytest.raises(ConfigError, match="19 class weights.*11 classes"):
+        resolve_class_weights("cityscapes", 11)
+    for bad in ("heavy", "1,-2", [0.0, 1.0], "1,x"):
+        with pytest.raises(ConfigError, match="--rdd-class-weights"):
+            parse_class_weights(bad)
 
 
 def test_task_loss_without_rdd_is_plain_ce_plus_aux():

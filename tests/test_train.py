@@ -348,3 +348,91 @@ def test_progress_lines_fit_80_columns_and_show_the_state():
     out.print(*prog.get_renderables())
     assert out.export_text().startswith("val")
     assert progress_info([0.5, 0.5, 0.0, 1.0], None, None) == "loss 0.500"  # teacher: no KD, no RDD
+
+
+def _teacher_ckpt_wide(tmp_path: Path, head_channels: int = 16) -> Path:
+    """A tiny teacher whose head is wider than the students' (8), as R101 (256) vs R18/MBV2 (128)."""
+    from models import create_model, save_checkpoint
+
+    torch.manual_seed(2)
+    t = create_model("r18", num_classes=4, aux=True, head_channels=head_channels)
+    return save_checkpoint(tmp_path / "wide.pt", t, dataset=INFO, config={}, step=0, best_miou=None)
+
+
+@pytest.mark.slow
+def test_cwd_connector_trains_saves_and_resumes_with_the_student(tmp_path, monkeypatch):
+    """--method cwd: the 1x1 connector (8 -> 16 channels) is in the optimiser, changes, is saved in the
+    checkpoint and restored on --resume (straight 2 steps == 1 + 1, TFE then TSE); the RDD options reach RDDWeighting."""
+    from distill import losses, rdd
+
+    made = {}
+    real_bind, real_rdd = losses.CWDTerms.bind, rdd.RDDWeighting
+
+    def bind(self, student, teacher):
+        real_bind(self, student, teacher)
+        made.setdefault("init", self.connector.weight.detach().clone())
+
+    class SpyRDD(real_rdd):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made["rdd"] = self
+
+    monkeypatch.setattr(losses.CWDTerms, "bind", bind)
+    monkeypatch.setattr(rdd, "RDDWeighting", SpyRDD)
+    teacher = _teacher_ckpt_wide(tmp_path)
+    cfg = tiny_config("distill", model="mbv2", teacher=str(teacher), method="cwd", tfe_fraction=0.5, iters=2,
+                      val_every=2, batch=2, rdd_min_kept=50, rdd_class_weights=[1.0, 2.0, 0.5, 1.5])
+    train(cfg, data=readers(), run_dir=tmp_path / "straight", progress=False)
+    assert made["rdd"].min_kept == 50 and made["rdd"].class_weights.tolist() == [1.0, 2.0, 0.5, 1.5]
+    last = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    conn = last["kd_state"]["connector.weight"]
+    assert conn.shape == (16, 8, 1, 1) and not torch.allclose(conn, made["init"])  # trained
+    n_student = len(last["state_dict"]) - sum(1 for k in last["state_dict"] if "running_" in k or "num_batches" in k)
+    assert len(last["optimizer"]["state"]) == n_student + 1  # momentum for every student parameter + the connector
+    assert last["config"]["rdd_min_kept"] == 50 and last["config"]["method"] == "cwd"
+
+    train(cfg, data=readers(), run_dir=tmp_path / "split", stop_after=1, progress=False)
+    half = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert not torch.allclose(half["kd_state"]["connector.weight"], conn)
+    train(config_from_dict(half["config"]), resume=tmp_path / "split", data=readers(), progress=False)
+    resumed = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    _assert_same(last["state_dict"], resumed["state_dict"], atol=1e-6)
+    _assert_same(last["kd_state"], resumed["kd_state"], atol=1e-6)
+
+
+def test_rdd_options_are_one_line_errors(tmp_path, capsys):
+    from rdd_edge.cli import main
+
+    for args, msg in ((["--rdd-min-kept", "-1"], "--rdd-min-kept -1"), (["--rdd-class-weights", "heavy"], "heavy"),
+                      (["--rdd-class-weights", "1,-2"], "positive")):
+        with pytest.raises(SystemExit) as exc:
+            main(["distill", *args, "--runs", str(tmp_path / "runs"), "--device", "cpu", "-q"])
+        assert exc.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and msg in err and "Traceback" not in err and err.count("\n") == 1
+    cfg = make_config("distill", rdd_min_kept=100000, rdd_class_weights="cityscapes")
+    assert config_from_dict(cfg.as_dict()) == cfg and make_config("distill").rdd_min_kept == 0
+    with pytest.raises(ConfigError, match="19 class weights.*11 classes"):  # synthetic has 11 classes
+        train(make_config("distill", rdd_class_weights="cityscapes", method="none", rdd=True, tfe_fraction=0.0,
+                          runs_root=str(tmp_path / "r"), device="cpu", teacher=str(_teacher_ckpt(tmp_path, 11))),
+              progress=False)
+
+
+@pytest.mark.slow
+def test_ddp_averages_the_cwd_connector_like_the_student(tmp_path, monkeypatch):
+    """2 gloo processes x 2 == 1 process x 4 for the student *and* the connector (DDP-wrapped by the trainer)."""
+    import torch.multiprocessing as mp
+
+    monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, x: x)  # as ddp_worker's no_dropout()
+    teacher = _teacher_ckpt_wide(tmp_path)
+    cfg = tiny_config("distill", model="mbv2", teacher=str(teacher), method="cwd", iters=2, val_every=2,
+                      freeze_bn=True, scale_min=1.0, scale_max=1.0, lr=0.05, tfe_fraction=1.0)
+    train(cfg, data=readers(), run_dir=tmp_path / "one", progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(ddp_worker, args=(2, port, str(tmp_path / "two"), cfg.as_dict()), nprocs=2, start_method="spawn")
+    one = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
+    two = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
+    _assert_same(one["state_dict"], two["state_dict"])
+    _assert_same(one["kd_state"], two["kd_state"])

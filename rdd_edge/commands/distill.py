@@ -131,6 +131,13 @@ def _kd_options(items: Optional[list[str]]) -> dict | None:
     return out
 
 
+def _class_weights(text: Optional[str]):
+    """``--rdd-class-weights`` text -> the config value (None when not given)."""
+    from distill.rdd import parse_class_weights
+
+    return parse_class_weights(text)
+
+
 @app.command("train-teacher")
 def train_teacher(
     dataset: Dataset = None, data: Data = None,
@@ -161,6 +168,8 @@ def distill_cmd(
     rdd_threshold: Annotated[Optional[float], typer.Option("--rdd-threshold", help="Confidence at or below which a pixel is hard (0.7).")] = None,
     tfe_fraction: Annotated[Optional[float], typer.Option("--tfe-fraction", help="Fraction of iterations in the TFE stage (0.1).")] = None,
     confidence: Annotated[Optional[str], typer.Option("--confidence", help="Pixel confidence: gt (prob. of the true class) or max.")] = None,
+    rdd_min_kept: Annotated[Optional[int], typer.Option("--rdd-min-kept", help="TSE OHEM floor: at least N hard pixels per process batch (0 = off, default; the released code: 100000 per GPU).")] = None,
+    rdd_class_weights: Annotated[Optional[str], typer.Option("--rdd-class-weights", metavar="none|cityscapes|W1,W2,...", help="Class weights of the TSE loss: none (default), cityscapes (the released code's) or one number per class.")] = None,
     dataset: Dataset = None, data: Data = None,
     iters: Iters = None, batch: Batch = None, lr: Lr = None, crop: Crop = None, eval_size: EvalSize = None,
     val_every: ValEvery = None, log_every: LogEvery = None, amp: Amp = None, compile: Compile = False, gpus: Gpus = 1,
@@ -171,7 +180,8 @@ def distill_cmd(
     """Distill a student from a frozen teacher with a KD loss and RDD-weighted task loss."""
     _run_training("distill", resume, gpus, stop_after, quiet, sets, dataset, trust_checkpoint, data=data, model=student, teacher=teacher,
                   method=method, kd_weight=kd_weight, kd_options=_kd_options(kd_option), rdd=rdd, rdd_mode=rdd_mode,
-                  rdd_threshold=rdd_threshold, tfe_fraction=tfe_fraction, confidence=confidence, iters=iters, batch=batch,
+                  rdd_threshold=rdd_threshold, tfe_fraction=tfe_fraction, confidence=confidence,
+                  rdd_min_kept=rdd_min_kept, rdd_class_weights=_class_weights(rdd_class_weights), iters=iters, batch=batch,
                   lr=lr, crop=crop, eval_size=eval_size, val_every=val_every, log_every=log_every, amp=amp,
                   compile=compile or None, device=device, name=name, seed=seed, head_channels=head_channels,
                   workers=workers, synthetic_train=train_images, synthetic_val=val_images, runs_root=str(runs))
@@ -209,7 +219,8 @@ def eval_cmd(
         r = evaluate_checkpoint(EvalSpec(checkpoint, dataset, data, split, flip, _parse_scales(scales),
                                          parse_hw(eval_size, "--eval-size"), device or "auto", batch, images))
     m = r.metrics
-    t = Table(title=f"{r.model_name} on {r.info.name} {r.split} ({r.images} images, {r.size[0]}x{r.size[1]})")
+    size = f"{r.size[0]}x{r.size[1]}" if r.size else "each at its own size"
+    t = Table(title=f"{r.model_name} on {r.info.name} {r.split} ({r.images} images, {size})")
     t.add_column("class")
     t.add_column("IoU %", justify="right")
     t.add_column("acc %", justify="right")

@@ -28,7 +28,7 @@ Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU th
 Name = Annotated[Optional[str], typer.Option("--name", help="Run name: runs/<stage>-<name>.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for init, data order and augmentation.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-EvalSize = Annotated[Optional[str], typer.Option("--eval-size", metavar="HxW", help="Eval image size HxW (default: the data set's).")]
+EvalSize = Annotated[Optional[str], typer.Option("--eval-size", metavar="HxW", help="Eval image size HxW (default: the data set's; VOC and ADE20K: each image whole at its own size).")]
 MaxDrop = Annotated[float, typer.Option("--max-drop", help="Gate: most mIoU points an artifact may lose vs FP32 ONNX.")]
 RunArg = Annotated[Optional[Path], typer.Argument(
     metavar="[RUN]", help="Distill run folder or its export folder (default: the latest distill run with an export).")]

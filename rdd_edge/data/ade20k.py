@@ -36,7 +36,8 @@ CLASSES = (
 # A generated colour map (VOC-style bit interleaving, skipping black so no class looks like ignore).
 PALETTE = colormap(len(CLASSES) + 1)[1:]
 
-INFO = DatasetInfo(name="ade20k", classes=CLASSES, palette=PALETTE, eval_size=(512, 512), crop_size=(512, 512))
+INFO = DatasetInfo(name="ade20k", classes=CLASSES, palette=PALETTE, eval_size=(512, 512), crop_size=(512, 512),
+                   eval_whole=True)  # evaluated whole, each image at its own size (paper, released code)
 
 SPLIT_DIRS = {"train": "training", "val": "validation"}
 

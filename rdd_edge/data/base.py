@@ -27,12 +27,20 @@ class DatasetInfo:
     name: str
     classes: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]  # RGB per class
-    eval_size: tuple[int, int]  # (H, W) the model sees at eval / deploy time
+    eval_size: tuple[int, int]  # (H, W) the model sees at deploy time, and at eval unless eval_whole
     crop_size: tuple[int, int]  # (H, W) training crop
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     ignore_index: int = IGNORE_INDEX
     splits: tuple[str, ...] = ("train", "val")
+    # True: evaluation (training's validation, `rdd-edge eval`) feeds each image whole at its own
+    # size, as the paper and its released code do for data sets whose images vary in size (VOC,
+    # ADE20K); eval_size then only sets the default export / deploy input size
+    eval_whole: bool = False
+
+    def default_eval_size(self) -> tuple[int, int] | None:
+        """The size evaluation resizes images to when none is asked for; None: each image at its own size."""
+        return None if self.eval_whole else (int(self.eval_size[0]), int(self.eval_size[1]))
 
     @property
     def num_classes(self) -> int:
@@ -48,6 +56,7 @@ class DatasetInfo:
             "classes": list(self.classes),
             "palette": [list(c) for c in self.palette],
             "eval_size": list(self.eval_size),
+            "eval_whole": self.eval_whole,
             "crop_size": list(self.crop_size),
             "mean": list(self.mean),
             "std": list(self.std),

@@ -31,7 +31,8 @@ CLASSES = (
 PALETTE = colormap(len(CLASSES))
 BOUNDARY_COLOR = (224, 224, 192)  # how VOC draws value 255 in its palette PNGs
 
-INFO = DatasetInfo(name="voc", classes=CLASSES, palette=PALETTE, eval_size=(512, 512), crop_size=(512, 512))
+INFO = DatasetInfo(name="voc", classes=CLASSES, palette=PALETTE, eval_size=(512, 512), crop_size=(512, 512),
+                   eval_whole=True)  # evaluated whole, each image at its own size (paper, released code)
 
 LAYOUT = """\
   JPEGImages/NAME.jpg
