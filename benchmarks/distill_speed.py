@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -128,8 +129,7 @@ def time_steps(ctx, images, labels, warmup: int, iters: int, device: torch.devic
         trainer.train_step(ctx, images, labels)
         sync(device)
         times.append(time.perf_counter() - t0)
-    times.sort()
-    return 1000 * times[len(times) // 2]  # median: robust to a stray slow iteration
+    return 1000 * statistics.median(times)  # robust to a stray slow iteration
 
 
 def run(args) -> tuple[list[dict], dict]:
