@@ -37,11 +37,11 @@ from models import create_model  # noqa: E402
 from rdd_edge.errors import RddError  # noqa: E402
 from rdd_edge.sizes import parse_hw  # noqa: E402
 
-VARIANTS = [  # name ("{M}": the KD method), distils (teacher + KD term), rdd stage
-    ("student only", False, None),
-    ("{M}", True, None),
-    ("{M} + RDD (TFE)", True, "tfe"),
-    ("{M} + RDD (TSE)", True, "tse"),
+VARIANTS = [  # name, uses the teacher, KD method ("kd": the one --method names), rdd stage
+    ("student only", False, "none", None),
+    ("KD", True, "kd", None),
+    ("KD + RDD (TFE)", True, "kd", "tfe"),
+    ("KD + RDD (TSE)", True, "kd", "tse"),
 ]
 MATMUL_N = {"cuda": 8192, "cpu": 1024}  # default size of the peak-rate matmul per device type
 
@@ -65,9 +65,9 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, reps: int = 
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
 
 
-def variant_config(args, distils: bool, stage: str | None) -> TrainConfig:
+def variant_config(args, method: str, stage: str | None) -> TrainConfig:
     """The trainer's config of one variant; an RDD variant spends the whole run in its stage."""
-    return make_config("distill", model=args.student, method=args.method if distils else "none", rdd=stage is not None,
+    return make_config("distill", model=args.student, method=args.method if method == "kd" else method, rdd=stage is not None,
                        tfe_fraction=1.0 if stage == "tfe" else 0.0, device=args.device, amp=args.amp,
                        compile=args.compile, grad_clip=args.grad_clip, model_kwargs=model_kwargs(args))
 
@@ -77,7 +77,9 @@ def model_kwargs(args) -> dict:
 
 
 def step_context(cfg: TrainConfig, teacher, num_classes: int, device: torch.device):
-    """(StepContext of ``cfg``'s training step, the unwrapped student), mirroring ``distill.train.train``."""
+    """(StepContext of ``cfg``'s training step, the unwrapped student), mirroring ``distill.train.train``.
+
+    ``teacher`` None: the student alone (the trainer loads no teacher for ``--method none --no-rdd``)."""
     torch.manual_seed(0)
     student = trainer.build_model(cfg, num_classes).to(device).train()
     channels_last = device.type == "cuda" and cfg.channels_last
@@ -89,7 +91,7 @@ def step_context(cfg: TrainConfig, teacher, num_classes: int, device: torch.devi
     optimizer = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     autocast, scaler, _ = trainer.amp_setup(cfg, device)
     ctx = trainer.StepContext(torch.compile(student) if cfg.compile else student, list(student.parameters()),
-                              teacher if (cfg.method != "none" or cfg.rdd) else None, rdd,
+                              teacher, rdd,
                               build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options), optimizer, scaler, autocast,
                               cfg.grad_clip, channels_last)
     return ctx, student
@@ -147,19 +149,20 @@ def run(args) -> tuple[list[dict], dict]:
     images = torch.randn(args.batch, 3, h, w, device=device)  # NCHW like a loader's batch; train_step converts
     labels = torch.randint(0, args.classes, (args.batch, h, w), device=device)
 
-    rows, label = [], args.method.upper()
-    for name, distils, stage in VARIANTS:
-        cfg = variant_config(args, distils, stage)
-        ctx, student = step_context(cfg, teacher, args.classes, device)
+    rows, baseline = [], None
+    for name, uses_teacher, method, stage in VARIANTS:
+        cfg = variant_config(args, method, stage)
+        ctx, student = step_context(cfg, teacher if uses_teacher else None, args.classes, device)
         ms = time_steps(ctx, images, labels, args.warmup, args.iters, device)
         flops = step_flops(student, ctx.teacher, images)
-        rows.append({"variant": name.format(M=label), "ms": ms, "gflop_per_step": flops / 1e9,
-                     "tflops": flops / (ms / 1000) / 1e12})
+        rows.append({"variant": name.replace("KD", args.method.upper()) if method == "kd" else name, "ms": ms,
+                     "gflop_per_step": flops / 1e9, "tflops": flops / (ms / 1000) / 1e12})
+        if baseline is None and method != "none" and stage is None:
+            baseline = ms  # the KD method alone
         del ctx, student
     amp = str(trainer.amp_setup(cfg, device)[2] or "off").replace("torch.", "")  # the same for every variant
-    kd_ms = rows[1]["ms"]
     for r in rows:
-        r["vs_kd"] = r["ms"] / kd_ms - 1.0
+        r["vs_kd"] = r["ms"] / baseline - 1.0 if baseline else None
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     matmul_n = args.matmul_n or MATMUL_N.get(device.type, MATMUL_N["cpu"])
     peak = matmul_tflops(device, peak_dtype, matmul_n)
@@ -212,7 +215,7 @@ def main(argv=None) -> int:
     for col in ("variant", "ms/iter", f"vs {args.method.upper()}", "GFLOP/step", "TFLOP/s", "of matmul peak"):
         t.add_column(col, justify="left" if col == "variant" else "right")
     for r in rows:
-        t.add_row(r["variant"], f"{r['ms']:.1f}", f"{100 * r['vs_kd']:+.1f}%", f"{r['gflop_per_step']:.1f}",
+        t.add_row(r["variant"], f"{r['ms']:.1f}", "-" if r["vs_kd"] is None else f"{100 * r['vs_kd']:+.1f}%", f"{r['gflop_per_step']:.1f}",
                   f"{r['tflops']:.3f}", f"{100 * r['of_matmul_peak']:.1f}%")
     t.caption = f"matmul peak ({meta['matmul_dtype']}, n={meta['matmul_n']}): {meta['matmul_tflops']:.2f} TFLOP/s"
     Console().print(t)
