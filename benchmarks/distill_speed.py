@@ -1,20 +1,25 @@
 """Speed of one distillation training step: student only, KD, KD+RDD (TFE and TSE stages).
 
-Every variant runs the same step as ``distill.train`` (teacher forward under inference_mode,
-student forward + backward, SGD step) on the same random batch with the same AMP setting, so
-the differences are what each loss costs. Reports ms/iteration, RDD's overhead over plain KD,
-and achieved TFLOP/s of the step (convolution/matmul FLOPs counted by
-``torch.utils.flop_counter``, backward included) next to a measured dense matmul rate.
+Every variant times ``distill.train.train_step`` itself, the step the trainer runs (teacher
+forward under inference_mode, student forward, loss, NaN guard, backward, clipping when
+``--grad-clip`` is set, SGD step), on a ``StepContext`` assembled from the trainer's config for
+that variant (the student built as training builds it, aux head included), on the same random
+batch with the same AMP setting; so the differences are what each loss costs. ``--method``
+picks the KD term (``kd``, ``cwd``, ``at``: AT runs both models with ``features=True``, as
+training does). Reports ms/iteration, RDD's overhead over the KD method alone, and achieved
+TFLOP/s of the step (convolution/matmul FLOPs counted by ``torch.utils.flop_counter``,
+backward included) next to a measured dense matmul rate.
 
     python benchmarks/distill_speed.py --device cuda --size 512x1024 --batch 8 --iters 30
+    python benchmarks/distill_speed.py --device cuda --size 512x1024 --batch 8 --method at
     python benchmarks/distill_speed.py --device cpu --size 48x64 --batch 2 --iters 2   # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,17 +28,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.losses import build_kd_loss  # noqa: E402
+import distill.train as trainer  # noqa: E402  (trainer.train_step is looked up per call: the step training runs)
+from distill.config import TrainConfig, make_config  # noqa: E402
+from distill.dist import init_distributed  # noqa: E402
+from distill.losses import build_kd_loss, method_names  # noqa: E402
 from distill.rdd import RDDWeighting  # noqa: E402
-from distill.train import step_losses  # noqa: E402
 from models import create_model  # noqa: E402
+from rdd_edge.errors import RddError  # noqa: E402
+from rdd_edge.sizes import parse_hw  # noqa: E402
 
-VARIANTS = [  # name, uses teacher, kd method, rdd stage
+VARIANTS = [  # name, uses the teacher, KD method ("kd": the one --method names), rdd stage
     ("student only", False, "none", None),
     ("KD", True, "kd", None),
     ("KD + RDD (TFE)", True, "kd", "tfe"),
     ("KD + RDD (TSE)", True, "kd", "tse"),
 ]
+MATMUL_N = {"cuda": 8192, "cpu": 1024}  # default size of the peak-rate matmul per device type
 
 
 def sync(device: torch.device) -> None:
@@ -55,26 +65,36 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, reps: int = 
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
 
 
-def make_step(student, teacher, kd, rdd, stage, optimizer, autocast, scaler):
-    """One training step of ``distill.train`` (forward, loss, backward, SGD)."""
+def variant_config(args, method: str, stage: str | None) -> TrainConfig:
+    """The trainer's config of one variant; an RDD variant spends the whole run in its stage."""
+    return make_config("distill", model=args.student, method=args.method if method == "kd" else method, rdd=stage is not None,
+                       tfe_fraction=1.0 if stage == "tfe" else 0.0, device=args.device, amp=args.amp,
+                       compile=args.compile, grad_clip=args.grad_clip, model_kwargs=model_kwargs(args))
 
-    def step(images, labels):
-        with autocast():
-            t_out = None
-            if teacher is not None:
-                with torch.inference_mode():
-                    t_out = teacher(images)
-            s_out = student(images)
-            if stage is not None:
-                rdd.current = stage
-            loss, _ = step_losses(s_out, t_out, labels, rdd, kd)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return loss
 
-    return step
+def model_kwargs(args) -> dict:
+    return {"head_channels": args.head_channels} if args.head_channels else {}
+
+
+def step_context(cfg: TrainConfig, teacher, num_classes: int, device: torch.device):
+    """(StepContext of ``cfg``'s training step, the unwrapped student), mirroring ``distill.train.train``.
+
+    ``teacher`` None: the student alone (the trainer loads no teacher for ``--method none --no-rdd``)."""
+    torch.manual_seed(0)
+    student = trainer.build_model(cfg, num_classes).to(device).train()
+    channels_last = device.type == "cuda" and cfg.channels_last
+    if channels_last:
+        student = student.to(memory_format=torch.channels_last)
+    rdd = RDDWeighting(enabled=cfg.rdd, tfe_fraction=cfg.tfe_fraction, threshold=cfg.rdd_threshold, mode=cfg.rdd_mode,
+                       confidence=cfg.confidence, aux_weight=cfg.aux_weight)
+    # lr: any value costs the same; a small one keeps many steps on random data finite
+    optimizer = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    autocast, scaler, _ = trainer.amp_setup(cfg, device)
+    ctx = trainer.StepContext(torch.compile(student) if cfg.compile else student, list(student.parameters()),
+                              teacher, rdd,
+                              build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options), optimizer, scaler, autocast,
+                              cfg.grad_clip, channels_last)
+    return ctx, student
 
 
 def forward_flops(model, images) -> int:
@@ -100,55 +120,52 @@ def step_flops(student, teacher, images) -> int:
     return total
 
 
-def run(args) -> list[dict]:
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    h, w = (int(v) for v in args.size.lower().split("x"))
-    use_amp = args.amp and device.type == "cuda"
-    dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if use_amp else contextlib.nullcontext
-    if device.type == "cuda":
+def time_steps(ctx, images, labels, warmup: int, iters: int, device: torch.device) -> float:
+    """Median ms of ``iters`` calls of ``distill.train.train_step`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        trainer.train_step(ctx, images, labels)
+    sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        trainer.train_step(ctx, images, labels)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)  # robust to a stray slow iteration
+
+
+def run(args) -> tuple[list[dict], dict]:
+    device = init_distributed(args.device)  # the trainer's --device resolution (one process here)
+    h, w = parse_hw(args.size, "--size")
+    if device.type == "cuda":  # as distill.train.train sets them
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    kw = {"head_channels": args.head_channels} if args.head_channels else {}
     torch.manual_seed(0)
-    teacher = create_model(args.teacher, num_classes=args.classes, aux=True, **kw).to(device).eval().requires_grad_(False)
-    images = torch.randn(args.batch, 3, h, w, device=device)
-    labels = torch.randint(0, args.classes, (args.batch, h, w), device=device)
+    teacher = create_model(args.teacher, num_classes=args.classes, aux=True, **model_kwargs(args))
+    teacher = teacher.to(device).eval().requires_grad_(False)
     if device.type == "cuda":
         teacher = teacher.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = torch.randn(args.batch, 3, h, w, device=device)  # NCHW like a loader's batch; train_step converts
+    labels = torch.randint(0, args.classes, (args.batch, h, w), device=device)
 
-    rows = []
-    for name, with_teacher, method, stage in VARIANTS:
-        torch.manual_seed(0)
-        student = create_model(args.student, num_classes=args.classes, **kw).to(device).train()
-        if device.type == "cuda":
-            student = student.to(memory_format=torch.channels_last)
-        fwd = torch.compile(student) if args.compile else student
-        optimizer = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=0.9)
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and dtype == torch.float16)
-        rdd = RDDWeighting(enabled=stage is not None, tfe_fraction=0.1)
-        step = make_step(fwd, teacher if with_teacher else None, build_kd_loss(method), rdd, stage, optimizer, autocast, scaler)
-        for _ in range(args.warmup):
-            step(images, labels)
-        sync(device)
-        times = []
-        for _ in range(args.iters):
-            t0 = time.perf_counter()
-            step(images, labels)
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        times.sort()
-        ms = 1000 * times[len(times) // 2]  # median: robust to a stray slow iteration
-        flops = step_flops(student, teacher if with_teacher else None, images)
-        rows.append({"variant": name, "ms": ms, "gflop_per_step": flops / 1e9, "tflops": flops / (ms / 1000) / 1e12})
-        del student, optimizer, fwd
-    kd_ms = next(r["ms"] for r in rows if r["variant"] == "KD")
+    rows, baseline = [], None
+    for name, uses_teacher, method, stage in VARIANTS:
+        cfg = variant_config(args, method, stage)
+        ctx, student = step_context(cfg, teacher if uses_teacher else None, args.classes, device)
+        ms = time_steps(ctx, images, labels, args.warmup, args.iters, device)
+        flops = step_flops(student, ctx.teacher, images)
+        rows.append({"variant": name.replace("KD", args.method.upper()) if method == "kd" else name, "ms": ms,
+                     "gflop_per_step": flops / 1e9, "tflops": flops / (ms / 1000) / 1e12})
+        if baseline is None and method != "none" and stage is None:
+            baseline = ms  # the KD method alone
+        del ctx, student
+    amp = str(trainer.amp_setup(cfg, device)[2] or "off").replace("torch.", "")  # the same for every variant
     for r in rows:
-        r["vs_kd"] = r["ms"] / kd_ms - 1.0
+        r["vs_kd"] = r["ms"] / baseline - 1.0 if baseline else None
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    peak = matmul_tflops(device, peak_dtype, args.matmul_n)
+    matmul_n = args.matmul_n or MATMUL_N.get(device.type, MATMUL_N["cpu"])
+    peak = matmul_tflops(device, peak_dtype, matmul_n)
     for r in rows:
         r["of_matmul_peak"] = r["tflops"] / peak
     cpu = None
@@ -157,12 +174,12 @@ def run(args) -> list[dict]:
 
         cpu = detect().as_dict()
     return rows, {"device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"), "cpu": cpu,
-                  "amp": str(dtype).replace("torch.", "") if use_amp else "off", "size": f"{h}x{w}",
-                  "batch": args.batch, "student": args.student, "teacher": args.teacher,
-                  "matmul_tflops": peak, "matmul_dtype": str(peak_dtype).replace("torch.", "")}
+                  "amp": amp, "size": f"{h}x{w}", "batch": args.batch, "student": args.student,
+                  "teacher": args.teacher, "method": args.method, "grad_clip": args.grad_clip,
+                  "matmul_tflops": peak, "matmul_n": matmul_n, "matmul_dtype": str(peak_dtype).replace("torch.", "")}
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--size", default="512x1024", help="input HxW (paper: Cityscapes crop 512x1024)")
@@ -171,32 +188,48 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     p.add_argument("--student", default="r18")
     p.add_argument("--teacher", default="r101")
+    p.add_argument("--method", default="kd", choices=[m for m in method_names() if m != "none"],
+                   help="KD term of the distilling variants (registered default weight and options)")
     p.add_argument("--classes", type=int, default=19)
     p.add_argument("--head-channels", type=int, default=None, help="override head width (tiny smoke tests)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="AMP on CUDA (bf16 where supported)")
     p.add_argument("--compile", action="store_true", help="torch.compile the student")
-    p.add_argument("--matmul-n", type=int, default=8192, help="matrix size of the peak-rate matmul")
+    p.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm, as the trainer's --grad-clip (0 = off)")
+    p.add_argument("--matmul-n", type=int, default=None,
+                   help=f"matrix size of the peak-rate matmul (default {MATMUL_N['cuda']} on CUDA, {MATMUL_N['cpu']} on CPU)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv)
-    rows, meta = run(args)
+    if args.iters < 1 or args.warmup < 0 or args.batch < 1:
+        p.error("--iters and --batch must be >= 1, --warmup >= 0")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        rows, meta = run(args)
+    except RddError as exc:  # e.g. the NaN guard of train_step, an unknown model
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=(f"distillation step, {meta['student']} <- {meta['teacher']}, batch {meta['batch']} x {meta['size']}, "
                      f"{meta['device']}, AMP {meta['amp']}"))
-    for col in ("variant", "ms/iter", "vs KD", "GFLOP/step", "TFLOP/s", "of matmul peak"):
+    for col in ("variant", "ms/iter", f"vs {args.method.upper()}", "GFLOP/step", "TFLOP/s", "of matmul peak"):
         t.add_column(col, justify="left" if col == "variant" else "right")
     for r in rows:
-        t.add_row(r["variant"], f"{r['ms']:.1f}", f"{100 * r['vs_kd']:+.1f}%", f"{r['gflop_per_step']:.1f}",
+        t.add_row(r["variant"], f"{r['ms']:.1f}", "-" if r["vs_kd"] is None else f"{100 * r['vs_kd']:+.1f}%", f"{r['gflop_per_step']:.1f}",
                   f"{r['tflops']:.3f}", f"{100 * r['of_matmul_peak']:.1f}%")
-    t.caption = f"matmul peak ({meta['matmul_dtype']}, n={args.matmul_n}): {meta['matmul_tflops']:.2f} TFLOP/s"
+    t.caption = f"matmul peak ({meta['matmul_dtype']}, n={meta['matmul_n']}): {meta['matmul_tflops']:.2f} TFLOP/s"
     if meta.get("cpu"):
         t.caption += f"\nCPU: {meta['cpu']['line']}"
     Console().print(t)
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
