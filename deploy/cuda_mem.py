@@ -41,6 +41,27 @@ def _import_cudart() -> Any:
     return runtime
 
 
+class _Closable:
+    """``close()`` (idempotent: runs the finalizer that frees streams, buffers and contexts) and ``with``."""
+
+    name = "cuda"
+    _finalizer: Any
+
+    def close(self) -> None:
+        """Destroy the streams, free every device and pinned buffer still held, release the context."""
+        if not self._finalizer.alive:
+            return
+        errors = self._finalizer()
+        if errors:
+            raise DeployError(f"CUDA cleanup reported errors ({self.name}): {'; '.join(errors)[:300]}")
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 class _CudaPythonState:
     """What a :class:`CudaPythonMem` holds; released by :meth:`release` (close or finalizer)."""
 
@@ -77,7 +98,7 @@ def _cuda_python_error_name(rt: Any, err: Any) -> str:
     return f"{name} ({int(err)})"
 
 
-class CudaPythonMem:
+class CudaPythonMem(_Closable):
     """``cuda.bindings.runtime`` (cudaMalloc, cudaMallocHost, cudaMemcpyAsync, cudaStreamCreate ...);
     every ``(err, value)`` result is checked."""
 
@@ -167,19 +188,6 @@ class CudaPythonMem:
             raise DeployError(f"CUDA stream {handle} is not open (closed runner?)")
         return s
 
-    def close(self) -> None:
-        """Destroy the streams and free every device and pinned buffer still held (idempotent)."""
-        if not self._finalizer.alive:
-            return
-        errors = self._finalizer()
-        if errors:
-            raise DeployError(f"CUDA cleanup reported errors: {'; '.join(errors)[:300]}")
-
-    def __enter__(self) -> "CudaPythonMem":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 class _PycudaState:
@@ -216,7 +224,7 @@ class _PycudaState:
         return errors
 
 
-class PycudaMem:
+class PycudaMem(_Closable):
     """``pycuda.driver`` on the device's primary context (pushed here, popped on close / at exit)."""
 
     name = "pycuda"
@@ -291,19 +299,6 @@ class PycudaMem:
     def synchronize(self, stream: int) -> None:
         self._call("Stream.synchronize", self._stream(stream).synchronize)
 
-    def close(self) -> None:
-        """Free every buffer, drop the streams and pop the primary context (idempotent)."""
-        if not self._finalizer.alive:
-            return
-        errors = self._finalizer()
-        if errors:
-            raise DeployError(f"CUDA cleanup reported errors (pycuda): {'; '.join(errors)[:300]}")
-
-    def __enter__(self) -> "PycudaMem":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def _allocation(obj: Any) -> Any:

@@ -78,10 +78,16 @@ def _match(student: torch.Tensor, teacher: torch.Tensor, what: str) -> torch.Ten
     return student
 
 
+def positive_temperature(method: str, name: str, value: float) -> float:
+    """A softmax temperature, checked once for every loss that takes one."""
+    if not value > 0:
+        raise ConfigError(f"{method} temperature {name}={value} must be > 0")
+    return float(value)
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 1.0) -> torch.Tensor:
     """Pixel-wise KD: mean over N x h x w of ``T^2 * KL(p_t || p_s)`` with p = softmax(z / T) over classes."""
-    if T <= 0:
-        raise ConfigError(f"kd temperature T={T} must be > 0")
+    positive_temperature("kd", "T", T)
     s = _match(student_logits.float(), teacher_logits, "kd_loss")
     t = _teacher(teacher_logits)
     log_ps = F.log_softmax(s / T, dim=1)
@@ -99,8 +105,7 @@ def cwd_loss(student: torch.Tensor, teacher: torch.Tensor, tau: float = 4.0,
     before ``connector`` (a callable mapping student channels to the teacher's, e.g. a 1x1 conv),
     as in CIRKD's ``CriterionCWD``. Without a connector the channel counts must match.
     """
-    if tau <= 0:
-        raise ConfigError(f"cwd temperature tau={tau} must be > 0")
+    positive_temperature("cwd", "tau", tau)
     if student.dim() != 4 or teacher.dim() != 4:
         raise ConfigError(f"cwd_loss: expected (N, C, h, w) tensors, got student {tuple(student.shape)}, "
                           f"teacher {tuple(teacher.shape)}")
@@ -236,8 +241,7 @@ def _head_channels(model: nn.Module, who: str) -> int:
 @register_kd("kd", weight=1.0, params={"T": 1.0})
 def _make_kd(T: float):
     """pixel-wise response KD on the logits, T^2 KL(teacher || student) (METHOD.md)"""
-    if T <= 0:
-        raise ConfigError(f"kd temperature T={T} must be > 0")
+    positive_temperature("kd", "T", T)
     return lambda s, t: kd_loss(s["out"], t["out"], T=T)
 
 
@@ -252,9 +256,7 @@ class CWDTerms(nn.Module):
 
     def __init__(self, tau: float, kd: float, feature: float, logit: float) -> None:
         super().__init__()
-        if tau <= 0:
-            raise ConfigError(f"cwd temperature tau={tau} must be > 0")
-        self.tau = float(tau)
+        self.tau = positive_temperature("cwd", "tau", tau)
         w = _term_weights("cwd", kd=kd, feature=feature, logit=logit)
         self.kd_w, self.feature_w, self.logit_w = w["kd"], w["feature"], w["logit"]
         self.connector: nn.Conv2d | None = None
@@ -316,8 +318,7 @@ def _make_at(at: float, kd: float, p: float):
 @register_kd("cwd-logits", weight=3.0, params={"tau": 4.0})
 def _make_cwd_logits(tau: float):
     """channel-wise distillation of the logits alone (Shu et al. 2021), spatial softmax at tau"""
-    if tau <= 0:
-        raise ConfigError(f"cwd temperature tau={tau} must be > 0")
+    positive_temperature("cwd", "tau", tau)
     return lambda s, t: cwd_loss(s["out"], t["out"], tau=tau)
 
 

@@ -10,13 +10,14 @@ FP32 model and mIoU on the val images the checkpoint was trained against.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -86,6 +87,28 @@ def _staging(out: Path, copy_from: Path | None = None) -> Path:
     return stage
 
 
+@contextlib.contextmanager
+def _transaction(out: Path, copy_from: Path | None = None) -> Iterator[Path]:
+    """A staging folder for ``out``, removed again if the block fails (``out`` is then untouched)."""
+    stage = _staging(out, copy_from)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _commit(manifest: dict, stage: Path, out: Path) -> dict:
+    """List every file of the staging folder in the manifest, save it there and swap the folder in."""
+    from export.manifest import MANIFEST, save_manifest
+
+    manifest["files"] = sorted(p.name for p in stage.iterdir() if p.is_file() and p.name != MANIFEST) + [MANIFEST]
+    save_manifest(manifest, stage)
+    _swap_in(stage, out)
+    manifest["export_dir"] = str(out)
+    return manifest
+
+
 def _swap_in(stage: Path, out: Path) -> None:
     """Replace ``out`` by the finished ``stage`` folder (two renames on the same file system)."""
     old = None
@@ -140,7 +163,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     ``spec`` is an :class:`~export.formats.ExportSpec` (or give its fields as keywords).
     """
     from export.builders import ExportContext
-    from export.manifest import MANIFEST, add_artifact, new_manifest, save_manifest
+    from export.manifest import add_artifact, new_manifest
     from export.onnx_export import check_size
     from export.onnx_io import graph_io, load_export_onnx, sha256_file
     from models import model_from_checkpoint
@@ -198,8 +221,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
                                          warn=lambda m: log(f"[yellow]warning:[/] {m}"))
 
     # -- build into a staging folder; swap it in only when everything succeeded
-    stage = _staging(out)
-    try:
+    with _transaction(out) as stage:
         kinds = {f.switch for f in wanted} | {f.runtime for f in wanted}
         for pattern, kind in REUSABLE.items():
             for f in out.glob(pattern) if out.is_dir() and kind in kinds else ():
@@ -231,14 +253,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
                     rec.update(_checked(score(path), fmt, path))
                 add_artifact(manifest, key, path, fmt.precision, fmt.runtime, **rec)
         assert manifest is not None
-        manifest["files"] = sorted(p.name for p in stage.iterdir() if p.is_file()) + [MANIFEST]
-        save_manifest(manifest, stage)
-        _swap_in(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    manifest["export_dir"] = str(out)
-    return manifest
+        return _commit(manifest, stage, out)
 
 
 def _checked(scores: dict, fmt: formats.ExportFormat, path: Path) -> dict:
@@ -263,7 +278,7 @@ def engine_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     from deploy.engine_meta import precision_summary
     from deploy.info import read_manifest
     from export.builders import BuildContext, build_engines
-    from export.manifest import MANIFEST, add_artifact, save_manifest
+    from export.manifest import MANIFEST, add_artifact
     from export.tensorrt import require_tensorrt
     from rdd_edge.runs import resolve_run
 
@@ -288,22 +303,14 @@ def engine_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     if spec.dynamic is False and manifest.get("dynamic") and spec.profile is None:
         raise ConfigError(f"{out}: the graph has dynamic H and W; give the engine's range with --dynamic --profile MIN,OPT,MAX")
     require_tensorrt(f"--trt {spec.trt}")
-    stage = _staging(out, copy_from=out)
-    try:
+    with _transaction(out, copy_from=out) as stage:
         records = build_engines(BuildContext(spec, stage, log), tuple(keys))
         for key, rec in records.items():
             rec = dict(rec)
             path = Path(rec.pop("path"))
             log(f"[green]✓[/] {formats.BY_KEY[key].name} -> {path.name} ({precision_summary(rec)})")
             add_artifact(manifest, key, path, formats.BY_KEY[key].precision, "tensorrt", **rec)
-        manifest["files"] = sorted(p.name for p in stage.iterdir() if p.is_file() and p.name != MANIFEST) + [MANIFEST]
-        save_manifest(manifest, stage)
-        _swap_in(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    manifest["export_dir"] = str(out)
-    return manifest
+        return _commit(manifest, stage, out)
 
 
 __all__ = ["export_run", "engine_run", "find_checkpoint", "ExportSpec"]

@@ -50,22 +50,36 @@ class ASPP(nn.Module):
         return self.project(torch.cat([b(x) for b in self.branches], dim=1))
 
 
-class DeepLabHead(nn.Module):
+class _ClassifierHead(nn.Module):
+    """What every head ends with: a context module (the subclass's ``context``), a 3x3 conv-BN-ReLU,
+    dropout and a 1x1 classifier. ``features(x)`` is the classifier's input (KD's head feature)."""
+
+    def _classifier(self, cin: int, channels: int, num_classes: int) -> None:
+        self.conv = conv_bn_relu(cin, channels, 3)
+        self.dropout = nn.Dropout(0.1)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's input: the context feature after the 3x3 conv (dropout applied in train mode)."""
+        return self.dropout(self.conv(self.context(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class DeepLabHead(_ClassifierHead):
     """DeepLabV3 head: ASPP, a 3x3 conv-BN-ReLU, dropout, 1x1 classifier."""
 
     def __init__(self, cin: int, num_classes: int, channels: int = 256, rates: Sequence[int] = (12, 24, 36)) -> None:
         super().__init__()
         self.aspp = ASPP(cin, channels, rates)
-        self.conv = conv_bn_relu(channels, channels, 3)
-        self.dropout = nn.Dropout(0.1)
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self._classifier(channels, channels, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The classifier's input: the feature after ASPP and the 3x3 conv (dropout applied in train mode)."""
-        return self.dropout(self.conv(self.aspp(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aspp(x)
 
 
 PSP_BINS = (1, 2, 3, 6)  # PSPNet's pooled grid sizes; the 1/8 feature map must divide by each to export
@@ -85,33 +99,21 @@ class PyramidPooling(nn.Module):
         return torch.cat([x, *pooled], dim=1)
 
 
-class PSPHead(nn.Module):
+class PSPHead(_ClassifierHead):
     """PSPNet head: pyramid pooling, a 3x3 conv-BN-ReLU, dropout, 1x1 classifier."""
 
     def __init__(self, cin: int, num_classes: int, channels: int = 128, bins: Sequence[int] = PSP_BINS) -> None:
         super().__init__()
         self.ppm = PyramidPooling(cin, channels, bins)
-        self.conv = conv_bn_relu(self.ppm.out_channels, channels, 3)
-        self.dropout = nn.Dropout(0.1)
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self._classifier(self.ppm.out_channels, channels, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The classifier's input: the feature after pyramid pooling and the 3x3 conv (dropout in train mode)."""
-        return self.dropout(self.conv(self.ppm(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ppm(x)
 
 
-class FCNHead(nn.Module):
+class FCNHead(_ClassifierHead):
     """FCN auxiliary head on backbone stage 4 ("c3"): 3x3 conv to cin/4, BN-ReLU, dropout, 1x1 classifier."""
 
     def __init__(self, cin: int, num_classes: int, channels: int | None = None) -> None:
         super().__init__()
-        channels = channels or cin // 4
-        self.conv = conv_bn_relu(cin, channels, 3)
-        self.dropout = nn.Dropout(0.1)
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.conv(x)))
+        self._classifier(cin, channels or cin // 4, num_classes)

@@ -12,6 +12,9 @@ from rdd_edge.app import app, state
 from rdd_edge.commands import data, deploy, distill, export, models, pipeline  # noqa: F401  (register the commands)
 from rdd_edge.errors import RddError
 
+# what the `train` extra installs: a command that needs it on a deploy-only install says so in one line
+TRAIN_STACK = {"torch", "torchvision", "timm", "onnxscript", "onnxslim", "tensorboard"}
+
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; library errors become one clear line and exit code 1."""
@@ -23,6 +26,12 @@ def main(argv: list[str] | None = None) -> None:
         if state["debug"] or "--debug" in sys.argv:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except ModuleNotFoundError as exc:
+        if exc.name not in TRAIN_STACK or state["debug"] or "--debug" in sys.argv:
+            raise
+        print(f"error: this command needs the training stack ({exc.name} is not installed): "
+              "pip install 'rdd-edge[train]'; the deploy-only install runs check, demo and engine", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

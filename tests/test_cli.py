@@ -32,3 +32,32 @@ def test_library_errors_become_one_line_and_exit_1():
     assert r.returncode == 1
     assert r.stderr.strip() == "error: x.png: cannot decode image"
     assert "Traceback" not in r.stderr
+
+
+def test_deploy_only_install_runs_check_and_demo_without_torch(tmp_path):
+    """A Jetson-style install (no torch, torchvision, timm, tensorboard): check and demo work, training says what to install."""
+    import json
+
+    from deploy_utils import export_onnx, rand_image, tiny_net, write_manifest
+
+    d = tmp_path / "runs" / "distill-x" / "export"
+    export_onnx(tiny_net(), d / "model.onnx")
+    man = json.loads(write_manifest(d).read_text())
+    man["data"] = {"name": "synthetic", "val_images": 2, "size": [48, 64]}
+    (d / "manifest.json").write_text(json.dumps(man))
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    import cv2
+
+    cv2.imwrite(str(frames / "a.png"), rand_image(48, 64))
+    block = ("import sys\nfor m in ('torch', 'torchvision', 'timm', 'tensorboard', 'onnxscript', 'onnxslim'):\n"
+             "    sys.modules[m] = None\nfrom rdd_edge.cli import main\n")
+    r = run(block + f"main(['check', {str(d.parent)!r}, '--min-time', '0.01', '--batch', '1', '--max-drop', '100'])")
+    assert r.returncode == 0, r.stderr[-1500:]
+    report = json.loads((d / "check.json").read_text())
+    assert report["gate_failed"] is False and [r["status"] for r in report["rows"]] == ["passed"]  # no torch row
+    r = run(block + f"main(['demo', {str(d / 'model.onnx')!r}, '--source', {str(frames)!r}, '--out', {str(tmp_path / 'o')!r}])")
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert (tmp_path / "o" / "frame_000000.png").is_file()
+    r = run(block + f"main(['eval', {str(tmp_path / 'x.pt')!r}])")
+    assert r.returncode == 1 and "pip install 'rdd-edge[train]'" in r.stderr and "Traceback" not in r.stderr

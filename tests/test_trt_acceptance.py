@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from deploy.trt_acceptance import main, precision_problem
-from test_trt_double import install, make_export, stubs
+from test_trt_double import copied_export, install
 
 FAST = ["--max-batch", "4", "--latency-time", "0.02", "--num-images", "3"]
 
 
-@pytest.fixture(scope="module")
-def export_src(tmp_path_factory) -> Path:
-    stubs()
-    return make_export(tmp_path_factory.mktemp("acc-export"), (16, 24))
-
-
 @pytest.fixture
-def export_dir(export_src, tmp_path) -> Path:
-    out = tmp_path / "export"
-    shutil.copytree(export_src, out)
-    return out
+def export_dir(trt_export_src, tmp_path) -> Path:
+    return copied_export(trt_export_src, tmp_path / "export")
 
 
 @pytest.mark.parametrize("version", ["10.3.0.26", "11.0.0.1"])

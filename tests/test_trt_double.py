@@ -372,25 +372,26 @@ class _Obj:
             behaviour(*args, **kwargs)
 
     @classmethod
-    def _lookup(cls, name: str) -> Any:
+    def _stubs(cls, name: str) -> Any:
+        """The stub classes along the MRO, stopping at one whose version removed ``name``."""
         for klass in cls.__mro__:
             stub = klass.__dict__.get("_stub")
             if stub is None:
                 continue
             if cls._double._removed(stub.name, name):
-                return None
+                return
+            yield stub
+
+    @classmethod
+    def _lookup(cls, name: str) -> Any:
+        for stub in cls._stubs(name):
             if name in stub.methods:
                 return stub.methods[name]
         return None
 
     @classmethod
     def _attr_kind(cls, name: str) -> tuple[str, str] | None:
-        for klass in cls.__mro__:
-            stub = klass.__dict__.get("_stub")
-            if stub is None:
-                continue
-            if cls._double._removed(stub.name, name):
-                return None
+        for stub in cls._stubs(name):
             if name in stub.attrs:
                 return "attr", stub.attrs[name]
             if name in stub.props:
@@ -1082,3 +1083,11 @@ def make_export(folder: Path, size: tuple[int, int] = (16, 24)) -> Path:
             "int8-cpu": {"file": "model.int8-cpu.onnx", "precision": "int8"}}
     write_manifest(folder, size, output="both", artifacts=arts)
     return folder
+
+
+def copied_export(export_src: Path, dst: Path) -> Path:
+    """A fresh copy of a module-scoped export folder, for a test that changes it."""
+    import shutil
+
+    shutil.copytree(export_src, dst)
+    return dst

@@ -5,26 +5,18 @@ precisions and times the batches the engine accepts."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from rdd_edge.cli import app
-from test_trt_double import install, make_export, stubs
-
-
-@pytest.fixture(scope="module")
-def export_src(tmp_path_factory) -> Path:
-    stubs()
-    return make_export(tmp_path_factory.mktemp("wiring-export"), (16, 24))
+from test_trt_double import copied_export, install
 
 
 @pytest.fixture
-def run_dir(export_src, tmp_path) -> Path:
-    run = tmp_path / "runs" / "distill-x"
-    shutil.copytree(export_src, run / "export")
+def run_dir(trt_export_src, tmp_path) -> Path:
+    run = copied_export(trt_export_src, tmp_path / "runs" / "distill-x" / "export").parent
     man = json.loads((run / "export" / "manifest.json").read_text())
     man["data"] = {"name": "synthetic", "val_images": 3, "size": [16, 24]}
     (run / "export" / "manifest.json").write_text(json.dumps(man))
