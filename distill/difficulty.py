@@ -160,6 +160,8 @@ def run_difficulty(spec: DifficultySpec) -> tuple[Path, list[dict]]:
 
     if spec.images < 1:
         raise ConfigError(f"--images {spec.images}: must be >= 1")
+    if spec.out is not None and Path(spec.out).exists() and not Path(spec.out).is_dir():
+        raise ConfigError(f"--out {spec.out}: is a file; difficulty sheets go into a folder (give a new or existing folder)")
     path = resolve_checkpoint(spec.checkpoint, prefer="best.pt")
     student, ckpt = model_from_checkpoint(path)
     cfg = ckpt.get("config") or {}
@@ -172,8 +174,6 @@ def run_difficulty(spec: DifficultySpec) -> tuple[Path, list[dict]]:
     confidence = spec.confidence or cfg.get("confidence", "gt")
     info, reader, size = checkpoint_split(ckpt, spec.dataset, spec.data, spec.split, max(spec.images, 1))
     out_dir = Path(spec.out) if spec.out else path.parent / "difficulty"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir}: is a file; difficulty sheets go into a folder")
     dev = dist.init_distributed(spec.device)
     rows = render_difficulty(student, t_model, reader, info, size, spec.images, out_dir, dev, threshold, mode, confidence)
     return out_dir, rows

@@ -229,8 +229,11 @@ def test_an_image_without_a_label_is_an_error_in_training_and_data_check(tmp_pat
 def test_messages_give_the_right_fix(tmp_path):
     code, msg = _run(["export", "--calib", "4", "--int8"])
     assert code == 2 and "--calib" in msg and "greater than or equal to 32" in msg  # the usage error names the bound
-    code, msg = _run(["difficulty", str(tmp_path / "x.pt"), "--out", str(tmp_path / "x.pt")])
-    assert code == 1 and "checkpoint not found" in msg
+    existing = tmp_path / "sheets.png"
+    existing.write_bytes(b"not a folder")
+    code, msg = _run(["difficulty", str(tmp_path / "x.pt"), "--out", str(existing)])
+    assert code == 1 and "sheets.png: is a file; difficulty sheets go into a folder" in msg
+    assert existing.read_bytes() == b"not a folder"
     from deploy.demo import run_demo
     from rdd_edge.errors import DeployError
 
@@ -242,3 +245,19 @@ def test_messages_give_the_right_fix(tmp_path):
     with pytest.raises(DeployError, match="--out .*out.txt: not a video name"):
         run_demo(object(), str(frames), out=tmp_path / "out.txt")
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_data_folder_without_dataset_is_read_as_what_it_is(tmp_path):
+    """`train-teacher --data CAMVID_FOLDER` without --dataset trains on CamVid (its layout), not on synthetic scenes."""
+    from distill.config import resolve_config
+    from rdd_edge.data.base import write_image, write_label
+
+    root = tmp_path / "camvid"
+    for split in ("train", "val"):
+        write_image(root / split / "images" / "a.png", np.zeros((16, 16, 3), np.uint8))
+        write_label(root / split / "labels" / "a.png", np.zeros((16, 16), np.uint8))
+    cfg = resolve_config("teacher", data=root)
+    assert cfg.dataset == "camvid" and cfg.data == str(root) and cfg.crop == (360, 360)  # CamVid's preset
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(DataError, match="no known data set layout here; pass --dataset with one of"):
+        resolve_config("teacher", data=tmp_path / "junk")

@@ -18,7 +18,15 @@ app.add_typer(data_app, name="data", help="Check data set folders, write synthet
 
 
 def _pct(n: int, total: int) -> str:
-    return f"{n:,} ({100.0 * n / total:.2f}%)" if total else "0"
+    """``16.85% (10.7M)``: share first, pixel count rounded, so three splits fit 80 columns."""
+    return f"{100.0 * n / total:.2f}% ({_short(n)})" if total else "0"
+
+
+def _short(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
 
 
 @data_app.command("check")
