@@ -64,6 +64,9 @@ OUTPUT_ALIASES = {"label": "labels", "argmax": "labels", "logit": "logits", "sco
 CALIB_METHODS = ("entropy", "percentile", "minmax")
 CALIB_ALIASES = {"min-max": "minmax", "min_max": "minmax", "kl": "entropy", "histogram": "percentile"}
 INT8_FLOAT_CHOICES = ("fp16", "fp32")
+# Export scores every ONNX artifact on the val split training validated on; past this many images it
+# takes an evenly spread subset of it (each artifact runs on the CPU, the TensorRT Q/DQ file slowly).
+CHECK_IMAGES = 100
 
 
 @dataclass
@@ -84,7 +87,7 @@ class ExportSpec:
     int8: bool = False
     trt: str = "none"  # none, fp16, int8, all
     # accuracy checks
-    check_images: int | None = None  # val images scored per artifact (None: the whole val split)
+    check_images: int | None = None  # val images scored per artifact (None: the val split, up to CHECK_IMAGES)
     data: str | Path | None = None  # data folder, if not the one the checkpoint records
     # INT8 (int8, int8-cpu)
     calib: int = 300

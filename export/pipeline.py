@@ -201,7 +201,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     val = open_split(data, "val")
     if len(val) == 0:
         raise ExportError(f"{data.describe()}: the val split is empty; parity and accuracy checks need validation images")
-    idx = _evenly(len(val), spec.check_images)
+    idx = _evenly(len(val), spec.check_images or formats.CHECK_IMAGES)
     pairs = [val[i] for i in idx]
     images = [p[0] for p in pairs]
     labels = [resize_labels(p[1], size) for p in pairs]

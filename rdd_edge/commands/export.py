@@ -63,7 +63,7 @@ def export_cmd(
     int8_max_drop: Annotated[Optional[float], typer.Option("--int8-max-drop", help="Keep Conv layers in float (from the classifier back) until the INT8 mIoU drop vs FP32 is at most this many points (e.g. 1.0).")] = None,
     int8_float: Annotated[str, typer.Option("--int8-float", help="Float math of the TensorRT Q/DQ file's unquantized layers: fp16 or fp32.")] = "fp16",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18: native for torch.onnx, inside TensorRT 10/11's range).")] = 18,
-    check_images: Annotated[Optional[int], typer.Option("--check-images", min=1, help="Val images each artifact is scored on (default: the whole val split).")] = None,
+    check_images: Annotated[Optional[int], typer.Option("--check-images", min=1, help="Val images each artifact is scored on (default: the val split training validated on, evenly spread past 100).")] = None,
     data: Data = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Export folder (default <run>/export).")] = None,
     runs: Runs = DEFAULT_RUNS,
