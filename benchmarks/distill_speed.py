@@ -1,7 +1,8 @@
 """Speed of one distillation training step: student only, KD, KD+RDD (TFE and TSE stages).
 
 Every variant times ``distill.train.train_step`` itself, the step the trainer runs (teacher
-forward under inference_mode, student forward, loss, NaN guard, backward, clipping when
+forward under inference_mode, student forward, loss, NaN guard recorded on the device and read
+after the timed steps, backward, clipping when
 ``--grad-clip`` is set, SGD step), on a ``StepContext`` assembled from the trainer's config for
 that variant (the student built as training builds it, aux head included), on the same random
 batch with the same AMP setting; so the differences are what each loss costs. ``--method``
@@ -131,6 +132,7 @@ def time_steps(ctx, images, labels, warmup: int, iters: int, device: torch.devic
         trainer.train_step(ctx, images, labels)
         sync(device)
         times.append(time.perf_counter() - t0)
+    ctx.guard.check()  # the step's NaN guard (kept on the device), read once the timing is done
     return 1000 * statistics.median(times)  # robust to a stray slow iteration
 
 

@@ -43,7 +43,7 @@ class TrainConfig:
     scale_min: float = 0.5  # random scale range of the train augmentation
     scale_max: float = 2.0
     hflip: bool = True  # random horizontal flip
-    workers: int = 0  # DataLoader worker processes per training process
+    workers: int | str = "auto"  # DataLoader worker processes per training process; auto: distill.data.resolve_workers
     # -- method (distill only)
     method: str = "kd"  # KD loss added to the task loss: none or a method registered in distill.losses
     kd_weight: float | None = None  # weight of the KD term; None: the method's registered default
@@ -76,6 +76,9 @@ class TrainConfig:
     name: str | None = None  # run folder name: runs/<mode>-<name>
     runs_root: str = str(DEFAULT_ROOT)  # parent of run folders
     tensorboard: bool = True  # also log to TensorBoard (<run>/tb)
+
+    def __post_init__(self) -> None:
+        self.workers = parse_workers(self.workers)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,7 +155,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.confidence in CONFIDENCES, f"--confidence {cfg.confidence!r}: use one of {', '.join(CONFIDENCES)}"),
         (0.0 <= cfg.tfe_fraction <= 1.0, f"--tfe-fraction {cfg.tfe_fraction}: must lie in [0, 1]"),
         (0.0 < cfg.rdd_threshold < 1.0, f"--rdd-threshold {cfg.rdd_threshold}: must lie in (0, 1)"),
-        (cfg.workers >= 0, f"--workers {cfg.workers}: must be >= 0"),
+        (cfg.workers == "auto" or cfg.workers >= 0, f"--workers {cfg.workers}: must be >= 0 or auto"),
         (isinstance(cfg.rdd_min_kept, int) and not isinstance(cfg.rdd_min_kept, bool) and cfg.rdd_min_kept >= 0,
          f"--rdd-min-kept {cfg.rdd_min_kept}: must be a whole number >= 0 (0 turns the OHEM floor off)"),
     ]
@@ -169,6 +172,21 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("teacher training takes no --method / --rdd (those distill a student from a teacher)")
     if cfg.method == "none" and (cfg.kd_weight is not None or cfg.kd_options):
         raise ConfigError("--kd-weight / --kd-option need a KD method (--method kd, cwd, at ...), not none")
+
+
+def parse_workers(value: Any) -> int | str:
+    """``--workers`` as the config holds it: ``"auto"`` or a whole number (text such as ``"4"`` is read)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"--workers {value!r}: use a number of loader processes (0 = load in the training process) or auto")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -10,12 +10,20 @@ augments it with a generator seeded by ``(seed, p)``. Step ``s`` with global bat
 positions ``s*B .. s*B+B-1``, split into equal contiguous slices per process. So the data a step
 sees depends only on the seed and the step: resuming at step ``k`` continues exactly, and one
 process with batch ``B`` sees the same samples (and augmentations) as ``N`` processes with
-``B/N`` each.
+``B/N`` each. Both data paths keep this: the CPU path (:class:`TrainPreset` in the loader) and
+the device path (the loader decodes and draws the augmentation from the same per-sample
+generator, :func:`device_batch` applies it on the training device), and so does any number of
+loader workers (batches come back in step order).
+
+Loader workers: :func:`resolve_workers` turns ``--workers auto`` into a number per training
+process (on CUDA from the CPUs this process may use; on a CPU, :data:`CPU_WORKERS`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+import functools
+import os
+from typing import Callable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -23,6 +31,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 IGNORE = 255
+AUTO = "auto"
+# ``--workers auto`` when training on a CPU (with at least 2 CPUs per training process; else 0).
+# benchmarks/RESULTS.md ("Training data pipeline"), R18 on the synthetic preset on 2 cores: 2 workers
+# were the fastest in each of 5 interleaved runs (0.546-0.579 s/it against 0.557-0.608 with none;
+# the wait for data fell from 12% of the time to 0.5%, and the step lost less than that to the workers).
+CPU_WORKERS = 2
+# ``--workers auto`` on CUDA: at most this many per training process. benchmarks/RESULTS.md: one worker
+# decodes ~15 Cityscapes-size images/s (1024x2048 PNG pairs, one core of a 2-core Xeon), and an H100
+# distilling DeepLabV3-R18 takes ~107 images/s (150 ms per batch of 16 at 512x1024): 8 workers; 12
+# leaves half again for slower cores and larger files without flooding big nodes with processes.
+MAX_AUTO_WORKERS = 12
 PairTransform = Callable[[np.ndarray, np.ndarray, np.random.Generator], "tuple[np.ndarray, np.ndarray]"]
 
 
@@ -146,6 +165,127 @@ class EvalPreset(Compose):
         super().__init__([Resize(eval_size, labels=resize_labels), Normalize(mean, std)])
 
 
+# ---------------------------------------------------------------- augmentation on the device
+class AugmentDraws:
+    """Decode-only item for the device path: ``(image, label, (scale, (y0, x0), flip))``.
+
+    The draws are :func:`draw_params`' from the sample's own generator, so a sample gets the
+    same scale, crop and flip as :class:`TrainPreset` would give it on the CPU."""
+
+    def __init__(self, crop: tuple[int, int], scale: tuple[float, float] = (0.5, 2.0), hflip: bool = True):
+        self.crop, self.scale, self.hflip = tuple(crop), tuple(scale), hflip
+
+    def __call__(self, image, label, rng):
+        return image, label, draw_params(rng, label.shape, self.crop, self.scale, self.hflip)
+
+
+def draw_params(rng, size: tuple[int, int], crop: tuple[int, int], scale: tuple[float, float],
+                hflip: bool) -> tuple[float, tuple[int, int], bool]:
+    """(scale, (y0, x0), flip) of one sample of ``size`` (H, W), in the CPU pipeline's order of draws
+    (:class:`RandomScale`, :class:`PadIfNeeded` + :class:`RandomCrop`, :class:`RandomHFlip`).
+
+    ``rng``: the sample's generator or its seed."""
+    rng = np.random.default_rng(rng)
+    s = float(rng.uniform(*scale)) if scale[1] > scale[0] else float(scale[0])
+    hs, ws = max(1, round(size[0] * s)), max(1, round(size[1] * s))
+    y0 = int(rng.integers(0, max(hs, crop[0]) - crop[0] + 1))
+    x0 = int(rng.integers(0, max(ws, crop[1]) - crop[1] + 1))
+    flip = bool(hflip and rng.random() < 0.5)
+    return s, (y0, x0), flip
+
+
+def device_collate(batch):
+    """Collate :class:`AugmentDraws` items: ``(images uint8 (B, Hm, Wm, 3), labels uint8 (B, Hm, Wm),
+    sizes (B, 2), scales (B,), offsets (B, 2), flips (B,))``.
+
+    Images keep their full size (padded bottom/right to the largest of the batch; the padding is
+    never read) and stay uint8, a quarter of the bytes of normalised float crops at Cityscapes size."""
+    from torch.utils.data import default_collate
+
+    hm = max(b[1].shape[0] for b in batch)
+    wm = max(b[1].shape[1] for b in batch)
+
+    def padded(a: np.ndarray, fill: int) -> torch.Tensor:
+        ph, pw = hm - a.shape[0], wm - a.shape[1]
+        if ph or pw:
+            a = cv2.copyMakeBorder(a, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=fill)
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    images = default_collate([padded(b[0], 0) for b in batch])  # in a worker: straight into shared memory
+    labels = default_collate([padded(b[1], IGNORE) for b in batch])
+    sizes = torch.tensor([b[1].shape for b in batch], dtype=torch.int64)
+    scales = torch.tensor([b[2][0] for b in batch], dtype=torch.float32)
+    offsets = torch.tensor([b[2][1] for b in batch], dtype=torch.int64)
+    flips = torch.tensor([b[2][2] for b in batch], dtype=torch.bool)
+    return images, labels, sizes, scales, offsets, flips
+
+
+def device_batch(batch, device: torch.device, crop: tuple[int, int], mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """A :func:`device_collate` batch on ``device``, augmented there: ``(float32 (B, 3, ch, cw), int64 (B, ch, cw))``.
+
+    Copies are ``non_blocking`` (from pinned memory they do not wait for the device) and the
+    augmentation is queued behind them, so nothing here waits for the GPU."""
+    images, labels, sizes, scales, offsets, flips = (t.to(device, non_blocking=True) for t in batch)
+    return gpu_augment(images.permute(0, 3, 1, 2), labels, sizes, None, scales, offsets, flips, tuple(crop), mean, std)
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_std(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 1, 1) mean and std on ``device``, made once (a copy from Python values waits for the device)."""
+    return (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(device),
+            torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1).to(device))
+
+
+def gpu_augment(images, labels, sizes, idx, scales, offsets, flips, crop: tuple[int, int], mean, std):
+    """Random-scale / pad / crop / flip / normalise a batch on the tensors' device, in one gather.
+
+    ``images`` (N, 3, Hm, Wm) uint8 and ``labels`` (N, Hm, Wm) uint8 hold the images (padded to
+    the largest; ``sizes`` (N, 2) the true h, w). Per sample b of the batch: ``idx[b]`` picks
+    the image (``idx=None``: sample b is image b), ``scales[b]`` resizes it to
+    ``round(h*s), round(w*s)``, which is padded bottom/right to the crop, cropped at
+    ``offsets[b] = (y0, x0)`` and mirrored when ``flips[b]``. Images are bilinear (pixel centres,
+    like cv2.INTER_LINEAR) and normalised; labels are nearest; padding is 0 after normalisation
+    (the mean colour) for images and 255 for labels. Returns ``(float32 (B, 3, ch, cw), int64 (B, ch, cw))``.
+    """
+    import torch.nn.functional as F
+
+    dev = images.device
+    ch, cw = crop
+    if idx is not None:
+        idx = torch.as_tensor(idx, device=dev, dtype=torch.long)
+        images, labels, sizes = images[idx], labels[idx], torch.as_tensor(sizes, device=dev)[idx]
+    n = images.shape[0]
+    s = torch.as_tensor(scales, device=dev, dtype=torch.float32)
+    off = torch.as_tensor(offsets, device=dev, dtype=torch.float32).reshape(-1, 2)
+    flip = torch.as_tensor(flips, device=dev, dtype=torch.bool)
+    hw = torch.as_tensor(sizes, device=dev).float()  # (B, 2) true sizes
+    h, w = hw[:, 0], hw[:, 1]
+    hs, ws = torch.clamp(torch.round(h * s), min=1), torch.clamp(torch.round(w * s), min=1)  # scaled sizes
+    sy, sx = (hs / h)[:, None], (ws / w)[:, None]
+    i = torch.arange(ch, device=dev, dtype=torch.float32)[None]
+    j = torch.arange(cw, device=dev, dtype=torch.float32)[None]
+    dy = off[:, :1] + i  # (B, ch) row in the scaled (padded) image
+    dx = off[:, 1:] + torch.where(flip[:, None], (cw - 1) - j, j)  # (B, cw)
+    inside = (dy < hs[:, None])[:, :, None] & (dx < ws[:, None])[:, None, :]  # (B, ch, cw)
+    hm, wm = images.shape[-2:]
+    # image: bilinear at the source pixel centre, clamped into the true image
+    src_y = torch.minimum(torch.clamp((dy + 0.5) / sy - 0.5, min=0.0), (h - 1)[:, None])
+    src_x = torch.minimum(torch.clamp((dx + 0.5) / sx - 0.5, min=0.0), (w - 1)[:, None])
+    gy = (2 * src_y + 1) / hm - 1
+    gx = (2 * src_x + 1) / wm - 1
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (B, ch, cw, 2) as (x, y)
+    x = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    m, sd = _mean_std(tuple(float(v) for v in mean), tuple(float(v) for v in std), dev)
+    x = ((x / 255.0 - m) / sd) * inside[:, None]
+    # label: nearest source pixel, 255 outside the scaled image
+    iy = torch.minimum(torch.floor((dy + 0.5) / sy), (h - 1)[:, None]).long()  # (B, ch)
+    ix = torch.minimum(torch.floor((dx + 0.5) / sx), (w - 1)[:, None]).long()  # (B, cw)
+    flat = (iy[:, :, None] * wm + ix[:, None, :]).reshape(n, -1)
+    y = labels.reshape(n, -1).gather(1, flat).reshape(n, ch, cw).long()
+    y = torch.where(inside, y, torch.full_like(y, IGNORE))
+    return x.contiguous(), y
+
+
 # ---------------------------------------------------------------- dataset + samplers
 class TorchSegDataset(Dataset):
     """Wrap a reader; items are ``(image tensor, label tensor)``.
@@ -219,23 +359,87 @@ def eval_collate(batch):
     return images, [b[1] for b in batch]
 
 
-def train_loader(reader, cfg, info, start_step: int, rank: int, world: int) -> DataLoader:
-    """The training loader for steps ``start_step .. cfg.iters-1`` of this process."""
-    tf = TrainPreset(tuple(cfg.crop), info.mean, info.std, (cfg.scale_min, cfg.scale_max), cfg.hflip)
+def train_loader(reader, cfg, info, start_step: int, rank: int, world: int, workers: int | None = None,
+                 device_augment: bool = False, pin_memory: bool | None = None) -> DataLoader:
+    """The training loader for steps ``start_step .. cfg.iters-1`` of this process.
+
+    ``workers``: loader processes (default: ``cfg.workers`` resolved for a CPU run). With
+    ``device_augment`` the loader only decodes: its batches are :func:`device_collate`'s (whole
+    uint8 images and each sample's augmentation draws) for :func:`device_batch` to scale, crop,
+    flip and normalise on the training device; otherwise :class:`TrainPreset` does all of it here.
+    ``pin_memory`` (default: CUDA is present) pins batches for asynchronous copies to the GPU.
+    """
+    crop, scale = tuple(cfg.crop), (cfg.scale_min, cfg.scale_max)
+    if device_augment:
+        tf: PairTransform = AugmentDraws(crop, scale, cfg.hflip)
+    else:
+        tf = TrainPreset(crop, info.mean, info.std, scale, cfg.hflip)
     sampler = StepSampler(len(reader), cfg.batch, cfg.iters, start_step, rank, world, cfg.seed)
+    workers = resolve_workers(cfg.workers, "cpu") if workers is None else int(workers)
     return DataLoader(
         TorchSegDataset(reader, tf), batch_size=sampler.per_rank, sampler=sampler, drop_last=False,
-        num_workers=cfg.workers, pin_memory=torch.cuda.is_available(), persistent_workers=False,
+        collate_fn=device_collate if device_augment else None, num_workers=workers,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        persistent_workers=workers > 0, prefetch_factor=2 if workers > 0 else None,
+        # no cv2.setNumThreads in the workers: after a fork from a process whose OpenCV thread pool
+        # has run, it deadlocks (seen with opencv-python here)
         # own generator: creating the iterator must not draw from the global torch RNG (resume)
         generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 
 def eval_loader(reader, info, eval_size: tuple[int, int] | None, rank: int = 0, world: int = 1,
-                batch: int = 1, workers: int = 0) -> DataLoader:
+                batch: int = 1, workers: int = 0, persistent: bool = False) -> DataLoader:
     """Whole-image eval loader over this process's shard; labels at their original size.
 
-    ``eval_size=None``: each image at its own size, one image per batch (sizes differ)."""
+    ``eval_size=None``: each image at its own size, one image per batch (sizes differ).
+    ``persistent``: keep the worker processes between passes (the trainer validates many times)."""
     ds = TorchSegDataset(reader, EvalPreset(eval_size, info.mean, info.std))
     return DataLoader(ds, batch_size=batch if eval_size is not None else 1, sampler=ShardSampler(len(reader), rank, world),
-                      num_workers=workers, collate_fn=eval_collate)
+                      num_workers=workers, collate_fn=eval_collate, persistent_workers=persistent and workers > 0)
+
+
+def close_loader(loader) -> None:
+    """Stop a loader's persistent worker processes now.
+
+    torch has no public call for it; left to the garbage collector (a loader inside a traceback,
+    say) the shutdown waited 5 s per worker here (a worker whose queue was already closed never
+    hears it should stop)."""
+    it = getattr(loader, "_iterator", None)
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        it._shutdown_workers()
+        loader._iterator = None
+
+
+# ---------------------------------------------------------------- how many loader workers
+def auto_workers(device_type: str, cpus: int, local_world: int = 1) -> int:
+    """Loader workers per training process for ``--workers auto`` (pure).
+
+    ``cpus`` (those this process may use) are shared evenly by the ``local_world`` training
+    processes of this node. On CUDA: that share less one for the training process itself (it
+    launches the GPU work and pins batches), at most :data:`MAX_AUTO_WORKERS`. On a CPU:
+    :data:`CPU_WORKERS` (measured fastest) when the share is at least 2 CPUs, else none.
+    """
+    per_process = max(1, int(cpus)) // max(1, int(local_world))
+    if device_type != "cuda":
+        return CPU_WORKERS if per_process >= 2 else 0
+    return max(0, min(MAX_AUTO_WORKERS, per_process - 1))
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def resolve_workers(value: int | str, device_type: str, cpus: int | None = None,
+                    env: Mapping[str, str] | None = None) -> int:
+    """``--workers`` as a number: an explicit count as given; ``auto`` from :func:`auto_workers` with
+    this machine's :func:`available_cpus` and the processes per node (``LOCAL_WORLD_SIZE``, set by
+    torchrun; 1 otherwise). ``cpus`` / ``env`` stand in for the machine's (tests)."""
+    if value != AUTO:
+        return int(value)
+    env = os.environ if env is None else env
+    local_world = int(env.get("LOCAL_WORLD_SIZE") or 1)
+    return auto_workers(device_type, available_cpus() if cpus is None else cpus, local_world)

@@ -12,6 +12,10 @@ DDP (one process per GPU; ``--gpus N`` does this re-launch for you)::
 ``train(cfg)`` reads top to bottom like torchvision's references/segmentation/train.py: distributed
 init, data, model (SyncBN + DDP), teacher, optimiser, resume, then one loop in commented
 sections (lr, data, forward, loss, NaN guard, backward + step, log, validate + checkpoint).
+Nothing in an iteration waits for the GPU: batches are copied asynchronously (on CUDA the
+loader only decodes; scale, crop, flip and normalise run on the GPU, ``distill.data.device_batch``),
+the NaN guard keeps its finding on the device (:class:`NonFiniteGuard`) and the host reads it,
+with the logged losses, at every log point and before every checkpoint.
 The global batch is split across processes; the loss of each process is averaged over its
 pixels and DDP averages gradients, which equals single-process training whenever each process
 holds as many counted pixels as the others (same crop size, no ignored pixels).
@@ -25,7 +29,7 @@ import signal
 import threading
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -35,12 +39,13 @@ import torch.nn as nn
 
 from distill import dist
 from distill.config import TrainConfig
-from distill.data import eval_loader, train_loader
+from distill.data import close_loader, device_batch, eval_loader, resolve_workers, train_loader
 from distill.evaluate import evaluate
 from rdd_edge.errors import CheckpointError, ConfigError, DataError, RddError, TrainingError
 from rdd_edge.runs import latest_run, new_run_dir, write_json
 
-TRAIN_LOG_FIELDS = ["step", "lr", "loss", "task", "kd", "selected", "stage", "it_per_s", "time_s"]
+# data_share: fraction of the wall time since the previous row spent waiting for batches
+TRAIN_LOG_FIELDS = ["step", "lr", "loss", "task", "kd", "selected", "stage", "it_per_s", "time_s", "data_share"]
 VAL_LOG_FIELDS = ["step", "miou", "pixel_acc", "mean_class_acc", "images_per_s"]
 
 
@@ -228,7 +233,47 @@ def step_losses(s_out: dict, t_out: dict | None, labels: torch.Tensor, rdd, kd) 
 
 
 class NonFiniteLoss(TrainingError):
-    """The loss of a step was NaN or infinite (the caller names the iteration)."""
+    """The loss of a step was NaN or infinite: ``iteration`` (1-based) and the loss ``value`` when known."""
+
+    def __init__(self, message: str, iteration: int | None = None, value: float | None = None):
+        super().__init__(message)
+        self.iteration, self.value = iteration, value
+
+
+class NonFiniteGuard:
+    """The NaN/inf guard of :func:`train_step`, kept on the device so that no step waits for it.
+
+    ``record`` notes, with a few tiny device operations and no read-back, whether a step's
+    (all-reduced, hence on every process the same) losses are finite, and keeps the first bad
+    iteration and its loss in device tensors. ``check`` reads them (it waits for the device) and
+    raises :class:`NonFiniteLoss` naming that iteration; the trainer calls it at every log point
+    and before every checkpoint, so weights from after a non-finite step are never saved and every
+    process stops at the same point. ``start``: the 0-based iteration of the first recorded step.
+    """
+
+    def __init__(self, start: int = 0):
+        self.next = int(start)  # 0-based iteration of the next recorded step
+        self.first: torch.Tensor | None = None  # int64, -1 while every loss was finite
+        self.value: torch.Tensor | None = None  # the loss at ``first``
+
+    def record(self, losses: torch.Tensor) -> None:
+        """Note one step's ``[loss, task, kd, ...]`` (device tensor; nothing is read back)."""
+        if self.first is None:
+            self.first = torch.full((), -1, dtype=torch.int64, device=losses.device)
+            self.value = torch.zeros((), dtype=losses.dtype, device=losses.device)
+        fresh = ~torch.isfinite(losses[:3]).all() & (self.first < 0)
+        self.value = torch.where(fresh, losses[0], self.value)
+        self.first.masked_fill_(fresh, self.next)  # a Python number: passed to the kernel, no copy
+        self.next += 1
+
+    def check(self) -> None:
+        """Raise :class:`NonFiniteLoss` if a recorded step was not finite (reads the device: a sync)."""
+        if self.first is None:
+            return
+        first = int(self.first.item())
+        if first >= 0:
+            value = float(self.value.item())
+            raise NonFiniteLoss(f"non-finite loss ({value}) at iteration {first + 1}", first + 1, value)
 
 
 @dataclass
@@ -245,6 +290,7 @@ class StepContext:
     autocast: Callable[[], Any]
     grad_clip: float = 0.0
     channels_last: bool = False
+    guard: NonFiniteGuard = field(default_factory=NonFiniteGuard)  # read it with guard.check()
 
     @property
     def want_features(self) -> bool:
@@ -254,9 +300,11 @@ class StepContext:
 def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """One training step: teacher forward (no autograd), student forward, loss, NaN guard, backward, step.
 
-    Returns ``[loss, task, kd, selected]`` averaged over processes (detached). Raises
-    :class:`NonFiniteLoss` before the backward pass when the loss is not finite on any process,
-    so the weights stay as they were. The trainer and benchmarks/distill_speed.py both run this.
+    Returns ``[loss, task, kd, selected]`` averaged over processes (detached). Nothing here waits
+    for the device: a non-finite loss on any process is recorded in ``ctx.guard`` (the same on
+    every process), and ``ctx.guard.check()`` raises :class:`NonFiniteLoss` naming its iteration;
+    the weights after such a step are not finite, so the caller checks before it saves any.
+    The trainer and benchmarks/distill_speed.py both run this.
     """
     if ctx.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -268,12 +316,11 @@ def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> 
                 t_out = ctx.teacher(images, features=feats)
         s_out = ctx.model(images, features=feats) if feats else ctx.model(images)
         loss, parts = step_losses(s_out, t_out, labels, ctx.rdd, ctx.kd)
-    # NaN guard: one small all-reduce, so every process stops at the same iteration
+    # NaN guard: one small all-reduce (so every process records the same), kept on the device
     now = torch.stack([loss.detach().float(), parts["task"].float(), parts["kd"].float(), parts["selected"]])
     dist.all_reduce_sum(now)
     now /= dist.world_size()
-    if not bool(torch.isfinite(now[:3]).all()):  # .item()-like sync point, once per step
-        raise NonFiniteLoss(f"non-finite loss ({now[0].item()})")
+    ctx.guard.record(now)
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.scaler.scale(loss).backward()
     if ctx.grad_clip > 0:
@@ -314,7 +361,7 @@ class RunLogger:
             return
         self._row(self.train_csv, TRAIN_LOG_FIELDS, row)
         if self.tb:
-            for k in ("lr", "loss", "task", "kd", "selected", "it_per_s"):
+            for k in ("lr", "loss", "task", "kd", "selected", "it_per_s", "data_share"):
                 self.tb.add_scalar(f"train/{k}", row[k], row["step"])
 
     def val(self, row: dict) -> None:
@@ -363,8 +410,11 @@ def _progress(enabled: bool, total: int, start: int, console: Any = None):
     return prog, task
 
 
-def progress_info(avg: list[float], stage: str | None, last_miou: float | None) -> str:
-    """The loss parts for the progress line: ``loss 1.234 task 1.1 kd 0.13 tse 12% mIoU 31.2``."""
+def progress_info(avg: list[float], stage: str | None, last_miou: float | None, data_share: float | None = None) -> str:
+    """The loss parts for the progress line: ``loss 1.234 task 1.1 kd 0.13 tse 12% mIoU 31.2 data 62%``.
+
+    ``data_share``: the share of the time spent waiting for batches; past one half the line says
+    ``data-bound`` (more ``--workers`` or faster storage would speed training up)."""
     txt = f"loss {avg[0]:.3f}"
     if avg[2]:
         txt += f" task {avg[1]:.2f} kd {avg[2]:.2f}"
@@ -372,7 +422,51 @@ def progress_info(avg: list[float], stage: str | None, last_miou: float | None) 
         txt += f" {stage} {avg[3]:.0%}"
     if last_miou is not None:
         txt += f" mIoU {100 * last_miou:.1f}"
+    if data_share is not None:
+        txt += f" {'data-bound' if data_share > 0.5 else 'data'} {data_share:.0%}"
     return txt
+
+
+class BatchFeed:
+    """The batches of ``source`` on the training device (``to_device``), timing the wait for each.
+
+    ``waited`` adds up the wall time the loop spends getting its next batch: the loader (waiting
+    for its workers, or loading in this process with none), the copy to the device and queuing
+    the device-side augmentation. None of it waits for the GPU, so the wall time between two log
+    points minus ``waited`` is the time the step kept the loop busy (on CUDA: the GPU, once the
+    launch queue is full), with no synchronisation per iteration.
+    """
+
+    def __init__(self, source: Iterable, to_device: Callable[[Any], tuple[torch.Tensor, torch.Tensor]]):
+        self.source, self.to_device, self.waited = source, to_device, 0.0
+        self._batches: Any = None
+
+    def __iter__(self):
+        self._batches = self._feed()
+        return self._batches
+
+    def _feed(self):
+        batches = iter(self.source)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            batch = self.to_device(batch)
+            self.waited += time.perf_counter() - t0
+            yield batch
+
+    def close(self) -> None:
+        """Stop the source now (a loader's worker processes too), also in the middle of a run."""
+        if self._batches is not None:
+            self._batches.close()
+        close_loader(self.source)
+
+    def take(self) -> float:
+        """Seconds waited since the last ``take`` (and start again from zero)."""
+        waited, self.waited = self.waited, 0.0
+        return waited
 
 
 # ---------------------------------------------------------------- the trainer
@@ -484,20 +578,52 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         start, best_miou = int(ckpt_resume["step"]), ckpt_resume.get("best_miou")
     torch.manual_seed(cfg.seed + 1000 * rank)  # per-process stream (dropout) from here on
 
-    loader = (data.batches(cfg, start, rank, world) if data.batches is not None
-              else train_loader(data.train, cfg, info, start, rank, world))
-    val_loader = eval_loader(data.val, info, eval_size, rank, world, batch=max(1, cfg.batch // world), workers=cfg.workers)
+    # -- data: on CUDA the loader only decodes (pinned, persistent workers) and the GPU augments
+    on_gpu = device.type == "cuda"
+    workers = resolve_workers(cfg.workers, device.type)  # --workers auto: from the CPUs per process (CUDA)
+    augment_on_device = on_gpu and data.batches is None
+    if data.batches is not None:
+        source = data.batches(cfg, start, rank, world)
+    else:
+        source = train_loader(data.train, cfg, info, start, rank, world, workers, device_augment=augment_on_device,
+                              pin_memory=on_gpu)
+
+    def to_device(batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if augment_on_device:
+            return device_batch(batch, device, cfg.crop, info.mean, info.std)
+        return batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+
+    feed = BatchFeed(source, to_device)
+    val_loader = eval_loader(data.val, info, eval_size, rank, world, batch=max(1, cfg.batch // world), workers=workers,
+                             persistent=True)
+    guard = NonFiniteGuard(start)
     step_ctx = StepContext(model, params, teacher, rdd, kd, optimizer, scaler, autocast, cfg.grad_clip,
-                           channels_last=device.type == "cuda" and cfg.channels_last)
+                           channels_last=on_gpu and cfg.channels_last, guard=guard)
     logger = RunLogger(run_dir, start, cfg.tensorboard, main)
     if ckpt_resume is not None:
         states = ckpt_resume.get("rng") or []
         if states:
             set_rng_state(states[rank] if rank < len(states) else states[0])
 
+    last_saved = start if ckpt_resume is not None else None  # the iteration last.pt holds
+
+    def check_finite() -> None:
+        """TrainingError naming the first iteration whose loss was not finite, if one was (waits for the device)."""
+        try:
+            guard.check()
+        except NonFiniteLoss as exc:
+            kept = f"{run_dir / 'last.pt'} (iteration {last_saved})" if last_saved is not None else "no checkpoint"
+            raise TrainingError(
+                f"non-finite loss ({exc.value}) at iteration {exc.iteration} of {cfg.iters} (found at iteration {step}); "
+                f"stopped without saving, so {kept} keeps the last good weights. "
+                "Try a lower --lr, --no-amp, or check the data") from None
+
     def checkpoint(name: str, step: int, gather: bool = True) -> Path:
         """Save ``name`` on the main process: ``best.pt`` holds weights and metadata only, ``last.pt``
-        the full training state (optimizer, scaler, the RNG states of all processes) to resume from."""
+        the full training state (optimizer, scaler, the RNG states of all processes) to resume from.
+        Never after a non-finite step: the guard is read first."""
+        nonlocal last_saved
+        check_finite()
         full = name == "last.pt"
         rngs = (dist.all_gather_object(rng_state()) if gather else [rng_state()]) if full else None
         path = run_dir / name
@@ -509,6 +635,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
             with sigint_deferred():  # a Ctrl-C now waits until the file is complete
                 save_checkpoint(path, raw, dataset=info, data=cfg.data_spec().as_dict(), config=cfg.as_dict(), step=step,
                                 best_miou=best_miou, **state)
+        if full:
+            last_saved = step
         return path
 
     def validate(step: int):
@@ -526,43 +654,38 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     log_parts = torch.zeros(4, device=device)  # loss, task, kd, selected summed since the last log
     try:
         with (prog if prog is not None else contextlib.nullcontext()):
-            for images, labels in loader:
+            for images, labels in feed:  # the batch on the device; the wait for it is timed (feed.waited)
                 it = step  # 0-based index of this iteration
                 # lr (a pure function of the iteration) and the RDD stage
                 lr = poly_lr(cfg.lr, it, cfg.iters, cfg.poly_power)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 stage = rdd.stage(it, cfg.iters) if cfg.mode == "distill" else None
-                # data
-                images = images.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                # forward, loss, NaN guard, backward, step
-                try:
-                    log_parts += train_step(step_ctx, images, labels)
-                except NonFiniteLoss as exc:
-                    kept = run_dir / "last.pt"
-                    raise TrainingError(
-                        f"{exc} at iteration {it + 1} of {cfg.iters}; stopped without saving, so "
-                        f"{kept if kept.exists() else 'no checkpoint'} keeps the last good weights. "
-                        "Try a lower --lr, --no-amp, or check the data") from None
+                # forward, loss, NaN guard (recorded on the device), backward, step
+                log_parts += train_step(step_ctx, images, labels)
                 step = it + 1
-                # log
+                # log: the only reads from the device between checkpoints (the guard's finding first)
                 if step % cfg.log_every == 0 or step == cfg.iters:
+                    check_finite()
                     n = step - last_logged
                     avg = (log_parts / max(n, 1)).tolist()
-                    speed = n / max(time.perf_counter() - t_last, 1e-9)
+                    elapsed = max(time.perf_counter() - t_last, 1e-9)  # after the read: the device's work is done
+                    speed, data_share = n / elapsed, min(1.0, feed.take() / elapsed)
                     row = {"step": step, "lr": lr, "loss": avg[0], "task": avg[1], "kd": avg[2], "selected": avg[3],
-                           "stage": stage or "", "it_per_s": speed, "time_s": time.perf_counter() - t_start}
+                           "stage": stage or "", "it_per_s": speed, "time_s": time.perf_counter() - t_start,
+                           "data_share": data_share}
                     logger.train(row)
                     if prog is not None:
                         smooth = speed if smooth is None else 0.7 * smooth + 0.3 * speed  # it/s, smoothed over logs
-                        prog.update(task, speed=f"{smooth:.2f} it/s", info=progress_info(avg, stage, last_miou))
+                        prog.update(task, speed=f"{smooth:.2f} it/s", info=progress_info(avg, stage, last_miou, data_share))
                     log_parts.zero_()
                     t_last, last_logged = time.perf_counter(), step
                 if prog is not None:
                     prog.update(task, completed=step)
-                # validate + checkpoint
+                # validate + checkpoint (never weights from after a non-finite step)
                 if step % cfg.val_every == 0 or step == cfg.iters:
+                    check_finite()
+                    t_val = time.perf_counter()
                     if prog is not None:
                         prog.update(task, description="val")
                     try:
@@ -579,10 +702,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                             best_miou = float(metrics.miou)
                             checkpoint("best.pt", step)
                         checkpoint("last.pt", step)
+                    t_last += time.perf_counter() - t_val  # the next log row's speed and data share are training's
                 elif stop_after is not None and step >= stop_after:
                     checkpoint("last.pt", step)
                 if stop_after is not None and step >= stop_after:
                     break
+            check_finite()  # a batch source that ended early
     except KeyboardInterrupt:
         # save what the completed steps produced (no collectives: other processes may be gone); a second
         # Ctrl-C while this runs is held back until the file is complete
@@ -594,12 +719,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         raise
     finally:
         logger.close()
+        feed.close()
+        close_loader(val_loader)
 
     elapsed = time.perf_counter() - t_start
     summary = {"run_dir": str(run_dir), "mode": cfg.mode, "model": raw.model_name, "steps": step,
                "best_miou": best_miou, "last_miou": last_miou, "time_s": elapsed,
                "last": str(run_dir / "last.pt"), "best": str(run_dir / "best.pt"),
-               "teacher": str(teacher_path) if teacher_path else None, "world_size": world,
+               "teacher": str(teacher_path) if teacher_path else None, "world_size": world, "workers": workers,
                "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off"}
     if main:
         write_json(run_dir / "summary.json", summary)

@@ -436,3 +436,149 @@ def test_ddp_averages_the_cwd_connector_like_the_student(tmp_path, monkeypatch):
     two = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
     _assert_same(one["state_dict"], two["state_dict"])
     _assert_same(one["kd_state"], two["kd_state"])
+
+
+# ------------------------------------------------------------------ NaN guard without a host sync per step
+def _poison_step(monkeypatch, k: int, rank: int | None = None) -> None:
+    """Make the loss of iteration ``k`` (1-based; step_losses runs once per step) NaN, on ``rank`` only if given."""
+    calls = {"n": 0}
+    real = train_mod.step_losses
+
+    def poisoned(*a, **kw):
+        loss, parts = real(*a, **kw)
+        calls["n"] += 1
+        hit = calls["n"] == k and (rank is None or train_mod.dist.rank() == rank)
+        return (loss * float("nan"), parts) if hit else (loss, parts)
+
+    monkeypatch.setattr(train_mod, "step_losses", poisoned)
+
+
+@pytest.mark.parametrize("iters, val_every, log_every, k, saved, logged", [
+    (10, 2, 5, 3, 2, []),  # k between log points: found by the check before the step-4 checkpoint
+    (8, 4, 3, 5, 4, [3]),  # k between log points and after a checkpoint: found at the step-6 log point
+])
+def test_nan_guard_names_the_iteration_between_log_points(tmp_path, monkeypatch, iters, val_every, log_every, k, saved,
+                                                          logged):
+    _poison_step(monkeypatch, k)
+    cfg = tiny_config(iters=iters, val_every=val_every, log_every=log_every, batch=2)
+    with pytest.raises(TrainingError, match=rf"at iteration {k} of {iters} \(found at iteration {k + 1}\)") as exc:
+        train(cfg, data=readers(), run_dir=tmp_path, progress=False)
+    assert f"last.pt (iteration {saved})" in str(exc.value) and "\n" not in str(exc.value)
+    for name in ("last.pt", "best.pt"):  # nothing saved after the last good iteration
+        ckpt = torch.load(tmp_path / name, weights_only=True)
+        assert ckpt["step"] == saved
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    rows = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "train_log.csv"))]
+    assert rows == logged  # no row averages in the NaN
+
+
+def test_train_step_reads_nothing_back_from_the_device(monkeypatch):
+    """A NaN step returns normally (no value is read on the host); the guard names it when asked."""
+    from benchmarks.distill_speed import step_context
+    from models import create_model
+
+    cfg = tiny_config("distill", method="kd", rdd=True, tfe_fraction=0.0)  # TSE: both models' confidences
+    torch.manual_seed(0)
+    teacher = create_model("r18", num_classes=4, aux=True, head_channels=8).eval().requires_grad_(False)
+    ctx, _ = step_context(cfg, teacher, 4, torch.device("cpu"))
+    ctx.guard = train_mod.NonFiniteGuard(start=10)
+    images, labels = torch.randn(2, 3, 32, 48), torch.randint(0, 4, (2, 32, 48))
+    poisoned = images.clone()
+    poisoned[0, 0, 0, 0] = float("nan")
+
+    def refuse(*a, **kw):
+        raise AssertionError("train_step read a tensor value on the host")
+
+    with monkeypatch.context() as m:
+        for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+            m.setattr(torch.Tensor, name, refuse)
+        for x in (images, poisoned, images):  # iterations 11, 12, 13
+            train_mod.train_step(ctx, x, labels)
+    with pytest.raises(train_mod.NonFiniteLoss, match="at iteration 12$") as exc:
+        ctx.guard.check()
+    assert exc.value.iteration == 12 and exc.value.value != exc.value.value  # NaN
+
+
+def _ddp_nan_worker(rank: int, world: int, port: int, run_dir: str, cfg_dict: dict, out: str) -> None:
+    """A gloo process whose rank 1 alone gets a NaN loss at iteration 3; writes how it stopped."""
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    from distill import dist
+    from distill.config import config_from_dict
+
+    calls = {"n": 0}
+    real = train_mod.step_losses
+
+    def poisoned(*a, **kw):
+        loss, parts = real(*a, **kw)
+        calls["n"] += 1
+        return (loss * float("nan"), parts) if calls["n"] == 3 and rank == 1 else (loss, parts)
+
+    train_mod.step_losses = poisoned
+    try:
+        train_mod.train(config_from_dict(cfg_dict), data=readers(), run_dir=run_dir, progress=False)
+        msg = "finished"
+    except TrainingError as exc:
+        msg = str(exc)
+    Path(out, f"rank{rank}.txt").write_text(msg)
+    dist.cleanup()
+
+
+@pytest.mark.slow
+def test_ddp_processes_stop_together_when_one_loss_is_nan(tmp_path):
+    """The all-reduced losses put the same finding on every process: both stop at the same check, naming iteration 3."""
+    import torch.multiprocessing as mp
+
+    cfg = tiny_config(iters=6, val_every=2, log_every=5, freeze_bn=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ddp_nan_worker, args=(2, port, str(tmp_path / "run"), cfg.as_dict(), str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    msgs = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    assert all("at iteration 3 of 6 (found at iteration 4)" in m for m in msgs), msgs
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2
+
+
+# ------------------------------------------------------------------ data-bound display
+def test_progress_says_when_training_waits_for_data():
+    from rich.console import Console
+
+    from distill.train import _progress, progress_info
+
+    assert progress_info([1.0, 1.0, 0.0, 1.0], None, None, 0.62).split()[-2:] == ["data-bound", "62%"]
+    assert progress_info([1.0, 1.0, 0.0, 1.0], None, 0.25, 0.04).split()[-4:] == ["mIoU", "25.0", "data", "4%"]
+    prog, task = _progress(True, 40000, 0, console=Console(width=80))
+    prog.update(task, completed=12345, speed="3.21 it/s",
+                info=progress_info([1.2345, 1.1, 0.1345, 0.123], "tse", 0.3123, 0.875))
+    out = Console(width=80, record=True)
+    out.print(*prog.get_renderables())
+    second = out.export_text().splitlines()[1]
+    assert len(second) <= 80 and second.split()[-4:] == ["mIoU", "31.2", "data-bound", "88%"]
+
+
+def test_data_share_is_logged_from_the_wait_for_batches(tmp_path):
+    """A batch source that takes 0.3 s per batch makes the log say so; the same batches at once do not."""
+    import time as _time
+
+    base = readers()
+
+    def batches(delay):
+        def source(cfg, start, rank, world):
+            for images, labels in train_mod.train_loader(base.train, cfg, INFO, start, rank, world, 0):
+                _time.sleep(delay)
+                yield images, labels
+        return source
+
+    shares = {}
+    for delay in (0.3, 0.0):
+        data = train_mod.TrainData(base.info, base.train, base.val, base.eval_size, batches=batches(delay))
+        cfg = tiny_config(iters=4, val_every=4, log_every=2, batch=2)
+        train(cfg, data=data, run_dir=tmp_path / str(delay), progress=False)
+        rows = list(csv.DictReader(open(tmp_path / str(delay) / "train_log.csv")))
+        shares[delay] = [float(r["data_share"]) for r in rows]
+    assert all(s > 0.5 for s in shares[0.3]), shares
+    assert all(0.0 <= s < 0.5 for s in shares[0.0]), shares

@@ -34,7 +34,7 @@ Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the trai
 Gpus = Annotated[int, typer.Option("--gpus", help="Processes to launch through torchrun (one per GPU; with --device cpu: gloo).")]
 Resume = Annotated[Optional[str], typer.Option("--resume", help="Continue a run exactly: its folder or a last.pt.")]
 HeadChannels = Annotated[Optional[int], typer.Option("--head-channels", help="Width of the segmentation head (default: the model's).")]
-Workers = Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes per training process.")]
+Workers = Annotated[Optional[str], typer.Option("--workers", metavar="N|auto", help="DataLoader worker processes per training process; auto (default): on CUDA the CPUs per process less one (at most 12), on a CPU 2.")]
 TrainImages = Annotated[Optional[int], typer.Option("--train-images", help="Synthetic only: number of generated train scenes.")]
 ValImages = Annotated[Optional[int], typer.Option("--val-images", help="Synthetic only: number of generated val scenes.")]
 StopAfter = Annotated[Optional[int], typer.Option("--stop-after", hidden=True, help="Stop (saving last.pt) after this many iterations.")]
