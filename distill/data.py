@@ -34,8 +34,9 @@ IGNORE = 255
 AUTO = "auto"
 # ``--workers auto`` when training on a CPU (with at least 2 CPUs per training process; else 0).
 # benchmarks/RESULTS.md ("Training data pipeline"), R18 on the synthetic preset on 2 cores: 2 workers
-# were the fastest in each of 5 interleaved runs (0.546-0.579 s/it against 0.557-0.608 with none;
-# the wait for data fell from 12% of the time to 0.5%, and the step lost less than that to the workers).
+# were the fastest (once tied with 1) in each of 7 rounds (0.546-0.581 s/it against 0.550-0.608 with none:
+# 0.5-5% faster); the wait for data fell from 12% of the time to 0.5%, and the step lost less than
+# that to the workers sharing its cores.
 CPU_WORKERS = 2
 # ``--workers auto`` on CUDA: at most this many per training process. benchmarks/RESULTS.md: one worker
 # decodes ~15 Cityscapes-size images/s (1024x2048 PNG pairs, one core of a 2-core Xeon), and an H100
