@@ -82,7 +82,8 @@ def write_cityscapes(out: Path, n: int, size: tuple[int, int], seed: int = 0, n_
 
 
 def _config(dataset: str, crop: tuple[int, int], batch: int, samples: int, workers: int):
-    return make_config("teacher", dataset, crop=crop, batch=batch, iters=max(1, math.ceil(samples / batch)), workers=workers)
+    iters = max(1, math.ceil(samples / batch))
+    return make_config("teacher", dataset, crop=crop, batch=batch, iters=iters, workers=workers)
 
 
 def loader_rate(reader, info, dataset: str, crop, path: str, workers: int, samples: int, batch: int) -> dict:
@@ -121,7 +122,8 @@ def cost_split(reader, info, crop, batch: int, n: int) -> dict:
             (image, label), ms = _ms(t, image, label, rng)
             parts.setdefault(type(t).__name__, []).append(ms)
         cpu_items.append((image, label))
-    for key, collate, items in (("collate (cpu)", default_collate, cpu_items), ("collate (gpu)", loaders.device_collate, gpu_items)):
+    for key, collate, items in (("collate (cpu)", default_collate, cpu_items),
+                                ("collate (gpu)", loaders.device_collate, gpu_items)):
         for k in range(0, n - batch + 1, batch):
             _, ms = _ms(collate, items[k:k + batch])
             parts.setdefault(key, []).append(ms / batch)
@@ -142,7 +144,8 @@ def train_speed(cfg, run_dir: Path) -> dict:
     first, last = float(log[0]["time_s"]), float(log[-1]["time_s"])
     s_per_it = (last - first) / (len(log) - 1) if len(log) > 1 else first
     return {"workers": cfg.workers, "resolved_workers": summary["workers"], "s_per_it": s_per_it,
-            "images_per_s": cfg.batch / s_per_it, "data_share": statistics.fmean(float(r["data_share"]) for r in steady)}
+            "images_per_s": cfg.batch / s_per_it,
+            "data_share": statistics.fmean(float(r["data_share"]) for r in steady)}
 
 
 def cpu_training(iters: int, workers_list: list, root: Path) -> list[dict]:
@@ -162,8 +165,8 @@ def gpu_training(iters: int, data: Path, root: Path) -> list[dict]:
 def measure(args) -> dict:
     from rdd_edge.cpuinfo import detect
 
-    result: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": detect().line(), "cpus": loaders.available_cpus(),
-                    "load_before": os.getloadavg()[0], "batch": args.batch,
+    result: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": detect().line(),
+                    "cpus": loaders.available_cpus(), "load_before": os.getloadavg()[0], "batch": args.batch,
                     "workers": args.workers, "sets": {}}
     with tempfile.TemporaryDirectory(prefix="data_speed_") as tmp:
         t0 = time.perf_counter()
