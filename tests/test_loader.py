@@ -116,3 +116,14 @@ def test_workers_option_takes_a_number_or_auto(capsys):
         main(["distill", "--workers", "lots", "--device", "cpu", "-q"])
     err = capsys.readouterr().err
     assert exc.value.code == 1 and err.startswith("error: --workers 'lots'") and err.count("\n") == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_path_on_a_gpu_matches_this_cpu_and_is_pinned():
+    loader = D.train_loader(Blobs(6), CFG, INFO, 0, 0, 1, 2, device_augment=True, pin_memory=True)
+    for batch in loader:
+        assert all(t.is_pinned() for t in batch)
+        xc, yc = D.device_batch(batch, torch.device("cpu"), CFG.crop, INFO.mean, INFO.std)
+        xg, yg = D.device_batch(batch, torch.device("cuda"), CFG.crop, INFO.mean, INFO.std)
+        assert torch.equal(yg.cpu(), yc)
+        torch.testing.assert_close(xg.cpu(), xc, atol=1e-4, rtol=0)

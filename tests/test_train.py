@@ -582,3 +582,29 @@ def test_data_share_is_logged_from_the_wait_for_batches(tmp_path):
         shares[delay] = [float(r["data_share"]) for r in rows]
     assert all(s > 0.5 for s in shares[0.3]), shares
     assert all(0.0 <= s < 0.5 for s in shares[0.0]), shares
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: host syncs only exist there")
+@pytest.mark.parametrize("stage", [None, "tfe", pytest.param("tse", marks=pytest.mark.xfail(
+    strict=True, reason="distill/rdd.py _hard: torch.tensor(threshold, device=...) copies from the host and waits"))])
+def test_train_step_never_waits_for_the_gpu(stage):
+    """CUDA's sync debug mode turns every host sync inside train_step into an error (after one warm-up step)."""
+    from benchmarks.distill_speed import step_context
+    from models import create_model
+
+    dev = torch.device("cuda")
+    cfg = tiny_config("distill", method="kd", rdd=stage is not None, tfe_fraction=1.0 if stage == "tfe" else 0.0,
+                      device="cuda")
+    torch.manual_seed(0)
+    teacher = create_model("r18", num_classes=4, aux=True, head_channels=8).to(dev).eval().requires_grad_(False)
+    ctx, _ = step_context(cfg, teacher, 4, dev)
+    images, labels = torch.randn(2, 3, 32, 48, device=dev), torch.randint(0, 4, (2, 32, 48), device=dev)
+    train_mod.train_step(ctx, images, labels)  # warm-up: lazy initialisation, autotuning
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            train_mod.train_step(ctx, images, labels)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    ctx.guard.check()  # finite
