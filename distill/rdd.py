@@ -149,7 +149,7 @@ def _confidence(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
 
 def _hard(conf: torch.Tensor, valid: torch.Tensor, threshold: float, min_kept: int) -> torch.Tensor:
     """valid & conf <= t, with t raised (OHEM floor) so at least ``min_kept`` valid pixels count."""
-    thr = torch.tensor(float(threshold), dtype=conf.dtype, device=conf.device)
+    thr = torch.full((), float(threshold), dtype=conf.dtype, device=conf.device)  # filled on the device: no host copy
     if min_kept > 0:
         conf_valid = conf[valid]
         k = min(int(min_kept), conf_valid.numel())

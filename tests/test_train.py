@@ -585,8 +585,7 @@ def test_data_share_is_logged_from_the_wait_for_batches(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: host syncs only exist there")
-@pytest.mark.parametrize("stage", [None, "tfe", pytest.param("tse", marks=pytest.mark.xfail(
-    strict=True, reason="distill/rdd.py _hard: torch.tensor(threshold, device=...) copies from the host and waits"))])
+@pytest.mark.parametrize("stage", [None, "tfe", "tse"])
 def test_train_step_never_waits_for_the_gpu(stage):
     """CUDA's sync debug mode turns every host sync inside train_step into an error (after one warm-up step)."""
     from benchmarks.distill_speed import step_context
