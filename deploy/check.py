@@ -150,9 +150,10 @@ def evaluate_rows(
         row = Row(name=cand.name, file=cand.file.name if cand.file else None, precision=cand.precision)
         if cand.file is not None and cand.file.is_file():
             row.size_mb = cand.file.stat().st_size / 1e6
-        seg = None
+        seg, intact = None, False
         try:
             verify_file(cand)
+            intact = True  # present, readable and as exported: whatever fails now is the runtime's
             if cand.file is not None and cand.file.suffix == ".engine":
                 row.detail = _engine_precisions(cand.file)
             seg = cand.load()
@@ -183,8 +184,7 @@ def evaluate_rows(
         finally:
             if seg is not None and hasattr(seg, "close"):
                 seg.close()  # device buffers, streams, sessions: one artifact at a time
-        if (row.status == FAILED and cand.file is not None and cand.file.suffix == ".engine" and _no_tensorrt()
-                and _intact(cand)):
+        if row.status == FAILED and intact and cand.file is not None and cand.file.suffix == ".engine" and _no_tensorrt():
             row.status = SKIPPED  # an intact engine on a machine without TensorRT: not a failure of the artifact
         rows.append(row)
         if on_row:
@@ -204,18 +204,10 @@ def _engine_precisions(engine: Path) -> str:
         return ""
 
 
-def _intact(cand: Candidate) -> bool:
-    try:
-        verify_file(cand)
-    except DeployError:
-        return False
-    return True
-
-
 def _no_tensorrt() -> bool:
-    from deploy.engine_meta import runtime_identity
+    from deploy.engine_meta import tensorrt_module
 
-    return runtime_identity()["tensorrt"] is None
+    return tensorrt_module() is None
 
 
 def fastest_passed(export_dir: Path) -> str | None:
@@ -229,10 +221,6 @@ def fastest_passed(export_dir: Path) -> str | None:
     ok = [r for r in rows if r.get("status") == PASSED and str(r.get("file", "")).endswith(".onnx")
           and (r.get("latency") or {}).get("b1") and (Path(export_dir) / r["file"]).is_file()]
     return max(ok, key=lambda r: r["latency"]["b1"]["fps"])["file"] if ok else None
-
-
-def gate_failures(rows: Sequence[Row]) -> list[Row]:
-    return [r for r in rows if r.status == FAILED_GATE]
 
 
 def _fmt(v: float | None, nd: int = 2) -> str:
@@ -548,7 +536,7 @@ def plot(rows: Sequence[Row], path: Path, meta: dict[str, Any] | None = None) ->
 
 def write_report(export_dir: Path, rows: Sequence[Row], meta: dict[str, Any]) -> dict[str, Path]:
     """check.json, check.md and check.png in ``export_dir`` (atomically)."""
-    meta = {**meta, "gate_failed": bool(meta.get("failures", gate_failures(rows)))}
+    meta = {**meta, "gate_failed": bool(meta["failures"] if "failures" in meta else gate(rows, meta.get("max_drop", 1.0)))}
     if "cpu" not in meta and _on_cpu(rows, meta):  # CPU latencies: say which CPU and INT8 instruction set
         meta["cpu"] = cpu_meta()
     out = {"json": export_dir / "check.json", "md": export_dir / "check.md", "png": export_dir / "check.png"}
@@ -564,9 +552,7 @@ def eval_spec(manifest: dict[str, Any], dataset: str | None = None, root: str | 
 
     recorded = manifest.get("data")
     base = DataSpec.from_dict(recorded) if isinstance(recorded, dict) else DataSpec(name=str(manifest.get("dataset") or "synthetic"))
-    if dataset is not None and dataset != base.name:
-        return DataSpec(name=dataset, root=str(root) if root is not None else None)
-    return base.with_(root=str(root) if root is not None else None)
+    return base.overridden(dataset, root)
 
 
 def load_eval_data(manifest: dict[str, Any], dataset: str | None, root: str | Path | None, images: int | None,

@@ -118,17 +118,12 @@ def checkpoint_split(ckpt: dict, dataset: str | None = None, data: str | Path | 
     (``DatasetInfo.default_eval_size``); None means each image whole at its own size (VOC, ADE20K).
     """
     from distill.train import check_reader
-    from rdd_edge.data import DataSpec, dataset_info, open_split, spec_of_checkpoint
+    from rdd_edge.data import dataset_info, open_split, spec_of_checkpoint
     from rdd_edge.errors import CheckpointError
 
     base = spec_of_checkpoint(ckpt)
-    if dataset is not None and dataset != base.name:
-        spec = DataSpec(name=dataset, root=str(data) if data is not None else None, val_images=images or base.val_images,
-                        train_images=base.train_images, seed=base.seed)
-        size = eval_size or dataset_info(dataset).default_eval_size()
-    else:
-        spec = base.with_(root=str(data) if data is not None else None, val_images=images)
-        size = eval_size or base.size or dataset_info(base.name).default_eval_size()
+    spec = base.overridden(dataset, data, images)
+    size = eval_size or (base.size if spec.name == base.name else None) or dataset_info(spec.name).default_eval_size()
     info = dataset_info(spec.name)
     reader = open_split(spec, split)
     check_reader(reader, f"{spec.describe()} ({split} split)", info.num_classes)

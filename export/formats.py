@@ -110,9 +110,9 @@ class ExportSpec:
         from rdd_edge.sizes import parse_hw
 
         s = dataclasses.replace(self)
-        s.outputs = resolve_choice(s.outputs, OUTPUT_CHOICES, OUTPUT_ALIASES, "--outputs")
-        s.trt = resolve_choice(s.trt, tuple(TRT_CHOICES), TRT_ALIASES, "--trt")
-        s.calib_method = resolve_choice(s.calib_method, CALIB_METHODS, CALIB_ALIASES, "--calib-method")
+        s.outputs = resolve_output(s.outputs)
+        s.trt = resolve_trt(s.trt)
+        s.calib_method = resolve_calib_method(s.calib_method)
         s.int8_float = resolve_choice(s.int8_float, INT8_FLOAT_CHOICES, {"half": "fp16", "float": "fp32"}, "--int8-float")
         s.size = parse_hw(s.size, "--size")
         s.keep_float = tuple(s.keep_float or ())
@@ -138,7 +138,7 @@ class ExportSpec:
 
 def switches(spec: ExportSpec) -> set[str]:
     """The switches an export spec turns on (``always`` included)."""
-    on = {"always", *TRT_CHOICES[resolve_choice(spec.trt, tuple(TRT_CHOICES), TRT_ALIASES, "--trt")]}
+    on = {"always", *TRT_CHOICES[resolve_trt(spec.trt)]}
     if spec.fp16:
         on.add("fp16")
     if spec.int8:

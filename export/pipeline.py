@@ -189,7 +189,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     dataset = dict(ckpt.get("dataset") or {})
     if not dataset.get("classes"):
         raise ExportError(f"{ckpt_path}: checkpoint has no dataset description (classes, mean/std); re-save it with rdd-edge")
-    data = spec_of_checkpoint(ckpt).with_(root=str(spec.data) if spec.data is not None else None)
+    data = spec_of_checkpoint(ckpt).overridden(root=spec.data)
     size = check_size(spec.size or data.size or tuple(dataset.get("eval_size") or (360, 480)), model)
     mean, std = tuple(dataset.get("mean", IMAGENET_MEAN)), tuple(dataset.get("std", IMAGENET_STD))
     num_classes = len(dataset["classes"])

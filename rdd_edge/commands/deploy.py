@@ -56,10 +56,13 @@ STATUS_COLOURS = {"passed": "green", "failed gate": "yellow", "failed": "red", "
 
 def run_check_command(spec: Any, console: Any, torch_row: bool = True) -> Any:
     """Run the check with live row lines (the CLI and the pipeline print it the same way)."""
+    import dataclasses
+
     from deploy.check import find_export_dir, run_check
     from rdd_edge.runs import resolve_run
 
     run_dir = resolve_run(spec.run, "distill", "the run to check", root=spec.runs_root, must_contain="export/manifest.json")
+    spec = dataclasses.replace(spec, run=run_dir)  # the reference row and the check look at the same run
     extra = reference_rows(find_export_dir(run_dir), spec.threads) if torch_row else []
 
     def on_row(r: Any) -> None:

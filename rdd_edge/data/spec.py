@@ -52,6 +52,16 @@ class DataSpec:
         """A copy with the given fields changed (None values are ignored)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def overridden(self, dataset: str | None = None, root: str | Path | None = None,
+                   val_images: int | None = None) -> "DataSpec":
+        """These images unless ``--dataset`` / ``--data`` say otherwise: another data set starts from
+        its own defaults (keeping the counts and seed), another folder keeps the data set."""
+        root = str(root) if root is not None else None
+        if dataset is not None and dataset != self.name:
+            return DataSpec(name=dataset, root=root, train_images=self.train_images,
+                            val_images=val_images or self.val_images, seed=self.seed)
+        return self.with_(root=root, val_images=val_images)
+
 
 def spec_of_checkpoint(ckpt: dict[str, Any]) -> DataSpec:
     """The data a checkpoint was trained on (``data`` field; older files: rebuilt from their config)."""
