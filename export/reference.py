@@ -54,13 +54,9 @@ class TorchSegmenter:
         return preprocess(image, self.info.input_size, self.info.mean, self.info.std)
 
     def run(self, batch):  # noqa: ANN001, ANN201
-        import torch
-        import torch.nn.functional as F
+        from export.parity import torch_outputs  # the same forward + upsampling export's parity check uses
 
-        with torch.inference_mode():
-            x = torch.from_numpy(batch)
-            out = self.model(x)["out"]
-            return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False).numpy()
+        return torch_outputs(self.model, batch, self.info.mean, self.info.std, embedded=False)["logits"]
 
     def predict_batch(self, images):  # noqa: ANN001, ANN201
         import numpy as np
