@@ -10,10 +10,10 @@ report (``camvid_report``: ``results.json`` / ``results.md`` / training-curve PN
 
 The default budget fits the main rows into about 20 minutes of one H100 (see ``--dry-run``)::
 
-    python benchmarks/camvid.py --data data/camvid --out $OUT/camvid --dry-run
-    setsid nohup python benchmarks/camvid.py --data data/camvid --out $OUT/camvid --runs /tmp/camvid-runs \\
+    python -m benchmarks.camvid --data data/camvid --out $OUT/camvid --dry-run
+    setsid nohup python -m benchmarks.camvid --data data/camvid --out $OUT/camvid --runs /tmp/camvid-runs \\
         > $OUT/camvid.log 2>&1 < /dev/null &
-    python benchmarks/camvid.py --data data/camvid --out /tmp/c --device cpu --iters 4 --teacher-iters 4 \\
+    python -m benchmarks.camvid --data data/camvid --out /tmp/c --device cpu --iters 4 --teacher-iters 4 \\
         --crop 64 --batch 2 --seeds 0 --students r18 --limit 8      # CPU smoke test
 
 All runs start from scratch: no ImageNet weights exist offline here.
@@ -27,14 +27,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.camvid_data import open_camvid  # noqa: E402
-from benchmarks.camvid_plan import DEFAULTS, PAPER, STUDENTS, RunSpec, build_plan, print_plan, run_config  # noqa: E402
-from benchmarks.camvid_report import copy_logs, print_paper, record_of, write_results  # noqa: E402
-from rdd_edge.errors import ConfigError, RddError  # noqa: E402
-from rdd_edge.runs import read_json, write_json  # noqa: E402
-from rdd_edge.sizes import parse_hw  # noqa: E402
+from benchmarks.camvid_data import open_camvid
+from benchmarks.camvid_plan import DEFAULTS, PAPER, STUDENTS, RunSpec, build_plan, print_plan, run_config
+from benchmarks.camvid_report import copy_logs, print_paper, record_of, write_results
+from rdd_edge.errors import ConfigError, RddError
+from rdd_edge.runs import read_json, write_json
+from rdd_edge.sizes import parse_hw
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -87,7 +85,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     args.seeds = ints(args.seeds, "--seeds")
     args.ablation_seeds = ints(args.ablation_seeds, "--ablation-seeds") or None
-    from models import resolve_name
+    from rdd_edge.models import resolve_name
 
     args.students = [resolve_name(s) for s in args.students.split(",") if s.strip()]
     if not args.students:
@@ -107,7 +105,7 @@ def eval_split(root: str | Path) -> str:
 
 def run_one(spec: RunSpec, args, data, teacher: str | None) -> dict:
     """Train one planned run with ``distill.train.train`` and return its record (also in logs/<id>/summary.json)."""
-    from distill.train import train
+    from rdd_edge.distill.train import train
 
     run_dir, log_dir = args.runs / spec.id, args.out / "logs" / spec.id
     resume = run_dir / "last.pt" if args.resume and (run_dir / "last.pt").is_file() else None
@@ -118,7 +116,7 @@ def run_one(spec: RunSpec, args, data, teacher: str | None) -> dict:
     copy_logs(run_dir, log_dir)
     rec = record_of(spec, summary, wall, log_dir, args.batch)
     if args.eval_data and Path(summary["last"]).is_file():  # the eval stage's entry point on the final weights
-        from distill.evaluate import EvalSpec, evaluate_checkpoint
+        from rdd_edge.distill.evaluate import EvalSpec, evaluate_checkpoint
 
         split = eval_split(args.eval_data)
         res = evaluate_checkpoint(EvalSpec(summary["last"], data=args.eval_data, split=split, device=args.device,
@@ -148,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # -- device and data (decoded once for all runs)
     import torch
 
-    from distill.dist import init_distributed
+    from rdd_edge.distill.dist import init_distributed
 
     device = init_distributed(args.device)  # the trainer's --device resolution (ConfigError without CUDA)
     args.device = str(device)
@@ -165,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"train set {where}")
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "command": "python benchmarks/camvid.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+            "command": "python -m benchmarks.camvid " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
             "iters": args.iters, "teacher_iters": args.teacher_iters, "batch": args.batch,
             "crop": f"{args.crop[0]}x{args.crop[1]}", "seeds": args.seeds, "gpu_data": args.gpu_data,
             "torch": torch.__version__,

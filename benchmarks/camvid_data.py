@@ -16,13 +16,13 @@ from typing import Iterator
 
 import numpy as np
 
-from distill.data import StepSampler, draw_params, gpu_augment
+from rdd_edge.distill.data import StepSampler, draw_params, gpu_augment
 
 
 def open_camvid(root: str | Path, device: str, gpu_data: bool, limit: int | None = None):
     """The ``distill.train.TrainData`` of CamVid at ``root`` (the first ``limit`` images of each split)."""
-    from distill.config import make_config
-    from distill.train import TrainData, build_data
+    from rdd_edge.distill.config import make_config
+    from rdd_edge.distill.train import TrainData, build_data
 
     base = build_data(make_config("teacher", "camvid", data=str(root)))
     val = CachedReader(base.val, limit)

@@ -115,7 +115,7 @@ def val_every(iters: int, val_points: int) -> int:
 
 def run_config(spec: RunSpec, args, teacher: str | None, run_root: Path):
     """The trainer's config for one run (``alone`` trains the student as a plain supervised model)."""
-    from distill.config import make_config
+    from rdd_edge.distill.config import make_config
 
     common = dict(model=spec.model, iters=spec.iters, batch=args.batch, crop=tuple(args.crop), seed=spec.seed,
                   device=args.device, data=str(args.data), val_every=val_every(spec.iters, args.val_points),

@@ -23,9 +23,9 @@ worker count (the figure behind ``--workers auto`` on a CPU); ``--gpu-iters N`` 
 the Cityscapes-size folder (crop 512x1024, batch 16) on CUDA with ``--workers auto`` and with
 none.
 
-    python benchmarks/data_speed.py --camvid ../shared/data/camvid --images 32 --cpu-iters 12 --json data_speed.json
-    python3 benchmarks/data_speed.py --images 48 --gpu-iters 30 --json $OUT/data_speed.json   # a GPU machine
-    python benchmarks/data_speed.py --images 4 --size 128x256 --crop 64x128 --samples 8   # smoke test
+    python -m benchmarks.data_speed --camvid ../shared/data/camvid --images 32 --cpu-iters 12 --json data_speed.json
+    python -m benchmarks.data_speed --images 48 --gpu-iters 30 --json $OUT/data_speed.json   # a GPU machine
+    python -m benchmarks.data_speed --images 4 --size 128x256 --crop 64x128 --samples 8   # smoke test
 """
 
 from __future__ import annotations
@@ -43,15 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from distill import data as loaders  # noqa: E402
-from distill.config import make_config  # noqa: E402
-from rdd_edge.data import cityscapes, open_split  # noqa: E402
-from rdd_edge.data.base import write_image, write_label  # noqa: E402
-from rdd_edge.data.synthetic import CLASSES as SYNTH_CLASSES  # noqa: E402
-from rdd_edge.data.synthetic import item_seed, render_scene  # noqa: E402
-from rdd_edge.sizes import parse_hw  # noqa: E402
+from rdd_edge.distill import data as loaders
+from rdd_edge.distill.config import make_config
+from rdd_edge.data import cityscapes, open_split
+from rdd_edge.data.base import write_image, write_label
+from rdd_edge.data.synthetic import CLASSES as SYNTH_CLASSES
+from rdd_edge.data.synthetic import item_seed, render_scene
+from rdd_edge.sizes import parse_hw
 
 # synthetic (CamVid) class -> Cityscapes labelId, so the reader's trainIds are the scene's classes
 SYNTH_TO_LABEL_ID = {"Sky": 23, "Building": 11, "Pole": 17, "Road": 7, "Pavement": 8, "Tree": 21, "SignSymbol": 20,
@@ -136,7 +134,7 @@ def workers_needed(images_per_s_needed: float, per_worker: float) -> int:
 
 def train_speed(cfg, run_dir: Path) -> dict:
     """Train ``cfg`` (``distill.train.train``): s/it, images/s and data share over steps 2..N, the workers used."""
-    from distill.train import train
+    from rdd_edge.distill.train import train
 
     summary = train(cfg, run_dir=run_dir, progress=False)
     log = list(csv.DictReader(open(run_dir / "train_log.csv")))

@@ -1,8 +1,8 @@
 """ONNX Runtime CPU latency and mIoU of FP32, FP16 and both INT8 flavours, side by side in one run.
 
-    python benchmarks/deploy_latency.py runs/distill-mbv2 runs/distill-r18 --sizes 360x480 --threads 2
-    python benchmarks/deploy_latency.py runs/distill-mbv2/export/model.onnx --sizes 360x480,512x1024
-    python benchmarks/deploy_latency.py exp/mbv2-360x480 exp/mbv2-512x1024 --data data/camvid --images 101
+    python -m benchmarks.deploy_latency runs/distill-mbv2 runs/distill-r18 --sizes 360x480 --threads 2
+    python -m benchmarks.deploy_latency runs/distill-mbv2/export/model.onnx --sizes 360x480,512x1024
+    python -m benchmarks.deploy_latency exp/mbv2-360x480 exp/mbv2-512x1024 --data data/camvid --images 101
 
 Each argument is a run (its ``export/`` folder), an export folder, or one ``.onnx`` file (its
 siblings ``model.fp16.onnx``, ``model.int8.onnx``, ``model.int8-cpu.onnx`` are picked up).
@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from deploy.latency import measure  # noqa: E402
+from rdd_edge.deploy.latency import measure
 
 FLAVOURS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx", "int8-cpu": "model.int8-cpu.onnx"}
 
@@ -84,7 +81,7 @@ def exported_size(path: Path) -> tuple[int, int] | None:
 
 def load_val(manifest: dict, dataset: str | None, root: Path | None, n: int | None) -> tuple[str, list, list]:
     """Labelled val images (uint8 RGB, uint8 labels) for scoring; data set name from the option, else the manifest."""
-    from deploy.check import load_eval_data
+    from rdd_edge.deploy.check import load_eval_data
 
     ds, imgs, lbls = load_eval_data(manifest, dataset, root, None if root is not None else n)
     total = len(imgs)
@@ -107,7 +104,7 @@ def resized_pairs(images: list, labels: list, size: tuple[int, int]) -> tuple[li
 
 def score(path: Path, images: list, labels: list, threads: int, ignore_index: int = 255) -> float:
     """mIoU (percent) of one artifact through the deploy runtime (its own pre/post-processing)."""
-    from deploy.runtime import load
+    from rdd_edge.deploy.runtime import load
     from rdd_edge.metrics import ConfusionMatrix
 
     seg = load(path, providers=["CPUExecutionProvider"], threads=threads or None, device="cpu")

@@ -11,9 +11,9 @@ training does). Reports ms/iteration, RDD's overhead over the KD method alone, a
 TFLOP/s of the step (convolution/matmul FLOPs counted by ``torch.utils.flop_counter``,
 backward included) next to a measured dense matmul rate.
 
-    python benchmarks/distill_speed.py --device cuda --size 512x1024 --batch 8 --iters 30
-    python benchmarks/distill_speed.py --device cuda --size 512x1024 --batch 8 --method at
-    python benchmarks/distill_speed.py --device cpu --size 48x64 --batch 2 --iters 2   # smoke test
+    python -m benchmarks.distill_speed --device cuda --size 512x1024 --batch 8 --iters 30
+    python -m benchmarks.distill_speed --device cuda --size 512x1024 --batch 8 --method at
+    python -m benchmarks.distill_speed --device cpu --size 48x64 --batch 2 --iters 2   # smoke test
 """
 
 from __future__ import annotations
@@ -27,16 +27,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import distill.train as trainer  # noqa: E402  (trainer.train_step is looked up per call: the step training runs)
-from distill.config import TrainConfig, make_config  # noqa: E402
-from distill.dist import init_distributed  # noqa: E402
-from distill.losses import build_kd_loss, method_names  # noqa: E402
-from distill.rdd import RDDWeighting  # noqa: E402
-from models import create_model  # noqa: E402
-from rdd_edge.errors import RddError  # noqa: E402
-from rdd_edge.sizes import parse_hw  # noqa: E402
+import rdd_edge.distill.train as trainer  # trainer.train_step is looked up per call: the step training runs
+from rdd_edge.distill.config import TrainConfig, make_config
+from rdd_edge.distill.dist import init_distributed
+from rdd_edge.distill.losses import build_kd_loss, method_names
+from rdd_edge.distill.rdd import RDDWeighting
+from rdd_edge.models import create_model
+from rdd_edge.errors import RddError
+from rdd_edge.sizes import parse_hw
 
 VARIANTS = [  # name, uses the teacher, KD method ("kd": the one --method names), rdd stage
     ("student only", False, "none", None),

@@ -1,7 +1,7 @@
 """PyTorch inference latency of the students (and the teacher): FP16 on a GPU, eager and compiled.
 
-    python3 benchmarks/torch_latency.py --device cuda --size 1024x2048 --json $OUT/torch-latency.json
-    python benchmarks/torch_latency.py --device cpu --size 64x128 --models mbv2 --runs 3 --no-compile   # smoke
+    python -m benchmarks.torch_latency --device cuda --size 1024x2048 --json $OUT/torch-latency.json
+    python -m benchmarks.torch_latency --device cpu --size 64x128 --models mbv2 --runs 3 --no-compile   # smoke
 
 For every model: the network built as export builds it (no aux head, eval mode, 19 classes like
 Cityscapes), channels_last on CUDA, autocast FP16 (``--dtype``), batch 1; timed with CUDA
@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MODELS = ("mbv2", "r18", "psp18", "r101")
 
@@ -51,8 +49,8 @@ def timed_runs(fn, device, runs: int, warmup: int) -> np.ndarray:
 def measure_model(name: str, args, device) -> list[dict]:
     import torch
 
-    from deploy.latency import summarize
-    from models import create_model
+    from rdd_edge.deploy.latency import summarize
+    from rdd_edge.models import create_model
     from rdd_edge.sizes import parse_hw
 
     h, w = parse_hw(args.size, "--size")

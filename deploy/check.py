@@ -23,8 +23,8 @@ from rdd_edge.errors import ConfigError, DeployError, RddError
 from rdd_edge.metrics import ConfusionMatrix
 from rdd_edge.runs import DEFAULT_ROOT, atomic_path, atomic_write_text, write_json
 
-from deploy.info import MANIFEST_NAME
-from export.formats import ORDER as FORMAT_ORDER
+from rdd_edge.deploy.info import MANIFEST_NAME
+from rdd_edge.export.formats import ORDER as FORMAT_ORDER
 
 # Status cells
 PASSED = "passed"
@@ -80,7 +80,7 @@ def find_export_dir(run: str | Path) -> Path:
 
 def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str = "cpu", threads: int | None = None) -> list[Candidate]:
     """One candidate per artifact the manifest lists, FP32 ONNX first."""
-    from deploy.runtime import load
+    from rdd_edge.deploy.runtime import load
 
     arts = manifest.get("artifacts") or {}
     if not arts:
@@ -140,7 +140,7 @@ def evaluate_rows(
     on_row: Callable[[Row], None] | None = None,
 ) -> list[Row]:
     """Score every candidate; the reference (first ungated candidate named ``onnx``) sets drop/agreement."""
-    from deploy.latency import measure_segmenter
+    from rdd_edge.deploy.latency import measure_segmenter
 
     latency_kw = {"min_time": 1.0, **(latency_kw or {})}
     rows: list[Row] = []
@@ -194,7 +194,7 @@ def evaluate_rows(
 
 def _engine_precisions(engine: Path) -> str:
     """"INT8 41, FP16 12, FP32 0 layers" from an engine's sidecar ('' when it has none)."""
-    from deploy.engine_meta import precision_summary, sidecar_path
+    from rdd_edge.deploy.engine_meta import precision_summary, sidecar_path
 
     try:
         import json
@@ -205,7 +205,7 @@ def _engine_precisions(engine: Path) -> str:
 
 
 def _no_tensorrt() -> bool:
-    from deploy.engine_meta import tensorrt_module
+    from rdd_edge.deploy.engine_meta import tensorrt_module
 
     return tensorrt_module() is None
 
@@ -617,7 +617,7 @@ def gate(rows: Sequence[Row], max_drop: float) -> list[str]:
 def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable[[Row], None] | None = None) -> CheckResult:
     """Check every artifact an export's manifest lists (plus ``extra`` reference rows, e.g. the torch
     checkpoint); write check.json / check.md / check.png; return the rows and the gate decision."""
-    from deploy.info import read_manifest
+    from rdd_edge.deploy.info import read_manifest
     from rdd_edge.devices import parse_device
     from rdd_edge.runs import resolve_run
 

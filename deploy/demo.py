@@ -450,7 +450,7 @@ class DemoSpec:
 def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAULT_ROOT) -> Path:
     """A model file as given, or for a run / export folder its best artifact: the fastest ONNX file
     that passed ``rdd-edge check`` there, else ``model.onnx``."""
-    from deploy.check import fastest_passed, find_export_dir
+    from rdd_edge.deploy.check import fastest_passed, find_export_dir
     from rdd_edge.runs import resolve_run
 
     if artifact is not None and Path(artifact).is_file():
@@ -462,7 +462,7 @@ def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAUL
 
 def demo(spec: DemoSpec, on_load: Any = None) -> DemoResult:
     """Load the artifact and segment the source; ``on_load(segmenter)`` is told what runs before frames flow."""
-    from deploy.runtime import load
+    from rdd_edge.deploy.runtime import load
     from rdd_edge.devices import parse_device
 
     seg = load(resolve_artifact(spec.artifact, spec.runs_root), device=parse_device(spec.device), threads=spec.threads)

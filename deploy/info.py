@@ -17,7 +17,7 @@ import numpy as np
 
 from rdd_edge.errors import DeployError
 
-from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from rdd_edge.deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 MANIFEST_NAME = "manifest.json"
 

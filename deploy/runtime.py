@@ -9,9 +9,9 @@ import numpy as np
 
 from rdd_edge.errors import DeployError
 
-from deploy.info import ModelInfo, build_info
-from deploy.postprocess import resize_labels, to_labels
-from deploy.preprocess import check_image, preprocess
+from rdd_edge.deploy.info import ModelInfo, build_info
+from rdd_edge.deploy.postprocess import resize_labels, to_labels
+from rdd_edge.deploy.preprocess import check_image, preprocess
 
 SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
 
@@ -131,13 +131,13 @@ def load(
     except OSError as exc:
         raise DeployError(f"{path}: cannot read the model file ({exc.strerror})") from None
     if kind == "onnxruntime":
-        from deploy.backends.onnxruntime import OrtBackend
+        from rdd_edge.deploy.backends.onnxruntime import OrtBackend
 
         backend: Any = OrtBackend(path, providers=providers, threads=threads, device=device)
     else:
         if device == "cpu":
             raise DeployError(f"{path}: a TensorRT engine needs an NVIDIA GPU; use the .onnx file with --device cpu")
-        from deploy.backends.tensorrt import TrtBackend
+        from rdd_edge.deploy.backends.tensorrt import TrtBackend
 
         from rdd_edge.devices import cuda_index
 

@@ -1,6 +1,6 @@
 """First-contact acceptance check for a machine with TensorRT (desktop GPU or Jetson).
 
-    python -m deploy.trt_acceptance EXPORT_DIR [--max-batch 8] [--workspace 1] [--images DIR]
+    python -m rdd_edge.deploy.trt_acceptance EXPORT_DIR [--max-batch 8] [--workspace 1] [--images DIR]
 
 Builds both engines (in a scratch copy: the export folder is left as it is; ``rdd-edge engine``
 adds engines to it) from the export folder's ``model.fp16.onnx`` and ``model.int8.onnx`` (with
@@ -30,7 +30,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m deploy.trt_acceptance", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m rdd_edge.deploy.trt_acceptance", description=__doc__.split("\n\n")[0])
     p.add_argument("export_dir", type=Path, help="folder written by `rdd-edge export --fp16 --int8`")
     p.add_argument("--max-batch", type=int, default=8, help="engine profile max batch (default 8; 4 on small Jetsons)")
     p.add_argument("--workspace", type=float, default=1.0, help="builder workspace in GB (default 1)")
@@ -74,10 +74,10 @@ def precision_problem(precision: str, layers: dict[str, int] | None) -> str | No
 def check_engine(export_dir: Path, key: str, src_name: str, engine_name: str, args: argparse.Namespace,
                  images: list[np.ndarray] | None, say: Callable[[str], None]) -> tuple[bool, list[np.ndarray] | None]:
     """Build, inspect, compare and time one engine; print its lines; return (passed, images used)."""
-    import deploy
-    from deploy.engine_meta import precision_summary
-    from deploy.latency import measure_segmenter
-    from export.tensorrt import build_engine
+    from rdd_edge import deploy
+    from rdd_edge.deploy.engine_meta import precision_summary
+    from rdd_edge.deploy.latency import measure_segmenter
+    from rdd_edge.export.tensorrt import build_engine
 
     src, eng = export_dir / src_name, export_dir / engine_name
     label = f"{key.upper()} engine"
@@ -130,8 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not export_dir.is_dir():
         say(f"FAIL: {export_dir} is not an export folder")
         return 1
-    from deploy.engine_meta import tensorrt_module
-    from export.tensorrt import INSTALL_HINT
+    from rdd_edge.deploy.engine_meta import tensorrt_module
+    from rdd_edge.export.tensorrt import INSTALL_HINT
 
     if tensorrt_module() is None:
         say(f"FAIL: no TensorRT on this machine: {INSTALL_HINT}")

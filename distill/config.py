@@ -13,8 +13,8 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from distill.rdd import AUX_WEIGHT, CONFIDENCES
-from distill.rdd import MODES as RDD_MODES
+from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES
+from rdd_edge.distill.rdd import MODES as RDD_MODES
 from rdd_edge.data.spec import DataSpec
 from rdd_edge.errors import ConfigError
 from rdd_edge.runs import DEFAULT_ROOT
@@ -162,8 +162,8 @@ def validate(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
-    from distill.losses import build_kd_loss
-    from distill.rdd import parse_class_weights
+    from rdd_edge.distill.losses import build_kd_loss
+    from rdd_edge.distill.rdd import parse_class_weights
 
     parse_class_weights(cfg.rdd_class_weights)  # a known name or positive numbers (the count is checked against the data)
 
@@ -270,8 +270,8 @@ def resolve_config(mode: str, resume: str | None = None, dataset: str | None = N
         opts["model_kwargs"] = {**(opts.get("model_kwargs") or {}), "head_channels": int(head_channels)}
     opts.update(parse_overrides(sets))
     if resume:
-        from distill.train import resolve_checkpoint
-        from models.checkpoint import load_checkpoint
+        from rdd_edge.distill.train import resolve_checkpoint
+        from rdd_edge.models.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(resolve_checkpoint(resume, prefer="last.pt"))
         if not isinstance(ckpt.get("config"), dict) or ckpt["config"].get("mode") != mode:

@@ -42,7 +42,7 @@ def difficulty_maps(student: torch.nn.Module, teacher: torch.nn.Module, image: t
     Returns ``student``/``teacher`` (H, W) predicted classes, ``tse`` (H, W) bool and ``tfe``
     (H, W) float in (0, 1], or ``None`` when the teacher has no aux head.
     """
-    from distill.rdd import tfe_weights, tse_mask
+    from rdd_edge.distill.rdd import tfe_weights, tse_mask
 
     x = image.unsqueeze(0)
     target = label.unsqueeze(0).long().to(x.device)
@@ -111,7 +111,7 @@ def render_difficulty(student: torch.nn.Module, teacher: torch.nn.Module, reader
                       mode: str = "xor", confidence: str = "gt", classes: Sequence[str] | None = None) -> list[dict]:
     """Sheets for the first ``n`` images of ``reader`` in ``out_dir``; one dict per image
     (file, selected TSE fraction, mean TFE weight). Class names: ``classes``, else ``info.classes``."""
-    from distill.data import EvalPreset
+    from rdd_edge.distill.data import EvalPreset
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,10 +152,10 @@ class DifficultySpec:
 
 def run_difficulty(spec: DifficultySpec) -> tuple[Path, list[dict]]:
     """Render difficulty sheets for a distilled student; returns (output folder, one dict per image)."""
-    from distill import dist
-    from distill.evaluate import checkpoint_split
-    from distill.train import default_teacher, resolve_checkpoint
-    from models import model_from_checkpoint
+    from rdd_edge.distill import dist
+    from rdd_edge.distill.evaluate import checkpoint_split
+    from rdd_edge.distill.train import default_teacher, resolve_checkpoint
+    from rdd_edge.models import model_from_checkpoint
     from rdd_edge.errors import CheckpointError, ConfigError
 
     if spec.images < 1:

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from distill import dist
-from distill.config import TrainConfig
-from distill.data import close_loader, device_batch, eval_loader, resolve_workers, train_loader
-from distill.evaluate import evaluate
+from rdd_edge.distill import dist
+from rdd_edge.distill.config import TrainConfig
+from rdd_edge.distill.data import close_loader, device_batch, eval_loader, resolve_workers, train_loader
+from rdd_edge.distill.evaluate import evaluate
 from rdd_edge.errors import CheckpointError, ConfigError, DataError, RddError, TrainingError
 from rdd_edge.runs import latest_run, new_run_dir, write_json
 
@@ -81,7 +81,7 @@ def student_aux(cfg: TrainConfig) -> bool:
     """Whether the trained model gets an aux head (config value, else the model's default)."""
     if cfg.aux is not None:
         return bool(cfg.aux)
-    from models import model_cfg
+    from rdd_edge.models import model_cfg
 
     return bool(model_cfg(cfg.model).get("aux_head", False))
 
@@ -202,14 +202,14 @@ def check_reader(reader, what: str, num_classes: int) -> None:
 
 # ---------------------------------------------------------------- models
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    from models import create_model
+    from rdd_edge.models import create_model
 
     return create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), **cfg.model_kwargs)
 
 
 def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: torch.device) -> tuple[nn.Module, dict]:
     """The frozen teacher (eval, no grad); CheckpointError for a wrong class count or no aux head."""
-    from models import model_from_checkpoint
+    from rdd_edge.models import model_from_checkpoint
 
     model, ckpt = model_from_checkpoint(path)
     if model.num_classes != num_classes:
@@ -495,7 +495,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     # -- resume: the checkpoint is read (and validated) before anything else is built
     ckpt_resume = None
     if resume is not None:
-        from models import load_checkpoint
+        from rdd_edge.models import load_checkpoint
 
         resume_path = resolve_checkpoint(resume, prefer="last.pt")
         ckpt_resume = load_checkpoint(resume_path)
@@ -536,8 +536,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         model = torch.compile(model)
 
     # -- losses
-    from distill.losses import build_kd_loss
-    from distill.rdd import RDDWeighting, resolve_class_weights
+    from rdd_edge.distill.losses import build_kd_loss
+    from rdd_edge.distill.rdd import RDDWeighting, resolve_class_weights
 
     rdd = RDDWeighting(enabled=cfg.mode == "distill" and cfg.rdd, tfe_fraction=cfg.tfe_fraction,
                        threshold=cfg.rdd_threshold, mode=cfg.rdd_mode, confidence=cfg.confidence,
@@ -567,7 +567,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     # -- resume state
     start, best_miou = 0, None
     if ckpt_resume is not None:
-        from models import load_weights
+        from rdd_edge.models import load_weights
 
         load_weights(raw, ckpt_resume["state_dict"], name=ckpt_resume["path"])
         if kd is not None:
@@ -628,7 +628,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         rngs = (dist.all_gather_object(rng_state()) if gather else [rng_state()]) if full else None
         path = run_dir / name
         if main:
-            from models import save_checkpoint
+            from rdd_edge.models import save_checkpoint
 
             state = dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs, rdd_stage=rdd.current,
                          world_size=world, kd_state=kd.state_dict() if kd is not None else {}) if full else {}

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from export.formats import BY_KEY, ExportSpec
+from rdd_edge.export.formats import BY_KEY, ExportSpec
 
 
 @dataclass
@@ -49,8 +49,8 @@ class ExportContext(BuildContext):
 
 def build_onnx(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict]:
     """``model.onnx`` (FP32) from the torch model, with torch-vs-ONNX Runtime parity."""
-    from export.onnx_export import export_onnx
-    from export.parity import check_parity
+    from rdd_edge.export.onnx_export import export_onnx
+    from rdd_edge.export.parity import check_parity
 
     s = ctx.spec
     p = export_onnx(ctx.model, ctx.path("onnx"), ctx.size, s.outputs, s.embed_preprocess, s.dynamic, s.opset,
@@ -63,14 +63,14 @@ def build_onnx(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict
 
 def build_fp16(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict]:
     """``model.fp16.onnx``: FP16 weights and math, FP32 I/O."""
-    from export.fp16 import export_fp16
+    from rdd_edge.export.fp16 import export_fp16
 
     return {"fp16": {"path": export_fp16(ctx.path("onnx"), ctx.path("fp16"))}}
 
 
 def build_int8(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict]:
     """``model.int8.onnx`` (TensorRT Q/DQ) and ``model.int8-cpu.onnx`` from one calibration."""
-    from export.int8 import export_int8
+    from rdd_edge.export.int8 import export_int8
 
     s = ctx.spec
     n = len(ctx.parity_batch)
@@ -90,8 +90,8 @@ def build_int8(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict
 
 def build_engines(ctx: BuildContext, keys: tuple[str, ...] = ("engine-fp16", "engine-int8")) -> dict[str, dict]:
     """TensorRT engines from the FP16 / Q/DQ ONNX files (strongly typed: precision comes from the file)."""
-    from deploy.engine_meta import precision_summary
-    from export.tensorrt import build_engine
+    from rdd_edge.deploy.engine_meta import precision_summary
+    from rdd_edge.export.tensorrt import build_engine
 
     s = ctx.spec
     out = {}

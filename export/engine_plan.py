@@ -13,10 +13,10 @@ from typing import Any, Sequence
 
 from rdd_edge.errors import ConfigError, ExportError, RddError
 
-from deploy.engine_meta import check_trt_version as _check_trt_version
-from deploy.engine_meta import parse_trt_version
+from rdd_edge.deploy.engine_meta import check_trt_version as _check_trt_version
+from rdd_edge.deploy.engine_meta import parse_trt_version
 
-from export.formats import BY_KEY
+from rdd_edge.export.formats import BY_KEY
 
 # engine -> the ONNX artifact it is built from (precision comes from the file: FP16 graph or Q/DQ)
 ENGINE_SOURCE = {"engine-fp16": "fp16", "engine-int8": "int8"}

@@ -39,17 +39,17 @@ _CALIB = frozenset({"calib", "calib_method", "calib_data", "keep_float", "int8_m
 _ENGINE = frozenset({"workspace", "max_batch", "opt_batch", "dla_core", "profile"})
 
 FORMATS: tuple[ExportFormat, ...] = (
-    ExportFormat("onnx", "ONNX", "model.onnx", "onnxruntime", "fp32", "always", "export.builders:build_onnx"),
-    ExportFormat("fp16", "ONNX FP16", "model.fp16.onnx", "onnxruntime", "fp16", "fp16", "export.builders:build_fp16",
+    ExportFormat("onnx", "ONNX", "model.onnx", "onnxruntime", "fp32", "always", "rdd_edge.export.builders:build_onnx"),
+    ExportFormat("fp16", "ONNX FP16", "model.fp16.onnx", "onnxruntime", "fp16", "fp16", "rdd_edge.export.builders:build_fp16",
                  source="onnx", min_agreement=0.995),
     ExportFormat("int8-cpu", "ONNX INT8 (CPU QDQ)", "model.int8-cpu.onnx", "onnxruntime", "int8", "int8",
-                 "export.builders:build_int8", source="onnx", options=_CALIB),
+                 "rdd_edge.export.builders:build_int8", source="onnx", options=_CALIB),
     ExportFormat("int8", "ONNX INT8 (TensorRT QDQ)", "model.int8.onnx", "onnxruntime", "int8", "int8",
-                 "export.builders:build_int8", source="onnx", options=_CALIB),
+                 "rdd_edge.export.builders:build_int8", source="onnx", options=_CALIB),
     ExportFormat("engine-fp16", "TensorRT FP16", "model.fp16.engine", "tensorrt", "fp16", "trt-fp16",
-                 "export.builders:build_engines", source="fp16", options=_ENGINE),
+                 "rdd_edge.export.builders:build_engines", source="fp16", options=_ENGINE),
     ExportFormat("engine-int8", "TensorRT INT8", "model.int8.engine", "tensorrt", "int8", "trt-int8",
-                 "export.builders:build_engines", source="int8", options=_ENGINE),
+                 "rdd_edge.export.builders:build_engines", source="int8", options=_ENGINE),
 )
 
 BY_KEY: dict[str, ExportFormat] = {f.key: f for f in FORMATS}

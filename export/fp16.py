@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rdd_edge.errors import ExportError
 
-from export.onnx_io import load_export_onnx, save_onnx_atomic, topo_sort
+from rdd_edge.export.onnx_io import load_export_onnx, save_onnx_atomic, topo_sort
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ import numpy as np
 from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
 from rdd_edge.errors import ExportError
 
-from export.formats import BY_KEY, resolve_calib_method
-from export.onnx_io import load_export_onnx, sha256_file
+from rdd_edge.export.formats import BY_KEY, resolve_calib_method
+from rdd_edge.export.onnx_io import load_export_onnx, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class ImageFolderReader:
         self._it = iter(self.items)
 
     def get_next(self) -> dict | None:
-        from deploy.preprocess import preprocess
+        from rdd_edge.deploy.preprocess import preprocess
 
         item = next(self._it, None)
         if item is None:
@@ -198,7 +198,7 @@ def _float16_qdq(model: Any) -> Any:
     from onnx import numpy_helper
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from export.onnx_io import topo_sort
+    from rdd_edge.export.onnx_io import topo_sort
 
     inits = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
@@ -261,7 +261,7 @@ def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, rea
 
 
 def _miou(path: Path, batch: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
-    from export.parity import miou_of, run_onnx
+    from rdd_edge.export.parity import miou_of, run_onnx
 
     return miou_of(run_onnx(path, batch), labels, num_classes) or 0.0
 
@@ -297,7 +297,7 @@ def export_int8(
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from export.onnx_io import input_size
+    from rdd_edge.export.onnx_io import input_size
 
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     model = load_export_onnx(onnx_path, "FP32 ONNX model (input of --int8)")

@@ -58,7 +58,7 @@ def new_manifest(model_name: str, dataset: dict[str, Any], data: Any, size: tupl
 
 def add_artifact(manifest: dict[str, Any], key: str, path: Path, precision: str, runtime: str, **extra: Any) -> dict:
     """Record one artifact (file name relative to the export folder, size, precision, checks)."""
-    from export.onnx_io import sha256_file
+    from rdd_edge.export.onnx_io import sha256_file
 
     entry = {"file": path.name, "precision": precision, "runtime": runtime,
              "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}

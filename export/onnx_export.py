@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from rdd_edge.errors import ExportError
 
-from export.onnx_io import INPUT_NAME, save_onnx_atomic
+from rdd_edge.export.onnx_io import INPUT_NAME, save_onnx_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ OUTPUTS = {"labels": ("labels",), "logits": ("logits",), "both": ("logits", "lab
 
 def input_rules(model: Any) -> dict[str, Any]:
     """What the model's head asks of the input size (``input_multiple``, ``dynamic_hw``; models' default cfg)."""
-    from models import model_cfg
+    from rdd_edge.models import model_cfg
 
     name = getattr(model, "model_name", "")
     if not name:
@@ -108,7 +108,7 @@ def export_onnx(
     import onnx
     import torch
 
-    from export.formats import resolve_output
+    from rdd_edge.export.formats import resolve_output
 
     output = resolve_output(output)
     h, w = check_size(size, model)

@@ -61,7 +61,7 @@ def miou_of(outputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int
 
 def make_batch(images: Sequence[np.ndarray], size: Sequence[int], mean: Sequence[float], std: Sequence[float], embedded: bool) -> np.ndarray:
     """uint8 RGB images -> the (N, 3, H, W) graph input, through deploy's ``preprocess``."""
-    from deploy.preprocess import preprocess
+    from rdd_edge.deploy.preprocess import preprocess
 
     if len(images) == 0:
         raise ExportError("no check images: the data set's val split is empty; pass a data set with validation images")

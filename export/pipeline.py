@@ -24,8 +24,8 @@ import numpy as np
 from rdd_edge.errors import ConfigError, ExportError
 from rdd_edge.runs import DEFAULT_ROOT
 
-from export import formats
-from export.formats import ExportSpec
+from rdd_edge.export import formats
+from rdd_edge.export.formats import ExportSpec
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
 PARITY_IMAGES = 8  # torch-vs-ONNX parity and INT8 fitting run on this many of the check images
@@ -67,7 +67,7 @@ def _evenly(n_total: int, n: int | None) -> list[int]:
 
 def _check_out_dir(out: Path) -> None:
     """Only an export folder (or a new / empty one) may be replaced by an export."""
-    from export.manifest import MANIFEST
+    from rdd_edge.export.manifest import MANIFEST
 
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise ConfigError(f"--out {out}: exists and is not an rdd-edge export folder; choose a new or empty folder")
@@ -100,7 +100,7 @@ def _transaction(out: Path, copy_from: Path | None = None) -> Iterator[Path]:
 
 def _commit(manifest: dict, stage: Path, out: Path) -> dict:
     """List every file of the staging folder in the manifest, save it there and swap the folder in."""
-    from export.manifest import MANIFEST, save_manifest
+    from rdd_edge.export.manifest import MANIFEST, save_manifest
 
     manifest["files"] = sorted(p.name for p in stage.iterdir() if p.is_file() and p.name != MANIFEST) + [MANIFEST]
     save_manifest(manifest, stage)
@@ -129,8 +129,8 @@ class _Scorer:
         self.ref: list[np.ndarray] | None = None  # FP32 labels per image, once the FP32 model is scored
 
     def __call__(self, path: Path) -> dict:
-        from deploy.preprocess import preprocess
-        from export.parity import labels_of, ort_session, run_onnx
+        from rdd_edge.deploy.preprocess import preprocess
+        from rdd_edge.export.parity import labels_of, ort_session, run_onnx
         from rdd_edge.metrics import ConfusionMatrix
 
         c = self.ctx
@@ -162,13 +162,13 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
 
     ``spec`` is an :class:`~export.formats.ExportSpec` (or give its fields as keywords).
     """
-    from export.builders import ExportContext
-    from export.manifest import add_artifact, new_manifest
-    from export.onnx_export import check_size
-    from export.onnx_io import graph_io, load_export_onnx, sha256_file
-    from models import model_from_checkpoint
-    from deploy.postprocess import resize_labels
-    from deploy.preprocess import preprocess
+    from rdd_edge.export.builders import ExportContext
+    from rdd_edge.export.manifest import add_artifact, new_manifest
+    from rdd_edge.export.onnx_export import check_size
+    from rdd_edge.export.onnx_io import graph_io, load_export_onnx, sha256_file
+    from rdd_edge.models import model_from_checkpoint
+    from rdd_edge.deploy.postprocess import resize_labels
+    from rdd_edge.deploy.preprocess import preprocess
     from rdd_edge.data import open_split, spec_of_checkpoint
     from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
 
@@ -181,7 +181,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     formats.check_options(spec)
     wanted = formats.requested(spec)
     if any(f.runtime == "tensorrt" for f in wanted):
-        from export.tensorrt import require_tensorrt
+        from rdd_edge.export.tensorrt import require_tensorrt
 
         require_tensorrt(f"--trt {spec.trt}")
     ckpt_path = find_checkpoint(spec.source, spec.runs_root)
@@ -211,7 +211,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     # -- calibration images, settled before any file is written (too few is an error)
     calib_items: list = []
     if any(f.switch == "int8" for f in wanted):
-        from export.int8 import image_folder, select_calibration
+        from rdd_edge.export.int8 import image_folder, select_calibration
 
         if spec.calib_data is not None:
             pool, where = image_folder(spec.calib_data), f"--calib-data {spec.calib_data}"
@@ -274,12 +274,12 @@ def engine_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     options (``max_batch``, ``workspace``, ``dla_core``, ``profile``) as for ``export``. The folder
     is updated transactionally like an export.
     """
-    from deploy.check import find_export_dir
-    from deploy.engine_meta import precision_summary
-    from deploy.info import read_manifest
-    from export.builders import BuildContext, build_engines
-    from export.manifest import MANIFEST, add_artifact
-    from export.tensorrt import require_tensorrt
+    from rdd_edge.deploy.check import find_export_dir
+    from rdd_edge.deploy.engine_meta import precision_summary
+    from rdd_edge.deploy.info import read_manifest
+    from rdd_edge.export.builders import BuildContext, build_engines
+    from rdd_edge.export.manifest import MANIFEST, add_artifact
+    from rdd_edge.export.tensorrt import require_tensorrt
     from rdd_edge.runs import resolve_run
 
     def log(msg: str) -> None:

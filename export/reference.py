@@ -12,8 +12,8 @@ from typing import Any
 
 def torch_candidate(export_dir: Path, threads: int | None = None) -> Any:
     """A check row for the manifest's source checkpoint; None when torch or the checkpoint is absent."""
-    from deploy.check import Candidate
-    from deploy.info import read_manifest
+    from rdd_edge.deploy.check import Candidate
+    from rdd_edge.deploy.info import read_manifest
 
     manifest, _ = read_manifest(Path(export_dir) / "manifest.json")
     ckpt = (manifest or {}).get("source_checkpoint")
@@ -22,7 +22,7 @@ def torch_candidate(export_dir: Path, threads: int | None = None) -> Any:
     try:
         import torch  # noqa: F401
 
-        import models  # noqa: F401
+        import rdd_edge.models  # noqa: F401
     except ImportError:
         return None
     return Candidate(name="torch", load=lambda: TorchSegmenter(Path(ckpt), manifest, threads), file=Path(ckpt),
@@ -35,8 +35,8 @@ class TorchSegmenter:
     def __init__(self, ckpt: Path, manifest: dict, threads: int | None = None) -> None:
         import torch
 
-        from deploy.info import ModelInfo, default_palette
-        from models import model_from_checkpoint
+        from rdd_edge.deploy.info import ModelInfo, default_palette
+        from rdd_edge.models import model_from_checkpoint
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -49,19 +49,19 @@ class TorchSegmenter:
                               mean=tuple(manifest.get("mean")), std=tuple(manifest.get("std")), output_names=["logits"])
 
     def preprocess(self, image):  # noqa: ANN001, ANN201
-        from deploy.preprocess import preprocess
+        from rdd_edge.deploy.preprocess import preprocess
 
         return preprocess(image, self.info.input_size, self.info.mean, self.info.std)
 
     def run(self, batch):  # noqa: ANN001, ANN201
-        from export.parity import torch_outputs  # the same forward + upsampling export's parity check uses
+        from rdd_edge.export.parity import torch_outputs  # the same forward + upsampling export's parity check uses
 
         return torch_outputs(self.model, batch, self.info.mean, self.info.std, embedded=False)["logits"]
 
     def predict_batch(self, images):  # noqa: ANN001, ANN201
         import numpy as np
 
-        from deploy.postprocess import resize_labels, to_labels
+        from rdd_edge.deploy.postprocess import resize_labels, to_labels
 
         labels = to_labels(self.run(np.concatenate([self.preprocess(im) for im in images])), "logits")
         return [resize_labels(lab, im.shape[:2]) for lab, im in zip(labels, images)]

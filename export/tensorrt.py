@@ -28,7 +28,7 @@ INSTALL_HINT = ("TensorRT engines need the tensorrt package (and an NVIDIA GPU):
 
 def _trt() -> Any:
     """The real tensorrt module or MissingDependencyError (a stub-only install counts as missing)."""
-    from deploy.engine_meta import tensorrt_module
+    from rdd_edge.deploy.engine_meta import tensorrt_module
 
     trt = tensorrt_module()
     if trt is None:
@@ -38,7 +38,7 @@ def _trt() -> Any:
 
 def available() -> bool:
     """True when a real tensorrt package can be imported here (a stubs-only install does not count)."""
-    from deploy.engine_meta import tensorrt_module
+    from rdd_edge.deploy.engine_meta import tensorrt_module
 
     return tensorrt_module() is not None
 
@@ -71,13 +71,13 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
     ``legacy``: the pre-strong-typing keywords ``timing_cache`` (a file: its folder is used) and
     ``fp16_flag`` (ignored: precision comes from the file) are still accepted.
     """
-    from deploy.engine_meta import runtime_identity, write_sidecar
+    from rdd_edge.deploy.engine_meta import runtime_identity, write_sidecar
 
     from rdd_edge.runs import atomic_write_bytes
 
-    from export.engine_plan import (check_build_args, check_dla_core, engine_precision, network_flags,
+    from rdd_edge.export.engine_plan import (check_build_args, check_dla_core, engine_precision, network_flags,
                                     profile_shapes, sidecar_meta)
-    from export.onnx_io import graph_io, load_export_onnx, sha256_file
+    from rdd_edge.export.onnx_io import graph_io, load_export_onnx, sha256_file
 
     unknown = set(legacy) - {"timing_cache", "fp16_flag"}
     if unknown:
@@ -155,7 +155,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
 def _attach_timing_cache(trt: Any, config: Any, cache_dir: Path | None, identity: dict[str, Any]) -> dict[str, Any]:
     """Load ``<cache_dir>/timing-...cache`` with ``ignore_mismatch=False``; start empty when it is
     absent, unreadable or from another device/TensorRT (and say so)."""
-    from export.engine_plan import timing_cache_name
+    from rdd_edge.export.engine_plan import timing_cache_name
 
     info: dict[str, Any] = {"file": None, "loaded": False, "refused": False, "saved": False}
     if cache_dir is None:
@@ -184,7 +184,7 @@ def _attach_timing_cache(trt: Any, config: Any, cache_dir: Path | None, identity
 
 def _precision_report(trt: Any, logger: Any, data: bytes, dla_core: int | None) -> dict[str, int] | None:
     """Deserialize the built engine and count its layers by precision (engine inspector, JSON)."""
-    from deploy.engine_meta import layer_precisions
+    from rdd_edge.deploy.engine_meta import layer_precisions
 
     runtime = trt.Runtime(logger)
     if dla_core is not None:

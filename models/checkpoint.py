@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 import torch
 import torch.nn as nn
 
-from models.registry import create_model, resolve_name
+from rdd_edge.models.registry import create_model, resolve_name
 from rdd_edge.errors import CheckpointError, RddError
 from rdd_edge.runs import atomic_path
 

@@ -24,7 +24,7 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     """The same network on the meta device: rebuilt from its registry name when possible."""
     name, kwargs = getattr(model, "model_name", ""), getattr(model, "model_kwargs", None)
     if name and kwargs is not None:
-        from models.registry import create_model
+        from rdd_edge.models.registry import create_model
 
         with torch.device("meta"):
             return create_model(name, **kwargs)

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from models.heads import PSP_BINS, DeepLabHead, FCNHead, PSPHead
-from models.registry import register_model
+from rdd_edge.models.heads import PSP_BINS, DeepLabHead, FCNHead, PSPHead
+from rdd_edge.models.registry import register_model
 from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
 from rdd_edge.errors import ModelError
 
@@ -105,7 +105,7 @@ def _create_seg(name: str, pretrained: str | Path | bool | None, **kw: Any) -> S
     model.model_kwargs = {"num_classes": num_classes, "aux": aux,
                           **{k: v for k, v in kw.items() if defaults.get(k) != v}}
     if pretrained and not from_timm:
-        from models.checkpoint import load_weights
+        from rdd_edge.models.checkpoint import load_weights
 
         load_weights(model, pretrained)
     return model

@@ -99,14 +99,14 @@ def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: 
                  check_runner: Callable[..., Any] | None = None) -> PipelineResult:
     """Run every stage; ``stage(title)`` announces each, ``log`` (a rich Console) gets the export lines,
     ``check_runner(check_spec)`` runs the check (default: ``deploy.check.run_check``)."""
-    from deploy.check import CheckSpec, fastest_passed, run_check
-    from deploy.demo import run_demo
-    from deploy.runtime import load
-    from distill.config import resolve_config
-    from distill.train import train
-    from export.formats import ExportSpec
-    from export.pipeline import export_run
-    from export.tensorrt import available as tensorrt_available
+    from rdd_edge.deploy.check import CheckSpec, fastest_passed, run_check
+    from rdd_edge.deploy.demo import run_demo
+    from rdd_edge.deploy.runtime import load
+    from rdd_edge.distill.config import resolve_config
+    from rdd_edge.distill.train import train
+    from rdd_edge.export.formats import ExportSpec
+    from rdd_edge.export.pipeline import export_run
+    from rdd_edge.export.tensorrt import available as tensorrt_available
     from rdd_edge.runs import write_json
 
     t0 = time.perf_counter()

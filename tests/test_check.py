@@ -133,8 +133,8 @@ def test_check_without_export_is_one_clear_error(tmp_path):
 def test_end_to_end_on_a_real_export(tmp_path):
     """models.create_model -> save_checkpoint -> export.export_run -> deploy.load / rdd-edge check."""
     torch = pytest.importorskip("torch")
-    from export.pipeline import export_run
-    from models import create_model, save_checkpoint
+    from rdd_edge.export.pipeline import export_run
+    from rdd_edge.models import create_model, save_checkpoint
     from rdd_edge.data import dataset_info
 
     root = tmp_path / "camvid"
@@ -155,7 +155,7 @@ def test_end_to_end_on_a_real_export(tmp_path):
     save_checkpoint(run / "best.pt", model, dataset=dataset_info("camvid"), config={"dataset": "camvid"})
     export_run(source=run, size=(48, 96), outputs="labels", fp16=True, data=root, check_images=2)  # INT8: see test_export
 
-    import deploy
+    from rdd_edge import deploy
 
     seg = deploy.load(run / "export" / "model.onnx")
     assert seg.info.num_classes == 11 and seg.info.input_size == (48, 96) and seg.info.output == "labels"

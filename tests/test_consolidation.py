@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_python_m_finds_our_packages_before_a_users_folders(tmp_path):
-    """`python -m rdd_edge` (what torchrun runs) inside a project with its own models/ and export/."""
+    """`python -m rdd_edge` (what torchrun runs) inside a project with its own models/ and export/: our
+    stages are rdd_edge.models, rdd_edge.export ..., so the user's folders are never imported."""
     for name in ("models", "export", "deploy", "distill"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text(f"raise ImportError('the user project {name} was imported')\n")
@@ -25,8 +26,25 @@ def test_python_m_finds_our_packages_before_a_users_folders(tmp_path):
     assert "deeplabv3_mbv2" in r.stdout and "user project" not in r.stderr
 
 
+def test_one_namespace_nothing_but_rdd_edge_is_installed_and_no_path_is_patched():
+    """The stages install as rdd_edge.models / .distill / .export / .deploy; no module edits sys.path."""
+    import importlib.metadata as md
+    import re
+
+    import rdd_edge.deploy
+    import rdd_edge.models
+
+    dist = md.distribution("rdd-edge")
+    assert (dist.read_text("top_level.txt") or "").split() == ["rdd_edge"]
+    assert Path(rdd_edge.models.__file__).parent == ROOT / "models"  # the repository keeps its layout
+    assert Path(rdd_edge.deploy.__file__).parent == ROOT / "deploy"
+    patched = [str(p.relative_to(ROOT)) for d in ("rdd_edge", "models", "distill", "export", "deploy", "benchmarks")
+               for p in (ROOT / d).rglob("*.py") if re.search(r"sys\.path\.(insert|append)", p.read_text())]
+    assert patched == []
+
+
 def test_formats_table_drives_requests_and_option_checks():
-    from export.formats import FORMATS, ORDER, ExportSpec, check_options, requested
+    from rdd_edge.export.formats import FORMATS, ORDER, ExportSpec, check_options, requested
 
     keys = lambda spec: [f.key for f in requested(spec.normalised())]  # noqa: E731
     assert keys(ExportSpec()) == ["onnx"]
@@ -53,10 +71,10 @@ def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch):
     """Adding an export format is a row + a builder: export_run builds, scores and lists it, check orders it."""
     import torch
 
-    from export import builders, formats
-    from export.formats import ExportFormat, ExportSpec
-    from export.pipeline import export_run
-    from models import create_model, save_checkpoint
+    from rdd_edge.export import builders, formats
+    from rdd_edge.export.formats import ExportFormat, ExportSpec
+    from rdd_edge.export.pipeline import export_run
+    from rdd_edge.models import create_model, save_checkpoint
     from rdd_edge.data import DataSpec, dataset_info
 
     def build_copy(ctx, keys=()):
@@ -67,7 +85,7 @@ def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch):
         return {"copy": {"path": dst}}
 
     monkeypatch.setattr(builders, "build_copy", build_copy, raising=False)
-    row = ExportFormat("copy", "ONNX copy", "model.copy.onnx", "onnxruntime", "fp32", "fp16", "export.builders:build_copy",
+    row = ExportFormat("copy", "ONNX copy", "model.copy.onnx", "onnxruntime", "fp32", "fp16", "rdd_edge.export.builders:build_copy",
                        source="onnx", min_agreement=0.999)
     monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, row))
     monkeypatch.setattr(formats, "BY_KEY", {**formats.BY_KEY, "copy": row})
@@ -84,10 +102,10 @@ def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch):
 
 
 def test_one_split_opener_gives_training_export_and_check_the_same_images(tmp_path):
-    from deploy.check import load_eval_data
-    from distill.config import make_config
-    from distill.evaluate import checkpoint_split
-    from distill.train import build_data
+    from rdd_edge.deploy.check import load_eval_data
+    from rdd_edge.distill.config import make_config
+    from rdd_edge.distill.evaluate import checkpoint_split
+    from rdd_edge.distill.train import build_data
     from rdd_edge.data import open_split, spec_of_checkpoint
 
     cfg = make_config("distill", synthetic_train=3, synthetic_val=4, eval_size=(48, 64), seed=7)

@@ -15,7 +15,7 @@ from test_trt_double import CudaError, FakeCudart, install, install_pycuda
 
 def test_cuda_python_round_trip_through_pinned_memory(monkeypatch):
     _, rt = install(monkeypatch)
-    from deploy.cuda_mem import CudaPythonMem, get_cuda_mem
+    from rdd_edge.deploy.cuda_mem import CudaPythonMem, get_cuda_mem
 
     with get_cuda_mem() as mem:
         assert isinstance(mem, CudaPythonMem) and rt.log[0] == "cudaSetDevice"
@@ -40,7 +40,7 @@ def test_cuda_python_round_trip_through_pinned_memory(monkeypatch):
 
 def test_cuda_python_errors_are_one_line(monkeypatch):
     _, rt = install(monkeypatch)
-    from deploy.cuda_mem import get_cuda_mem
+    from rdd_edge.deploy.cuda_mem import get_cuda_mem
 
     rt.fail["cudaSetDevice"] = CudaError.cudaErrorInsufficientDriver
     with pytest.raises(DeployError, match=r"CUDA cudaSetDevice\(0\) failed: cudaErrorInsufficientDriver \(35\)") as e:
@@ -61,7 +61,7 @@ def test_cuda_python_errors_are_one_line(monkeypatch):
 
 def test_cuda_python_finalizer_releases_without_close(monkeypatch):
     _, rt = install(monkeypatch)
-    from deploy.cuda_mem import get_cuda_mem
+    from rdd_edge.deploy.cuda_mem import get_cuda_mem
 
     mem = get_cuda_mem()
     mem.stream(), mem.alloc(16), mem.pinned_empty(4, np.uint8)
@@ -73,7 +73,7 @@ def test_cuda_python_finalizer_releases_without_close(monkeypatch):
 def test_pycuda_pushes_and_pops_the_primary_context(monkeypatch):
     install(monkeypatch)  # cuda-python faked too; ask for pycuda explicitly
     drv = install_pycuda(monkeypatch)
-    from deploy.cuda_mem import PycudaMem, get_cuda_mem
+    from rdd_edge.deploy.cuda_mem import PycudaMem, get_cuda_mem
 
     mem = get_cuda_mem("pycuda")
     assert isinstance(mem, PycudaMem) and drv.stack == ["primary"]
@@ -102,7 +102,7 @@ def test_binding_choice(monkeypatch):
     import sys
 
     install(monkeypatch)
-    from deploy.cuda_mem import CudaPythonMem, get_cuda_mem
+    from rdd_edge.deploy.cuda_mem import CudaPythonMem, get_cuda_mem
 
     with pytest.raises(DeployError, match="expected one of"):
         get_cuda_mem("cupy")

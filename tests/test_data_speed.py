@@ -9,8 +9,8 @@ import math
 import numpy as np
 
 import data_utils as du
-import distill.data
-import distill.train
+import rdd_edge.distill.data
+import rdd_edge.distill.train
 from benchmarks import data_speed
 from rdd_edge.data import cityscapes
 from rdd_edge.data.synthetic import CLASSES, item_seed, render_scene
@@ -33,14 +33,14 @@ def test_cityscapes_layout_reads_back_as_the_scenes_classes(tmp_path):
 
 def test_the_benchmark_measures_the_trainers_loader_and_trainer(tmp_path, monkeypatch):
     calls = []
-    real = distill.data.train_loader
+    real = rdd_edge.distill.data.train_loader
 
     def spy(*a, **kw):
         calls.append((a[6] if len(a) > 6 else kw.get("workers"), kw.get("device_augment")))
         return real(*a, **kw)
 
-    monkeypatch.setattr(distill.data, "train_loader", spy)  # the benchmark's loader runs
-    monkeypatch.setattr(distill.train, "train_loader", spy)  # its CPU trainings
+    monkeypatch.setattr(rdd_edge.distill.data, "train_loader", spy)  # the benchmark's loader runs
+    monkeypatch.setattr(rdd_edge.distill.train, "train_loader", spy)  # its CPU trainings
     du.camvid_segnet(tmp_path / "camvid", n=2)
     out = tmp_path / "speed.json"
     assert data_speed.main(["--images", "2", "--size", "48x96", "--crop", "32x64", "--samples", "4", "--camvid",

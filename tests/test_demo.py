@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from deploy_utils import export_onnx, rand_image, tiny_net, write_manifest
 
-import deploy
+from rdd_edge import deploy
 import rdd_edge.cli  # noqa: F401 - registers the commands
-from deploy.demo import FrameSource, count_frames, render, run_demo
+from rdd_edge.deploy.demo import FrameSource, count_frames, render, run_demo
 from rdd_edge.app import app
 from rdd_edge.errors import DeployError
 
@@ -128,8 +128,8 @@ def test_empty_folder_and_lost_stream(tmp_path):
 
 # --- --show: GUI backend detection, the decision, and the window loop ------------------------------
 
-from deploy import demo as demo_mod  # noqa: E402
-from deploy.demo import ShowDecision, gui_backend, opencv_distribution, show_decision  # noqa: E402
+from rdd_edge.deploy import demo as demo_mod  # noqa: E402
+from rdd_edge.deploy.demo import ShowDecision, gui_backend, opencv_distribution, show_decision  # noqa: E402
 
 _HEADLESS_5 = """  Other third-party libraries:
     Lapack:                      NO

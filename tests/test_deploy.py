@@ -12,12 +12,12 @@ import pytest
 
 from deploy_utils import CLASSES, PALETTE, export_onnx, rand_image, tiny_net, torch_labels, write_manifest
 
-import deploy
-from deploy.backends.onnxruntime import choose_providers
-from deploy.backends.tensorrt import bind_shape
-from deploy.engine_meta import check_compatible, read_sidecar, runtime_identity, sidecar_path, write_sidecar
-from deploy.latency import sigma_clip, summarize
-from deploy.preprocess import preprocess
+from rdd_edge import deploy
+from rdd_edge.deploy.backends.onnxruntime import choose_providers
+from rdd_edge.deploy.backends.tensorrt import bind_shape
+from rdd_edge.deploy.engine_meta import check_compatible, read_sidecar, runtime_identity, sidecar_path, write_sidecar
+from rdd_edge.deploy.latency import sigma_clip, summarize
+from rdd_edge.deploy.preprocess import preprocess
 from rdd_edge.errors import DeployError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +37,11 @@ def test_deploy_imports_and_predicts_without_torch(exported):
     code = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None          # any `import torch` now raises ImportError
-        sys.modules["models"] = None
-        import numpy as np, deploy, deploy.check, deploy.demo, deploy.latency, deploy.engine_meta
-        import deploy.backends.tensorrt, deploy.cuda_mem
+        sys.modules["rdd_edge.models"] = None
+        import numpy as np
+        import rdd_edge.deploy.check, rdd_edge.deploy.demo, rdd_edge.deploy.latency, rdd_edge.deploy.engine_meta
+        import rdd_edge.deploy.backends.tensorrt, rdd_edge.deploy.cuda_mem
+        from rdd_edge import deploy
         seg = deploy.load({str(onnx_path)!r})
         lab = seg.predict(np.zeros((30, 40, 3), np.uint8))
         assert lab.shape == (30, 40), lab.shape

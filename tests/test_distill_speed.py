@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-import distill.train
+import rdd_edge.distill.train
 from benchmarks import distill_speed
 
 # the README's CPU smoke mode, shrunk: small models, one timed step per variant, a tiny matmul
@@ -16,8 +16,8 @@ SMOKE = ["--device", "cpu", "--size", "32x32", "--batch", "2", "--iters", "1", "
 
 
 def _spy(monkeypatch, pause: float = 0.0) -> list[dict]:
-    """Replace distill.train.train_step by a wrapper that records each call and runs the real step."""
-    real, calls = distill.train.train_step, []
+    """Replace rdd_edge.distill.train.train_step by a wrapper that records each call and runs the real step."""
+    real, calls = rdd_edge.distill.train.train_step, []
 
     def step(ctx, images, labels):
         time.sleep(pause)
@@ -26,7 +26,7 @@ def _spy(monkeypatch, pause: float = 0.0) -> list[dict]:
                       "stage": ctx.rdd.current, "features": ctx.want_features, "kd_term": float(out[2])})
         return out
 
-    monkeypatch.setattr(distill.train, "train_step", step)
+    monkeypatch.setattr(rdd_edge.distill.train, "train_step", step)
     return calls
 
 
@@ -53,9 +53,9 @@ def test_an_at_variant_runs_through_the_step_with_features(monkeypatch, tmp_path
 
 def test_a_non_finite_loss_stops_the_benchmark_with_the_guards_error(monkeypatch, capsys):
     def nan_step(ctx, images, labels):
-        raise distill.train.NonFiniteLoss("non-finite loss (nan)")
+        raise rdd_edge.distill.train.NonFiniteLoss("non-finite loss (nan)")
 
-    monkeypatch.setattr(distill.train, "train_step", nan_step)
+    monkeypatch.setattr(rdd_edge.distill.train, "train_step", nan_step)
     assert distill_speed.main(SMOKE) == 1
     assert "error: non-finite loss (nan)" in capsys.readouterr().err
 

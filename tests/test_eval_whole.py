@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.data import eval_loader
-from distill.evaluate import evaluate, predict_logits
+from rdd_edge.distill.data import eval_loader
+from rdd_edge.distill.evaluate import evaluate, predict_logits
 from rdd_edge.data import dataset_info
 from rdd_edge.data.base import DatasetInfo
 
@@ -117,10 +117,10 @@ def test_padding_and_crop_keep_the_prediction_aligned_with_the_pixels():
 def test_training_validation_and_eval_use_whole_images_for_voc(tmp_path, monkeypatch):
     """One declaration, three users: training's validation, checkpoint_split (eval, difficulty), rdd-edge eval."""
     from data_utils import voc
-    from distill import train as train_mod
-    from distill.config import make_config
-    from distill.evaluate import EvalSpec, checkpoint_split, evaluate_checkpoint
-    from models import load_checkpoint
+    from rdd_edge.distill import train as train_mod
+    from rdd_edge.distill.config import make_config
+    from rdd_edge.distill.evaluate import EvalSpec, checkpoint_split, evaluate_checkpoint
+    from rdd_edge.models import load_checkpoint
 
     raw = voc(tmp_path / "voc", n=2)  # 24x32 images and labels (aspect 3:4)
     sizes = []
@@ -143,7 +143,7 @@ def test_training_validation_and_eval_use_whole_images_for_voc(tmp_path, monkeyp
     assert checkpoint_split(ckpt, eval_size=(16, 24))[2] == (16, 24)  # --eval-size stays an explicit choice
 
     # rdd-edge eval: a real network made constant (zero classifier weights, bias on class 15 = person)
-    from models import model_from_checkpoint, save_checkpoint
+    from rdd_edge.models import model_from_checkpoint, save_checkpoint
 
     model, _ = model_from_checkpoint(ckpt)
     with torch.no_grad():

@@ -19,13 +19,13 @@ from rdd_edge.data import dataset_info
 from rdd_edge.data.base import write_image, write_label
 from rdd_edge.errors import CheckpointError, ConfigError, ExportError, MissingDependencyError
 
-from deploy.preprocess import preprocess
-from export.fp16 import export_fp16
-from export.int8 import export_int8, select_calibration
-from export.onnx_export import export_onnx
-from export.parity import run_onnx
-from export.pipeline import export_run
-from models import create_model, save_checkpoint
+from rdd_edge.deploy.preprocess import preprocess
+from rdd_edge.export.fp16 import export_fp16
+from rdd_edge.export.int8 import export_int8, select_calibration
+from rdd_edge.export.onnx_export import export_onnx
+from rdd_edge.export.parity import run_onnx
+from rdd_edge.export.pipeline import export_run
+from rdd_edge.models import create_model, save_checkpoint
 
 SIZE = (48, 96)
 
@@ -88,7 +88,7 @@ def test_manifest_and_fp32_parity(mbv2_export, data_root):
     assert on_disk["source_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert on_disk["artifacts"]["onnx"]["parity"]["label_agreement"] >= 0.999
     # independent check: torch logits (upsampled) vs ONNX Runtime on the val images, batch of 3
-    from models import model_from_checkpoint
+    from rdd_edge.models import model_from_checkpoint
 
     model, _ = model_from_checkpoint(ckpt, aux=False)
     x = _val_batch(data_root)
@@ -163,8 +163,8 @@ def test_int8_cpu_flavour_uses_uint8_activations(mbv2_export):
 def test_calibration_cache_is_reused(mbv2_export, data_root):
     from rdd_edge.data import get_dataset
 
-    from export.int8 import ImageFolderReader
-    from export.pipeline import _calib_items
+    from rdd_edge.export.int8 import ImageFolderReader
+    from rdd_edge.export.pipeline import _calib_items
 
     ckpt, man = mbv2_export
     out = Path(man["export_dir"])
@@ -284,7 +284,7 @@ def test_bad_onnx_inputs_name_the_file_and_leave_nothing(tmp_path):
             export_fp16(src, tmp_path / "out" / "model.fp16.onnx")
         with pytest.raises(ExportError, match=msg):
             export_int8(src, tmp_path / "out", [tmp_path / "a.png"])
-    from export.tensorrt import build_engine
+    from rdd_edge.export.tensorrt import build_engine
 
     with pytest.raises(ExportError, match="expected one input 'images'"):
         build_engine(foreign, tmp_path / "out" / "model.fp16.engine")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill import data as D
-from distill.config import make_config, parse_overrides
+from rdd_edge.distill import data as D
+from rdd_edge.distill.config import make_config, parse_overrides
 from rdd_edge.errors import ConfigError
 from train_helpers import INFO, Blobs
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill.losses import at_loss, build_kd_loss, cwd_loss, kd_loss, kd_methods, method_names, register_kd
+from rdd_edge.distill.losses import at_loss, build_kd_loss, cwd_loss, kd_loss, kd_methods, method_names, register_kd
 from rdd_edge.errors import ConfigError
 
 
@@ -258,8 +258,8 @@ def test_bad_shapes_and_options_name_the_problem():
 
 def test_a_registered_method_is_usable_everywhere(monkeypatch):
     """Adding a KD loss is one decorated factory: the config, the trainer and --method accept it at once."""
-    from distill import losses
-    from distill.config import make_config
+    from rdd_edge.distill import losses
+    from rdd_edge.distill.config import make_config
 
     monkeypatch.setattr(losses, "_KD_REGISTRY", dict(losses._KD_REGISTRY))
 
@@ -280,7 +280,7 @@ def test_a_registered_method_is_usable_everywhere(monkeypatch):
 def test_models_expose_the_head_feature_the_released_code_distils():
     """``features=True`` adds "head_feature": the classifier's input (after ASPP / PPM and the 3x3 conv), the
     tensor CIRKD's models return last (x_feat_after_aspp); the logits are unchanged."""
-    from models import create_model
+    from rdd_edge.models import create_model
 
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 48)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import (
+from rdd_edge.models import (
     count_flops,
     count_params,
     create_model,
@@ -16,7 +16,7 @@ from models import (
     resolve_name,
     save_checkpoint,
 )
-from models.registry import model_cfg
+from rdd_edge.models.registry import model_cfg
 from rdd_edge.errors import CheckpointError, ConfigError, ModelError
 
 NAMES = ["deeplabv3_mbv2", "deeplabv3_r101", "deeplabv3_r18", "pspnet_r18"]
@@ -186,7 +186,7 @@ def mbv2_ckpt(tmp_path_factory):
 
 
 def rng_state():
-    from distill.train import rng_state as state
+    from rdd_edge.distill.train import rng_state as state
 
     return state()
 

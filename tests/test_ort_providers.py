@@ -9,7 +9,7 @@ import pytest
 
 from rdd_edge.errors import DeployError
 
-from deploy.backends.onnxruntime import _trt_profile, artifact_precision, provider_options
+from rdd_edge.deploy.backends.onnxruntime import _trt_profile, artifact_precision, provider_options
 
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 TRT, CUDA, CPU = ALL
@@ -77,7 +77,7 @@ def test_device_choice_and_profile(tmp_path):
 
 def test_session_on_cpu_gets_the_options(tmp_path):
     """OrtBackend passes provider_options to ONNX Runtime (CPU here) and reports max_batch."""
-    from deploy.backends.onnxruntime import OrtBackend
+    from rdd_edge.deploy.backends.onnxruntime import OrtBackend
     from test_trt_double import tiny_fp32_onnx
 
     path = tiny_fp32_onnx(tmp_path / "model.onnx")

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.rdd import RDDWeighting, tfe_weights, tse_mask, weighted_ce
+from rdd_edge.distill.rdd import RDDWeighting, tfe_weights, tse_mask, weighted_ce
 from rdd_edge.errors import ConfigError
 
 IGNORE = 255
@@ -214,7 +214,7 @@ def test_weighted_ce_selected_counts_only_weighted_valid_pixels():
 def test_weighted_ce_class_weights_are_the_released_weighted_mean():
     """With class weights, TSE is torch's CrossEntropyLoss(weight=cw) over the selected pixels, as in the
     released OhemCrossEntropy2d (labels outside the selection set to ignore)."""
-    from distill.rdd import CLASS_WEIGHTS
+    from rdd_edge.distill.rdd import CLASS_WEIGHTS
 
     zs, _, _, y = make(seed=17)
     g = np.random.default_rng(17)
@@ -341,7 +341,7 @@ def test_task_loss_tse_min_kept_and_class_weights_match_numpy():
 
 
 def test_class_weights_option_parsing():
-    from distill.rdd import parse_class_weights, resolve_class_weights
+    from rdd_edge.distill.rdd import parse_class_weights, resolve_class_weights
 
     assert parse_class_weights(None) is None and parse_class_weights("None") == "none"
     assert resolve_class_weights("none", 19) is None and resolve_class_weights(None, 19) is None

@@ -28,8 +28,8 @@ class _Payload:
 
 def _crafted(tmp_path: Path, marker: Path, name: str = "best.pt", model: str = "r18", classes: int = 11) -> Path:
     """A valid rdd-edge checkpoint (real weights, config, data) with a code payload inside."""
-    from distill.config import make_config
-    from models import create_model
+    from rdd_edge.distill.config import make_config
+    from rdd_edge.models import create_model
     from rdd_edge.data import dataset_info
 
     torch.manual_seed(0)
@@ -98,7 +98,7 @@ def test_check_never_runs_code_from_the_source_checkpoint(evil, tmp_path):
 
 def test_trust_checkpoint_is_the_only_way_in(tmp_path):
     """A file the user made that needs the full unpickler (an older last.pt with numpy RNG state) loads on request."""
-    from models.checkpoint import load_checkpoint, trusted_checkpoints
+    from rdd_edge.models.checkpoint import load_checkpoint, trusted_checkpoints
 
     marker = tmp_path / "ran"
     ckpt = _crafted(tmp_path, marker)
@@ -114,7 +114,7 @@ def test_trust_checkpoint_is_the_only_way_in(tmp_path):
 
 
 def test_training_state_loads_with_the_safe_unpickler(tmp_path):
-    from distill.train import train
+    from rdd_edge.distill.train import train
 
     train(tiny_config(iters=2, val_every=2, batch=2), data=readers(), run_dir=tmp_path, progress=False)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
@@ -126,7 +126,7 @@ def test_training_state_loads_with_the_safe_unpickler(tmp_path):
 
 
 def test_set_values_are_read_as_the_field_type():
-    from distill.config import parse_overrides
+    from rdd_edge.distill.config import parse_overrides
 
     assert parse_overrides(["lr=1", "iters=5", "hflip=no", "crop=64", "eval_size=none", "kd_options={\"T\": 2}"]) == {
         "lr": 1.0, "iters": 5, "hflip": False, "crop": (64, 64), "eval_size": None, "kd_options": {"T": 2}}
@@ -141,7 +141,7 @@ def test_set_values_are_read_as_the_field_type():
 
 def test_a_corrupt_val_image_is_found_before_the_first_step(tmp_path):
     """Every file header is read up front: the run refuses to start instead of crashing at validation."""
-    from distill.train import TrainData, build_data
+    from rdd_edge.distill.train import TrainData, build_data
     from rdd_edge.data.base import write_image, write_label
 
     root = tmp_path / "camvid"
@@ -159,7 +159,7 @@ def test_a_corrupt_val_image_is_found_before_the_first_step(tmp_path):
 
 def test_validation_failure_keeps_the_trained_steps(tmp_path):
     """A val item that breaks mid-validation: last.pt holds the steps trained so far, the error names the item."""
-    from distill.train import TrainData, train
+    from rdd_edge.distill.train import TrainData, train
     from train_helpers import Blobs
 
     class BadVal(Blobs):
@@ -179,8 +179,8 @@ def test_second_ctrl_c_during_the_save_still_leaves_last_pt(tmp_path, monkeypatc
     """Ctrl-C, then another while last.pt is being written: the save completes, the message is printed."""
     import signal
 
-    import models.checkpoint as ck
-    from distill import train as train_mod
+    import rdd_edge.models.checkpoint as ck
+    from rdd_edge.distill import train as train_mod
 
     calls = {"n": 0}
     real_step, real_save = train_mod.step_losses, ck.save_checkpoint
@@ -234,7 +234,7 @@ def test_messages_give_the_right_fix(tmp_path):
     code, msg = _run(["difficulty", str(tmp_path / "x.pt"), "--out", str(existing)])
     assert code == 1 and "sheets.png: is a file; difficulty sheets go into a folder" in msg
     assert existing.read_bytes() == b"not a folder"
-    from deploy.demo import run_demo
+    from rdd_edge.deploy.demo import run_demo
     from rdd_edge.errors import DeployError
 
     frames = tmp_path / "frames"
@@ -249,7 +249,7 @@ def test_messages_give_the_right_fix(tmp_path):
 
 def test_data_folder_without_dataset_is_read_as_what_it_is(tmp_path):
     """`train-teacher --data CAMVID_FOLDER` without --dataset trains on CamVid (its layout), not on synthetic scenes."""
-    from distill.config import resolve_config
+    from rdd_edge.distill.config import resolve_config
     from rdd_edge.data.base import write_image, write_label
 
     root = tmp_path / "camvid"

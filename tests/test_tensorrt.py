@@ -12,8 +12,8 @@ import pytest
 
 from rdd_edge.errors import ConfigError, ExportError, MissingDependencyError
 
-from deploy.engine_meta import check_compatible, runtime_identity, tensorrt_module
-from export.engine_plan import (check_build_args, check_dla_core, check_trt_version, engine_precision, engine_source,
+from rdd_edge.deploy.engine_meta import check_compatible, runtime_identity, tensorrt_module
+from rdd_edge.export.engine_plan import (check_build_args, check_dla_core, check_trt_version, engine_precision, engine_source,
                                 network_flags, profile_shapes, sidecar_meta, timing_cache_name)
 
 HAVE_TRT = tensorrt_module() is not None
@@ -102,7 +102,7 @@ def test_stub_only_tensorrt_counts_as_missing(tmp_path, monkeypatch):
     import tensorrt  # a namespace package
 
     assert not hasattr(tensorrt, "Builder")
-    from export.tensorrt import _trt
+    from rdd_edge.export.tensorrt import _trt
 
     assert tensorrt_module() is None and runtime_identity()["tensorrt"] is None
     with pytest.raises(MissingDependencyError, match=r"pip install rdd-edge\[trt\]"):
@@ -111,7 +111,7 @@ def test_stub_only_tensorrt_counts_as_missing(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed: the missing-dependency message cannot be exercised")
 def test_missing_tensorrt_says_how_to_install(tmp_path):
-    from export.tensorrt import _trt
+    from rdd_edge.export.tensorrt import _trt
 
     with pytest.raises(MissingDependencyError, match=r"pip install rdd-edge\[trt\]"):
         _trt()
@@ -138,9 +138,9 @@ def test_engine_builds_and_predicts_like_onnx_runtime(real_export, tmp_path, src
     _gpu_or_skip()
     import shutil
 
-    import deploy
-    from deploy.engine_meta import precision_summary, read_sidecar
-    from export.tensorrt import build_engine
+    from rdd_edge import deploy
+    from rdd_edge.deploy.engine_meta import precision_summary, read_sidecar
+    from rdd_edge.export.tensorrt import build_engine
 
     shutil.copy(real_export / "manifest.json", tmp_path / "manifest.json")
     eng = tmp_path / src.replace(".onnx", ".engine")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from distill import train as train_mod
-from distill.config import PRESETS, config_from_dict, make_config, parse_overrides
+from rdd_edge.distill import train as train_mod
+from rdd_edge.distill.config import PRESETS, config_from_dict, make_config, parse_overrides
 from rdd_edge.sizes import parse_hw as parse_size
-from distill.data import StepSampler, TrainPreset
-from distill.train import poly_lr, train
+from rdd_edge.distill.data import StepSampler, TrainPreset
+from rdd_edge.distill.train import poly_lr, train
 from rdd_edge.errors import CheckpointError, ConfigError, TrainingError
 from train_helpers import INFO, Blobs, ddp_worker, readers, tiny_config
 
@@ -34,7 +34,7 @@ def _assert_same(a: dict, b: dict, atol=1e-5) -> None:
 
 def _teacher_ckpt(tmp_path: Path, num_classes: int = 4, name: str = "teacher.pt") -> Path:
     """An untrained tiny teacher (R18 with aux head, standing in for R101)."""
-    from models import create_model, save_checkpoint
+    from rdd_edge.models import create_model, save_checkpoint
 
     torch.manual_seed(1)
     t = create_model("r18", num_classes=num_classes, aux=True, head_channels=8)
@@ -158,9 +158,9 @@ def test_distillation_on_synthetic_learns(tmp_path):
     The stand-in teacher is untrained (an R18 with aux head, for speed), so TSE-XOR selects few
     pixels (both models find everything hard); half the run is TFE, where the weights are ~1.
     """
-    from distill.data import eval_loader
-    from distill.evaluate import evaluate
-    from distill.train import build_data
+    from rdd_edge.distill.data import eval_loader
+    from rdd_edge.distill.evaluate import evaluate
+    from rdd_edge.distill.train import build_data
 
     teacher = _teacher_ckpt(tmp_path, num_classes=11)
     cfg = tiny_config("distill", model="mbv2", teacher=str(teacher), method="kd", iters=20, batch=4, crop=(48, 72),
@@ -281,8 +281,8 @@ class _ConstModel(torch.nn.Module):
 
 def test_evaluate_matches_direct_count_at_label_size():
     """Labels stay at their own size (64x96) while images are resized to the eval size (32x48)."""
-    from distill.data import eval_loader
-    from distill.evaluate import evaluate
+    from rdd_edge.distill.data import eval_loader
+    from rdd_edge.distill.evaluate import evaluate
 
     reader = Blobs(3, size=(64, 96))
     labels = np.stack([reader[i][1] for i in range(3)])
@@ -312,7 +312,7 @@ def test_ctrl_c_saves_last_checkpoint(tmp_path, monkeypatch):
 
 
 def test_heatmap_colours_easy_red_hard_blue():
-    from distill.difficulty import heatmap
+    from rdd_edge.distill.difficulty import heatmap
 
     hm = heatmap(np.array([[0.0, 1.0]]))
     assert hm[0, 0, 2] > 100 and hm[0, 0, 0] < 50  # weight 0 (hard): blue
@@ -333,7 +333,7 @@ def test_student_alone_needs_no_teacher(tmp_path):
 def test_progress_lines_fit_80_columns_and_show_the_state():
     from rich.console import Console
 
-    from distill.train import _progress, progress_info
+    from rdd_edge.distill.train import _progress, progress_info
 
     prog, task = _progress(True, 40000, 0, console=Console(width=80))
     prog.update(task, completed=12345, speed="3.21 it/s", info=progress_info([1.2345, 1.1, 0.1345, 0.123], "tse", 0.3123))
@@ -352,7 +352,7 @@ def test_progress_lines_fit_80_columns_and_show_the_state():
 
 def _teacher_ckpt_wide(tmp_path: Path, head_channels: int = 16) -> Path:
     """A tiny teacher whose head is wider than the students' (8), as R101 (256) vs R18/MBV2 (128)."""
-    from models import create_model, save_checkpoint
+    from rdd_edge.models import create_model, save_checkpoint
 
     torch.manual_seed(2)
     t = create_model("r18", num_classes=4, aux=True, head_channels=head_channels)
@@ -363,7 +363,7 @@ def _teacher_ckpt_wide(tmp_path: Path, head_channels: int = 16) -> Path:
 def test_cwd_connector_trains_saves_and_resumes_with_the_student(tmp_path, monkeypatch):
     """--method cwd: the 1x1 connector (8 -> 16 channels) is in the optimiser, changes, is saved in the
     checkpoint and restored on --resume (straight 2 steps == 1 + 1, TFE then TSE); the RDD options reach RDDWeighting."""
-    from distill import losses, rdd
+    from rdd_edge.distill import losses, rdd
 
     made = {}
     real_bind, real_rdd = losses.CWDTerms.bind, rdd.RDDWeighting
@@ -475,7 +475,7 @@ def test_nan_guard_names_the_iteration_between_log_points(tmp_path, monkeypatch,
 def test_train_step_reads_nothing_back_from_the_device(monkeypatch):
     """A NaN step returns normally (no value is read on the host); the guard names it when asked."""
     from benchmarks.distill_speed import step_context
-    from models import create_model
+    from rdd_edge.models import create_model
 
     cfg = tiny_config("distill", method="kd", rdd=True, tfe_fraction=0.0)  # TSE: both models' confidences
     torch.manual_seed(0)
@@ -506,8 +506,8 @@ def _ddp_nan_worker(rank: int, world: int, port: int, run_dir: str, cfg_dict: di
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
-    from distill import dist
-    from distill.config import config_from_dict
+    from rdd_edge.distill import dist
+    from rdd_edge.distill.config import config_from_dict
 
     calls = {"n": 0}
     real = train_mod.step_losses
@@ -547,7 +547,7 @@ def test_ddp_processes_stop_together_when_one_loss_is_nan(tmp_path):
 def test_progress_says_when_training_waits_for_data():
     from rich.console import Console
 
-    from distill.train import _progress, progress_info
+    from rdd_edge.distill.train import _progress, progress_info
 
     assert progress_info([1.0, 1.0, 0.0, 1.0], None, None, 0.62).split()[-2:] == ["data-bound", "62%"]
     assert progress_info([1.0, 1.0, 0.0, 1.0], None, 0.25, 0.04).split()[-4:] == ["mIoU", "25.0", "data", "4%"]
@@ -589,7 +589,7 @@ def test_data_share_is_logged_from_the_wait_for_batches(tmp_path):
 def test_train_step_never_waits_for_the_gpu(stage):
     """CUDA's sync debug mode turns every host sync inside train_step into an error (after one warm-up step)."""
     from benchmarks.distill_speed import step_context
-    from models import create_model
+    from rdd_edge.models import create_model
 
     dev = torch.device("cuda")
     cfg = tiny_config("distill", method="kd", rdd=stage is not None, tfe_fraction=1.0 if stage == "tfe" else 0.0,

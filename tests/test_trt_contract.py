@@ -34,7 +34,7 @@ def export_dir(tmp_path_factory) -> Path:
 
 
 def _build(export_dir: Path, tmp_path: Path, src: str = "model.fp16.onnx", **kw):
-    from export.tensorrt import build_engine
+    from rdd_edge.export.tensorrt import build_engine
 
     import shutil
 
@@ -87,7 +87,7 @@ def test_build_is_strongly_typed_without_precision_flags(monkeypatch, export_dir
 @pytest.mark.parametrize("version", ["10.3.0.26", "11.0.0.1"])
 def test_mismatching_timing_cache_is_refused_and_replaced(monkeypatch, export_dir, tmp_path, version, caplog):
     d, _ = install(monkeypatch, version)
-    from export.engine_plan import timing_cache_name
+    from rdd_edge.export.engine_plan import timing_cache_name
 
     cache = tmp_path / timing_cache_name("Orin", "8.7", version)
     cache.write_bytes(b"a cache written elsewhere")
@@ -121,7 +121,7 @@ def test_dla_core_checked_and_set_on_both_sides(monkeypatch, export_dir, tmp_pat
     assert [c["flag"].name for c in d.calls("IBuilderConfig", "set_flag")] == ["GPU_FALLBACK"]
     assert meta["dla_core"] == 1 and meta["builder_flags"] == ["GPU_FALLBACK"]
     d.journal.clear()
-    from deploy.backends.tensorrt import TrtBackend
+    from rdd_edge.deploy.backends.tensorrt import TrtBackend
 
     with TrtBackend(eng) as be:
         order = [(k, c, n) for k, c, n, _ in d.journal if (c, n) in {("Runtime", "DLA_core"), ("Runtime", "deserialize_cuda_engine")}]
@@ -140,7 +140,7 @@ def test_tensorrt_older_than_10_is_refused(monkeypatch, export_dir, tmp_path):
         _build(export_dir, tmp_path / "x")
     side = eng.with_name(eng.name + ".json")
     side.write_text(side.read_text().replace('"10.13.0.35"', '"8.6.1"'))
-    from deploy.backends.tensorrt import TrtBackend
+    from rdd_edge.deploy.backends.tensorrt import TrtBackend
 
     with pytest.raises(DeployError, match=r"TensorRT 8\.6\.1 found"):
         TrtBackend(eng)
@@ -150,7 +150,7 @@ def test_tensorrt_older_than_10_is_refused(monkeypatch, export_dir, tmp_path):
 def test_runner_pins_checks_splits_and_releases(monkeypatch, export_dir, tmp_path, version):
     d, rt = install(monkeypatch, version)
     _, eng = _build(export_dir, tmp_path, max_batch=4)
-    import deploy
+    from rdd_edge import deploy
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (20, 30, 3), dtype=np.uint8) for _ in range(9)]
@@ -182,7 +182,7 @@ def test_runner_pins_checks_splits_and_releases(monkeypatch, export_dir, tmp_pat
 def test_cuda_failures_are_one_deploy_line_and_leak_nothing(monkeypatch, export_dir, tmp_path):
     d, rt = install(monkeypatch, "10.3.0.26")
     _, eng = _build(export_dir, tmp_path)
-    from deploy.backends.tensorrt import TrtBackend
+    from rdd_edge.deploy.backends.tensorrt import TrtBackend
 
     rt.fail["cudaMallocHost"] = CudaError.cudaErrorMemoryAllocation
     with pytest.raises(DeployError, match=r"CUDA cudaMallocHost\(\d+ bytes\) failed: cudaErrorMemoryAllocation") as exc:
@@ -203,7 +203,7 @@ def test_garbage_collected_runner_releases_its_buffers(monkeypatch, export_dir, 
 
     d, rt = install(monkeypatch, "10.13.0.35")
     _, eng = _build(export_dir, tmp_path)
-    from deploy.backends.tensorrt import TrtBackend
+    from rdd_edge.deploy.backends.tensorrt import TrtBackend
 
     be = TrtBackend(eng)
     be.run(np.zeros((2, 3, *SIZE), np.float32))
@@ -217,7 +217,7 @@ def test_pipeline_keywords_of_the_old_api_still_build_strongly_typed(monkeypatch
     """export/pipeline.py still calls build_engine(..., timing_cache=FILE, fp16_flag=...): it keeps working,
     the flag is ignored (precision comes from the file) and the cache goes to FILE's folder under its new name."""
     d, _ = install(monkeypatch, "10.3.0.26")
-    from export.tensorrt import build_engine
+    from rdd_edge.export.tensorrt import build_engine
 
     meta = build_engine(export_dir / "model.int8.onnx", tmp_path / "model.int8.engine", workspace_gb=1.0,
                         timing_cache=tmp_path / "timing.cache", fp16_flag=True)

@@ -1070,8 +1070,8 @@ def make_export(folder: Path, size: tuple[int, int] = (16, 24)) -> Path:
     """model.onnx, model.fp16.onnx, model.int8.onnx (FP16 float + Q/DQ), model.int8-cpu.onnx and a manifest."""
     from deploy_utils import write_manifest
 
-    from export.fp16 import export_fp16
-    from export.int8 import export_int8
+    from rdd_edge.export.fp16 import export_fp16
+    from rdd_edge.export.int8 import export_int8
 
     src = tiny_fp32_onnx(folder / "model.onnx", size)
     export_fp16(src, folder / "model.fp16.onnx")

@@ -9,7 +9,7 @@ import pytest
 
 from rdd_edge.errors import DeployError
 
-from deploy.engine_meta import layer_precision, layer_precisions, precision_summary
+from rdd_edge.deploy.engine_meta import layer_precision, layer_precisions, precision_summary
 
 # TensorRT 10.x, ProfilingVerbosity.DETAILED (keys as in the Engine Inspector docs and trtexec --exportLayerInfo)
 TRT10 = {

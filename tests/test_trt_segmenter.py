@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-import deploy
-from deploy.info import ModelInfo, default_palette
-from deploy.runtime import Segmenter
+from rdd_edge import deploy
+from rdd_edge.deploy.info import ModelInfo, default_palette
+from rdd_edge.deploy.runtime import Segmenter
 from deploy_utils import write_manifest
 from test_trt_double import tiny_fp32_onnx
 

@@ -140,8 +140,8 @@ def test_stack_pads_to_a_common_size():
 
 def test_difficulty_sheet_has_legend_colorbar_and_tse_key():
     pytest.importorskip("torch")
-    from distill import difficulty
-    from distill.difficulty import TSE_IGNORED, difficulty_sheet, heatmap
+    from rdd_edge.distill import difficulty
+    from rdd_edge.distill.difficulty import TSE_IGNORED, difficulty_sheet, heatmap
 
     assert not hasattr(difficulty, "_colorize") and not hasattr(difficulty, "_side_by_side")
     palette = [(220, 20, 60), (0, 128, 0), (30, 30, 200), (250, 170, 30), (70, 200, 200)]

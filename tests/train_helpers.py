@@ -43,7 +43,7 @@ class Blobs:
 
 def readers(n_train: int = 8, n_val: int = 4):
     """The trainer's ``data=`` argument: blobs for train and val."""
-    from distill.train import TrainData
+    from rdd_edge.distill.train import TrainData
 
     return TrainData(INFO, Blobs(n_train), Blobs(n_val, seed=99), SIZE)
 
@@ -56,7 +56,7 @@ def no_dropout() -> None:
 
 
 def tiny_config(mode: str = "teacher", **kw):
-    from distill.config import make_config
+    from rdd_edge.distill.config import make_config
 
     base = dict(model="mbv2", model_kwargs={"head_channels": 8}, iters=4, batch=4, crop=SIZE, eval_size=SIZE,
                 val_every=2, log_every=1, device="cpu", tensorboard=False)
@@ -72,9 +72,9 @@ def ddp_worker(rank: int, world: int, port: int, run_dir: str, cfg_dict: dict) -
 
     torch.set_num_threads(1)
     no_dropout()
-    from distill import dist
-    from distill.config import config_from_dict
-    from distill.train import train
+    from rdd_edge.distill import dist
+    from rdd_edge.distill.config import config_from_dict
+    from rdd_edge.distill.train import train
 
     train(config_from_dict(cfg_dict), data=readers(), run_dir=run_dir, progress=False)
     dist.cleanup()

@@ -61,7 +61,7 @@ def artifact_precision(path: str | Path) -> str:
     from ``manifest.json`` beside it (the artifact whose ``file`` is this one), else from its name."""
     path = Path(path)
     try:
-        from deploy.info import read_manifest
+        from rdd_edge.deploy.info import read_manifest
 
         manifest, _ = read_manifest(path)
     except DeployError:
@@ -86,7 +86,7 @@ def artifact_precision(path: str | Path) -> str:
 def _int8_float(path: Path) -> str:
     """The float math a TensorRT Q/DQ file carries (``fp16`` unless the manifest says ``fp32``)."""
     try:
-        from deploy.info import read_manifest
+        from rdd_edge.deploy.info import read_manifest
 
         manifest, _ = read_manifest(path)
     except DeployError:
@@ -224,7 +224,7 @@ class OrtBackend:
 def _trt_profile(path: Path, max_batch: int) -> dict[str, Any] | None:
     """Explicit TensorRT EP shape range for a dynamic-batch graph with the manifest's static H x W."""
     try:
-        from deploy.info import read_manifest
+        from rdd_edge.deploy.info import read_manifest
 
         manifest, _ = read_manifest(path)
     except DeployError:

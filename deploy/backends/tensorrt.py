@@ -20,7 +20,7 @@ import numpy as np
 
 from rdd_edge.errors import DeployError, MissingDependencyError, RddError
 
-from deploy.engine_meta import check_compatible, check_trt_version, read_sidecar, tensorrt_module
+from rdd_edge.deploy.engine_meta import check_compatible, check_trt_version, read_sidecar, tensorrt_module
 
 
 def bind_shape(name: str, declared: Sequence[int], actual: Sequence[int], profile: tuple[Sequence[int], Sequence[int], Sequence[int]] | None = None) -> tuple[int, ...]:
@@ -90,7 +90,7 @@ class TrtBackend:
         import tensorrt as trt
 
         check_trt_version(trt.__version__, DeployError, f"{self.path}: ")
-        from deploy.cuda_mem import get_cuda_mem
+        from rdd_edge.deploy.cuda_mem import get_cuda_mem
 
         self._trt = trt
         mem = get_cuda_mem(cuda_mem, device)

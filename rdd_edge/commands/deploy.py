@@ -20,7 +20,7 @@ from rdd_edge.commands.options import (DEFAULT_RUNS, Data, Dataset, Device, MaxD
 def reference_rows(export_dir: Path, threads: int | None) -> list:
     """The torch checkpoint as a reference row, where torch and the checkpoint are here."""
     try:
-        from export.reference import torch_candidate
+        from rdd_edge.export.reference import torch_candidate
     except ImportError:  # a deploy-only install: no torch side
         return []
     cand = torch_candidate(export_dir, threads)
@@ -32,7 +32,7 @@ def print_check(console: Any, result: Any) -> None:
     from rich import box
     from rich.table import Table
 
-    from deploy.check import table_rows
+    from rdd_edge.deploy.check import table_rows
 
     head, body = table_rows(result.rows, compact=True)
     table = Table(title=f"deploy check: {result.meta['export_dir']} (full table: check.md)", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -58,7 +58,7 @@ def run_check_command(spec: Any, console: Any, torch_row: bool = True) -> Any:
     """Run the check with live row lines (the CLI and the pipeline print it the same way)."""
     import dataclasses
 
-    from deploy.check import find_export_dir, run_check
+    from rdd_edge.deploy.check import find_export_dir, run_check
     from rdd_edge.runs import resolve_run
 
     run_dir = resolve_run(spec.run, "distill", "the run to check", root=spec.runs_root, must_contain="export/manifest.json")
@@ -88,7 +88,7 @@ def check(
     """Check every exported artifact: integrity, size, mIoU and drop vs FP32, pixel agreement, latency; CI gate (exit 1)."""
     from rich.console import Console
 
-    from deploy.check import CheckSpec
+    from rdd_edge.deploy.check import CheckSpec
 
     spec = CheckSpec(run, runs, images, batch, max_drop, device or "auto", threads, dataset, data, min_time)
     with checkpoint_trust(trust_checkpoint and not no_torch):
@@ -112,8 +112,8 @@ def demo(
     """Segment a camera, video, stream or image folder live: colour overlay, legend, FPS."""
     from rich.console import Console
 
-    from deploy.demo import DemoSpec
-    from deploy.demo import demo as run
+    from rdd_edge.deploy.demo import DemoSpec
+    from rdd_edge.deploy.demo import demo as run
 
     console = Console(stderr=True)
     spec = DemoSpec(source, artifact, runs, out, show, alpha, max_frames, device or "auto", threads)

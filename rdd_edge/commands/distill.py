@@ -65,9 +65,9 @@ def _run_training(mode: str, resume: Optional[str], gpus: int, stop_after: Optio
     """Resolve the config (preset, resume, options, --set), train, print the results table."""
     if gpus > 1 and "RANK" not in os.environ:
         _relaunch(gpus)
-    from distill import dist
-    from distill.config import resolve_config
-    from distill.train import train
+    from rdd_edge.distill import dist
+    from rdd_edge.distill.config import resolve_config
+    from rdd_edge.distill.train import train
 
     with checkpoint_trust(trust):
         cfg = resolve_config(mode, resume=resume, dataset=dataset, sets=sets, **opts)
@@ -100,7 +100,7 @@ def _list_methods(value: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from distill.losses import kd_methods
+    from rdd_edge.distill.losses import kd_methods
 
     t = Table(title="KD methods (--method; none = no KD term)")
     for col in ("method", "weight", "options (--kd-option K=V)", "what"):
@@ -133,7 +133,7 @@ def _kd_options(items: Optional[list[str]]) -> dict | None:
 
 def _class_weights(text: Optional[str]):
     """``--rdd-class-weights`` text -> the config value (None when not given)."""
-    from distill.rdd import parse_class_weights
+    from rdd_edge.distill.rdd import parse_class_weights
 
     return parse_class_weights(text)
 
@@ -212,7 +212,7 @@ def eval_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from distill.evaluate import EvalSpec, evaluate_checkpoint
+    from rdd_edge.distill.evaluate import EvalSpec, evaluate_checkpoint
     from rdd_edge.sizes import parse_hw
 
     with checkpoint_trust(trust_checkpoint):
@@ -250,7 +250,7 @@ def difficulty_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from distill.difficulty import DifficultySpec, run_difficulty
+    from rdd_edge.distill.difficulty import DifficultySpec, run_difficulty
 
     with checkpoint_trust(trust_checkpoint):
         out_dir, rows = run_difficulty(DifficultySpec(checkpoint, teacher, images, dataset, data, split, out, threshold,

@@ -20,12 +20,12 @@ def print_export(console: Any, manifest: dict) -> None:
     """One row per artifact: file, precision, runtime, size and what its check measured."""
     from rich.table import Table
 
-    from export.manifest import MANIFEST
+    from rdd_edge.export.manifest import MANIFEST
 
     table = Table(title=f"{manifest['model_name']} -> {manifest['export_dir']}")
     for col in ("file", "precision", "runtime", "MB", "check"):
         table.add_column(col, justify="right" if col == "MB" else "left")
-    from deploy.engine_meta import precision_summary
+    from rdd_edge.deploy.engine_meta import precision_summary
 
     for a in manifest["artifacts"].values():
         chk = a.get("parity") or a.get("agreement") or {}
@@ -73,8 +73,8 @@ def export_cmd(
     """Export a distilled student to ONNX (+ FP16, INT8, TensorRT) with accuracy checks and a manifest."""
     from rich.console import Console
 
-    from export.formats import ExportSpec
-    from export.pipeline import export_run
+    from rdd_edge.export.formats import ExportSpec
+    from rdd_edge.export.pipeline import export_run
 
     console = Console()
     spec = ExportSpec(source=source, out=out, runs_root=runs, size=size, outputs=outputs, embed_preprocess=embed_preprocess,
@@ -97,8 +97,8 @@ def engine_cmd(
     """Build TensorRT engines from an export folder's ONNX files, on the device that will run them (no torch needed)."""
     from rich.console import Console
 
-    from export.formats import ExportSpec
-    from export.pipeline import engine_run
+    from rdd_edge.export.formats import ExportSpec
+    from rdd_edge.export.pipeline import engine_run
 
     console = Console()
     spec = ExportSpec(source=run, runs_root=runs, trt=trt, workspace=workspace, max_batch=max_batch, dla_core=dla_core,

@@ -28,8 +28,8 @@ def models_cmd(
     from rich.table import Table
 
     # submodules, not the package: works even where an old editable install maps `models` as a namespace
-    from models.flops import count_flops, count_params
-    from models.registry import aliases_of, create_model, list_models, model_cfg
+    from rdd_edge.models.flops import count_flops, count_params
+    from rdd_edge.models.registry import aliases_of, create_model, list_models, model_cfg
 
     names = list_models(filter)
     if not names:

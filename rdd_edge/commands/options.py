@@ -44,7 +44,7 @@ def checkpoint_trust(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    from models.checkpoint import trusted_checkpoints
+    from rdd_edge.models.checkpoint import trusted_checkpoints
 
     with trusted_checkpoints():
         yield
