@@ -88,25 +88,28 @@ def test_train_preset_pads_with_ignore_and_keeps_label_values():
 
 
 # ------------------------------------------------------------------ training behaviour
-def _assert_same_relative_to_update(a: dict, b: dict, init: dict, share: float = 5e-3) -> None:
-    """``a`` and ``b`` agree to within ``share`` of how far training moved each tensor from ``init``.
+def _assert_same_relative_to_update(a: dict, b: dict, init: dict, share: float = 0.05) -> None:
+    """``a`` and ``b`` moved the same way from ``init``: their difference is under ``share`` of the
+    update, as a norm over all trained float tensors together.
 
     Two processes sum gradients in another order than one (all-reduce, then per-process means),
-    and the vector units of the CPU change the order again (AVX-512 vs AVX2 kernels): float32
-    rounding differences of ~1e-6 relative to the gradients, carried through three SGD steps with
-    momentum. Measured against the update itself (0.5% of its largest entry, plus a few float32
-    ulps of the weights), the bound holds on any x86 CPU while a wrong gradient (a missing
-    all-reduce halves or doubles it) is off by tens of percent of the update.
+    and the CPU's vector units change the order again (AVX-512 vs AVX2 kernels). Per tensor that
+    rounding can reach a quarter of a tiny update where a gradient is a sum of large terms that
+    cancel (a BN shift moved by 2e-4 in three steps, on a 2-core AVX2 EPYC), so tensors are not
+    compared one by one. Over the whole model the difference stays near one percent of the update
+    (1.3% for the three-step run, 0.2% for the CWD run, on that EPYC), while a wrong gradient (a missing all-reduce trains each process on its own two
+    images) changes the update by a share comparable to the update itself.
     """
     assert a.keys() == b.keys()
+    diff2 = upd2 = 0.0
     for k in a:
         if not a[k].is_floating_point():
             assert torch.equal(a[k], b[k]), k
             continue
-        update = (a[k] - init[k]).abs().max().item()
-        ulps = 8 * torch.finfo(torch.float32).eps * a[k].abs().max().item()
-        diff = (a[k] - b[k]).abs().max().item()
-        assert diff <= share * update + ulps, f"{k}: differs by {diff:.3g}, the update was {update:.3g}"
+        diff2 += float(((a[k] - b[k]).double() ** 2).sum())
+        upd2 += float(((a[k] - init[k]).double() ** 2).sum())
+    assert upd2 > 0, "nothing trained"
+    assert diff2 ** 0.5 <= share * upd2 ** 0.5, f"the runs differ by {diff2 ** 0.5 / upd2 ** 0.5:.2%} of the update"
 
 
 @pytest.mark.slow
@@ -128,6 +131,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, monkeypatch):
         port = s.getsockname()[1]
     mp.start_processes(ddp_worker, args=(2, port, str(tmp_path / "two"), cfg.as_dict()), nprocs=2, start_method="spawn")
     one, two = _weights(tmp_path / "one" / "last.pt"), _weights(tmp_path / "two" / "last.pt")
+    torch.manual_seed(cfg.seed)  # the trainer's initialisation
     init = train_mod.build_model(cfg, 4).state_dict()
     assert any(not torch.allclose(one[k], init[k]) for k in one if one[k].is_floating_point())  # it did train
     _assert_same_relative_to_update(one, two, init)
@@ -434,8 +438,10 @@ def test_ddp_averages_the_cwd_connector_like_the_student(tmp_path, monkeypatch):
     mp.start_processes(ddp_worker, args=(2, port, str(tmp_path / "two"), cfg.as_dict()), nprocs=2, start_method="spawn")
     one = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
     two = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
-    _assert_same(one["state_dict"], two["state_dict"])
-    _assert_same(one["kd_state"], two["kd_state"])
+    torch.manual_seed(cfg.seed)  # the trainer's initialisation
+    init = train_mod.build_model(cfg, 4).state_dict()
+    _assert_same_relative_to_update(one["state_dict"], two["state_dict"], init)
+    _assert_same(one["kd_state"], two["kd_state"], atol=1e-4)  # the connector (1x1 conv): its updates are ~1e-2
 
 
 # ------------------------------------------------------------------ NaN guard without a host sync per step
