@@ -52,6 +52,7 @@ class Row:
     agreement: float | None = None  # fraction of pixels with the reference's label, in percent
     latency: dict[str, dict] = field(default_factory=dict)  # "b1", "bN" -> Latency.as_dict()
     detail: str = ""  # engines: the layer precisions TensorRT chose (from the sidecar)
+    note: str = ""  # where it ran when that is not where it was asked to (e.g. ONNX on the CPU)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +68,7 @@ class Candidate:
     precision: str = "fp32"
     gated: bool = True  # subject to --max-drop (everything but the reference rows)
     sha256: str | None = None  # what the manifest recorded; a file that differs fails its row
+    note: str = ""  # said in the row (e.g. "ran on the CPU: ...")
 
 
 def find_export_dir(run: str | Path) -> Path:
@@ -79,28 +81,73 @@ def find_export_dir(run: str | Path) -> Path:
 
 
 def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str = "cpu", threads: int | None = None) -> list[Candidate]:
-    """One candidate per artifact the manifest lists, FP32 ONNX first."""
+    """One candidate per artifact the manifest lists, FP32 ONNX first.
+
+    With a GPU ``device``, engines run on the GPU and ONNX files on ONNX Runtime's GPU providers
+    when this onnxruntime build has them, else on the CPU with a note in their row (never a
+    failure: the FP32 reference must produce figures for the gate to mean anything).
+    """
     from rdd_edge.deploy.runtime import load
 
     arts = manifest.get("artifacts") or {}
     if not arts:
         raise ConfigError(f"{export_dir / MANIFEST_NAME}: lists no artifacts; re-run `rdd-edge export`")
     keys = sorted(arts, key=lambda k: (ORDER.index(k) if k in ORDER else len(ORDER), k))
+    onnx_device, onnx_note = onnx_placement(device)
     out = []
     for k in keys:
         entry = arts[k] if isinstance(arts[k], dict) else {"file": str(arts[k])}
         f = export_dir / str(entry.get("file", ""))
+        is_onnx = f.suffix.lower() == ".onnx"
+        dev = onnx_device if is_onnx else device
         out.append(
             Candidate(
                 name=k,
-                load=lambda f=f: load(f, device=device, threads=threads),
+                load=(lambda f=f, dev=dev: _load_onnx(load, f, dev, threads)) if is_onnx else
+                     (lambda f=f: load(f, device=device, threads=threads)),
                 file=f,
                 precision=str(entry.get("precision", "fp32" if k == REFERENCE_KEY else k)),
                 gated=k != REFERENCE_KEY,
                 sha256=entry.get("sha256"),
+                note=onnx_note if is_onnx else "",
             )
         )
     return out
+
+
+def onnx_placement(device: str) -> tuple[str, str]:
+    """Where ONNX files run for ``device`` and the note their rows carry: a GPU device with a
+    CPU-only ONNX Runtime runs them on the CPU ("ran on the CPU: ...")."""
+    if not device.startswith("cuda"):
+        return device, ""
+    from rdd_edge.deploy.backends.onnxruntime import gpu_providers, import_onnxruntime
+
+    available = list(import_onnxruntime().get_available_providers())
+    if gpu_providers(available):
+        return device, ""
+    return "cpu", ("ran on the CPU: this ONNX Runtime has no GPU provider (pip install 'rdd-edge[gpu]', or "
+                   "NVIDIA's onnxruntime-gpu wheel on a Jetson)")
+
+
+class _Fallback:
+    """A loaded ONNX segmenter that records why it runs on the CPU instead of the GPU."""
+
+    def __init__(self, seg: Any, note: str) -> None:
+        self._seg, self.fallback_note = seg, note
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._seg, name)
+
+
+def _load_onnx(load: Callable[..., Any], f: Path, device: str, threads: int | None) -> Any:
+    """An ONNX artifact on ``device``; when its GPU providers fail to load it, on the CPU instead (noted)."""
+    if not device.startswith("cuda"):
+        return load(f, device=device, threads=threads)
+    try:
+        return load(f, device=device, threads=threads)
+    except DeployError as exc:
+        seg = load(f, device="cpu", threads=threads)
+        return _Fallback(seg, f"ran on the CPU: the GPU providers could not load it ({str(exc)[:160]})")
 
 
 def verify_file(cand: Candidate) -> None:
@@ -158,6 +205,7 @@ def evaluate_rows(
                 row.detail = _engine_precisions(cand.file)
             seg = cand.load()
             row.backend = getattr(seg, "provider", "")
+            row.note = getattr(seg, "fallback_note", "") or cand.note
             preds = _predict_all(seg, images, max(1, batch))
             cm = ConfusionMatrix(num_classes, ignore_index)
             for lab, pred in zip(labels, preds):
@@ -298,6 +346,7 @@ def to_markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
     ]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]
     lines += [f"- {r.name}: {r.detail}" for r in rows if r.detail]
+    lines += [f"- {r.name}: {r.note}" for r in rows if r.note]
     lines += ["", f"Result: {'FAILED' if meta['gate_failed'] else 'passed'} ({time.strftime('%Y-%m-%d %H:%M:%S')})", ""]
     return "\n".join(lines)
 

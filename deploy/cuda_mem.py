@@ -33,12 +33,26 @@ INSTALL_HINT = ("install cuda-python for your CUDA major: `pip install rdd-edge[
                 "pycuda also works (`pip install rdd-edge[pycuda]`, needs nvcc)")
 
 
-def _import_cudart() -> Any:
+def import_cudart() -> Any:
+    """cuda-python's runtime API module (``cuda.bindings.runtime``; ``cuda.cudart`` before 12.6)."""
     try:
         from cuda.bindings import runtime
     except ImportError:
         from cuda import cudart as runtime  # cuda-python < 12.6 kept the runtime API here
     return runtime
+
+
+def native_handle(obj: Any) -> int:
+    """The address behind a cuda-python handle (a ``cudaStream_t``) as an int: cuda-bindings 13's
+    ``utils.get_cuda_native_handle`` where present, else ``int(obj)`` as 12.x allows."""
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int(obj)
+    try:
+        return int(get_cuda_native_handle(obj))
+    except TypeError:  # a type the helper does not know (older bindings, plain ints)
+        return int(obj)
 
 
 class _Closable:
@@ -105,7 +119,7 @@ class CudaPythonMem(_Closable):
     name = "cuda-python"
 
     def __init__(self, device: int = 0) -> None:
-        rt = _import_cudart()
+        rt = import_cudart()
         self._rt = rt
         self._state = _CudaPythonState(rt)
         self._finalizer = weakref.finalize(self, self._state.release)
@@ -158,9 +172,11 @@ class CudaPythonMem(_Closable):
         return any(p <= ptr and ptr + host.nbytes <= p + n for p, n in self._state.pinned.items())
 
     def stream(self) -> int:
+        """A non-blocking stream (no implicit sync with the legacy default stream) and its handle."""
         self._check_open()
-        s = self._ok(self._rt.cudaStreamCreate(), "cudaStreamCreate")
-        handle = int(s)
+        flags = self._rt.cudaStreamNonBlocking
+        s = self._ok(self._rt.cudaStreamCreateWithFlags(flags), "cudaStreamCreateWithFlags(cudaStreamNonBlocking)")
+        handle = native_handle(s)
         self._state.streams[handle] = s
         return handle
 
@@ -188,6 +204,9 @@ class CudaPythonMem(_Closable):
             raise DeployError(f"CUDA stream {handle} is not open (closed runner?)")
         return s
 
+
+
+NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING, pycuda's Stream(flags)
 
 
 class _PycudaState:
@@ -277,7 +296,8 @@ class PycudaMem(_Closable):
         return any(p <= ptr and ptr + host.nbytes <= p + a.nbytes for p, a in self._state.pinned.items())
 
     def stream(self) -> int:
-        s = self._call("Stream", self._drv.Stream)
+        """A non-blocking stream (``CU_STREAM_NON_BLOCKING`` = 1) and its handle."""
+        s = self._call("Stream", self._drv.Stream, NON_BLOCKING)
         self._state.streams[int(s.handle)] = s
         return int(s.handle)
 

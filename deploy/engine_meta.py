@@ -61,6 +61,14 @@ def parse_trt_version(version: str | None) -> tuple[int, int, int]:
     return nums[0], nums[1], nums[2]
 
 
+def trt_release(version: str | None) -> tuple[int, ...]:
+    """Every numeric part of a TensorRT version, build included: ``"10.3.0.30"`` -> (10, 3, 0, 30).
+
+    NVIDIA's support policy ties a serialized engine and a timing cache to the exact
+    major.minor.patch.build that made them."""
+    return tuple(int(p) for p in re.findall(r"\d+", str(version or ""))[:4])
+
+
 def check_trt_version(version: str | None, error: type[RddError] = DeployError, where: str = "") -> tuple[int, int, int]:
     """Refuse TensorRT older than 10.0 with one line; return the parsed version."""
     v = parse_trt_version(version)
@@ -83,42 +91,81 @@ def tensorrt_module() -> Any | None:
     return tensorrt
 
 
+_LOGGER: list[Any] = []  # [(tensorrt module, its logger)]: one logger per process
+
+
+def trt_logger(trt: Any) -> Any:
+    """The process's one TensorRT logger (builder, parser and runtime all share it: TensorRT ties
+    its logging to the first logger it is handed, and a logger per object only repeats messages)."""
+    if not _LOGGER or _LOGGER[0][0] is not trt:
+        _LOGGER[:] = [(trt, trt.Logger(trt.Logger.WARNING))]
+    return _LOGGER[0][1]
+
+
+# DLA through TensorRT's ONNX path: supported up to 10.7 (JetPack 6 ships 10.3), absent from
+# 11.0 to 11.4.0 (NVIDIA's support matrices); 10.8-10.x: not documented either way.
+DLA_LAST_SUPPORTED = (10, 7)
+DLA_ABSENT = ((11, 0, 0), (11, 4, 0))
+
+
+def dla_support(version: str | None) -> str:
+    """``"yes"``, ``"no"`` or ``"unknown"``: whether this TensorRT release builds for DLA."""
+    v = parse_trt_version(version)
+    if v[:2] <= DLA_LAST_SUPPORTED:
+        return "yes"
+    if DLA_ABSENT[0] <= v <= DLA_ABSENT[1]:
+        return "no"
+    return "unknown"
+
+
 def _tensorrt_version() -> str | None:
     trt = tensorrt_module()
     return str(trt.__version__) if trt is not None else None
 
 
-def _gpu_cuda_python() -> tuple[str, str] | None:
+_CC = re.compile(r"\d{1,2}\.\d{1,2}")
+
+
+def compute_capability(text: Any) -> str | None:
+    """A compute capability only as ``N.N`` (e.g. ``"8.7"``); anything else is unknown (None)."""
+    text = str(text).strip() if text is not None else ""
+    return text if _CC.fullmatch(text) else None
+
+
+def _gpu_cuda_python(device: int = 0) -> tuple[str, str | None] | None:
     try:
-        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
-    except Exception:  # noqa: BLE001
+        from rdd_edge.deploy.cuda_mem import import_cudart
+
+        cudart = import_cudart()  # cuda.bindings.runtime, or cuda.cudart of cuda-python < 12.6
+        err, props = cudart.cudaGetDeviceProperties(int(device))
+    except Exception:  # noqa: BLE001 - absent binding or no driver: another source may know
         return None
-    err, props = cudart.cudaGetDeviceProperties(0)
     if int(err) != 0:
         return None
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return name.strip("\x00 "), f"{props.major}.{props.minor}"
+    return name.strip("\x00 "), compute_capability(f"{props.major}.{props.minor}")
 
 
-def _gpu_pycuda() -> tuple[str, str] | None:
+def _gpu_pycuda(device: int = 0) -> tuple[str, str | None] | None:
     try:
         import pycuda.driver as drv  # type: ignore[import-not-found]
 
         drv.init()
-        dev = drv.Device(0)
+        dev = drv.Device(int(device))
         major, minor = dev.compute_capability()
-        return dev.name(), f"{major}.{minor}"
+        return str(dev.name()), compute_capability(f"{major}.{minor}")
     except Exception:  # noqa: BLE001
         return None
 
 
-def _gpu_nvidia_smi() -> tuple[str, str] | None:
+def _gpu_nvidia_smi(device: int = 0) -> tuple[str, str | None] | None:
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+            [exe, f"--id={int(device)}", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -126,12 +173,13 @@ def _gpu_nvidia_smi() -> tuple[str, str] | None:
     if "," not in line:
         return None
     name, cc = (s.strip() for s in line.rsplit(",", 1))
-    return name, cc
+    return name, compute_capability(cc)
 
 
-def runtime_identity() -> dict[str, Any]:
-    """This machine's TensorRT version, GPU name and compute capability (None where unknown)."""
-    gpu = _gpu_cuda_python() or _gpu_pycuda() or _gpu_nvidia_smi()
+def runtime_identity(device: int = 0) -> dict[str, Any]:
+    """This machine's TensorRT version and the name and compute capability of GPU ``device``
+    (the ``N`` of ``cuda:N``; None where unknown)."""
+    gpu = _gpu_cuda_python(device) or _gpu_pycuda(device) or _gpu_nvidia_smi(device)
     return {
         "tensorrt": _tensorrt_version(),
         "gpu": gpu[0] if gpu else None,
@@ -144,18 +192,23 @@ def _sm(cc: Any) -> str:
 
 
 def _same_trt(a: str, b: str) -> bool:
-    """Engines are tied to the TensorRT release: compare major.minor.patch (build number ignored)."""
-    return a.split(".")[:3] == b.split(".")[:3]
+    """Engines are tied to the exact TensorRT release: major.minor.patch.build must match (the parts
+    both versions give, at least major.minor.patch)."""
+    ra, rb = trt_release(a), trt_release(b)
+    n = min(len(ra), len(rb))
+    return n >= 3 and ra[:n] == rb[:n]
 
 
-def check_compatible(meta: dict[str, Any], current: dict[str, Any] | None = None, engine: str | Path | None = None) -> None:
+def check_compatible(meta: dict[str, Any], current: dict[str, Any] | None = None, engine: str | Path | None = None,
+                     device: int = 0) -> None:
     """Raise DeployError unless an engine described by ``meta`` can run on ``current``.
 
-    Same TensorRT release and same compute capability are required (a different GPU model of
-    the same capability is fine). ``current`` defaults to :func:`runtime_identity`.
+    Same TensorRT release (major.minor.patch.build) and same compute capability are required (a
+    different GPU model of the same capability is fine). ``current`` defaults to
+    :func:`runtime_identity` of GPU ``device``.
     """
     if current is None:
-        current = runtime_identity()
+        current = runtime_identity(device)
     built_trt, built_cc, built_gpu = meta.get("tensorrt"), meta.get("compute_capability"), meta.get("gpu")
     cur_trt, cur_cc, cur_gpu = current.get("tensorrt"), current.get("compute_capability"), current.get("gpu")
     mismatch = (
@@ -208,18 +261,48 @@ def tensor_precision(tensor: Any) -> str | None:
     return None
 
 
+# Kernel names that say the math is INT8 (xmma/imma GEMM kernels name their operand types,
+# e.g. "..._interleaved_i8f16", "..._i8i8_i8i32_f32"; "imma" is the integer tensor-core MMA).
+_INT8_TACTIC = re.compile(r"int8|i8i8|i8f16|i8f32|i8i32|(?<![a-z0-9])i8(?![0-9])|imma", re.IGNORECASE)
+
+
+def tactic_is_int8(layer: Any) -> bool:
+    """Whether a layer's kernel (``TacticName``) names INT8 math."""
+    if not isinstance(layer, dict):
+        return False
+    name = layer.get("TacticName")
+    return isinstance(name, str) and bool(_INT8_TACTIC.search(name))
+
+
 def layer_precision(layer: Any) -> str:
     """The precision a layer computes in: its first input's type (an INT8 convolution reads INT8
-    and may write FP16), else its first output's; ``unknown`` when the entry has no types (engine
-    built without ``ProfilingVerbosity.DETAILED``)."""
+    and may write FP16), else its first output's, with INT8 also read from the kernel's name
+    (``TacticName``) when the types do not say it; ``unknown`` when the entry has neither (an
+    engine built without ``ProfilingVerbosity.DETAILED``, or read without an execution context)."""
     if not isinstance(layer, dict):
         return "unknown"
+    found = None
     for key in ("Inputs", "Outputs"):
         for t in layer.get(key) or []:
-            p = tensor_precision(t)
-            if p is not None:
-                return p
-    return "unknown"
+            found = tensor_precision(t)
+            if found is not None:
+                break
+        if found is not None:
+            break
+    if found != "int8" and tactic_is_int8(layer):
+        return "int8"
+    return found or "unknown"
+
+
+def report_is_readable(counts: dict[str, int] | None) -> bool:
+    """Whether a precision report says enough to judge an engine: at least one layer, and more
+    layers with a known precision than unknown ones (Myelin may fuse a graph into a few coarse
+    layers: few layers are fine, mostly-unknown ones are not)."""
+    if not counts:
+        return False
+    unknown = int(counts.get("unknown", 0))
+    known = sum(int(v) for k, v in counts.items() if k != "unknown")
+    return known > 0 and known >= unknown
 
 
 def layer_precisions(inspector_json: str | dict | list) -> dict[str, int]:

@@ -98,9 +98,10 @@ def build_engines(ctx: BuildContext, keys: tuple[str, ...] = ("engine-fp16", "en
     for key in keys:
         src, p = ctx.path(BY_KEY[key].source), ctx.path(key)
         meta = build_engine(src, p, max_batch=s.max_batch, opt_batch=s.opt_batch, dynamic_hw=s.profile,
-                            workspace_gb=s.workspace, timing_cache_dir=ctx.out, dla_core=s.dla_core)
+                            workspace_gb=s.workspace, timing_cache_dir=ctx.out, dla_core=s.dla_core,
+                            allow_gpu_fallback=s.allow_gpu_fallback)
         ctx.log(f"  {p.name}: {precision_summary(meta)} (TensorRT {meta.get('tensorrt')}, {meta.get('gpu')})")
         out[key] = {"path": p, "source": src.name, "sidecar": p.name + ".json",
                     **{k: meta.get(k) for k in ("precision_layers", "profile", "max_batch", "tensorrt", "gpu",
-                                                "compute_capability", "dla_core", "timing_cache")}}
+                                                "compute_capability", "dla_core", "dla_layers", "timing_cache")}}
     return out

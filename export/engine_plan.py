@@ -61,20 +61,28 @@ def check_batches(max_batch: int, opt_batch: int) -> None:
 
 
 def profile_shapes(input_shape: Sequence[Any], max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int = 1,
-                   dynamic_hw: tuple[HW, HW, HW] | None = None) -> dict[str, Shape]:
+                   dynamic_hw: tuple[HW, HW, HW] | None = None, static: bool = False) -> dict[str, Shape]:
     """min/opt/max shapes of the image input for one optimization profile.
 
     ``input_shape`` is the ONNX input (N may be symbolic). Batch runs min 1, opt ``opt_batch``,
     max ``max_batch``; a static batch in the graph wins (min = opt = max = that batch). Static
     H and W give min = opt = max spatially; ``dynamic_hw`` = ((minH, minW), (optH, optW),
     (maxH, maxW)) is required for graphs exported with --dynamic and refused for static ones.
+    ``static``: one shape only, batch ``opt_batch`` (DLA accepts no dynamic dimension: NVIDIA's DLA
+    restrictions require min = opt = max).
     """
+    if static:
+        max_batch = opt_batch
+        if dynamic_hw is not None:
+            raise ConfigError("--dla-core: DLA takes no dynamic dimension; export at a fixed size (no --dynamic)")
     check_batches(max_batch, opt_batch)
     if len(input_shape) != 4:
         raise ConfigError(f"input shape {list(input_shape)}: expected NCHW")
     n, c, h, w = list(input_shape)
     if isinstance(n, int) and n > 0:
         lo_b = opt_b = hi_b = int(n)
+    elif static:
+        lo_b = opt_b = hi_b = opt_batch
     else:
         lo_b, opt_b, hi_b = 1, opt_batch, max_batch
     static_hw = all(isinstance(v, int) and v > 0 for v in (h, w))
@@ -116,6 +124,20 @@ def check_dla_core(dla_core: int | None, num_dla_cores: int, where: str = "") ->
         raise ConfigError(f"{where}--dla-core {dla_core}: this device {have}; drop --dla-core to build for the GPU")
 
 
+def check_dla_version(version: str | None, warn: Any = None) -> None:
+    """Refuse ``--dla-core`` on a TensorRT release without DLA (11.0-11.4.0) in one line; warn where
+    NVIDIA documents neither (10.8 and later 10.x): the layer count says where layers went."""
+    from rdd_edge.deploy.engine_meta import dla_support
+
+    support = dla_support(version)
+    if support == "no":
+        raise ConfigError(f"--dla-core: TensorRT {version} has no DLA support (NVIDIA: DLA through 10.7, none in "
+                          "11.0-11.4.0); build for the GPU (drop --dla-core) or use JetPack 6's TensorRT 10.3")
+    if support == "unknown" and warn is not None:
+        warn(f"--dla-core: DLA support in TensorRT {version} is not documented (NVIDIA lists it through 10.7); "
+             "check the DLA/GPU layer count this build reports")
+
+
 def parse_version(version: str | None) -> tuple[int, int, int]:
     """``"10.3.0.30"`` -> (10, 3, 0) (see :func:`deploy.engine_meta.parse_trt_version`)."""
     return parse_trt_version(version)
@@ -141,21 +163,28 @@ def network_flags(trt_version: str | None, trt: Any) -> int:
 
 
 def slug(text: str) -> str:
+    """Lower-case letters, digits and '-' only: safe as one part of a file name."""
     return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "unknown"
 
 
 def timing_cache_name(gpu: str | None, compute_capability: str | None, trt_version: str | None) -> str:
-    """``timing-<gpu-slug>-sm87-trt10.3.0.cache``: one cache per GPU model and TensorRT release."""
-    sm = "sm" + str(compute_capability).replace(".", "") if compute_capability else "sm-unknown"
-    major, minor, patch = parse_version(trt_version)
-    return f"timing-{slug(gpu or 'unknown-gpu')}-{sm}-trt{major}.{minor}.{patch}.cache"
+    """``timing-<gpu>-sm87-trt10-3-0-30.cache``: one cache per GPU model, compute capability and exact
+    TensorRT release (major.minor.patch.build: NVIDIA's support policy ties caches to all four).
+    Every part is slugged, so no text from a GPU name or version can leave the folder."""
+    from rdd_edge.deploy.engine_meta import compute_capability as _cc, trt_release
+
+    cc = _cc(compute_capability)
+    sm = "sm" + slug(cc.replace(".", "")) if cc else "sm-unknown"
+    release = trt_release(trt_version)
+    trt = "trt" + slug("-".join(str(v) for v in release)) if release else "trt-unknown"
+    return f"timing-{slug(gpu or 'unknown-gpu')}-{sm}-{trt}.cache"
 
 
 def sidecar_meta(engine_key: str, onnx_sha256: str, identity: dict[str, Any], io: dict[str, Any],
                  profile: dict[str, Shape], workspace_gb: float, dla_core: int | None, *,
                  source_onnx: str | None = None, precision_layers: dict[str, int] | None = None,
                  timing_cache: dict[str, Any] | None = None, builder_flags: Sequence[str] = (),
-                 network_flags: int | None = None) -> dict[str, Any]:
+                 network_flags: int | None = None, dla_layers: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``deploy.engine_meta.write_sidecar`` stores beside an engine (and ``build_engine`` returns)."""
     precision = BY_KEY[engine_key].precision if engine_key in BY_KEY else engine_key.replace("engine-", "")
     return {
@@ -170,6 +199,7 @@ def sidecar_meta(engine_key: str, onnx_sha256: str, identity: dict[str, Any], io
         "max_batch": int(profile["max"][0]),
         "workspace_gb": workspace_gb,
         "dla_core": dla_core,
+        "dla_layers": dla_layers,  # {"dla": n, "gpu": m, "gpu_layers": [...]} on a DLA build, else None
         "strongly_typed": True,
         "network_flags": network_flags,
         "builder_flags": list(builder_flags),

@@ -36,7 +36,7 @@ class ExportFormat:
 
 
 _CALIB = frozenset({"calib", "calib_method", "calib_data", "keep_float", "int8_max_drop", "int8_float"})
-_ENGINE = frozenset({"workspace", "max_batch", "opt_batch", "dla_core", "profile"})
+_ENGINE = frozenset({"workspace", "max_batch", "opt_batch", "dla_core", "allow_gpu_fallback", "profile"})
 
 FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("onnx", "ONNX", "model.onnx", "onnxruntime", "fp32", "always", "rdd_edge.export.builders:build_onnx"),
@@ -102,6 +102,7 @@ class ExportSpec:
     max_batch: int = 8
     opt_batch: int = 1
     dla_core: int | None = None
+    allow_gpu_fallback: bool = False  # a --dla-core build with no layer on DLA: a warning instead of an error
     profile: Any = None  # dynamic graphs: ((minH, minW), (optH, optW), (maxH, maxW)) or "HxW,HxW,HxW"
     extra: dict = field(default_factory=dict)  # room for builders' own settings (tests)
 
@@ -127,7 +128,10 @@ class ExportSpec:
             (s.check_images is None or s.check_images >= 1, f"--check-images {s.check_images}: must be >= 1"),
             (s.calib >= 1, f"--calib {s.calib}: must be >= 1 (300-500 recommended)"),
             (s.workspace > 0, f"--workspace {s.workspace}: GB, must be positive (1-2 on Jetson)"),
-            (1 <= s.opt_batch <= s.max_batch, f"--max-batch {s.max_batch} / opt batch {s.opt_batch}: need 1 <= opt <= max"),
+            (1 <= s.opt_batch <= s.max_batch or s.dla_core is not None,
+             f"--max-batch {s.max_batch} / --opt-batch {s.opt_batch}: need 1 <= opt <= max"),
+            (s.opt_batch >= 1, f"--opt-batch {s.opt_batch}: must be >= 1"),
+            (not (s.allow_gpu_fallback and s.dla_core is None), "--allow-gpu-fallback applies to --dla-core builds"),
             (not (s.profile and not s.dynamic), "--profile sets the engine's H x W range of a --dynamic graph; add --dynamic"),
         ]
         for ok, msg in checks:

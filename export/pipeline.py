@@ -180,6 +180,9 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     spec = (spec or ExportSpec(**fields)).normalised()
     formats.check_options(spec)
     wanted = formats.requested(spec)
+    from rdd_edge.deploy.backends.onnxruntime import import_onnxruntime
+
+    import_onnxruntime()  # every artifact is scored with ONNX Runtime: say what to install before any work
     if any(f.runtime == "tensorrt" for f in wanted):
         from rdd_edge.export.tensorrt import require_tensorrt
 

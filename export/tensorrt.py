@@ -59,24 +59,27 @@ def _one_line(exc: BaseException) -> str:
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: int = 8, opt_batch: int = 1,
                  dynamic_hw: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None,
                  workspace_gb: float = 2.0, timing_cache_dir: Path | None = None, dla_core: int | None = None,
-                 **legacy: Any) -> dict[str, Any]:
+                 allow_gpu_fallback: bool = False, device: int = 0, **legacy: Any) -> dict[str, Any]:
     """Build ``engine_path`` from ``onnx_path``; write the engine and ``<engine>.json`` atomically.
 
     Returns the sidecar dict: ``precision``, ``precision_layers`` (layers per precision from the
-    engine inspector), ``profile`` (min/opt/max), ``max_batch``, ``tensorrt``, ``gpu``,
-    ``compute_capability``, ``timing_cache`` ({file, loaded, refused, saved}), ``dla_core`` ...
+    engine inspector, read with an execution context at the profile's opt shape), ``profile``
+    (min/opt/max), ``max_batch``, ``tensorrt``, ``gpu``, ``compute_capability`` (of GPU ``device``),
+    ``timing_cache`` ({file, loaded, refused, saved}), ``dla_core``, ``dla_layers`` ...
 
-    ``timing_cache_dir``: folder of the timing cache ``timing-<gpu>-sm<cc>-trt<ver>.cache``; read
+    ``timing_cache_dir``: folder of the timing cache ``timing-<gpu>-sm<cc>-trt<release>.cache``; read
     when present and compatible, else started empty (with a warning), saved back after the build.
-    ``legacy``: the pre-strong-typing keywords ``timing_cache`` (a file: its folder is used) and
-    ``fp16_flag`` (ignored: precision comes from the file) are still accepted.
+    ``dla_core``: build for that DLA core with GPU fallback: one static shape (batch ``opt_batch``),
+    and the network's layers counted by where they will run (``config.can_run_on_DLA``); none on
+    DLA is an error unless ``allow_gpu_fallback``. ``legacy``: the pre-strong-typing keywords
+    ``timing_cache`` (a file: its folder is used) and ``fp16_flag`` (ignored) are still accepted.
     """
-    from rdd_edge.deploy.engine_meta import runtime_identity, write_sidecar
+    from rdd_edge.deploy.engine_meta import runtime_identity, trt_logger, write_sidecar
 
     from rdd_edge.runs import atomic_write_bytes
 
-    from rdd_edge.export.engine_plan import (check_build_args, check_dla_core, engine_precision, network_flags,
-                                    profile_shapes, sidecar_meta)
+    from rdd_edge.export.engine_plan import (check_build_args, check_dla_core, check_dla_version, engine_precision,
+                                             network_flags, profile_shapes, sidecar_meta)
     from rdd_edge.export.onnx_io import graph_io, load_export_onnx, sha256_file
 
     unknown = set(legacy) - {"timing_cache", "fp16_flag"}
@@ -93,19 +96,20 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
         raise ExportError(f"{onnx_path}: expected one image input, the graph has {[i['name'] for i in io['inputs']]}")
     input_name = io["inputs"][0]["name"]
     try:
-        profile = profile_shapes(io["inputs"][0]["shape"], max_batch, opt_batch, dynamic_hw)
+        profile = profile_shapes(io["inputs"][0]["shape"], max_batch, opt_batch, dynamic_hw, static=dla_core is not None)
     except ConfigError as exc:
         raise ConfigError(f"{onnx_path}: {exc}") from None
     _trt()  # MissingDependencyError with the install line when TensorRT is absent
     import tensorrt as trt
 
+    placement: dict[str, Any] | None = None
     try:
         flags = network_flags(trt.__version__, trt)  # refuses TensorRT < 10
-        identity = runtime_identity()
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-        if builder is None:
-            raise ExportError(f"{onnx_path}: TensorRT could not create a builder (no usable NVIDIA GPU / driver?)")
+        if dla_core is not None:
+            check_dla_version(trt.__version__, warn=log.warning)
+        identity = runtime_identity(device)
+        logger = trt_logger(trt)
+        builder = _builder(trt, logger, onnx_path)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
@@ -121,6 +125,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
             config.DLA_core = int(dla_core)
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run stay on the GPU
             builder_flags.append("GPU_FALLBACK")
+            placement = dla_placement(config, network)
+            _judge_placement(placement, dla_core, onnx_path, allow_gpu_fallback)
         opt = builder.create_optimization_profile()
         opt.set_shape(input_name, trt.Dims(list(profile["min"])), trt.Dims(list(profile["opt"])),
                       trt.Dims(list(profile["max"])))
@@ -138,7 +144,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
         if cache_info["file"]:
             atomic_write_bytes(Path(cache_info["path"]), bytes(memoryview(config.get_timing_cache().serialize())))
             cache_info["saved"] = True
-        layers = _precision_report(trt, logger, data, dla_core)
+        layers = _precision_report(trt, logger, data, dla_core, input_name, profile["opt"])
     except RddError:
         raise
     except Exception as exc:  # noqa: BLE001 - TensorRT raises RuntimeError/TypeError from C++: one line
@@ -147,9 +153,53 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
     cache_info.pop("path", None)
     meta = sidecar_meta(f"engine-{precision}", sha256_file(onnx_path), identity, io, profile, workspace_gb, dla_core,
                         source_onnx=onnx_path.name, precision_layers=layers, timing_cache=cache_info,
-                        builder_flags=builder_flags, network_flags=flags)
+                        builder_flags=builder_flags, network_flags=flags, dla_layers=placement)
     write_sidecar(engine_path, meta)
     return {"format": "rdd-edge-engine", "engine": str(engine_path), **meta}
+
+
+def _builder(trt: Any, logger: Any, onnx_path: Path) -> Any:
+    """``trt.Builder(logger)``; its pybind factory raises TypeError ("returned nullptr") when no
+    usable GPU or driver is there: one line instead."""
+    try:
+        builder = trt.Builder(logger)
+    except TypeError as exc:
+        raise ExportError(f"{onnx_path}: TensorRT {trt.__version__} could not create a builder: no usable NVIDIA GPU "
+                          f"or driver here (nvidia-smi / tegrastats should list one) ({_one_line(exc)})") from None
+    if builder is None:
+        raise ExportError(f"{onnx_path}: TensorRT could not create a builder (no usable NVIDIA GPU / driver?)")
+    return builder
+
+
+def dla_placement(config: Any, network: Any, keep: int = 8) -> dict[str, Any]:
+    """Where the network's layers will run on a DLA build with GPU fallback: ``{"dla": n, "gpu": m,
+    "gpu_layers": [first names]}`` from ``IBuilderConfig.can_run_on_DLA`` per layer (asked before
+    the build, with the DLA core and default device already set on ``config``)."""
+    dla, gpu, names = 0, 0, list[str]()
+    for i in range(int(network.num_layers)):
+        layer = network.get_layer(i)
+        if config.can_run_on_DLA(layer):
+            dla += 1
+        else:
+            gpu += 1
+            if len(names) < keep:
+                names.append(str(getattr(layer, "name", "") or f"layer {i}"))
+    return {"dla": dla, "gpu": gpu, "gpu_layers": names}
+
+
+def _judge_placement(placement: dict[str, Any], dla_core: int, onnx_path: Path, allow_gpu_fallback: bool) -> None:
+    """No layer on DLA is an error (the "DLA engine" would silently be a GPU engine), or a loud
+    warning with ``allow_gpu_fallback``; a partial fallback is a warning naming the count."""
+    dla, gpu = placement["dla"], placement["gpu"]
+    if dla == 0:
+        msg = (f"{onnx_path}: no layer can run on DLA core {dla_core} (all {gpu} would run on the GPU; first: "
+               f"{', '.join(placement['gpu_layers'][:3]) or '-'})")
+        if not allow_gpu_fallback:
+            raise ExportError(msg + "; build without --dla-core, or add --allow-gpu-fallback to keep this GPU engine")
+        log.warning("%s; building anyway (--allow-gpu-fallback): this engine runs on the GPU", msg)
+    elif gpu:
+        log.warning("%s: %d of %d layers run on DLA core %d, %d fall back to the GPU (first: %s)", onnx_path.name, dla,
+                    dla + gpu, dla_core, gpu, ", ".join(placement["gpu_layers"][:3]))
 
 
 def _attach_timing_cache(trt: Any, config: Any, cache_dir: Path | None, identity: dict[str, Any]) -> dict[str, Any]:
@@ -182,8 +232,14 @@ def _attach_timing_cache(trt: Any, config: Any, cache_dir: Path | None, identity
     return info
 
 
-def _precision_report(trt: Any, logger: Any, data: bytes, dla_core: int | None) -> dict[str, int] | None:
-    """Deserialize the built engine and count its layers by precision (engine inspector, JSON)."""
+def _precision_report(trt: Any, logger: Any, data: bytes, dla_core: int | None, input_name: str,
+                      opt_shape: Any) -> dict[str, int] | None:
+    """Deserialize the built engine and count its layers by precision (engine inspector, JSON).
+
+    The inspector reads an execution context whose input shape is set to the profile's opt shape:
+    without one, TensorRT leaves the per-layer formats of a dynamic-shape engine out
+    (``IEngineInspector::setExecutionContext``, NvInferRuntime.h), and every layer would count as
+    unknown."""
     from rdd_edge.deploy.engine_meta import layer_precisions
 
     runtime = trt.Runtime(logger)
@@ -196,8 +252,16 @@ def _precision_report(trt: Any, logger: Any, data: bytes, dla_core: int | None) 
     if inspector is None:
         log.warning("TensorRT gave no engine inspector: the sidecar has no per-layer precision report")
         return None
+    context = engine.create_execution_context()
     try:
+        if context is not None and context.set_input_shape(input_name, tuple(int(d) for d in opt_shape)):
+            inspector.execution_context = context
+        else:
+            log.warning("could not set the engine's opt shape on an execution context: the precision report may "
+                        "list layer formats as unknown")
         return layer_precisions(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
     except RddError as exc:
         log.warning("engine inspector output not understood (%s): no per-layer precision report", exc)
         return None
+    finally:
+        del inspector, context  # before the engine: TensorRT frees a context before its engine

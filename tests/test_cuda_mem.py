@@ -38,6 +38,34 @@ def test_cuda_python_round_trip_through_pinned_memory(monkeypatch):
         mem.alloc(4)
 
 
+@pytest.mark.parametrize("bindings13", [False, True])
+def test_streams_are_non_blocking_and_handles_come_from_the_bindings(monkeypatch, bindings13):
+    """cuda-bindings 13's cudaStream_t has no int(): its address comes from utils.get_cuda_native_handle;
+    12.x has no such helper and int() works. Either way the stream is created non-blocking."""
+    _, rt = install(monkeypatch, bindings13=bindings13)
+    from rdd_edge.deploy.cuda_mem import get_cuda_mem
+
+    with get_cuda_mem() as mem:
+        s = mem.stream()
+        (made,) = rt.streams.values()
+        assert s == made.handle and made.flags == rt.cudaStreamNonBlocking
+        assert "cudaStreamCreateWithFlags" in rt.log and "cudaStreamCreate" not in rt.log
+        host = mem.pinned_empty(4, np.float32)
+        dev = mem.alloc(host.nbytes)
+        mem.htod(dev, host, s)
+        mem.synchronize(s)
+    assert rt.streams == {}
+
+
+def test_pycuda_streams_are_non_blocking(monkeypatch):
+    drv = install_pycuda(monkeypatch)
+    from rdd_edge.deploy.cuda_mem import get_cuda_mem
+
+    with get_cuda_mem("pycuda") as mem:
+        mem.stream()
+    assert drv.stream_flags == [1]  # CU_STREAM_NON_BLOCKING
+
+
 def test_cuda_python_errors_are_one_line(monkeypatch):
     _, rt = install(monkeypatch)
     from rdd_edge.deploy.cuda_mem import get_cuda_mem

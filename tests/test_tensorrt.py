@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rdd_edge.errors import ConfigError, ExportError, MissingDependencyError
+from rdd_edge.errors import ConfigError, DeployError, ExportError, MissingDependencyError
 
 from rdd_edge.deploy.engine_meta import check_compatible, runtime_identity, tensorrt_module
 from rdd_edge.export.engine_plan import (check_build_args, check_dla_core, check_trt_version, engine_precision, engine_source,
@@ -53,10 +53,26 @@ def test_network_flags_by_version():
     assert check_trt_version("10.3.0.30") == (10, 3, 0)
 
 
-def test_timing_cache_name_carries_gpu_and_version():
-    assert timing_cache_name("Orin", "8.7", "10.3.0.30") == "timing-orin-sm87-trt10.3.0.cache"
-    assert timing_cache_name("NVIDIA GeForce RTX 4090", "8.9", "10.13.0.35") == "timing-nvidia-geforce-rtx-4090-sm89-trt10.13.0.cache"
-    assert timing_cache_name(None, None, "11.0") == "timing-unknown-gpu-sm-unknown-trt11.0.0.cache"
+def test_timing_cache_name_carries_gpu_and_exact_release_and_stays_one_safe_name():
+    assert timing_cache_name("Orin", "8.7", "10.3.0.30") == "timing-orin-sm87-trt10-3-0-30.cache"
+    assert timing_cache_name("NVIDIA GeForce RTX 4090", "8.9", "10.13.0.35") == "timing-nvidia-geforce-rtx-4090-sm89-trt10-13-0-35.cache"
+    assert timing_cache_name(None, None, "11.0") == "timing-unknown-gpu-sm-unknown-trt11-0.cache"
+    # a build number apart is another cache (NVIDIA ties caches to major.minor.patch.build)
+    assert timing_cache_name("Orin", "8.7", "10.3.0.30") != timing_cache_name("Orin", "8.7", "10.3.0.31")
+    # nothing from a GPU name, capability or version can reach the path: only [a-z0-9-.]
+    odd = timing_cache_name("../../etc/x GPU", "../8.7", "10.3/../../x")
+    assert "/" not in odd and ".." not in odd and odd.startswith("timing-etc-x-gpu-sm-unknown-trt10-3")
+
+
+def test_engines_match_on_the_whole_release_and_capabilities_only_as_n_dot_n():
+    from rdd_edge.deploy.engine_meta import compute_capability
+
+    meta = {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7"}
+    check_compatible(meta, {"tensorrt": "10.3.0.30", "gpu": "Orin", "compute_capability": "8.7"})
+    with pytest.raises(DeployError, match="rebuild it here"):
+        check_compatible(meta, {"tensorrt": "10.3.0.31", "gpu": "Orin", "compute_capability": "8.7"})
+    assert [compute_capability(v) for v in ("8.7", "12.0", "8", "8.7.1", "sm87", "../8.7", None)] == [
+        "8.7", "12.0", None, None, None, None, None]
 
 
 def test_argument_checks():

@@ -66,12 +66,16 @@ def test_build_is_strongly_typed_without_precision_flags(monkeypatch, export_dir
     # timing cache: never trusted blindly
     assert d.calls("IBuilderConfig", "set_timing_cache") and all(
         c["ignore_mismatch"] is False for c in d.calls("IBuilderConfig", "set_timing_cache"))
-    major_minor_patch = ".".join(version.split(".")[:3])
-    assert meta["timing_cache"]["file"] == f"timing-orin-sm87-trt{major_minor_patch}.cache"
+    release = version.replace(".", "-")  # engines and caches are tied to major.minor.patch.build
+    assert meta["timing_cache"]["file"] == f"timing-orin-sm87-trt{release}.cache"
     assert (tmp_path / meta["timing_cache"]["file"]).is_file() and meta["timing_cache"]["saved"]
-    # precision report from the inspector of a DETAILED build, stored in the sidecar
+    # precision report from the inspector of a DETAILED build, read through an execution context whose
+    # input shape is the profile's opt (without one a dynamic-batch engine shows no layer formats)
     assert d.sets("IBuilderConfig", "profiling_verbosity") == [d.ProfilingVerbosity.DETAILED]
     assert [c["format"] for c in d.calls("EngineInspector", "get_engine_information")] == [d.LayerInformationFormat.JSON]
+    (ctx,) = d.sets("EngineInspector", "execution_context")
+    assert [tuple(c["shape"]) for c in d.calls("IExecutionContext", "set_input_shape")] == [(1, 3, *SIZE)]
+    assert len(d.loggers) == 1  # one TensorRT logger per process: builder, parser and runtime share it
     layers = meta["precision_layers"]
     if "int8" in src:
         assert layers["int8"] > 0 and layers["fp16"] > 0 and layers["fp32"] == 0  # FP16 float parts
@@ -107,7 +111,7 @@ def test_mismatching_timing_cache_is_refused_and_replaced(monkeypatch, export_di
     assert meta["timing_cache"]["loaded"] and len(d.calls("IBuilderConfig", "set_timing_cache")) == 1
 
 
-@pytest.mark.parametrize("version", ["10.3.0.26", "11.0.0.1"])
+@pytest.mark.parametrize("version", ["10.3.0.26", "10.7.0.23"])
 def test_dla_core_checked_and_set_on_both_sides(monkeypatch, export_dir, tmp_path, version):
     d, _ = install(monkeypatch, version)
     with pytest.raises(ConfigError, match="no DLA cores"):
@@ -115,21 +119,79 @@ def test_dla_core_checked_and_set_on_both_sides(monkeypatch, export_dir, tmp_pat
     d.num_dla_cores = 2
     with pytest.raises(ConfigError, match=r"DLA cores 0\.\.1"):
         _build(export_dir, tmp_path, dla_core=2)
-    meta, eng = _build(export_dir, tmp_path, dla_core=1)
+    meta, eng = _build(export_dir, tmp_path, dla_core=1, max_batch=8, opt_batch=2)
     assert d.sets("IBuilderConfig", "DLA_core") == [1]
     assert d.sets("IBuilderConfig", "default_device_type") == [d.DeviceType.DLA]
     assert [c["flag"].name for c in d.calls("IBuilderConfig", "set_flag")] == ["GPU_FALLBACK"]
     assert meta["dla_core"] == 1 and meta["builder_flags"] == ["GPU_FALLBACK"]
+    # DLA takes no dynamic dimension (NVIDIA's DLA restrictions): min = opt = max at the opt batch
+    (shape,) = d.calls("IOptimizationProfile", "set_shape")
+    assert [tuple(shape[k]) for k in ("min", "opt", "max")] == [(2, 3, *SIZE)] * 3 and meta["max_batch"] == 2
+    # where the layers go, counted with IBuilderConfig.can_run_on_DLA before the build: the tiny
+    # export's convolutions and ReLUs run on DLA, its Resize / ArgMax fall back to the GPU
+    asked = d.calls("IBuilderConfig", "can_run_on_DLA")
+    placement = meta["dla_layers"]
+    assert placement["dla"] + placement["gpu"] == len(asked) > 0 and placement["dla"] > 0 and placement["gpu"] > 0
     d.journal.clear()
     from rdd_edge.deploy.backends.tensorrt import TrtBackend
 
     with TrtBackend(eng) as be:
         order = [(k, c, n) for k, c, n, _ in d.journal if (c, n) in {("Runtime", "DLA_core"), ("Runtime", "deserialize_cuda_engine")}]
         assert order == [("set", "Runtime", "DLA_core"), ("call", "Runtime", "deserialize_cuda_engine")]
-        assert be.max_batch == 8
+        assert be.max_batch == 2
     d.num_dla_cores = 0  # the engine moved to a machine without DLA
     with pytest.raises(DeployError, match="DLA core 1; this device has 0 DLA cores"):
         TrtBackend(eng)
+
+
+def test_dla_build_with_no_layer_on_dla_is_an_error_unless_allowed(monkeypatch, export_dir, tmp_path, caplog):
+    d, _ = install(monkeypatch, "10.3.0.26")
+    d.num_dla_cores, d.dla_ops = 1, set()  # DLA can run nothing of this graph: everything would fall back
+    with pytest.raises(ExportError, match=r"no layer can run on DLA core 0 \(all \d+ would run on the GPU"):
+        _build(export_dir, tmp_path, dla_core=0)
+    with caplog.at_level(logging.WARNING):
+        meta, _ = _build(export_dir, tmp_path, dla_core=0, allow_gpu_fallback=True)
+    assert meta["dla_layers"]["dla"] == 0 and "this engine runs on the GPU" in caplog.text
+
+
+@pytest.mark.parametrize("version, refused", [("11.0.0.1", True), ("11.4.0.9", True), ("11.5.0.1", False)])
+def test_dla_on_a_tensorrt_without_dla_is_refused_in_one_line(monkeypatch, export_dir, tmp_path, version, refused, caplog):
+    d, _ = install(monkeypatch, version)
+    d.num_dla_cores = 2
+    if refused:
+        with pytest.raises(ConfigError, match=f"TensorRT {version} has no DLA support") as exc:
+            _build(export_dir, tmp_path, dla_core=0)
+        assert "\n" not in str(exc.value) and d.calls("Builder", "build_serialized_network") == []
+    else:
+        with caplog.at_level(logging.WARNING):
+            _build(export_dir, tmp_path, dla_core=0)
+        assert "not documented" in caplog.text  # built, with the placement count as the evidence
+
+
+def test_a_missing_gpu_is_one_line_not_a_pybind_type_error(monkeypatch, export_dir, tmp_path):
+    d, _ = install(monkeypatch, "10.3.0.26")
+    d.builder_type_error = True  # pybind: "factory function returned nullptr" when no GPU / driver is usable
+    with pytest.raises(ExportError, match="could not create a builder: no usable NVIDIA GPU or driver") as exc:
+        _build(export_dir, tmp_path)
+    assert "\n" not in str(exc.value)
+
+
+def test_precision_report_needs_the_context_and_reads_int8_from_kernel_names(monkeypatch, export_dir, tmp_path):
+    """Without the context the double (like TensorRT 10.3) hides the formats of a dynamic-batch engine;
+    with types hidden altogether, INT8 is still read from the kernels' names."""
+    from rdd_edge.deploy.engine_meta import layer_precisions, report_is_readable
+    from test_trt_double import _SPECS, inspector_json
+
+    d, _ = install(monkeypatch, "10.3.0.26")
+    meta, _ = _build(export_dir, tmp_path, "model.int8.onnx")
+    spec = list(_SPECS.values())[-1]
+    without = layer_precisions(inspector_json(spec, True, 10, formats=False))
+    assert without["int8"] == meta["precision_layers"]["int8"] > 0  # convolutions: from their i8f16 kernels
+    assert without["unknown"] > 0 and without["fp16"] == 0  # the rest: unknown without formats
+    d.inspector_types = False
+    meta2, _ = _build(export_dir, tmp_path / "b", "model.int8.onnx")
+    assert meta2["precision_layers"]["int8"] > 0
+    assert report_is_readable(meta["precision_layers"]) and not report_is_readable({"unknown": 9, "int8": 1})
 
 
 def test_tensorrt_older_than_10_is_refused(monkeypatch, export_dir, tmp_path):

@@ -238,6 +238,9 @@ class TrtDouble(types.ModuleType):
         self.set_input_shape_result: bool | None = None
         self.build_fails = False
         self.cache_mismatch = False  # set_timing_cache returns False for a non-empty cache blob
+        self.dla_ops = {"Conv", "Relu", "Add", "Concat", "MaxPool", "AveragePool", "BatchNormalization"}  # what DLA runs
+        self.inspector_types = True  # False: the inspector JSON names no tensor types (tactic names only)
+        self.builder_type_error = False  # Builder() raises TypeError as pybind does without a GPU
         self._stubs = stubs
         self._classes: dict[str, type] = {}
         for name in stubs:
@@ -501,6 +504,27 @@ def install_behaviour(d: TrtDouble) -> None:
         return net
 
     C["Builder"]._impl_create_network = create_network
+
+    def builder_init(self: Any, logger: Any) -> None:
+        if d.builder_type_error:
+            raise TypeError("pybind11::init(): factory function returned nullptr")
+        d.loggers.append(logger)
+
+    C["Builder"]._on_init = builder_init
+    d.loggers = []  # type: ignore[attr-defined]
+
+    def net_layers(self: Any) -> list[tuple[str, str]]:
+        return object.__getattribute__(self, "_values")["_io"]["layers"]
+
+    def get_layer(self: Any, index: int) -> Any:
+        name, op = net_layers(self)[index]
+        layer = d_default(d, "ILayer")
+        object.__getattribute__(layer, "_values").update(name=name, _op=op)
+        return layer
+
+    C["INetworkDefinition"]._get_num_layers = lambda self: len(net_layers(self))
+    C["INetworkDefinition"]._impl_get_layer = get_layer
+    C["IBuilderConfig"]._impl_can_run_on_DLA = lambda self, layer: object.__getattribute__(layer, "_values")["_op"] in d.dla_ops
     C["Builder"]._get_num_DLA_cores = lambda self: d.num_dla_cores
     C["Runtime"]._get_num_DLA_cores = lambda self: d.num_dla_cores
 
@@ -610,7 +634,14 @@ def install_behaviour(d: TrtDouble) -> None:
     def engine_information(self: Any, format: Any) -> str:
         spec = spec_of(self)
         detailed = spec["verbosity"] == d.ProfilingVerbosity.DETAILED
-        return inspector_json(spec, detailed, d.major, json_format=format == d.LayerInformationFormat.JSON)
+        # NvInferRuntime.h (IEngineInspector::setExecutionContext): for an engine with dynamic shapes,
+        # per-layer formats are shown only with an execution context whose input shapes are set
+        _, mn, _, mx = spec["profile"]
+        ctx = object.__getattribute__(self, "_values").get("execution_context")
+        shaped = ctx is not None and bool(object.__getattribute__(ctx, "_values").get("_shapes"))
+        formats = d.inspector_types and (tuple(mn) == tuple(mx) or shaped)
+        return inspector_json(spec, detailed, d.major, json_format=format == d.LayerInformationFormat.JSON,
+                              formats=formats)
 
     C["EngineInspector"]._impl_get_engine_information = engine_information
 
@@ -699,9 +730,12 @@ _TYPES_11 = {"int8": "Int8", "fp16": "Half", "fp32": "Float", "int64": "Int64"}
 _LAYER_TYPES = {"Conv": "CaskConvolution", "ArgMax": "TopK", "Resize": "Resize"}
 
 
-def inspector_json(spec: dict[str, Any], detailed: bool, major: int, json_format: bool = True) -> str:
+def inspector_json(spec: dict[str, Any], detailed: bool, major: int, json_format: bool = True,
+                   formats: bool = True) -> str:
     """``get_engine_information`` output shaped like NVIDIA's engine-inspector JSON (10.x: one
-    "Format/Datatype" text per tensor and "Bindings"; 11.x: "Format" + "DataType", "I/O Tensors")."""
+    "Format/Datatype" text per tensor and "Bindings"; 11.x: "Format" + "DataType", "I/O Tensors").
+    ``formats`` False: tensors without their format / type (what a dynamic-shape engine shows
+    without an execution context); kernels still carry their names (INT8 ones end in ``i8f16``)."""
     io = spec["io"]
     names = [n for n, _, _ in io["inputs"] + io["outputs"]]
     if not json_format:
@@ -715,16 +749,19 @@ def inspector_json(spec: dict[str, Any], detailed: bool, major: int, json_format
 
             def tensor(tname: str, p: str) -> dict[str, Any]:
                 t: dict[str, Any] = {"Name": tname, "Location": "Device", "Dimensions": [-1, 8, 24, 32]}
+                if not formats:
+                    return t
                 if major >= 11:
                     t.update({"Format": "Row major linear format (kLINEAR)", "DataType": _TYPES_11[p]})
                 else:
                     t["Format/Datatype"] = _FORMATS_10[p]
                 return t
 
+            kernel = {"int8": "_interleaved_i8f16", "fp16": "_f16f16_f16f32", "fp32": "_f32f32"}.get(prec, "")
             layers.append({"Name": name, "LayerType": _LAYER_TYPES.get(op, "PointWiseV2"),
                            "Inputs": [tensor(f"t{i}", prec)], "Outputs": [tensor(f"t{i + 1}", out_prec)],
-                           "TacticName": "sm87_xmma_fprop_implicit_gemm", "StreamId": 0,
-                           "Metadata": f"[ONNX Layer: {name}]"})
+                           "TacticName": "sm87_xmma_fprop_implicit_gemm" + (kernel if op == "Conv" else ""),
+                           "StreamId": 0, "Metadata": f"[ONNX Layer: {name}]"})
     doc: dict[str, Any] = {"Layers": layers}
     if major >= 11:
         doc["I/O Tensors"] = [{"Name": n, "IOMode": "Input" if k < len(io["inputs"]) else "Output"} for k, n in enumerate(names)]
@@ -749,20 +786,37 @@ class MemcpyKind(enum.IntEnum):
 
 
 class FakeStream:
-    def __init__(self, handle: int) -> None:
-        self.handle = handle
+    """A ``cudaStream_t`` of cuda-bindings 12.x: ``int(stream)`` is its address."""
+
+    def __init__(self, handle: int, flags: int = 0) -> None:
+        self.handle, self.flags = handle, flags
 
     def __int__(self) -> int:
         return self.handle
+
+
+class FakeStream13:
+    """A ``cudaStream_t`` of cuda-bindings 13: no ``__int__``; ``utils.get_cuda_native_handle`` gives the address."""
+
+    def __init__(self, handle: int, flags: int = 0) -> None:
+        self.handle, self.flags = handle, flags
+
+
+def _address(stream: Any) -> int:
+    return stream.handle if isinstance(stream, (FakeStream, FakeStream13)) else int(stream)
 
 
 class FakeCudart(types.ModuleType):
     """``cuda.bindings.runtime`` with real (ctypes) memory: device buffers, pinned buffers, streams.
     ``fail[name] = CudaError.x`` makes the next call of ``name`` return that error."""
 
-    def __init__(self, gpu: bytes = b"Orin", cc: tuple[int, int] = (8, 7)) -> None:
+    cudaStreamDefault, cudaStreamNonBlocking = 0, 1
+
+    def __init__(self, gpu: bytes = b"Orin", cc: tuple[int, int] = (8, 7), stream_type: type = FakeStream) -> None:
         super().__init__("cuda.bindings.runtime")
         self.cudaError_t, self.cudaMemcpyKind = CudaError, MemcpyKind
+        self.stream_type = stream_type
+        self.devices_queried: list[int] = []
         self.gpu, self.cc = gpu, cc
         self.device: dict[int, Any] = {}
         self.pinned: dict[int, Any] = {}
@@ -780,6 +834,7 @@ class FakeCudart(types.ModuleType):
         return (self._e("cudaSetDevice"),)
 
     def cudaGetDeviceProperties(self, device: int) -> tuple:
+        self.devices_queried.append(int(device))
         props = types.SimpleNamespace(name=self.gpu + b"\x00" * 4, major=self.cc[0], minor=self.cc[1])
         return (self._e("cudaGetDeviceProperties"), props)
 
@@ -817,16 +872,22 @@ class FakeCudart(types.ModuleType):
         return (err,)
 
     def cudaStreamCreate(self) -> tuple:
-        err = self._e("cudaStreamCreate")
+        return self._stream_create("cudaStreamCreate", 0)
+
+    def cudaStreamCreateWithFlags(self, flags: int) -> tuple:
+        return self._stream_create("cudaStreamCreateWithFlags", int(flags))
+
+    def _stream_create(self, name: str, flags: int) -> tuple:
+        err = self._e(name)
         self._next_stream += 1
-        s = FakeStream(self._next_stream)
+        s = self.stream_type(self._next_stream, flags)
         if not err:
             self.streams[s.handle] = s
         return (err, s if not err else None)
 
     def cudaStreamDestroy(self, stream: Any) -> tuple:
         err = self._e("cudaStreamDestroy")
-        if self.streams.pop(int(stream), None) is None:
+        if self.streams.pop(_address(stream), None) is None:
             return (CudaError.cudaErrorInvalidValue,)
         return (err,)
 
@@ -838,16 +899,16 @@ class FakeCudart(types.ModuleType):
         if err:
             return (err,)
         host, dev = (src, dst) if kind == MemcpyKind.cudaMemcpyHostToDevice else (dst, src)
-        if not self._inside(self.device, int(dev), count) or int(stream) not in self.streams:
+        if not self._inside(self.device, int(dev), count) or _address(stream) not in self.streams:
             return (CudaError.cudaErrorInvalidValue,)
         self.copies.append({"kind": MemcpyKind(kind).name, "pinned": self._inside(self.pinned, int(host), count),
-                            "stream": int(stream), "bytes": int(count)})
+                            "stream": _address(stream), "bytes": int(count)})
         ctypes.memmove(int(dst), int(src), int(count))
         return (err,)
 
     def cudaStreamSynchronize(self, stream: Any) -> tuple:
         err = self._e("cudaStreamSynchronize")
-        return (err if int(stream) in self.streams else CudaError.cudaErrorInvalidValue,)
+        return (err if _address(stream) in self.streams else CudaError.cudaErrorInvalidValue,)
 
 
 class FakePycudaDriver(types.ModuleType):
@@ -862,6 +923,7 @@ class FakePycudaDriver(types.ModuleType):
         self.log: list[str] = []
         self.live: dict[str, int] = {"device": 0, "pinned": 0}
         self.copies: list[dict[str, Any]] = []
+        self.stream_flags: list[int] = []
         drv = self
 
         class Context:
@@ -893,9 +955,10 @@ class FakePycudaDriver(types.ModuleType):
         class Stream:
             _n = 0
 
-            def __init__(self) -> None:
+            def __init__(self, flags: int = 0) -> None:
                 Stream._n += 1
-                self.handle = 0x2000 + Stream._n
+                self.handle, self.flags = 0x2000 + Stream._n, flags
+                drv.stream_flags.append(flags)
 
             def synchronize(self) -> None:
                 drv.log.append("synchronize")
@@ -951,17 +1014,31 @@ def make_double(version: str = "10.13.0.35") -> TrtDouble:
 
 
 def install(monkeypatch: pytest.MonkeyPatch, version: str = "10.13.0.35", gpu: bytes = b"Orin",
-            cc: tuple[int, int] = (8, 7)) -> tuple[TrtDouble, FakeCudart]:
-    """``tensorrt`` -> the double, ``cuda.bindings.runtime`` -> a FakeCudart, ``pycuda`` -> absent."""
+            cc: tuple[int, int] = (8, 7), bindings13: bool = False) -> tuple[TrtDouble, FakeCudart]:
+    """``tensorrt`` -> the double, ``cuda.bindings.runtime`` -> a FakeCudart, ``pycuda`` -> absent.
+
+    ``bindings13``: streams behave as in cuda-bindings 13 (no ``int()``; ``cuda.bindings.utils.
+    get_cuda_native_handle`` gives their address); otherwise ``cuda.bindings.utils`` is absent (12.x)."""
     d = make_double(version)
-    rt = FakeCudart(gpu, cc)
+    rt = FakeCudart(gpu, cc, stream_type=FakeStream13 if bindings13 else FakeStream)
     cuda_pkg, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
     bindings.runtime = rt  # type: ignore[attr-defined]
     cuda_pkg.bindings = bindings  # type: ignore[attr-defined]
     cuda_pkg.__path__ = []  # type: ignore[attr-defined]
     bindings.__path__ = []  # type: ignore[attr-defined]
+    utils: types.ModuleType | None = None
+    if bindings13:
+        utils = types.ModuleType("cuda.bindings.utils")
+
+        def get_cuda_native_handle(obj: Any) -> int:
+            if not isinstance(obj, FakeStream13):
+                raise TypeError("Unknown type: " + str(type(obj)))
+            return obj.handle
+
+        utils.get_cuda_native_handle = get_cuda_native_handle  # type: ignore[attr-defined]
+        bindings.utils = utils  # type: ignore[attr-defined]
     for name, mod in (("tensorrt", d), ("cuda", cuda_pkg), ("cuda.bindings", bindings), ("cuda.bindings.runtime", rt),
-                      ("pycuda", None), ("pycuda.driver", None)):
+                      ("cuda.bindings.utils", utils), ("pycuda", None), ("pycuda.driver", None)):
         monkeypatch.setitem(sys.modules, name, mod)
     return d, rt
 

@@ -62,3 +62,36 @@ def test_engine_command_failure_leaves_the_export_as_it_was(monkeypatch, run_dir
 def test_engine_command_without_tensorrt_says_how(run_dir):
     res = CliRunner().invoke(app, ["engine", str(run_dir)])
     assert res.exit_code != 0 and "TensorRT is not installed here" in str(res.exception)
+
+
+def test_check_on_cuda_with_a_cpu_only_onnx_runtime_runs_onnx_on_the_cpu_with_a_note(monkeypatch, run_dir):
+    """The README's `rdd-edge check export/ --device cuda` on a device whose ONNX Runtime is the CPU build:
+    engines on the (recording) GPU, ONNX rows on the CPU with a note, the FP32 reference has figures,
+    and the gate decides on the engines' own drops."""
+    import numpy as np
+
+    d, _ = install(monkeypatch, "10.3.0.26")
+    res = CliRunner().invoke(app, ["engine", str(run_dir), "--trt", "all", "--max-batch", "2"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    out = run_dir / "export"
+    args = ["check", str(run_dir), "--device", "cuda", "--batch", "2", "--min-time", "0.01", "--no-torch"]
+    res = CliRunner().invoke(app, [*args, "--max-drop", "100"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    rows = {r["name"]: r for r in json.loads((out / "check.json").read_text())["rows"]}
+    for key in ("onnx", "fp16", "int8", "int8-cpu"):
+        assert rows[key]["status"] == "passed" and "CPU" in rows[key]["backend"], rows[key]
+        assert rows[key]["note"].startswith("ran on the CPU: this ONNX Runtime has no GPU provider")
+    assert rows["onnx"]["miou"] is not None and rows["onnx"]["latency"]["b1"]  # the reference has figures
+    for key in ("engine-fp16", "engine-int8"):
+        assert "TensorRT" in rows[key]["backend"] and rows[key]["drop"] is not None and not rows[key]["note"]
+    assert "onnx: ran on the CPU" in res.output and "ran on the CPU" in (out / "check.md").read_text()
+
+    # an engine that computes garbage: the gate fails on its drop, the ONNX rows still pass
+    d.corrupt_output = lambda outs: {k: np.zeros_like(v) for k, v in outs.items()}
+    res = CliRunner().invoke(app, [*args, "--max-drop", "1"])
+    assert res.exit_code == 1
+    check = json.loads((out / "check.json").read_text())
+    rows = {r["name"]: r for r in check["rows"]}
+    assert rows["engine-fp16"]["status"] == "failed gate" and rows["engine-int8"]["status"] == "failed gate"
+    assert all(rows[k]["status"] == "passed" for k in ("onnx", "fp16"))
+    assert all("engine" in f for f in check["failures"]) and len(check["failures"]) == 2

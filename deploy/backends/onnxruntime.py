@@ -12,10 +12,48 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rdd_edge.errors import DeployError
+from rdd_edge.errors import DeployError, MissingDependencyError
 
 # Fastest first; only those the installed onnxruntime build offers are used.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+# The distributions that install the `onnxruntime` import package (one owns it at a time).
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
+ORT_INSTALL = ("ONNX Runtime is not installed: pip install 'rdd-edge[cpu]' (CPU build) or 'rdd-edge[gpu]' "
+               "(NVIDIA GPU, x86_64 + CUDA 12; on a Jetson, NVIDIA's onnxruntime-gpu wheel for your JetPack); "
+               "install only one of them: they share the import name")
+
+
+def import_onnxruntime() -> Any:
+    """The installed ``onnxruntime`` module (CPU or GPU build, whichever is present), or one
+    MissingDependencyError line saying exactly what to install."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingDependencyError(f"{ORT_INSTALL} ({exc})") from None
+    if not hasattr(onnxruntime, "InferenceSession"):  # a half-removed install leaves an empty package
+        raise MissingDependencyError(f"{ORT_INSTALL}; the onnxruntime package here is broken (an uninstall of one of "
+                                     "two builds removed the other's files): pip install --force-reinstall it")
+    return onnxruntime
+
+
+def ort_distributions() -> dict[str, str]:
+    """Installed ONNX Runtime distributions and their versions (both present means one clobbered the other)."""
+    import importlib.metadata as md
+
+    found = {}
+    for name in ORT_DISTRIBUTIONS:
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return found
+
+
+def gpu_providers(available: Sequence[str]) -> list[str]:
+    """The GPU execution providers among ``available`` (TensorRT, CUDA)."""
+    return [p for p in GPU_PROVIDERS if p in available]
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -163,8 +201,7 @@ class OrtBackend:
         device: str = "auto",
         max_batch: int = 8,
     ):
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         self.path = Path(path)
         opts = ort.SessionOptions()
         if threads:

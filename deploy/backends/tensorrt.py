@@ -20,7 +20,7 @@ import numpy as np
 
 from rdd_edge.errors import DeployError, MissingDependencyError, RddError
 
-from rdd_edge.deploy.engine_meta import check_compatible, check_trt_version, read_sidecar, tensorrt_module
+from rdd_edge.deploy.engine_meta import check_compatible, check_trt_version, read_sidecar, tensorrt_module, trt_logger
 
 
 def bind_shape(name: str, declared: Sequence[int], actual: Sequence[int], profile: tuple[Sequence[int], Sequence[int], Sequence[int]] | None = None) -> tuple[int, ...]:
@@ -81,7 +81,7 @@ class TrtBackend:
         self.path = Path(path)
         # the sidecar first: a foreign engine (or no TensorRT here) gets the rebuild instruction
         self.meta = read_sidecar(self.path)
-        check_compatible(self.meta, engine=self.path)
+        check_compatible(self.meta, engine=self.path, device=device)  # the GPU this runner will use
         if tensorrt_module() is None:
             raise MissingDependencyError(
                 f"{self.path}: running a TensorRT engine needs the tensorrt package (`pip install rdd-edge[trt]`, "
@@ -110,7 +110,7 @@ class TrtBackend:
     def _open(self, trt: Any) -> None:
         st = self._state
         try:
-            self._logger = trt.Logger(trt.Logger.WARNING)
+            self._logger = trt_logger(trt)
             runtime = trt.Runtime(self._logger)
             st.trt_objects.append(runtime)
             dla = self.meta.get("dla_core")

@@ -44,6 +44,8 @@ def print_check(console: Any, result: Any) -> None:
     for r in result.rows:
         if r.detail:
             console.print(f"{r.name} layers: {r.detail}")
+        if r.note:
+            console.print(f"{r.name}: {r.note}")
     if result.meta.get("cpu"):
         console.print(f"CPU: {result.meta['cpu']['line']}")
     console.print(f"wrote {result.paths['json']}, {result.paths['md'].name}, {result.paths['png'].name}")

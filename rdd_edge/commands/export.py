@@ -42,7 +42,9 @@ def print_export(console: Any, manifest: dict) -> None:
 
 Workspace = Annotated[float, typer.Option("--workspace", help="TensorRT builder workspace in GB (1-2 on Jetson).")]
 MaxBatch = Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch a TensorRT engine accepts (its profile: 1..N).")]
-DlaCore = Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Build the engines for this DLA core (Jetson AGX/NX), GPU fallback on.")]
+DlaCore = Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Build the engines for this DLA core (Jetson AGX Orin / Orin NX): one static batch (--opt-batch), GPU fallback for layers DLA cannot run; no layer on DLA is an error.")]
+OptBatch = Annotated[int, typer.Option("--opt-batch", min=1, help="The batch TensorRT tunes for (with --dla-core: the engine's only batch).")]
+AllowGpuFallback = Annotated[bool, typer.Option("--allow-gpu-fallback", help="With --dla-core: keep an engine whose layers all fell back to the GPU (a warning instead of an error).")]
 Profile = Annotated[Optional[str], typer.Option("--profile", metavar="MIN,OPT,MAX", help="With --dynamic: the engine's H x W range, e.g. 256x512,512x1024,1024x2048.")]
 
 
@@ -67,7 +69,8 @@ def export_cmd(
     data: Data = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Export folder (default <run>/export).")] = None,
     runs: Runs = DEFAULT_RUNS,
-    workspace: Workspace = 2.0, max_batch: MaxBatch = 8, dla_core: DlaCore = None, profile: Profile = None,
+    workspace: Workspace = 2.0, max_batch: MaxBatch = 8, opt_batch: OptBatch = 1, dla_core: DlaCore = None,
+    allow_gpu_fallback: AllowGpuFallback = False, profile: Profile = None,
     trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Export a distilled student to ONNX (+ FP16, INT8, TensorRT) with accuracy checks and a manifest."""
@@ -81,7 +84,7 @@ def export_cmd(
                       dynamic=dynamic, opset=opset, fp16=fp16, int8=int8, trt=trt, check_images=check_images, data=data,
                       calib=calib, calib_method=calib_method, calib_data=calib_data, keep_float=tuple(keep_float or ()),
                       int8_max_drop=int8_max_drop, int8_float=int8_float, workspace=workspace, max_batch=max_batch,
-                      dla_core=dla_core, profile=profile)
+                      opt_batch=opt_batch, dla_core=dla_core, allow_gpu_fallback=allow_gpu_fallback, profile=profile)
     with checkpoint_trust(trust_checkpoint):
         manifest = export_run(spec, console=console)
     print_export(console, manifest)
@@ -91,7 +94,8 @@ def export_cmd(
 def engine_cmd(
     run: Annotated[Optional[Path], typer.Argument(metavar="[RUN]", help="Distill run or its export folder (default: the latest with an export).")] = None,
     trt: Annotated[str, typer.Option("--trt", help="Engines to build: fp16, int8 or all (from model.fp16.onnx / model.int8.onnx).")] = "all",
-    workspace: Workspace = 2.0, max_batch: MaxBatch = 8, dla_core: DlaCore = None, profile: Profile = None,
+    workspace: Workspace = 2.0, max_batch: MaxBatch = 8, opt_batch: OptBatch = 1, dla_core: DlaCore = None,
+    allow_gpu_fallback: AllowGpuFallback = False, profile: Profile = None,
     runs: Runs = DEFAULT_RUNS,
 ) -> None:
     """Build TensorRT engines from an export folder's ONNX files, on the device that will run them (no torch needed)."""
@@ -101,6 +105,6 @@ def engine_cmd(
     from rdd_edge.export.pipeline import engine_run
 
     console = Console()
-    spec = ExportSpec(source=run, runs_root=runs, trt=trt, workspace=workspace, max_batch=max_batch, dla_core=dla_core,
-                      profile=profile, dynamic=profile is not None)
+    spec = ExportSpec(source=run, runs_root=runs, trt=trt, workspace=workspace, max_batch=max_batch, opt_batch=opt_batch,
+                      dla_core=dla_core, allow_gpu_fallback=allow_gpu_fallback, profile=profile, dynamic=profile is not None)
     print_export(console, engine_run(spec, console=console))
