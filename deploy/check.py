@@ -125,8 +125,8 @@ def onnx_placement(device: str) -> tuple[str, str]:
     available = list(import_onnxruntime().get_available_providers())
     if gpu_providers(available):
         return device, ""
-    return "cpu", ("ran on the CPU: this ONNX Runtime has no GPU provider (pip install 'rdd-edge[gpu]', or "
-                   "NVIDIA's onnxruntime-gpu wheel on a Jetson)")
+    return "cpu", ("ran on the CPU: this ONNX Runtime has no GPU provider (onnxruntime-gpu: the `gpu` extra; "
+                   "on a Jetson, NVIDIA's onnxruntime-gpu wheel)")
 
 
 class _Fallback:
@@ -605,15 +605,26 @@ def eval_spec(manifest: dict[str, Any], dataset: str | None = None, root: str | 
 
 
 def load_eval_data(manifest: dict[str, Any], dataset: str | None, root: str | Path | None, images: int | None,
-                   split: str = "val") -> tuple[Any, list[np.ndarray], list[np.ndarray]]:
-    """(reader, images, labels) the check scores on: the first ``images`` of the split (all by default)."""
+                   split: str = "val", export_dir: Path | None = None) -> tuple[Any, list[np.ndarray], list[np.ndarray]]:
+    """(reader, images, labels) the check scores on: the first ``images`` of the split (all by default).
+
+    An export that carries its check images (``check-data/``, written by ``rdd-edge bundle``) is scored
+    on those unless ``--dataset`` / ``--data`` say otherwise: a device has no copy of the data set."""
     from rdd_edge.data import open_split
 
-    spec = eval_spec(manifest, dataset, root)
-    ds = open_split(spec, split)
+    bundled = None
+    if dataset is None and root is None and export_dir is not None:
+        from rdd_edge.deploy.check_data import open_check_data
+
+        bundled = open_check_data(export_dir, manifest)
+    if bundled is not None:
+        ds, where = bundled, f"{bundled.folder}"
+    else:
+        spec = eval_spec(manifest, dataset, root)
+        ds, where = open_split(spec, split), spec.describe()
     n = len(ds) if images is None else min(int(images), len(ds))
     if n == 0:
-        raise ConfigError(f"{spec.describe()} has no {split} images to check on")
+        raise ConfigError(f"{where} has no {split} images to check on")
     pairs = [ds[i] for i in range(n)]
     return ds, [p[0] for p in pairs], [p[1] for p in pairs]
 
@@ -678,7 +689,7 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
     manifest, _ = read_manifest(export_dir / MANIFEST_NAME)
     if manifest is None:
         raise ConfigError(f"{export_dir}: no {MANIFEST_NAME}; run `rdd-edge export` first")
-    ds, imgs, lbls = load_eval_data(manifest, spec.dataset, spec.data, spec.images)
+    ds, imgs, lbls = load_eval_data(manifest, spec.dataset, spec.data, spec.images, export_dir=export_dir)
     cands = [*extra, *manifest_candidates(export_dir, manifest, device=device, threads=spec.threads)]
     n_cls = int(manifest.get("num_classes") or len(manifest.get("classes", [])))
     rows = evaluate_rows(cands, imgs, lbls, n_cls, batch=spec.batch, max_drop=spec.max_drop,
@@ -686,7 +697,7 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
                          on_row=on_row)
     inp = manifest.get("input") or {}
     meta = {"run": str(run_dir), "export_dir": str(export_dir), "model_name": manifest.get("model_name"),
-            "dataset": ds.info.name, "split": "val", "images": len(imgs),
+            "dataset": ds.info.name, "split": getattr(ds, "split", "val"), "images": len(imgs),
             "input_size": list(inp.get("size") or inp.get("shape", [0, 0, 0, 0])[2:]),
             "max_drop": spec.max_drop, "batch": spec.batch, "device": device, "threads": spec.threads}
     failures = gate(rows, spec.max_drop)

@@ -27,10 +27,11 @@ from typing import Any, Callable
 import numpy as np
 
 from rdd_edge.errors import DeployError, MissingDependencyError
+from rdd_edge.extras import install_hint
 
-INSTALL_HINT = ("install cuda-python for your CUDA major: `pip install rdd-edge[jetson]` (JetPack 6, CUDA 12), "
-                "`pip install rdd-edge[trt]` (desktop CUDA 12) or `pip install rdd-edge[trt-cuda13]`; "
-                "pycuda also works (`pip install rdd-edge[pycuda]`, needs nvcc)")
+INSTALL_HINT = ("install cuda-python for your CUDA major: the `jetson` extra (JetPack 6, CUDA 12), `trt` (desktop "
+                "CUDA 12) or `trt-cuda13`, e.g. " + install_hint("jetson") + "; pycuda also works (the `pycuda` extra, "
+                "needs nvcc)")
 
 
 def import_cudart() -> Any:

@@ -74,7 +74,7 @@ def check_trt_version(version: str | None, error: type[RddError] = DeployError, 
     v = parse_trt_version(version)
     if v[:2] < MIN_TRT:
         raise error(f"{where}TensorRT {version or '?'} found; rdd-edge needs TensorRT 10.0 or newer "
-                    "(JetPack 6 ships 10.3; desktop: pip install rdd-edge[trt]), or run the .onnx file with ONNX Runtime")
+                    "(JetPack 6 ships 10.3; desktop: the `trt` extra), or run the .onnx file with ONNX Runtime")
     return v
 
 

@@ -46,7 +46,7 @@ class Segmenter:
             raise DeployError(f"{self.path.name}: run() expects a preprocessed (N, 3, H, W) batch, got shape {shape}")
         if batch.dtype != want:
             raise DeployError(f"{self.path.name}: run() expects a {np.dtype(want).name} batch, got {batch.dtype}; use preprocess()")
-        fixed = self.info.batch  # a static-batch graph takes exactly this many images
+        fixed = self.static_batch  # a static-batch graph or engine takes exactly this many images
         limit = fixed or getattr(self.backend, "max_batch", None)
         n = batch.shape[0]
         if limit is None or (n <= limit and (fixed is None or n == fixed)):
@@ -65,9 +65,18 @@ class Segmenter:
         return out[self.info.output]
 
     @property
+    def static_batch(self) -> int | None:
+        """The one batch size the model takes (a static-batch graph; an engine whose profile is a single
+        batch, as DLA requires), None when it takes a range. Shorter batches are padded by :meth:`run`."""
+        if self.info.batch:
+            return self.info.batch
+        lo, hi = getattr(self.backend, "min_batch", None), getattr(self.backend, "max_batch", None)
+        return int(hi) if lo is not None and hi is not None and int(lo) == int(hi) else None
+
+    @property
     def max_batch(self) -> int | None:
         """The largest batch one backend call takes (None: no limit); :meth:`run` splits larger ones."""
-        return self.info.batch or getattr(self.backend, "max_batch", None)
+        return self.static_batch or getattr(self.backend, "max_batch", None)
 
     def close(self) -> None:
         """Release the backend (TensorRT context, stream and CUDA buffers; the ORT session)."""

@@ -2,21 +2,34 @@
 
     python -m rdd_edge.deploy.trt_acceptance EXPORT_DIR [--max-batch 8] [--workspace 1] [--images DIR]
 
-Builds both engines (in a scratch copy: the export folder is left as it is; ``rdd-edge engine``
-adds engines to it) from the export folder's ``model.fp16.onnx`` and ``model.int8.onnx`` (with
-:func:`export.tensorrt.build_engine`, torch-free), prints each engine's per-layer precision report,
-the label agreement of engine vs ONNX Runtime (CPU) on the same source file over a few images (a
-folder given with ``--images``, else seeded random images), latency at batch 1 and at the max
-batch, and one PASS/FAIL line per engine, then an overall line. Exit code 0 when everything
-passed, 1 otherwise. An engine passes when it builds, loads, agrees with ONNX Runtime on at least
-``--min-agreement-fp16`` / ``--min-agreement-int8`` of the pixels and really runs in the file's
-precision (INT8 layers in the INT8 engine; no more FP32 than FP16 layers in the FP16 engine).
+Starts with the versions that matter on a device (L4T/JetPack, driver, CUDA runtime, cuda-python,
+TensorRT, numpy, ONNX Runtime and its providers). Then, for ``model.fp16.onnx`` and
+``model.int8.onnx`` in a scratch copy of the export (the folder itself is left as it is;
+``rdd-edge engine`` adds engines to it), a child process builds the engine
+(:func:`rdd_edge.export.tensorrt.build_engine`, torch-free), prints its per-layer precision report
+(and, with ``--dla-core``, how many layers run on DLA), runs it on the check images and times it
+at batch 1 and at the max batch; a native crash in TensorRT or CUDA kills only that child and
+becomes one FAIL line naming the signal. The parent compares each engine's labels with ONNX
+Runtime (CPU) on the same source file and prints one PASS/FAIL line per engine, a summary, and
+the `rdd-edge engine` line that repeats every option used. Exit code 0 when every engine passed.
+
+Images: ``--images DIR``, else the check images a bundle carries (``check-data/``), else the
+embedded synthetic street scenes at the model's input size; never random noise (argmax margins
+on noise are tiny: a correct engine could miss the agreement floor). An engine passes when it
+builds, runs, agrees with ONNX Runtime on at least ``--min-agreement-fp16`` / ``-int8`` of the
+pixels and its layer precisions match its file; a report that cannot tell (mostly unknown
+layers) is a warning, not a failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,43 +40,72 @@ from rdd_edge.errors import RddError
 
 ENGINES = (("fp16", "model.fp16.onnx", "model.fp16.engine"), ("int8", "model.int8.onnx", "model.int8.engine"))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# fork: the child inherits the parent's modules (the parent has created no CUDA context and no
+# ONNX Runtime session when it forks); elsewhere a fresh interpreter.
+START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m rdd_edge.deploy.trt_acceptance", description=__doc__.split("\n\n")[0])
-    p.add_argument("export_dir", type=Path, help="folder written by `rdd-edge export --fp16 --int8`")
+    p.add_argument("export_dir", type=Path, help="folder written by `rdd-edge export --fp16 --int8` (or a bundle's export/)")
     p.add_argument("--max-batch", type=int, default=8, help="engine profile max batch (default 8; 4 on small Jetsons)")
+    p.add_argument("--opt-batch", type=int, default=1, help="the batch TensorRT tunes for (with --dla-core: the only batch)")
     p.add_argument("--workspace", type=float, default=1.0, help="builder workspace in GB (default 1)")
-    p.add_argument("--images", type=Path, default=None, help="folder of images to compare on (default: random images)")
+    p.add_argument("--profile", default=None, metavar="MIN,OPT,MAX",
+                   help="H x W range of a --dynamic export, e.g. 256x512,512x1024,1024x2048")
+    p.add_argument("--images", type=Path, default=None,
+                   help="folder of images to compare on (default: the bundle's check images, else synthetic scenes)")
     p.add_argument("--num-images", type=int, default=8, help="images to compare on (default 8)")
-    p.add_argument("--dla-core", type=int, default=None, help="build for this DLA core (Jetson AGX/NX)")
+    p.add_argument("--dla-core", type=int, default=None, help="build for this DLA core (Jetson AGX Orin / Orin NX)")
+    p.add_argument("--allow-gpu-fallback", action="store_true",
+                   help="with --dla-core: accept an engine whose layers all fall back to the GPU")
     p.add_argument("--min-agreement-fp16", type=float, default=0.99, help="pixel agreement floor, FP16 engine")
     p.add_argument("--min-agreement-int8", type=float, default=0.95, help="pixel agreement floor, INT8 engine")
     p.add_argument("--latency-time", type=float, default=1.0, help="seconds of timed runs per latency figure")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds one engine's build and run may take")
     return p.parse_args(argv)
 
 
-def load_images(folder: Path | None, n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
-    """Up to ``n`` RGB images from ``folder`` (sorted), else ``n`` seeded random images of ``size``."""
-    if folder is None:
-        rng = np.random.default_rng(seed)
-        h, w = size
-        return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(max(1, n))]
-    from rdd_edge.data.base import read_image
+# ---------------------------------------------------------------- the images
+def load_images(folder: Path | None, n: int, size: tuple[int, int], export_dir: Path | None = None,
+                manifest: dict[str, Any] | None = None) -> tuple[list[np.ndarray], str]:
+    """Up to ``n`` RGB images and a line saying which: ``folder`` (sorted), else the export's
+    bundled check images, else synthetic street scenes of ``size`` (seeds 0..n-1)."""
     from rdd_edge.errors import DeployError
 
-    if not folder.is_dir():
-        raise DeployError(f"--images {folder}: not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: max(1, n)]
-    if not files:
-        raise DeployError(f"--images {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return [read_image(f) for f in files]
+    n = max(1, int(n))
+    if folder is not None:
+        from rdd_edge.data.base import read_image
+
+        if not folder.is_dir():
+            raise DeployError(f"--images {folder}: not a folder")
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:n]
+        if not files:
+            raise DeployError(f"--images {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        return [read_image(f) for f in files], f"{len(files)} images from {folder}"
+    if export_dir is not None and manifest is not None:
+        from rdd_edge.deploy.check_data import open_check_data
+
+        bundled = open_check_data(export_dir, manifest)
+        if bundled is not None:
+            idx = sorted(set(np.linspace(0, len(bundled) - 1, min(n, len(bundled))).round().astype(int).tolist()))
+            return [bundled[i][0] for i in idx], (f"{len(idx)} of the export's {len(bundled)} check images "
+                                                  f"({bundled.source or 'check-data/'})")
+    from rdd_edge.data.synthetic import render_scene
+
+    h, w = size
+    return [render_scene(seed, (h, w))[0] for seed in range(n)], f"{n} synthetic street scenes at {h}x{w} (seeds 0..{n - 1})"
 
 
+# ---------------------------------------------------------------- verdicts
 def precision_problem(precision: str, layers: dict[str, int] | None) -> str | None:
-    """Why an engine's layer precisions do not match its file (None when they do)."""
-    if not layers:
-        return "no per-layer precision report (engine inspector gave none)"
+    """Why an engine's layer precisions do not match its file (None when they do or when the report
+    cannot tell: see :func:`precision_warning`)."""
+    from rdd_edge.deploy.engine_meta import report_is_readable
+
+    if not report_is_readable(layers):
+        return None
+    assert layers is not None
     if precision == "int8" and not layers.get("int8"):
         return "no INT8 layers: the Q/DQ nodes were not honoured"
     if precision == "fp16" and layers.get("fp32", 0) > layers.get("fp16", 0):
@@ -71,97 +113,218 @@ def precision_problem(precision: str, layers: dict[str, int] | None) -> str | No
     return None
 
 
-def check_engine(export_dir: Path, key: str, src_name: str, engine_name: str, args: argparse.Namespace,
-                 images: list[np.ndarray] | None, say: Callable[[str], None]) -> tuple[bool, list[np.ndarray] | None]:
-    """Build, inspect, compare and time one engine; print its lines; return (passed, images used)."""
+def precision_warning(layers: dict[str, int] | None) -> str | None:
+    """A warning when the inspector's report is too thin to judge (None when it can tell)."""
+    from rdd_edge.deploy.engine_meta import report_is_readable
+
+    if report_is_readable(layers):
+        return None
+    if not layers:
+        return "cannot tell the layer precisions: the engine inspector gave no report"
+    return (f"cannot tell the layer precisions: {layers.get('unknown', 0)} of {sum(layers.values())} layers report "
+            "no type (Myelin may fuse a graph into a few coarse layers); judged by agreement alone")
+
+
+def rebuild_line(export_dir: Path, args: argparse.Namespace) -> str:
+    """The `rdd-edge engine` command that builds these engines into the export, every option repeated."""
+    parts = ["rdd-edge engine", str(export_dir), "--trt all", f"--max-batch {args.max_batch}",
+             f"--workspace {args.workspace:g}"]
+    if args.opt_batch != 1:
+        parts.append(f"--opt-batch {args.opt_batch}")
+    if args.dla_core is not None:
+        parts.append(f"--dla-core {args.dla_core}")
+    if args.allow_gpu_fallback:
+        parts.append("--allow-gpu-fallback")
+    if args.profile:
+        parts.append(f"--profile {args.profile}")
+    return " ".join(parts)
+
+
+def _profile(text: str | None) -> Any:
+    if not text:
+        return None
+    from rdd_edge.export.formats import ExportSpec
+
+    return ExportSpec(dynamic=True, profile=text, trt="all").normalised().profile
+
+
+# ---------------------------------------------------------------- one engine, in a child process
+def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: dict[str, Any], images_file: str,
+                 log_file: str, result_file: str) -> None:
+    """Build, inspect, run and time one engine; lines go to ``log_file`` as they come (a crash keeps
+    them), the outcome to ``result_file`` (JSON) and the engine's labels to ``<result>.npz``."""
     from rdd_edge import deploy
     from rdd_edge.deploy.engine_meta import precision_summary
     from rdd_edge.deploy.latency import measure_segmenter
     from rdd_edge.export.tensorrt import build_engine
 
-    src, eng = export_dir / src_name, export_dir / engine_name
-    label = f"{key.upper()} engine"
-    if not src.is_file():
-        say(f"FAIL {label}: {src} not found; export it first (rdd-edge export --{key})")
-        return False, images
-    t = time.perf_counter()
-    meta = build_engine(src, eng, max_batch=args.max_batch, workspace_gb=args.workspace,
-                        timing_cache_dir=export_dir, dla_core=args.dla_core)
-    cache = meta.get("timing_cache") or {}
-    cache_note = "reused" if cache.get("loaded") else ("refused (other GPU/TensorRT), rebuilt" if cache.get("refused") else "new")
-    say(f"{label}: built {eng.name} in {time.perf_counter() - t:.1f} s with TensorRT {meta.get('tensorrt')} on "
-        f"{meta.get('gpu')} (sm {meta.get('compute_capability')}); profile batch 1..{meta['max_batch']}; "
-        f"timing cache {cache.get('file')} {cache_note}")
-    say(f"  precision: {precision_summary(meta)}")
-    problems = []
-    bad_prec = precision_problem(key, meta.get("precision_layers"))
-    if bad_prec:
-        problems.append(bad_prec)
-    ref = deploy.load(src, device="cpu")
+    log = open(log_file, "a", buffering=1)
+    say: Callable[[str], None] = lambda line: print(line, file=log, flush=True)  # noqa: E731
+    result: dict[str, Any] = {"ok": False}
     try:
+        src, eng = Path(scratch) / src_name, Path(scratch) / engine_name
+        t = time.perf_counter()
+        meta = build_engine(src, eng, max_batch=opts["max_batch"], opt_batch=opts["opt_batch"],
+                            dynamic_hw=opts["profile"], workspace_gb=opts["workspace"], timing_cache_dir=Path(scratch),
+                            dla_core=opts["dla_core"], allow_gpu_fallback=opts["allow_gpu_fallback"])
+        cache = meta.get("timing_cache") or {}
+        cache_note = "reused" if cache.get("loaded") else ("refused (other GPU/TensorRT), rebuilt" if cache.get("refused") else "new")
+        prof = meta["profile"]
+        say(f"  built {eng.name} in {time.perf_counter() - t:.1f} s with TensorRT {meta.get('tensorrt')} on "
+            f"{meta.get('gpu')} (sm {meta.get('compute_capability')}); profile batch {prof['min'][0]}..{prof['max'][0]}; "
+            f"timing cache {cache.get('file')} {cache_note}")
+        say(f"  precision: {precision_summary(meta)}")
+        placement = meta.get("dla_layers")
+        if placement:
+            say(f"  DLA core {meta.get('dla_core')}: {placement['dla']} layers on DLA, {placement['gpu']} on the GPU"
+                + (f" (first: {', '.join(placement['gpu_layers'][:4])})" if placement["gpu"] else ""))
+        result.update(precision_layers=meta.get("precision_layers"), dla_layers=placement)
+        with np.load(images_file) as z:
+            images = [z[f"arr_{i}"] for i in range(len(z.files))]
         with deploy.load(eng) as seg:
-            if images is None:
-                images = load_images(args.images, args.num_images, seg.info.input_size)
-            want = ref.predict_batch(images)
-            got = seg.predict_batch(images)
-            agree = float(np.mean([(a == b).mean() for a, b in zip(got, want)]))
-            floor = args.min_agreement_int8 if key == "int8" else args.min_agreement_fp16
-            say(f"  agreement with ONNX Runtime ({src.name}, CPU): {agree:.2%} of pixels on {len(images)} images "
-                f"(floor {floor:.0%})")
-            if agree < floor:
-                problems.append(f"labels agree on {agree:.2%} < {floor:.0%}")
-            kw = {"min_time": args.latency_time, "warmup": 3}
-            for b in sorted({1, int(seg.max_batch or args.max_batch)}):
-                lat = measure_segmenter(seg, b, **kw)
+            labels = seg.predict_batch(images)
+            np.savez(result_file + ".npz", *labels)
+            for b in sorted({1, int(seg.max_batch or opts["max_batch"])}):
+                lat = measure_segmenter(seg, b, min_time=opts["latency_time"], warmup=3)
                 say(f"  latency batch {b}: p50 {lat.p50_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms, {lat.fps:.1f} images/s")
+        result["ok"] = True
+    except RddError as exc:
+        result["error"] = str(exc)
+    except Exception as exc:  # noqa: BLE001 - reported as one line by the parent
+        text = str(exc).strip().splitlines()
+        result["error"] = f"{type(exc).__name__}: {text[0] if text else ''}"
     finally:
-        ref.close()
-    if problems:
-        say(f"FAIL {label}: {'; '.join(problems)}")
-        return False, images
-    say(f"PASS {label}")
-    return True, images
+        log.close()
+        Path(result_file).write_text(json.dumps(result))
 
 
+def run_isolated(target: Callable[..., None], args: tuple, timeout: float) -> int | None:
+    """Run ``target(*args)`` in a child process; its exit code (negative: killed by that signal),
+    None when it outlived ``timeout`` (then it is killed)."""
+    proc = multiprocessing.get_context(START_METHOD).Process(target=target, args=args, daemon=True)
+    proc.start()
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        return None
+    return proc.exitcode
+
+
+def death(code: int | None, timeout: float) -> str:
+    """Why a child ended without a result, in words."""
+    if code is None:
+        return f"the build and run took longer than --timeout {timeout:g} s and were stopped"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the build and run process died of {name} (a crash inside TensorRT or CUDA); nothing else was affected"
+    return f"the build and run process exited with code {code} without a result"
+
+
+# ---------------------------------------------------------------- the whole check
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    say: Callable[[str], None] = print
+    say: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
+    from rdd_edge.deploy import versions
+
+    for line in versions.header_lines(versions.collect()):
+        say(line)
     export_dir = args.export_dir
     if not export_dir.is_dir():
         say(f"FAIL: {export_dir} is not an export folder")
         return 1
     from rdd_edge.deploy.engine_meta import tensorrt_module
+    from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
     from rdd_edge.export.tensorrt import INSTALL_HINT
 
     if tensorrt_module() is None:
         say(f"FAIL: no TensorRT on this machine: {INSTALL_HINT}")
         return 1
-    results: list[bool] = []
-    images: list[np.ndarray] | None = None
-    import shutil
-    import tempfile
+    try:
+        manifest, _ = read_manifest(export_dir / MANIFEST_NAME)
+        inp = (manifest or {}).get("input") or {}
+        size = tuple(inp.get("size") or [d if isinstance(d, int) else 512 for d in (inp.get("shape") or [1, 3, 512, 1024])[2:]])
+        profile = _profile(args.profile)
+        if profile is not None:
+            size = profile[1]  # the opt H x W of a dynamic export
+        images, which = load_images(args.images, args.num_images, (int(size[0]), int(size[1])), export_dir, manifest)
+    except RddError as exc:
+        say(f"FAIL: {exc}")
+        return 1
+    say(f"images: {which}")
+    opts = {"max_batch": args.max_batch, "opt_batch": args.opt_batch, "profile": profile, "workspace": args.workspace,
+            "dla_core": args.dla_core, "allow_gpu_fallback": args.allow_gpu_fallback, "latency_time": args.latency_time}
 
     # a trial in a scratch copy: the export folder (and its manifest) stays exactly as it was
     scratch = Path(tempfile.mkdtemp(prefix="rdd-trt-acceptance-"))
-    for f in ("manifest.json", *(src for _, src, _ in ENGINES)):
-        if (export_dir / f).is_file():
-            shutil.copy2(export_dir / f, scratch / f)
-    for key, src_name, engine_name in ENGINES:
-        try:
-            ok, images = check_engine(scratch, key, src_name, engine_name, args, images, say)
-        except RddError as exc:
-            say(f"FAIL {key.upper()} engine: {exc}")
-            ok = False
-        except Exception as exc:  # noqa: BLE001 - one engine's crash must not hide the other's result
-            say(f"FAIL {key.upper()} engine: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            ok = False
-        results.append(ok)
-    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        for f in (MANIFEST_NAME, *(src for _, src, _ in ENGINES)):
+            if (export_dir / f).is_file():
+                shutil.copy2(export_dir / f, scratch / f)
+        np.savez(scratch / "images.npz", *images)  # arr_0, arr_1 ...: images of any sizes, no pickle
+        results = [check_engine(scratch, key, src, eng, args, opts, images, say) for key, src, eng in ENGINES]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     passed = sum(results)
     say(f"{'PASS' if all(results) else 'FAIL'}: {passed} of {len(results)} engines passed")
     if all(results):
-        say(f"to add the engines to the export: rdd-edge engine {export_dir} --trt all --max-batch {args.max_batch}")
+        say(f"to add the engines to the export: {rebuild_line(export_dir, args)}")
     return 0 if all(results) else 1
+
+
+def check_engine(scratch: Path, key: str, src_name: str, engine_name: str, args: argparse.Namespace,
+                 opts: dict[str, Any], images: list[np.ndarray], say: Callable[[str], None]) -> bool:
+    """One engine: build and run it in a child, then compare with ONNX Runtime here; print its lines."""
+    from rdd_edge import deploy
+
+    label = f"{key.upper()} engine"
+    src = scratch / src_name
+    if not src.is_file():
+        say(f"FAIL {label}: {args.export_dir / src_name} not found; export it first (rdd-edge export --{key})")
+        return False
+    say(f"{label}:")
+    log_file, result_file = scratch / f"{key}.log", scratch / f"{key}.json"
+    code = run_isolated(engine_child, (str(scratch), key, src_name, engine_name, opts, str(scratch / "images.npz"),
+                                       str(log_file), str(result_file)), args.timeout)
+    if log_file.is_file():
+        for line in log_file.read_text().splitlines():
+            say(line)
+    if not result_file.is_file():
+        say(f"FAIL {label}: {death(code, args.timeout)}")
+        return False
+    result = json.loads(result_file.read_text())
+    if not result.get("ok"):
+        say(f"FAIL {label}: {result.get('error') or death(code, args.timeout)}")
+        return False
+    problems = []
+    layers = result.get("precision_layers")
+    bad = precision_problem(key, layers)
+    if bad:
+        problems.append(bad)
+    warn = precision_warning(layers)
+    if warn:
+        say(f"  warning: {warn}")
+    with np.load(str(result_file) + ".npz") as z:
+        got = [z[f"arr_{i}"] for i in range(len(z.files))]
+    try:
+        with deploy.load(src, device="cpu") as ref:
+            want = ref.predict_batch(images)
+    except RddError as exc:
+        say(f"FAIL {label}: ONNX Runtime could not run {src_name} for the comparison: {exc}")
+        return False
+    agree = float(np.mean([(a == b).mean() for a, b in zip(got, want)]))
+    floor = args.min_agreement_int8 if key == "int8" else args.min_agreement_fp16
+    say(f"  agreement with ONNX Runtime ({src_name}, CPU): {agree:.2%} of pixels on {len(images)} images (floor {floor:.0%})")
+    if agree < floor:
+        problems.append(f"labels agree on {agree:.2%} < {floor:.0%}")
+    if problems:
+        say(f"FAIL {label}: {'; '.join(problems)}")
+        return False
+    say(f"PASS {label}")
+    return True
 
 
 def _run() -> Any:  # pragma: no cover - the console entry

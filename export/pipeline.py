@@ -73,17 +73,26 @@ def _check_out_dir(out: Path) -> None:
         raise ConfigError(f"--out {out}: exists and is not an rdd-edge export folder; choose a new or empty folder")
 
 
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _staging(out: Path, copy_from: Path | None = None) -> Path:
-    """A fresh staging folder beside ``out`` (with ``copy_from``'s files hard-linked in, or copied)."""
+    """A fresh staging folder beside ``out`` (with ``copy_from``'s files and folders, e.g. a bundle's
+    check-data/, hard-linked in, or copied)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     stage.chmod(0o755)
     for f in sorted(copy_from.iterdir()) if copy_from is not None else ():
+        if f.is_symlink() or f.name.startswith("."):
+            continue
         if f.is_file() and not f.name.startswith("check."):  # check's reports describe the folder as it was
-            try:
-                os.link(f, stage / f.name)
-            except OSError:
-                shutil.copy2(f, stage / f.name)
+            _link_or_copy(f, stage / f.name)
+        elif f.is_dir():
+            shutil.copytree(f, stage / f.name, copy_function=_link_or_copy, symlinks=True)
     return stage
 
 

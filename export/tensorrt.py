@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from rdd_edge.errors import ConfigError, ExportError, MissingDependencyError, RddError
+from rdd_edge.extras import install_hint
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = ("TensorRT engines need the tensorrt package (and an NVIDIA GPU): pip install rdd-edge[trt] "
-                "(Jetson: JetPack's python3-libnvinfer plus pip install rdd-edge[jetson])")
+INSTALL_HINT = ("TensorRT engines need the tensorrt package (and an NVIDIA GPU): " + install_hint("trt") +
+                "; Jetson: JetPack's python3-libnvinfer plus the `jetson` extra (a bundle's install.sh does both)")
 
 
 def _trt() -> Any:
@@ -47,7 +48,7 @@ def require_tensorrt(what: str = "TensorRT engines") -> None:
     """Fail before any work when engines are asked for on a machine without TensorRT."""
     if not available():
         raise MissingDependencyError(
-            f"{what}: TensorRT is not installed here: pip install rdd-edge[trt] (on Jetson it comes with JetPack); "
+            f"{what}: TensorRT is not installed here: {install_hint('trt')} (on Jetson it comes with JetPack); "
             "or export without --trt and build the engines on the device with `rdd-edge engine`")
 
 

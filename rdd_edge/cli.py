@@ -11,6 +11,7 @@ import sys
 from rdd_edge.app import app, state
 from rdd_edge.commands import data, deploy, distill, export, models, pipeline  # noqa: F401  (register the commands)
 from rdd_edge.errors import RddError
+from rdd_edge.extras import install_hint
 
 # what the `train` extra installs: a command that needs it on a deploy-only install says so in one line
 TRAIN_STACK = {"torch", "torchvision", "timm", "onnxscript", "onnxslim", "tensorboard"}
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         if exc.name not in TRAIN_STACK or state["debug"] or "--debug" in sys.argv:
             raise
         print(f"error: this command needs the training stack ({exc.name} is not installed): "
-              "pip install 'rdd-edge[train]'; the deploy-only install runs check, demo and engine", file=sys.stderr)
+              f"{install_hint('train')}; the deploy-only install runs check, demo and engine", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -141,7 +141,7 @@ def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: 
     trt = "all" if tensorrt_available() else "none"
     stage(f"3/5 export: ONNX, FP16, INT8{', TensorRT' if trt != 'none' else ''}")
     if trt == "none" and log is not None:
-        log.print("note: tensorrt is not installed, so no engines are built (pip install rdd-edge\\[trt] on an NVIDIA machine)")
+        log.print("note: tensorrt is not installed, so no engines are built (the `trt` extra on an NVIDIA machine)")
     manifest = export_run(ExportSpec(source=s_sum["best"], fp16=True, int8=True, trt=trt, calib=spec.calib, data=spec.data,
                                      runs_root=spec.runs_root), console=log)
     export_dir = Path(manifest["export_dir"])

@@ -102,3 +102,32 @@ def rand_image(h: int = 60, w: int = 90, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     return img
+
+
+def synthetic_export(folder: Path, size=(16, 24), val_images: int = 6) -> Path:
+    """A torch-free export of a tiny 11-class network in the synthetic scenes' classes, with the manifest the
+    export stage writes (data spec, checksums, scores, the files list): what bundle / check / install.sh read."""
+    from rdd_edge.data import DataSpec
+    from rdd_edge.data.registry import dataset_info
+    from rdd_edge.export.fp16 import export_fp16
+    from rdd_edge.export.int8 import export_int8
+    from rdd_edge.export.manifest import add_artifact, new_manifest, save_manifest
+    from rdd_edge.export.onnx_io import graph_io, load_export_onnx
+    from rdd_edge.runs import sha256_file
+    from test_trt_double import tiny_fp32_onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    src = tiny_fp32_onnx(folder / "model.onnx", size, classes=11)
+    export_fp16(src, folder / "model.fp16.onnx")
+    items = [(f"rand{i}", (lambda i=i: np.random.default_rng(100 + i).integers(0, 256, (20, 30, 3), dtype=np.uint8)))
+             for i in range(8)]
+    export_int8(src, folder, items, size)
+    info = dataset_info("synthetic").as_dict()
+    data = DataSpec(name="synthetic", val_images=val_images, size=size)
+    m = new_manifest("tiny", info, data, size, "both", False, False, 18, src, sha256_file(src), graph_io(load_export_onnx(src)))
+    for key, file, prec in (("onnx", "model.onnx", "fp32"), ("fp16", "model.fp16.onnx", "fp16"),
+                            ("int8-cpu", "model.int8-cpu.onnx", "int8"), ("int8", "model.int8.onnx", "int8")):
+        add_artifact(m, key, folder / file, prec, "onnxruntime", checked_images=val_images)
+    m["files"] = sorted(p.name for p in folder.iterdir() if p.is_file()) + ["manifest.json"]
+    save_manifest(m, folder)
+    return folder

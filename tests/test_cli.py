@@ -60,4 +60,4 @@ def test_deploy_only_install_runs_check_and_demo_without_torch(tmp_path):
     assert r.returncode == 0, r.stderr[-1500:]
     assert (tmp_path / "o" / "frame_000000.png").is_file()
     r = run(block + f"main(['eval', {str(tmp_path / 'x.pt')!r}])")
-    assert r.returncode == 1 and "pip install 'rdd-edge[train]'" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "pip install -e '.[train]'" in r.stderr and "Traceback" not in r.stderr

@@ -38,10 +38,12 @@ def test_deploy_imports_and_predicts_without_torch(exported):
         import sys
         sys.modules["torch"] = None          # any `import torch` now raises ImportError
         sys.modules["rdd_edge.models"] = None
+        import importlib, pkgutil
         import numpy as np
-        import rdd_edge.deploy.check, rdd_edge.deploy.demo, rdd_edge.deploy.latency, rdd_edge.deploy.engine_meta
-        import rdd_edge.deploy.backends.tensorrt, rdd_edge.deploy.cuda_mem
+        import rdd_edge.deploy
         from rdd_edge import deploy
+        for m in pkgutil.walk_packages(rdd_edge.deploy.__path__, "rdd_edge.deploy."):  # every deploy module
+            importlib.import_module(m.name)
         seg = deploy.load({str(onnx_path)!r})
         lab = seg.predict(np.zeros((30, 40, 3), np.uint8))
         assert lab.shape == (30, 40), lab.shape

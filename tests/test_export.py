@@ -330,7 +330,7 @@ def test_cli_trt_without_tensorrt_fails_before_any_work(tmp_path, data_root):
     res = CliRunner().invoke(app, ["export", str(ckpt), "--size", "48x96", "--trt", "fp16", "--data", str(data_root),
                                    "--check-images", "2"])
     assert res.exit_code != 0
-    assert isinstance(res.exception, MissingDependencyError) and "pip install rdd-edge[trt]" in str(res.exception)
+    assert isinstance(res.exception, MissingDependencyError) and "pip install -e '.[trt]'" in str(res.exception)
     assert "export without --trt" in str(res.exception)
     assert not (ckpt.parent / "export").exists()
     res = CliRunner().invoke(app, ["export", str(ckpt), "--trt", "fp61"])

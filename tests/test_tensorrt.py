@@ -121,7 +121,7 @@ def test_stub_only_tensorrt_counts_as_missing(tmp_path, monkeypatch):
     from rdd_edge.export.tensorrt import _trt
 
     assert tensorrt_module() is None and runtime_identity()["tensorrt"] is None
-    with pytest.raises(MissingDependencyError, match=r"pip install rdd-edge\[trt\]"):
+    with pytest.raises(MissingDependencyError, match=r"pip install -e .\.\[trt\]."):
         _trt()
 
 
@@ -129,13 +129,13 @@ def test_stub_only_tensorrt_counts_as_missing(tmp_path, monkeypatch):
 def test_missing_tensorrt_says_how_to_install(tmp_path):
     from rdd_edge.export.tensorrt import _trt
 
-    with pytest.raises(MissingDependencyError, match=r"pip install rdd-edge\[trt\]"):
+    with pytest.raises(MissingDependencyError, match=r"pip install -e .\.\[trt\]."):
         _trt()
 
 
 def _gpu_or_skip() -> None:
     if not HAVE_TRT:
-        pytest.skip("tensorrt is not installed (pip install rdd-edge[trt]; needs an NVIDIA GPU)")
+        pytest.skip("tensorrt is not installed (the trt extra; needs an NVIDIA GPU)")
     if runtime_identity()["gpu"] is None:
         pytest.skip("no NVIDIA GPU visible (cuda-python / pycuda / nvidia-smi)")
 

@@ -25,13 +25,60 @@ def test_both_engines_pass(monkeypatch, export_dir, capsys, version):
     assert main([str(export_dir), *FAST]) == 0
     out = capsys.readouterr().out
     assert "PASS FP16 engine" in out and "PASS INT8 engine" in out and "PASS: 2 of 2 engines passed" in out
-    assert out.strip().endswith(f"rdd-edge engine {export_dir} --trt all --max-batch 4")
+    assert out.strip().endswith(f"rdd-edge engine {export_dir} --trt all --max-batch 4 --workspace 1")
     assert f"with TensorRT {version} on Orin (sm 8.7); profile batch 1..4" in out
     assert "precision: INT8 0, FP16 " in out and "FP32 0 layers" in out  # the FP16 engine
     assert "agreement with ONNX Runtime (model.int8.onnx, CPU): 100.00% of pixels on 3 images" in out
     assert "latency batch 1:" in out and "latency batch 4:" in out
+    # the images are the embedded synthetic street scenes at the model's input size, never noise
+    assert "images: 3 synthetic street scenes at 16x24 (seeds 0..2)" in out
+    # the version header comes first
+    lines = out.splitlines()
+    assert lines[0].startswith("machine: ") and any(line == f"TensorRT: {version}; numpy: {np.__version__}" for line in lines[:6])
+    assert any("CUDA runtime (cuda-python): 12.2" in line for line in lines[:6])
+    assert any(line.startswith("ONNX Runtime: ") and "CPU" in line for line in lines[:6])
     assert sorted(p.name for p in export_dir.iterdir()) == before  # a trial: the export is left as it was
-    assert rt.streams == {} and rt.device == {} and rt.pinned == {}  # every runner closed
+    assert rt.streams == {} and rt.device == {} and rt.pinned == {}  # the parent never touched CUDA buffers
+
+
+def test_a_native_crash_is_one_fail_line_and_the_summary_still_prints(monkeypatch, export_dir, capsys):
+    d, _ = install(monkeypatch, "10.3.0.26")
+    d.build_crash = True  # SIGSEGV inside "TensorRT" while building, in the child process
+    assert main([str(export_dir), *FAST]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL FP16 engine: the build and run process died of SIGSEGV (a crash inside TensorRT or CUDA)" in out
+    assert "FAIL INT8 engine: the build and run process died of SIGSEGV" in out
+    assert out.strip().endswith("FAIL: 0 of 2 engines passed")
+
+
+def test_bundled_check_images_are_the_default(monkeypatch, export_dir, capsys):
+    """A bundle's export carries check-data/: the acceptance check compares on those images."""
+    import json
+
+    from rdd_edge.data.synthetic import render_scene
+    from rdd_edge.deploy.check_data import write_check_data
+
+    install(monkeypatch, "10.3.0.26")
+    pairs = [render_scene(100 + i, (40, 60)) for i in range(5)]
+    entry = write_check_data(export_dir, [p[0] for p in pairs], [np.minimum(p[1], 3) for p in pairs],
+                             [f"scene{i}" for i in range(5)], "synthetic val")
+    man = json.loads((export_dir / "manifest.json").read_text())
+    man["check_data"] = entry
+    (export_dir / "manifest.json").write_text(json.dumps(man))
+    assert main([str(export_dir), *FAST]) == 0
+    assert "images: 3 of the export's 5 check images (synthetic val)" in capsys.readouterr().out
+
+
+def test_rebuild_line_repeats_every_option_and_dla_reports_placement(monkeypatch, export_dir, capsys):
+    d, _ = install(monkeypatch, "10.3.0.26")
+    d.num_dla_cores = 2
+    args = [str(export_dir), "--latency-time", "0.02", "--num-images", "2", "--max-batch", "4", "--opt-batch", "2",
+            "--workspace", "0.5", "--dla-core", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "DLA core 1: " in out and " layers on DLA, " in out and "profile batch 2..2" in out
+    assert out.strip().endswith(f"rdd-edge engine {export_dir} --trt all --max-batch 4 --workspace 0.5 "
+                                "--opt-batch 2 --dla-core 1")
 
 
 def test_wrong_engine_output_fails_with_exit_1(monkeypatch, export_dir, capsys):
@@ -67,12 +114,26 @@ def test_images_folder_is_used(monkeypatch, export_dir, tmp_path, capsys):
     assert "on 2 images" in capsys.readouterr().out
 
 
-def test_precision_problem():
+def test_precision_problem_and_cannot_tell():
+    from rdd_edge.deploy.trt_acceptance import precision_warning
+
     assert precision_problem("int8", {"int8": 5, "fp16": 3, "fp32": 0}) is None
     assert "no INT8 layers" in precision_problem("int8", {"int8": 0, "fp16": 8, "fp32": 0})
     assert "mostly FP32" in precision_problem("fp16", {"int8": 0, "fp16": 1, "fp32": 9})
     assert precision_problem("fp16", {"int8": 0, "fp16": 9, "fp32": 2}) is None
-    assert "no per-layer" in precision_problem("fp16", None)
+    # a report that is mostly unknown (no context, Myelin-fused) cannot tell: a warning, never a FAIL
+    thin = {"int8": 0, "fp16": 0, "fp32": 0, "unknown": 12}
+    assert precision_problem("int8", thin) is None and "cannot tell" in precision_warning(thin)
+    assert precision_problem("fp16", None) is None and "no report" in precision_warning(None)
+    assert precision_warning({"int8": 3, "fp16": 2, "fp32": 0, "unknown": 1}) is None
+
+
+def test_a_thin_precision_report_warns_and_passes(monkeypatch, export_dir, capsys):
+    d, _ = install(monkeypatch, "10.3.0.26")
+    d.inspector_types = False  # no types at all: FP16 layers cannot be told (INT8 still reads from kernel names)
+    assert main([str(export_dir), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "warning: cannot tell the layer precisions" in out and "PASS FP16 engine" in out
 
 
 def test_no_tensorrt_is_one_fail_line(monkeypatch, export_dir, capsys):
@@ -81,4 +142,5 @@ def test_no_tensorrt_is_one_fail_line(monkeypatch, export_dir, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     assert main([str(export_dir)]) == 1
     out = capsys.readouterr().out.strip().splitlines()
-    assert out == [out[0]] and out[0].startswith("FAIL: no TensorRT on this machine: ") and "rdd-edge[trt]" in out[0]
+    assert out[-1].startswith("FAIL: no TensorRT on this machine: ") and "[trt]" in out[-1]
+    assert [line for line in out if line.startswith("FAIL")] == [out[-1]] and out[0].startswith("machine: ")

@@ -24,6 +24,7 @@ import inspect
 import json
 import os
 import re
+import signal
 import sys
 import types
 from pathlib import Path
@@ -241,6 +242,7 @@ class TrtDouble(types.ModuleType):
         self.dla_ops = {"Conv", "Relu", "Add", "Concat", "MaxPool", "AveragePool", "BatchNormalization"}  # what DLA runs
         self.inspector_types = True  # False: the inspector JSON names no tensor types (tactic names only)
         self.builder_type_error = False  # Builder() raises TypeError as pybind does without a GPU
+        self.build_crash = False  # build_serialized_network kills the process with SIGSEGV
         self._stubs = stubs
         self._classes: dict[str, type] = {}
         for name in stubs:
@@ -565,6 +567,8 @@ def install_behaviour(d: TrtDouble) -> None:
         strongly = nv["_strongly_typed"]
         if d.build_fails:
             return None
+        if d.build_crash:  # a native crash inside TensorRT: the process dies, no Python exception
+            os.kill(os.getpid(), signal.SIGSEGV)
         if not strongly and io["qdq"] and "INT8" not in set_flags:
             return None  # TensorRT 10 rejects a weakly typed Q/DQ network without BuilderFlag.INT8
         if strongly:
@@ -718,7 +722,8 @@ def _session(model: bytes) -> Any:
 
     import onnxruntime as ort
 
-    key = hashlib.sha256(model).hexdigest()
+    # per process: a session made before a fork has an intra-op thread pool the child does not have
+    key = f"{os.getpid()}:{hashlib.sha256(model).hexdigest()}"
     if key not in _SESSIONS:
         _SESSIONS[key] = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     return _SESSIONS[key]
@@ -837,6 +842,9 @@ class FakeCudart(types.ModuleType):
         self.devices_queried.append(int(device))
         props = types.SimpleNamespace(name=self.gpu + b"\x00" * 4, major=self.cc[0], minor=self.cc[1])
         return (self._e("cudaGetDeviceProperties"), props)
+
+    def cudaRuntimeGetVersion(self) -> tuple:
+        return (self._e("cudaRuntimeGetVersion"), 12020)  # CUDA 12.2, as JetPack 6's cuda-python links
 
     def cudaGetErrorName(self, error: Any) -> tuple:
         return (CudaError.cudaSuccess, CudaError(int(error)).name.encode())

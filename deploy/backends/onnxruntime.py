@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rdd_edge.errors import DeployError, MissingDependencyError
+from rdd_edge.extras import install_hint
 
 # Fastest first; only those the installed onnxruntime build offers are used.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -20,8 +21,8 @@ GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 # The distributions that install the `onnxruntime` import package (one owns it at a time).
 ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
-ORT_INSTALL = ("ONNX Runtime is not installed: pip install 'rdd-edge[cpu]' (CPU build) or 'rdd-edge[gpu]' "
-               "(NVIDIA GPU, x86_64 + CUDA 12; on a Jetson, NVIDIA's onnxruntime-gpu wheel for your JetPack); "
+ORT_INSTALL = ("ONNX Runtime is not installed: the `cpu` extra (" + install_hint("cpu") + ") or the `gpu` extra "
+               "(onnxruntime-gpu, x86_64 + CUDA 12; on a Jetson, NVIDIA's onnxruntime-gpu wheel for your JetPack); "
                "install only one of them: they share the import name")
 
 

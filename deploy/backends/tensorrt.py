@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rdd_edge.errors import DeployError, MissingDependencyError, RddError
+from rdd_edge.extras import install_hint
 
 from rdd_edge.deploy.engine_meta import check_compatible, check_trt_version, read_sidecar, tensorrt_module, trt_logger
 
@@ -84,8 +85,8 @@ class TrtBackend:
         check_compatible(self.meta, engine=self.path, device=device)  # the GPU this runner will use
         if tensorrt_module() is None:
             raise MissingDependencyError(
-                f"{self.path}: running a TensorRT engine needs the tensorrt package (`pip install rdd-edge[trt]`, "
-                "or JetPack's python3-libnvinfer with `pip install rdd-edge[jetson]`); or run the .onnx file instead"
+                f"{self.path}: running a TensorRT engine needs the tensorrt package (desktop: {install_hint('trt')}; "
+                "Jetson: JetPack's python3-libnvinfer); or run the .onnx file instead"
             )
         import tensorrt as trt
 
@@ -148,6 +149,8 @@ class TrtBackend:
                 self.profile = (mn, op, mx)
             biggest = self.profile[2] if self.profile else decl
             self.max_batch: int | None = int(biggest[0])
+            # the smallest batch it takes: a DLA engine's profile is one static batch (min = max)
+            self.min_batch: int = int(self.profile[0][0]) if self.profile else int(decl[0])
             # one stream, and device + page-locked host buffers sized for the largest shape the profile allows
             st.stream = self.stream = self.mem.stream()
             self._set_shape(biggest)

@@ -124,3 +124,26 @@ def demo(
         console.print(f"note: {note}")
     where = f" -> {res.out}" if res.out else ""
     console.print(f"{res.frames} frames at {res.fps:.1f} FPS end to end{where}" + (" (interrupted)" if res.interrupted else ""))
+
+
+@app.command()
+def bundle(
+    run: RunArg = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="The bundle folder to write (default <run>/bundle).")] = None,
+    data: Data = None,
+    check_images: Annotated[Optional[int], typer.Option("--check-images", min=1, help="Val images to carry for the device's check (default: as many as export scored on, up to 100).")] = None,
+    no_check_images: Annotated[bool, typer.Option("--no-check-images", help="Carry no check images (the device then scores on a data folder of its own).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle at --out.")] = False,
+    runs: Runs = DEFAULT_RUNS,
+) -> None:
+    """One folder to copy to the device: the export, its check images, a wheel of rdd-edge and install.sh."""
+    from rich.console import Console
+
+    from rdd_edge.deploy.bundle import BundleSpec, make_bundle
+
+    console = Console()
+    spec = BundleSpec(source=run, out=out, runs_root=runs, data=data, check_images=check_images,
+                      images=not no_check_images, overwrite=overwrite)
+    path = make_bundle(spec, say=lambda line: console.print(line))
+    console.print(f"copy {path} to the device, then run: bash {path.name}/install.sh")
+    console.print(f"wrote {path}")

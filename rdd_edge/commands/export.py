@@ -53,7 +53,7 @@ def export_cmd(
     source: Annotated[Optional[str], typer.Argument(metavar="[RUN_OR_CKPT]", help="Distill run folder or checkpoint (default: latest runs/distill-*, best.pt preferred).")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write model.fp16.onnx (FP16 weights, FP32 I/O).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (TensorRT QDQ) and model.int8-cpu.onnx (ONNX Runtime CPU), from one calibration.")] = False,
-    trt: Annotated[str, typer.Option("--trt", help="TensorRT engines to build: none, fp16, int8, all (needs TensorRT: pip install rdd-edge\\[trt], JetPack on Jetson).")] = "none",
+    trt: Annotated[str, typer.Option("--trt", help="TensorRT engines to build: none, fp16, int8, all (needs TensorRT: the `trt` extra, JetPack on Jetson).")] = "none",
     size: Annotated[Optional[str], typer.Option("--size", metavar="HxW", help="Input size (multiples of 8; PSPNet: of 48). Default: the data set's eval size.")] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic H and W as well as batch (not PSPNet).")] = False,
     outputs: Annotated[str, typer.Option("--outputs", help="Graph outputs: labels (N,H,W int64), logits (N,C,H,W) or both.")] = "labels",

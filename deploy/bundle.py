@@ -1,0 +1,140 @@
+"""``rdd-edge bundle``: the one folder a user copies from the workstation to the device.
+
+    DIR/
+      export/              the export as `check` accepts it (artifacts, manifest, calibration cache,
+                           sidecars) plus check-data/: the val images the export scored on
+      wheels/              a wheel of this rdd-edge (the torch-free runtime, every extra declared);
+                           put more wheels here for a device without an index
+      install.sh           makes DIR/.venv for the machine it finds, then runs the acceptance check
+      README.txt           what is here and the commands, in a few lines
+      bundle.json          what went in: versions and the sha256 of every file
+
+Written into a staging folder beside DIR and renamed into place, so a failed bundle leaves
+nothing half-written; an existing DIR is replaced only with ``overwrite`` and only when it is a
+bundle. Torch-free: the check images are read with the core's data readers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rdd_edge.errors import ConfigError
+from rdd_edge.runs import DEFAULT_ROOT
+
+BUNDLE_FORMAT = "rdd-edge-bundle"
+FILES = Path(__file__).resolve().parent / "bundle_files"
+CHECK_IMAGES = 100  # as export: the val split, evenly spread past this many
+
+
+@dataclass
+class BundleSpec:
+    """What goes into a bundle and where."""
+
+    source: str | Path | None = None  # distill run or export folder (None: the latest run with an export)
+    out: str | Path | None = None  # the bundle folder (default <run>/bundle)
+    runs_root: str | Path = DEFAULT_ROOT
+    data: str | Path | None = None  # the data folder, when not where the run recorded it
+    check_images: int | None = None  # default: as many as the export scored on
+    images: bool = True  # False: no check images (the device then needs its own data to score)
+    overwrite: bool = False
+
+
+def evenly(n_total: int, n: int | None) -> list[int]:
+    """``n`` indices spread evenly over ``range(n_total)`` (all of them when ``n`` is None or larger)."""
+    import numpy as np
+
+    if n is None or n >= n_total:
+        return list(range(n_total))
+    return sorted(set(np.linspace(0, n_total - 1, n).round().astype(int).tolist()))
+
+
+def _check_images(manifest: dict[str, Any], spec: BundleSpec, say: Callable[[str], None]) -> tuple[list, list, list, str]:
+    """The images the export scored on (same data, same evenly spread indices), their labels and names."""
+    from rdd_edge.data import DataSpec, open_split
+
+    recorded = manifest.get("data")
+    data = DataSpec.from_dict(recorded) if isinstance(recorded, dict) else DataSpec(name=str(manifest.get("dataset") or "synthetic"))
+    data = data.overridden(root=spec.data)
+    if data.root is not None and not Path(data.root).is_dir():
+        raise ConfigError(f"{data.root}: the export's data folder is not here; pass --data PATH (the {data.name} folder) "
+                          "or --no-check-images")
+    val = open_split(data, "val")
+    scored = (manifest.get("artifacts") or {}).get("onnx", {}).get("checked_images")
+    n = spec.check_images or (int(scored) if isinstance(scored, int) and scored > 0 else CHECK_IMAGES)
+    idx = evenly(len(val), n)
+    if not idx:
+        raise ConfigError(f"{data.describe()}: the val split is empty; nothing to score on the device")
+    say(f"check images: {len(idx)} of {len(val)} val images of {data.describe()}")
+    pairs = [val[i] for i in idx]
+    names = [val.name(i) if hasattr(val, "name") else str(i) for i in idx]
+    return [p[0] for p in pairs], [p[1] for p in pairs], names, f"{data.name} val, {len(idx)} of {len(val)} images"
+
+
+def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -> Path:
+    """Write the bundle folder; return its path."""
+    from rdd_edge.deploy.check import find_export_dir
+    from rdd_edge.deploy.check_data import write_check_data
+    from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
+    from rdd_edge.deploy.versions import dist_version
+    from rdd_edge.deploy.wheel import build_wheel, wheel_top_level
+    from rdd_edge.runs import resolve_run, sha256_file, write_json
+
+    run = resolve_run(spec.source, "distill", "the export to bundle", root=spec.runs_root, must_contain=f"export/{MANIFEST_NAME}")
+    export_dir = find_export_dir(run)
+    manifest, _ = read_manifest(export_dir / MANIFEST_NAME)
+    assert manifest is not None
+    out = Path(spec.out) if spec.out is not None else export_dir.parent / "bundle"
+    if out.exists():
+        if not spec.overwrite:
+            raise ConfigError(f"--out {out}: exists; choose a new folder or add --overwrite")
+        if not (out / "bundle.json").is_file():
+            raise ConfigError(f"--out {out}: exists and is not an rdd-edge bundle; --overwrite replaces bundles only")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        # the export, as check accepts it: every file the manifest lists (reports of an earlier check left out)
+        dst = stage / "export"
+        dst.mkdir()
+        listed = [f for f in manifest.get("files") or [] if isinstance(f, str)]
+        for name in listed:
+            src = export_dir / name
+            if Path(name).name != name or not src.is_file() or src.is_symlink():
+                raise ConfigError(f"{export_dir / MANIFEST_NAME}: lists {name!r}, which is not a plain file in the folder; "
+                                  "re-run `rdd-edge export`")
+            shutil.copy2(src, dst / name)
+        say(f"export: {len(listed)} files from {export_dir}")
+        if spec.images:
+            images, labels, names, source = _check_images(manifest, spec, say)
+            manifest["check_data"] = write_check_data(dst, images, labels, names, source)
+            write_json(dst / MANIFEST_NAME, manifest)  # the copy lists its check images (with their index's sha256)
+        wheel = build_wheel(stage / "wheels")
+        tops = wheel_top_level(wheel)
+        if tops != ["rdd_edge"]:
+            raise ConfigError(f"{wheel.name}: installs {tops}; a bundle's wheel must hold the rdd_edge package alone")
+        say(f"wheel: {wheel.name}")
+        for name in ("install.sh", "README.txt"):
+            shutil.copy2(FILES / name, stage / name)
+        (stage / "install.sh").chmod(0o755)
+        files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+        write_json(stage / "bundle.json", {
+            "format": BUNDLE_FORMAT, "version": 1, "rdd_edge": dist_version("rdd-edge"), "wheel": f"wheels/{wheel.name}",
+            "model_name": manifest.get("model_name"), "source_export": str(export_dir.resolve()),
+            "check_images": (manifest.get("check_data") or {}).get("images", 0),
+            "files": {f: sha256_file(stage / f) for f in files},
+        })
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            old.rmdir()
+            out.rename(old)
+            stage.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,180 @@
+"""rdd-edge bundle: one folder from the workstation to the device, installed without PyPI for rdd-edge itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from deploy_utils import synthetic_export
+from rdd_edge.cli import app
+from rdd_edge.runs import sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def export_src(tmp_path_factory) -> Path:
+    return synthetic_export(tmp_path_factory.mktemp("bundle-src") / "runs" / "distill-x" / "export")
+
+
+@pytest.fixture(scope="module")
+def bundle(export_src, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "B"
+    res = CliRunner().invoke(app, ["bundle", str(export_src.parent), "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert res.output.strip().endswith(f"wrote {out}") and "install.sh" in res.output
+    return out
+
+
+def test_bundle_holds_the_export_its_check_images_a_wheel_and_the_installer(bundle, export_src):
+    man = json.loads((bundle / "export" / "manifest.json").read_text())
+    src = json.loads((export_src / "manifest.json").read_text())
+    for key, art in src["artifacts"].items():  # every artifact byte for byte, checksums as exported
+        assert sha256_file(bundle / "export" / art["file"]) == art["sha256"] == man["artifacts"][key]["sha256"]
+    assert man["check_data"]["images"] == 6 and man["check_data"]["folder"] == "check-data"
+    assert sha256_file(bundle / "export" / "check-data" / "index.json") == man["check_data"]["index_sha256"]
+    assert os.access(bundle / "install.sh", os.X_OK) and (bundle / "README.txt").is_file()
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert info["format"] == "rdd-edge-bundle" and info["check_images"] == 6
+    on_disk = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()} - {"bundle.json"}
+    assert set(info["files"]) == on_disk and all(sha256_file(bundle / f) == h for f, h in info["files"].items())
+
+
+def test_the_wheel_installs_the_rdd_edge_package_alone_with_every_extra(bundle):
+    from rdd_edge.deploy.wheel import wheel_top_level
+
+    (wheel,) = (bundle / "wheels").glob("rdd_edge-*.whl")
+    assert wheel_top_level(wheel) == ["rdd_edge"]
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    for module in ("rdd_edge/models/networks.py", "rdd_edge/distill/rdd.py", "rdd_edge/export/tensorrt.py",
+                   "rdd_edge/deploy/trt_acceptance.py", "rdd_edge/deploy/backends/tensorrt.py",
+                   "rdd_edge/deploy/bundle_files/install.sh", "rdd_edge/commands/deploy.py"):
+        assert module in names, module
+    assert not any("__pycache__" in n for n in names)
+    for extra in ("cpu", "gpu", "train", "trt", "trt11", "jetson", "jetson-cuda13"):
+        assert f"Provides-Extra: {extra}" in meta
+    # ONNX Runtime only ever through an extra: installing rdd-edge can never replace onnxruntime-gpu
+    ort = [line for line in meta.splitlines() if line.startswith("Requires-Dist: onnxruntime")]
+    assert ort and all("extra ==" in line for line in ort)
+    assert not [line for line in meta.splitlines() if line.startswith("Requires-Dist: torch") and "extra ==" not in line]
+
+
+def test_check_on_the_bundle_scores_the_bundled_images(bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "B"
+    shutil.copytree(bundle, copy)
+    res = CliRunner().invoke(app, ["check", str(copy / "export"), "--min-time", "0.01", "--no-torch", "--device", "cpu"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    check = json.loads((copy / "export" / "check.json").read_text())
+    assert check["split"] == "check" and check["images"] == 6 and all(r["status"] == "passed" for r in check["rows"])
+    # an edited check image is refused by name, not scored
+    img = copy / "export" / "check-data" / "images" / "0003.png"
+    img.write_bytes(img.read_bytes()[:-10] + b"0123456789")
+    res = CliRunner().invoke(app, ["check", str(copy / "export"), "--min-time", "0.01", "--no-torch", "--device", "cpu"])
+    assert res.exit_code == 1 and "0003.png: sha256 differs from index.json" in str(res.exception)
+    # an index naming a path outside the folder is refused before anything is read
+    index = copy / "export" / "check-data" / "index.json"
+    doc = json.loads(index.read_text())
+    doc["items"][0]["image"] = "images/../../../manifest.json"
+    index.write_text(json.dumps(doc))
+    man_path = copy / "export" / "manifest.json"
+    man = json.loads(man_path.read_text())
+    man["check_data"]["index_sha256"] = sha256_file(index)  # even with the checksum updated to match
+    man_path.write_text(json.dumps(man))
+    res = CliRunner().invoke(app, ["check", str(copy / "export"), "--no-torch", "--device", "cpu"])
+    assert res.exit_code == 1 and "is not a file inside check-data/" in str(res.exception)
+
+
+def test_bundle_refuses_what_it_would_damage(export_src, bundle, tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep")
+    res = CliRunner().invoke(app, ["bundle", str(export_src.parent), "--out", str(tmp_path / "notes"), "--overwrite"])
+    assert res.exit_code != 0 and "is not an rdd-edge bundle" in str(res.exception)
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep"
+    res = CliRunner().invoke(app, ["bundle", str(export_src.parent), "--out", str(bundle)])
+    assert res.exit_code != 0 and "add --overwrite" in str(res.exception)
+    moved = tmp_path / "moved"  # an export whose data folder is not here
+    import shutil
+
+    shutil.copytree(export_src, moved)
+    man = json.loads((moved / "manifest.json").read_text())
+    man["data"] = {"name": "camvid", "root": str(tmp_path / "no-such-camvid")}
+    (moved / "manifest.json").write_text(json.dumps(man))
+    res = CliRunner().invoke(app, ["bundle", str(moved), "--out", str(tmp_path / "B2")])
+    assert res.exit_code != 0 and "data folder is not here; pass --data PATH" in str(res.exception)
+    assert not (tmp_path / "B2").exists() and not list(tmp_path.glob(".B2.staging-*"))  # nothing half-written
+
+
+BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)  # what a device's python3 is: no venv of ours
+BASE_HAS_ORT = subprocess.run([BASE_PYTHON, "-c", "import onnxruntime"], capture_output=True).returncode == 0
+
+
+def _install(bundle: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": BASE_PYTHON, **(env or {})}
+    env.pop("VIRTUAL_ENV", None)
+    return subprocess.run(["bash", str(bundle / "install.sh"), *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+
+
+@pytest.mark.parametrize("release, kind, extras", [
+    ("# R36 (release), REVISION: 4.3, GCID: 1, BOARD: generic, EABI: aarch64", "jetpack6", "jetson"),
+    ("# R38 (release), REVISION: 2.0, GCID: 1, BOARD: generic, EABI: aarch64", "jetpack7", "jetson-cuda13"),
+])
+def test_install_sh_knows_a_jetson(bundle, tmp_path, release, kind, extras):
+    (tmp_path / "nv_tegra_release").write_text(release + "\n")
+    r = _install(bundle, "--dry-run", env={"RDD_TEGRA_RELEASE": str(tmp_path / "nv_tegra_release")})
+    assert r.returncode == 0, r.stderr
+    assert f"machine: {kind}" in r.stdout and "with the system site-packages" in r.stdout  # JetPack's TensorRT
+    assert f"[{extras}]" in r.stdout if BASE_HAS_ORT else f"[{extras},cpu]" in r.stdout
+    assert not (bundle / ".venv").exists()  # a dry run changes nothing
+    (tmp_path / "nv_tegra_release").write_text("# R35 (release), REVISION: 5.0\n")
+    r = _install(bundle, "--dry-run", env={"RDD_TEGRA_RELEASE": str(tmp_path / "nv_tegra_release")})
+    assert r.returncode == 1 and "supports JetPack 6 (R36" in r.stderr
+
+
+def test_install_sh_knows_a_desktop_gpu(bundle, tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho '| NVIDIA-SMI 550.54   Driver Version: 550.54   CUDA Version: 12.4 |'\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    r = _install(bundle, "--dry-run", env={"PATH": f"{fake}:{os.environ['PATH']}", "RDD_TEGRA_RELEASE": str(tmp_path / "none")})
+    assert r.returncode == 0 and "machine: cuda12" in r.stdout
+    assert "whl[trt]" in r.stdout if BASE_HAS_ORT else "whl[trt,gpu]" in r.stdout  # TensorRT 10 + onnxruntime-gpu
+
+
+@pytest.mark.slow
+def test_install_sh_makes_a_torch_free_venv_whose_check_passes(bundle, tmp_path):
+    """The device journey on this CPU machine: bash install.sh, then that venv's rdd-edge check."""
+    import shutil
+
+    b = tmp_path / "B"
+    shutil.copytree(bundle, b)
+    r = _install(b, env={"RDD_TEGRA_RELEASE": str(tmp_path / "none")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "installed rdd_edge-" in r.stdout and "acceptance check passed; report: " in r.stdout
+    vpy = b / ".venv" / "bin" / "python"
+    probe = ("import importlib.util as u, sys; import rdd_edge.deploy, rdd_edge.deploy.check; "
+             "sys.exit(any(u.find_spec(m) for m in ('torch', 'torchvision', 'timm')))")
+    # (run outside the clone: python -c puts the working directory first, and the clone has rdd_edge/)
+    assert subprocess.run([str(vpy), "-c", probe], cwd=tmp_path).returncode == 0  # no torch in the device venv
+    res = subprocess.run([str(b / ".venv" / "bin" / "rdd-edge"), "check", str(b / "export"), "--min-time", "0.01"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads((b / "export" / "check.json").read_text())["split"] == "check"
+    again = _install(b, "--no-check", env={"RDD_TEGRA_RELEASE": str(tmp_path / "none")})
+    assert again.returncode == 0 and "nothing to install" in again.stdout  # idempotent
+    # the installed wheel packs again as it is (no source tree there): still the rdd_edge package alone
+    code = ("import sys; from pathlib import Path; from rdd_edge.deploy.wheel import build_wheel, wheel_top_level, "
+            "source_root; assert source_root() is None; w = build_wheel(Path(sys.argv[1])); print(wheel_top_level(w))")
+    out = subprocess.run([str(vpy), "-c", code, str(tmp_path / "w")], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "['rdd_edge']", out.stderr
