@@ -12,6 +12,7 @@ what an application would get from :meth:`deploy.Segmenter.predict`.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from rdd_edge.errors import ConfigError, DeployError, RddError
 from rdd_edge.metrics import ConfusionMatrix
-from rdd_edge.runs import DEFAULT_ROOT, atomic_path, atomic_write_text, write_json
+from rdd_edge.runs import DEFAULT_ROOT, atomic_path, atomic_write_text, inside, write_json
 
 from rdd_edge.deploy.info import MANIFEST_NAME
 from rdd_edge.export.formats import ORDER as FORMAT_ORDER
@@ -69,6 +70,8 @@ class Candidate:
     gated: bool = True  # subject to --max-drop (everything but the reference rows)
     sha256: str | None = None  # what the manifest recorded; a file that differs fails its row
     note: str = ""  # said in the row (e.g. "ran on the CPU: ...")
+    problem: str = ""  # why this row fails before anything is loaded (a path outside the folder, no checksum)
+    needs_sha: bool = True  # manifest artifacts must carry a checksum (reference rows need none)
 
 
 def find_export_dir(run: str | Path) -> Path:
@@ -96,8 +99,15 @@ def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str 
     onnx_device, onnx_note = onnx_placement(device)
     out = []
     for k in keys:
-        entry = arts[k] if isinstance(arts[k], dict) else {"file": str(arts[k])}
-        f = export_dir / str(entry.get("file", ""))
+        entry = arts[k] if isinstance(arts[k], dict) else {}
+        name = entry.get("file")
+        try:
+            f: Path | None = inside(export_dir, name, f"artifact {k}'s file")
+        except DeployError as exc:
+            out.append(Candidate(name=k, load=_refused, file=None, precision=str(entry.get("precision", "")),
+                                 problem=str(exc)))
+            continue
+        assert f is not None
         is_onnx = f.suffix.lower() == ".onnx"
         dev = onnx_device if is_onnx else device
         out.append(
@@ -108,11 +118,24 @@ def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str 
                 file=f,
                 precision=str(entry.get("precision", "fp32" if k == REFERENCE_KEY else k)),
                 gated=k != REFERENCE_KEY,
-                sha256=entry.get("sha256"),
+                sha256=entry.get("sha256") if isinstance(entry.get("sha256"), str) else None,
                 note=onnx_note if is_onnx else "",
             )
         )
+    listed = {c.file.name for c in out if c.file is not None}
+    for f in sorted(export_dir.iterdir()):  # a model file the manifest does not list is never run unchecked
+        if f.suffix.lower() in MODEL_SUFFIXES and f.name not in listed:
+            out.append(Candidate(name=f.name, load=_refused, file=None, precision="?",
+                                 problem=f"{f.name} is in the folder but not in the manifest (added or edited "
+                                         "since export); re-export, or remove it"))
     return out
+
+
+MODEL_SUFFIXES = (".onnx", ".engine", ".plan")
+
+
+def _refused() -> Any:
+    raise DeployError("not loaded")  # never called: rows with a problem fail before loading
 
 
 def onnx_placement(device: str) -> tuple[str, str]:
@@ -151,13 +174,18 @@ def _load_onnx(load: Callable[..., Any], f: Path, device: str, threads: int | No
 
 
 def verify_file(cand: Candidate) -> None:
-    """The file a candidate names must exist, be readable and match the manifest's sha256."""
+    """The file a candidate names must exist, be readable and match the manifest's sha256 (which
+    every artifact must have: a manifest edited to drop it fails the row, never skips the test)."""
     from rdd_edge.runs import sha256_file
 
+    if cand.problem:
+        raise DeployError(cand.problem)
     if cand.file is None:
         return
     if not cand.file.is_file():
         raise DeployError(f"{cand.file.name}: listed in the manifest but not found")
+    if cand.needs_sha and not cand.sha256:
+        raise DeployError(f"{cand.file.name}: the manifest gives no sha256 for it (edited?); re-export")
     if cand.sha256:
         try:
             digest = sha256_file(cand.file)
@@ -256,19 +284,6 @@ def _no_tensorrt() -> bool:
     from rdd_edge.deploy.engine_meta import tensorrt_module
 
     return tensorrt_module() is None
-
-
-def fastest_passed(export_dir: Path) -> str | None:
-    """The file of the fastest ONNX artifact that passed the last check here (None without one)."""
-    import json
-
-    try:
-        rows = json.loads((Path(export_dir) / "check.json").read_text()).get("rows", [])
-    except (OSError, ValueError):
-        return None
-    ok = [r for r in rows if r.get("status") == PASSED and str(r.get("file", "")).endswith(".onnx")
-          and (r.get("latency") or {}).get("b1") and (Path(export_dir) / r["file"]).is_file()]
-    return max(ok, key=lambda r: r["latency"]["b1"]["fps"])["file"] if ok else None
 
 
 def _fmt(v: float | None, nd: int = 2) -> str:
@@ -441,6 +456,45 @@ def _y_range(values: Sequence[float]) -> tuple[float, float, bool]:
     return max(0.0, lo - pad), min(100.0, hi + pad), True
 
 
+COINCIDENT_PX = 6.0  # points closer than this on the chart would hide each other
+SPREAD_PX = 10.0
+
+
+def coincident_groups(anchors: Sequence[tuple[float, float]], tol: float = COINCIDENT_PX) -> list[list[int]]:
+    """For each point, the other points within ``tol`` pixels of it (chained: a cluster)."""
+    n = len(anchors)
+    group = list(range(n))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            i = group[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if abs(anchors[i][0] - anchors[j][0]) <= tol and abs(anchors[i][1] - anchors[j][1]) <= tol:
+                group[root(j)] = root(i)
+    return [[j for j in range(n) if j != i and root(j) == root(i)] for i in range(n)]
+
+
+def spread_coincident(anchors: Sequence[tuple[float, float]], tol: float = COINCIDENT_PX,
+                      step: float = SPREAD_PX) -> list[tuple[float, float]]:
+    """The anchors with each cluster of coincident points laid side by side, ``step`` pixels apart,
+    centred on the cluster's mean (single points stay where they are)."""
+    out = [tuple(a) for a in anchors]
+    done: set[int] = set()
+    for i, others in enumerate(coincident_groups(anchors, tol)):
+        if not others or i in done:
+            continue
+        members = sorted([i, *others])
+        done.update(members)
+        cx = sum(anchors[k][0] for k in members) / len(members)
+        cy = sum(anchors[k][1] for k in members) / len(members)
+        for pos, k in enumerate(members):
+            out[k] = (cx + (pos - (len(members) - 1) / 2) * step, cy)
+    return out  # type: ignore[return-value]
+
+
 def plot(rows: Sequence[Row], path: Path, meta: dict[str, Any] | None = None) -> Path | None:
     """Latency (batch 1, p50) vs mIoU scatter, one labelled point per row that ran.
 
@@ -487,11 +541,16 @@ def plot(rows: Sequence[Row], path: Path, meta: dict[str, Any] | None = None) ->
         ax.text(0.5, 0.5, "no artifact produced both an mIoU and a latency:\nsee the status column of check.md",
                 transform=ax.transAxes, ha="center", va="center", fontsize=10, color="0.3")
 
+    # points that fall on one spot (FP32 ONNX and FP16 often do) are spread side by side, so no
+    # marker hides another, and each label says which others share its spot
+    anchors = spread_coincident([tuple(ax.transData.transform((x, y))) for x, y in zip(xs, ys)])
+    same = coincident_groups([tuple(ax.transData.transform((x, y))) for x, y in zip(xs, ys)])
     kinds = []
-    for r, x, y in zip(pts, xs, ys):
+    for r, (px, py) in zip(pts, anchors):
         kind = "reference" if r.name in _REFERENCE_ROWS else (FAILED_GATE if r.status == FAILED_GATE else PASSED)
         kinds.append(kind)
         st = _STYLE[kind]
+        x, y = ax.transData.inverted().transform((px, py))
         ax.scatter([x], [y], marker=st["marker"], c=st["color"], s=st["s"], zorder=3 if kind == PASSED else 4,
                    edgecolors="white", linewidths=0.6)
 
@@ -499,7 +558,6 @@ def plot(rows: Sequence[Row], path: Path, meta: dict[str, Any] | None = None) ->
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
     axb = ax.get_window_extent(renderer)
     bounds = (axb.x0 + 2, axb.y0 + 2, axb.x1 - 2, axb.y1 - 2)
-    anchors = [tuple(ax.transData.transform((x, y))) for x, y in zip(xs, ys)]
     marker_r = 7.0
     obstacles = [(px - marker_r, py - marker_r, px + marker_r, py + marker_r) for px, py in anchors]
 
@@ -528,8 +586,10 @@ def plot(rows: Sequence[Row], path: Path, meta: dict[str, Any] | None = None) ->
         gate_info = {"miou": gate, "y_px": fig.bbox.height - gy, "text": text}
 
     labels, sizes = [], []
-    for r, kind in zip(pts, kinds):
+    for i, (r, kind) in enumerate(zip(pts, kinds)):
         labels.append(r.name if kind != FAILED_GATE or r.drop is None else f"{r.name} (-{r.drop:.2f} mIoU)")
+        if same[i]:
+            labels[-1] += " (= " + ", ".join(pts[j].name for j in same[i]) + ")"
         probe = ax.text(0, 0, labels[-1], fontsize=8.5)
         bb = probe.get_window_extent(renderer)
         probe.remove()
@@ -684,6 +744,10 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
     device = parse_device(spec.device)
     if spec.batch < 1:
         raise ConfigError(f"--batch {spec.batch}: must be >= 1")
+    if not (isinstance(spec.max_drop, (int, float)) and math.isfinite(spec.max_drop) and spec.max_drop >= 0):
+        raise ConfigError(f"--max-drop {spec.max_drop}: mIoU points, a finite number >= 0 (e.g. 1.0)")
+    if not (isinstance(spec.min_time, (int, float)) and math.isfinite(spec.min_time) and spec.min_time > 0):
+        raise ConfigError(f"--min-time {spec.min_time}: seconds, a finite number > 0")
     run_dir = resolve_run(spec.run, "distill", "the run to check", root=spec.runs_root, must_contain="export/manifest.json")
     export_dir = find_export_dir(run_dir)
     manifest, _ = read_manifest(export_dir / MANIFEST_NAME)

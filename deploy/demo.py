@@ -447,17 +447,17 @@ class DemoSpec:
     threads: int | None = None
 
 
-def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAULT_ROOT) -> Path:
-    """A model file as given, or for a run / export folder its best artifact: the fastest ONNX file
-    that passed ``rdd-edge check`` there, else ``model.onnx``."""
-    from rdd_edge.deploy.check import fastest_passed, find_export_dir
+def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAULT_ROOT) -> tuple[Path, list[str]]:
+    """A model file as given, or for a run / export folder the artifact :func:`choose_artifact` picks
+    (passed its last check and still matches the manifest); with notes about the choice."""
+    from rdd_edge.deploy.check import find_export_dir
+    from rdd_edge.deploy.choose import choose_artifact
     from rdd_edge.runs import resolve_run
 
     if artifact is not None and Path(artifact).is_file():
-        return Path(artifact)
-    run = resolve_run(artifact, "distill", "the model to run", root=runs_root, must_contain="export/model.onnx")
-    export_dir = find_export_dir(run)
-    return export_dir / (fastest_passed(export_dir) or "model.onnx")
+        return Path(artifact), []
+    run = resolve_run(artifact, "distill", "the model to run", root=runs_root, must_contain="export/manifest.json")
+    return choose_artifact(find_export_dir(run))
 
 
 def demo(spec: DemoSpec, on_load: Any = None) -> DemoResult:
@@ -465,9 +465,10 @@ def demo(spec: DemoSpec, on_load: Any = None) -> DemoResult:
     from rdd_edge.deploy.runtime import load
     from rdd_edge.devices import parse_device
 
-    seg = load(resolve_artifact(spec.artifact, spec.runs_root), device=parse_device(spec.device), threads=spec.threads)
+    path, notes = resolve_artifact(spec.artifact, spec.runs_root)
+    seg = load(path, device=parse_device(spec.device), threads=spec.threads)
     if on_load is not None:
         on_load(seg)
     res = run_demo(seg, spec.source, out=spec.out, show=spec.show, alpha=spec.alpha, max_frames=spec.max_frames)
-    res.notes[:0] = list(seg.info.notes)
+    res.notes[:0] = [*notes, *seg.info.notes]
     return res

@@ -95,7 +95,64 @@ def read_manifest(artifact: str | Path) -> tuple[dict[str, Any] | None, Path]:
         raise DeployError(f"{path}: unreadable export manifest ({exc}); re-run `rdd-edge export` or delete it") from None
     if not isinstance(data, dict) or data.get("format") != "rdd-edge-export":
         raise DeployError(f"{path}: not an rdd-edge export manifest (missing \"format\": \"rdd-edge-export\")")
+    validate_manifest(data, path)
     return data, path
+
+
+MAX_CLASSES = 1024  # ADE20K has 150; nothing real comes near this
+MAX_SIDE = 16384
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def validate_manifest(m: dict[str, Any], path: Path) -> None:
+    """The manifest's fields have the types and ranges deploy relies on (it is a file anyone can edit):
+    DeployError naming the field otherwise, before anything is built from it."""
+    def bad(field: str, want: str) -> DeployError:
+        return DeployError(f"{path}: {field} {str(m.get(field.split('.')[0]))[:80]!r} is not {want}; re-export "
+                           "or restore the manifest")
+
+    classes = m.get("classes")
+    if classes is not None and not (isinstance(classes, list) and 0 < len(classes) <= MAX_CLASSES
+                                    and all(isinstance(c, str) for c in classes)):
+        raise bad("classes", f"a list of 1..{MAX_CLASSES} class names")
+    n = m.get("num_classes")
+    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and 0 < n <= MAX_CLASSES):
+        raise bad("num_classes", f"an integer in 1..{MAX_CLASSES}")
+    if isinstance(classes, list) and n is not None and n != len(classes):
+        raise DeployError(f"{path}: num_classes {n} but {len(classes)} class names; re-export")
+    pal = m.get("palette")
+    if pal is not None and not (isinstance(pal, list) and len(pal) <= MAX_CLASSES and all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255
+                                                       for v in c) for c in pal)):
+        raise bad("palette", "a list of [R, G, B] colours (integers 0..255)")
+    for key in ("mean", "std"):
+        v = m.get(key)
+        if v is not None and not (isinstance(v, list) and len(v) == 3 and all(_finite(x) for x in v)
+                                  and (key == "mean" or all(x > 0 for x in v))):
+            raise bad(key, "three finite numbers" + (" > 0" if key == "std" else ""))
+    ign = m.get("ignore_index")
+    if ign is not None and not (isinstance(ign, int) and 0 <= ign <= 255):
+        raise bad("ignore_index", "an integer in 0..255")
+    inp = m.get("input")
+    if inp is not None:
+        if not isinstance(inp, dict):
+            raise bad("input", "an object")
+        size = inp.get("size")
+        if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in size)):
+            raise DeployError(f"{path}: input.size {size!r} is not [H, W] in 1..{MAX_SIDE}; re-export")
+        shape = inp.get("shape")
+        if shape is not None and not (isinstance(shape, list) and len(shape) == 4 and all(
+                isinstance(v, str) or (isinstance(v, int) and 0 < v <= MAX_SIDE) for v in shape)):
+            raise DeployError(f"{path}: input.shape {shape!r} is not [N, 3, H, W]; re-export")
+        if "embedded_preprocess" in inp and not isinstance(inp["embedded_preprocess"], bool):
+            raise DeployError(f"{path}: input.embedded_preprocess must be true or false")
+    arts = m.get("artifacts")
+    if arts is not None and not (isinstance(arts, dict) and all(isinstance(a, dict) for a in arts.values())):
+        raise bad("artifacts", "an object of artifact entries")
 
 
 def _dim(v: Any) -> int | None:
@@ -166,6 +223,11 @@ def build_info(
         )
     if not any(o in ("labels", "logits") for o in output_names):
         raise DeployError(f"{artifact}: graph outputs {list(output_names)}; expected `logits` and/or `labels`")
+    if manifest is not None and "logits" in output_shapes and len(output_shapes["logits"]) == 4:
+        out_c = _dim(output_shapes["logits"][1])
+        if out_c is not None and out_c != len(classes):
+            raise DeployError(f"{artifact}: the model outputs {out_c} classes but {mpath} lists {len(classes)}; "
+                              "the manifest belongs to another model (re-export, or restore it)")
     return ModelInfo(
         classes=classes,
         palette=palette,

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rdd_edge.errors import DeployError
+from rdd_edge.errors import DeployError, RddError
 
 from rdd_edge.deploy.info import ModelInfo, build_info
 from rdd_edge.deploy.postprocess import resize_labels, to_labels
@@ -129,8 +129,16 @@ def load(
     path = Path(path)
     if not path.exists():
         raise DeployError(f"{path}: model file not found; pass an exported .onnx or .engine (see `rdd-edge export`)")
-    if path.is_dir():
-        raise DeployError(f"{path}: is a folder; pass a model file inside it, e.g. {path / 'model.onnx'}")
+    notes: list[str] = []
+    if path.is_dir():  # an export folder: the artifact that passed its check and still matches the manifest
+        from rdd_edge.deploy.check import find_export_dir
+        from rdd_edge.deploy.choose import choose_artifact
+
+        try:
+            export_dir = find_export_dir(path)
+        except RddError:
+            raise DeployError(f"{path}: is a folder without an export manifest; pass a model file inside it") from None
+        path, notes = choose_artifact(export_dir)
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DeployError(f"{path}: unknown model type {path.suffix!r}; expected one of {sorted(SUFFIXES)}")
@@ -165,4 +173,11 @@ def load(
         if callable(close):
             close()
         raise
+    if not notes and info.manifest is not None:  # a file named explicitly: run it, but say when it is not the export's
+        from rdd_edge.deploy.choose import mismatch
+
+        why = mismatch(path, info.manifest)
+        if why:
+            notes.append(f"{why}: running it as named")
+    info.notes[:0] = notes
     return Segmenter(backend, info, path)

@@ -104,6 +104,7 @@ class ExportSpec:
     dla_core: int | None = None
     allow_gpu_fallback: bool = False  # a --dla-core build with no layer on DLA: a warning instead of an error
     profile: Any = None  # dynamic graphs: ((minH, minW), (optH, optW), (maxH, maxW)) or "HxW,HxW,HxW"
+    overwrite: bool = False  # --out onto another checkpoint's export replaces it only when set
     extra: dict = field(default_factory=dict)  # room for builders' own settings (tests)
 
     def normalised(self) -> "ExportSpec":

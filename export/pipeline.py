@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from rdd_edge.errors import ConfigError, ExportError
-from rdd_edge.runs import DEFAULT_ROOT
+from rdd_edge.runs import DEFAULT_ROOT, folder_lock, remove_leftovers
 
 from rdd_edge.export import formats
 from rdd_edge.export.formats import ExportSpec
@@ -63,6 +63,21 @@ def _evenly(n_total: int, n: int | None) -> list[int]:
     if n is None or n >= n_total:
         return list(range(n_total))
     return sorted(set(np.linspace(0, n_total - 1, n).round().astype(int).tolist()))
+
+
+def _check_other_run(out: Path, ckpt_path: Path, overwrite: bool) -> None:
+    """``--out`` onto the export of another checkpoint replaces it only with ``--overwrite``."""
+    import json
+
+    from rdd_edge.export.manifest import MANIFEST
+
+    try:
+        src = json.loads((out / MANIFEST).read_text()).get("source_checkpoint")
+    except (OSError, ValueError, AttributeError):
+        return
+    if src and Path(str(src)).resolve() != ckpt_path.resolve() and not overwrite:
+        raise ConfigError(f"--out {out}: holds the export of another checkpoint ({src}); choose another --out, "
+                          "or add --overwrite to replace it")
 
 
 def _check_out_dir(out: Path) -> None:
@@ -207,65 +222,68 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     num_classes = len(dataset["classes"])
     out = Path(spec.out) if spec.out is not None else ckpt_path.parent / "export"
     _check_out_dir(out)
-    log(f"exporting [bold]{ckpt['model_name']}[/] from {ckpt_path} at {size[0]}x{size[1]} -> {out}")
+    _check_other_run(out, ckpt_path, spec.overwrite)
+    with folder_lock(out, "export"):  # a second export into this folder is refused by name, not interleaved
+        remove_leftovers(out)  # staging folders an interrupted export left beside it
+        log(f"exporting [bold]{ckpt['model_name']}[/] from {ckpt_path} at {size[0]}x{size[1]} -> {out}")
 
-    # -- the val images every artifact is scored on (the split training validated on)
-    val = open_split(data, "val")
-    if len(val) == 0:
-        raise ExportError(f"{data.describe()}: the val split is empty; parity and accuracy checks need validation images")
-    idx = _evenly(len(val), spec.check_images or formats.CHECK_IMAGES)
-    pairs = [val[i] for i in idx]
-    images = [p[0] for p in pairs]
-    labels = [resize_labels(p[1], size) for p in pairs]
-    parity_batch = np.concatenate([preprocess(im, size, mean, std, embedded=spec.embed_preprocess)
-                                   for im in images[:PARITY_IMAGES]])
+        # -- the val images every artifact is scored on (the split training validated on)
+        val = open_split(data, "val")
+        if len(val) == 0:
+            raise ExportError(f"{data.describe()}: the val split is empty; parity and accuracy checks need validation images")
+        idx = _evenly(len(val), spec.check_images or formats.CHECK_IMAGES)
+        pairs = [val[i] for i in idx]
+        images = [p[0] for p in pairs]
+        labels = [resize_labels(p[1], size) for p in pairs]
+        parity_batch = np.concatenate([preprocess(im, size, mean, std, embedded=spec.embed_preprocess)
+                                       for im in images[:PARITY_IMAGES]])
 
-    # -- calibration images, settled before any file is written (too few is an error)
-    calib_items: list = []
-    if any(f.switch == "int8" for f in wanted):
-        from rdd_edge.export.int8 import image_folder, select_calibration
+        # -- calibration images, settled before any file is written (too few is an error)
+        calib_items: list = []
+        if any(f.switch == "int8" for f in wanted):
+            from rdd_edge.export.int8 import image_folder, select_calibration
 
-        if spec.calib_data is not None:
-            pool, where = image_folder(spec.calib_data), f"--calib-data {spec.calib_data}"
-        else:
-            pool, where = _calib_items(open_split(data, "train")), f"train split of {data.describe()}"
-        calib_items = select_calibration(pool, spec.calib, spec.min_calib, source=where,
-                                         warn=lambda m: log(f"[yellow]warning:[/] {m}"))
+            if spec.calib_data is not None:
+                pool, where = image_folder(spec.calib_data), f"--calib-data {spec.calib_data}"
+            else:
+                pool, where = _calib_items(open_split(data, "train")), f"train split of {data.describe()}"
+            calib_items = select_calibration(pool, spec.calib, spec.min_calib, source=where,
+                                             warn=lambda m: log(f"[yellow]warning:[/] {m}"))
 
-    # -- build into a staging folder; swap it in only when everything succeeded
-    with _transaction(out) as stage:
-        kinds = {f.switch for f in wanted} | {f.runtime for f in wanted}
-        for pattern, kind in REUSABLE.items():
-            for f in out.glob(pattern) if out.is_dir() and kind in kinds else ():
-                shutil.copy2(f, stage / f.name)
-        meta = {"rdd_edge.model_name": ckpt["model_name"], "rdd_edge.classes": ",".join(dataset["classes"]),
-                "rdd_edge.mean": ",".join(map(str, mean)), "rdd_edge.std": ",".join(map(str, std)),
-                "rdd_edge.embedded_preprocess": str(spec.embed_preprocess).lower()}
-        ctx = ExportContext(spec=spec, out=stage, log=log, model=model, ckpt=ckpt, ckpt_path=ckpt_path, size=size,
-                            mean=mean, std=std, num_classes=num_classes, check_images=images, check_labels=labels,
-                            parity_batch=parity_batch, calib_items=calib_items, metadata=meta)
-        score = _Scorer(ctx)
-        manifest: dict | None = None
-        groups: dict[str, list[str]] = {}
-        for f in wanted:
-            groups.setdefault(f.build, []).append(f.key)
-        for ref, keys in groups.items():
-            t = time.perf_counter()
-            records = _builder(ref)(ctx, tuple(keys))
-            dt = time.perf_counter() - t
-            for key in keys:
-                fmt, rec = formats.BY_KEY[key], dict(records[key])
-                path = Path(rec.pop("path"))
-                log(f"[green]✓[/] {fmt.name} -> {path.name} ({dt:.1f} s, {path.stat().st_size / 1e6:.2f} MB)")
-                if manifest is None:  # the FP32 graph is built first: the manifest describes its I/O
-                    manifest = new_manifest(ckpt["model_name"], dataset, data, size,
-                                            spec.outputs, spec.embed_preprocess, spec.dynamic, spec.opset,
-                                            ckpt_path.resolve(), sha256_file(ckpt_path), graph_io(load_export_onnx(path)))
-                if fmt.runtime == "onnxruntime":
-                    rec.update(_checked(score(path), fmt, path))
-                add_artifact(manifest, key, path, fmt.precision, fmt.runtime, **rec)
-        assert manifest is not None
-        return _commit(manifest, stage, out)
+        # -- build into a staging folder; swap it in only when everything succeeded
+        with _transaction(out) as stage:
+            kinds = {f.switch for f in wanted} | {f.runtime for f in wanted}
+            for pattern, kind in REUSABLE.items():
+                for f in out.glob(pattern) if out.is_dir() and kind in kinds else ():
+                    shutil.copy2(f, stage / f.name)
+            meta = {"rdd_edge.model_name": ckpt["model_name"], "rdd_edge.classes": ",".join(dataset["classes"]),
+                    "rdd_edge.mean": ",".join(map(str, mean)), "rdd_edge.std": ",".join(map(str, std)),
+                    "rdd_edge.embedded_preprocess": str(spec.embed_preprocess).lower()}
+            ctx = ExportContext(spec=spec, out=stage, log=log, model=model, ckpt=ckpt, ckpt_path=ckpt_path, size=size,
+                                mean=mean, std=std, num_classes=num_classes, check_images=images, check_labels=labels,
+                                parity_batch=parity_batch, calib_items=calib_items, metadata=meta)
+            score = _Scorer(ctx)
+            manifest: dict | None = None
+            groups: dict[str, list[str]] = {}
+            for f in wanted:
+                groups.setdefault(f.build, []).append(f.key)
+            for ref, keys in groups.items():
+                t = time.perf_counter()
+                records = _builder(ref)(ctx, tuple(keys))
+                dt = time.perf_counter() - t
+                for key in keys:
+                    fmt, rec = formats.BY_KEY[key], dict(records[key])
+                    path = Path(rec.pop("path"))
+                    log(f"[green]✓[/] {fmt.name} -> {path.name} ({dt:.1f} s, {path.stat().st_size / 1e6:.2f} MB)")
+                    if manifest is None:  # the FP32 graph is built first: the manifest describes its I/O
+                        manifest = new_manifest(ckpt["model_name"], dataset, data, size,
+                                                spec.outputs, spec.embed_preprocess, spec.dynamic, spec.opset,
+                                                ckpt_path.resolve(), sha256_file(ckpt_path), graph_io(load_export_onnx(path)))
+                    if fmt.runtime == "onnxruntime":
+                        rec.update(_checked(score(path), fmt, path))
+                    add_artifact(manifest, key, path, fmt.precision, fmt.runtime, **rec)
+            assert manifest is not None
+            return _commit(manifest, stage, out)
 
 
 def _checked(scores: dict, fmt: formats.ExportFormat, path: Path) -> dict:
@@ -314,15 +332,17 @@ def engine_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
             raise ExportError(f"{out / src.file}: needed to build {formats.BY_KEY[key].file}; export it first ({switch})")
     if spec.dynamic is False and manifest.get("dynamic") and spec.profile is None:
         raise ConfigError(f"{out}: the graph has dynamic H and W; give the engine's range with --dynamic --profile MIN,OPT,MAX")
-    require_tensorrt(f"--trt {spec.trt}")
-    with _transaction(out, copy_from=out) as stage:
-        records = build_engines(BuildContext(spec, stage, log), tuple(keys))
-        for key, rec in records.items():
-            rec = dict(rec)
-            path = Path(rec.pop("path"))
-            log(f"[green]✓[/] {formats.BY_KEY[key].name} -> {path.name} ({precision_summary(rec)})")
-            add_artifact(manifest, key, path, formats.BY_KEY[key].precision, "tensorrt", **rec)
-        return _commit(manifest, stage, out)
+    require_tensorrt("rdd-edge engine", on_device=True)
+    with folder_lock(out, "export or engine build"):
+        remove_leftovers(out)  # before this build's own staging folder exists
+        with _transaction(out, copy_from=out) as stage:
+            records = build_engines(BuildContext(spec, stage, log), tuple(keys))
+            for key, rec in records.items():
+                rec = dict(rec)
+                path = Path(rec.pop("path"))
+                log(f"[green]✓[/] {formats.BY_KEY[key].name} -> {path.name} ({precision_summary(rec)})")
+                add_artifact(manifest, key, path, formats.BY_KEY[key].precision, "tensorrt", **rec)
+            return _commit(manifest, stage, out)
 
 
 __all__ = ["export_run", "engine_run", "find_checkpoint", "ExportSpec"]

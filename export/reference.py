@@ -25,8 +25,11 @@ def torch_candidate(export_dir: Path, threads: int | None = None) -> Any:
         import rdd_edge.models  # noqa: F401
     except ImportError:
         return None
+    # the checkpoint lies outside the export (the run's best.pt): loaded only through the safe unpickler,
+    # and only when it is the file the export was made from
+    sha = (manifest or {}).get("source_sha256")
     return Candidate(name="torch", load=lambda: TorchSegmenter(Path(ckpt), manifest, threads), file=Path(ckpt),
-                     precision="fp32", gated=False)
+                     precision="fp32", gated=False, sha256=sha if isinstance(sha, str) else None, needs_sha=False)
 
 
 class TorchSegmenter:

@@ -44,12 +44,21 @@ def available() -> bool:
     return tensorrt_module() is not None
 
 
-def require_tensorrt(what: str = "TensorRT engines") -> None:
-    """Fail before any work when engines are asked for on a machine without TensorRT."""
-    if not available():
+def require_tensorrt(what: str = "TensorRT engines", on_device: bool = False) -> None:
+    """Fail before any work when engines are asked for on a machine without TensorRT.
+
+    ``on_device``: the caller is ``rdd-edge engine`` itself, so the advice is what to install here,
+    not to build on the device later."""
+    if available():
+        return
+    if on_device:
         raise MissingDependencyError(
-            f"{what}: TensorRT is not installed here: {install_hint('trt')} (on Jetson it comes with JetPack); "
-            "or export without --trt and build the engines on the device with `rdd-edge engine`")
+            f"{what}: TensorRT is not installed here. Jetson: JetPack's TensorRT (sudo apt-get install nvidia-jetpack, "
+            "which brings python3-libnvinfer) in a venv made with --system-site-packages (a bundle's install.sh does "
+            f"this); desktop GPU: {install_hint('trt')}")
+    raise MissingDependencyError(
+        f"{what}: TensorRT is not installed here: {install_hint('trt')} (on Jetson it comes with JetPack); "
+        "or export without --trt and build the engines on the device with `rdd-edge engine`")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -99,7 +99,8 @@ def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: 
                  check_runner: Callable[..., Any] | None = None) -> PipelineResult:
     """Run every stage; ``stage(title)`` announces each, ``log`` (a rich Console) gets the export lines,
     ``check_runner(check_spec)`` runs the check (default: ``deploy.check.run_check``)."""
-    from rdd_edge.deploy.check import CheckSpec, fastest_passed, run_check
+    from rdd_edge.deploy.check import CheckSpec, run_check
+    from rdd_edge.deploy.choose import fastest_passed
     from rdd_edge.deploy.demo import run_demo
     from rdd_edge.deploy.runtime import load
     from rdd_edge.distill.config import resolve_config

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,19 +21,65 @@ from rdd_edge.errors import ConfigError
 DEFAULT_ROOT = Path("runs")
 
 
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_run_name(name: str | None) -> str | None:
+    """A run name is one folder name of safe characters (never a path: ``x/../..`` or ``..`` would
+    put the run outside ``--runs``); ConfigError otherwise."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"--name {name!r}: a run name is one folder name of letters, digits, '_', '.' and '-' "
+                          "(e.g. mbv2-camvid), up to 100 characters, no '..'")
+    return name
+
+
+def _mkdir(path: Path, exist_ok: bool) -> None:
+    """``path.mkdir(parents=True)`` with a file-system refusal as one ConfigError line."""
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else (exc.strerror or type(exc).__name__)
+        raise ConfigError(f"{path}: cannot create the run folder ({why}); choose another --runs") from None
+
+
 def new_run_dir(stage: str, name: str | None = None, root: str | Path = DEFAULT_ROOT, exist_ok: bool = False) -> Path:
     """Create ``root/<stage>-<name>``; without ``exist_ok`` a taken name gets ``-2``, ``-3`` ..."""
     root = Path(root)
-    base = f"{stage}-{name or 'run'}"
+    base = f"{stage}-{check_run_name(name) or 'run'}"
     path = root / base
     if exist_ok:
-        path.mkdir(parents=True, exist_ok=True)
+        _mkdir(path, exist_ok=True)
         return path
     i = 1
     while path.exists():
         i += 1
         path = root / f"{base}-{i}"
-    path.mkdir(parents=True)
+    _mkdir(path, exist_ok=False)
+    return path
+
+
+def inside(folder: str | Path, name: Any, what: str = "file") -> Path:
+    """``folder/name`` for a plain file name that stays inside ``folder`` once links are resolved.
+
+    Names come from files others can edit (manifests, sidecars, check.json): a path, ``..``, an
+    absolute name or a link that points elsewhere is refused by name (DeployError)."""
+    from rdd_edge.errors import DeployError
+
+    folder = Path(folder)
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise DeployError(f"{folder}: {what} {name!r} is not a plain file name inside the folder; refusing it")
+    path = folder / name
+    try:
+        real, base = path.resolve(), folder.resolve()
+    except (OSError, RuntimeError) as exc:
+        raise DeployError(f"{path}: cannot resolve ({exc}); refusing it") from None
+    if real.parent != base:
+        raise DeployError(f"{path}: {what} leads outside {folder} (a link to {real}); refusing it")
     return path
 
 
@@ -127,3 +174,49 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str = "export") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (``.<name>.lock`` beside it) for the block; a second
+    process asking for it is refused at once, by name, instead of both writing the same folder."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = folder.parent / f".{folder.name}.lock"
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): nothing to hold
+        yield
+        return
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise ConfigError(f"{folder}: another {what} is writing this folder ({holder}); wait for it to finish") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Remove staging / old copies of ``folder`` an interrupted write left beside it (call while
+    holding :func:`folder_lock`, so none of them can belong to a running write)."""
+    import shutil
+
+    folder = Path(folder)
+    gone = []
+    for p in folder.parent.glob(f".{folder.name}.*-*"):
+        if p.is_dir() and (".staging-" in p.name or ".old-" in p.name):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+    return gone
+

@@ -79,6 +79,12 @@ def write_manifest(export_dir: Path, size=(48, 64), output: str = "logits", embe
     }
     if dataset is not None:
         m["dataset"] = dataset
+    from rdd_edge.runs import sha256_file
+
+    for entry in m["artifacts"].values():  # the checksums export writes (check refuses an artifact without one)
+        f = export_dir / entry.get("file", "")
+        if f.is_file() and "sha256" not in entry:
+            entry["sha256"] = sha256_file(f)
     p = export_dir / "manifest.json"
     p.write_text(json.dumps(m, indent=2))
     return p

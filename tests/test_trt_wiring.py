@@ -56,7 +56,7 @@ def test_engine_command_failure_leaves_the_export_as_it_was(monkeypatch, run_dir
     res = CliRunner().invoke(app, ["engine", str(run_dir), "--trt", "all"])
     assert res.exit_code != 0 and "could not build an engine" in str(res.exception)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(".export.")]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".export.") and p.name != ".export.lock"]
 
 
 def test_engine_command_without_tensorrt_says_how(run_dir):
@@ -95,3 +95,13 @@ def test_check_on_cuda_with_a_cpu_only_onnx_runtime_runs_onnx_on_the_cpu_with_a_
     assert rows["engine-fp16"]["status"] == "failed gate" and rows["engine-int8"]["status"] == "failed gate"
     assert all(rows[k]["status"] == "passed" for k in ("onnx", "fp16"))
     assert all("engine" in f for f in check["failures"]) and len(check["failures"]) == 2
+
+
+def test_engine_command_removes_what_an_interrupted_build_left(monkeypatch, run_dir):
+    install(monkeypatch, "10.3.0.26")
+    stale = run_dir / ".export.staging-interrupted"
+    stale.mkdir()
+    (stale / "model.fp16.engine").write_bytes(b"half an engine")
+    res = CliRunner().invoke(app, ["engine", str(run_dir), "--trt", "fp16"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert not stale.exists()

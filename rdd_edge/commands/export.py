@@ -71,6 +71,7 @@ def export_cmd(
     runs: Runs = DEFAULT_RUNS,
     workspace: Workspace = 2.0, max_batch: MaxBatch = 8, opt_batch: OptBatch = 1, dla_core: DlaCore = None,
     allow_gpu_fallback: AllowGpuFallback = False, profile: Profile = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Let --out replace the export of another checkpoint.")] = False,
     trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Export a distilled student to ONNX (+ FP16, INT8, TensorRT) with accuracy checks and a manifest."""
@@ -84,7 +85,8 @@ def export_cmd(
                       dynamic=dynamic, opset=opset, fp16=fp16, int8=int8, trt=trt, check_images=check_images, data=data,
                       calib=calib, calib_method=calib_method, calib_data=calib_data, keep_float=tuple(keep_float or ()),
                       int8_max_drop=int8_max_drop, int8_float=int8_float, workspace=workspace, max_batch=max_batch,
-                      opt_batch=opt_batch, dla_core=dla_core, allow_gpu_fallback=allow_gpu_fallback, profile=profile)
+                      opt_batch=opt_batch, dla_core=dla_core, allow_gpu_fallback=allow_gpu_fallback, profile=profile,
+                      overwrite=overwrite)
     with checkpoint_trust(trust_checkpoint):
         manifest = export_run(spec, console=console)
     print_export(console, manifest)

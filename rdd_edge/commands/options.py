@@ -25,7 +25,13 @@ Data = Annotated[Optional[Path], typer.Option(
 Runs = Annotated[Path, typer.Option("--runs", help="Parent folder of run folders.")]
 Device = Annotated[Optional[str], typer.Option("--device", help=f"Where to run: {DEVICE_CHOICES} (default auto).")]
 Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for inference (default: the runtime's choice).")]
-Name = Annotated[Optional[str], typer.Option("--name", help="Run name: runs/<stage>-<name>.")]
+def _run_name(value: Optional[str]) -> Optional[str]:
+    from rdd_edge.runs import check_run_name
+
+    return check_run_name(value)  # ConfigError: one line, before any work
+
+
+Name = Annotated[Optional[str], typer.Option("--name", callback=_run_name, help="Run name (one folder name): runs/<stage>-<name>.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for init, data order and augmentation.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 EvalSize = Annotated[Optional[str], typer.Option("--eval-size", metavar="HxW", help="Eval image size HxW (default: the data set's; VOC and ADE20K: each image whole at its own size).")]

@@ -101,8 +101,9 @@ class SegDataset:
         return self.pairs[i][0].stem
 
     def verify_files(self, limit: int = 8) -> list[str]:
-        """Problems a quick pass over every pair finds without decoding pixels: missing or unreadable
-        files and image/label size mismatches (file headers only, so a whole split takes seconds)."""
+        """Problems a quick pass over every pair finds without decoding pixels: missing, unreadable or
+        truncated files and image/label size mismatches (headers and end markers only, so a whole
+        split takes seconds)."""
         problems: list[str] = []
         for img_path, lbl_path in self.pairs:
             sizes = []
@@ -110,6 +111,8 @@ class SegDataset:
                 size = image_size(p)
                 if isinstance(size, str):
                     problems.append(f"{p}: {size}")
+                elif truncated(p):
+                    problems.append(f"{p}: {truncated(p)}")
                 sizes.append(size)
             if all(isinstance(z, tuple) for z in sizes) and sizes[0] != sizes[1]:
                 problems.append(f"{lbl_path}: label is {sizes[1][0]}x{sizes[1][1]} but image {img_path.name} is "
@@ -135,11 +138,38 @@ def image_size(path: str | Path) -> tuple[int, int] | str:
         return f"not a readable image ({type(exc).__name__})"
 
 
+# the bytes a complete file of each type ends with (a decoder fills a truncated JPEG with grey and
+# only warns, naming no file): JPEG's end-of-image marker, PNG's IEND chunk
+_END_MARKERS = {".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9", ".png": b"IEND"}
+
+
+def truncated(path: str | Path) -> str | None:
+    """Why an image file is cut short (its end marker is missing), or None; only reads its last bytes."""
+    marker = _END_MARKERS.get(Path(path).suffix.lower())
+    if marker is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 64))
+            tail = f.read()
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if marker not in tail:
+        kind = "JPEG end-of-image marker" if marker == b"\xff\xd9" else "PNG IEND chunk"
+        return f"truncated: no {kind} at the end ({size} bytes); copy the file again"
+    return None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 RGB HxWx3; a clear :class:`DataError` if it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
+    cut = truncated(path)
+    if cut:
+        raise DataError(f"{path}: {cut}")
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise DataError(f"{path}: cannot decode image (corrupt or not an image)")
@@ -151,6 +181,9 @@ def read_label(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
+    cut = truncated(path)
+    if cut:
+        raise DataError(f"{path}: {cut}")
     lbl = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if lbl is None:
         raise DataError(f"{path}: cannot decode label image (corrupt or not an image)")

@@ -114,12 +114,23 @@ def check_dataset(root: str | Path, format: str, progress: bool = True) -> Check
                 advance()
             report.counts[split] = good
             report.histogram[split] = hist
+            if split in REQUIRED_SPLITS and not files.pairs:  # training refuses an empty split: say so here too
+                report.problems.append(Problem(root, "empty-split", f"{root}: the '{split}' split has no image/label "
+                                               "pairs; training needs images in train and val", split))
     return report
 
 
 def _check_pair(fmt, img_path: Path, lbl_path: Path, split: str, problems: list[Problem]) -> np.ndarray | None:
     """Read one pair; append its problems; return the 256-bin train-id histogram when it is clean."""
     found = len(problems)
+    from rdd_edge.data.base import truncated
+
+    for path, kind in ((img_path, "corrupt-image"), (lbl_path, "corrupt-label")):
+        cut = truncated(path)
+        if cut:
+            problems.append(Problem(path, kind, f"{path}: {cut}", split))
+    if len(problems) > found:
+        return None
     image = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
     if image is None:
         problems.append(Problem(img_path, "corrupt-image", f"{img_path}: cannot decode image (corrupt or not an image)", split))

@@ -785,6 +785,8 @@ def write_synthetic(
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
         raise DataError(f"{out}: already exists and is not empty; choose another folder, or pass --overwrite to replace it")
     n_val = int(round(int(n) * val_fraction))
+    if val_fraction > 0 and int(n) > 1:
+        n_val = min(max(n_val, 1), int(n) - 1)  # training needs both splits: never an empty one
     splits = {"train": SyntheticScenes("train", int(n) - n_val, size, seed), "val": SyntheticScenes("val", n_val, size, seed)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
