@@ -293,24 +293,151 @@ def render(frame: np.ndarray, label: np.ndarray, info: Any, alpha: float, fps: f
     return out
 
 
+# ---------------------------------------------------------------- where frames go: one small sink each
 class _VideoSink:
-    """Frames -> a video at a temporary name; ``close()`` releases the writer (finalising it)."""
+    """Frames -> a video at a temporary name beside ``path``, renamed into place when the sink is
+    committed (the VideoWriter released first, so the container is finalised); an empty or failed
+    run leaves no file."""
 
     def __init__(self, path: Path, fps: float):
         self.path, self.fps, self.writer = path, fps, None
+        self._tmp = atomic_path(path, suffix=".tmp" + path.suffix)
+        self.tmp = self._tmp.__enter__()
 
     def write(self, rgb: np.ndarray) -> None:
         if self.writer is None:
             fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".mov") else "MJPG"))
             h, w = rgb.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (w, h))
+            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (w, h))
             if not self.writer.isOpened():
                 raise DeployError(f"{self.path}: cannot open a video writer for it (try an .mp4 or .avi name, or --out DIR)")
         self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
-    def close(self) -> None:
+    def finish(self, keep: bool) -> Path | None:
+        """Release the writer; rename the video into place when ``keep``, else remove it."""
         if self.writer is not None:
             self.writer.release()
+        if keep:
+            self._tmp.__exit__(None, None, None)
+            return self.path if self.path.exists() else None
+        self._tmp.__exit__(DeployError, DeployError("discarded"), None)
+        return None
+
+
+class _FolderSink:
+    """One PNG per frame in a folder."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.n = folder, 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, rgb: np.ndarray) -> None:
+        cv2.imwrite(str(self.folder / f"frame_{self.n:06d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.n += 1
+
+    def finish(self, keep: bool) -> Path | None:
+        return self.folder
+
+
+class _NullSink:
+    """Nowhere (a window or a count only)."""
+
+    def write(self, rgb: np.ndarray) -> None:
+        pass
+
+    def finish(self, keep: bool) -> Path | None:
+        return None
+
+
+def open_sink(out: str | Path | None, fps: float) -> _VideoSink | _FolderSink | _NullSink:
+    """The sink for ``--out``: a video name, a folder (no suffix, or an existing folder), or nothing."""
+    if out is None:
+        return _NullSink()
+    path = Path(out)
+    if path.is_dir() or not path.suffix:
+        return _FolderSink(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise DeployError(f"--out {path}: not a video name ({', '.join(sorted(VIDEO_SUFFIXES))}) nor a folder; "
+                          "name a video file, or a folder (no suffix) for one PNG per frame")
+    return _VideoSink(path, fps)
+
+
+# ---------------------------------------------------------------- the window, if one can open
+class _View:
+    """``--show``: a window where one can work, else a note; a window that fails later is dropped with a note."""
+
+    def __init__(self, show: bool, title: str, has_out: bool, notes: list[str]):
+        self.window: Window | None = None
+        self.notes = notes
+        if show:
+            decision = show_decision(True, gui_backend(cv2.getBuildInformation()), dist=opencv_distribution(), has_out=has_out)
+            if decision.show:
+                self.window = Window(title)
+            else:
+                notes.append(str(decision.note))
+
+    def show(self, frame: np.ndarray, frames: int) -> bool:
+        """Show one frame; False once the user quit."""
+        if self.window is None:
+            return True
+        try:
+            if self.window.show(frame):
+                return True
+        except cv2.error as exc:  # the backend failed after all: go on without a window
+            self.notes.append(f"--show: OpenCV could not open a window ({str(exc).strip().splitlines()[-1]}); going on without one")
+            self.close()
+            return True
+        self.notes.append(f"stopped from the window ({self.window.quit_by}) after {frames} frames")
+        return False
+
+    def close(self) -> None:
+        if self.window is not None:
+            self.window.close()
+            self.window = None
+
+
+class _Frames:
+    """Frames of a source read by a background thread into a small bounded queue (capture and
+    inference overlap; a slow model makes the reader wait instead of hoarding frames). Iterating
+    stops at the end of the source or at its error, kept in ``error``."""
+
+    def __init__(self, src: FrameSource, queue_size: int):
+        self.src = src
+        self.q: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, queue_size))
+        self.stop = threading.Event()
+        self.error: DeployError | None = None
+        self.thread = threading.Thread(target=_reader, args=(src, self.q, self.stop), daemon=True, name="demo-reader")
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self.thread.start()
+        while True:
+            item = self.q.get()
+            if item is _END:
+                return
+            if isinstance(item, DeployError):
+                self.error = item
+                return
+            yield item
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=2.0)
+        self.src.release()
+
+
+class _FpsMeter:
+    """Smoothed frames per second of the loop (the first frame has no rate yet)."""
+
+    def __init__(self) -> None:
+        self.last, self.ema = time.perf_counter(), None
+
+    def tick(self) -> float | None:
+        now = time.perf_counter()
+        inst = 1.0 / max(now - self.last, 1e-6)
+        first = self.ema is None
+        self.last, self.ema = now, inst if self.ema is None else 0.9 * self.ema + 0.1 * inst
+        return None if first else self.ema
 
 
 def run_demo(
@@ -330,94 +457,39 @@ def run_demo(
     ``out``: a video file (``.mp4``/``.avi``...) or a folder (one PNG per frame), or None.
     Ctrl-C stops cleanly: the output is finalised and ``interrupted`` is set.
     """
-    if not 0.0 <= alpha <= 1.0:
+    if not (0.0 <= alpha <= 1.0):  # also refuses nan
         raise DeployError(f"--alpha {alpha}: must be between 0 and 1")
     src = FrameSource(source, reconnects=reconnects, backoff=backoff)
     res = DemoResult()
-    window: Window | None = None
-    if show:
-        decision = show_decision(True, gui_backend(cv2.getBuildInformation()), dist=opencv_distribution(), has_out=out is not None)
-        if decision.show:
-            window = Window(f"rdd-edge demo: {source} (q or Esc quits)")
-        else:
-            res.notes.append(str(decision.note))
-    out_path = Path(out) if out is not None else None
-    if out_path is not None and out_path.suffix and not out_path.is_dir() and out_path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise DeployError(f"--out {out_path}: not a video name ({', '.join(sorted(VIDEO_SUFFIXES))}) nor a folder; "
-                          "name a video file, or a folder (no suffix) for one PNG per frame")
-    to_dir = out_path is not None and (out_path.is_dir() or out_path.suffix.lower() not in VIDEO_SUFFIXES)
-    if to_dir:
-        out_path.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-    q: "queue.Queue[Any]" = queue.Queue(maxsize=max(1, queue_size))
-    stop = threading.Event()
-    reader = threading.Thread(target=_reader, args=(src, q, stop), daemon=True, name="demo-reader")
-    error: DeployError | None = None
-
-    def loop(sink: _VideoSink | None) -> None:
-        nonlocal error, window
-        t0 = time.perf_counter()
-        ema: float | None = None
-        last = t0
-        reader.start()
-        try:
-            while max_frames is None or res.frames < max_frames:
-                item = q.get()
-                if item is _END:
-                    break
-                if isinstance(item, DeployError):
-                    error = item
-                    break
-                label = seg.predict(item)
-                now = time.perf_counter()
-                inst = 1.0 / max(now - last, 1e-6)
-                last = now
-                ema = inst if ema is None else 0.9 * ema + 0.1 * inst
-                frame = render(item, label, seg.info, alpha, ema if res.frames > 0 else None)
-                if sink is not None:
-                    sink.write(frame)
-                elif to_dir:
-                    cv2.imwrite(str(out_path / f"frame_{res.frames:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))  # type: ignore[operator]
-                res.frames += 1
-                if window is not None:
-                    try:
-                        keep_going = window.show(frame)
-                    except cv2.error as exc:  # the backend failed after all: go on without a window
-                        res.notes.append(f"--show: OpenCV could not open a window ({str(exc).strip().splitlines()[-1]}); going on without one")
-                        window.close()
-                        window = None
-                        keep_going = True
-                    if not keep_going:
-                        res.notes.append(f"stopped from the window ({window.quit_by}) after {res.frames} frames")  # type: ignore[union-attr]
-                        break
-                if on_frame is not None:
-                    on_frame(res.frames)
-        except KeyboardInterrupt:
-            res.interrupted = True
-        finally:
-            stop.set()
-            reader.join(timeout=2.0)
-            src.release()
-            if window is not None:
-                window.close()
-            res.fps = res.frames / max(time.perf_counter() - t0, 1e-9)
-
-    if out_path is not None and not to_dir:
-        with atomic_path(out_path, suffix=".tmp" + out_path.suffix) as tmp:
-            sink = _VideoSink(tmp, src.fps)
-            try:
-                loop(sink)
-            finally:
-                sink.close()  # release before the rename: the container is finalised here
-            if res.frames == 0 and not res.interrupted:  # nothing to keep: the temp file is removed
-                raise error or DeployError(f"--source {source}: no frames could be read")
-        res.out = out_path if out_path.exists() else None
-    else:
-        loop(None)
-        res.out = out_path
-    if error is not None:
-        if res.frames == 0:
-            raise error
-        res.notes.append(str(error))
+    sink = open_sink(out, src.fps)
+    view = _View(show, f"rdd-edge demo: {source} (q or Esc quits)", out is not None, res.notes)
+    frames, meter, t0 = _Frames(src, queue_size), _FpsMeter(), time.perf_counter()
+    try:
+        for image in frames:
+            label = seg.predict(image)
+            frame = render(image, label, seg.info, alpha, meter.tick())
+            sink.write(frame)
+            res.frames += 1
+            if not view.show(frame, res.frames):
+                break
+            if on_frame is not None:
+                on_frame(res.frames)
+            if max_frames is not None and res.frames >= max_frames:
+                break
+    except KeyboardInterrupt:
+        res.interrupted = True
+    except BaseException:
+        sink.finish(keep=False)
+        raise
+    finally:
+        frames.close()
+        view.close()
+        res.fps = res.frames / max(time.perf_counter() - t0, 1e-9)
+    res.out = sink.finish(keep=res.frames > 0 or res.interrupted)
+    if res.frames == 0 and not res.interrupted:
+        raise frames.error or DeployError(f"--source {source}: no frames could be read")
+    if frames.error is not None:
+        res.notes.append(str(frames.error))
     return res
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rdd_edge.deploy.check import FAILED_GATE, PASSED, Row, place_labels, plot, to_markdown, write_report
+from rdd_edge.deploy.check_report import place_labels, plot, to_markdown, write_report
+from rdd_edge.deploy.check_rows import FAILED_GATE, PASSED, Row
 from rdd_edge import cpuinfo
 
 CPU = {"model": "Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", "cores": 12, "isa": "AVX2", "note": cpuinfo.NOTES["AVX2"],

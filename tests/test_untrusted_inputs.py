@@ -298,7 +298,7 @@ def test_engine_without_tensorrt_names_the_install_not_itself(export):
 
 # ---------------------------------------------------------------- 13. coincident points on check.png stay visible
 def test_coincident_points_are_spread_and_labelled():
-    from rdd_edge.deploy.check import coincident_groups, spread_coincident
+    from rdd_edge.deploy.check_report import coincident_groups, spread_coincident
 
     pts = [(100.0, 50.0), (101.0, 51.0), (300.0, 80.0), (100.5, 50.5)]
     assert coincident_groups(pts) == [[1, 3], [0, 3], [], [0, 1]]
@@ -310,7 +310,8 @@ def test_coincident_points_are_spread_and_labelled():
 def test_check_png_shows_both_of_two_identical_rows(tmp_path):
     from PIL import Image
 
-    from rdd_edge.deploy.check import PASSED, Row, plot
+    from rdd_edge.deploy.check_report import plot
+    from rdd_edge.deploy.check_rows import PASSED, Row
 
     lat = {"b1": {"p50_ms": 5.0, "p90_ms": 5.0, "p99_ms": 5.0, "fps": 200.0}}
     rows = [Row("onnx", "model.onnx", "fp32", status=PASSED, miou=50.0, drop=0.0, latency=lat),

@@ -17,22 +17,12 @@ from rdd_edge.commands.options import (DEFAULT_RUNS, Data, Dataset, Device, MaxD
                                        TrustCheckpoint, checkpoint_trust)
 
 
-def reference_rows(export_dir: Path, threads: int | None) -> list:
-    """The torch checkpoint as a reference row, where torch and the checkpoint are here."""
-    try:
-        from rdd_edge.export.reference import torch_candidate
-    except ImportError:  # a deploy-only install: no torch side
-        return []
-    cand = torch_candidate(export_dir, threads)
-    return [cand] if cand is not None else []
-
-
 def print_check(console: Any, result: Any) -> None:
     """The compact table, where the reports went, and the gate's decision."""
     from rich import box
     from rich.table import Table
 
-    from rdd_edge.deploy.check import table_rows
+    from rdd_edge.deploy.check_report import table_rows
 
     head, body = table_rows(result.rows, compact=True)
     table = Table(title=f"deploy check: {result.meta['export_dir']} (full table: check.md)", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -56,24 +46,22 @@ def print_check(console: Any, result: Any) -> None:
 STATUS_COLOURS = {"passed": "green", "failed gate": "yellow", "failed": "red", "skipped": "dim"}
 
 
-def run_check_command(spec: Any, console: Any, torch_row: bool = True) -> Any:
+def run_check_command(spec: Any, console: Any) -> Any:
     """Run the check with live row lines (the CLI and the pipeline print it the same way)."""
-    import dataclasses
+    from rdd_edge.deploy.check import run_check
 
-    from rdd_edge.deploy.check import find_export_dir, run_check
-    from rdd_edge.runs import resolve_run
+    with console.status("measuring ..."):
+        result = run_check(spec, on_row=row_printer(console))
+    print_check(console, result)
+    return result
 
-    run_dir = resolve_run(spec.run, "distill", "the run to check", root=spec.runs_root, must_contain="export/manifest.json")
-    spec = dataclasses.replace(spec, run=run_dir)  # the reference row and the check look at the same run
-    extra = reference_rows(find_export_dir(run_dir), spec.threads) if torch_row else []
 
+def row_printer(console: Any) -> Any:
+    """One line per checked artifact as it finishes."""
     def on_row(r: Any) -> None:
         console.print(f"  {r.name}: [{STATUS_COLOURS.get(r.status, 'white')}]{r.status}[/]" + (f" ({r.reason})" if r.reason else ""))
 
-    with console.status("measuring ..."):
-        result = run_check(spec, extra=extra, on_row=on_row)
-    print_check(console, result)
-    return result
+    return on_row
 
 
 @app.command()
@@ -92,9 +80,10 @@ def check(
 
     from rdd_edge.deploy.check import CheckSpec
 
-    spec = CheckSpec(run, runs, images, batch, max_drop, device or "auto", threads, dataset, data, min_time)
+    spec = CheckSpec(run=run, runs_root=runs, images=images, batch=batch, max_drop=max_drop, device=device or "auto",
+                     threads=threads, dataset=dataset, data=data, min_time=min_time, reference=not no_torch)
     with checkpoint_trust(trust_checkpoint and not no_torch):
-        result = run_check_command(spec, Console(), torch_row=not no_torch)
+        result = run_check_command(spec, Console())
     if not result.passed:
         raise typer.Exit(code=1)
 
@@ -118,7 +107,8 @@ def demo(
     from rdd_edge.deploy.demo import demo as run
 
     console = Console(stderr=True)
-    spec = DemoSpec(source, artifact, runs, out, show, alpha, max_frames, device or "auto", threads)
+    spec = DemoSpec(source=source, artifact=artifact, runs_root=runs, out=out, show=show, alpha=alpha,
+                    max_frames=max_frames, device=device or "auto", threads=threads)
     res = run(spec, on_load=lambda seg: console.print(f"{seg} <- {source}"))
     for note in res.notes:
         console.print(f"note: {note}")

@@ -39,15 +39,18 @@ def pipeline(
     from rich.console import Console
     from rich.table import Table
 
-    from rdd_edge.commands.deploy import run_check_command
+    from rdd_edge.commands.deploy import print_check, row_printer
     from rdd_edge.pipeline import PipelineSpec, run_pipeline
 
     console = Console()
-    spec = PipelineSpec(dataset, data, student, teacher_model, teacher, teacher_iters, iters, method, rdd, batch,
-                        device or "auto", calib, max_drop, demo_scenes, name or "pipeline", runs, seed or 0, not quiet)
+    spec = PipelineSpec(dataset=dataset, data=data, student=student, teacher_model=teacher_model, teacher=teacher,
+                        teacher_iters=teacher_iters, iters=iters, method=method, rdd=rdd, batch=batch,
+                        device=device or "auto", calib=calib, max_drop=max_drop, demo_scenes=demo_scenes,
+                        name=name or "pipeline", runs_root=runs, seed=seed or 0, progress=not quiet)
     with checkpoint_trust(trust_checkpoint):
         r = run_pipeline(spec, stage=lambda title: console.rule(f"[bold]{title}"), log=console,
-                         check_runner=lambda cs: run_check_command(cs, console))
+                         on_check_row=row_printer(console))
+    print_check(console, r.check)
 
     table = Table(title="rdd-edge pipeline", show_header=False)
     if r.teacher_miou is not None:

@@ -1,0 +1,42 @@
+"""The check's row model: one row per artifact, its status, and the order rows come in.
+
+Shared by :mod:`deploy.check` (which fills rows) and :mod:`deploy.check_report` (which renders them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rdd_edge.export.formats import ORDER as FORMAT_ORDER
+
+# Status cells
+PASSED = "passed"
+FAILED_GATE = "failed gate"  # exported and runs, but lost more mIoU than allowed
+FAILED = "failed"
+SKIPPED = "skipped"
+
+REFERENCE_KEY = "onnx"  # the FP32 ONNX model every other row is compared with
+ORDER = ("torch", *FORMAT_ORDER)  # reference row first, then the formats table's order
+
+
+@dataclass
+class Row:
+    """One line of the check table."""
+
+    name: str
+    file: str | None
+    precision: str
+    backend: str = ""
+    status: str = FAILED
+    reason: str = ""
+    size_mb: float | None = None
+    miou: float | None = None  # in percent
+    drop: float | None = None  # mIoU points lost vs the FP32 reference (positive = worse)
+    agreement: float | None = None  # fraction of pixels with the reference's label, in percent
+    latency: dict[str, dict] = field(default_factory=dict)  # "b1", "bN" -> Latency.as_dict()
+    detail: str = ""  # engines: the layer precisions TensorRT chose (from the sidecar)
+    note: str = ""  # where it ran when that is not where it was asked to (e.g. ONNX on the CPU)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
