@@ -211,13 +211,5 @@ def write_label(path: str | Path, label: np.ndarray) -> None:
         raise DataError(f"{path}: could not write label")
 
 
-def make_lut(mapping: dict[int, int], default: int = IGNORE_INDEX) -> np.ndarray:
-    """A 256-entry uint8 lookup table from raw label value to train id."""
-    lut = np.full(256, default, dtype=np.uint8)
-    for raw, train in mapping.items():
-        lut[raw] = train
-    return lut
-
-
 def palette_from(colors: Sequence[Sequence[int]]) -> tuple[tuple[int, int, int], ...]:
     return tuple((int(r), int(g), int(b)) for r, g, b in colors)

@@ -23,18 +23,11 @@ import cv2
 import numpy as np
 
 from rdd_edge.data.base import IGNORE_INDEX, DatasetInfo, write_image, write_label
+# The scenes use the CamVid 11 classes in CamVid order, with SegNet's camvid11 palette, so the
+# same colours and class ids serve both data sets (defined once, in camvid).
+from rdd_edge.data.camvid import CLASSES, PALETTE
 from rdd_edge.errors import ConfigError, DataError
 
-# The CamVid 11 classes in CamVid order, with SegNet's camvid11 palette (RGB), so the same
-# colours and class ids serve both data sets.
-CLASSES = (
-    "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
-    "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
-)  # fmt: skip
-PALETTE = (
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
-    (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
-)  # fmt: skip
 SKY, BUILDING, POLE, ROAD, PAVEMENT, TREE, SIGN, FENCE, CAR, PEDESTRIAN, BICYCLIST = range(11)
 
 DEFAULT_SIZE = (96, 144)  # (H, W); multiples of 48 so PSPNet's pooling bins export cleanly
