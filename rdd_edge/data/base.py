@@ -140,16 +140,18 @@ def image_size(path: str | Path) -> tuple[int, int] | str:
 
 # the bytes a complete file of each type ends with (a decoder fills a truncated JPEG with grey and
 # only warns, naming no file): JPEG's end-of-image marker, PNG's IEND chunk
-_END_MARKERS = {".jpg": b"\xff\xd9", ".jpeg": b"\xff\xd9", ".png": b"IEND"}
+_MARKERS = {b"\xff\xd8": b"\xff\xd9", b"\x89PNG": b"IEND"}  # file starts with -> must end with
 
 
 def truncated(path: str | Path) -> str | None:
-    """Why an image file is cut short (its end marker is missing), or None; only reads its last bytes."""
-    marker = _END_MARKERS.get(Path(path).suffix.lower())
-    if marker is None:
-        return None
+    """Why a JPEG or PNG file is cut short (it starts like one but its end marker is missing), or
+    None; reads only its first and last bytes (anything else is left to the decoder to judge)."""
     try:
         with open(path, "rb") as f:
+            head = f.read(4)
+            marker = next((end for start, end in _MARKERS.items() if head.startswith(start)), None)
+            if marker is None:
+                return None
             f.seek(0, 2)
             size = f.tell()
             f.seek(max(0, size - 64))
