@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="module")
 def trt_export_src(tmp_path_factory):
     """A tiny export folder (FP32, FP16, both INT8 files, manifest) for the tests around the TensorRT double."""
-    from test_trt_double import make_export, stubs
+    from trt_double import make_export, stubs
 
     stubs()
     return make_export(tmp_path_factory.mktemp("trt-export"), (16, 24))

@@ -120,7 +120,7 @@ def synthetic_export(folder: Path, size=(16, 24), val_images: int = 6) -> Path:
     from rdd_edge.export.manifest import add_artifact, new_manifest, save_manifest
     from rdd_edge.export.onnx_io import graph_io, load_export_onnx
     from rdd_edge.runs import sha256_file
-    from test_trt_double import tiny_fp32_onnx
+    from trt_double import tiny_fp32_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     src = tiny_fp32_onnx(folder / "model.onnx", size, classes=11)

@@ -78,7 +78,7 @@ def test_device_choice_and_profile(tmp_path):
 def test_session_on_cpu_gets_the_options(tmp_path):
     """OrtBackend passes provider_options to ONNX Runtime (CPU here) and reports max_batch."""
     from rdd_edge.deploy.backends.onnxruntime import OrtBackend
-    from test_trt_double import tiny_fp32_onnx
+    from trt_double import tiny_fp32_onnx
 
     path = tiny_fp32_onnx(tmp_path / "model.onnx")
     with OrtBackend(path, device="cpu") as be:

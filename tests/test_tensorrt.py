@@ -142,7 +142,7 @@ def _gpu_or_skip() -> None:
 
 @pytest.fixture(scope="module")
 def real_export(tmp_path_factory) -> Path:
-    from test_trt_double import make_export
+    from trt_double import make_export
 
     return make_export(tmp_path_factory.mktemp("trt-export"), (48, 64))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rdd_edge.deploy.trt_acceptance import main, precision_problem
-from test_trt_double import copied_export, install
+from trt_double import copied_export, install
 
 FAST = ["--max-batch", "4", "--latency-time", "0.02", "--num-images", "3"]
 

@@ -20,7 +20,7 @@ import pytest
 
 from rdd_edge.errors import ConfigError, DeployError, ExportError
 
-from test_trt_double import CudaError, install, make_export, stubs
+from trt_double import CudaError, install, make_export, stubs
 
 
 VERSIONS = ["10.3.0.26", "10.13.0.35", "11.0.0.1"]
@@ -180,7 +180,7 @@ def test_precision_report_needs_the_context_and_reads_int8_from_kernel_names(mon
     """Without the context the double (like TensorRT 10.3) hides the formats of a dynamic-batch engine;
     with types hidden altogether, INT8 is still read from the kernels' names."""
     from rdd_edge.deploy.engine_meta import layer_precisions, report_is_readable
-    from test_trt_double import _SPECS, inspector_json
+    from trt_double import _SPECS, inspector_json
 
     d, _ = install(monkeypatch, "10.3.0.26")
     meta, _ = _build(export_dir, tmp_path, "model.int8.onnx")

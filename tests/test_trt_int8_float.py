@@ -11,7 +11,7 @@ from onnx import numpy_helper
 from rdd_edge.errors import ExportError
 
 from rdd_edge.export.int8 import export_int8
-from test_trt_double import tiny_fp32_onnx
+from trt_double import tiny_fp32_onnx
 
 SIZE = (16, 24)
 

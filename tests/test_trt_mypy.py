@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_trt_double import ROOT, stub_file_or_skip, stub_source
+from trt_double import ROOT, stub_file_or_skip, stub_source
 
 MODULES = ["export/tensorrt.py", "deploy/backends/tensorrt.py", "deploy/cuda_mem.py", "deploy/engine_meta.py"]
 

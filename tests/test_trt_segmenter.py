@@ -10,7 +10,7 @@ from rdd_edge import deploy
 from rdd_edge.deploy.info import ModelInfo, default_palette
 from rdd_edge.deploy.runtime import Segmenter
 from deploy_utils import write_manifest
-from test_trt_double import tiny_fp32_onnx
+from trt_double import tiny_fp32_onnx
 
 
 class CountingBackend:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rdd_edge.cli import app
-from test_trt_double import copied_export, install
+from trt_double import copied_export, install
 
 
 @pytest.fixture
