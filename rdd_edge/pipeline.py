@@ -96,9 +96,11 @@ def write_demo_video(path: Path, size: tuple[int, int], scenes: int, hold: int =
 
 
 def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: Any = None,
-                 on_check_row: Callable[[Any], None] | None = None) -> PipelineResult:
+                 on_check_row: Callable[[Any], None] | None = None,
+                 on_check: Callable[[Any], None] | None = None) -> PipelineResult:
     """Run every stage; ``stage(title)`` announces each, ``log`` (a rich Console) gets the export lines,
-    ``on_check_row(row)`` hears of each checked artifact (the check itself is ``run_check``, as on the CLI)."""
+    ``on_check_row(row)`` hears of each checked artifact and ``on_check(result)`` of the whole check
+    (the check itself is ``run_check``, as on the CLI)."""
     from rdd_edge.deploy.check import CheckSpec, run_check
     from rdd_edge.deploy.choose import fastest_passed
     from rdd_edge.deploy.demo import run_demo
@@ -152,6 +154,8 @@ def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: 
     stage("4/5 check")
     check_spec = CheckSpec(run=run_dir, runs_root=spec.runs_root, max_drop=spec.max_drop, data=spec.data, min_time=0.5)
     check = run_check(check_spec, on_row=on_check_row)
+    if on_check is not None:
+        on_check(check)
     times["check"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -36,6 +36,8 @@ PY="${PYTHON:-python3}"
 command -v "$PY" >/dev/null 2>&1 || die "$PY not found; install Python 3.10+ (JetPack: sudo apt-get install python3-venv python3-pip)"
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "$PY is older than Python 3.10"
 "$PY" -c 'import venv, ensurepip' 2>/dev/null || die "$PY has no venv/ensurepip; sudo apt-get install python3-venv"
+# inside an activated venv, python3 is that venv's: the new venv (and "the system site-packages") are its base's
+PY="$("$PY" -c 'import sys; print(getattr(sys, "_base_executable", "") or sys.executable)')"
 
 WHEEL="$(find "$HERE/wheels" -maxdepth 1 -name 'rdd_edge-*.whl' 2>/dev/null | sort | head -n 1)"
 [ -n "$WHEEL" ] || die "no rdd_edge wheel in $HERE/wheels; is this a whole bundle?"

@@ -49,8 +49,7 @@ def pipeline(
                         name=name or "pipeline", runs_root=runs, seed=seed or 0, progress=not quiet)
     with checkpoint_trust(trust_checkpoint):
         r = run_pipeline(spec, stage=lambda title: console.rule(f"[bold]{title}"), log=console,
-                         on_check_row=row_printer(console))
-    print_check(console, r.check)
+                         on_check_row=row_printer(console), on_check=lambda result: print_check(console, result))
 
     table = Table(title="rdd-edge pipeline", show_header=False)
     if r.teacher_miou is not None:
