@@ -16,7 +16,7 @@ The default budget fits the main rows into about 20 minutes of one H100 (see ``-
     python -m benchmarks.camvid --data data/camvid --out /tmp/c --device cpu --iters 4 --teacher-iters 4 \\
         --crop 64 --batch 2 --seeds 0 --students r18 --limit 8      # CPU smoke test
 
-All runs start from scratch: no ImageNet weights exist offline here.
+All runs start from scratch by default (``--pretrained none``: no ImageNet weights exist offline here).
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help=f"batch (default {DEFAULTS['batch']})")
     p.add_argument("--val-points", type=int, default=DEFAULTS["val_points"], help="validations per run (points on the curves)")
     p.add_argument("--teacher", default=None, help="teacher checkpoint: skip teacher training")
+    p.add_argument("--pretrained", default="none", help="backbone init of every trained network: none (default: the "
+                   "protocol trains from scratch), imagenet, or a backbone file (rdd-edge distill --pretrained)")
     p.add_argument("--eval-data", default=None, help="also evaluate final checkpoints on this folder (its test split, else val)")
     p.add_argument("--resume", action="store_true", help="skip runs whose summary.json exists; continue a run from its last.pt")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu")

@@ -32,6 +32,9 @@ class TrainConfig:
     model: str = "deeplabv3_mbv2"  # model trained (teacher or student), a models registry name or alias
     aux: bool | None = None  # aux head on the trained model; None: on for teachers and ResNet students
     model_kwargs: dict = field(default_factory=dict)  # extra create_model kwargs (e.g. head_channels)
+    pretrained: str | None = None  # backbone init: imagenet, a backbone file (released or timm layout) or none; None: imagenet for real data sets, none for synthetic
+    normalization: str | None = None  # input normalisation, imagenet or caffe; None: what the initial weights expect (the trainer fills it in)
+    pretrained_report: dict | None = None  # filled by the trainer: what --pretrained loaded, skipped and missed
     teacher: str | None = None  # teacher checkpoint (distill only); None: latest teacher run's best.pt
     # -- data
     dataset: str = "synthetic"  # reader name: synthetic, camvid, cityscapes, voc, ade20k
@@ -125,9 +128,28 @@ def make_config(mode: str = "distill", dataset: str | None = None, **overrides: 
     values.update(MODE_DEFAULTS[mode])
     values.update(PRESETS.get(dataset, {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
+    values["pretrained"] = resolve_pretrained(values.get("pretrained"), dataset)
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
+
+
+def resolve_pretrained(value: Any, dataset: str) -> str:
+    """``--pretrained`` as the config holds it: ``imagenet``, ``none`` or a backbone file that exists.
+
+    Unset: ``imagenet`` for real data sets (the paper's setting), ``none`` for the embedded synthetic
+    scenes (so ``rdd-edge pipeline`` needs no download)."""
+    from pathlib import Path
+
+    if value is None:
+        return "none" if dataset == "synthetic" else "imagenet"
+    text = str(value).strip()
+    if text.lower() in ("imagenet", "none"):
+        return text.lower()
+    if not Path(text).is_file():
+        raise ConfigError(f"--pretrained {text}: no such file; use imagenet (timm's ImageNet weights), none (random "
+                          "weights) or the path of a backbone state dict (the released code's or timm's key layout)")
+    return text
 
 
 def config_from_dict(d: dict[str, Any], **overrides: Any) -> TrainConfig:
@@ -166,6 +188,10 @@ def validate(cfg: TrainConfig) -> None:
     from rdd_edge.distill.rdd import parse_class_weights
 
     parse_class_weights(cfg.rdd_class_weights)  # a known name or positive numbers (the count is checked against the data)
+    if cfg.normalization is not None:
+        from rdd_edge.normalize import preset
+
+        preset(cfg.normalization)  # imagenet or caffe
 
     build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options)  # unknown method / option / bad value: one clear error
     if cfg.mode == "teacher" and (cfg.method != "none" or cfg.rdd):

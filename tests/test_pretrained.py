@@ -124,3 +124,19 @@ def test_imagenet_from_timms_local_cache(no_hub):
     assert r.source == "timm mobilenetv2_100.ra_in1k" and r.layout == "timm" and r.missing == []
     assert {"conv_head.weight", "classifier.weight"} <= set(r.skipped) and r.normalization == IMAGENET
     assert torch.equal(net.backbone.blocks[3][0].conv_pw.weight, ref.blocks[3][0].conv_pw.weight)
+
+
+def test_the_default_is_imagenet_for_real_data_and_none_for_synthetic(tmp_path):
+    from rdd_edge.distill.config import make_config
+    from rdd_edge.errors import ConfigError
+
+    assert make_config("teacher").pretrained == "none"
+    assert make_config("distill", "cityscapes").pretrained == "imagenet"
+    assert make_config("distill", "camvid", pretrained="NONE").pretrained == "none"
+    f = tmp_path / "b.pth"
+    f.write_bytes(b"x")
+    assert make_config("teacher", "camvid", pretrained=str(f)).pretrained == str(f)
+    with pytest.raises(ConfigError, match="--pretrained nowhere.pth: no such file; use imagenet"):
+        make_config("teacher", "camvid", pretrained="nowhere.pth")
+    with pytest.raises(ConfigError, match="normalization 'rgb255'"):
+        make_config("teacher", normalization="rgb255")

@@ -34,6 +34,10 @@ def pipeline(
     demo_scenes: Annotated[int, typer.Option("--demo-scenes", min=1, help="Synthetic scenes in the demo video.")] = QUICK["demo_scenes"],
     name: Name = "pipeline", runs: Runs = DEFAULT_RUNS, seed: Seed = 0, quiet: Quiet = False,
     trust_checkpoint: TrustCheckpoint = False,
+    pretrained: Annotated[Optional[str], typer.Option(
+        "--pretrained", metavar="imagenet|PATH|none",
+        help="Backbone init of the teacher and the student (as for train-teacher / distill). Default: imagenet for "
+             "real data sets, none for the synthetic scenes (no download).")] = None,
 ) -> None:
     """Teacher -> RDD student -> ONNX/FP16/INT8 (+TensorRT) -> check -> demo video, in one go."""
     from rich.console import Console
@@ -44,7 +48,8 @@ def pipeline(
 
     console = Console()
     spec = PipelineSpec(dataset, data, student, teacher_model, teacher, teacher_iters, iters, method, rdd, batch,
-                        device or "auto", calib, max_drop, demo_scenes, name or "pipeline", runs, seed or 0, not quiet)
+                        device or "auto", calib, max_drop, demo_scenes, name or "pipeline", runs, seed or 0, not quiet,
+                        pretrained)
     with checkpoint_trust(trust_checkpoint):
         r = run_pipeline(spec, stage=lambda title: console.rule(f"[bold]{title}"), log=console,
                          check_runner=lambda cs: run_check_command(cs, console))
