@@ -13,7 +13,7 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES
+from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES, TFE_AVERAGES
 from rdd_edge.distill.rdd import MODES as RDD_MODES
 from rdd_edge.data.spec import DataSpec
 from rdd_edge.errors import ConfigError
@@ -56,6 +56,7 @@ class TrainConfig:
     rdd_threshold: float = 0.7  # confidence at or below which a pixel counts as hard
     tfe_fraction: float = 0.1  # fraction of iterations in the TFE stage before switching to TSE
     confidence: str = "gt"  # pixel confidence: probability of the gt class ("gt") or the max ("max")
+    tfe_average: str = "valid"  # TFE loss denominator: "valid" pixels, or "all" pixels, ignored ones included (the released main script)
     rdd_min_kept: int = 0  # TSE OHEM floor: at least this many hard pixels per process batch (released code: 100000; 0 = off)
     rdd_class_weights: Any = None  # TSE CE class weights: None/"none" (off), "cityscapes" (released code) or one number per class
     aux_weight: float = AUX_WEIGHT  # weight of the aux-head task loss
@@ -175,6 +176,7 @@ def validate(cfg: TrainConfig) -> None:
         (0 < cfg.scale_min <= cfg.scale_max, f"scale range {cfg.scale_min}..{cfg.scale_max}: need 0 < min <= max"),
         (cfg.rdd_mode in RDD_MODES, f"--rdd-mode {cfg.rdd_mode!r}: use one of {', '.join(RDD_MODES)}"),
         (cfg.confidence in CONFIDENCES, f"--confidence {cfg.confidence!r}: use one of {', '.join(CONFIDENCES)}"),
+        (cfg.tfe_average in TFE_AVERAGES, f"--set tfe_average={cfg.tfe_average!r}: use one of {', '.join(TFE_AVERAGES)}"),
         (0.0 <= cfg.tfe_fraction <= 1.0, f"--tfe-fraction {cfg.tfe_fraction}: must lie in [0, 1]"),
         (0.0 < cfg.rdd_threshold < 1.0, f"--rdd-threshold {cfg.rdd_threshold}: must lie in (0, 1)"),
         (cfg.workers == "auto" or cfg.workers >= 0, f"--workers {cfg.workers}: must be >= 0 or auto"),

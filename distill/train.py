@@ -571,7 +571,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     rdd = RDDWeighting(enabled=cfg.mode == "distill" and cfg.rdd, tfe_fraction=cfg.tfe_fraction,
                        threshold=cfg.rdd_threshold, mode=cfg.rdd_mode, confidence=cfg.confidence,
                        min_kept=cfg.rdd_min_kept, class_weights=resolve_class_weights(cfg.rdd_class_weights, num_classes),
-                       ignore_index=info.ignore_index, aux_weight=cfg.aux_weight)
+                       ignore_index=info.ignore_index, aux_weight=cfg.aux_weight, tfe_average=cfg.tfe_average)
     kd = build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options) if cfg.mode == "distill" else None
     if kd is not None and teacher is not None:
         kd.bind(raw, teacher)  # the KD term's own trainable parts (cwd: 1x1 connector), sized for these models
