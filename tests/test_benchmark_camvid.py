@@ -292,3 +292,22 @@ def test_run_one_trains_from_the_device_set_through_train_data(tmp_path, monkeyp
     assert rec["steps"] == 2 and rec["way"] == "alone" and 0.0 <= rec["best_miou"] <= 1.0
     saved = report.read_log(tmp_path / "out" / "logs" / spec.id / "val_log.csv", "step", "miou")
     assert saved[0] == [2.0] and (tmp_path / "out" / "logs" / spec.id / "summary.json").is_file()
+
+
+def test_final_weights_are_scored_on_test_when_there_is_one(tmp_path):
+    """The paper's CamVid numbers are test numbers: the benchmark scores final weights on test when the folder
+    has it, and says so (val only) when it has not."""
+    du.camvid_segnet(tmp_path / "with", splits=("train", "val", "test"), n=1)
+    du.camvid_segnet(tmp_path / "without", n=1)
+    assert camvid.final_eval(camvid.parse_args(["--data", str(tmp_path / "with")])) == (tmp_path / "with", "test")
+    assert camvid.final_eval(camvid.parse_args(["--data", str(tmp_path / "without")])) is None
+    assert camvid.final_eval(camvid.parse_args(["--data", str(tmp_path / "with"), "--eval-data",
+                                                str(tmp_path / "without")])) == (tmp_path / "without", "val")
+    recs = [_rec("deeplabv3_r18", "kd+rdd", s, 0.45, 0.44) for s in (0, 1)]
+    for r, t in zip(recs, (0.40, 0.42)):
+        r["eval_data"] = {"test": t}
+    md = report.results_markdown(recs, {"eval_data": "camvid (test)"})
+    assert "| best val mIoU | final val mIoU | final test mIoU |" in md and "| 41.00 ± 1.41 |" in md
+    assert "final weights scored on: camvid (test)" in md and "The paper's CamVid numbers: test mIoU" in md
+    md = report.results_markdown([_rec("deeplabv3_r18", "kd", 0, 0.4, 0.4)], {"note": "camvid has no test split: val only"})
+    assert "final test mIoU" not in md and "- camvid has no test split: val only" in md
