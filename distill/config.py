@@ -236,7 +236,8 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY a config field.{hint} "
                               f"Fields: {', '.join(sorted(_FIELDS - {'mode'}))}")
-        out[key] = _coerce(item, key, raw.strip(), hints[key])
+        # --set pretrained=none means random weights (the text), not "unset" (None: the data set's default)
+        out[key] = raw.strip() if key == "pretrained" else _coerce(item, key, raw.strip(), hints[key])
     return out
 
 

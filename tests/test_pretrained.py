@@ -127,12 +127,13 @@ def test_imagenet_from_timms_local_cache(no_hub):
 
 
 def test_the_default_is_imagenet_for_real_data_and_none_for_synthetic(tmp_path):
-    from rdd_edge.distill.config import make_config
+    from rdd_edge.distill.config import make_config, parse_overrides
     from rdd_edge.errors import ConfigError
 
     assert make_config("teacher").pretrained == "none"
     assert make_config("distill", "cityscapes").pretrained == "imagenet"
     assert make_config("distill", "camvid", pretrained="NONE").pretrained == "none"
+    assert make_config("distill", "camvid", **parse_overrides(["pretrained=none"])).pretrained == "none"
     f = tmp_path / "b.pth"
     f.write_bytes(b"x")
     assert make_config("teacher", "camvid", pretrained=str(f)).pretrained == str(f)
