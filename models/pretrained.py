@@ -173,7 +173,10 @@ def hub_file(tag: str, released_file: str) -> Path:
     """
     import timm
 
-    repo = timm.get_pretrained_cfg(tag).hf_hub_id
+    cfg = timm.get_pretrained_cfg(tag)
+    repo = getattr(cfg, "hf_hub_id", None)
+    if not repo:
+        raise ModelError(f"--pretrained imagenet: timm knows no hub weights {tag}; pass --pretrained PATH or --pretrained none")
     cached = _cached(repo)
     if cached is not None:
         return cached
