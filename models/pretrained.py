@@ -34,7 +34,7 @@ from rdd_edge.normalize import CAFFE, IMAGENET, Normalization, normalization_of
 
 NONE_VALUES = ("none", "")
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repositories hold, preferred first
-RELEASED_README = "github.com/winycg/CIRKD (README, 'Backbones pretrained on ImageNet'; the RDD release builds on it)"
+RELEASED_README = "in the README of github.com/winycg/CIRKD, the code base of the RDD release, under 'Backbones pretrained on ImageNet'"
 
 
 @dataclass
@@ -76,8 +76,8 @@ def init_backbone(model: nn.Module, source: str | Path) -> InitReport:
         if not tag:
             raise ModelError(
                 f"--pretrained imagenet: timm has no ImageNet weights for {model.model_name}'s backbone ({cfg.get('arch')}, "
-                f"the released code's); download the released {cfg['imagenet_file']} (listed at {RELEASED_README}) "
-                f"and pass --pretrained PATH/{cfg['imagenet_file']}, or --pretrained none to start from random weights")
+                f"the released code's); download the released {cfg['imagenet_file']} (listed {RELEASED_README}) "
+                f"and pass it as --pretrained PATH, or --pretrained none to start from random weights")
         path = hub_file(tag, cfg["imagenet_file"])
         return load_backbone(model, read_weights(path), f"timm {tag}", layout="timm")
     path = Path(source)
@@ -182,7 +182,7 @@ def hub_file(tag: str, released_file: str) -> Path:
         return cached
     offline = ("--pretrained imagenet: cannot download timm's ImageNet weights {tag} ({why}); download them where there "
                "is internet (they are then cached), or pass --pretrained PATH (a backbone state dict, e.g. the released "
-               f"{released_file}, listed at {RELEASED_README}) or --pretrained none to start from random weights")
+               f"{released_file}, listed {RELEASED_README}) or --pretrained none to start from random weights")
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise ModelError(offline.format(tag=tag, why="HF_HUB_OFFLINE is set and they are not in the local cache"))
     endpoint = _endpoint()
