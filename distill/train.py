@@ -205,8 +205,8 @@ def build_model(cfg: TrainConfig, num_classes: int, init: bool = False) -> nn.Mo
     """The trained model; with ``init`` its backbone starts from ``cfg.pretrained`` (``model.init_report`` says how)."""
     from rdd_edge.models import create_model
 
-    pretrained = cfg.pretrained if init and cfg.pretrained not in (None, "none") else None
-    return create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), pretrained=pretrained, **cfg.model_kwargs)
+    return create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), pretrained=cfg.pretrained if init else None,
+                        **cfg.model_kwargs)
 
 
 def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: torch.device) -> tuple[nn.Module, dict]:

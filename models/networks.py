@@ -103,9 +103,9 @@ def _create_seg(name: str, pretrained: str | Path | bool | None, **kw: Any) -> S
     model.model_name = name
     model.model_kwargs = {"num_classes": num_classes, "aux": aux,
                           **{k: v for k, v in kw.items() if defaults.get(k) != v}}
-    if pretrained is not None and pretrained is not False:
-        from rdd_edge.models.pretrained import init_backbone
+    from rdd_edge.models.pretrained import init_backbone, is_none
 
+    if not is_none(pretrained):  # None, False, "none": random weights
         model.init_report = init_backbone(model, "imagenet" if pretrained is True else pretrained)
     return model
 

@@ -45,6 +45,11 @@ def test_released_imagenet_file_initialises_the_backbone(tmp_path, model):
     assert "skipped 2 (" in line and "missing 0" in line
 
 
+def test_none_is_random_weights():
+    for value in (None, False, "none", "None"):
+        assert create_model("mbv2", num_classes=3, head_channels=8, pretrained=value).init_report is None
+
+
 def test_timm_layout_file_and_which_tensor_went_where(tmp_path):
     """A timm-layout file (keys as timm names them, plus timm's classifier) lands tensor for tensor."""
     src = create_model("r18", num_classes=3, head_channels=8)
