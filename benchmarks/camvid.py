@@ -16,7 +16,11 @@ The default budget fits the main rows into about 20 minutes of one H100 (see ``-
     python -m benchmarks.camvid --data data/camvid --out /tmp/c --device cpu --iters 4 --teacher-iters 4 \\
         --crop 64 --batch 2 --seeds 0 --students r18 --limit 8      # CPU smoke test
 
-All runs start from scratch: no ImageNet weights exist offline here.
+All runs start from scratch by default (``--pretrained none``: no ImageNet weights exist offline here).
+Training validates on val (the curves); the final weights of every run are then scored on the
+test split, as the paper's CamVid numbers are (the released ``eval.py`` scores the 233-image
+CamVid test list), whenever the folder has one; without one the script says so and the val
+numbers stand alone.
 """
 
 from __future__ import annotations
@@ -52,7 +56,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help=f"batch (default {DEFAULTS['batch']})")
     p.add_argument("--val-points", type=int, default=DEFAULTS["val_points"], help="validations per run (points on the curves)")
     p.add_argument("--teacher", default=None, help="teacher checkpoint: skip teacher training")
-    p.add_argument("--eval-data", default=None, help="also evaluate final checkpoints on this folder (its test split, else val)")
+    p.add_argument("--pretrained", default="none", help="backbone init of every trained network: none (default: the "
+                   "protocol trains from scratch), imagenet, or a backbone file (rdd-edge distill --pretrained)")
+    p.add_argument("--eval-data", default=None, help="score final weights on this folder (its test split, else val) "
+                   "instead of --data's test split")
     p.add_argument("--resume", action="store_true", help="skip runs whose summary.json exists; continue a run from its last.pt")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, cpu")
     p.add_argument("--gpu-data", dest="gpu_data", action="store_true", default=None, help="hold the decoded train set on the GPU and augment there (default on CUDA)")
@@ -97,10 +104,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def eval_split(root: str | Path) -> str:
-    """The split ``--eval-data`` is scored on: test when the folder has one, else val."""
+    """The split final weights are scored on: test when the folder has one (the paper's CamVid numbers are
+    test numbers), else val."""
     from rdd_edge.data.camvid import find_splits
 
     return "test" if "test" in find_splits(Path(root)) else "val"
+
+
+def final_eval(args) -> tuple[Path, str] | None:
+    """(folder, split) the final weights of every run are scored on: ``--eval-data`` (its test split, else val),
+    else ``--data``'s test split; None when ``--data`` has no test split (training's val numbers stand alone)."""
+    if args.eval_data:
+        return Path(args.eval_data), eval_split(args.eval_data)
+    return (Path(args.data), "test") if eval_split(args.data) == "test" else None
 
 
 def run_one(spec: RunSpec, args, data, teacher: str | None) -> dict:
@@ -115,12 +131,12 @@ def run_one(spec: RunSpec, args, data, teacher: str | None) -> dict:
     wall = time.perf_counter() - t
     copy_logs(run_dir, log_dir)
     rec = record_of(spec, summary, wall, log_dir, args.batch)
-    if args.eval_data and Path(summary["last"]).is_file():  # the eval stage's entry point on the final weights
+    target = final_eval(args)
+    if target is not None and Path(summary["last"]).is_file():  # the eval stage's entry point on the final weights
         from rdd_edge.distill.evaluate import EvalSpec, evaluate_checkpoint
 
-        split = eval_split(args.eval_data)
-        res = evaluate_checkpoint(EvalSpec(summary["last"], data=args.eval_data, split=split, device=args.device,
-                                           batch=args.batch))
+        root, split = target
+        res = evaluate_checkpoint(EvalSpec(summary["last"], data=root, split=split, device=args.device, batch=args.batch))
         rec["eval_data"] = {split: float(res.metrics.miou)}
     write_json(log_dir / "summary.json", rec)
     return rec
@@ -166,8 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "command": "python -m benchmarks.camvid " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
             "iters": args.iters, "teacher_iters": args.teacher_iters, "batch": args.batch,
             "crop": f"{args.crop[0]}x{args.crop[1]}", "seeds": args.seeds, "gpu_data": args.gpu_data,
-            "torch": torch.__version__,
-            "eval_data": f"{args.eval_data} ({eval_split(args.eval_data)})" if args.eval_data else None}
+            "torch": torch.__version__, "pretrained": args.pretrained}
+    target = final_eval(args)
+    meta["eval_data"] = f"{target[0]} ({target[1]})" if target else None
+    if target is None:
+        meta["note"] = (f"{args.data} has no test split: the runs are scored on val only; the paper's CamVid numbers "
+                        "are on the 233-image test split (the released eval.py), so compare gains, not values")
+        console.print(f"note: {meta['note']}")
 
     # -- the runs, in plan order; results rewritten after each (a killed job keeps what it finished)
     records: list[dict] = []

@@ -88,7 +88,9 @@ class DeviceTrainSet(CachedReader):
 
     def batches(self, cfg, start_step: int, rank: int, world: int) -> Iterator:
         """Batches for steps ``start_step .. cfg.iters-1`` of this process (``TrainData.batches``)."""
-        info = self.info
+        from rdd_edge.normalize import DEFAULT, normalization_of
+
+        norm = normalization_of(cfg.normalization) if cfg.normalization else DEFAULT  # the trainer settles it first
         sampler = StepSampler(len(self), cfg.batch, cfg.iters, start_step, rank, world, cfg.seed)
         crop, scale = tuple(cfg.crop), (cfg.scale_min, cfg.scale_max)
         batch: list[tuple[int, int]] = []
@@ -98,5 +100,5 @@ class DeviceTrainSet(CachedReader):
                 idx = [i for i, _ in batch]
                 params = [draw_params(seed, tuple(self.sizes_np[i]), crop, scale, cfg.hflip) for i, seed in batch]
                 yield gpu_augment(self.images, self.labels, self.sizes, idx, [p[0] for p in params],
-                                  [p[1] for p in params], [p[2] for p in params], crop, info.mean, info.std)
+                                  [p[1] for p in params], [p[2] for p in params], crop, norm)
                 batch = []

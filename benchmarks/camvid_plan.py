@@ -120,7 +120,8 @@ def run_config(spec: RunSpec, args, teacher: str | None, run_root: Path):
     common = dict(model=spec.model, iters=spec.iters, batch=args.batch, crop=tuple(args.crop), seed=spec.seed,
                   device=args.device, data=str(args.data), val_every=val_every(spec.iters, args.val_points),
                   log_every=max(1, min(50, spec.iters // 20)), runs_root=str(run_root), name=spec.id,
-                  tensorboard=False, workers=0 if args.gpu_data else args.workers, compile=args.compile)
+                  tensorboard=False, workers=0 if args.gpu_data else args.workers, compile=args.compile,
+                  pretrained=args.pretrained)
     if spec.way in ("teacher", "alone"):  # no teacher forward at all: the same loss as distill with method none
         return make_config("teacher", "camvid", **common)
     return make_config("distill", "camvid", teacher=teacher, method=spec.method, rdd=spec.rdd, rdd_mode=spec.rdd_mode,

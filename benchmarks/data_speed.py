@@ -49,6 +49,7 @@ from rdd_edge.data import cityscapes, open_split
 from rdd_edge.data.base import write_image, write_label
 from rdd_edge.data.synthetic import CLASSES as SYNTH_CLASSES
 from rdd_edge.data.synthetic import item_seed, render_scene
+from rdd_edge.normalize import DEFAULT as DEFAULT_NORMALIZATION
 from rdd_edge.sizes import parse_hw
 
 # synthetic (CamVid) class -> Cityscapes labelId, so the reader's trainIds are the scene's classes
@@ -88,7 +89,7 @@ def loader_rate(reader, info, dataset: str, crop, path: str, workers: int, sampl
     """images/s of ``train_loader`` over ``samples`` images (worker start-up included), first-batch latency."""
     cfg = _config(dataset, crop, batch, samples, workers)
     t0 = time.perf_counter()
-    loader = loaders.train_loader(reader, cfg, info, 0, 0, 1, workers, device_augment=path == "gpu", pin_memory=False)
+    loader = loaders.train_loader(reader, cfg, DEFAULT_NORMALIZATION, 0, 0, 1, workers, device_augment=path == "gpu", pin_memory=False)
     first, n = None, 0
     for batch_ in loader:
         n += len(batch_[0])
@@ -107,7 +108,7 @@ def cost_split(reader, info, crop, batch: int, n: int) -> dict:
     """Mean ms per image of each part, in this process: decode, each TrainPreset transform, collate (both paths)."""
     from torch.utils.data import default_collate
 
-    preset = loaders.TrainPreset(crop, info.mean, info.std)
+    preset = loaders.TrainPreset(crop, DEFAULT_NORMALIZATION)
     draws = loaders.AugmentDraws(crop)
     parts: dict[str, list[float]] = {"decode": []}
     cpu_items, gpu_items = [], []
@@ -156,7 +157,8 @@ def cpu_training(iters: int, workers_list: list, root: Path) -> list[dict]:
 def gpu_training(iters: int, data: Path, root: Path) -> list[dict]:
     """R18 trained on the Cityscapes-size folder (its preset: crop 512x1024, batch 16) on CUDA, auto and no workers."""
     return [train_speed(make_config("teacher", "cityscapes", data=str(data), model="r18", iters=iters, val_every=iters,
-                                    log_every=1, workers=w, device="cuda", tensorboard=False, runs_root=str(root)),
+                                    log_every=1, workers=w, device="cuda", tensorboard=False, runs_root=str(root),
+                                    pretrained="none"),  # a speed measurement: no ImageNet file needed
                         root / f"gpu-w{w}") for w in ("auto", 0)]
 
 

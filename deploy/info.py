@@ -1,7 +1,8 @@
 """What the runtime needs to know about a model: classes, palette, input size, normalisation.
 
-Read from the export stage's ``manifest.json`` beside the artifact; without one, inferred from
-the graph's inputs and outputs (size, dtype, class count) with ImageNet mean/std and generated
+Read from the export stage's ``manifest.json`` beside the artifact (its ``normalization``: the
+input the weights were trained on); without one, inferred from the graph's inputs and outputs
+(size, dtype, class count) with the default normalisation (ImageNet mean/std) and generated
 class names and palette, and a note saying so.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from rdd_edge.errors import DeployError
 
-from rdd_edge.deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from rdd_edge.normalize import DEFAULT, Normalization, recorded_normalization
 
 MANIFEST_NAME = "manifest.json"
 
@@ -33,8 +34,7 @@ class ModelInfo:
     classes: list[str]
     palette: np.ndarray  # (C, 3) uint8 RGB
     input_size: tuple[int, int]  # (H, W)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    normalization: Normalization = DEFAULT
     embedded_preprocess: bool = False
     input_name: str = "images"
     output_names: list[str] = field(default_factory=list)
@@ -59,8 +59,7 @@ class ModelInfo:
             "classes": self.classes,
             "palette": self.palette.tolist(),
             "input_size": list(self.input_size),
-            "mean": list(self.mean),
-            "std": list(self.std),
+            "normalization": self.normalization.as_dict(),
             "embedded_preprocess": self.embedded_preprocess,
             "input_name": self.input_name,
             "outputs": self.output_names,
@@ -191,8 +190,7 @@ def build_info(
         palette = np.asarray(pal, dtype=np.uint8).reshape(-1, 3) if pal else default_palette(len(classes))
         if len(palette) < len(classes):
             palette = np.concatenate([palette, default_palette(len(classes))[len(palette):]])
-        mean = tuple(float(x) for x in manifest.get("mean", IMAGENET_MEAN))
-        std = tuple(float(x) for x in manifest.get("std", IMAGENET_STD))
+        normalization = recorded_normalization(manifest)
         embedded = bool(inp.get("embedded_preprocess", embedded))
         model_name = manifest.get("model_name")
     else:
@@ -209,11 +207,11 @@ def build_info(
             )
         classes = [f"class{i}" for i in range(n)]
         palette = default_palette(n)
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        normalization = DEFAULT
         model_name = None
         notes.append(
             f"no {MANIFEST_NAME} beside {artifact.name}: classes, palette and input size come from the graph, "
-            "mean/std default to ImageNet" + (" (preprocessing embedded in the graph)" if embedded else "")
+            f"the input normalisation defaults to ImageNet's ({DEFAULT.describe()})" + (" (preprocessing embedded in the graph)" if embedded else "")
         )
         warnings.warn(notes[-1], DeployWarning, stacklevel=3)
     if h is None or w is None:
@@ -232,8 +230,7 @@ def build_info(
         classes=classes,
         palette=palette,
         input_size=(h, w),
-        mean=mean,  # type: ignore[arg-type]
-        std=std,  # type: ignore[arg-type]
+        normalization=normalization,
         embedded_preprocess=embedded,
         input_name=input_name,
         output_names=list(output_names),

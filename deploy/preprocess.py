@@ -1,8 +1,9 @@
 """Image -> network input, shared by the runtime, the check, the demo and INT8 calibration.
 
 One function so that calibration (export stage) and inference (deploy stage) feed the graph
-exactly the same tensor: resize to the model size (bilinear), HWC -> CHW, and normalise with
-``(x / 255 - mean) / std`` unless the graph embeds that step (then the input stays uint8).
+exactly the same tensor: resize to the model size (bilinear), HWC -> CHW, and normalise the way
+the model's weights were trained (its recorded :class:`~rdd_edge.normalize.Normalization`:
+channel order, scale, mean, std) unless the graph embeds that step (then the input stays uint8 RGB).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (torch-free core)
 from rdd_edge.errors import DeployError
+from rdd_edge.normalize import DEFAULT, Normalization  # torch-free core
 
 
 def check_image(image: object, what: str = "image") -> np.ndarray:
@@ -40,14 +41,13 @@ def check_image(image: object, what: str = "image") -> np.ndarray:
 def preprocess(
     image_rgb_uint8: np.ndarray,
     size: Sequence[int],
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    normalization: Normalization = DEFAULT,
     embedded: bool = False,
 ) -> np.ndarray:
     """uint8 RGB HxWx3 -> (1, 3, H, W) at ``size`` = (H, W).
 
-    float32 normalised by default; uint8 0..255 when ``embedded`` (the graph does the cast and
-    the mean/std itself).
+    float32 made with ``normalization`` by default; uint8 RGB 0..255 when ``embedded`` (the graph
+    does the channel order, cast and normalisation itself).
     """
     image = check_image(image_rgb_uint8)
     h, w = int(size[0]), int(size[1])
@@ -56,19 +56,16 @@ def preprocess(
     chw = np.ascontiguousarray(image.transpose(2, 0, 1))[None]
     if embedded:
         return chw
-    m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
-    return ((chw.astype(np.float32) / np.float32(255.0) - m) / s).astype(np.float32)
+    return normalization.apply(chw)
 
 
 def preprocess_batch(
     images: Sequence[np.ndarray],
     size: Sequence[int],
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    normalization: Normalization = DEFAULT,
     embedded: bool = False,
 ) -> np.ndarray:
     """Several images (any sizes) -> one (N, 3, H, W) batch."""
     if len(images) == 0:
         raise DeployError("empty image batch: pass at least one image")
-    return np.concatenate([preprocess(im, size, mean, std, embedded) for im in images], axis=0)
+    return np.concatenate([preprocess(im, size, normalization, embedded) for im in images], axis=0)

@@ -36,7 +36,7 @@ class Segmenter:
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         i = self.info
-        return preprocess(image, i.input_size, i.mean, i.std, embedded=i.embedded_preprocess)
+        return preprocess(image, i.input_size, i.normalization, embedded=i.embedded_preprocess)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw output for a preprocessed (N, 3, H, W) batch: labels (N, H, W) or logits (N, C, H, W)."""

@@ -13,7 +13,7 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES
+from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES, TFE_AVERAGES
 from rdd_edge.distill.rdd import MODES as RDD_MODES
 from rdd_edge.data.spec import DataSpec
 from rdd_edge.errors import ConfigError
@@ -32,6 +32,9 @@ class TrainConfig:
     model: str = "deeplabv3_mbv2"  # model trained (teacher or student), a models registry name or alias
     aux: bool | None = None  # aux head on the trained model; None: on for teachers and ResNet students
     model_kwargs: dict = field(default_factory=dict)  # extra create_model kwargs (e.g. head_channels)
+    pretrained: str | None = None  # backbone init: imagenet, a backbone file (released or timm layout) or none; None: imagenet for real data sets, none for synthetic
+    normalization: str | None = None  # input normalisation, imagenet or caffe; None: what the initial weights expect (the trainer fills it in)
+    pretrained_report: dict | None = None  # filled by the trainer: what --pretrained loaded, skipped and missed
     teacher: str | None = None  # teacher checkpoint (distill only); None: latest teacher run's best.pt
     # -- data
     dataset: str = "synthetic"  # reader name: synthetic, camvid, cityscapes, voc, ade20k
@@ -53,6 +56,7 @@ class TrainConfig:
     rdd_threshold: float = 0.7  # confidence at or below which a pixel counts as hard
     tfe_fraction: float = 0.1  # fraction of iterations in the TFE stage before switching to TSE
     confidence: str = "gt"  # pixel confidence: probability of the gt class ("gt") or the max ("max")
+    tfe_average: str = "valid"  # TFE loss denominator: "valid" pixels, or "all" pixels, ignored ones included (the released main script)
     rdd_min_kept: int = 0  # TSE OHEM floor: at least this many hard pixels per process batch (released code: 100000; 0 = off)
     rdd_class_weights: Any = None  # TSE CE class weights: None/"none" (off), "cityscapes" (released code) or one number per class
     aux_weight: float = AUX_WEIGHT  # weight of the aux-head task loss
@@ -125,9 +129,28 @@ def make_config(mode: str = "distill", dataset: str | None = None, **overrides: 
     values.update(MODE_DEFAULTS[mode])
     values.update(PRESETS.get(dataset, {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
+    values["pretrained"] = resolve_pretrained(values.get("pretrained"), dataset)
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
+
+
+def resolve_pretrained(value: Any, dataset: str) -> str:
+    """``--pretrained`` as the config holds it: ``imagenet``, ``none`` or a backbone file that exists.
+
+    Unset: ``imagenet`` for real data sets (the paper's setting), ``none`` for the embedded synthetic
+    scenes (so ``rdd-edge pipeline`` needs no download)."""
+    from pathlib import Path
+
+    if value is None:
+        return "none" if dataset == "synthetic" else "imagenet"
+    text = str(value).strip()
+    if text.lower() in ("imagenet", "none"):
+        return text.lower()
+    if not Path(text).is_file():
+        raise ConfigError(f"--pretrained {text}: no such file; use imagenet (timm's ImageNet weights), none (random "
+                          "weights) or the path of a backbone state dict (the released code's or timm's key layout)")
+    return text
 
 
 def config_from_dict(d: dict[str, Any], **overrides: Any) -> TrainConfig:
@@ -153,6 +176,7 @@ def validate(cfg: TrainConfig) -> None:
         (0 < cfg.scale_min <= cfg.scale_max, f"scale range {cfg.scale_min}..{cfg.scale_max}: need 0 < min <= max"),
         (cfg.rdd_mode in RDD_MODES, f"--rdd-mode {cfg.rdd_mode!r}: use one of {', '.join(RDD_MODES)}"),
         (cfg.confidence in CONFIDENCES, f"--confidence {cfg.confidence!r}: use one of {', '.join(CONFIDENCES)}"),
+        (cfg.tfe_average in TFE_AVERAGES, f"--set tfe_average={cfg.tfe_average!r}: use one of {', '.join(TFE_AVERAGES)}"),
         (0.0 <= cfg.tfe_fraction <= 1.0, f"--tfe-fraction {cfg.tfe_fraction}: must lie in [0, 1]"),
         (0.0 < cfg.rdd_threshold < 1.0, f"--rdd-threshold {cfg.rdd_threshold}: must lie in (0, 1)"),
         (cfg.workers == "auto" or cfg.workers >= 0, f"--workers {cfg.workers}: must be >= 0 or auto"),
@@ -166,6 +190,10 @@ def validate(cfg: TrainConfig) -> None:
     from rdd_edge.distill.rdd import parse_class_weights
 
     parse_class_weights(cfg.rdd_class_weights)  # a known name or positive numbers (the count is checked against the data)
+    if cfg.normalization is not None:
+        from rdd_edge.normalize import preset
+
+        preset(cfg.normalization)  # imagenet or caffe
 
     build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options)  # unknown method / option / bad value: one clear error
     if cfg.mode == "teacher" and (cfg.method != "none" or cfg.rdd):
@@ -208,7 +236,8 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY a config field.{hint} "
                               f"Fields: {', '.join(sorted(_FIELDS - {'mode'}))}")
-        out[key] = _coerce(item, key, raw.strip(), hints[key])
+        # --set pretrained=none means random weights (the text), not "unset" (None: the data set's default)
+        out[key] = raw.strip() if key == "pretrained" else _coerce(item, key, raw.strip(), hints[key])
     return out
 
 

@@ -2,7 +2,9 @@
 
 A reader yields ``(uint8 RGB HxWx3, uint8 HxW label)``. Transforms map ``(image, label)`` to
 ``(image, label)`` on NumPy arrays with OpenCV; labels always resize with NEAREST and pad with
-255 (ignored), images pad with the mean colour (zero after normalisation).
+255 (ignored), images pad with the mean colour (zero after normalisation). Images become network
+input through the :class:`~rdd_edge.normalize.Normalization` of the network's weights (channel
+order, scale, mean, std), never through constants of the data set.
 
 Determinism: the training stream is a fixed sequence of positions. Position ``p`` reads sample
 ``perm_e[p % n]`` with ``e = p // n`` (a fresh permutation per epoch from ``(seed, e)``) and
@@ -29,6 +31,8 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from rdd_edge.normalize import Normalization
 
 IGNORE = 255
 AUTO = "auto"
@@ -120,15 +124,14 @@ class Resize:
 
 
 class Normalize:
-    """uint8 RGB HxWx3 -> float32 3xHxW ``(x/255 - mean)/std``; label -> int64 HxW tensor."""
+    """uint8 RGB HxWx3 -> float32 3xHxW network input (``normalization``); label -> int64 HxW tensor."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        self.mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
-        self.std = np.asarray(std, np.float32).reshape(1, 1, 3)
+    def __init__(self, normalization: Normalization):
+        self.normalization = normalization
 
     def __call__(self, image, label, rng):
-        x = (image.astype(np.float32) / 255.0 - self.mean) / self.std
-        return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))),
+        x = self.normalization.apply(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return (torch.from_numpy(np.ascontiguousarray(x)),
                 torch.from_numpy(np.ascontiguousarray(label, dtype=np.int64)))
 
 
@@ -145,12 +148,12 @@ class Compose:
 class TrainPreset(Compose):
     """Random scale, pad, random crop, horizontal flip, normalise (the paper's augmentation)."""
 
-    def __init__(self, crop: tuple[int, int], mean, std, scale: tuple[float, float] = (0.5, 2.0), hflip: bool = True):
-        fill = [round(m * 255) for m in mean]
-        ts: list = [RandomScale(*scale), PadIfNeeded(crop, fill), RandomCrop(crop)]
+    def __init__(self, crop: tuple[int, int], normalization: Normalization, scale: tuple[float, float] = (0.5, 2.0),
+                 hflip: bool = True):
+        ts: list = [RandomScale(*scale), PadIfNeeded(crop, normalization.fill_rgb()), RandomCrop(crop)]
         if hflip:
             ts.append(RandomHFlip())
-        ts.append(Normalize(mean, std))
+        ts.append(Normalize(normalization))
         super().__init__(ts)
 
 
@@ -162,8 +165,8 @@ class EvalPreset(Compose):
     protocol of data sets that declare ``eval_whole`` (VOC, ADE20K; ``DatasetInfo.default_eval_size``).
     Padding to the network's stride happens at prediction time (``distill.evaluate.predict_logits``)."""
 
-    def __init__(self, eval_size: tuple[int, int] | None, mean, std, resize_labels: bool = False):
-        super().__init__([Resize(eval_size, labels=resize_labels), Normalize(mean, std)])
+    def __init__(self, eval_size: tuple[int, int] | None, normalization: Normalization, resize_labels: bool = False):
+        super().__init__([Resize(eval_size, labels=resize_labels), Normalize(normalization)])
 
 
 # ---------------------------------------------------------------- augmentation on the device
@@ -221,23 +224,52 @@ def device_collate(batch):
     return images, labels, sizes, scales, offsets, flips
 
 
-def device_batch(batch, device: torch.device, crop: tuple[int, int], mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+def device_batch(batch, device: torch.device, crop: tuple[int, int],
+                 normalization: Normalization) -> tuple[torch.Tensor, torch.Tensor]:
     """A :func:`device_collate` batch on ``device``, augmented there: ``(float32 (B, 3, ch, cw), int64 (B, ch, cw))``.
 
     Copies are ``non_blocking`` (from pinned memory they do not wait for the device) and the
     augmentation is queued behind them, so nothing here waits for the GPU."""
     images, labels, sizes, scales, offsets, flips = (t.to(device, non_blocking=True) for t in batch)
-    return gpu_augment(images.permute(0, 3, 1, 2), labels, sizes, None, scales, offsets, flips, tuple(crop), mean, std)
+    return gpu_augment(images.permute(0, 3, 1, 2), labels, sizes, None, scales, offsets, flips, tuple(crop), normalization)
 
 
-@functools.lru_cache(maxsize=8)
-def _mean_std(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1, 3, 1, 1) mean and std on ``device``, made once (a copy from Python values waits for the device)."""
-    return (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(device),
-            torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1).to(device))
+@functools.lru_cache(maxsize=16)
+def _affine(normalization: Normalization, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 1, 1) ``mul`` and ``add`` of ``normalization`` on ``device``, made once (a copy from Python
+    values waits for the device)."""
+    mul, add = normalization.affine()
+    return (torch.tensor(mul, dtype=torch.float32).view(1, 3, 1, 1).to(device),
+            torch.tensor(add, dtype=torch.float32).view(1, 3, 1, 1).to(device))
 
 
-def gpu_augment(images, labels, sizes, idx, scales, offsets, flips, crop: tuple[int, int], mean, std):
+def normalize_tensor(x: torch.Tensor, normalization: Normalization) -> torch.Tensor:
+    """(N, 3, H, W) RGB pixels in 0..255 (any float or uint8 dtype) -> float32 network input."""
+    x = x.float()
+    if normalization.order != "rgb":
+        x = x[:, list(normalization.perm)]
+    mul, add = _affine(normalization, x.device)
+    return x * mul + add
+
+
+def renormalizer(src: Normalization, dst: Normalization) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """A function turning network input made with ``src`` into the same pixels made with ``dst``
+    (e.g. a student's input into its teacher's); None when both normalise alike.
+
+    Exact up to float rounding: ``src`` is undone per channel (back to 0..255 RGB), then ``dst`` applied.
+    """
+    if (src.order, src.scale, src.mean, src.std) == (dst.order, dst.scale, dst.mean, dst.std):
+        return None
+    inverse = [src.perm.index(c) for c in range(3)]  # RGB channel c sits at this index of src's input
+
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        mul, add = _affine(src, x.device)
+        return normalize_tensor(((x.float() - add) / mul)[:, inverse], dst)
+
+    return convert
+
+
+def gpu_augment(images, labels, sizes, idx, scales, offsets, flips, crop: tuple[int, int], normalization: Normalization):
     """Random-scale / pad / crop / flip / normalise a batch on the tensors' device, in one gather.
 
     ``images`` (N, 3, Hm, Wm) uint8 and ``labels`` (N, Hm, Wm) uint8 hold the images (padded to
@@ -245,8 +277,8 @@ def gpu_augment(images, labels, sizes, idx, scales, offsets, flips, crop: tuple[
     the image (``idx=None``: sample b is image b), ``scales[b]`` resizes it to
     ``round(h*s), round(w*s)``, which is padded bottom/right to the crop, cropped at
     ``offsets[b] = (y0, x0)`` and mirrored when ``flips[b]``. Images are bilinear (pixel centres,
-    like cv2.INTER_LINEAR) and normalised; labels are nearest; padding is 0 after normalisation
-    (the mean colour) for images and 255 for labels. Returns ``(float32 (B, 3, ch, cw), int64 (B, ch, cw))``.
+    like cv2.INTER_LINEAR) and normalised (``normalization``); labels are nearest; padding is 0
+    after normalisation (the mean colour) for images and 255 for labels. Returns ``(float32 (B, 3, ch, cw), int64 (B, ch, cw))``.
     """
     import torch.nn.functional as F
 
@@ -276,8 +308,7 @@ def gpu_augment(images, labels, sizes, idx, scales, offsets, flips, crop: tuple[
     gx = (2 * src_x + 1) / wm - 1
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (B, ch, cw, 2) as (x, y)
     x = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    m, sd = _mean_std(tuple(float(v) for v in mean), tuple(float(v) for v in std), dev)
-    x = ((x / 255.0 - m) / sd) * inside[:, None]
+    x = normalize_tensor(x, normalization) * inside[:, None]
     # label: nearest source pixel, 255 outside the scaled image
     iy = torch.minimum(torch.floor((dy + 0.5) / sy), (h - 1)[:, None]).long()  # (B, ch)
     ix = torch.minimum(torch.floor((dx + 0.5) / sx), (w - 1)[:, None]).long()  # (B, cw)
@@ -360,9 +391,9 @@ def eval_collate(batch):
     return images, [b[1] for b in batch]
 
 
-def train_loader(reader, cfg, info, start_step: int, rank: int, world: int, workers: int | None = None,
-                 device_augment: bool = False, pin_memory: bool | None = None) -> DataLoader:
-    """The training loader for steps ``start_step .. cfg.iters-1`` of this process.
+def train_loader(reader, cfg, normalization: Normalization, start_step: int, rank: int, world: int,
+                 workers: int | None = None, device_augment: bool = False, pin_memory: bool | None = None) -> DataLoader:
+    """The training loader for steps ``start_step .. cfg.iters-1`` of this process (input made with ``normalization``).
 
     ``workers``: loader processes (default: ``cfg.workers`` resolved for a CPU run). With
     ``device_augment`` the loader only decodes: its batches are :func:`device_collate`'s (whole
@@ -374,7 +405,7 @@ def train_loader(reader, cfg, info, start_step: int, rank: int, world: int, work
     if device_augment:
         tf: PairTransform = AugmentDraws(crop, scale, cfg.hflip)
     else:
-        tf = TrainPreset(crop, info.mean, info.std, scale, cfg.hflip)
+        tf = TrainPreset(crop, normalization, scale, cfg.hflip)
     sampler = StepSampler(len(reader), cfg.batch, cfg.iters, start_step, rank, world, cfg.seed)
     workers = resolve_workers(cfg.workers, "cpu") if workers is None else int(workers)
     return DataLoader(
@@ -389,13 +420,13 @@ def train_loader(reader, cfg, info, start_step: int, rank: int, world: int, work
     )
 
 
-def eval_loader(reader, info, eval_size: tuple[int, int] | None, rank: int = 0, world: int = 1,
+def eval_loader(reader, normalization: Normalization, eval_size: tuple[int, int] | None, rank: int = 0, world: int = 1,
                 batch: int = 1, workers: int = 0, persistent: bool = False) -> DataLoader:
-    """Whole-image eval loader over this process's shard; labels at their original size.
+    """Whole-image eval loader over this process's shard (input made with ``normalization``); labels at their original size.
 
     ``eval_size=None``: each image at its own size, one image per batch (sizes differ).
     ``persistent``: keep the worker processes between passes (the trainer validates many times)."""
-    ds = TorchSegDataset(reader, EvalPreset(eval_size, info.mean, info.std))
+    ds = TorchSegDataset(reader, EvalPreset(eval_size, normalization))
     return DataLoader(ds, batch_size=batch if eval_size is not None else 1, sampler=ShardSampler(len(reader), rank, world),
                       num_workers=workers, collate_fn=eval_collate, persistent_workers=persistent and workers > 0)
 

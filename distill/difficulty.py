@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rdd_edge.normalize import DEFAULT, Normalization
 from rdd_edge.runs import DEFAULT_ROOT, atomic_path
 from rdd_edge.viz import class_legend, colorbar, colorize, side_by_side, stack, swatch_strip
 
@@ -36,18 +37,20 @@ def heatmap(weights: np.ndarray) -> np.ndarray:
 @torch.inference_mode()
 def difficulty_maps(student: torch.nn.Module, teacher: torch.nn.Module, image: torch.Tensor, label: torch.Tensor,
                     threshold: float = 0.7, mode: str = "xor", confidence: str = "gt",
-                    ignore_index: int = 255) -> dict[str, np.ndarray]:
+                    ignore_index: int = 255, teacher_image: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """For one normalised image (3, h, w) and its label (H, W): predictions and RD maps at label size.
 
-    Returns ``student``/``teacher`` (H, W) predicted classes, ``tse`` (H, W) bool and ``tfe``
-    (H, W) float in (0, 1], or ``None`` when the teacher has no aux head.
+    ``teacher_image``: the same image normalised the teacher's way, when that differs from the
+    student's (default: ``image``). Returns ``student``/``teacher`` (H, W) predicted classes,
+    ``tse`` (H, W) bool and ``tfe`` (H, W) float in (0, 1], or ``None`` when the teacher has no aux head.
     """
     from rdd_edge.distill.rdd import tfe_weights, tse_mask
 
     x = image.unsqueeze(0)
+    xt = x if teacher_image is None else teacher_image.unsqueeze(0).to(x.device)
     target = label.unsqueeze(0).long().to(x.device)
     size = tuple(label.shape[-2:])
-    s_out, t_out = student.eval()(x), teacher.eval()(x)
+    s_out, t_out = student.eval()(x), teacher.eval()(xt)
 
     def pred(logits):
         return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False).argmax(1)[0].cpu().numpy()
@@ -108,20 +111,25 @@ def write_png(path: Path, rgb: np.ndarray) -> Path:
 
 def render_difficulty(student: torch.nn.Module, teacher: torch.nn.Module, reader, info, eval_size, n: int,
                       out_dir: str | Path, device: torch.device | str = "cpu", threshold: float = 0.7,
-                      mode: str = "xor", confidence: str = "gt", classes: Sequence[str] | None = None) -> list[dict]:
+                      mode: str = "xor", confidence: str = "gt", classes: Sequence[str] | None = None,
+                      normalization: Normalization = DEFAULT, teacher_normalization: Normalization | None = None) -> list[dict]:
     """Sheets for the first ``n`` images of ``reader`` in ``out_dir``; one dict per image
-    (file, selected TSE fraction, mean TFE weight). Class names: ``classes``, else ``info.classes``."""
+    (file, selected TSE fraction, mean TFE weight). Class names: ``classes``, else ``info.classes``.
+    Each network gets its own input normalisation (``teacher_normalization`` None: the student's)."""
     from rdd_edge.distill.data import EvalPreset
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tf = EvalPreset(tuple(eval_size) if eval_size else None, info.mean, info.std)
+    size = tuple(eval_size) if eval_size else None
+    tf = EvalPreset(size, normalization)
+    tf_t = EvalPreset(size, teacher_normalization) if teacher_normalization not in (None, normalization) else None
     student, teacher = student.to(device).eval(), teacher.to(device).eval()
     rows = []
     for i in range(min(n, len(reader))):
         image, label = reader[i]
         x, y = tf(image, label, None)
-        maps = difficulty_maps(student, teacher, x.to(device), y, threshold, mode, confidence, info.ignore_index)
+        xt = tf_t(image, label, None)[0] if tf_t is not None else None
+        maps = difficulty_maps(student, teacher, x.to(device), y, threshold, mode, confidence, info.ignore_index, xt)
         name = reader.name(i) if hasattr(reader, "name") else f"{i:04d}"
         sheet = difficulty_sheet(image, label, maps, info.palette, mode, classes if classes is not None else getattr(info, "classes", None))
         path = write_png(out_dir / f"{i:03d}_{name}.png", sheet)
@@ -157,6 +165,7 @@ def run_difficulty(spec: DifficultySpec) -> tuple[Path, list[dict]]:
     from rdd_edge.distill.train import default_teacher, resolve_checkpoint
     from rdd_edge.models import model_from_checkpoint
     from rdd_edge.errors import CheckpointError, ConfigError
+    from rdd_edge.normalize import recorded_normalization
 
     if spec.images < 1:
         raise ConfigError(f"--images {spec.images}: must be >= 1")
@@ -166,7 +175,7 @@ def run_difficulty(spec: DifficultySpec) -> tuple[Path, list[dict]]:
     student, ckpt = model_from_checkpoint(path)
     cfg = ckpt.get("config") or {}
     teacher = spec.teacher or cfg.get("teacher") or default_teacher(cfg.get("runs_root", spec.runs_root))
-    t_model, _ = model_from_checkpoint(resolve_checkpoint(teacher))
+    t_model, t_ckpt = model_from_checkpoint(resolve_checkpoint(teacher))
     if t_model.num_classes != student.num_classes:
         raise CheckpointError(f"{teacher}: teacher predicts {t_model.num_classes} classes, student {student.num_classes}")
     threshold = spec.threshold if spec.threshold is not None else float(cfg.get("rdd_threshold", 0.7))
@@ -175,5 +184,6 @@ def run_difficulty(spec: DifficultySpec) -> tuple[Path, list[dict]]:
     info, reader, size = checkpoint_split(ckpt, spec.dataset, spec.data, spec.split, max(spec.images, 1))
     out_dir = Path(spec.out) if spec.out else path.parent / "difficulty"
     dev = dist.init_distributed(spec.device)
-    rows = render_difficulty(student, t_model, reader, info, size, spec.images, out_dir, dev, threshold, mode, confidence)
+    rows = render_difficulty(student, t_model, reader, info, size, spec.images, out_dir, dev, threshold, mode, confidence,
+                             normalization=recorded_normalization(ckpt), teacher_normalization=recorded_normalization(t_ckpt))
     return out_dir, rows

@@ -175,6 +175,8 @@ def evaluate_checkpoint(spec: EvalSpec) -> EvalResult:
     model, ckpt = model_from_checkpoint(path)
     info, reader, size = checkpoint_split(ckpt, spec.dataset, spec.data, spec.split, spec.images, spec.eval_size)
     dev = dist.init_distributed(spec.device)
-    loader = eval_loader(reader, info, size, batch=spec.batch)
+    from rdd_edge.normalize import recorded_normalization
+
+    loader = eval_loader(reader, recorded_normalization(ckpt), size, batch=spec.batch)  # the input its weights were trained on
     m = evaluate(model.to(dev), loader, info.num_classes, dev, flip=spec.flip, scales=scales)
     return EvalResult(ckpt["model_name"], info, spec.split, len(reader), size, m)

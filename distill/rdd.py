@@ -26,7 +26,8 @@ from rdd_edge.errors import ConfigError
 
 MODES = ("xor", "or", "and")
 CONFIDENCES = ("gt", "max")
-NORMALIZE = ("valid", "selected")
+NORMALIZE = ("valid", "selected", "all")
+TFE_AVERAGES = ("valid", "all")  # the TFE loss's denominator: valid pixels (here), or all pixels (the released main script)
 AUX_WEIGHT = 0.4  # weight of the auxiliary head's CE, as for the teacher (METHOD.md)
 
 # Per-class CE weights of the released TSE loss (Cityscapes' 19 train ids, in order); github.com/sunyueue/RDD,
@@ -216,8 +217,9 @@ def weighted_ce(
     ``weight`` (N, H, W) float or bool is detached. ``normalize="valid"`` divides the weighted
     sum by the number of non-ignored pixels (TFE), ``"selected"`` by the number of non-ignored
     pixels with a non-zero weight (TSE: ignored pixels add nothing to the sum, so they are not
-    counted either, whatever their weight); both denominators are at least 1, so an empty
-    selection gives 0 (not NaN) and still backpropagates (zero gradients).
+    counted either, whatever their weight), ``"all"`` by every pixel, ignored ones included (the
+    released main script's TFE: ``torch.mean`` of the weighted per-pixel CE); the denominators are
+    at least 1, so an empty selection gives 0 (not NaN) and still backpropagates (zero gradients).
 
     ``class_weight`` (C,) optionally weights each pixel's CE by its true class, as
     ``nn.CrossEntropyLoss(weight=...)`` does: each counted pixel then counts ``class_weight[y]``
@@ -236,7 +238,10 @@ def weighted_ce(
     ce = F.cross_entropy(up, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
     w = weight.to(ce.dtype)
     valid = target != ignore_index
-    counted = valid if normalize == "valid" else valid & (weight != 0)
+    if normalize == "all":
+        counted = torch.ones_like(valid)
+    else:
+        counted = valid if normalize == "valid" else valid & (weight != 0)
     if class_weight is not None:
         cw = _plain(class_weight).to(device=ce.device, dtype=ce.dtype)
         if cw.dim() != 1 or cw.numel() != up.shape[1]:
@@ -259,7 +264,8 @@ class RDDWeighting:
     With ``enabled=False`` (or no teacher output) the loss is plain CE averaged over valid pixels.
 
     ``min_kept`` is the OHEM floor of :func:`tse_mask` (per process batch, like the released code's
-    per-GPU floor; 0 = off, METHOD.md). ``class_weights`` (one per class, or None) weight the TSE
+    per-GPU floor; 0 = off, METHOD.md). ``tfe_average`` is the TFE loss's denominator: ``valid``
+    pixels (default), or ``all`` pixels, ignored ones included, as the released main script averages. ``class_weights`` (one per class, or None) weight the TSE
     stage's CE by true class, main and aux head alike, as the released ``OhemCrossEntropy2d`` does;
     TFE stays unweighted there and here.
     """
@@ -275,6 +281,7 @@ class RDDWeighting:
         ignore_index: int = 255,
         aux_weight: float = AUX_WEIGHT,
         class_weights: Sequence[float] | None = None,
+        tfe_average: str = "valid",
     ) -> None:
         if not 0.0 <= float(tfe_fraction) <= 1.0:
             raise ConfigError(f"rdd tfe_fraction={tfe_fraction} must be in [0, 1] (0.1 in the paper)")
@@ -290,6 +297,7 @@ class RDDWeighting:
         self.min_kept = int(min_kept)
         self.ignore_index = int(ignore_index)
         self.aux_weight = float(aux_weight)
+        self.tfe_average = _choice("rdd tfe_average", tfe_average, TFE_AVERAGES)
         self.class_weights = None
         if class_weights is not None:
             cw = parse_class_weights(list(class_weights))
@@ -310,7 +318,7 @@ class RDDWeighting:
 
     def _head_weight(self, stage: Stage, s_logits, t_logits, t_aux, target) -> tuple[torch.Tensor, str]:
         if stage == "tfe":
-            return tfe_weights(t_logits, t_aux, target.shape[-2:]), "valid"
+            return tfe_weights(t_logits, t_aux, target.shape[-2:]), self.tfe_average
         mask = tse_mask(
             s_logits, t_logits, target, self.threshold, self.mode, self.confidence, self.ignore_index, self.min_kept
         )

@@ -39,7 +39,7 @@ import torch.nn as nn
 
 from rdd_edge.distill import dist
 from rdd_edge.distill.config import TrainConfig
-from rdd_edge.distill.data import close_loader, device_batch, eval_loader, resolve_workers, train_loader
+from rdd_edge.distill.data import close_loader, device_batch, eval_loader, renormalizer, resolve_workers, train_loader
 from rdd_edge.distill.evaluate import evaluate
 from rdd_edge.errors import CheckpointError, ConfigError, DataError, RddError, TrainingError
 from rdd_edge.runs import latest_run, new_run_dir, write_json
@@ -201,10 +201,12 @@ def check_reader(reader, what: str, num_classes: int) -> None:
 
 
 # ---------------------------------------------------------------- models
-def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+def build_model(cfg: TrainConfig, num_classes: int, init: bool = False) -> nn.Module:
+    """The trained model; with ``init`` its backbone starts from ``cfg.pretrained`` (``model.init_report`` says how)."""
     from rdd_edge.models import create_model
 
-    return create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), **cfg.model_kwargs)
+    return create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), pretrained=cfg.pretrained if init else None,
+                        **cfg.model_kwargs)
 
 
 def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: torch.device) -> tuple[nn.Module, dict]:
@@ -220,6 +222,14 @@ def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: tor
                               "use a teacher trained with an aux head or pass --tfe-fraction 0")
     model.eval().requires_grad_(False)
     return model.to(device), ckpt
+
+
+def run_normalization(cfg: TrainConfig, report: Any) -> Any:
+    """The input normalisation of the trained model: ``cfg.normalization`` if set (a resumed run has it),
+    else the one its initial weights expect (``--pretrained``), else the default."""
+    from rdd_edge.models.pretrained import normalization_for
+
+    return normalization_for(report, cfg.normalization)
 
 
 # ---------------------------------------------------------------- one step
@@ -291,6 +301,7 @@ class StepContext:
     grad_clip: float = 0.0
     channels_last: bool = False
     guard: NonFiniteGuard = field(default_factory=NonFiniteGuard)  # read it with guard.check()
+    teacher_input: Callable[[torch.Tensor], torch.Tensor] | None = None  # student input -> the teacher's normalisation
 
     @property
     def want_features(self) -> bool:
@@ -313,7 +324,12 @@ def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> 
         t_out = None
         if ctx.teacher is not None:
             with torch.inference_mode():
-                t_out = ctx.teacher(images, features=feats)
+                t_images = images
+                if ctx.teacher_input is not None:  # the teacher was trained on another normalisation: give it its own
+                    t_images = ctx.teacher_input(images)
+                    if ctx.channels_last:
+                        t_images = t_images.contiguous(memory_format=torch.channels_last)
+                t_out = ctx.teacher(t_images, features=feats)
         s_out = ctx.model(images, features=feats) if feats else ctx.model(images)
         loss, parts = step_losses(s_out, t_out, labels, ctx.rdd, ctx.kd)
     # NaN guard: one small all-reduce (so every process records the same), kept on the device
@@ -510,17 +526,30 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     num_classes = info.num_classes
 
     # -- teacher (distill only), frozen once
-    teacher, teacher_path = None, None
+    teacher, teacher_path, teacher_norm = None, None, None
     rdd_needs_aux = cfg.mode == "distill" and cfg.rdd and (cfg.tfe_fraction > 0 or student_aux(cfg))
     # the student alone (--method none --no-rdd) needs no teacher
     if cfg.mode == "distill" and (cfg.method != "none" or cfg.rdd):
+        from rdd_edge.normalize import recorded_normalization
+
         teacher_path = resolve_checkpoint(cfg.teacher) if cfg.teacher else default_teacher(cfg.runs_root)
-        teacher, _ = load_teacher(teacher_path, num_classes, rdd_needs_aux, device)
+        teacher, teacher_ckpt = load_teacher(teacher_path, num_classes, rdd_needs_aux, device)
+        teacher_norm = recorded_normalization(teacher_ckpt)
         cfg.teacher = str(teacher_path)
 
-    # -- the trained model (same init on every process; DDP also broadcasts rank 0's weights)
+    # -- the trained model (same init on every process; DDP also broadcasts rank 0's weights); its backbone
+    # starts from --pretrained (not when resuming: last.pt holds the weights), which also decides its input
     torch.manual_seed(cfg.seed)
-    raw = build_model(cfg, num_classes).to(device)
+    raw = build_model(cfg, num_classes, init=ckpt_resume is None).to(device)
+    if ckpt_resume is None:
+        cfg.pretrained_report = raw.init_report.as_dict() if raw.init_report is not None else None
+    norm = run_normalization(cfg, raw.init_report)
+    cfg.normalization = norm.name
+    if main:
+        if raw.init_report is not None:
+            print(raw.init_report.line(), flush=True)
+        if teacher_norm is not None and teacher_norm != norm:
+            print(f"input: the student gets {norm.describe()}; the teacher its own, {teacher_norm.describe()}", flush=True)
     if device.type == "cuda" and cfg.channels_last:
         raw = raw.to(memory_format=torch.channels_last)
         if teacher is not None:
@@ -542,7 +571,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     rdd = RDDWeighting(enabled=cfg.mode == "distill" and cfg.rdd, tfe_fraction=cfg.tfe_fraction,
                        threshold=cfg.rdd_threshold, mode=cfg.rdd_mode, confidence=cfg.confidence,
                        min_kept=cfg.rdd_min_kept, class_weights=resolve_class_weights(cfg.rdd_class_weights, num_classes),
-                       ignore_index=info.ignore_index, aux_weight=cfg.aux_weight)
+                       ignore_index=info.ignore_index, aux_weight=cfg.aux_weight, tfe_average=cfg.tfe_average)
     kd = build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options) if cfg.mode == "distill" else None
     if kd is not None and teacher is not None:
         kd.bind(raw, teacher)  # the KD term's own trainable parts (cwd: 1x1 connector), sized for these models
@@ -585,20 +614,21 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     if data.batches is not None:
         source = data.batches(cfg, start, rank, world)
     else:
-        source = train_loader(data.train, cfg, info, start, rank, world, workers, device_augment=augment_on_device,
+        source = train_loader(data.train, cfg, norm, start, rank, world, workers, device_augment=augment_on_device,
                               pin_memory=on_gpu)
 
     def to_device(batch) -> tuple[torch.Tensor, torch.Tensor]:
         if augment_on_device:
-            return device_batch(batch, device, cfg.crop, info.mean, info.std)
+            return device_batch(batch, device, cfg.crop, norm)
         return batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
 
     feed = BatchFeed(source, to_device)
-    val_loader = eval_loader(data.val, info, eval_size, rank, world, batch=max(1, cfg.batch // world), workers=workers,
+    val_loader = eval_loader(data.val, norm, eval_size, rank, world, batch=max(1, cfg.batch // world), workers=workers,
                              persistent=True)
     guard = NonFiniteGuard(start)
     step_ctx = StepContext(model, params, teacher, rdd, kd, optimizer, scaler, autocast, cfg.grad_clip,
-                           channels_last=on_gpu and cfg.channels_last, guard=guard)
+                           channels_last=on_gpu and cfg.channels_last, guard=guard,
+                           teacher_input=renormalizer(norm, teacher_norm) if teacher_norm is not None else None)
     logger = RunLogger(run_dir, start, cfg.tensorboard, main)
     if ckpt_resume is not None:
         states = ckpt_resume.get("rng") or []
@@ -634,7 +664,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                          world_size=world, kd_state=kd.state_dict() if kd is not None else {}) if full else {}
             with sigint_deferred():  # a Ctrl-C now waits until the file is complete
                 save_checkpoint(path, raw, dataset=info, data=cfg.data_spec().as_dict(), config=cfg.as_dict(), step=step,
-                                best_miou=best_miou, **state)
+                                best_miou=best_miou, normalization=norm.as_dict(), **state)
         if full:
             last_saved = step
         return path
@@ -727,6 +757,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                "best_miou": best_miou, "last_miou": last_miou, "time_s": elapsed,
                "last": str(run_dir / "last.pt"), "best": str(run_dir / "best.pt"),
                "teacher": str(teacher_path) if teacher_path else None, "world_size": world, "workers": workers,
+               "normalization": norm.name, "teacher_normalization": teacher_norm.name if teacher_norm is not None else None,
                "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off"}
     if main:
         write_json(run_dir / "summary.json", summary)

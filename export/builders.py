@@ -37,11 +37,10 @@ class ExportContext(BuildContext):
     ckpt: dict
     ckpt_path: Path
     size: tuple[int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    normalization: Any  # rdd_edge.normalize.Normalization the checkpoint was trained with
     num_classes: int
     check_images: list  # uint8 RGB val images every artifact is scored on
-    check_labels: list  # their labels at the model's input size
+    check_labels: list | None  # their labels at the model's input size (None: no data folder, nothing scored)
     parity_batch: np.ndarray  # the first few check images, preprocessed: torch-vs-ONNX parity, INT8 fitting
     calib_items: list = field(default_factory=list)
     metadata: dict = field(default_factory=dict)  # ONNX metadata_props of model.onnx
@@ -54,8 +53,8 @@ def build_onnx(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict
 
     s = ctx.spec
     p = export_onnx(ctx.model, ctx.path("onnx"), ctx.size, s.outputs, s.embed_preprocess, s.dynamic, s.opset,
-                    ctx.mean, ctx.std, metadata=ctx.metadata)
-    parity = check_parity(ctx.model, p, ctx.parity_batch, ctx.mean, ctx.std, embedded=s.embed_preprocess)
+                    ctx.normalization, metadata=ctx.metadata)
+    parity = check_parity(ctx.model, p, ctx.parity_batch, ctx.normalization, embedded=s.embed_preprocess)
     ctx.log(f"  parity vs torch: {parity['label_agreement']:.4%} labels agree"
             + (f", max |Δlogit| {parity['max_abs_logit_diff']:.2e}" if "max_abs_logit_diff" in parity else ""))
     return {"onnx": {"path": p, "parity": parity}}
@@ -74,8 +73,8 @@ def build_int8(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict
 
     s = ctx.spec
     n = len(ctx.parity_batch)
-    labels = np.stack(ctx.check_labels[:n])
-    info = export_int8(ctx.path("onnx"), ctx.out, ctx.calib_items, ctx.size, ctx.mean, ctx.std, s.calib_method,
+    labels = np.stack(ctx.check_labels[:n]) if ctx.check_labels is not None else None
+    info = export_int8(ctx.path("onnx"), ctx.out, ctx.calib_items, ctx.size, ctx.normalization, s.calib_method,
                        s.keep_float, None if s.int8_max_drop is None else s.int8_max_drop / 100,
                        ctx.parity_batch, labels, ctx.num_classes, warn=lambda m: ctx.log(f"[yellow]warning:[/] {m}"),
                        trt_float=s.int8_float)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
-from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
+from rdd_edge.normalize import DEFAULT, Normalization
 from rdd_edge.errors import ExportError
 
 from rdd_edge.export.formats import BY_KEY, resolve_calib_method
@@ -81,9 +81,9 @@ class ImageFolderReader:
     ``calls`` counts the images handed out (tests use it to prove the cache skips calibration).
     """
 
-    def __init__(self, items: Sequence[CalibItem], size: Sequence[int], mean: Sequence[float], std: Sequence[float],
+    def __init__(self, items: Sequence[CalibItem], size: Sequence[int], normalization: Normalization = DEFAULT,
                  embedded: bool = False, input_name: str = "images") -> None:
-        self.items, self.size, self.mean, self.std = list(items), tuple(size), mean, std
+        self.items, self.size, self.normalization = list(items), tuple(size), normalization
         self.embedded, self.input_name = embedded, input_name
         self.calls = 0
         self._it = iter(self.items)
@@ -95,7 +95,7 @@ class ImageFolderReader:
         if item is None:
             return None
         self.calls += 1
-        return {self.input_name: preprocess(_load(item), self.size, self.mean, self.std, embedded=self.embedded)}
+        return {self.input_name: preprocess(_load(item), self.size, self.normalization, embedded=self.embedded)}
 
     def rewind(self) -> None:
         self._it = iter(self.items)
@@ -271,8 +271,7 @@ def export_int8(
     out_dir: str | Path,
     items: Sequence[CalibItem],
     size: Sequence[int] | None = None,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    normalization: Normalization = DEFAULT,
     method: str = "percentile",
     keep_float: Sequence[str] = (),
     max_drop: float | None = None,
@@ -317,7 +316,7 @@ def export_int8(
             stale.unlink(missing_ok=True)
     cache_hit = cache.is_file()
     make_reader = reader_factory or ImageFolderReader
-    reader = make_reader(items, size, mean, std, embedded)
+    reader = make_reader(items, size, normalization, embedded)
     files = {k: out_dir / BY_KEY[k].file for k in ("int8", "int8-cpu")}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rdd-int8-") as tmpdir:

@@ -6,7 +6,6 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
 from rdd_edge.runs import write_json
 
 FORMAT = "rdd-edge-export"
@@ -28,8 +27,10 @@ def tool_versions() -> dict[str, str | None]:
 
 
 def new_manifest(model_name: str, dataset: dict[str, Any], data: Any, size: tuple[int, int], output: str, embedded: bool,
-                 dynamic: bool, opset: int, source: Path, source_sha256: str, io: dict[str, Any]) -> dict[str, Any]:
-    """The manifest before any artifact is listed; ``data`` is the DataSpec the checks ran on."""
+                 dynamic: bool, opset: int, source: Path, source_sha256: str, io: dict[str, Any],
+                 normalization: Any) -> dict[str, Any]:
+    """The manifest before any artifact is listed; ``data`` is the DataSpec the checks ran on,
+    ``normalization`` the input the weights were trained on (``rdd_edge.normalize``; deploy applies it)."""
     h, w = size
     spatial: list[Any] = ["height", "width"] if dynamic else [h, w]
     return {
@@ -41,8 +42,7 @@ def new_manifest(model_name: str, dataset: dict[str, Any], data: Any, size: tupl
         "dataset": dataset.get("name"),
         "data": data.as_dict(),  # the images training validated on: check scores on the same by default
         "ignore_index": dataset.get("ignore_index", 255),
-        "mean": list(dataset.get("mean", IMAGENET_MEAN)),
-        "std": list(dataset.get("std", IMAGENET_STD)),
+        "normalization": normalization.as_dict(),
         "input": {"name": "images", "shape": ["batch", 3, *spatial], "size": [h, w],
                   "dtype": "uint8" if embedded else "float32", "layout": "NCHW", "embedded_preprocess": embedded},
         "outputs": io.get("outputs", []),

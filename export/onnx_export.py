@@ -1,7 +1,8 @@
 """torch model -> ``model.onnx`` (FP32) with the graph I/O every later stage relies on.
 
-The exported graph takes ``images`` (N, 3, H, W): float32 normalised, or uint8 when the
-preprocessing is embedded (cast, /255 and mean/std inside the graph). It emits ``logits``
+The exported graph takes ``images`` (N, 3, H, W): float32 normalised the way the weights were
+trained (the checkpoint's :class:`~rdd_edge.normalize.Normalization`), or uint8 RGB when the
+preprocessing is embedded (channel order, cast, scale and mean/std inside the graph). It emits ``logits``
 (N, C, H, W, bilinear upsampling of the 1/8 output to the input size) and/or ``labels``
 (N, H, W, int64 argmax).
 
@@ -25,7 +26,7 @@ from rdd_edge.export.onnx_io import INPUT_NAME, save_onnx_atomic
 
 log = logging.getLogger(__name__)
 
-from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from rdd_edge.normalize import DEFAULT, Normalization  # noqa: E402
 OUTPUTS = {"labels": ("labels",), "logits": ("logits",), "both": ("logits", "labels")}
 
 
@@ -57,7 +58,7 @@ def check_size(size: Sequence[int], model: Any = None, option: str = "--size") -
     return h, w
 
 
-def _wrapper(model: Any, size: tuple[int, int], output: str, embed_preprocess: bool, mean: Sequence[float], std: Sequence[float]) -> Any:
+def _wrapper(model: Any, size: tuple[int, int], output: str, embed_preprocess: bool, normalization: Normalization) -> Any:
     import torch
     import torch.nn.functional as F
 
@@ -69,13 +70,18 @@ def _wrapper(model: Any, size: tuple[int, int], output: str, embed_preprocess: b
             self.model = model
             self.embed = embed_preprocess
             self.outputs = OUTPUTS[output]
-            self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
-            self.register_buffer("inv_std", 1.0 / (torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1) * 255.0))
+            mul, add = normalization.affine()  # x[k] = pixel[perm[k]] * mul[k] + add[k]
+            self.perm = None if normalization.order == "rgb" else list(normalization.perm)
+            self.register_buffer("mul", torch.tensor(mul, dtype=torch.float32).view(1, 3, 1, 1))
+            self.register_buffer("add", torch.tensor(add, dtype=torch.float32).view(1, 3, 1, 1))
 
         def forward(self, images: torch.Tensor):  # noqa: ANN201
             x = images
-            if self.embed:  # (x/255 - mean)/std == (x - 255 mean) / (255 std)
-                x = (x.to(torch.float32) - self.mean) * self.inv_std
+            if self.embed:  # uint8 RGB -> the network's channel order, scale, mean and std
+                x = x.to(torch.float32)
+                if self.perm is not None:
+                    x = x[:, self.perm]
+                x = x * self.mul + self.add
             out = self.model(x)["out"]
             logits = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
             res = []
@@ -94,8 +100,7 @@ def export_onnx(
     embed_preprocess: bool = False,
     dynamic: bool = False,
     opset: int = 18,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    normalization: Normalization = DEFAULT,
     metadata: dict[str, str] | None = None,
     simplify: bool = True,
 ) -> Path:
@@ -118,7 +123,7 @@ def export_onnx(
     if not 13 <= int(opset) <= 21:
         raise ExportError(f"--opset {opset}: use 13..21 (18 is native for torch.onnx and inside TensorRT 10/11's parser range)")
     path = Path(path)
-    wrapper = _wrapper(model, (h, w), output, embed_preprocess, mean, std)
+    wrapper = _wrapper(model, (h, w), output, embed_preprocess, normalization)
     dummy = (torch.randint(0, 256, (2, 3, h, w), dtype=torch.uint8) if embed_preprocess
              else torch.randn(2, 3, h, w))
     out_names = list(OUTPUTS[output])

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rdd_edge.errors import ExportError
+from rdd_edge.normalize import Normalization
 
 MIN_PARITY_AGREEMENT = 0.999  # torch vs ONNX FP32
 MIN_FP16_AGREEMENT = 0.995  # FP16 vs FP32
@@ -59,13 +60,13 @@ def miou_of(outputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int
     return None if np.isnan(m) else float(m)
 
 
-def make_batch(images: Sequence[np.ndarray], size: Sequence[int], mean: Sequence[float], std: Sequence[float], embedded: bool) -> np.ndarray:
+def make_batch(images: Sequence[np.ndarray], size: Sequence[int], normalization: Normalization, embedded: bool) -> np.ndarray:
     """uint8 RGB images -> the (N, 3, H, W) graph input, through deploy's ``preprocess``."""
     from rdd_edge.deploy.preprocess import preprocess
 
     if len(images) == 0:
         raise ExportError("no check images: the data set's val split is empty; pass a data set with validation images")
-    return np.concatenate([preprocess(im, size, mean, std, embedded=embedded) for im in images], 0)
+    return np.concatenate([preprocess(im, size, normalization, embedded=embedded) for im in images], 0)
 
 
 def compare(ref: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict:
@@ -79,16 +80,12 @@ def compare(ref: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict:
     return res
 
 
-def torch_outputs(model: Any, batch: np.ndarray, mean: Sequence[float], std: Sequence[float], embedded: bool) -> dict[str, np.ndarray]:
+def torch_outputs(model: Any, batch: np.ndarray, normalization: Normalization, embedded: bool) -> dict[str, np.ndarray]:
     """Reference outputs from the torch model (normalising here when the graph would have)."""
     import torch
     import torch.nn.functional as F
 
-    x = batch.astype(np.float32)
-    if embedded:
-        m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
-        s = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
-        x = (x / np.float32(255.0) - m) / s
+    x = normalization.apply(batch) if embedded else batch.astype(np.float32)
     outs = []
     model.eval()
     with torch.no_grad():
@@ -100,10 +97,10 @@ def torch_outputs(model: Any, batch: np.ndarray, mean: Sequence[float], std: Seq
     return {"logits": logits, "labels": logits.argmax(1)}
 
 
-def check_parity(model: Any, onnx_path: str | Path, batch: np.ndarray, mean: Sequence[float], std: Sequence[float],
+def check_parity(model: Any, onnx_path: str | Path, batch: np.ndarray, normalization: Normalization,
                  embedded: bool = False, min_agreement: float = MIN_PARITY_AGREEMENT) -> dict:
     """ONNX Runtime vs torch on ``batch``; ExportError if labels agree on fewer than ``min_agreement`` pixels."""
-    ref = torch_outputs(model, batch, mean, std, embedded)
+    ref = torch_outputs(model, batch, normalization, embedded)
     got = run_onnx(onnx_path, batch)
     res = compare(ref, got)
     if res["label_agreement"] < min_agreement:

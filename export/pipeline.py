@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import shutil
 import tempfile
@@ -159,17 +160,19 @@ class _Scorer:
 
         c = self.ctx
         sess = ort_session(path)
+        scored = c.check_labels is not None
         cm = ConfusionMatrix(c.num_classes, 255)
         preds, same, total = [], 0, 0
         for k, image in enumerate(c.check_images):
-            x = preprocess(image, c.size, c.mean, c.std, embedded=c.spec.embed_preprocess)
+            x = preprocess(image, c.size, c.normalization, embedded=c.spec.embed_preprocess)
             pred = labels_of(run_onnx(sess, x))[0]
-            cm.update(c.check_labels[k], np.minimum(pred, c.num_classes - 1))
+            if scored:
+                cm.update(c.check_labels[k], np.minimum(pred, c.num_classes - 1))
             if self.ref is not None:
                 same += int((pred == self.ref[k]).sum())
                 total += pred.size
             preds.append(pred.astype(np.uint16))
-        res: dict[str, Any] = {"miou": _round(cm.compute().miou), "images": len(c.check_images)}
+        res: dict[str, Any] = {"miou": _round(cm.compute().miou) if scored else None, "images": len(c.check_images)}
         if self.ref is None:
             self.ref = preds
         else:
@@ -193,8 +196,8 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     from rdd_edge.models import model_from_checkpoint
     from rdd_edge.deploy.postprocess import resize_labels
     from rdd_edge.deploy.preprocess import preprocess
-    from rdd_edge.data import open_split, spec_of_checkpoint
-    from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
+    from rdd_edge.data import DataSpec, open_split, spec_of_checkpoint
+    from rdd_edge.normalize import recorded_normalization
 
     def log(msg: str) -> None:
         if console is not None:
@@ -218,7 +221,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
         raise ExportError(f"{ckpt_path}: checkpoint has no dataset description (classes, mean/std); re-save it with rdd-edge")
     data = spec_of_checkpoint(ckpt).overridden(root=spec.data)
     size = check_size(spec.size or data.size or tuple(dataset.get("eval_size") or (360, 480)), model)
-    mean, std = tuple(dataset.get("mean", IMAGENET_MEAN)), tuple(dataset.get("std", IMAGENET_STD))
+    normalization = recorded_normalization(ckpt)  # the input the weights were trained on
     num_classes = len(dataset["classes"])
     out = Path(spec.out) if spec.out is not None else ckpt_path.parent / "export"
     _check_out_dir(out)
@@ -227,15 +230,24 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
         remove_leftovers(out)  # staging folders an interrupted export left beside it
         log(f"exporting [bold]{ckpt['model_name']}[/] from {ckpt_path} at {size[0]}x{size[1]} -> {out}")
 
-        # -- the val images every artifact is scored on (the split training validated on)
-        val = open_split(data, "val")
-        if len(val) == 0:
-            raise ExportError(f"{data.describe()}: the val split is empty; parity and accuracy checks need validation images")
-        idx = _evenly(len(val), spec.check_images or formats.CHECK_IMAGES)
-        pairs = [val[i] for i in idx]
-        images = [p[0] for p in pairs]
-        labels = [resize_labels(p[1], size) for p in pairs]
-        parity_batch = np.concatenate([preprocess(im, size, mean, std, embedded=spec.embed_preprocess)
+        # -- the val images every artifact is scored on (the split training validated on); a checkpoint with no
+        # data folder at hand (an imported one, say) is checked on synthetic scenes: parity and agreement, no mIoU
+        labels: list | None
+        if data.root is None and not data.generated:
+            scenes = DataSpec("synthetic", val_images=spec.check_images or PARITY_IMAGES, size=size)
+            images = [open_split(scenes, "val")[i][0] for i in range(scenes.val_images)]
+            labels = None
+            log(f"note: no {data.name} folder (pass --data PATH to score mIoU): torch/ONNX parity and FP16/INT8 label "
+                f"agreement are checked on {len(images)} synthetic scenes; mIoU is not scored")
+        else:
+            val = open_split(data, "val")
+            if len(val) == 0:
+                raise ExportError(f"{data.describe()}: the val split is empty; parity and accuracy checks need validation images")
+            idx = _evenly(len(val), spec.check_images or formats.CHECK_IMAGES)
+            pairs = [val[i] for i in idx]
+            images = [p[0] for p in pairs]
+            labels = [resize_labels(p[1], size) for p in pairs]
+        parity_batch = np.concatenate([preprocess(im, size, normalization, embedded=spec.embed_preprocess)
                                        for im in images[:PARITY_IMAGES]])
 
         # -- calibration images, settled before any file is written (too few is an error)
@@ -245,6 +257,9 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
 
             if spec.calib_data is not None:
                 pool, where = image_folder(spec.calib_data), f"--calib-data {spec.calib_data}"
+            elif labels is None:
+                raise ConfigError(f"--int8: calibration needs images of {data.name}, the data set the model was trained on; "
+                                  "pass --data PATH or --calib-data DIR")
             else:
                 pool, where = _calib_items(open_split(data, "train")), f"train split of {data.describe()}"
             calib_items = select_calibration(pool, spec.calib, spec.min_calib, source=where,
@@ -257,10 +272,10 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
                 for f in out.glob(pattern) if out.is_dir() and kind in kinds else ():
                     shutil.copy2(f, stage / f.name)
             meta = {"rdd_edge.model_name": ckpt["model_name"], "rdd_edge.classes": ",".join(dataset["classes"]),
-                    "rdd_edge.mean": ",".join(map(str, mean)), "rdd_edge.std": ",".join(map(str, std)),
+                    "rdd_edge.normalization": json.dumps(normalization.as_dict()),
                     "rdd_edge.embedded_preprocess": str(spec.embed_preprocess).lower()}
             ctx = ExportContext(spec=spec, out=stage, log=log, model=model, ckpt=ckpt, ckpt_path=ckpt_path, size=size,
-                                mean=mean, std=std, num_classes=num_classes, check_images=images, check_labels=labels,
+                                normalization=normalization, num_classes=num_classes, check_images=images, check_labels=labels,
                                 parity_batch=parity_batch, calib_items=calib_items, metadata=meta)
             score = _Scorer(ctx)
             manifest: dict | None = None
@@ -278,7 +293,8 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
                     if manifest is None:  # the FP32 graph is built first: the manifest describes its I/O
                         manifest = new_manifest(ckpt["model_name"], dataset, data, size,
                                                 spec.outputs, spec.embed_preprocess, spec.dynamic, spec.opset,
-                                                ckpt_path.resolve(), sha256_file(ckpt_path), graph_io(load_export_onnx(path)))
+                                                ckpt_path.resolve(), sha256_file(ckpt_path), graph_io(load_export_onnx(path)),
+                                                normalization)
                     if fmt.runtime == "onnxruntime":
                         rec.update(_checked(score(path), fmt, path))
                     add_artifact(manifest, key, path, fmt.precision, fmt.runtime, **rec)

@@ -40,6 +40,7 @@ class TorchSegmenter:
 
         from rdd_edge.deploy.info import ModelInfo, default_palette
         from rdd_edge.models import model_from_checkpoint
+        from rdd_edge.normalize import recorded_normalization
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -49,17 +50,17 @@ class TorchSegmenter:
         classes = list(manifest.get("classes") or [])
         self.info = ModelInfo(classes=classes, palette=default_palette(len(classes)),
                               input_size=tuple(inp.get("size") or inp.get("shape")[2:]),
-                              mean=tuple(manifest.get("mean")), std=tuple(manifest.get("std")), output_names=["logits"])
+                              normalization=recorded_normalization(manifest), output_names=["logits"])
 
     def preprocess(self, image):  # noqa: ANN001, ANN201
         from rdd_edge.deploy.preprocess import preprocess
 
-        return preprocess(image, self.info.input_size, self.info.mean, self.info.std)
+        return preprocess(image, self.info.input_size, self.info.normalization)
 
     def run(self, batch):  # noqa: ANN001, ANN201
         from rdd_edge.export.parity import torch_outputs  # the same forward + upsampling export's parity check uses
 
-        return torch_outputs(self.model, batch, self.info.mean, self.info.std, embedded=False)["logits"]
+        return torch_outputs(self.model, batch, self.info.normalization, embedded=False)["logits"]
 
     def predict_batch(self, images):  # noqa: ANN001, ANN201
         import numpy as np

@@ -86,7 +86,10 @@ PSP_BINS = (1, 2, 3, 6)  # PSPNet's pooled grid sizes; the 1/8 feature map must 
 
 
 class PyramidPooling(nn.Module):
-    """PSPNet pyramid pooling: pool to each bin size, 1x1 conv-BN-ReLU, upsample, concat with the input."""
+    """PSPNet pyramid pooling: pool to each bin size, 1x1 conv-BN-ReLU, upsample, concat with the input.
+
+    The pooled maps are upsampled bilinearly with ``align_corners=True``, as in the released code
+    (its logits, and so its checkpoints, depend on it; ONNX: Resize with ``align_corners``)."""
 
     def __init__(self, cin: int, channels: int, bins: Sequence[int] = PSP_BINS) -> None:
         super().__init__()
@@ -95,7 +98,7 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [F.interpolate(s(x), size=size, mode="bilinear", align_corners=False) for s in self.stages]
+        pooled = [F.interpolate(s(x), size=size, mode="bilinear", align_corners=True) for s in self.stages]
         return torch.cat([x, *pooled], dim=1)
 
 

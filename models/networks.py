@@ -1,9 +1,14 @@
-"""The segmentation networks of RDD: a timm backbone at output stride 8 plus a head.
+"""The segmentation networks of RDD: the paper's released architectures, a timm backbone at output stride 8 plus a head.
 
 File order follows timm: model class, ``_create_seg``, ``default_cfgs``, registered variants.
-Head widths follow the paper's code base (CIRKD): ASPP 256 on ResNet-101, 128 on ResNet-18 and
-MobileNetV2; PSP 128 on ResNet-18; the FCN aux head (ResNets only) reads stage 4 ("c3") at 1/4
-of its width. Parameter counts then land within a few percent of the paper's (``rdd-edge models``).
+Each network is the released code's (github.com/sunyueue/RDD, ``models/``) layer for layer, so
+a released state dict maps onto ours one tensor to one tensor (``models.released``): ResNets are
+ResNet-v1s (a deep stem of three 3x3 convolutions, 64, 64 and 128 wide, before the max-pool;
+layer 1 starting from 128 channels; dilations 2 and 4 in layers 3 and 4: timm's ``resnet101s``
+and a deep-stem ``resnet18``), MobileNetV2 is the dilated feature extractor without the 1280-wide
+last conv (timm's ``mobilenetv2_100``). Head widths as released: ASPP 256 on ResNet-101, 128 on
+ResNet-18 and MobileNetV2; PSP 128 on ResNet-18; the FCN aux head (ResNets only) reads stage 4
+("c3") at 1/4 of its width. Parameter counts are then exactly the paper's (``rdd-edge models``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import torch.nn as nn
 
 from rdd_edge.models.heads import PSP_BINS, DeepLabHead, FCNHead, PSPHead
 from rdd_edge.models.registry import register_model
-from rdd_edge.data.base import IMAGENET_MEAN, IMAGENET_STD
 from rdd_edge.errors import ModelError
 
 OUTPUT_STRIDE = 8
@@ -41,12 +45,12 @@ class SegModel(nn.Module):
     """
 
     def __init__(self, backbone: str, head: str, num_classes: int, aux: bool = False,
-                 head_channels: int = 256, backbone_pretrained: bool = False) -> None:
+                 head_channels: int = 256, backbone_args: dict[str, Any] | None = None) -> None:
         super().__init__()
         import timm
 
         self.backbone = timm.create_model(
-            backbone, features_only=True, output_stride=8, out_indices=(1, 2, 3, 4), pretrained=backbone_pretrained
+            backbone, features_only=True, output_stride=8, out_indices=(1, 2, 3, 4), **(backbone_args or {})
         )
         chs = self.backbone.feature_info.channels()
         self.head = HEADS[head](chs[-1], num_classes, head_channels)
@@ -57,6 +61,7 @@ class SegModel(nn.Module):
         self.head_feature_channels = int(head_channels)
         self.model_name = ""
         self.model_kwargs: dict[str, Any] = {}
+        self.init_report: Any = None  # what initialised the backbone (models.pretrained.InitReport), if anything
 
     def forward(self, x: torch.Tensor, features: bool = False) -> dict[str, Any]:
         feats = self.backbone(x)
@@ -74,9 +79,10 @@ class SegModel(nn.Module):
 
 
 def _create_seg(name: str, pretrained: str | Path | bool | None, **kw: Any) -> SegModel:
-    """Validate options, build the model its default cfg describes, record how to rebuild it, load weights if asked."""
+    """Validate options, build the model its default cfg describes, record how to rebuild it, and
+    initialise its backbone if asked (``models.pretrained``: ``imagenet`` or a backbone file)."""
     cfg = default_cfgs[name]
-    defaults = {k: cfg[k] for k in ("backbone", "head", "head_channels")}
+    defaults = {k: cfg[k] for k in ("backbone", "head", "head_channels", "backbone_args")}
     if "num_classes" not in kw:
         raise ModelError(f"{name}: num_classes is required (e.g. create_model('{name}', num_classes=19))")
     num_classes, aux = kw.pop("num_classes"), bool(kw.pop("aux", False))
@@ -93,39 +99,44 @@ def _create_seg(name: str, pretrained: str | Path | bool | None, **kw: Any) -> S
     if not isinstance(hc, int) or isinstance(hc, bool) or hc < 1:
         raise ModelError(f"{name}: head_channels must be a positive integer, got {hc!r}")
 
-    from_timm = pretrained is True or (isinstance(pretrained, str) and pretrained.lower() == "timm")
-    try:
-        model = SegModel(num_classes=num_classes, aux=aux, backbone_pretrained=from_timm, **{**defaults, **kw})
-    except Exception as exc:  # only a timm download can fail here
-        if from_timm:
-            raise ModelError(f"{name}: could not fetch ImageNet weights for {cfg['backbone']} from timm ({exc}); "
-                             "check the internet connection or use pretrained=None") from exc
-        raise
+    model = SegModel(num_classes=num_classes, aux=aux, **{**defaults, **kw})
     model.model_name = name
     model.model_kwargs = {"num_classes": num_classes, "aux": aux,
                           **{k: v for k, v in kw.items() if defaults.get(k) != v}}
-    if pretrained and not from_timm:
-        from rdd_edge.models.checkpoint import load_weights
+    from rdd_edge.models.pretrained import init_backbone, is_none
 
-        load_weights(model, pretrained)
+    if not is_none(pretrained):  # None, False, "none": random weights
+        model.init_report = init_backbone(model, "imagenet" if pretrained is True else pretrained)
     return model
 
 
 def _cfg(backbone: str, head: str, head_channels: int, aux_head: bool, params_m: float, gflops: float,
-         **kw: Any) -> dict[str, Any]:
-    """A variant's definition (backbone, head and its width, aux head) and the facts ``rdd-edge models``
-    shows; the paper's figures are at 19 classes, 1024x2048."""
-    return dict(backbone=backbone, head=head, head_channels=head_channels, aux_head=aux_head,
-                output_stride=OUTPUT_STRIDE, **HEAD_INPUT[head], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+         backbone_args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+    """A variant's definition (timm backbone and its arguments, head and its width, aux head) and the
+    facts ``rdd-edge models`` shows; the paper's figures are at 19 classes, 1024x2048.
+
+    ``released``: the backbone's key layout in the released code (``models.released``);
+    ``imagenet_timm``: timm's hub weights of exactly this backbone, if timm has them;
+    ``imagenet_file``: the released code's ImageNet backbone file (``--pretrained PATH``)."""
+    return dict(backbone=backbone, backbone_args=dict(backbone_args or {}), head=head, head_channels=head_channels,
+                aux_head=aux_head, output_stride=OUTPUT_STRIDE, **HEAD_INPUT[head],
                 paper_params_m=params_m, paper_gflops=gflops, **kw)
 
 
-# Every variant, defined once (head widths as in CIRKD: ASPP 256 on R101, 128 on the students).
+DEEP_STEM = {"stem_type": "deep", "stem_width": 64}  # ResNet-v1s: 3x3 convs 64, 64, 128 before the max-pool
+
+# Every variant, defined once: the released architectures (head widths: ASPP 256 on R101, 128 on the students).
 default_cfgs = {
-    "deeplabv3_r101": _cfg("resnet101", "aspp", 256, True, 61.1, 2371.0, alias="r101", role="teacher"),
-    "deeplabv3_r18": _cfg("resnet18", "aspp", 128, True, 13.6, 572.0, alias="r18", role="student"),
-    "deeplabv3_mbv2": _cfg("mobilenetv2_100", "aspp", 128, False, 3.2, 128.9, alias="mbv2", role="student"),
-    "pspnet_r18": _cfg("resnet18", "psp", 128, True, 12.9, 507.4, alias="psp18", role="student"),
+    "deeplabv3_r101": _cfg("resnet101s", "aspp", 256, True, 61.12, 2371.0, alias="r101", role="teacher",
+                           arch="ResNet-101 v1s", released="resnet", imagenet_timm="resnet101s.gluon_in1k",
+                           imagenet_file="resnet101-imagenet.pth"),
+    "deeplabv3_r18": _cfg("resnet18", "aspp", 128, True, 13.61, 572.0, DEEP_STEM, alias="r18", role="student",
+                          arch="ResNet-18 v1s", released="resnet", imagenet_timm=None, imagenet_file="resnet18-imagenet.pth"),
+    "deeplabv3_mbv2": _cfg("mobilenetv2_100", "aspp", 128, False, 3.23, 128.9, alias="mbv2", role="student",
+                           arch="MobileNetV2", released="mobilenetv2", imagenet_timm="mobilenetv2_100.ra_in1k",
+                           imagenet_file="mobilenetv2-imagenet.pth"),
+    "pspnet_r18": _cfg("resnet18", "psp", 128, True, 12.92, 507.4, DEEP_STEM, alias="psp18", role="student",
+                       arch="ResNet-18 v1s", released="resnet", imagenet_timm=None, imagenet_file="resnet18-imagenet.pth"),
 }
 
 

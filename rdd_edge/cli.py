@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from rdd_edge.app import app, state
-from rdd_edge.commands import data, deploy, distill, export, models, pipeline  # noqa: F401  (register the commands)
+from rdd_edge.commands import data, deploy, distill, export, importing, models, pipeline  # noqa: F401  (register the commands)
 from rdd_edge.errors import RddError
 from rdd_edge.extras import install_hint
 

@@ -41,6 +41,8 @@ class PipelineSpec:
     runs_root: str | Path = DEFAULT_ROOT
     seed: int = 0
     progress: bool = True
+    pretrained: str | None = None  # backbone init of the teacher and the student: imagenet, PATH, none; None: imagenet
+    # for real data sets, none for the synthetic scenes (so the default pipeline needs no download)
 
 
 @dataclass
@@ -117,7 +119,7 @@ def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: 
     t_iters = spec.teacher_iters if spec.teacher_iters is not None else (QUICK["teacher_iters"] if synthetic else None)
     s_iters = spec.iters if spec.iters is not None else (QUICK["iters"] if synthetic else None)
     common = dict(data=spec.data, batch=spec.batch, device=spec.device, runs_root=str(spec.runs_root), seed=spec.seed,
-                  name=spec.name)
+                  name=spec.name, pretrained=spec.pretrained)
     times: dict[str, float] = {}
 
     t = time.perf_counter()

@@ -119,6 +119,7 @@ def synthetic_export(folder: Path, size=(16, 24), val_images: int = 6) -> Path:
     from rdd_edge.export.int8 import export_int8
     from rdd_edge.export.manifest import add_artifact, new_manifest, save_manifest
     from rdd_edge.export.onnx_io import graph_io, load_export_onnx
+    from rdd_edge.normalize import IMAGENET
     from rdd_edge.runs import sha256_file
     from trt_double import tiny_fp32_onnx
 
@@ -130,7 +131,8 @@ def synthetic_export(folder: Path, size=(16, 24), val_images: int = 6) -> Path:
     export_int8(src, folder, items, size)
     info = dataset_info("synthetic").as_dict()
     data = DataSpec(name="synthetic", val_images=val_images, size=size)
-    m = new_manifest("tiny", info, data, size, "both", False, False, 18, src, sha256_file(src), graph_io(load_export_onnx(src)))
+    m = new_manifest("tiny", info, data, size, "both", False, False, 18, src, sha256_file(src), graph_io(load_export_onnx(src)),
+                     IMAGENET)
     for key, file, prec in (("onnx", "model.onnx", "fp32"), ("fp16", "model.fp16.onnx", "fp16"),
                             ("int8-cpu", "model.int8-cpu.onnx", "int8"), ("int8", "model.int8.onnx", "int8")):
         add_artifact(m, key, folder / file, prec, "onnxruntime", checked_images=val_images)

@@ -21,6 +21,7 @@ from benchmarks import camvid_data as camdata
 from benchmarks import camvid_plan as planning
 from benchmarks import camvid_report as report
 from rdd_edge.errors import ConfigError
+from rdd_edge.normalize import Normalization
 
 
 # ---------------------------------------------------------------- plan + budget
@@ -175,6 +176,7 @@ def test_curves_png_from_the_run_logs(tmp_path):
 
 # ---------------------------------------------------------------- on-device augmentation (CPU tensors here)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+NORM = Normalization("test", mean=MEAN, std=STD)
 
 
 def _set(n=2, h=48, w=64, seed=0):
@@ -192,7 +194,7 @@ def _norm(img_u8: torch.Tensor) -> torch.Tensor:
 
 def test_scale_one_is_an_exact_crop():
     images, labels, sizes = _set()
-    x, y = camdata.gpu_augment(images, labels, sizes, [1, 0], [1.0, 1.0], [(5, 7), (0, 0)], [False, False], (32, 40), MEAN, STD)
+    x, y = camdata.gpu_augment(images, labels, sizes, [1, 0], [1.0, 1.0], [(5, 7), (0, 0)], [False, False], (32, 40), NORM)
     assert x.shape == (2, 3, 32, 40) and x.dtype == torch.float32 and y.shape == (2, 32, 40) and y.dtype == torch.int64
     torch.testing.assert_close(x[0], _norm(images[1, :, 5:37, 7:47]), atol=1e-5, rtol=0)
     assert torch.equal(y[0], labels[1, 5:37, 7:47].long())
@@ -201,14 +203,14 @@ def test_scale_one_is_an_exact_crop():
 
 def test_scale_two_labels_are_nearest():
     images, labels, sizes = _set()
-    _, y = camdata.gpu_augment(images, labels, sizes, [0], [2.0], [(10, 20)], [False], (32, 40), MEAN, STD)
+    _, y = camdata.gpu_augment(images, labels, sizes, [0], [2.0], [(10, 20)], [False], (32, 40), NORM)
     up = labels[0].repeat_interleave(2, 0).repeat_interleave(2, 1)
     assert torch.equal(y[0], up[10:42, 20:60].long())
 
 
 def test_small_scale_pads_labels_255_and_images_with_the_mean():
     images, labels, sizes = _set()
-    x, y = camdata.gpu_augment(images, labels, sizes, [0], [0.5], [(0, 0)], [False], (40, 40), MEAN, STD)
+    x, y = camdata.gpu_augment(images, labels, sizes, [0], [0.5], [(0, 0)], [False], (40, 40), NORM)
     # 48x64 at 0.5 -> 24x32, padded bottom/right to 40x40
     assert (y[0, 24:] == 255).all() and (y[0, :, 32:] == 255).all()
     assert (y[0, :24, :32] != 255).all() and set(y[0, :24, :32].unique().tolist()) <= set(range(11))
@@ -219,8 +221,8 @@ def test_small_scale_pads_labels_255_and_images_with_the_mean():
 def test_flip_mirrors_image_and_label_together():
     images, labels, sizes = _set(seed=3)
     args = ([0, 1], [1.37, 0.8], [(6, 3), (0, 2)])
-    x0, y0 = camdata.gpu_augment(images, labels, sizes, *args, [False, False], (36, 44), MEAN, STD)
-    x1, y1 = camdata.gpu_augment(images, labels, sizes, *args, [True, True], (36, 44), MEAN, STD)
+    x0, y0 = camdata.gpu_augment(images, labels, sizes, *args, [False, False], (36, 44), NORM)
+    x1, y1 = camdata.gpu_augment(images, labels, sizes, *args, [True, True], (36, 44), NORM)
     torch.testing.assert_close(x1, x0.flip(-1), atol=1e-5, rtol=0)
     assert torch.equal(y1, y0.flip(-1))
     assert not torch.equal(y1, y0)
@@ -231,7 +233,7 @@ def test_images_smaller_than_the_store_never_read_its_padding():
     images[1, :, 30:, :], images[1, :, :, 40:] = 255, 255
     labels[1, 30:, :], labels[1, :, 40:] = 7, 7
     sizes[1] = torch.tensor([30, 40])  # image 1 is really 30x40
-    x, y = camdata.gpu_augment(images, labels, sizes, [1], [1.0], [(0, 0)], [False], (32, 48), MEAN, STD)
+    x, y = camdata.gpu_augment(images, labels, sizes, [1], [1.0], [(0, 0)], [False], (32, 48), NORM)
     assert (y[0, 30:] == 255).all() and (y[0, :, 40:] == 255).all()
     assert torch.equal(y[0, :30, :40], labels[1, :30, :40].long())
     torch.testing.assert_close(x[0, :, :30, :40], _norm(images[1, :, :30, :40]), atol=1e-5, rtol=0)
@@ -256,7 +258,7 @@ class _Reader:
 def test_device_train_set_feeds_the_trainer_hook_deterministically():
     ds = camdata.DeviceTrainSet(_Reader(), "cpu")
     assert ds.nbytes == 5 * 48 * 64 * 4
-    cfg = SimpleNamespace(batch=3, iters=4, seed=2, crop=(32, 40), scale_min=0.5, scale_max=2.0, hflip=True)
+    cfg = SimpleNamespace(batch=3, iters=4, seed=2, crop=(32, 40), scale_min=0.5, scale_max=2.0, hflip=True, normalization=None)
     full = list(ds.batches(cfg, 0, 0, 1))
     assert len(full) == 4 and full[0][0].shape == (3, 3, 32, 40) and full[0][1].shape == (3, 32, 40)
     again = list(ds.batches(cfg, 0, 0, 1))
@@ -290,3 +292,22 @@ def test_run_one_trains_from_the_device_set_through_train_data(tmp_path, monkeyp
     assert rec["steps"] == 2 and rec["way"] == "alone" and 0.0 <= rec["best_miou"] <= 1.0
     saved = report.read_log(tmp_path / "out" / "logs" / spec.id / "val_log.csv", "step", "miou")
     assert saved[0] == [2.0] and (tmp_path / "out" / "logs" / spec.id / "summary.json").is_file()
+
+
+def test_final_weights_are_scored_on_test_when_there_is_one(tmp_path):
+    """The paper's CamVid numbers are test numbers: the benchmark scores final weights on test when the folder
+    has it, and says so (val only) when it has not."""
+    du.camvid_segnet(tmp_path / "with", splits=("train", "val", "test"), n=1)
+    du.camvid_segnet(tmp_path / "without", n=1)
+    assert camvid.final_eval(camvid.parse_args(["--data", str(tmp_path / "with")])) == (tmp_path / "with", "test")
+    assert camvid.final_eval(camvid.parse_args(["--data", str(tmp_path / "without")])) is None
+    assert camvid.final_eval(camvid.parse_args(["--data", str(tmp_path / "with"), "--eval-data",
+                                                str(tmp_path / "without")])) == (tmp_path / "without", "val")
+    recs = [_rec("deeplabv3_r18", "kd+rdd", s, 0.45, 0.44) for s in (0, 1)]
+    for r, t in zip(recs, (0.40, 0.42)):
+        r["eval_data"] = {"test": t}
+    md = report.results_markdown(recs, {"eval_data": "camvid (test)"})
+    assert "| best val mIoU | final val mIoU | final test mIoU |" in md and "| 41.00 ± 1.41 |" in md
+    assert "final weights scored on: camvid (test)" in md and "The paper's CamVid numbers: test mIoU" in md
+    md = report.results_markdown([_rec("deeplabv3_r18", "kd", 0, 0.4, 0.4)], {"note": "camvid has no test split: val only"})
+    assert "final test mIoU" not in md and "- camvid has no test split: val only" in md

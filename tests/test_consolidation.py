@@ -167,7 +167,7 @@ def test_commands_share_one_vocabulary():
 
     walk(cmd, "")
     assert "--data-root" not in seen and "--output" not in seen
-    assert seen["--model"] == {"train-teacher"}  # a model *name*; artifacts are positional arguments
+    assert seen["--model"] == {"train-teacher", "import"}  # a model *name*; artifacts are positional arguments
     for opt in ("--data", "--runs", "--device", "--dataset"):
         assert len(seen[f"{opt} help"]) == 1, (opt, seen[f"{opt} help"])  # written once
     assert {"check", "export", "demo", "eval", "distill", "train-teacher", "pipeline", "difficulty"} <= seen["--data"] | seen["--runs"]

@@ -10,7 +10,7 @@ import pytest
 
 from rdd_edge.errors import DeployError, MissingDependencyError
 
-from trt_double import CudaError, FakeCudart, install, install_pycuda
+from trt_double import CudaError, install, install_pycuda
 
 
 def test_cuda_python_round_trip_through_pinned_memory(monkeypatch):

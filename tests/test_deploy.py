@@ -19,6 +19,7 @@ from rdd_edge.deploy.engine_meta import check_compatible, read_sidecar, runtime_
 from rdd_edge.deploy.latency import sigma_clip, summarize
 from rdd_edge.deploy.preprocess import preprocess
 from rdd_edge.errors import DeployError
+from rdd_edge.normalize import CAFFE, Normalization
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,11 +107,15 @@ def test_labels_output_and_embedded_preprocess(tmp_path):
 
 def test_preprocess_matches_formula():
     img = rand_image(48, 64, 2)
-    x = preprocess(img, (48, 64), mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
+    x = preprocess(img, (48, 64), Normalization("test", mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0)))
     assert x.shape == (1, 3, 48, 64) and x.dtype == np.float32
     r, g, b = (img[..., c].astype(np.float64) / 255 for c in range(3))
     np.testing.assert_allclose(x[0, 0], (r - 0.5) / 0.25, atol=1e-5)
     np.testing.assert_allclose(x[0, 2], (b - 0.5) / 1.0, atol=1e-5)
+    # the released code's input: BGR, 0..255, minus the caffe mean, no std
+    x = preprocess(img, (48, 64), CAFFE)
+    np.testing.assert_allclose(x[0, 0], img[..., 2].astype(np.float64) - 104.00698793, atol=1e-4)
+    np.testing.assert_allclose(x[0, 2], img[..., 0].astype(np.float64) - 122.67891434, atol=1e-4)
     assert preprocess(img, (24, 32), embedded=True).shape == (1, 3, 24, 32)
 
 

@@ -67,7 +67,8 @@ def _export_folder(tmp_path: Path, classes: dict[str, int | None]) -> Path:
     (d / "manifest.json").write_text(json.dumps({
         "format": "rdd-edge-export", "version": 1, "model_name": "const", "num_classes": C,
         "classes": list(info.classes), "palette": [list(p) for p in info.palette], "dataset": "synthetic",
-        "ignore_index": 255, "mean": list(info.mean), "std": list(info.std),
+        "ignore_index": 255, "normalization": {"name": "imagenet", "order": "rgb", "scale": 1 / 255,
+                                                "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
         "input": {"name": "images", "shape": ["batch", 3, H, W], "size": [H, W], "dtype": "float32",
                   "layout": "NCHW", "embedded_preprocess": False},
         "outputs": [{"name": "labels", "shape": ["batch", H, W], "dtype": "int64"}], "output": "labels",

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from rdd_edge.distill.data import eval_loader
+from rdd_edge.normalize import IMAGENET
 from rdd_edge.distill.evaluate import evaluate, predict_logits
 from rdd_edge.data import dataset_info
 from rdd_edge.data.base import DatasetInfo
@@ -76,7 +77,7 @@ def test_whole_image_miou_matches_a_direct_count_on_non_square_images():
     labels = [g.integers(0, 3, s) for s in sizes]
     labels[1][:5] = 255  # ignored rows
     model = ConstModel(1)
-    loader = eval_loader(Reader(labels), WHOLE, WHOLE.default_eval_size(), batch=4)
+    loader = eval_loader(Reader(labels), IMAGENET, WHOLE.default_eval_size(), batch=4)
     m = evaluate(model, loader, 3)
     flat = np.concatenate([lb.ravel() for lb in labels])
     valid = flat[flat != 255]
@@ -84,7 +85,7 @@ def test_whole_image_miou_matches_a_direct_count_on_non_square_images():
     # each image went in whole, only padded at the bottom/right to multiples of 8 (no 32x32 squash)
     assert model.seen == [(40, 56), (48, 24), (24, 64)]
     # flip and scales average softmaxes of a constant: same result
-    m2 = evaluate(ConstModel(1), eval_loader(Reader(labels), WHOLE, None), 3, flip=True, scales=(0.75, 1.0))
+    m2 = evaluate(ConstModel(1), eval_loader(Reader(labels), IMAGENET, None), 3, flip=True, scales=(0.75, 1.0))
     assert m2.miou == pytest.approx(m.miou)
 
 
@@ -97,11 +98,11 @@ def test_padding_and_crop_keep_the_prediction_aligned_with_the_pixels():
     rows = np.zeros((44, 20), np.int64)
     rows[16:] = 2
     reader = Reader([cols, rows])
-    m = evaluate(PoolModel(), eval_loader(reader, WHOLE, None), 3)
+    m = evaluate(PoolModel(), eval_loader(reader, IMAGENET, None), 3)
     assert m.miou == pytest.approx(1.0) and m.pixel_acc == pytest.approx(1.0)
 
     # the same prediction computed directly: pad bottom/right, pool, upsample x8, crop, argmax
-    x, _ = next(iter(eval_loader(Reader([cols]), WHOLE, None)))
+    x, _ = next(iter(eval_loader(Reader([cols]), IMAGENET, None)))
     padded = F.pad(x, (0, 4, 0, 4))
     direct = F.interpolate(F.avg_pool2d(padded, 8), size=(40, 56), mode="bilinear", align_corners=False)[..., :36, :52]
     got = predict_logits(PoolModel(), x).argmax(1)
@@ -110,7 +111,7 @@ def test_padding_and_crop_keep_the_prediction_aligned_with_the_pixels():
     # the test can fail: no padding (stride 1 = never pad) stretches the 5x7 grid over 36x52 and moves the border
     stretched = predict_logits(PoolModel(), x, stride=1).argmax(1)[0].numpy()
     assert (stretched != cols).mean() > 0.02
-    squashed = evaluate(PoolModel(), eval_loader(reader, WHOLE, (32, 32)), 3)
+    squashed = evaluate(PoolModel(), eval_loader(reader, IMAGENET, (32, 32)), 3)
     assert squashed.pixel_acc < 0.99
 
 
@@ -133,7 +134,7 @@ def test_training_validation_and_eval_use_whole_images_for_voc(tmp_path, monkeyp
     monkeypatch.setattr(train_mod, "eval_loader", spy)
     cfg = make_config("teacher", "voc", data=str(tmp_path / "voc"), model="mbv2", model_kwargs={"head_channels": 8},
                       iters=1, batch=2, crop=(24, 32), val_every=1, device="cpu", tensorboard=False,
-                      runs_root=str(tmp_path / "runs"))
+                      runs_root=str(tmp_path / "runs"), pretrained="none")
     train_mod.train(cfg, run_dir=tmp_path / "run", progress=False)
     assert sizes == [None]  # validated whole
 

@@ -26,6 +26,7 @@ from rdd_edge.export.onnx_export import export_onnx
 from rdd_edge.export.parity import run_onnx
 from rdd_edge.export.pipeline import export_run
 from rdd_edge.models import create_model, save_checkpoint
+from rdd_edge.normalize import IMAGENET
 
 SIZE = (48, 96)
 
@@ -69,8 +70,7 @@ def _val_batch(data_root: Path, embedded: bool = False) -> np.ndarray:
     from rdd_edge.data.base import read_image
 
     files = sorted((data_root / "val" / "images").glob("*.png"))
-    m, s = dataset_info("camvid").mean, dataset_info("camvid").std
-    return np.concatenate([preprocess(read_image(f), SIZE, m, s, embedded=embedded) for f in files])
+    return np.concatenate([preprocess(read_image(f), SIZE, IMAGENET, embedded=embedded) for f in files])
 
 
 def test_manifest_and_fp32_parity(mbv2_export, data_root):
@@ -178,11 +178,10 @@ def test_calibration_cache_is_reused(mbv2_export, data_root):
 
     # the same model file, images and method as the pipeline used: the ranges come from the cache
     items = select_calibration(_calib_items(get_dataset("camvid", data_root, split="train")), 10, 4)
-    m = dataset_info("camvid")
-    info = export_int8(out / "model.onnx", out, items, SIZE, m.mean, m.std, "percentile", reader_factory=counting_reader)
+    info = export_int8(out / "model.onnx", out, items, SIZE, IMAGENET, "percentile", reader_factory=counting_reader)
     assert info["calibration"]["cache_hit"] is True and readers[0].calls == 0 and info["calibration"]["cache"] == first["cache"]
     # another method is another key: it calibrates (and replaces the stale cache)
-    info2 = export_int8(out / "model.onnx", out, items, SIZE, m.mean, m.std, "minmax", reader_factory=counting_reader)
+    info2 = export_int8(out / "model.onnx", out, items, SIZE, IMAGENET, "minmax", reader_factory=counting_reader)
     assert info2["calibration"]["cache_hit"] is False and readers[1].calls == 10
     assert not (out / first["cache"]).exists() and (out / info2["calibration"]["cache"]).is_file()
 
@@ -251,9 +250,8 @@ def test_pspnet_size_and_dynamic_are_rejected_up_front(tmp_path):
 def test_embedded_preprocess_and_output_kinds(tmp_path, data_root):
     torch.manual_seed(0)
     model = _Tiny().eval()
-    info = dataset_info("camvid")
-    p_float = export_onnx(model, tmp_path / "f.onnx", SIZE, output="logits", mean=info.mean, std=info.std)
-    p_u8 = export_onnx(model, tmp_path / "u.onnx", SIZE, output="both", embed_preprocess=True, mean=info.mean, std=info.std)
+    p_float = export_onnx(model, tmp_path / "f.onnx", SIZE, output="logits", normalization=IMAGENET)
+    p_u8 = export_onnx(model, tmp_path / "u.onnx", SIZE, output="both", embed_preprocess=True, normalization=IMAGENET)
     import onnxruntime as ort
 
     s_f, s_u = ort.InferenceSession(str(p_float)), ort.InferenceSession(str(p_u8))

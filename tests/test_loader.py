@@ -12,19 +12,21 @@ import torch
 from rdd_edge.distill import data as D
 from rdd_edge.distill.config import make_config, parse_overrides
 from rdd_edge.errors import ConfigError
-from train_helpers import INFO, Blobs
+from train_helpers import Blobs
+
+from rdd_edge.normalize import IMAGENET
 
 CFG = SimpleNamespace(batch=4, iters=3, seed=5, crop=(24, 32), scale_min=0.5, scale_max=2.0, hflip=True, workers=0)
 
 
 def _batches(workers: int, device_augment: bool, reader=None, start: int = 0, rank: int = 0, world: int = 1, cfg=CFG):
     """Every batch of the loader, augmented (on this CPU for the device path, as on a GPU)."""
-    loader = D.train_loader(reader or Blobs(6), cfg, INFO, start, rank, world, workers, device_augment=device_augment,
+    loader = D.train_loader(reader or Blobs(6), cfg, IMAGENET, start, rank, world, workers, device_augment=device_augment,
                             pin_memory=False)
     out = []
     for batch in loader:
         if device_augment:
-            batch = D.device_batch(batch, torch.device("cpu"), cfg.crop, INFO.mean, INFO.std)
+            batch = D.device_batch(batch, torch.device("cpu"), cfg.crop, IMAGENET)
         out.append(batch)
     return out
 
@@ -120,10 +122,10 @@ def test_workers_option_takes_a_number_or_auto(capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_device_path_on_a_gpu_matches_this_cpu_and_is_pinned():
-    loader = D.train_loader(Blobs(6), CFG, INFO, 0, 0, 1, 2, device_augment=True, pin_memory=True)
+    loader = D.train_loader(Blobs(6), CFG, IMAGENET, 0, 0, 1, 2, device_augment=True, pin_memory=True)
     for batch in loader:
         assert all(t.is_pinned() for t in batch)
-        xc, yc = D.device_batch(batch, torch.device("cpu"), CFG.crop, INFO.mean, INFO.std)
-        xg, yg = D.device_batch(batch, torch.device("cuda"), CFG.crop, INFO.mean, INFO.std)
+        xc, yc = D.device_batch(batch, torch.device("cpu"), CFG.crop, IMAGENET)
+        xg, yg = D.device_batch(batch, torch.device("cuda"), CFG.crop, IMAGENET)
         assert torch.equal(yg.cpu(), yc)
         torch.testing.assert_close(xg.cpu(), xc, atol=1e-4, rtol=0)

@@ -77,7 +77,7 @@ def np_wce(z, y, w, normalize="valid", class_weight=None):
     each counted pixel counts class_weight[y] (torch's CrossEntropyLoss(weight=...) mean)."""
     w = w.astype(np.float64)
     valid = y != IGNORE
-    counted = valid if normalize == "valid" else valid & (w != 0)
+    counted = np.ones(y.shape, bool) if normalize == "all" else (valid if normalize == "valid" else valid & (w != 0))
     cw = np.ones(y.shape) if class_weight is None else np.asarray(class_weight, np.float64)[np.where(valid, y, 0)]
     denom = (cw * counted).sum()
     return (np_ce(z, y) * w * cw).sum() / (denom if denom > 0 else 1.0)
@@ -179,7 +179,7 @@ def test_tse_all_ignored_selects_nothing():
 
 
 # ---------------------------------------------------------------- weighted CE
-@pytest.mark.parametrize("normalize", ["valid", "selected"])
+@pytest.mark.parametrize("normalize", ["valid", "selected", "all"])
 def test_weighted_ce_matches_numpy(normalize):
     zs, _, _, y = make(seed=5)
     g = np.random.default_rng(5)
@@ -304,6 +304,23 @@ def test_task_loss_tfe_matches_numpy():
     assert stats["stage"] == "tfe"
     np.testing.assert_allclose(stats["weight"], w[valid].mean(), rtol=1e-4)
     assert stats["selected"] == pytest.approx(1.0)
+
+
+def test_task_loss_tfe_over_all_pixels_is_the_released_main_scripts_mean():
+    """--set tfe_average=all: torch.mean((CE + 0.4 CE_aux) * w) over every pixel, ignored ones (CE 0) included,
+    as train_onlykd_two_stage_diff.py computes it."""
+    s, tt, y, (zs, zsa, zt, za) = _outs(11)
+    r = RDDWeighting(tfe_fraction=0.1, tfe_average="all")
+    r.stage(0, 100)
+    loss, _ = r.task_loss(s, tt, t(y))
+    f = lambda a: a.astype(np.float64)  # noqa: E731
+    w = np_tfe(f(zt), f(za), y.shape[-2:])
+    released = ((np_ce(f(zs), y) + 0.4 * np_ce(f(zsa), y)) * w).mean()
+    np.testing.assert_allclose(float(loss), released, rtol=1e-5)
+    valid_only, _ = RDDWeighting(tfe_fraction=0.1).task_loss(s, tt, t(y), stage="tfe")
+    np.testing.assert_allclose(float(valid_only) * (y != IGNORE).mean(), released, rtol=1e-5)  # the two differ by valid/all
+    with pytest.raises(ConfigError, match="tfe_average"):
+        RDDWeighting(tfe_average="selected")
 
 
 def test_task_loss_tse_uses_teacher_aux_for_student_aux():

@@ -14,6 +14,7 @@ from rdd_edge.distill import train as train_mod
 from rdd_edge.distill.config import PRESETS, config_from_dict, make_config, parse_overrides
 from rdd_edge.sizes import parse_hw as parse_size
 from rdd_edge.distill.data import StepSampler, TrainPreset
+from rdd_edge.normalize import IMAGENET
 from rdd_edge.distill.train import poly_lr, train
 from rdd_edge.errors import CheckpointError, ConfigError, TrainingError
 from train_helpers import INFO, Blobs, ddp_worker, readers, tiny_config
@@ -78,7 +79,7 @@ def test_step_sampler_splits_global_batch_and_resumes():
 
 def test_train_preset_pads_with_ignore_and_keeps_label_values():
     image, label = Blobs(1)[0]
-    tf = TrainPreset((48, 64), INFO.mean, INFO.std, scale=(0.5, 0.5))
+    tf = TrainPreset((48, 64), IMAGENET, scale=(0.5, 0.5))
     x, y = tf(image, label, np.random.default_rng(0))
     assert x.shape == (3, 48, 64) and y.shape == (48, 64) and x.dtype == torch.float32
     assert set(np.unique(y.numpy())) <= {0, 1, 2, 3, 255}
@@ -172,7 +173,7 @@ def test_distillation_on_synthetic_learns(tmp_path):
                       synthetic_val=6, lr=0.05)
     rd = build_data(cfg)
     torch.manual_seed(cfg.seed)
-    untrained = evaluate(train_mod.build_model(cfg, 11), eval_loader(rd.val, rd.info, rd.eval_size), 11).miou
+    untrained = evaluate(train_mod.build_model(cfg, 11), eval_loader(rd.val, IMAGENET, rd.eval_size), 11).miou
     out = train(cfg, data=rd, run_dir=tmp_path / "run", progress=False)
     rows = list(csv.DictReader(open(tmp_path / "run" / "train_log.csv")))
     first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
@@ -291,7 +292,7 @@ def test_evaluate_matches_direct_count_at_label_size():
     reader = Blobs(3, size=(64, 96))
     labels = np.stack([reader[i][1] for i in range(3)])
     for flip, scales in ((False, (1.0,)), (True, (0.75, 1.0))):
-        m = evaluate(_ConstModel(1), eval_loader(reader, INFO, (32, 48), batch=2), 4, flip=flip, scales=scales)
+        m = evaluate(_ConstModel(1), eval_loader(reader, IMAGENET, (32, 48), batch=2), 4, flip=flip, scales=scales)
         present = [c for c in range(4) if (labels == c).any()]
         expected = (labels == 1).mean() / len(present)  # IoU of class 1 = its share; others 0
         assert m.miou == pytest.approx(expected) and m.pixel_acc == pytest.approx((labels == 1).mean())
@@ -574,7 +575,7 @@ def test_data_share_is_logged_from_the_wait_for_batches(tmp_path):
 
     def batches(delay):
         def source(cfg, start, rank, world):
-            for images, labels in train_mod.train_loader(base.train, cfg, INFO, start, rank, world, 0):
+            for images, labels in train_mod.train_loader(base.train, cfg, IMAGENET, start, rank, world, 0):
                 _time.sleep(delay)
                 yield images, labels
         return source

@@ -25,7 +25,7 @@ def test_models_table_fits_80_columns():
     r = _cli80("models", "--size", "64x128")
     assert r.returncode == 0, r.stderr
     _fits(r.stdout)
-    assert "deeplabv3_mbv2" in r.stdout and "3.2 / 128.9" in r.stdout
+    assert "deeplabv3_mbv2" in r.stdout and "3.23/128.9" in r.stdout
 
 
 def test_data_check_fits_80_columns_with_three_splits(tmp_path):

@@ -39,6 +39,11 @@ TrainImages = Annotated[Optional[int], typer.Option("--train-images", help="Synt
 ValImages = Annotated[Optional[int], typer.Option("--val-images", help="Synthetic only: number of generated val scenes.")]
 StopAfter = Annotated[Optional[int], typer.Option("--stop-after", hidden=True, help="Stop (saving last.pt) after this many iterations.")]
 Set = Annotated[Optional[list[str]], typer.Option("--set", help="Override any config value, e.g. --set weight_decay=5e-4 (repeatable).")]
+Pretrained = Annotated[Optional[str], typer.Option(
+    "--pretrained", metavar="imagenet|PATH|none",
+    help="Backbone init: imagenet (timm's ImageNet weights; for the ResNet-18s it names the released file to download), "
+         "PATH (a backbone state dict in the released code's or timm's key layout) or none (random). Default: imagenet "
+         "for real data sets, none for synthetic. The weights decide the input normalisation (--set normalization=...).")]
 Checkpoint = Annotated[str, typer.Argument(metavar="CKPT_OR_RUN", help="Checkpoint file or run folder (its best.pt).")]
 
 
@@ -147,9 +152,11 @@ def train_teacher(
     device: Device = None, name: Name = None, resume: Resume = None, seed: Seed = None, head_channels: HeadChannels = None,
     workers: Workers = None, train_images: TrainImages = None, val_images: ValImages = None, runs: Runs = DEFAULT_RUNS,
     stop_after: StopAfter = None, sets: Set = None, quiet: Quiet = False, trust_checkpoint: TrustCheckpoint = False,
+    pretrained: Pretrained = None,
 ) -> None:
     """Train the teacher (DeepLabV3-R101 with an aux head by default) on a data set."""
     _run_training("teacher", resume, gpus, stop_after, quiet, sets, dataset, trust_checkpoint, data=data, model=model,
+                  pretrained=pretrained,
                   iters=iters, batch=batch, lr=lr, crop=crop, eval_size=eval_size, val_every=val_every, log_every=log_every,
                   amp=amp, compile=compile or None, device=device, name=name, seed=seed, head_channels=head_channels,
                   workers=workers, synthetic_train=train_images, synthetic_val=val_images, runs_root=str(runs))
@@ -168,7 +175,7 @@ def distill_cmd(
     rdd_threshold: Annotated[Optional[float], typer.Option("--rdd-threshold", help="Confidence at or below which a pixel is hard (0.7).")] = None,
     tfe_fraction: Annotated[Optional[float], typer.Option("--tfe-fraction", help="Fraction of iterations in the TFE stage (0.1).")] = None,
     confidence: Annotated[Optional[str], typer.Option("--confidence", help="Pixel confidence: gt (prob. of the true class) or max.")] = None,
-    rdd_min_kept: Annotated[Optional[int], typer.Option("--rdd-min-kept", help="TSE OHEM floor: at least N hard pixels per process batch (0 = off, default; the released code: 100000 per GPU).")] = None,
+    rdd_min_kept: Annotated[Optional[int], typer.Option("--rdd-min-kept", help="TSE OHEM floor: at least N hard pixels per process batch (0 = off, default). The released runs: 100000 per process batch of 4 crops of 512x1024; scale it with the crops per process, e.g. 400000 for 16 crops on one process.")] = None,
     rdd_class_weights: Annotated[Optional[str], typer.Option("--rdd-class-weights", metavar="none|cityscapes|W1,W2,...", help="Class weights of the TSE loss: none (default), cityscapes (the released code's) or one number per class.")] = None,
     dataset: Dataset = None, data: Data = None,
     iters: Iters = None, batch: Batch = None, lr: Lr = None, crop: Crop = None, eval_size: EvalSize = None,
@@ -176,9 +183,14 @@ def distill_cmd(
     device: Device = None, name: Name = None, resume: Resume = None, seed: Seed = None, head_channels: HeadChannels = None,
     workers: Workers = None, train_images: TrainImages = None, val_images: ValImages = None, runs: Runs = DEFAULT_RUNS,
     stop_after: StopAfter = None, sets: Set = None, quiet: Quiet = False, trust_checkpoint: TrustCheckpoint = False,
+    pretrained: Annotated[Optional[str], typer.Option(
+        "--pretrained", metavar="imagenet|PATH|none",
+        help="The student's backbone init (the teacher is a trained checkpoint): imagenet, PATH (a backbone state dict, "
+             "released or timm key layout) or none. Default: imagenet for real data sets, none for synthetic.")] = None,
 ) -> None:
     """Distill a student from a frozen teacher with a KD loss and RDD-weighted task loss."""
     _run_training("distill", resume, gpus, stop_after, quiet, sets, dataset, trust_checkpoint, data=data, model=student, teacher=teacher,
+                  pretrained=pretrained,
                   method=method, kd_weight=kd_weight, kd_options=_kd_options(kd_option), rdd=rdd, rdd_mode=rdd_mode,
                   rdd_threshold=rdd_threshold, tfe_fraction=tfe_fraction, confidence=confidence,
                   rdd_min_kept=rdd_min_kept, rdd_class_weights=_class_weights(rdd_class_weights), iters=iters, batch=batch,

@@ -37,9 +37,9 @@ def models_cmd(
     console = Console()
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=f"rdd-edge models at {hw[0]}x{hw[1]}, {classes} classes",
                   caption="params count the ResNets' FCN aux head, as the paper does (export drops it: 'w/o aux'). "
-                          "FLOPs = 2 x MACs (conv + matmul only). Paper: CIRKD code base, 19 classes, 1024x2048; "
-                          "its 'G' figures are MACs.")
-    for col in ("model", "alias", "params M", "w/o aux", "MACs G", "FLOPs G", "paper M / G"):
+                          "FLOPs = 2 x MACs (conv + matmul only). The networks are the paper's released architectures "
+                          "(ResNet-v1s deep stem); paper: 19 classes, 1024x2048, its 'G' figures are MACs.")
+    for col in ("model", "alias", "params M", "w/o aux", "MACs G", "FLOPs G", "paper M/G"):
         table.add_column(col, no_wrap=True, justify="left" if col in ("model", "alias") else "right")
     for name in names:
         cfg = model_cfg(name)
@@ -47,10 +47,11 @@ def models_cmd(
             model = create_model(name, classes, aux=cfg["aux_head"])
             plain = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("aux_head."))
         flops, macs = count_flops(model, hw)
-        arch = f"{cfg['backbone']} {cfg['head'].upper()}" + ("+aux" if cfg["aux_head"] else "")
+        deep = "-v1s" if cfg["backbone_args"].get("stem_type") == "deep" else ""  # timm's resnet18 with the deep stem
+        arch = f"{cfg['backbone']}{deep} {cfg['head'].upper()}" + ("+aux" if cfg["aux_head"] else "")
         table.add_row(
             f"[bold]{name}[/]\n[dim]{arch}[/]", ", ".join(aliases_of(name)),
             f"{count_params(model) / 1e6:.2f}", f"{plain / 1e6:.2f}", f"{macs / 1e9:.1f}", f"{flops / 1e9:.1f}",
-            f"{cfg['paper_params_m']:g} / {cfg['paper_gflops']:g}",
+            f"{cfg['paper_params_m']:g}/{cfg['paper_gflops']:g}",
         )
     console.print(table)

@@ -34,6 +34,10 @@ def pipeline(
     demo_scenes: Annotated[int, typer.Option("--demo-scenes", min=1, help="Synthetic scenes in the demo video.")] = QUICK["demo_scenes"],
     name: Name = "pipeline", runs: Runs = DEFAULT_RUNS, seed: Seed = 0, quiet: Quiet = False,
     trust_checkpoint: TrustCheckpoint = False,
+    pretrained: Annotated[Optional[str], typer.Option(
+        "--pretrained", metavar="imagenet|PATH|none",
+        help="Backbone init of the teacher and the student (as for train-teacher / distill). Default: imagenet for "
+             "real data sets, none for the synthetic scenes (no download).")] = None,
 ) -> None:
     """Teacher -> RDD student -> ONNX/FP16/INT8 (+TensorRT) -> check -> demo video, in one go."""
     from rich.console import Console
@@ -46,7 +50,8 @@ def pipeline(
     spec = PipelineSpec(dataset=dataset, data=data, student=student, teacher_model=teacher_model, teacher=teacher,
                         teacher_iters=teacher_iters, iters=iters, method=method, rdd=rdd, batch=batch,
                         device=device or "auto", calib=calib, max_drop=max_drop, demo_scenes=demo_scenes,
-                        name=name or "pipeline", runs_root=runs, seed=seed or 0, progress=not quiet)
+                        name=name or "pipeline", runs_root=runs, seed=seed or 0, progress=not quiet,
+                        pretrained=pretrained)
     with checkpoint_trust(trust_checkpoint):
         r = run_pipeline(spec, stage=lambda title: console.rule(f"[bold]{title}"), log=console,
                          on_check_row=row_printer(console), on_check=lambda result: print_check(console, result))

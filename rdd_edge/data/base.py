@@ -16,21 +16,20 @@ import numpy as np
 from rdd_edge.errors import DataError
 
 IGNORE_INDEX = 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Static facts about a data set: classes, palette, normalisation and default sizes."""
+    """Static facts about a data set: classes, palette and default sizes.
+
+    No input normalisation: that belongs to a network's weights (``rdd_edge.normalize``), which a
+    checkpoint records."""
 
     name: str
     classes: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]  # RGB per class
     eval_size: tuple[int, int]  # (H, W) the model sees at deploy time, and at eval unless eval_whole
     crop_size: tuple[int, int]  # (H, W) training crop
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
     ignore_index: int = IGNORE_INDEX
     splits: tuple[str, ...] = ("train", "val")
     # True: evaluation (training's validation, `rdd-edge eval`) feeds each image whole at its own
@@ -58,8 +57,6 @@ class DatasetInfo:
             "eval_size": list(self.eval_size),
             "eval_whole": self.eval_whole,
             "crop_size": list(self.crop_size),
-            "mean": list(self.mean),
-            "std": list(self.std),
             "ignore_index": self.ignore_index,
         }
 

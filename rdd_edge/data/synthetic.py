@@ -301,7 +301,7 @@ class _Street:
     # -- buildings -------------------------------------------------------------------
     def plan_buildings(self) -> tuple[list[tuple], list[tuple]]:
         """Both facades as segments along Z, far first: ``(segments, gaps (z0, z1, x, side))``."""
-        c, r = self.c, self.rng
+        r = self.rng
         gaps = []
         segs = []
         for fx, side in ((self.fl, -1), (self.fr, 1)):

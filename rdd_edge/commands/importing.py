@@ -1,0 +1,41 @@
+"""``rdd-edge import``: a checkpoint of the paper's released code as a run folder every later stage accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rdd_edge.app import app
+from rdd_edge.commands.options import DEFAULT_RUNS, Data, Dataset, Name, Runs
+
+
+@app.command("import")
+def import_cmd(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A state dict saved by the released code (e.g. deeplabv3_resnet101_citys_best_model.pth).")],
+    model: Annotated[str, typer.Option("--model", help="The released network it holds: r101, r18, mbv2 or psp18.")],
+    dataset: Dataset = None, data: Data = None, name: Name = None, runs: Runs = DEFAULT_RUNS,
+) -> None:
+    """Import a checkpoint saved by the paper's released code (github.com/sunyueue/RDD, CIRKD) as a run folder.
+
+    The imported network's logits equal the released network's; the run folder works with distill --teacher,
+    eval, difficulty and export. --dataset (or the layout of --data) says what it was trained on: its class count.
+    The last line names the run folder.
+    """
+    from rdd_edge.distill.importer import ImportSpec, import_released
+    from rdd_edge.errors import ConfigError
+
+    if dataset is None and data is not None:
+        from rdd_edge.data.registry import detect_dataset
+
+        dataset = detect_dataset(data)
+    if dataset is None:
+        raise ConfigError("import: pass --dataset NAME (the data set the checkpoint was trained on, e.g. cityscapes: "
+                          "it sets the class count) or --data PATH to detect it from the folder's layout")
+
+    r = import_released(ImportSpec(checkpoint, model, dataset, data, name, runs))
+    typer.echo(f"imported {r.model_name} from {checkpoint}: {r.tensors} tensors in the released key layout, "
+               f"{r.num_classes} classes ({dataset}), aux head: {'yes' if r.aux else 'no'}")
+    typer.echo(f"input: {r.normalization.describe()} (recorded: eval, export, check and demo apply it)")
+    typer.echo(f"run folder: {r.run_dir}")
