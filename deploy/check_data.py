@@ -118,15 +118,15 @@ class CheckData:
 
 
 def manifest_info(manifest: dict[str, Any]) -> Any:
-    """A DatasetInfo from the manifest's own facts (classes, palette, size, mean/std, ignore index)."""
+    """A DatasetInfo from the manifest's own facts (classes, palette, size, ignore index); the input's
+    normalisation is the manifest's own entry, applied by the runtime, not a data set fact."""
     from rdd_edge.data.base import DatasetInfo
 
     classes = tuple(str(c) for c in manifest.get("classes") or [])
     size = tuple(int(v) for v in (manifest.get("input") or {}).get("size") or (0, 0))
     palette = tuple(tuple(int(c) for c in rgb) for rgb in manifest.get("palette") or [])
     return DatasetInfo(name=str(manifest.get("dataset") or "check-data"), classes=classes, palette=palette,  # type: ignore[arg-type]
-                       eval_size=size, crop_size=size, mean=tuple(manifest.get("mean") or (0.485, 0.456, 0.406)),  # type: ignore[arg-type]
-                       std=tuple(manifest.get("std") or (0.229, 0.224, 0.225)),  # type: ignore[arg-type]
+                       eval_size=size, crop_size=size,  # type: ignore[arg-type]
                        ignore_index=int(manifest.get("ignore_index", 255)))
 
 
