@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES, TFE_AVERAGES
@@ -165,12 +167,23 @@ def config_from_dict(d: dict[str, Any], **overrides: Any) -> TrainConfig:
     return cfg
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Reject values that cannot work, naming the option."""
+    for f in dataclasses.fields(cfg):  # inf / nan in any number (--lr inf trains to non-finite weights)
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{_flag(f.name)} {value}: must be a finite number")
     checks = [
         (cfg.iters >= 1, f"--iters {cfg.iters}: must be >= 1"),
         (cfg.batch >= 1, f"--batch {cfg.batch}: must be >= 1"),
         (cfg.lr > 0, f"--lr {cfg.lr}: must be > 0"),
+        (cfg.momentum >= 0 and cfg.weight_decay >= 0 and cfg.grad_clip >= 0 and cfg.aux_weight >= 0 and cfg.poly_power > 0,
+         f"--set momentum / weight_decay / grad_clip / aux_weight must be >= 0 and poly_power > 0 "
+         f"(got {cfg.momentum}, {cfg.weight_decay}, {cfg.grad_clip}, {cfg.aux_weight}, {cfg.poly_power})"),
         (cfg.val_every >= 1, f"--val-every {cfg.val_every}: must be >= 1"),
         (cfg.log_every >= 1, f"--log-every {cfg.log_every}: must be >= 1"),
         (0 < cfg.scale_min <= cfg.scale_max, f"scale range {cfg.scale_min}..{cfg.scale_max}: need 0 < min <= max"),
@@ -292,8 +305,8 @@ def resolve_config(mode: str, resume: str | None = None, dataset: str | None = N
     for key, flag in (("crop", "--crop"), ("eval_size", "--eval-size")):
         if isinstance(opts.get(key), str):
             opts[key] = parse_hw(opts[key], flag)
-    if opts.get("data") is not None:
-        opts["data"] = str(opts["data"])
+    if opts.get("data") is not None:  # stored absolute: export / check run from another folder find it
+        opts["data"] = str(Path(opts["data"]).expanduser().resolve())
     head_channels = opts.pop("head_channels", None)
     if head_channels is not None:
         opts["model_kwargs"] = {**(opts.get("model_kwargs") or {}), "head_channels": int(head_channels)}

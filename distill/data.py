@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from typing import Callable, Iterator, Mapping, Sequence
 
 import cv2
@@ -417,7 +418,15 @@ def train_loader(reader, cfg, normalization: Normalization, start_step: int, ran
         # has run, it deadlocks (seen with opencv-python here)
         # own generator: creating the iterator must not draw from the global torch RNG (resume)
         generator=torch.Generator().manual_seed(cfg.seed),
+        worker_init_fn=_worker_ignores_sigterm if workers > 0 else None,
     )
+
+
+def _worker_ignores_sigterm(worker_id: int) -> None:
+    """A loader worker leaves SIGTERM to the training process: ``timeout``, SLURM and a shell's kill of the process
+    group send it to every process, and a worker killed by it makes torch raise "worker killed" in the trainer
+    before the trainer can save. The trainer shuts its workers down itself (and they exit when it is gone)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def eval_loader(reader, normalization: Normalization, eval_size: tuple[int, int] | None, rank: int = 0, world: int = 1,
@@ -428,7 +437,8 @@ def eval_loader(reader, normalization: Normalization, eval_size: tuple[int, int]
     ``persistent``: keep the worker processes between passes (the trainer validates many times)."""
     ds = TorchSegDataset(reader, EvalPreset(eval_size, normalization))
     return DataLoader(ds, batch_size=batch if eval_size is not None else 1, sampler=ShardSampler(len(reader), rank, world),
-                      num_workers=workers, collate_fn=eval_collate, persistent_workers=persistent and workers > 0)
+                      num_workers=workers, collate_fn=eval_collate, persistent_workers=persistent and workers > 0,
+                      worker_init_fn=_worker_ignores_sigterm if workers > 0 else None)
 
 
 def close_loader(loader) -> None:

@@ -42,6 +42,7 @@ autograd graph and no gradient ever reaches the teacher.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -398,7 +399,20 @@ def kd_options(method: str, options: dict[str, Any] | None = None) -> dict[str, 
     if unknown:
         known = ", ".join(f"{k}={v}" for k, v in m.params.items()) or "none"
         raise ConfigError(f"kd method {method!r} has no option(s) {', '.join(unknown)}; its options: {known}")
-    return {**m.params, **opts}
+    return {**m.params, **{k: _option_value(m.name, k, v, m.params[k]) for k, v in opts.items()}}
+
+
+def _option_value(method: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the option's default: a finite number, or a list of whole numbers."""
+    where = f"--kd-option {key}={value}: kd method {method!r}"
+    if isinstance(default, (list, tuple)):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not items or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise ConfigError(f"{where} takes whole numbers, e.g. {key}={list(default)}")
+        return type(default)(items)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where} takes a finite number, e.g. {key}={default}")
+    return float(value)
 
 
 def _lookup(method: str) -> KDMethod:

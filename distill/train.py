@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import signal
-import threading
 import random
 import time
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ from rdd_edge.distill.config import TrainConfig
 from rdd_edge.distill.data import close_loader, device_batch, eval_loader, renormalizer, resolve_workers, train_loader
 from rdd_edge.distill.evaluate import evaluate
 from rdd_edge.errors import CheckpointError, ConfigError, DataError, RddError, TrainingError
+from rdd_edge.interrupts import Terminated, deferred, terminate_like_ctrl_c
 from rdd_edge.runs import latest_run, new_run_dir, write_json
 
 # data_share: fraction of the wall time since the previous row spent waiting for batches
@@ -125,29 +124,6 @@ def amp_setup(cfg: TrainConfig, device: torch.device):
     return (lambda: torch.autocast("cuda", dtype=dtype)), scaler, dtype
 
 
-@contextlib.contextmanager
-def sigint_deferred():
-    """Hold back Ctrl-C (SIGINT) inside the block and raise it once the block is done.
-
-    Checkpoint saves run inside it, so an impatient second Ctrl-C cannot cut a save short.
-    Outside the main thread (where signals cannot be handled) it does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread() or _DEFERRED:
-        yield  # another thread, or already inside a deferred block: the outer one decides
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: _DEFERRED.append(signum))
-    _DEFERRED.append(0)  # marks the block as active
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        interrupted = len(_DEFERRED) > 1
-        _DEFERRED.clear()
-    if interrupted:
-        raise KeyboardInterrupt
-
-
-_DEFERRED: list[int] = []  # non-empty while a sigint_deferred block runs (first entry marks it; then one per Ctrl-C)
 
 
 # ---------------------------------------------------------------- data
@@ -175,20 +151,34 @@ def build_data(cfg: TrainConfig) -> TrainData:
     spec = cfg.data_spec()
     eval_size = tuple(cfg.eval_size) if cfg.eval_size else info.default_eval_size()  # None: each image whole
     tr, va = open_split(spec, "train"), open_split(spec, "val")
-    for split, reader in (("train", tr), ("val", va)):
-        check_reader(reader, f"{cfg.data or cfg.dataset} ({split} split)", info.num_classes)
+    sizes = check_reader(tr, f"{cfg.data or cfg.dataset} (train split)", info.num_classes)
+    check_reader(va, f"{cfg.data or cfg.dataset} (val split)", info.num_classes)
+    check_crop(cfg, sizes)
     return TrainData(info, tr, va, eval_size)
 
 
-def check_reader(reader, what: str, num_classes: int) -> None:
+def check_crop(cfg: TrainConfig, sizes: list[tuple[int, int]]) -> None:
+    """Refuse a crop that even the largest scale of the largest image seen cannot fill: every sample would
+    be mostly padding, and a step at that size takes minutes on a CPU."""
+    h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    big_h, big_w = int(h * cfg.scale_max), int(w * cfg.scale_max)
+    ch, cw = cfg.crop
+    if ch > big_h or cw > big_w:
+        raise ConfigError(f"--crop {ch}x{cw} is larger than the training images ({h}x{w}, {big_h}x{big_w} at the largest "
+                          f"scale {cfg.scale_max:g}): every crop would be mostly padding. "
+                          f"Use at most {big_h}x{big_w}, e.g. --crop {min(ch, h)}x{min(cw, w)}")
+
+
+def check_reader(reader, what: str, num_classes: int) -> list[tuple[int, int]]:
     """Fail before training on an empty split, a missing / unreadable / mismatched file anywhere in it
-    (file headers of every pair), or an unusable first / last item."""
+    (file headers of every pair), or an unusable first / last item; returns the (H, W) of the items read."""
     if len(reader) == 0:
         raise DataError(f"{what}: no images found; check the folder layout (`rdd-edge data check`)")
     problems = reader.verify_files() if hasattr(reader, "verify_files") else []
     if problems:
         more = f" (+{len(problems) - 1} more found; `rdd-edge data check` lists all)" if len(problems) > 1 else ""
         raise DataError(f"{what}: {problems[0]}{more}")
+    sizes: list[tuple[int, int]] = []
     for i in sorted({0, len(reader) - 1}):
         image, label = reader[i]
         if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != label.shape:
@@ -198,6 +188,8 @@ def check_reader(reader, what: str, num_classes: int) -> None:
         if bad.any():
             raise DataError(f"{what}: item {i} has label values {np.unique(label[bad])[:8].tolist()} "
                             f"outside 0..{num_classes - 1} (255 = ignore)")
+        sizes.append(tuple(label.shape))
+    return sizes
 
 
 # ---------------------------------------------------------------- models
@@ -485,6 +477,36 @@ class BatchFeed:
         return waited
 
 
+# ---------------------------------------------------------------- resuming
+_NOT_RECIPE = {"name", "runs_root", "device", "tensorboard", "workers", "pretrained_report", "teacher", "data"}
+
+
+def resume_changes(saved: dict, cfg: TrainConfig, step: int, rdd: Any) -> list[str]:
+    """What a resume with other options changes from the run's own recipe, in the user's terms.
+
+    The LR and RDD schedules are functions of ``--iters``: a new value moves both from here on."""
+    notes = []
+    old_iters = int(saved.get("iters", cfg.iters))
+    if old_iters != cfg.iters:
+        was, now = poly_lr(cfg.lr, step, old_iters, cfg.poly_power), poly_lr(cfg.lr, step, cfg.iters, cfg.poly_power)
+        notes.append(f"--iters {old_iters} -> {cfg.iters}: the poly LR at iteration {step} is {now:.3g} "
+                     f"instead of {was:.3g} and reaches 0 at iteration {cfg.iters}")
+        if rdd.enabled:
+            b_old, b_new = rdd.tfe_iters(old_iters), rdd.tfe_iters(cfg.iters)
+            if b_old != b_new:
+                back = " (this run goes back to TFE)" if b_old <= step < b_new else ""
+                notes.append(f"RDD's TFE stage ends at iteration {b_new} instead of {b_old}{back}")
+    for key, new in cfg.as_dict().items():
+        if key in _NOT_RECIPE or key == "iters" or key not in saved:
+            continue
+        old = saved[key]
+        if isinstance(new, tuple):
+            new = list(new)
+        if old != new:
+            notes.append(f"{key} {old} -> {new}")
+    return notes
+
+
 # ---------------------------------------------------------------- the trainer
 def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | None = None,
           data: TrainData | None = None, run_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
@@ -519,6 +541,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
             raise CheckpointError(f"{resume_path}: holds no training state (optimizer / step) to resume from; "
                                   "resume from a last.pt written by rdd-edge training")
         run_dir = resume_path.parent
+        if cfg.iters <= int(ckpt_resume["step"]):
+            raise ConfigError(f"--iters {cfg.iters}: {resume_path} has already trained {int(ckpt_resume['step'])} iterations; "
+                              f"resume with more than that to continue (its own schedule: --iters "
+                              f"{(ckpt_resume.get('config') or {}).get('iters', '?')})")
 
     # -- data (fails on a bad folder before any model is built)
     data = data if data is not None else build_data(cfg)
@@ -578,6 +604,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         if world > 1:  # their gradients are averaged across processes like the student's
             kd.distribute(lambda m: nn.parallel.DistributedDataParallel(
                 m, device_ids=[device.index] if device.type == "cuda" else None))
+
+    if ckpt_resume is not None and main:
+        for note in resume_changes(ckpt_resume.get("config") or {}, cfg, int(ckpt_resume["step"]), rdd):
+            print(f"resume: {note}", flush=True)
 
     # -- optimiser, AMP (the KD term's parameters, if any, train with the student's)
     params = list(raw.parameters()) + (kd.parameters() if kd is not None else [])
@@ -648,6 +678,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                 f"stopped without saving, so {kept} keeps the last good weights. "
                 "Try a lower --lr, --no-amp, or check the data") from None
 
+    def kept_note() -> str:
+        return (f"{run_dir / 'last.pt'} keeps iteration {last_saved}" if last_saved is not None
+                else "no checkpoint of this run exists yet")
+
     def checkpoint(name: str, step: int, gather: bool = True) -> Path:
         """Save ``name`` on the main process: ``best.pt`` holds weights and metadata only, ``last.pt``
         the full training state (optimizer, scaler, the RNG states of all processes) to resume from.
@@ -658,13 +692,21 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         rngs = (dist.all_gather_object(rng_state()) if gather else [rng_state()]) if full else None
         path = run_dir / name
         if main:
-            from rdd_edge.models import save_checkpoint
+            from rdd_edge.models.checkpoint import nonfinite_tensors, save_checkpoint
 
+            bad = nonfinite_tensors(raw.state_dict())
+            if bad:  # the loss can still be finite on the step that broke the weights (--lr too high)
+                raise TrainingError(f"the weights hold inf/NaN after iteration {step} of {cfg.iters} ({len(bad)} tensors, "
+                                    f"e.g. {bad[0]}); not saved, so {kept_note()}. Try a lower --lr or --grad-clip")
             state = dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs, rdd_stage=rdd.current,
                          world_size=world, kd_state=kd.state_dict() if kd is not None else {}) if full else {}
-            with sigint_deferred():  # a Ctrl-C now waits until the file is complete
-                save_checkpoint(path, raw, dataset=info, data=cfg.data_spec().as_dict(), config=cfg.as_dict(), step=step,
-                                best_miou=best_miou, normalization=norm.as_dict(), **state)
+            try:
+                with deferred():  # a Ctrl-C now waits until the file is complete
+                    save_checkpoint(path, raw, dataset=info, data=cfg.data_spec().as_dict(), config=cfg.as_dict(), step=step,
+                                    best_miou=best_miou, normalization=norm.as_dict(), **state)
+            except CheckpointError as exc:  # full disk, read-only folder: the previous files stay as they were
+                raise TrainingError(f"{exc}; trained {step} of {cfg.iters} iterations, {kept_note()}. "
+                                    f"Free space or make {run_dir} writable, then --resume {run_dir}") from None
         if full:
             last_saved = step
         return path
@@ -683,7 +725,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     step = start
     log_parts = torch.zeros(4, device=device)  # loss, task, kd, selected summed since the last log
     try:
-        with (prog if prog is not None else contextlib.nullcontext()):
+        with terminate_like_ctrl_c(), (prog if prog is not None else contextlib.nullcontext()):
             for images, labels in feed:  # the batch on the device; the wait for it is timed (feed.waited)
                 it = step  # 0-based index of this iteration
                 # lr (a pure function of the iteration) and the RDD stage
@@ -692,8 +734,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                     group["lr"] = lr
                 stage = rdd.stage(it, cfg.iters) if cfg.mode == "distill" else None
                 # forward, loss, NaN guard (recorded on the device), backward, step
-                log_parts += train_step(step_ctx, images, labels)
-                step = it + 1
+                with deferred():  # a stop request lands between steps: the saved step count matches the weights
+                    log_parts += train_step(step_ctx, images, labels)
+                    step = it + 1
                 # log: the only reads from the device between checkpoints (the guard's finding first)
                 if step % cfg.log_every == 0 or step == cfg.iters:
                     check_finite()
@@ -727,7 +770,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                         prog.update(task, description="train")
                     set_train_mode(raw, cfg.freeze_bn)
                     last_miou = metrics.miou
-                    with sigint_deferred():  # best.pt exists whenever last.pt records a best mIoU
+                    with deferred():  # best.pt exists whenever last.pt records a best mIoU
                         if best_miou is None or metrics.miou > best_miou:
                             best_miou = float(metrics.miou)
                             checkpoint("best.pt", step)
@@ -738,13 +781,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                 if stop_after is not None and step >= stop_after:
                     break
             check_finite()  # a batch source that ended early
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # save what the completed steps produced (no collectives: other processes may be gone); a second
         # Ctrl-C while this runs is held back until the file is complete
         if main and step > start:
-            with sigint_deferred():
+            with deferred():
                 checkpoint("last.pt", step, gather=False)
-                print(f"interrupted at iteration {step}; saved {run_dir / 'last.pt'} (resume with --resume {run_dir})",
+                why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+                print(f"{why} at iteration {step}; saved {run_dir / 'last.pt'} (resume with --resume {run_dir})",
                       flush=True)
         raise
     finally:

@@ -55,9 +55,20 @@ def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> Path:
         **extra,
     }
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
+    except (OSError, RuntimeError) as exc:  # full disk, read-only folder (torch reports some as RuntimeError)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        kept = "the previous file is unchanged" if path.is_file() else "no earlier file existed"
+        raise CheckpointError(f"{path}: could not save the checkpoint ({reason}); {kept}") from None
     return path
+
+
+def nonfinite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` that hold inf or NaN (weights of a diverged training)."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 _TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("rdd_edge_trust_checkpoints", default=False)
@@ -127,9 +138,40 @@ def validate_checkpoint(ckpt: Any, source: str | Path = "<checkpoint>") -> dict:
         ckpt["model_name"] = resolve_name(ckpt["model_name"])
     except RddError as exc:
         raise CheckpointError(f"{source}: made for a model this version does not know: {exc}") from None
-    if not isinstance(ckpt["model_kwargs"].get("num_classes"), int):
-        raise CheckpointError(f"{source}: model_kwargs has no integer num_classes")
+    _check_model_kwargs(ckpt["model_kwargs"], ckpt["state_dict"], source)
     return ckpt
+
+
+MAX_CLASSES = 1024  # far above any segmentation label set (ADE20K 150, COCO-Stuff 171, Mapillary 124)
+MAX_HEAD_CHANNELS = 4096
+
+
+def _check_model_kwargs(kwargs: Mapping[str, Any], state: Mapping[str, Any], source: str | Path) -> None:
+    """The metadata a model is rebuilt from is input too: plain types, sane ranges, and sizes the weights agree with.
+
+    Checked before anything is allocated, so an edited ``num_classes`` of 10^8 is one line, not a 50 GB allocation."""
+    def bounded_int(key: str, hi: int) -> int | None:
+        v = kwargs.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+            raise CheckpointError(f"{source}: model_kwargs {key}={v!r} is not an integer in 1..{hi}; "
+                                  "the checkpoint's metadata was edited or is corrupt")
+        return v
+
+    n = bounded_int("num_classes", MAX_CLASSES)
+    if n is None:
+        raise CheckpointError(f"{source}: model_kwargs has no integer num_classes")
+    bounded_int("head_channels", MAX_HEAD_CHANNELS)
+    if not isinstance(kwargs.get("aux", False), bool):
+        raise CheckpointError(f"{source}: model_kwargs aux={kwargs.get('aux')!r} is not true/false")
+    if not all(isinstance(k, str) and isinstance(v, (bool, int, float, str)) for k, v in kwargs.items()):
+        raise CheckpointError(f"{source}: model_kwargs holds values other than plain numbers, strings and flags")
+    # the classifier's output channels are the class count: some weight must have num_classes rows
+    tensors = [v for v in state.values() if isinstance(v, torch.Tensor)]
+    if tensors and not any(t.dim() >= 1 and t.shape[0] == n for t in tensors):
+        raise CheckpointError(f"{source}: model_kwargs says {n} classes but no weight in its state_dict has {n} "
+                              "output channels; the metadata does not belong to these weights")
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
@@ -197,5 +239,9 @@ def model_from_checkpoint(path_or_ckpt: str | Path | dict, aux: bool | None = No
         model = create_model(ckpt["model_name"], **kwargs)
     except RddError as exc:
         raise CheckpointError(f"{source}: cannot rebuild its model: {exc}") from None
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"{source}: {len(bad)} weight tensors hold inf/NaN ({_few(bad)}): the training that wrote it "
+                              "diverged; use an earlier checkpoint or train again with a lower --lr")
     load_weights(model, state, name=str(source))
     return model.eval(), ckpt

@@ -12,6 +12,7 @@ from rdd_edge.app import app, state
 from rdd_edge.commands import data, deploy, distill, export, importing, models, pipeline  # noqa: F401  (register the commands)
 from rdd_edge.errors import RddError
 from rdd_edge.extras import install_hint
+from rdd_edge.interrupts import Terminated, sigterm_received, terminate_like_ctrl_c
 
 # what the `train` extra installs: a command that needs it on a deploy-only install says so in one line
 TRAIN_STACK = {"torch", "torchvision", "timm", "onnxscript", "onnxslim", "tensorboard"}
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     try:
-        app()
+        with terminate_like_ctrl_c():  # docker stop / SLURM / timeout: saved and cleaned up like Ctrl-C
+            app()
     except RddError as exc:
         if state["debug"] or "--debug" in sys.argv:
             raise
@@ -34,6 +36,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: this command needs the training stack ({exc.name} is not installed): "
               f"{install_hint('train')}; the deploy-only install runs check, demo and engine", file=sys.stderr)
         sys.exit(1)
+    except SystemExit as exc:  # typer ends a KeyboardInterrupt (ours for SIGTERM too) as exit code 130
+        if exc.code == 130 and sigterm_received():
+            print("terminated (SIGTERM)", file=sys.stderr)
+            sys.exit(143)  # what an unhandled SIGTERM would give: schedulers read it as "stopped", not "failed"
+        raise
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

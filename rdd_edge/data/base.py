@@ -122,6 +122,12 @@ class SegDataset:
         return self.pairs[i][0]
 
 
+def folder_not_found(root: Path, expected: str = "") -> DataError:
+    """'data folder not found', naming the absolute path tried when ``root`` was relative (runs are made elsewhere)."""
+    tried = "" if root.is_absolute() else f" (looked for {root.resolve()})"
+    return DataError(f"{root}: data folder not found{tried}{expected}")
+
+
 def image_size(path: str | Path) -> tuple[int, int] | str:
     """(W, H) from an image file's header, or a sentence saying why it cannot be read."""
     from PIL import Image, UnidentifiedImageError

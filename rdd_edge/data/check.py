@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rdd_edge.data.base import folder_not_found
 from rdd_edge.errors import DataError
 
 # Problem kinds, in the order the CLI groups them.
@@ -82,7 +83,7 @@ def check_dataset(root: str | Path, format: str, progress: bool = True) -> Check
     root = Path(root)
     fmt = get_format(format)
     if not root.is_dir():
-        raise DataError(f"{root}: data folder not found (expected a {fmt.info.name} folder)")
+        raise folder_not_found(root, f" (expected a {fmt.info.name} folder)")
     report = CheckReport(root=root, format=fmt.info.name, classes=tuple(fmt.info.classes))
     splits = fmt.find_splits(root)
     if not splits:

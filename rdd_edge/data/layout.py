@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
-from rdd_edge.data.base import IGNORE_INDEX, DatasetInfo, SegDataset
+from rdd_edge.data.base import IGNORE_INDEX, DatasetInfo, SegDataset, folder_not_found
 from rdd_edge.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -89,7 +89,7 @@ class DataFormat:
         """A reader over ``root``'s ``split``; DataError when the folder or split is not usable."""
         root = Path(root)
         if not root.is_dir():
-            raise DataError(f"{root}: data folder not found (expected a {self.info.name} folder)")
+            raise folder_not_found(root, f" (expected a {self.info.name} folder)")
         splits = self.find_splits(root)
         if split not in splits:
             raise DataError(f"{root}: no '{split}' split in this {self.info.name} folder (found: {', '.join(splits) or 'none'})")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rdd_edge.data import ade20k, camvid, cityscapes, voc
-from rdd_edge.data.base import DatasetInfo
+from rdd_edge.data.base import DatasetInfo, folder_not_found
 from rdd_edge.data.layout import DataFormat
 from rdd_edge.errors import ConfigError, DataError
 
@@ -90,7 +90,7 @@ def detect_dataset(root: str | Path) -> str:
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: data folder not found")
+        raise folder_not_found(root)
     found = []
     for name, fmt in _FORMATS.items():
         try:
