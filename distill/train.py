@@ -41,7 +41,7 @@ from rdd_edge.distill.data import close_loader, device_batch, eval_loader, renor
 from rdd_edge.distill.evaluate import evaluate
 from rdd_edge.errors import CheckpointError, ConfigError, DataError, RddError, TrainingError
 from rdd_edge.interrupts import Terminated, deferred, terminate_like_ctrl_c
-from rdd_edge.runs import latest_run, new_run_dir, write_json
+from rdd_edge.runs import folder_lock, latest_run, new_run_dir, remove_temp_files, write_json
 
 # data_share: fraction of the wall time since the previous row spent waiting for batches
 TRAIN_LOG_FIELDS = ["step", "lr", "loss", "task", "kd", "selected", "stage", "it_per_s", "time_s", "data_share"]
@@ -724,7 +724,11 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     last_miou, smooth = None, None
     step = start
     log_parts = torch.zeros(4, device=device)  # loss, task, kd, selected summed since the last log
+    held = contextlib.ExitStack()
     try:
+        if main:  # one training per run folder; what a killed save left behind goes
+            held.enter_context(folder_lock(run_dir, "training"))
+            remove_temp_files(run_dir)
         with terminate_like_ctrl_c(), (prog if prog is not None else contextlib.nullcontext()):
             for images, labels in feed:  # the batch on the device; the wait for it is timed (feed.waited)
                 it = step  # 0-based index of this iteration
@@ -795,6 +799,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         logger.close()
         feed.close()
         close_loader(val_loader)
+        held.close()
 
     elapsed = time.perf_counter() - t_start
     summary = {"run_dir": str(run_dir), "mode": cfg.mode, "model": raw.model_name, "steps": step,

@@ -220,3 +220,14 @@ def remove_leftovers(folder: str | Path) -> list[Path]:
             gone.append(p)
     return gone
 
+
+
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` leaves when a process is killed mid-write (``.last.pt.*.pt.tmp``);
+    call while holding :func:`folder_lock` on ``folder``, so none belongs to a running write."""
+    gone = []
+    for p in Path(folder).glob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone

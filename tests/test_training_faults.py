@@ -249,3 +249,16 @@ def test_a_sigterm_to_the_whole_process_group_leaves_the_loader_workers_to_the_t
         next(it)  # batches keep coming from the same worker
     assert worker.is_alive()
     it._shutdown_workers()
+
+
+def test_a_killed_save_leaves_no_temp_file_after_the_next_run_and_one_run_folder_trains_once(tmp_path):
+    from rdd_edge.distill.train import train
+    from rdd_edge.runs import folder_lock
+
+    stale = tmp_path / ".last.pt.abc123.pt.tmp"  # what kill -9 during a save leaves
+    stale.write_bytes(b"half a checkpoint")
+    train(tiny_config(iters=2, val_every=2, batch=2), data=readers(), run_dir=tmp_path, progress=False)
+    assert not stale.exists() and (tmp_path / "last.pt").is_file()
+    with folder_lock(tmp_path, "training"):  # another process training this run folder
+        with pytest.raises(ConfigError, match="another training is writing this folder"):
+            train(tiny_config(iters=4, val_every=2, batch=2), resume=tmp_path, data=readers(), progress=False)
