@@ -321,3 +321,16 @@ def test_check_png_shows_both_of_two_identical_rows(tmp_path):
     (a, b) = [p["xy"] for p in layout["points"]]
     assert abs(a[0] - b[0]) >= 9  # side by side, not on top of each other
     assert {lab["text"] for lab in layout["labels"]} == {"onnx (= fp16)", "fp16 (= onnx)"}
+
+
+def test_out_onto_the_export_of_another_checkpoint_needs_overwrite(tmp_path):
+    from rdd_edge.export.pipeline import _check_other_run
+
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"source_checkpoint": str(tmp_path / "runs" / "a" / "best.pt")}))
+    mine = tmp_path / "runs" / "b" / "best.pt"
+    with pytest.raises(ConfigError, match=r"holds the export of another checkpoint .*add --overwrite"):
+        _check_other_run(out, mine, overwrite=False)
+    _check_other_run(out, mine, overwrite=True)  # said explicitly: allowed
+    _check_other_run(out, tmp_path / "runs" / "a" / "best.pt", overwrite=False)  # its own export: re-export in place
