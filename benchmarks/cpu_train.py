@@ -131,15 +131,23 @@ def teacher_step(args: argparse.Namespace, images: torch.Tensor, labels: torch.T
     return statistics.median(out)
 
 
-def data_ms(args: argparse.Namespace, workers: int) -> float:
-    """Median ms per batch of the trainer's own loader over the synthetic scenes."""
-    from rdd_edge.data import DataSpec, open_split, dataset_info
+def data_ms(args: argparse.Namespace, workers: int, cached: bool) -> float:
+    """Median ms per batch of the trainer's own loader over the synthetic scenes: each scene rendered on first
+    use (``cached=False``: a fresh cache), or already in the in-memory cache (the rest of a run)."""
+    from rdd_edge.data import DataSpec, open_split
+    from rdd_edge.data import synthetic
     from rdd_edge.distill.data import close_loader, train_loader
+    from rdd_edge.normalize import DEFAULT
 
+    n = (args.data_batches + 2) * args.batch
     cfg = make_config("distill", model=args.student, device="cpu", crop=parse_hw(args.size), batch=args.batch,
                       iters=args.data_batches + 2)
-    reader = open_split(DataSpec(name="synthetic", train_images=64), "train")
-    loader = train_loader(reader, cfg, dataset_info("synthetic"), 0, 0, 1, workers=workers)
+    reader = open_split(DataSpec(name="synthetic", train_images=n), "train")
+    synthetic._CACHE = synthetic._RenderCache()
+    if cached:
+        for i in range(n):
+            reader[i]
+    loader = train_loader(reader, cfg, DEFAULT, 0, 0, 1, workers=workers)
     it, times = iter(loader), []
     try:
         next(it)  # start-up (worker processes) not counted
@@ -168,9 +176,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"CPU: {cpu.line()}\n{cores} CPUs available to this process; torch uses {torch.get_num_threads()} threads")
     if args.data_batches:
         for workers in (0, min(2, cores)):
-            ms = data_ms(args, workers)
-            report[f"data_ms_workers{workers}"] = ms
-            print(f"data: {ms:.1f} ms per batch of {args.batch} with {workers} loader workers")
+            for cached in (False, True):
+                ms = data_ms(args, workers, cached)
+                report[f"data_ms_workers{workers}{'_cached' if cached else ''}"] = ms
+                print(f"data: {ms:.1f} ms per batch of {args.batch} with {workers} loader workers, "
+                      + ("scenes cached in memory" if cached else "each scene rendered on first use"))
     variants: list[tuple[str, int, bool, Any]] = [
         ("default (NCHW)", torch.get_num_threads(), False, none),
         ("channels_last", torch.get_num_threads(), True, none),

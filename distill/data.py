@@ -24,6 +24,7 @@ process (on CUDA from the CPUs this process may use; on a CPU, :data:`CPU_WORKER
 from __future__ import annotations
 
 import functools
+import math
 import os
 import signal
 from typing import Callable, Iterator, Mapping, Sequence
@@ -469,19 +470,39 @@ def auto_workers(device_type: str, cpus: int, local_world: int = 1) -> int:
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one, else all)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """CPUs this process may really use: its affinity mask where the OS has one (else all), capped by a
+    container's CPU quota (cgroup ``cpu.max``; ``docker --cpus 2`` on a 16-core host is 2, not 16)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota is not None else cpus
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs' worth of time the cgroup may use (cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us`` / period);
+    None when unlimited or unknown."""
+    for path, split in ((f"{root}/cpu.max", None), (f"{root}/cpu/cpu.cfs_quota_us", f"{root}/cpu/cpu.cfs_period_us")):
+        try:
+            if split is None:
+                quota, period = open(path).read().split()[:2]
+            else:
+                quota, period = open(path).read().strip(), open(split).read().strip()
+            if quota in ("max", "-1"):
+                return None
+            return int(quota) / int(period)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def resolve_workers(value: int | str, device_type: str, cpus: int | None = None,
-                    env: Mapping[str, str] | None = None) -> int:
+                    env: Mapping[str, str] | None = None, in_memory: bool = False) -> int:
     """``--workers`` as a number: an explicit count as given; ``auto`` from :func:`auto_workers` with
     this machine's :func:`available_cpus` and the processes per node (``LOCAL_WORLD_SIZE``, set by
     torchrun; 1 otherwise). ``cpus`` / ``env`` stand in for the machine's (tests)."""
     if value != AUTO:
         return int(value)
+    if in_memory and device_type != "cuda":  # nothing to decode: workers would take CPU time from training
+        return 0
     env = os.environ if env is None else env
     local_world = int(env.get("LOCAL_WORLD_SIZE") or 1)
     return auto_workers(device_type, available_cpus() if cpus is None else cpus, local_world)

@@ -477,6 +477,23 @@ class BatchFeed:
         return waited
 
 
+# ---------------------------------------------------------------- CPU threads
+def fit_threads(world: int = 1) -> int:
+    """Compute threads for a CPU run: the CPUs this process really has (affinity and container quota) shared by
+    the processes of this node, unless OMP_NUM_THREADS says otherwise. torch's default counts the host's
+    cores, so a 2-CPU container on a 16-core host ran 16 threads on 2 CPUs."""
+    import os
+
+    from rdd_edge.distill.data import available_cpus
+
+    if not os.environ.get("OMP_NUM_THREADS"):
+        local = int(os.environ.get("LOCAL_WORLD_SIZE") or world or 1)
+        want = max(1, available_cpus() // max(1, local))
+        if torch.get_num_threads() > want:  # never above torch's default (physical cores: SMT siblings slow it)
+            torch.set_num_threads(want)
+    return torch.get_num_threads()
+
+
 # ---------------------------------------------------------------- resuming
 _NOT_RECIPE = {"name", "runs_root", "device", "tensorboard", "workers", "pretrained_report", "teacher", "data"}
 
@@ -525,6 +542,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                           f"use a multiple of {world} (the global batch is split evenly)")
     device = dist.init_distributed(cfg.device)
     rank, world, main = dist.rank(), dist.world_size(), dist.is_main()
+    if device.type == "cpu":
+        fit_threads(world)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -576,7 +595,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
             print(raw.init_report.line(), flush=True)
         if teacher_norm is not None and teacher_norm != norm:
             print(f"input: the student gets {norm.describe()}; the teacher its own, {teacher_norm.describe()}", flush=True)
-    if device.type == "cuda" and cfg.channels_last:
+    if cfg.channels_last:  # NHWC: cuDNN's fast layout, and oneDNN's on a CPU (a 2-core AVX2 step: -20%, benchmarks/cpu_train.py)
         raw = raw.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher = teacher.to(memory_format=torch.channels_last)
@@ -639,7 +658,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
 
     # -- data: on CUDA the loader only decodes (pinned, persistent workers) and the GPU augments
     on_gpu = device.type == "cuda"
-    workers = resolve_workers(cfg.workers, device.type)  # --workers auto: from the CPUs per process (CUDA)
+    # --workers auto: from the CPUs per process; none on a CPU when the data set is in memory (synthetic)
+    workers = resolve_workers(cfg.workers, device.type, in_memory=bool(getattr(data.train, "in_memory", False)))
     augment_on_device = on_gpu and data.batches is None
     if data.batches is not None:
         source = data.batches(cfg, start, rank, world)
@@ -657,7 +677,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
                              persistent=True)
     guard = NonFiniteGuard(start)
     step_ctx = StepContext(model, params, teacher, rdd, kd, optimizer, scaler, autocast, cfg.grad_clip,
-                           channels_last=on_gpu and cfg.channels_last, guard=guard,
+                           channels_last=cfg.channels_last, guard=guard,
                            teacher_input=renormalizer(norm, teacher_norm) if teacher_norm is not None else None)
     logger = RunLogger(run_dir, start, cfg.tensorboard, main)
     if ckpt_resume is not None:

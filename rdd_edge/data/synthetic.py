@@ -700,8 +700,35 @@ def item_seed(seed: int, split: str, i: int) -> int:
     return int(ss.generate_state(1, np.uint64)[0])
 
 
+CACHE_BYTES = 256 * 2**20  # rendered scenes kept in memory per process (the quickstart's 240 scenes: ~13 MB)
+
+
+class _RenderCache:
+    """Rendered scenes by (seed, size), up to ``CACHE_BYTES``: a training draws each scene many times (the
+    quickstart: 8 times per stage, two stages), and rendering one costs ~15 ms of a 2-core CPU's time."""
+
+    def __init__(self, limit: int = CACHE_BYTES) -> None:
+        self.limit, self.used = limit, 0
+        self.items: dict[tuple[int, tuple[int, int]], tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, seed: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        key = (seed, tuple(size))
+        hit = self.items.get(key)
+        if hit is None:
+            hit = render_scene(seed, size)
+            nbytes = hit[0].nbytes + hit[1].nbytes
+            if self.used + nbytes <= self.limit:  # full: render on demand from here on
+                self.items[key] = hit
+                self.used += nbytes
+        return hit[0].copy(), hit[1].copy()  # callers may change what they get
+
+
+_CACHE = _RenderCache()
+
+
 class SyntheticScenes:
-    """The synthetic data set: ``n`` scenes of ``split``, rendered on demand (nothing on disk).
+    """The synthetic data set: ``n`` scenes of ``split``, rendered on demand (nothing on disk) and kept in
+    memory once rendered (up to :data:`CACHE_BYTES` per process).
 
     Train and val draw their scene seeds from disjoint streams, so val never repeats train.
     """
@@ -720,13 +747,20 @@ class SyntheticScenes:
     def __len__(self) -> int:
         return self.n
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether every scene fits the render cache: then, after the first pass, an item costs a copy and
+        loader worker processes would only add inter-process copies on a CPU."""
+        h, w = self.size
+        return self.n * h * w * 4 <= _CACHE.limit
+
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         i = int(i)
         if i < 0:
             i += self.n
         if not 0 <= i < self.n:
             raise IndexError(f"synthetic {self.split} item {i} out of range (0..{self.n - 1})")
-        return render_scene(item_seed(self.seed, self.split, i), self.size)
+        return _CACHE.get(item_seed(self.seed, self.split, i), self.size)
 
     def name(self, i: int) -> str:
         return f"synth_{self.split}_{int(i):05d}"
