@@ -17,6 +17,7 @@ from typing import Any
 
 from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES, TFE_AVERAGES
 from rdd_edge.distill.rdd import MODES as RDD_MODES
+from rdd_edge.data.registry import dataset_info
 from rdd_edge.data.spec import DataSpec
 from rdd_edge.errors import ConfigError
 from rdd_edge.runs import DEFAULT_ROOT
@@ -100,17 +101,6 @@ class TrainConfig:
                         val_images=self.synthetic_val, size=self.eval_size, seed=self.seed)
 
 
-# The paper's recipe per data set (METHOD.md, Sec. 4.2); synthetic is small enough for a CPU.
-PRESETS: dict[str, dict[str, Any]] = {
-    # synthetic: from scratch, small batch, short schedule: lr 0.05 learns faster than the paper's 0.02
-    # (pipeline MBV2 student, 200 its: 19.3 -> 23.0 mIoU; R18 teacher 33.0 -> 33.6; benchmarks/RESULTS.md)
-    "synthetic": dict(crop=(96, 144), iters=300, batch=8, lr=0.05, val_every=100, log_every=10),
-    "camvid": dict(crop=(360, 360), iters=40000, batch=16, val_every=2000, log_every=50),
-    "cityscapes": dict(crop=(512, 1024), iters=40000, batch=16, val_every=4000, log_every=50),
-    "voc": dict(crop=(512, 512), iters=40000, batch=16, val_every=4000, log_every=50),
-    "ade20k": dict(crop=(512, 512), iters=80000, batch=16, val_every=8000, log_every=50),
-}
-
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "teacher": dict(model="deeplabv3_r101", method="none", rdd=False),
     "distill": dict(model="deeplabv3_mbv2"),
@@ -129,7 +119,8 @@ def make_config(mode: str = "distill", dataset: str | None = None, **overrides: 
         raise ConfigError(f"unknown config option(s): {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {"mode": mode, "dataset": dataset}
     values.update(MODE_DEFAULTS[mode])
-    values.update(PRESETS.get(dataset, {}))
+    info = dataset_info(dataset)  # the data set's own recipe: its crop and schedule (rdd_edge.data)
+    values.update(crop=tuple(info.crop_size), **info.recipe.overrides())
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["pretrained"] = resolve_pretrained(values.get("pretrained"), dataset)
     cfg = TrainConfig(**values)
@@ -201,6 +192,9 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(msg)
     from rdd_edge.distill.losses import build_kd_loss
     from rdd_edge.distill.rdd import parse_class_weights
+    from rdd_edge.models.registry import resolve_name
+
+    resolve_name(cfg.model)  # --student mbv9: one line now, not after the data is opened and the teacher loaded
 
     parse_class_weights(cfg.rdd_class_weights)  # a known name or positive numbers (the count is checked against the data)
     if cfg.normalization is not None:
@@ -312,7 +306,7 @@ def resolve_config(mode: str, resume: str | None = None, dataset: str | None = N
         opts["model_kwargs"] = {**(opts.get("model_kwargs") or {}), "head_channels": int(head_channels)}
     opts.update(parse_overrides(sets))
     if resume:
-        from rdd_edge.distill.train import resolve_checkpoint
+        from rdd_edge.models.checkpoint import resolve_checkpoint
         from rdd_edge.models.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(resolve_checkpoint(resume, prefer="last.pt"))

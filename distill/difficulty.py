@@ -162,7 +162,8 @@ def run_difficulty(spec: DifficultySpec) -> tuple[Path, list[dict]]:
     """Render difficulty sheets for a distilled student; returns (output folder, one dict per image)."""
     from rdd_edge.distill import dist
     from rdd_edge.distill.evaluate import checkpoint_split
-    from rdd_edge.distill.train import default_teacher, resolve_checkpoint
+    from rdd_edge.distill.train import default_teacher
+    from rdd_edge.models.checkpoint import resolve_checkpoint
     from rdd_edge.models import model_from_checkpoint
     from rdd_edge.errors import CheckpointError, ConfigError
     from rdd_edge.normalize import recorded_normalization

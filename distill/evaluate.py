@@ -117,7 +117,7 @@ def checkpoint_split(ckpt: dict, dataset: str | None = None, data: str | Path | 
     ``eval_size``, else the one the run validated at, else the data set's default
     (``DatasetInfo.default_eval_size``); None means each image whole at its own size (VOC, ADE20K).
     """
-    from rdd_edge.distill.train import check_reader
+    from rdd_edge.data.check import check_reader
     from rdd_edge.data import dataset_info, open_split, spec_of_checkpoint
     from rdd_edge.errors import CheckpointError
 
@@ -162,7 +162,7 @@ class EvalResult:
 def evaluate_checkpoint(spec: EvalSpec) -> EvalResult:
     """Evaluate a checkpoint (file or run folder, ``best.pt`` preferred) on its data set's split."""
     from rdd_edge.distill.data import eval_loader
-    from rdd_edge.distill.train import resolve_checkpoint
+    from rdd_edge.models.checkpoint import resolve_checkpoint
     from rdd_edge.models import model_from_checkpoint
     from rdd_edge.errors import ConfigError
 

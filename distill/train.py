@@ -39,8 +39,10 @@ from rdd_edge.distill import dist
 from rdd_edge.distill.config import TrainConfig
 from rdd_edge.distill.data import close_loader, device_batch, eval_loader, renormalizer, resolve_workers, train_loader
 from rdd_edge.distill.evaluate import evaluate
-from rdd_edge.errors import CheckpointError, ConfigError, DataError, RddError, TrainingError
+from rdd_edge.errors import CheckpointError, ConfigError, RddError, TrainingError
 from rdd_edge.interrupts import Terminated, deferred, terminate_like_ctrl_c
+from rdd_edge.data.check import check_reader
+from rdd_edge.models.checkpoint import resolve_checkpoint
 from rdd_edge.runs import folder_lock, latest_run, new_run_dir, remove_temp_files, write_json
 
 # data_share: fraction of the wall time since the previous row spent waiting for batches
@@ -52,19 +54,6 @@ VAL_LOG_FIELDS = ["step", "miou", "pixel_acc", "mean_class_acc", "images_per_s"]
 def poly_lr(base_lr: float, it: int, max_iter: int, power: float = 0.9) -> float:
     """Poly decay: ``base * (1 - it / max_iter) ** power`` for the 0-based iteration ``it``."""
     return base_lr * (1.0 - min(it, max_iter) / max_iter) ** power
-
-
-def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
-    """A checkpoint file, or a run folder -> its ``prefer`` (else ``last.pt``/``best.pt``)."""
-    p = Path(path)
-    if p.is_dir():
-        for name in (prefer, "last.pt", "best.pt"):
-            if (p / name).is_file():
-                return p / name
-        raise CheckpointError(f"{p}: folder holds no {prefer} / last.pt / best.pt; pass a checkpoint file or a run folder")
-    if not p.exists():
-        raise CheckpointError(f"{p}: checkpoint not found")
-    return p
 
 
 def default_teacher(runs_root: str | Path) -> Path:
@@ -167,29 +156,6 @@ def check_crop(cfg: TrainConfig, sizes: list[tuple[int, int]]) -> None:
         raise ConfigError(f"--crop {ch}x{cw} is larger than the training images ({h}x{w}, {big_h}x{big_w} at the largest "
                           f"scale {cfg.scale_max:g}): every crop would be mostly padding. "
                           f"Use at most {big_h}x{big_w}, e.g. --crop {min(ch, h)}x{min(cw, w)}")
-
-
-def check_reader(reader, what: str, num_classes: int) -> list[tuple[int, int]]:
-    """Fail before training on an empty split, a missing / unreadable / mismatched file anywhere in it
-    (file headers of every pair), or an unusable first / last item; returns the (H, W) of the items read."""
-    if len(reader) == 0:
-        raise DataError(f"{what}: no images found; check the folder layout (`rdd-edge data check`)")
-    problems = reader.verify_files() if hasattr(reader, "verify_files") else []
-    if problems:
-        more = f" (+{len(problems) - 1} more found; `rdd-edge data check` lists all)" if len(problems) > 1 else ""
-        raise DataError(f"{what}: {problems[0]}{more}")
-    sizes: list[tuple[int, int]] = []
-    for i in sorted({0, len(reader) - 1}):
-        image, label = reader[i]
-        if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != label.shape:
-            raise DataError(f"{what}: item {i} has image {image.shape} and label {label.shape}; "
-                            "expected HxWx3 and HxW of the same size")
-        bad = (label >= num_classes) & (label != 255)
-        if bad.any():
-            raise DataError(f"{what}: item {i} has label values {np.unique(label[bad])[:8].tolist()} "
-                            f"outside 0..{num_classes - 1} (255 = ignore)")
-        sizes.append(tuple(label.shape))
-    return sizes
 
 
 # ---------------------------------------------------------------- models

@@ -28,22 +28,16 @@ from rdd_edge.runs import DEFAULT_ROOT, folder_lock, remove_leftovers
 from rdd_edge.export import formats
 from rdd_edge.export.formats import ExportSpec
 
-CHECKPOINT_NAMES = ("best.pt", "last.pt")
 PARITY_IMAGES = 8  # torch-vs-ONNX parity and INT8 fitting run on this many of the check images
 REUSABLE = {"model.int8.calib-*.json": "int8", "timing*.cache": "tensorrt"}  # caches a re-export of that kind reuses
 
 
 def find_checkpoint(source: str | Path | None, runs_root: str | Path = DEFAULT_ROOT) -> Path:
     """A checkpoint file, a run folder (``best.pt`` preferred) or, if None, the latest distill run."""
+    from rdd_edge.models.checkpoint import resolve_checkpoint
     from rdd_edge.runs import resolve_run
 
-    p = resolve_run(source, "distill", "checkpoint to export", root=runs_root)
-    if p.is_file():
-        return p
-    for name in CHECKPOINT_NAMES:
-        if (p / name).is_file():
-            return p / name
-    raise ConfigError(f"{p}: no {' or '.join(CHECKPOINT_NAMES)} in this run folder; pass a checkpoint file or train first")
+    return resolve_checkpoint(resolve_run(source, "distill", "checkpoint to export", root=runs_root), prefer="best.pt")
 
 
 def _builder(ref: str) -> Callable[..., dict]:

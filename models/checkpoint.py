@@ -106,6 +106,20 @@ def _torch_load(path: Path, map_location: Any) -> Any:
     return torch.load(path, map_location=map_location, weights_only=not _TRUSTED.get())
 
 
+def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
+    """A checkpoint file, or a run folder -> its ``prefer`` (else ``last.pt``/``best.pt``)."""
+    p = Path(path)
+    if p.is_dir():
+        names = list(dict.fromkeys((prefer, "last.pt", "best.pt")))
+        for name in names:
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"{p}: folder holds no {' / '.join(names)}; pass a checkpoint file or a run folder")
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    return p
+
+
 def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
     """Load any torch file with a ``CheckpointError`` naming it when it is missing or not a torch file."""
     path = Path(path)

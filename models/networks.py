@@ -110,10 +110,10 @@ def _create_seg(name: str, pretrained: str | Path | bool | None, **kw: Any) -> S
     return model
 
 
-def _cfg(backbone: str, head: str, head_channels: int, aux_head: bool, params_m: float, gflops: float,
-         backbone_args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+def _cfg(backbone: str, head: str, head_channels: int, aux_head: bool, params_m: float | None = None,
+         gflops: float | None = None, backbone_args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
     """A variant's definition (timm backbone and its arguments, head and its width, aux head) and the
-    facts ``rdd-edge models`` shows; the paper's figures are at 19 classes, 1024x2048.
+    facts ``rdd-edge models`` shows; the paper's figures (at 19 classes, 1024x2048) only for the paper's networks.
 
     ``released``: the backbone's key layout in the released code (``models.released``);
     ``imagenet_timm``: timm's hub weights of exactly this backbone, if timm has them;
@@ -130,12 +130,12 @@ default_cfgs = {
     "deeplabv3_r101": _cfg("resnet101s", "aspp", 256, True, 61.12, 2371.0, alias="r101", role="teacher",
                            arch="ResNet-101 v1s", released="resnet", imagenet_timm="resnet101s.gluon_in1k",
                            imagenet_file="resnet101-imagenet.pth"),
-    "deeplabv3_r18": _cfg("resnet18", "aspp", 128, True, 13.61, 572.0, DEEP_STEM, alias="r18", role="student",
+    "deeplabv3_r18": _cfg("resnet18", "aspp", 128, True, 13.61, 572.0, backbone_args=DEEP_STEM, alias="r18", role="student",
                           arch="ResNet-18 v1s", released="resnet", imagenet_timm=None, imagenet_file="resnet18-imagenet.pth"),
     "deeplabv3_mbv2": _cfg("mobilenetv2_100", "aspp", 128, False, 3.23, 128.9, alias="mbv2", role="student",
                            arch="MobileNetV2", released="mobilenetv2", imagenet_timm="mobilenetv2_100.ra_in1k",
                            imagenet_file="mobilenetv2-imagenet.pth"),
-    "pspnet_r18": _cfg("resnet18", "psp", 128, True, 12.92, 507.4, DEEP_STEM, alias="psp18", role="student",
+    "pspnet_r18": _cfg("resnet18", "psp", 128, True, 12.92, 507.4, backbone_args=DEEP_STEM, alias="psp18", role="student",
                        arch="ResNet-18 v1s", released="resnet", imagenet_timm=None, imagenet_file="resnet18-imagenet.pth"),
 }
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rdd_edge.distill import train as train_mod
-from rdd_edge.distill.config import PRESETS, config_from_dict, make_config, parse_overrides
+from rdd_edge.distill.config import config_from_dict, make_config, parse_overrides
 from rdd_edge.sizes import parse_hw as parse_size
 from rdd_edge.distill.data import StepSampler, TrainPreset
 from rdd_edge.normalize import IMAGENET
@@ -50,7 +50,7 @@ def test_poly_lr_and_presets():
     cfg = make_config("distill", "camvid", iters=10)
     assert cfg.crop == (360, 360) and cfg.iters == 10 and cfg.lr == 0.02 and cfg.weight_decay == 1e-4
     assert make_config("distill", "cityscapes").crop == (512, 1024)
-    assert make_config("teacher").model == "deeplabv3_r101" and PRESETS["ade20k"]["iters"] == 80000
+    assert make_config("teacher").model == "deeplabv3_r101" and make_config("teacher", "ade20k").iters == 80000
     assert config_from_dict(cfg.as_dict()) == cfg  # JSON round trip (tuples come back as lists)
     assert parse_size("48x64") == (48, 64) and parse_size("360") == (360, 360)
     with pytest.raises(ConfigError, match="--crop"):

@@ -152,23 +152,13 @@ def synth_cmd(
     console.print(f"train on it with: --data {root}   (check it: rdd-edge data check {root})")
 
 
-# One line per format for `data list` (the full tree is in each reader's LAYOUT / layout errors).
-_LAYOUT_SUMMARY = {
-    "synthetic": "generated from a seed; or a folder from `data synth` (CamVid compact layout)",
-    "camvid": "SegNet: train/ trainannot/ ...; or compact: <split>/images/ <split>/labels/",
-    "cityscapes": "leftImg8bit/<split>/<city>/ + gtFine/<split>/<city>/*_gtFine_labelIds.png",
-    "voc": "JPEGImages/ SegmentationClass/[Aug/] ImageSets/Segmentation/{train,val,train_aug}.txt",
-    "ade20k": "ADEChallengeData2016/{images,annotations}/{training,validation}/",
-}
-
-
 @data_app.command("list")
 def list_cmd() -> None:
     """The data set formats rdd-edge reads: classes, eval and crop sizes, on-disk layout."""
     from rich.console import Console
     from rich.table import Table
 
-    from rdd_edge.data.registry import DATASETS, dataset_info
+    from rdd_edge.data.registry import DATASETS, get_format
     from rdd_edge.errors import RddError
 
     table = Table(title="data set formats (--dataset / --format)")
@@ -179,11 +169,12 @@ def list_cmd() -> None:
     table.add_column("layout", overflow="fold")
     for name in DATASETS:
         try:
-            info = dataset_info(name)
+            fmt = get_format(name)
+            info = fmt.info
         except RddError:
             table.add_row(name, "-", "-", "-", "(the synthetic generator is not installed)")
             continue
         shown = ", ".join(info.classes[:3]) + (", ..." if info.num_classes > 3 else "")
         hw = ("x".join(map(str, info.eval_size)), "x".join(map(str, info.crop_size)))
-        table.add_row(name, f"{info.num_classes} ({shown})", *hw, _LAYOUT_SUMMARY.get(name, ""))
+        table.add_row(name, f"{info.num_classes} ({shown})", *hw, fmt.summary)
     Console().print(table)

@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from rdd_edge.app import app
-from rdd_edge.commands.options import (DEFAULT_RUNS, Data, Dataset, Device, EvalSize, Name, Quiet, Runs, Seed,
+from rdd_edge.commands.options import (DEFAULT_RUNS, MODEL_HELP, Data, Dataset, Device, EvalSize, Name, Quiet, Runs, Seed,
                                        TrustCheckpoint, checkpoint_trust)
 
 # -- options shared by train-teacher and distill
@@ -164,7 +164,7 @@ def train_teacher(
 
 @app.command("distill")
 def distill_cmd(
-    student: Annotated[Optional[str], typer.Option("--student", help="Student model: mbv2 (default), r18, psp18.")] = None,
+    student: Annotated[Optional[str], typer.Option("--student", help=f"Student model, {MODEL_HELP} (default: mbv2).")] = None,
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher checkpoint or run folder (default: latest teacher run's best.pt).")] = None,
     method: Annotated[Optional[str], typer.Option("--method", help="KD loss added to the task loss (default kd; none for none); --list-methods shows them all.")] = None,
     kd_weight: Annotated[Optional[float], typer.Option("--kd-weight", help="Weight of the KD term (default: the method's).")] = None,

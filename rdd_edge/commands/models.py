@@ -52,6 +52,6 @@ def models_cmd(
         table.add_row(
             f"[bold]{name}[/]\n[dim]{arch}[/]", ", ".join(aliases_of(name)),
             f"{count_params(model) / 1e6:.2f}", f"{plain / 1e6:.2f}", f"{macs / 1e9:.1f}", f"{flops / 1e9:.1f}",
-            f"{cfg['paper_params_m']:g}/{cfg['paper_gflops']:g}",
+            f"{cfg['paper_params_m']:g}/{cfg['paper_gflops']:g}" if cfg.get("paper_params_m") else "-",
         )
     console.print(table)

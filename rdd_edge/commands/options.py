@@ -16,8 +16,9 @@ import typer
 from rdd_edge.devices import DEVICE_CHOICES
 from rdd_edge.runs import DEFAULT_ROOT
 
-DATASET_HELP = ("Data set name: synthetic, camvid, cityscapes, voc, ade20k (default: the run's, else synthetic; "
+DATASET_HELP = ("Data set name, one of `rdd-edge data list` (default: the run's, else synthetic; "
                 "a folder's is detected from its layout).")
+MODEL_HELP = "a name or alias of `rdd-edge models`"  # the registry is the list: no names written here
 Dataset = Annotated[Optional[str], typer.Option("--dataset", help=DATASET_HELP)]
 DatasetOfFolder = Annotated[Optional[str], typer.Option("--dataset", "--format", "-f", help=DATASET_HELP)]
 Data = Annotated[Optional[Path], typer.Option(

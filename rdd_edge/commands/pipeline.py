@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from rdd_edge.app import app
-from rdd_edge.commands.options import (DEFAULT_RUNS, Data, Dataset, Device, MaxDrop, Name, Quiet, Runs, Seed,
+from rdd_edge.commands.options import (DEFAULT_RUNS, MODEL_HELP, Data, Dataset, Device, MaxDrop, Name, Quiet, Runs, Seed,
                                        TrustCheckpoint, checkpoint_trust)
 from rdd_edge.pipeline import QUICK
 
@@ -20,8 +20,8 @@ from rdd_edge.pipeline import QUICK
 @app.command()
 def pipeline(
     dataset: Dataset = None, data: Data = None,
-    student: Annotated[str, typer.Option("--student", help="Student: mbv2, r18, psp18.")] = "mbv2",
-    teacher_model: Annotated[str, typer.Option("--teacher-model", help="Teacher: auto (r101 on a GPU, r18 on a CPU), r101, r18, ...")] = "auto",
+    student: Annotated[str, typer.Option("--student", help=f"Student, {MODEL_HELP}.")] = "mbv2",
+    teacher_model: Annotated[str, typer.Option("--teacher-model", help=f"Teacher: auto (r101 on a GPU, r18 on a CPU) or {MODEL_HELP}.")] = "auto",
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Use this teacher checkpoint instead of training one.")] = None,
     teacher_iters: Annotated[Optional[int], typer.Option("--teacher-iters", help=f"Teacher iterations (synthetic default {QUICK['teacher_iters']}; else the data set preset).")] = None,
     iters: Annotated[Optional[int], typer.Option("--iters", help=f"Student iterations (synthetic default {QUICK['iters']}; else the data set preset).")] = None,

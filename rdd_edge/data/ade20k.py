@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rdd_edge.data.base import DatasetInfo
+from rdd_edge.data.base import DatasetInfo, TrainRecipe
 from rdd_edge.data.layout import DataFormat, SplitFiles, colormap, images_in, layout_error, lut_and_valid, pair_by_key
 
 CLASSES = (
@@ -37,7 +37,8 @@ CLASSES = (
 PALETTE = colormap(len(CLASSES) + 1)[1:]
 
 INFO = DatasetInfo(name="ade20k", classes=CLASSES, palette=PALETTE, eval_size=(512, 512), crop_size=(512, 512),
-                   eval_whole=True)  # evaluated whole, each image at its own size (paper, released code)
+                   eval_whole=True,  # evaluated whole, each image at its own size (paper, released code)
+                   recipe=TrainRecipe(iters=80000, batch=16, val_every=8000, log_every=50))
 
 SPLIT_DIRS = {"train": "training", "val": "validation"}
 
@@ -69,7 +70,8 @@ def scan(root: Path, split: str) -> SplitFiles:
 
 _LUT, _VALID = lut_and_valid({v: v - 1 for v in range(1, len(CLASSES) + 1)}, range(len(CLASSES) + 1))
 
-FORMAT = DataFormat(info=INFO, layout=LAYOUT, find_splits=find_splits, scan=scan, lut=_LUT, valid=_VALID)
+FORMAT = DataFormat(info=INFO, layout=LAYOUT, find_splits=find_splits, scan=scan, lut=_LUT, valid=_VALID,
+                    summary="ADEChallengeData2016/{images,annotations}/{training,validation}/")
 
 
 def open_dataset(root: str | Path, split: str = "train"):

@@ -19,6 +19,21 @@ IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)
+class TrainRecipe:
+    """How long and how wide a data set trains by default (the paper's recipe, METHOD.md Sec. 4.2); the crop
+    is the data set's ``crop_size``. ``lr`` None: the trainer's default."""
+
+    iters: int = 40000
+    batch: int = 16
+    val_every: int = 4000
+    log_every: int = 50
+    lr: float | None = None
+
+    def overrides(self) -> dict:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
 class DatasetInfo:
     """Static facts about a data set: classes, palette and default sizes.
 
@@ -36,6 +51,7 @@ class DatasetInfo:
     # size, as the paper and its released code do for data sets whose images vary in size (VOC,
     # ADE20K); eval_size then only sets the default export / deploy input size
     eval_whole: bool = False
+    recipe: TrainRecipe = TrainRecipe()  # default schedule; a new data set states its own (crop: crop_size)
 
     def default_eval_size(self) -> tuple[int, int] | None:
         """The size evaluation resizes images to when none is asked for; None: each image at its own size."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rdd_edge.data.base import DatasetInfo, palette_from
+from rdd_edge.data.base import DatasetInfo, TrainRecipe, palette_from
 from rdd_edge.data.layout import DataFormat, SplitFiles, images_in, layout_error, lut_and_valid, pair_by_key
 
 CLASSES = (
@@ -36,6 +36,7 @@ INFO = DatasetInfo(
     eval_size=(360, 480),
     crop_size=(360, 360),
     splits=("train", "val", "test"),
+    recipe=TrainRecipe(iters=40000, batch=16, val_every=2000, log_every=50),
 )
 
 SPLITS = ("train", "val", "test")
@@ -73,7 +74,8 @@ def scan(root: Path, split: str) -> SplitFiles:
 
 _LUT, _VALID = lut_and_valid({i: i for i in range(len(CLASSES))}, [*range(VOID + 1), 255])
 
-FORMAT = DataFormat(info=INFO, layout=LAYOUT, find_splits=find_splits, scan=scan, lut=_LUT, valid=_VALID)
+FORMAT = DataFormat(info=INFO, layout=LAYOUT, find_splits=find_splits, scan=scan, lut=_LUT, valid=_VALID,
+                    summary="SegNet: train/ trainannot/ ...; or compact: <split>/images/ <split>/labels/")
 
 
 def open_dataset(root: str | Path, split: str = "train"):

@@ -190,3 +190,26 @@ class _progress:
         if self._bar is not None:
             self._bar.__exit__(*exc)
         return False
+
+
+def check_reader(reader, what: str, num_classes: int) -> list[tuple[int, int]]:
+    """Fail before training on an empty split, a missing / unreadable / mismatched file anywhere in it
+    (file headers of every pair), or an unusable first / last item; returns the (H, W) of the items read."""
+    if len(reader) == 0:
+        raise DataError(f"{what}: no images found; check the folder layout (`rdd-edge data check`)")
+    problems = reader.verify_files() if hasattr(reader, "verify_files") else []
+    if problems:
+        more = f" (+{len(problems) - 1} more found; `rdd-edge data check` lists all)" if len(problems) > 1 else ""
+        raise DataError(f"{what}: {problems[0]}{more}")
+    sizes: list[tuple[int, int]] = []
+    for i in sorted({0, len(reader) - 1}):
+        image, label = reader[i]
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != label.shape:
+            raise DataError(f"{what}: item {i} has image {image.shape} and label {label.shape}; "
+                            "expected HxWx3 and HxW of the same size")
+        bad = (label >= num_classes) & (label != 255)
+        if bad.any():
+            raise DataError(f"{what}: item {i} has label values {np.unique(label[bad])[:8].tolist()} "
+                            f"outside 0..{num_classes - 1} (255 = ignore)")
+        sizes.append(tuple(label.shape))
+    return sizes

@@ -69,7 +69,8 @@ def scan(root: Path, split: str) -> SplitFiles:
 
 _LUT, _VALID = lut_and_valid(LABEL_TO_TRAIN, range(34))
 
-FORMAT = DataFormat(info=INFO, layout=LAYOUT, find_splits=find_splits, scan=scan, lut=_LUT, valid=_VALID)
+FORMAT = DataFormat(info=INFO, layout=LAYOUT, find_splits=find_splits, scan=scan, lut=_LUT, valid=_VALID,
+                    summary="leftImg8bit/<split>/<city>/ + gtFine/<split>/<city>/*_gtFine_labelIds.png")
 
 
 def open_dataset(root: str | Path, split: str = "train"):

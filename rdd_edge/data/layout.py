@@ -7,6 +7,7 @@ so both see the same pairs and the same label mapping.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -49,10 +50,11 @@ class DataFormat:
     lut: np.ndarray
     valid: np.ndarray
     decode_label: Callable[[Path], "np.ndarray | None"] = decode_png
+    summary: str = ""  # the layout in one line, for `rdd-edge data list`
 
-    def with_info(self, info: DatasetInfo) -> "DataFormat":
+    def with_info(self, info: DatasetInfo, summary: str | None = None) -> "DataFormat":
         """The same layout read with other class facts (synthetic scenes in the CamVid layout)."""
-        return DataFormat(info, self.layout, self.find_splits, self.scan, self.lut, self.valid, self.decode_label)
+        return dataclasses.replace(self, info=info, summary=self.summary if summary is None else summary)
 
     def raw_label(self, path: Path) -> np.ndarray:
         """The label file's raw values as uint8 HxW; DataError naming the file otherwise."""

@@ -78,8 +78,11 @@ def get_format(name: str) -> DataFormat:
     """The on-disk format of a data set (``synthetic``: the CamVid layout with synthetic's info)."""
     key = _resolve(name)
     if key == "synthetic":
-        return camvid.FORMAT.with_info(_synthetic().SYNTHETIC_INFO)
+        return camvid.FORMAT.with_info(_synthetic().SYNTHETIC_INFO, summary=SYNTHETIC_SUMMARY)
     return _FORMATS[key]
+
+
+SYNTHETIC_SUMMARY = "generated from a seed; or a folder from `data synth` (CamVid compact layout)"
 
 
 def detect_dataset(root: str | Path) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rdd_edge.data.base import IGNORE_INDEX, DatasetInfo, write_image, write_label
+from rdd_edge.data.base import IGNORE_INDEX, DatasetInfo, TrainRecipe, write_image, write_label
 # The scenes use the CamVid 11 classes in CamVid order, with SegNet's camvid11 palette, so the
 # same colours and class ids serve both data sets (defined once, in camvid).
 from rdd_edge.data.camvid import CLASSES, PALETTE
@@ -40,6 +40,9 @@ SYNTHETIC_INFO = DatasetInfo(
     palette=PALETTE,
     eval_size=DEFAULT_SIZE,
     crop_size=DEFAULT_SIZE,
+    # small enough for a CPU; lr 0.05 learns faster than the paper's 0.02 from scratch on a short schedule
+    # (pipeline MBV2 student, 200 its: 19.3 -> 23.0 mIoU; R18 teacher 33.0 -> 33.6; benchmarks/RESULTS.md)
+    recipe=TrainRecipe(iters=300, batch=8, val_every=100, log_every=10, lr=0.05),
 )
 
 _SHIFT = 3  # OpenCV sub-pixel bits for polygon / line coordinates

@@ -134,7 +134,8 @@ def decode_label(path: Path) -> np.ndarray | None:
 _LUT, _VALID = lut_and_valid({i: i for i in range(len(CLASSES))}, [*range(len(CLASSES)), 255])
 
 FORMAT = DataFormat(
-    info=INFO, layout=LAYOUT, find_splits=find_splits, scan=scan, lut=_LUT, valid=_VALID, decode_label=decode_label
+    info=INFO, layout=LAYOUT, find_splits=find_splits, scan=scan, lut=_LUT, valid=_VALID, decode_label=decode_label,
+    summary="JPEGImages/ SegmentationClass/[Aug/] ImageSets/Segmentation/{train,val,train_aug}.txt",
 )
 
 
