@@ -14,7 +14,10 @@ Leaving a layer in float means more than naming its Conv in ``nodes_to_exclude``
   consumer (a residual Add). An excluded Conv then still reads a DequantizeLinear. Its island
   therefore also holds the op producing that tensor (through a Relu / Clip to the op before it)
   and the tensor's other consumers, so the activation stays float. Checked after quantizing:
-  :func:`reads_float`.
+  :func:`reads_float`. Its output stays float through the ops that only resample or read it out
+  (Resize, Relu / Clip, ArgMax, Softmax): ONNX Runtime would otherwise quantize the classifier's
+  logits again at the final upsampling and at the ArgMax, and a classifier "in float" would still
+  hand uint8 logits to the ArgMax (ties between classes).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")  # folded into a quantized producer's output range by ONNX Runtime
 NOT_QUANTIZED = ("Shape", "Size")  # consumers that read a tensor's shape only
+RESAMPLING = ("Resize", "Upsample", "ArgMax", "Softmax", *ACTIVATIONS)  # ops after a float Conv that keep its output float (int8-cpu)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class QuantLayer:
     cin: int
     cout: int
     input: str  # the activation tensor it reads
+    module: str | None = None  # the torch module it was exported from (e.g. "head.classifier"), if known
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +51,15 @@ def _attr(node: Any, name: str, default: Any) -> Any:
         if a.name == name:
             return list(a.ints) if a.ints else (a.i if a.type == 2 else default)
     return default
+
+
+def module_of(node: Any, prefix: str = "model.") -> str | None:
+    """The torch module a Conv of an exported graph came from: its weight initializer keeps the
+    parameter's name (``model.head.classifier.weight``; ``model.`` is the export wrapper's attribute)."""
+    w = node.input[1] if len(node.input) > 1 else ""
+    if not w.startswith(prefix) or not w.endswith(".weight"):
+        return None
+    return w[len(prefix):-len(".weight")]
 
 
 def quant_layers(model: Any) -> list[QuantLayer]:
@@ -64,7 +78,7 @@ def quant_layers(model: Any) -> list[QuantLayer]:
         dil = max(_attr(node, "dilations", [1]) or [1])
         cout, cin = int(shape[0]), int(shape[1]) * int(group)
         kind = ("dw " if group > 1 and group == cin else "conv ") + k + (f" d{dil}" if dil > 1 else "")
-        out.append(QuantLayer(len(out), node.name, kind, cin, cout, node.input[0]))
+        out.append(QuantLayer(len(out), node.name, kind, cin, cout, node.input[0], module_of(node)))
     return out
 
 
@@ -72,7 +86,8 @@ def float_island(model: Any, conv: str, flavour: str) -> list[str]:
     """The nodes to exclude from quantization so that Conv ``conv`` runs in float on a float input.
 
     ``flavour``: ``int8`` (TensorRT: the Conv alone) or ``int8-cpu`` (also the op producing its input,
-    through a folded Relu / Clip, and the input's other consumers; see the module docstring).
+    through a folded Relu / Clip, the input's other consumers, and the Resize / Relu / Clip / ArgMax /
+    Softmax ops its output goes through; see the module docstring).
     """
     nodes = {n.name: n for n in model.graph.node}
     if conv not in nodes:
@@ -89,6 +104,13 @@ def float_island(model: Any, conv: str, flavour: str) -> list[str]:
             break
         p = producer.get(p.input[0])
     island += [n.name for n in model.graph.node if tensor in n.input and n.op_type not in NOT_QUANTIZED]
+    outs = list(nodes[conv].output[:1])
+    while outs:  # the output side: resampling ops stay float with it
+        t = outs.pop()
+        for n in model.graph.node:
+            if t in n.input[:1] and n.op_type in RESAMPLING and n.name not in island:
+                island.append(n.name)
+                outs += list(n.output[:1])
     return list(dict.fromkeys(island))
 
 
