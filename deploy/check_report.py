@@ -15,10 +15,20 @@ from rdd_edge.runs import atomic_path, atomic_write_text, write_json
 from rdd_edge.deploy.check_rows import FAILED_GATE, PASSED, REFERENCE_KEY, Row
 
 
+def _num(v: Any, spec: str = ".2f") -> str:
+    """A number from a manifest (a file anyone can edit) formatted, or "?" for anything else."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+    return format(v, spec) if ok else "?"
+
+
+def _names(v: Any) -> list[str]:
+    return [str(x) for x in v] if isinstance(v, list) else []
+
+
 def float_cell(r: Row) -> str:
     """"3/59": layers an INT8 file keeps in float for its --int8-budget ("-" for other rows)."""
     b = r.int8_budget
-    return "-" if not b else f"{len(b.get('float_layers') or [])}/{b.get('layers', '?')}"
+    return "-" if not b else f"{len(_names(b.get('float_layers')))}/{_num(b.get('layers'), 'd')}"
 
 
 def budget_line(r: Row) -> str:
@@ -26,15 +36,16 @@ def budget_line(r: Row) -> str:
     b = r.int8_budget
     if not b:
         return ""
-    floats = b.get("float_layers") or []
-    line = (f"{r.name}: {len(floats)} of {b.get('layers', '?')} layers in float for --int8-budget {b.get('budget'):g}"
-            f" ({b.get('calibration')} calibration); at export, on {b.get('check_images')} check images: drop "
-            f"{b.get('drop_full', float('nan')):.2f} -> {b.get('drop', float('nan')):.2f}")
-    lat = b.get("latency_ms") or {}
+    floats = _names(b.get("float_layers"))
+    line = (f"{r.name}: {len(floats)} of {_num(b.get('layers'), 'd')} layers in float for --int8-budget "
+            f"{_num(b.get('budget'), 'g')} ({str(b.get('calibration'))[:20]} calibration); at export, on "
+            f"{_num(b.get('check_images'), 'd')} check images: drop {_num(b.get('drop_full'))} -> {_num(b.get('drop'))}")
+    lat = b.get("latency_ms") if isinstance(b.get("latency_ms"), dict) else {}
     if lat.get("full") and lat.get("budgeted"):
-        line += (f"; latency p50 FP32 {lat.get('fp32') or float('nan'):.1f} ms, full INT8 {lat['full']:.1f} ms, "
-                 f"budgeted {lat['budgeted']:.1f} ms" + (f" ({b['cpu']})" if b.get("cpu") else ""))
-    return line + (f"; in float: {', '.join(floats)}" if floats else "")
+        line += (f"; latency p50 FP32 {_num(lat.get('fp32'), '.1f')} ms, full INT8 {_num(lat['full'], '.1f')} ms, "
+                 f"budgeted {_num(lat['budgeted'], '.1f')} ms" + (f" ({str(b['cpu'])[:60]})" if b.get("cpu") else ""))
+    named = _names(b.get("float_modules")) or floats  # "head.classifier (node_conv2d_11)", or the nodes alone
+    return line + (f"; in float: {', '.join(named)}" if floats else "")
 
 
 def _fmt(v: float | None, nd: int = 2) -> str:

@@ -39,6 +39,21 @@ def _cost(loo: dict | None) -> str:
     return "-" if not loo else f"{loo['miou_gain']:+6.2f}/{loo['agreement_gain']:+5.1f}"
 
 
+def label(layer: dict) -> str:
+    """How a layer is named to people: its torch module (``head.classifier``), else its ONNX node."""
+    return layer.get("module") or layer["name"]
+
+
+def _label_of(plan: dict, node: str) -> str:
+    """The :func:`label` of the layer whose Conv node is ``node``."""
+    return next((label(l) for l in plan["layers"] if l["name"] == node), node)
+
+
+def _labels(plan: dict, nodes: Sequence[str]) -> list[str]:
+    """``head.classifier (node_conv2d_11)`` per node: the module to recognise, the node --keep-float takes."""
+    return [n if _label_of(plan, n) == n else f"{_label_of(plan, n)} ({n})" for n in nodes]
+
+
 def _kept(plan: dict, flavour: str) -> set[str]:
     return set(plan["flavours"][flavour]["final"]["float_layers"])
 
@@ -58,7 +73,7 @@ def summary_lines(plan: dict, width: int = WIDTH) -> list[str]:
         floats = fin["float_layers"]
         head = (f"{SHORT[f]}: full INT8 drop {full['drop']:.2f} (agree {full['agreement']:.1f}%)"
                 + (f" -> {fin['drop']:.2f} (agree {fin['agreement']:.1f}%) with {len(floats)} of {n} layers in float"
-                   + (f": {', '.join(floats)}" if floats else "") if budget is not None
+                   + (f": {', '.join(_labels(plan, floats))}" if floats else "") if budget is not None
                    else f"; final file drop {fin['drop']:.2f}"))
         out += textwrap.wrap(head, width, subsequent_indent="  ")
         if f == "int8-cpu":
@@ -71,7 +86,7 @@ def summary_lines(plan: dict, width: int = WIDTH) -> list[str]:
             out += textwrap.wrap("latency: not timed here (a TensorRT file: `rdd-edge check` times its engine "
                                  "on the device)", width, initial_indent="  ", subsequent_indent="  ")
         if v["steps"]:
-            steps = ", ".join(f"+{s['layer']} {s['drop']:.2f}" + (f" {s['latency_ms']:.1f} ms" if s.get("latency_ms") else "")
+            steps = ", ".join(f"+{_label_of(plan, s['layer'])} {s['drop']:.2f}" + (f" {s['latency_ms']:.1f} ms" if s.get("latency_ms") else "")
                               + ("" if s["kept"] else " (no gain, dropped)") for s in v["steps"])
             out += textwrap.wrap(f"steps (drop after each): {steps}", width, initial_indent="  ", subsequent_indent="  ")
     return out
@@ -83,7 +98,7 @@ def format_table(plan: dict, width: int = WIDTH) -> str:
     flavours = list(plan["flavours"])
     kinds = max([len(l["kind"]) for l in layers] + [4])
     per = 1 + 4 + 1 + 12 + 1 + 1  # " est%  cost mIoU/agree F" per file
-    name_w = max(5, min(max(len(l["name"]) for l in layers), width - (3 + 1 + 1 + kinds + per * len(flavours))))
+    name_w = max(5, min(max(len(label(l)) for l in layers), width - (3 + 1 + 1 + kinds + per * len(flavours))))
     cal = plan["calibration"]
     tried = ", ".join(f"{r['method']} {max(x['drop'] for x in r['flavours'].values()):.2f}" for r in cal["methods"])
     lines = textwrap.wrap(f"INT8 sensitivity: {plan.get('model_name') or 'model'}"
@@ -104,7 +119,7 @@ def format_table(plan: dict, width: int = WIDTH) -> str:
     lines.append((f"{'#':>3} {'layer':<{name_w}} {'kind':<{kinds}}"
                   + "".join(f" {'est%':>4} {'cost':>12}  " for _ in flavours)).rstrip())
     for i, l in enumerate(layers):
-        cells = f"{i:>3} {_fit_name(l['name'], name_w):<{name_w}} {l['kind']:<{kinds}}"
+        cells = f"{i:>3} {_fit_name(label(l), name_w):<{name_w}} {l['kind']:<{kinds}}"
         for f in flavours:
             row = plan["flavours"][f]["sensitivity"][i]
             cells += f" {_share(row['share']):>4} {_cost(row['loo']):>12} {'F' if l['name'] in _kept(plan, f) else ' '}"
@@ -122,7 +137,8 @@ def budget_record(plan: dict, flavour: str, paths: dict[str, Path]) -> dict[str,
     full, fin = v["full"], v["final"]
     rec = {"budget": plan.get("budget"), "calibration": plan["calibration"]["chosen"],
            "calibration_tried": plan["calibration"]["tried"], "layers": len(plan["layers"]),
-           "float_layers": fin["float_layers"], "excluded_nodes": fin["excluded_nodes"],
+           "float_layers": fin["float_layers"], "float_modules": _labels(plan, fin["float_layers"]),
+           "excluded_nodes": fin["excluded_nodes"],
            "drop_full": round(full["drop"], 4), "drop": round(fin["drop"], 4),
            "agreement_full": round(full["agreement"], 4), "agreement": round(fin["agreement"], 4),
            "check_images": plan["check_images"], "report": {k: p.name for k, p in paths.items()}}
@@ -199,7 +215,7 @@ def plot(plan: dict, path: Path) -> Path:
         ax.set_xticklabels([str(i) for i in ax.get_xticks().astype(int)], fontsize=7.5)
         for i in named:
             y = gains[i] if gains[i] is not None else 0.0
-            ax.annotate(layers[i]["name"] + (" (F)" if layers[i]["name"] in kept else ""), (i, max(y, 0)),
+            ax.annotate(label(layers[i]) + (" (F)" if layers[i]["name"] in kept else ""), (i, max(y, 0)),
                         xytext=(0, 4), textcoords="offset points", rotation=60, fontsize=7.5, ha="left", va="bottom",
                         color="tab:orange" if layers[i]["name"] in kept else "black", zorder=6)
         full, fin = v["full"], v["final"]

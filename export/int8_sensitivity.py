@@ -29,12 +29,17 @@ from rdd_edge.export.int8_layers import QuantLayer
 
 
 def _session(model_or_path: Any) -> Any:
+    """A CPU session whose idle threads sleep: torch computes the gradients between its runs, and ONNX
+    Runtime's spinning worker threads would otherwise take the cores from it (5-10x slower on 2 cores)."""
     import onnxruntime as ort
+
+    from rdd_edge.deploy.backends.onnxruntime import EXACT_DISABLED_OPTIMIZERS
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     src = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"], disabled_optimizers=list(EXACT_DISABLED_OPTIMIZERS))
 
 
 def _layer_cut(qmodel: Any, extractor: Any, conv: str) -> tuple[Any, str] | None:
@@ -49,16 +54,6 @@ def _layer_cut(qmodel: Any, extractor: Any, conv: str) -> tuple[Any, str] | None
     if q is None or q.op_type != "QuantizeLinear":
         return None
     return extractor.extract_model([q.input[0]], [node.output[0]]), q.input[0]
-
-
-def _torch_module_of(prep: Any, layer: QuantLayer, prefix: str = "model.") -> str | None:
-    """The torch module a Conv of the exported graph came from: its weight initializer is named after the
-    parameter (``model.backbone.conv_stem.weight``; ``model.`` is the export wrapper's attribute)."""
-    node = next(n for n in prep.graph.node if n.name == layer.name)
-    w = node.input[1] if len(node.input) > 1 else ""
-    if not w.startswith(prefix) or not w.endswith(".weight"):
-        return None
-    return w[len(prefix):-len(".weight")]
 
 
 class _Gradients:
@@ -163,7 +158,7 @@ def estimate(prep: Any, quantized: dict[str, Any], layers: Sequence[QuantLayer],
             cuts[flavour].append(None if cut is None else (_session(cut[0]), cut[1]))
     grads = None
     if model is not None:
-        grads = _Gradients(model, {l.name: p for l in layers if (p := _torch_module_of(prep, l)) is not None})
+        grads = _Gradients(model, {l.name: l.module for l in layers if l.module is not None})
     noise = {f: np.zeros(len(layers)) for f in quantized}
     weighted = {f: np.zeros(len(layers)) for f in quantized}
     seen = np.zeros(len(layers), bool)
