@@ -64,7 +64,8 @@ def _hostile_checkpoint(src: Path, dst: Path, factors: Sequence[float], size: tu
         layers = hostile_head(model, factors)
         after = model(x)["out"]
     full = load_checkpoint(src)
-    save_checkpoint(dst, model, dataset=full.get("dataset"), config=full.get("config"), data=full.get("data"))
+    keep = ("dataset", "config", "data", "normalization")  # what export reads; the input normalisation above all
+    save_checkpoint(dst, model, **{k: full[k] for k in keep if full.get(k) is not None})
     return {"layers": layers, "factors": list(factors), "max_abs_logit_change": float((after - before).abs().max()),
             "label_agreement": float((after.argmax(1) == before.argmax(1)).float().mean())}
 

@@ -376,11 +376,11 @@ def export_int8(
                     if calib_s is None and not cache_hit:
                         calib_s = time.perf_counter() - t
                     keep_by_file[flavour] = list(keep)
-        except ExportError:
-            raise
         except Exception as exc:
-            for f in files.values():
+            for f in files.values():  # no half-made INT8 file stays behind (a budget not met, a failed quantization)
                 f.unlink(missing_ok=True)
+            if isinstance(exc, ExportError):
+                raise
             raise ExportError(f"{onnx_path}: INT8 quantization failed ({type(exc).__name__}: {str(exc)[:300]})") from None
     info = {
         "files": {k: v.name for k, v in files.items()},

@@ -39,7 +39,7 @@ FLAVOURS = ("int8-cpu", "int8")  # quantized in this order: the CPU file quantiz
 FLAVOUR_NAMES = {"int8-cpu": "int8-cpu (ONNX Runtime CPU)", "int8": "int8 (TensorRT Q/DQ)"}
 MAX_FLOAT_SHARE = 0.10  # the budget may keep this share of the layers in float (at least MIN_FLOAT)
 MIN_FLOAT = 2
-LATENCY_MIN_TIME = 1.0  # seconds of timed runs per latency figure
+LATENCY_MIN_TIME = 0.5  # seconds of timed runs per latency figure (and at least 10 runs)
 
 
 def default_max_float(n_layers: int) -> int:
@@ -65,7 +65,7 @@ def latency_ms(path: Path, x: np.ndarray, min_time: float = LATENCY_MIN_TIME) ->
 
     sess = ort_session(path)
     name = sess.get_inputs()[0].name
-    return measure(lambda: sess.run(None, {name: x}), batch=1, warmup=2, min_time=min_time, min_runs=5).p50_ms
+    return measure(lambda: sess.run(None, {name: x}), batch=1, warmup=2, min_time=min_time, min_runs=10).p50_ms
 
 
 class Planner:
@@ -239,7 +239,7 @@ def plan_int8(prep: Path, onnx_path: Path, out_files: dict[str, Path], caches: d
     n_loo = min(cap, len(layers)) if loo is None else (len(layers) if loo < 0 else min(loo, len(layers)))
 
     def inputs():
-        return (preprocess(im, scorer.size, scorer.mean, scorer.std, embedded=scorer.embedded) for im in scorer.images)
+        return (preprocess(im, scorer.size, scorer.normalization, embedded=scorer.embedded) for im in scorer.images)
 
     x0 = next(iter(inputs())) if measure_latency else None
     with tempfile.TemporaryDirectory(prefix="rdd-int8-plan-") as tmp:
