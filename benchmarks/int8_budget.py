@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.hostile:
         from rdd_edge.sizes import parse_hw
 
-        size = parse_hw(a.size or "64x96", "--size")
+        size = parse_hw(a.size or "64x96", "--size") or (64, 96)
         dst = a.out / f"{name}.pt"
         result["hostile"] = _hostile_checkpoint(ckpt, dst, [float(f) for f in a.factors.split(",")], size)
         print("hostile head:", json.dumps(result["hostile"]))

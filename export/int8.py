@@ -382,17 +382,18 @@ def export_int8(
             if isinstance(exc, ExportError):
                 raise
             raise ExportError(f"{onnx_path}: INT8 quantization failed ({type(exc).__name__}: {str(exc)[:300]})") from None
-    info = {
+    calibration: dict[str, Any] = {"method": meth, "images": len(items), "cache": cache.name,
+                                   "cache_key": cache_key(onnx_path, items, meth) if plan else key,
+                                   "cache_hit": cache_hit, "reader_calls": getattr(reader, "calls", None),
+                                   "seconds": round(calib_s, 3) if calib_s is not None else 0.0}
+    info: dict[str, Any] = {
         "files": {k: v.name for k, v in files.items()},
-        "calibration": {"method": meth, "images": len(items), "cache": cache.name,
-                        "cache_key": cache_key(onnx_path, items, meth) if plan else key,
-                        "cache_hit": cache_hit, "reader_calls": getattr(reader, "calls", None),
-                        "seconds": round(calib_s, 3) if calib_s is not None else 0.0},
+        "calibration": calibration,
         "keep_float": keep_by_file,
         "trt_float": trt_float,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     if plan is not None:
-        info["calibration"]["tried"] = plan["calibration"]["tried"]
+        calibration["tried"] = plan["calibration"]["tried"]
         info["plan"] = plan
     return info

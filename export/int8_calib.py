@@ -57,7 +57,7 @@ def calibrate_methods(prep: str | Path, reader: Any, caches: Mapping[str, Path],
         session = calibrator.infer_session
         wanted = calibrator.tensors_to_calibrate
         names = [o.name for o in session.get_outputs()]
-        collectors = {m: HistogramCollector(percentile=percentile, scenario="same", **HISTOGRAM_SETTINGS[m])
+        collectors: dict[str, Any] = {m: HistogramCollector(percentile=percentile, scenario="same", **HISTOGRAM_SETTINGS[m])
                       for m in ("entropy", "percentile") if m in methods}
         lows: dict[str, float] = {}
         highs: dict[str, float] = {}

@@ -67,7 +67,7 @@ def quant_layers(model: Any) -> list[QuantLayer]:
     from onnx import numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
-    out = []
+    out: list[QuantLayer] = []
     for node in model.graph.node:
         if node.op_type != "Conv":
             continue

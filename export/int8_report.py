@@ -208,13 +208,14 @@ def plot(plan: dict, path: Path) -> Path:
         ax2.set_ylabel("estimate: share of\nINT8 damage (%)", fontsize=8.5, color="0.35")
         ax2.tick_params(axis="y", labelsize=8, colors="0.35")
         # name the layers that matter: those in float and the three costliest
-        costly = sorted((i for i in xs if gains[i] is not None), key=lambda i: -gains[i])[:3]
+        measured = {i: float(g) for i, g in enumerate(gains) if g is not None}
+        costly = sorted(measured, key=lambda i: -measured[i])[:3]
         named = sorted(set(costly) | {i for i in xs if layers[i]["name"] in kept})
         step = max(1, n // 20)
         ax.set_xticks(sorted(set(range(0, n, step)) | set(named)))
         ax.set_xticklabels([str(i) for i in ax.get_xticks().astype(int)], fontsize=7.5)
         for i in named:
-            y = gains[i] if gains[i] is not None else 0.0
+            y = measured.get(i, 0.0)
             ax.annotate(label(layers[i]) + (" (F)" if layers[i]["name"] in kept else ""), (i, max(y, 0)),
                         xytext=(0, 4), textcoords="offset points", rotation=60, fontsize=7.5, ha="left", va="bottom",
                         color="tab:orange" if layers[i]["name"] in kept else "black", zorder=6)

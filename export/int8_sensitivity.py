@@ -212,8 +212,8 @@ def rank_by_noise(noise: Sequence[float | None]) -> list[int]:
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman's rank correlation of two equally long sequences (average ranks for ties)."""
-    def ranks(v: Sequence[float]) -> np.ndarray:
-        v = np.asarray(v, np.float64)
+    def ranks(seq: Sequence[float]) -> np.ndarray:
+        v = np.asarray(seq, np.float64)
         order = np.argsort(v, kind="mergesort")
         r = np.empty(len(v))
         r[order] = np.arange(len(v), dtype=np.float64)
