@@ -264,8 +264,8 @@ def plan_int8(prep: Path, onnx_path: Path, out_files: dict[str, Path], caches: d
             raise ExportError(
                 f"--int8-budget {budget:g}: {f} still loses {fits[f]['score']['drop']:.2f} mIoU points with "
                 f"{len(fits[f]['kept'])} of {len(layers)} layers in float (at most {cap}, --int8-max-float; full INT8 "
-                f"lost {full_scores[f]['drop']:.2f} with {winner}, the best of {', '.join(tried)} calibration); try more "
-                f"calibration images (--calib), another --calib-method, or a larger --int8-budget")
+                f"lost {full_scores[f]['drop']:.2f} with {winner} calibration, the best of {', '.join(tried)}); try more "
+                f"calibration images (--calib), more layers in float (--int8-max-float), or a larger --int8-budget")
         # the final files, end to end: the CPU file as scored, the TensorRT file with its own float math
         final: dict[str, dict] = {}
         for f in FLAVOURS:

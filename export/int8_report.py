@@ -212,13 +212,18 @@ def plot(plan: dict, path: Path) -> Path:
         costly = sorted(measured, key=lambda i: -measured[i])[:3]
         named = sorted(set(costly) | {i for i in xs if layers[i]["name"] in kept})
         step = max(1, n // 20)
-        ax.set_xticks(sorted(set(range(0, n, step)) | set(named)))
-        ax.set_xticklabels([str(i) for i in ax.get_xticks().astype(int)], fontsize=7.5)
-        for i in named:
-            y = measured.get(i, 0.0)
-            ax.annotate(label(layers[i]) + (" (F)" if layers[i]["name"] in kept else ""), (i, max(y, 0)),
-                        xytext=(0, 4), textcoords="offset points", rotation=60, fontsize=7.5, ha="left", va="bottom",
-                        color="tab:orange" if layers[i]["name"] in kept else "black", zorder=6)
+        numbered = [i for i in range(0, n, step) if all(abs(i - j) > step // 2 for j in named)]  # room for names
+        ticks = sorted(set(numbered) | set(named))
+        ax.set_xticks(ticks)
+        # the layers that matter are named on the axis, clear of the bars: "11 head.classifier (F)"
+        texts = ax.set_xticklabels([f"{i} {label(layers[i])}" + (" (F)" if layers[i]["name"] in kept else "")
+                                    if i in named else str(i) for i in ticks], fontsize=7.5)
+        for i, t in zip(ticks, texts):
+            if i in named:
+                t.set_rotation(30)
+                t.set_horizontalalignment("right")
+                t.set_rotation_mode("anchor")
+                t.set_color("tab:orange" if layers[i]["name"] in kept else "black")
         full, fin = v["full"], v["final"]
         title = f"{SHORT[f]}: full INT8 loses {full['drop']:.2f} mIoU ({full['agreement']:.1f}% pixels agree)"
         if budget is not None:
