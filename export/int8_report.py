@@ -145,8 +145,9 @@ def budget_record(plan: dict, flavour: str, paths: dict[str, Path]) -> dict[str,
     if flavour == "int8-cpu":
         rec["latency_ms"] = {"fp32": plan["fp32"].get("latency_ms"), "full": full.get("latency_ms"),
                              "budgeted": fin.get("latency_ms")}
-        if plan.get("cpu"):
-            rec["cpu"] = plan["cpu"].get("line")
+        cpu = plan.get("cpu") or {}
+        if cpu.get("model"):  # where the latencies were measured: "AMD EPYC, 2 cores, AVX2"
+            rec["cpu"] = f"{cpu['model']}, {cpu.get('cores', '?')} cores, {cpu.get('isa', 'unknown ISA')}"
     return rec
 
 

@@ -129,6 +129,8 @@ def test_the_budget_keeps_the_hostile_layers_in_float_and_check_passes(plain, bu
             rec["float_layers"])]
     lat = man["artifacts"]["int8-cpu"]["int8_budget"]["latency_ms"]
     assert lat["fp32"] > 0 and lat["full"] > 0 and lat["budgeted"] > 0  # measured in the same run
+    cpu = man["int8_sensitivity"]["cpu"]
+    assert man["artifacts"]["int8-cpu"]["int8_budget"]["cpu"] == f"{cpu['model']}, {cpu['cores']} cores, {cpu['isa']}"
     cal = man["int8_sensitivity"]["calibration"]
     assert cal["tried"] == ["percentile", "entropy", "minmax"] and len(cal["methods"]) == 3
     best = min(cal["methods"], key=lambda m: m["worst_drop"])
