@@ -42,6 +42,7 @@ class Candidate:
     note: str = ""  # said in the row (e.g. "ran on the CPU: ...")
     problem: str = ""  # why this row fails before anything is loaded (a path outside the folder, no checksum)
     needs_sha: bool = True  # manifest artifacts must carry a checksum (reference rows need none)
+    int8_budget: dict | None = None  # the manifest's --int8-budget record of an INT8 file
 
 
 def find_export_dir(run: str | Path) -> Path:
@@ -90,6 +91,7 @@ def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str 
                 gated=k != REFERENCE_KEY,
                 sha256=entry.get("sha256") if isinstance(entry.get("sha256"), str) else None,
                 note=onnx_note if is_onnx else "",
+                int8_budget=entry.get("int8_budget") if isinstance(entry.get("int8_budget"), dict) else None,
             )
         )
     listed = {c.file.name for c in out if c.file is not None}
@@ -192,7 +194,8 @@ def evaluate_rows(
     ref_preds: list[np.ndarray] | None = None
     ref_miou: float | None = None
     for cand in candidates:
-        row = Row(name=cand.name, file=cand.file.name if cand.file else None, precision=cand.precision)
+        row = Row(name=cand.name, file=cand.file.name if cand.file else None, precision=cand.precision,
+                  int8_budget=cand.int8_budget)
         if cand.file is not None and cand.file.is_file():
             row.size_mb = cand.file.stat().st_size / 1e6
         seg, intact = None, False

@@ -14,6 +14,40 @@ from rdd_edge.runs import atomic_path, atomic_write_text, write_json
 
 from rdd_edge.deploy.check_rows import FAILED_GATE, PASSED, REFERENCE_KEY, Row
 
+
+def _num(v: Any, spec: str = ".2f") -> str:
+    """A number from a manifest (a file anyone can edit) formatted, or "?" for anything else."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+    return format(v, spec) if ok else "?"
+
+
+def _names(v: Any) -> list[str]:
+    return [str(x) for x in v] if isinstance(v, list) else []
+
+
+def float_cell(r: Row) -> str:
+    """"3/59": layers an INT8 file keeps in float for its --int8-budget ("-" for other rows)."""
+    b = r.int8_budget
+    return "-" if not b else f"{len(_names(b.get('float_layers')))}/{_num(b.get('layers'), 'd')}"
+
+
+def budget_line(r: Row) -> str:
+    """One line on what --int8-budget did to an INT8 file, from its manifest record ('' without one)."""
+    b = r.int8_budget
+    if not b:
+        return ""
+    floats = _names(b.get("float_layers"))
+    line = (f"{r.name}: {len(floats)} of {_num(b.get('layers'), 'd')} layers in float for --int8-budget "
+            f"{_num(b.get('budget'), 'g')} ({str(b.get('calibration'))[:20]} calibration); at export, on "
+            f"{_num(b.get('check_images'), 'd')} check images: drop {_num(b.get('drop_full'))} -> {_num(b.get('drop'))}")
+    lat = b.get("latency_ms") if isinstance(b.get("latency_ms"), dict) else {}
+    if lat.get("full") and lat.get("budgeted"):
+        line += (f"; latency p50 FP32 {_num(lat.get('fp32'), '.1f')} ms, full INT8 {_num(lat['full'], '.1f')} ms, "
+                 f"budgeted {_num(lat['budgeted'], '.1f')} ms" + (f" ({str(b['cpu'])[:60]})" if b.get("cpu") else ""))
+    named = _names(b.get("float_modules")) or floats  # "head.classifier (node_conv2d_11)", or the nodes alone
+    return line + (f"; in float: {', '.join(named)}" if floats else "")
+
+
 def _fmt(v: float | None, nd: int = 2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
@@ -37,6 +71,10 @@ def table_rows(rows: Sequence[Row], compact: bool = False) -> tuple[list[str], l
             name = r.name if backend in ("torch", "CPU", "") else f"{r.name} ({backend})"
             body.append([name, status, _fmt(r.size_mb, 1), _fmt(r.miou), _fmt(r.drop), _fmt(r.agreement, 1),
                          _fmt(b1["p50_ms"]) if b1 else "-", _fmt(b1["fps"], 1) if b1 else "-"])
+        if any(r.int8_budget for r in rows):  # a column only for exports made with --int8-budget
+            head.insert(6, "float")
+            for r, cells in zip(rows, body):
+                cells.insert(6, float_cell(r))
         return head, body
     head = ["artifact", "precision", "backend", "status", "MB", "mIoU", "drop", "agree %", "b1 p50/p90/p99 ms", "b1 FPS"]
     for k in bkeys:
@@ -51,6 +89,10 @@ def table_rows(rows: Sequence[Row], compact: bool = False) -> tuple[list[str], l
             lb = r.latency.get(k)
             cells += [_fmt(lb["p50_ms"]) if lb else "-", _fmt(lb["fps"], 1) if lb else "-"]
         body.append(cells)
+    if any(r.int8_budget for r in rows):  # a column only for exports made with --int8-budget
+        head.insert(8, "float layers")
+        for r, cells in zip(rows, body):
+            cells.insert(8, float_cell(r))
     return head, body
 
 
@@ -90,6 +132,7 @@ def to_markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]
     lines += [f"- {r.name}: {r.detail}" for r in rows if r.detail]
     lines += [f"- {r.name}: {r.note}" for r in rows if r.note]
+    lines += [f"- {budget_line(r)}" for r in rows if r.int8_budget]
     lines += ["", f"Result: {'FAILED' if meta['gate_failed'] else 'passed'} ({time.strftime('%Y-%m-%d %H:%M:%S')})", ""]
     return "\n".join(lines)
 

@@ -37,6 +37,7 @@ class Row:
     latency: dict[str, dict] = field(default_factory=dict)  # "b1", "bN" -> Latency.as_dict()
     detail: str = ""  # engines: the layer precisions TensorRT chose (from the sidecar)
     note: str = ""  # where it ran when that is not where it was asked to (e.g. ONNX on the CPU)
+    int8_budget: dict | None = None  # INT8 files exported with --int8-budget: the manifest's record (layers in float ...)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

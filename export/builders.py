@@ -44,6 +44,8 @@ class ExportContext(BuildContext):
     parity_batch: np.ndarray  # the first few check images, preprocessed: torch-vs-ONNX parity, INT8 fitting
     calib_items: list = field(default_factory=list)
     metadata: dict = field(default_factory=dict)  # ONNX metadata_props of model.onnx
+    scorer: Any = None  # export.scoring.CheckScorer: scores every ONNX artifact (FP32 first), set by export_run
+    manifest_extra: dict = field(default_factory=dict)  # top-level manifest entries a builder adds (int8_sensitivity)
 
 
 def build_onnx(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict]:
@@ -68,22 +70,30 @@ def build_fp16(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict
 
 
 def build_int8(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict]:
-    """``model.int8.onnx`` (TensorRT Q/DQ) and ``model.int8-cpu.onnx`` from one calibration."""
+    """``model.int8.onnx`` (TensorRT Q/DQ) and ``model.int8-cpu.onnx`` from one calibration; with
+    ``--int8-budget`` / ``--int8-report`` also the sensitivity report (``int8-sensitivity.json`` and
+    ``.png``, and the manifest's ``int8_sensitivity``)."""
     from rdd_edge.export.int8 import export_int8
 
     s = ctx.spec
-    n = len(ctx.parity_batch)
-    labels = np.stack(ctx.check_labels[:n]) if ctx.check_labels is not None else None
+    planned = s.budget is not None or s.int8_report
     info = export_int8(ctx.path("onnx"), ctx.out, ctx.calib_items, ctx.size, ctx.normalization, s.calib_method,
-                       s.keep_float, None if s.int8_max_drop is None else s.int8_max_drop / 100,
-                       ctx.parity_batch, labels, ctx.num_classes, warn=lambda m: ctx.log(f"[yellow]warning:[/] {m}"),
-                       trt_float=s.int8_float)
+                       s.keep_float, budget=s.budget, report=s.int8_report, scorer=ctx.scorer if planned else None,
+                       max_float=s.int8_max_float, loo=s.int8_loo, warn=lambda m: ctx.log(f"[yellow]warning:[/] {m}"),
+                       trt_float=s.int8_float, say=ctx.log, torch_model=ctx.model if planned else None)
     if info["calibration"]["cache_hit"]:
         ctx.log(f"  calibration ranges reused from {info['calibration']['cache']}")
-    extra = {"calibration": info["calibration"], "keep_float": info["keep_float"],
-             **({"max_drop": info["max_drop"]} if "max_drop" in info else {})}
-    out = {k: {"path": ctx.out / info["files"][k], **extra} for k in ("int8", "int8-cpu")}
+    out = {k: {"path": ctx.out / info["files"][k], "calibration": info["calibration"],
+               "keep_float": info["keep_float"][k]} for k in ("int8", "int8-cpu")}
     out["int8"]["trt_float"] = info["trt_float"]  # float math of the TensorRT Q/DQ file (ORT's TensorRT EP reads it)
+    plan = info.get("plan")
+    if plan is not None:
+        from rdd_edge.export.int8_report import budget_record, write_report
+
+        paths = write_report(plan, ctx.out, model_name=ctx.ckpt.get("model_name"), size=ctx.size)
+        for k in ("int8", "int8-cpu"):
+            out[k]["int8_budget"] = budget_record(plan, k, paths)
+        ctx.manifest_extra["int8_sensitivity"] = {**plan, "files": {k: p.name for k, p in paths.items()}}
     return out
 
 

@@ -35,7 +35,8 @@ class ExportFormat:
     min_agreement: float | None = None  # fail the export when its labels agree with FP32 on fewer pixels
 
 
-_CALIB = frozenset({"calib", "calib_method", "calib_data", "keep_float", "int8_max_drop", "int8_float"})
+_CALIB = frozenset({"calib", "calib_method", "calib_data", "keep_float", "int8_max_drop", "int8_float", "int8_budget",
+                    "int8_report", "int8_max_float", "int8_loo"})
 _ENGINE = frozenset({"workspace", "max_batch", "opt_batch", "dla_core", "allow_gpu_fallback", "profile"})
 
 FORMATS: tuple[ExportFormat, ...] = (
@@ -94,7 +95,11 @@ class ExportSpec:
     calib_method: str = "percentile"
     calib_data: str | Path | None = None
     keep_float: Sequence[str] = ()
-    int8_max_drop: float | None = None  # mIoU points
+    int8_budget: float | None = None  # mIoU points the INT8 files may lose on the check images; layers go float until they fit
+    int8_report: bool = False  # per-layer sensitivity report (always with a budget)
+    int8_max_float: int | None = None  # most layers a budget may keep in float (None: 10% of them, at least 2)
+    int8_loo: int | None = None  # noisiest layers measured leave-one-out (None: int8_max_float's value; -1: all)
+    int8_max_drop: float | None = None  # the old name of int8_budget (an alias)
     int8_float: str = "fp16"  # float math of the TensorRT Q/DQ file: fp16 or fp32
     min_calib: int = 32
     # TensorRT engines
@@ -107,6 +112,11 @@ class ExportSpec:
     overwrite: bool = False  # --out onto another checkpoint's export replaces it only when set
     extra: dict = field(default_factory=dict)  # room for builders' own settings (tests)
 
+    @property
+    def budget(self) -> float | None:
+        """The INT8 budget in mIoU points: ``--int8-budget``, or its old name ``--int8-max-drop``."""
+        return self.int8_budget if self.int8_budget is not None else self.int8_max_drop
+
     def normalised(self) -> "ExportSpec":
         """A copy with every choice resolved (aliases, case) and checked; ConfigError naming the option."""
         from rdd_edge.sizes import parse_hw
@@ -118,14 +128,18 @@ class ExportSpec:
         s.int8_float = resolve_choice(s.int8_float, INT8_FLOAT_CHOICES, {"half": "fp16", "float": "fp32"}, "--int8-float")
         s.size = parse_hw(s.size, "--size")
         s.keep_float = tuple(s.keep_float or ())
+        if s.int8_max_drop is not None and s.int8_budget is not None and s.int8_budget != s.int8_max_drop:
+            raise ConfigError(f"--int8-max-drop {s.int8_max_drop:g} and --int8-budget {s.int8_budget:g}: the same "
+                              "setting under its old and new name; give one")
         if s.profile is not None and not isinstance(s.profile, tuple):
             parts = [p for p in str(s.profile).replace(";", ",").split(",") if p.strip()] if isinstance(s.profile, str) else list(s.profile)
             if len(parts) != 3:
                 raise ConfigError(f"--profile {self.profile!r}: expected three sizes min,opt,max, e.g. 256x512,512x1024,1024x2048")
             s.profile = tuple(parse_hw(p, "--profile") for p in parts)
         checks = [
-            (s.int8_max_drop is None or 0 <= s.int8_max_drop < 100,
-             f"--int8-max-drop {s.int8_max_drop}: mIoU points between 0 and 100, e.g. 1.0 (as rdd-edge check --max-drop)"),
+            (s.budget is None or 0 <= s.budget < 100,
+             f"--int8-budget {s.budget}: mIoU points between 0 and 100, e.g. 1.0 (as rdd-edge check --max-drop)"),
+            (s.int8_max_float is None or s.int8_max_float >= 0, f"--int8-max-float {s.int8_max_float}: must be >= 0"),
             (s.check_images is None or s.check_images >= 1, f"--check-images {s.check_images}: must be >= 1"),
             (s.calib >= 1, f"--calib {s.calib}: must be >= 1 (300-500 recommended)"),
             (s.workspace > 0, f"--workspace {s.workspace}: GB, must be positive (1-2 on Jetson)"),

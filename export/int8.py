@@ -160,11 +160,6 @@ def _profiles() -> dict[str, dict]:
     }
 
 
-def conv_nodes(graph: Any) -> list[str]:
-    """Names of the Conv nodes of an ONNX graph, in graph order (what --int8-max-drop keeps in float)."""
-    return [n.name for n in graph.node if n.op_type == "Conv"]
-
-
 def _check_keep_float(names: Sequence[str], nodes: list[str], path: Path) -> list[str]:
     """``--keep-float`` names must be nodes of the graph (any op: Conv, Resize, ArgMax ...)."""
     for name in names:
@@ -260,10 +255,15 @@ def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, rea
         os.chmod(tmp, 0o644)
 
 
-def _miou(path: Path, batch: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
-    from rdd_edge.export.parity import miou_of, run_onnx
+def _torch_inputs(embedded: bool, normalization: Normalization) -> Callable[[np.ndarray], np.ndarray] | None:
+    """What the torch model takes for a graph input: the same batch, or (``--embed-preprocess``) normalised."""
+    return normalization.apply if embedded else None
 
-    return miou_of(run_onnx(path, batch), labels, num_classes) or 0.0
+
+def cache_path(out_dir: Path, onnx_path: Path, items: Sequence[CalibItem], method: str) -> Path:
+    """The calibration cache of one method: ``model.int8.calib-<method>-<key>.json``."""
+    meth = resolve_calib_method(method)
+    return Path(out_dir) / f"model.int8.calib-{meth}-{cache_key(onnx_path, items, meth)}.json"
 
 
 def export_int8(
@@ -274,28 +274,40 @@ def export_int8(
     normalization: Normalization = DEFAULT,
     method: str = "percentile",
     keep_float: Sequence[str] = (),
-    max_drop: float | None = None,
-    check_batch: np.ndarray | None = None,
-    check_labels: np.ndarray | None = None,
-    num_classes: int | None = None,
+    budget: float | None = None,
+    report: bool = False,
+    scorer: Any = None,
+    max_float: int | None = None,
+    loo: int | None = None,
     warn: Callable[[str], None] = log.warning,
     reader_factory: Callable[..., Any] | None = None,
     trt_float: str = "fp16",
+    say: Callable[[str], None] | None = None,
+    measure_latency: bool = True,
+    torch_model: Any = None,
 ) -> dict:
     """Calibrate once, write ``model.int8.onnx`` and ``model.int8-cpu.onnx`` into ``out_dir``.
 
     ``items`` are the calibration images (already selected, see :func:`select_calibration`).
-    ``max_drop`` (mIoU points as a fraction, e.g. 0.01) keeps Conv nodes in float, starting at the
-    classifier and walking back towards the input (the layers DEPLOYMENT.md names as most
-    sensitive), until both flavours lose at most ``max_drop`` mIoU vs FP32 on ``check_batch``.
+    ``keep_float``: nodes the user keeps in float in both files (``--keep-float``).
+    ``budget`` (mIoU points on the check images, e.g. 1.0) or ``report``: measure what each layer
+    costs and, with a budget, keep the fewest layers in float (per file) until both files lose at
+    most ``budget`` points against FP32, after trying every calibration method (``export.int8_budget``);
+    both need ``scorer`` (an ``export.scoring.CheckScorer`` that has scored the FP32 model or will
+    score ``onnx_path`` first). ``max_float``: the most layers a budget may keep in float (default
+    10% of them, at least 2); ``loo``: how many of the noisiest layers are measured leave-one-out
+    (default: as many as ``max_float``; negative: all). ``torch_model``: the torch model ``onnx_path`` was
+    exported from; with it the estimate that picks those layers weighs each layer's noise by the
+    loss gradient (``export.int8_sensitivity``), without it by the layer's own signal.
     ``trt_float``: float math of the TensorRT file ``model.int8.onnx``: ``fp16`` (default, what a
     strongly typed INT8 engine should run between its INT8 layers) or ``fp32``; the CPU flavour is
     unaffected.
-    Returns a dict for the manifest: files, calibration info, nodes kept in float, mIoU figures,
-    ``trt_float``.
+    Returns a dict for the manifest: files, calibration info, nodes kept in float (per file),
+    ``trt_float`` and, with a budget or report, ``plan`` (the sensitivity report).
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from rdd_edge.export.formats import CALIB_METHODS
     from rdd_edge.export.onnx_io import input_size
 
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
@@ -304,21 +316,25 @@ def export_int8(
     size = tuple(size) if size is not None else input_size(model)
     if not items:
         raise ExportError("--int8: no calibration images; pass --calib-data with a folder of training images")
-    if max_drop is not None and (check_batch is None or check_labels is None or num_classes is None):
-        raise ExportError("--int8-max-drop needs labelled val images to measure mIoU; the data set has none")
+    planned = budget is not None or report
+    if planned and scorer is None:
+        raise ExportError("--int8-budget / --int8-report need labelled val images to score on; the data set has none")
     if trt_float not in TRT_FLOATS:
         raise ExportError(f"--int8-float {trt_float!r}: expected one of {', '.join(TRT_FLOATS)}")
     meth = resolve_calib_method(method)
-    key = cache_key(onnx_path, items, meth)
-    cache = out_dir / f"model.int8.calib-{meth}-{key}.json"
+    methods = list(dict.fromkeys([meth, *CALIB_METHODS])) if budget is not None else [meth]
+    caches = {m: cache_path(out_dir, onnx_path, items, m) for m in methods}
+    cache, key = caches[meth], cache_key(onnx_path, items, meth)
     for stale in out_dir.glob("model.int8.calib-*.json"):
-        if stale != cache:
+        if stale not in caches.values():
             stale.unlink(missing_ok=True)
-    cache_hit = cache.is_file()
+    cache_hit = all(c.is_file() for c in caches.values())
     make_reader = reader_factory or ImageFolderReader
     reader = make_reader(items, size, normalization, embedded)
     files = {k: out_dir / BY_KEY[k].file for k in ("int8", "int8-cpu")}
     t0 = time.perf_counter()
+    plan = None
+    keep_by_file = {}
     with tempfile.TemporaryDirectory(prefix="rdd-int8-") as tmpdir:
         prep = Path(tmpdir) / "prep.onnx"
         try:
@@ -328,60 +344,56 @@ def export_int8(
         import onnx
 
         graph = onnx.load(str(prep)).graph
-        convs = conv_nodes(graph)
         keep = _check_keep_float(keep_float, [n.name for n in graph.node], onnx_path)
         calib_s = None
         try:
-            # the one calibration: the first call fills the cache, the second (and any retry) reads it;
-            # the CPU flavour goes first because it quantizes the most tensors (a superset of Conv inputs)
-            for flavour in ("int8-cpu", "int8"):
-                t = time.perf_counter()
-                _quantize(prep, files[flavour], flavour, _method(meth), cache, reader, keep, trt_float)
-                if calib_s is None and not cache_hit:
-                    calib_s = time.perf_counter() - t
-            drop_info = None
-            if max_drop is not None:
-                drop_info = _fit_drop(prep, files, meth, cache, keep, convs, max_drop, onnx_path,
-                                      check_batch, check_labels, int(num_classes), warn, trt_float)
-                keep = drop_info.pop("keep")
-        except ExportError:
-            raise
+            t = time.perf_counter()
+            missing = {m: c for m, c in caches.items() if not c.is_file()}
+            if len(missing) > 1 or (missing and planned):
+                # one pass over the images fills every missing method's cache (ORT's own collectors)
+                from rdd_edge.export.int8_calib import calibrate_methods
+
+                calibrate_methods(prep, reader, missing, chunk=CALIB_CHUNK)
+                calib_s = time.perf_counter() - t
+            if planned:
+                from rdd_edge.export.int8_budget import plan_int8
+
+                if not scorer.has_reference:
+                    scorer(onnx_path)
+                plan = plan_int8(prep, onnx_path, files, caches, meth, methods, scorer, keep, trt_float, budget,
+                                 max_float, loo, say or (lambda m: None), measure_latency=measure_latency,
+                                 model=torch_model, torch_inputs=_torch_inputs(embedded, normalization))
+                meth = plan["calibration"]["chosen"]
+                cache = caches[meth]
+                for k in files:
+                    keep_by_file[k] = list(dict.fromkeys([*keep, *plan["flavours"][k]["final"]["excluded_nodes"]]))
+            else:
+                # the one calibration: the first call fills the cache, the second reads it; the CPU
+                # flavour goes first because it quantizes the most tensors (a superset of Conv inputs)
+                for flavour in ("int8-cpu", "int8"):
+                    t = time.perf_counter()
+                    _quantize(prep, files[flavour], flavour, _method(meth), cache, reader, keep, trt_float)
+                    if calib_s is None and not cache_hit:
+                        calib_s = time.perf_counter() - t
+                    keep_by_file[flavour] = list(keep)
         except Exception as exc:
-            for f in files.values():
+            for f in files.values():  # no half-made INT8 file stays behind (a budget not met, a failed quantization)
                 f.unlink(missing_ok=True)
+            if isinstance(exc, ExportError):
+                raise
             raise ExportError(f"{onnx_path}: INT8 quantization failed ({type(exc).__name__}: {str(exc)[:300]})") from None
-    info = {
+    calibration: dict[str, Any] = {"method": meth, "images": len(items), "cache": cache.name,
+                                   "cache_key": cache_key(onnx_path, items, meth) if plan else key,
+                                   "cache_hit": cache_hit, "reader_calls": getattr(reader, "calls", None),
+                                   "seconds": round(calib_s, 3) if calib_s is not None else 0.0}
+    info: dict[str, Any] = {
         "files": {k: v.name for k, v in files.items()},
-        "calibration": {"method": meth, "images": len(items), "cache": cache.name, "cache_key": key,
-                        "cache_hit": cache_hit, "reader_calls": getattr(reader, "calls", None),
-                        "seconds": round(calib_s, 3) if calib_s is not None else 0.0},
-        "keep_float": keep,
+        "calibration": calibration,
+        "keep_float": keep_by_file,
         "trt_float": trt_float,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    if drop_info is not None:
-        info["max_drop"] = drop_info
+    if plan is not None:
+        calibration["tried"] = plan["calibration"]["tried"]
+        info["plan"] = plan
     return info
-
-
-def _fit_drop(prep: Path, files: dict[str, Path], meth: str, cache: Path, keep: list[str], convs: list[str],
-              max_drop: float, onnx_path: Path, batch: np.ndarray, labels: np.ndarray, num_classes: int,
-              warn: Callable[[str], None], trt_float: str = "fp32") -> dict:
-    """Greedy: add Conv nodes to the float set from the output backwards until the mIoU drop fits."""
-    base = _miou(onnx_path, batch, labels, num_classes)
-
-    def drops() -> dict[str, float]:
-        return {k: base - _miou(p, batch, labels, num_classes) for k, p in files.items()}
-
-    d = drops()
-    candidates = [c for c in reversed(convs) if c not in keep]
-    added = []
-    while max(d.values()) > max_drop and candidates:
-        keep = keep + [candidates.pop(0)]
-        added.append(keep[-1])
-        for flavour in ("int8", "int8-cpu"):
-            _quantize(prep, files[flavour], flavour, _method(meth), cache, None, keep, trt_float)
-        d = drops()
-    if max(d.values()) > max_drop:
-        warn(f"--int8-max-drop {max_drop}: mIoU drop still {max(d.values()):.4f} with every Conv in float")
-    return {"limit": max_drop, "fp32_miou": base, "drop": d, "added_float": added, "keep": keep}

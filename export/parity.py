@@ -22,10 +22,13 @@ def ort_session(path: str | Path) -> Any:
     """A CPU ONNX Runtime session; an ExportError naming the file if ORT cannot load it."""
     import onnxruntime as ort
 
+    from rdd_edge.deploy.backends.onnxruntime import EXACT_DISABLED_OPTIMIZERS
+
     so = ort.SessionOptions()
     so.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(EXACT_DISABLED_OPTIMIZERS))
     except Exception as exc:
         raise ExportError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:300]})") from None
 

@@ -140,44 +140,6 @@ def _swap_in(stage: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-class _Scorer:
-    """Scores ONNX artifacts on the check images: mIoU and label agreement with the FP32 model."""
-
-    def __init__(self, ctx: Any):
-        self.ctx = ctx
-        self.ref: list[np.ndarray] | None = None  # FP32 labels per image, once the FP32 model is scored
-
-    def __call__(self, path: Path) -> dict:
-        from rdd_edge.deploy.preprocess import preprocess
-        from rdd_edge.export.parity import labels_of, ort_session, run_onnx
-        from rdd_edge.metrics import ConfusionMatrix
-
-        c = self.ctx
-        sess = ort_session(path)
-        scored = c.check_labels is not None
-        cm = ConfusionMatrix(c.num_classes, 255)
-        preds, same, total = [], 0, 0
-        for k, image in enumerate(c.check_images):
-            x = preprocess(image, c.size, c.normalization, embedded=c.spec.embed_preprocess)
-            pred = labels_of(run_onnx(sess, x))[0]
-            if scored:
-                cm.update(c.check_labels[k], np.minimum(pred, c.num_classes - 1))
-            if self.ref is not None:
-                same += int((pred == self.ref[k]).sum())
-                total += pred.size
-            preds.append(pred.astype(np.uint16))
-        res: dict[str, Any] = {"miou": _round(cm.compute().miou) if scored else None, "images": len(c.check_images)}
-        if self.ref is None:
-            self.ref = preds
-        else:
-            res["label_agreement"] = same / max(total, 1)
-        return res
-
-
-def _round(m: float) -> float | None:
-    return None if m != m else round(float(m), 5)
-
-
 def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: Any) -> dict:
     """Export a checkpoint (or run folder; default the latest distill run); returns the manifest.
 
@@ -187,6 +149,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     from rdd_edge.export.manifest import add_artifact, new_manifest
     from rdd_edge.export.onnx_export import check_size
     from rdd_edge.export.onnx_io import graph_io, load_export_onnx, sha256_file
+    from rdd_edge.export.scoring import CheckScorer
     from rdd_edge.models import model_from_checkpoint
     from rdd_edge.deploy.postprocess import resize_labels
     from rdd_edge.deploy.preprocess import preprocess
@@ -256,6 +219,9 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
                                   "pass --data PATH or --calib-data DIR")
             else:
                 pool, where = _calib_items(open_split(data, "train")), f"train split of {data.describe()}"
+            if labels is None and (spec.budget is not None or spec.int8_report):
+                raise ConfigError("--int8-budget / --int8-report measure mIoU on labelled val images of "
+                                  f"{data.name}; pass --data PATH")
             calib_items = select_calibration(pool, spec.calib, spec.min_calib, source=where,
                                              warn=lambda m: log(f"[yellow]warning:[/] {m}"))
 
@@ -271,7 +237,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
             ctx = ExportContext(spec=spec, out=stage, log=log, model=model, ckpt=ckpt, ckpt_path=ckpt_path, size=size,
                                 normalization=normalization, num_classes=num_classes, check_images=images, check_labels=labels,
                                 parity_batch=parity_batch, calib_items=calib_items, metadata=meta)
-            score = _Scorer(ctx)
+            score = ctx.scorer = CheckScorer(images, labels, size, normalization, num_classes, embedded=spec.embed_preprocess)
             manifest: dict | None = None
             groups: dict[str, list[str]] = {}
             for f in wanted:
@@ -293,6 +259,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
                         rec.update(_checked(score(path), fmt, path))
                     add_artifact(manifest, key, path, fmt.precision, fmt.runtime, **rec)
             assert manifest is not None
+            manifest.update(ctx.manifest_extra)
             return _commit(manifest, stage, out)
 
 

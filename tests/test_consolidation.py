@@ -54,6 +54,7 @@ def test_formats_table_drives_requests_and_option_checks():
     assert keys(ExportSpec(trt="all")) == list(ORDER)
     assert ORDER == tuple(f.key for f in FORMATS)
     for spec, flag in ((ExportSpec(calib=100), "--calib"), (ExportSpec(int8_max_drop=1.0), "--int8-max-drop"),
+                       (ExportSpec(int8_budget=1.0), "--int8-budget"), (ExportSpec(int8_report=True), "--int8-report"),
                        (ExportSpec(fp16=True, max_batch=4), "--max-batch"), (ExportSpec(dla_core=0), "--dla-core")):
         with pytest.raises(ConfigError, match=flag):
             check_options(spec.normalised())

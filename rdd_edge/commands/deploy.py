@@ -36,6 +36,10 @@ def print_check(console: Any, result: Any) -> None:
             console.print(f"{r.name} layers: {r.detail}")
         if r.note:
             console.print(f"{r.name}: {r.note}")
+        if r.int8_budget:
+            from rdd_edge.deploy.check_report import budget_line
+
+            console.print(budget_line(r), markup=False, highlight=False)
     if result.meta.get("cpu"):
         console.print(f"CPU: {result.meta['cpu']['line']}")
     console.print(f"wrote {result.paths['json']}, {result.paths['md'].name}, {result.paths['png'].name}")

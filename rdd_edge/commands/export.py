@@ -37,6 +37,12 @@ def print_export(console: Any, manifest: dict) -> None:
         size = f"{a['bytes'] / 1e6:.2f}" if a.get("bytes") is not None else "-"
         table.add_row(a["file"], a.get("precision", "?"), a.get("runtime", "?"), size, cell)
     console.print(table)
+    plan = manifest.get("int8_sensitivity")
+    if plan:  # what each layer costs in INT8, and what the budget kept in float
+        from rdd_edge.export.int8_report import format_table
+
+        console.print(format_table(plan), markup=False, highlight=False, soft_wrap=True)
+        console.print(f"sensitivity: {manifest['export_dir']}/{plan['files']['json']}, {plan['files']['png']}")
     console.print(f"manifest: {manifest['export_dir']}/{MANIFEST}")
 
 
@@ -62,7 +68,11 @@ def export_cmd(
     calib_method: Annotated[str, typer.Option("--calib-method", help="Calibration: percentile (99.999), entropy or minmax.")] = "percentile",
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Folder of training images to calibrate on instead of the train split.")] = None,
     keep_float: Annotated[Optional[List[str]], typer.Option("--keep-float", help="Node to keep in float in the INT8 files (repeatable).")] = None,
-    int8_max_drop: Annotated[Optional[float], typer.Option("--int8-max-drop", help="Keep Conv layers in float (from the classifier back) until the INT8 mIoU drop vs FP32 is at most this many points (e.g. 1.0).")] = None,
+    int8_budget: Annotated[Optional[float], typer.Option("--int8-budget", metavar="POINTS", help="mIoU points the INT8 files may lose vs FP32 on the check images (e.g. 1.0, as check --max-drop): tries every calibration method, then keeps the fewest layers in float, most costly first, until both files fit; fails if 10% of the layers are not enough. Implies --int8-report.")] = None,
+    int8_report: Annotated[bool, typer.Option("--int8-report", help="Per-layer sensitivity of both INT8 files: a table here and in the manifest, int8-sensitivity.json and .png.")] = False,
+    int8_max_float: Annotated[Optional[int], typer.Option("--int8-max-float", min=0, help="Most layers --int8-budget may keep in float (default: 10% of the Conv layers, at least 2).")] = None,
+    int8_loo: Annotated[Optional[int], typer.Option("--int8-loo", min=-1, help="Layers measured leave-one-out, noisiest first by the estimate (default: as many as --int8-max-float allows; -1: every layer, slow).")] = None,
+    int8_max_drop: Annotated[Optional[float], typer.Option("--int8-max-drop", hidden=True, help="Old name of --int8-budget.")] = None,
     int8_float: Annotated[str, typer.Option("--int8-float", help="Float math of the TensorRT Q/DQ file's unquantized layers: fp16 or fp32.")] = "fp16",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18: native for torch.onnx, inside TensorRT 10/11's range).")] = 18,
     check_images: Annotated[Optional[int], typer.Option("--check-images", min=1, help="Val images each artifact is scored on (default: the val split training validated on, evenly spread past 100).")] = None,
@@ -84,6 +94,7 @@ def export_cmd(
     spec = ExportSpec(source=source, out=out, runs_root=runs, size=size, outputs=outputs, embed_preprocess=embed_preprocess,
                       dynamic=dynamic, opset=opset, fp16=fp16, int8=int8, trt=trt, check_images=check_images, data=data,
                       calib=calib, calib_method=calib_method, calib_data=calib_data, keep_float=tuple(keep_float or ()),
+                      int8_budget=int8_budget, int8_report=int8_report, int8_max_float=int8_max_float, int8_loo=int8_loo,
                       int8_max_drop=int8_max_drop, int8_float=int8_float, workspace=workspace, max_batch=max_batch,
                       opt_batch=opt_batch, dla_core=dla_core, allow_gpu_fallback=allow_gpu_fallback, profile=profile,
                       overwrite=overwrite)
