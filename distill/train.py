@@ -130,6 +130,7 @@ class TrainData:
     val: Any
     eval_size: tuple[int, int] | None
     batches: Callable[..., Iterable] | None = None
+    notes: list[str] = field(default_factory=list)  # warnings about the data the trainer prints before it starts
 
 
 def build_data(cfg: TrainConfig) -> TrainData:
@@ -142,20 +143,21 @@ def build_data(cfg: TrainConfig) -> TrainData:
     tr, va = open_split(spec, "train"), open_split(spec, "val")
     sizes = check_reader(tr, f"{cfg.data or cfg.dataset} (train split)", info.num_classes)
     check_reader(va, f"{cfg.data or cfg.dataset} (val split)", info.num_classes)
-    check_crop(cfg, sizes)
-    return TrainData(info, tr, va, eval_size)
+    warning = crop_warning(cfg, sizes)
+    return TrainData(info, tr, va, eval_size, notes=[warning] if warning else [])
 
 
-def check_crop(cfg: TrainConfig, sizes: list[tuple[int, int]]) -> None:
-    """Refuse a crop that even the largest scale of the largest image seen cannot fill: every sample would
-    be mostly padding, and a step at that size takes minutes on a CPU."""
+def crop_warning(cfg: TrainConfig, sizes: list[tuple[int, int]]) -> str | None:
+    """A warning with the figures when even the largest scale of the largest image seen cannot fill the crop:
+    every sample would be mostly padding, and a step at that size can take minutes on a CPU."""
     h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
     big_h, big_w = int(h * cfg.scale_max), int(w * cfg.scale_max)
     ch, cw = cfg.crop
     if ch > big_h or cw > big_w:
-        raise ConfigError(f"--crop {ch}x{cw} is larger than the training images ({h}x{w}, {big_h}x{big_w} at the largest "
-                          f"scale {cfg.scale_max:g}): every crop would be mostly padding. "
-                          f"Use at most {big_h}x{big_w}, e.g. --crop {min(ch, h)}x{min(cw, w)}")
+        return (f"--crop {ch}x{cw} is larger than the training images ({h}x{w}, {big_h}x{big_w} at the largest "
+                f"scale {cfg.scale_max:g}): every crop is mostly padding and each step slower for it. "
+                f"Use at most {big_h}x{big_w}, e.g. --crop {min(ch, h)}x{min(cw, w)}")
+    return None
 
 
 # ---------------------------------------------------------------- models
@@ -534,6 +536,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     # -- data (fails on a bad folder before any model is built)
     data = data if data is not None else build_data(cfg)
     info, eval_size = data.info, data.eval_size
+    if main:
+        for note in data.notes:
+            print(f"warning: {note}", flush=True)
     num_classes = info.num_classes
 
     # -- teacher (distill only), frozen once
