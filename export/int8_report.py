@@ -208,9 +208,9 @@ def plot(plan: dict, path: Path) -> Path:
         ax2.set_ylim(0, max([s for s in share if s is not None] + [1.0]) * 1.35)
         ax2.set_ylabel("estimate: share of\nINT8 damage (%)", fontsize=8.5, color="0.35")
         ax2.tick_params(axis="y", labelsize=8, colors="0.35")
-        # name the layers that matter: those in float and the three costliest
+        # name the layers that matter: those in float and the three costliest (that cost anything)
         measured = {i: float(g) for i, g in enumerate(gains) if g is not None}
-        costly = sorted(measured, key=lambda i: -measured[i])[:3]
+        costly = sorted((i for i in measured if measured[i] > 0), key=lambda i: -measured[i])[:3]  # gains, not noise
         named = sorted(set(costly) | {i for i in xs if layers[i]["name"] in kept})
         step = max(1, n // 20)
         numbered = [i for i in range(0, n, step) if all(abs(i - j) > step // 2 for j in named)]  # room for names
