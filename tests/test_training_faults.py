@@ -167,15 +167,15 @@ def test_resume_with_fewer_iters_is_refused_and_more_iters_says_what_changes(tmp
     from rdd_edge.distill.config import config_from_dict
     from rdd_edge.distill.train import train
 
-    first = tiny_config(iters=10, val_every=2, batch=2)
-    train(first, data=readers(), run_dir=tmp_path, progress=False, stop_after=4)
+    first = tiny_config(iters=10, val_every=100, batch=2)
+    train(first, data=readers(), run_dir=tmp_path, progress=False, stop_after=2)
     capsys.readouterr()
-    with pytest.raises(ConfigError, match=r"--iters 3: .*already trained 4 iterations"):
-        train(config_from_dict(first.as_dict(), iters=3), resume=tmp_path, data=readers(), progress=False)
+    with pytest.raises(ConfigError, match=r"--iters 2: .*already trained 2 iterations"):
+        train(config_from_dict(first.as_dict(), iters=2), resume=tmp_path, data=readers(), progress=False)
     train(config_from_dict(first.as_dict(), iters=20, lr=0.01), resume=tmp_path, data=readers(), progress=False,
-          stop_after=5)
+          stop_after=3)
     out = capsys.readouterr().out
-    assert "resume: --iters 10 -> 20: the poly LR at iteration 4 is" in out and "reaches 0 at iteration 20" in out
+    assert "resume: --iters 10 -> 20: the poly LR at iteration 2 is" in out and "reaches 0 at iteration 20" in out
     assert "resume: lr 0.05 -> 0.01" in out
 
 
