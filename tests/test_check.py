@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from deploy_utils import CLASSES, export_onnx, rand_image, tiny_net, torch_labels, write_manifest
 
 import rdd_edge.cli  # noqa: F401 - registers the commands
-from rdd_edge.app import app
+from rdd_edge.cli.app import app
 from rdd_edge.metrics import ConfusionMatrix
 
 

@@ -20,7 +20,7 @@ def test_help_and_version_work_without_torch():
 
 def test_library_errors_become_one_line_and_exit_1():
     code = (
-        "from rdd_edge.app import app\n"
+        "from rdd_edge.cli.app import app\n"
         "from rdd_edge.errors import DataError\n"
         "@app.command('boom')\n"
         "def boom():\n"

@@ -199,7 +199,7 @@ def test_synthetic_by_name_and_from_a_written_folder(tmp_path):
 def test_data_and_viz_import_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import rdd_edge.data, rdd_edge.viz, rdd_edge.data.check, rdd_edge.commands.data\n"
+        "import rdd_edge.data, rdd_edge.viz, rdd_edge.data.check, rdd_edge.cli.commands.data\n"
         "from rdd_edge.data import get_dataset, dataset_info\n"
         "print(dataset_info('camvid').num_classes)\n"
     )

@@ -15,7 +15,7 @@ from deploy_utils import export_onnx, rand_image, tiny_net, write_manifest
 from rdd_edge import deploy
 import rdd_edge.cli  # noqa: F401 - registers the commands
 from rdd_edge.deploy.demo import FrameSource, count_frames, render, run_demo
-from rdd_edge.app import app
+from rdd_edge.cli.app import app
 from rdd_edge.errors import DeployError
 
 

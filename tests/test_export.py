@@ -317,7 +317,7 @@ def test_cli_trt_without_tensorrt_fails_before_any_work(tmp_path, data_root):
     from typer.testing import CliRunner
 
     import rdd_edge.cli  # noqa: F401  (registers the commands)
-    from rdd_edge.app import app
+    from rdd_edge.cli.app import app
 
     ckpt = _checkpoint(tmp_path / "run", "mbv2", head_channels=16)
     res = CliRunner().invoke(app, ["export", str(ckpt), "--size", "48x96", "--trt", "fp16", "--data", str(data_root),

@@ -1,6 +1,6 @@
 """The typer application that every stage's commands register on.
 
-Command modules live in ``rdd_edge/commands/`` and do ``@app.command()`` at import; they keep
+Command modules live in ``rdd_edge/cli/commands/`` and do ``@app.command()`` at import; they keep
 heavy imports (torch, onnx) inside the command bodies so ``rdd-edge --help`` stays fast and
 works without torch.
 """

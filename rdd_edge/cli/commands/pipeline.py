@@ -1,4 +1,4 @@
-"""``rdd-edge pipeline``: the whole job in one command (``rdd_edge.pipeline.run_pipeline``).
+"""``rdd-edge pipeline``: the whole job in one command (``rdd_edge.cli.pipeline.run_pipeline``).
 
 With no arguments it runs on the embedded synthetic scenes, sized to finish in about ten minutes
 on a 2-core CPU; every stage's own command exposes the full set of options, and
@@ -11,10 +11,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from rdd_edge.app import app
-from rdd_edge.commands.options import (DEFAULT_RUNS, MODEL_HELP, Data, Dataset, Device, MaxDrop, Name, Quiet, Runs, Seed,
+from rdd_edge.cli.app import app
+from rdd_edge.cli.commands.options import (DEFAULT_RUNS, MODEL_HELP, Data, Dataset, Device, MaxDrop, Name, Quiet, Runs, Seed,
                                        TrustCheckpoint, checkpoint_trust)
-from rdd_edge.pipeline import QUICK
+from rdd_edge.cli.pipeline import QUICK
 
 
 @app.command()
@@ -43,8 +43,8 @@ def pipeline(
     from rich.console import Console
     from rich.table import Table
 
-    from rdd_edge.commands.deploy import print_check, row_printer
-    from rdd_edge.pipeline import PipelineSpec, run_pipeline
+    from rdd_edge.cli.commands.deploy import print_check, row_printer
+    from rdd_edge.cli.pipeline import PipelineSpec, run_pipeline
 
     console = Console()
     spec = PipelineSpec(dataset=dataset, data=data, student=student, teacher_model=teacher_model, teacher=teacher,

@@ -18,8 +18,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rdd_edge.app import app
-from rdd_edge.commands.options import (DEFAULT_RUNS, MODEL_HELP, Data, Dataset, Device, EvalSize, Name, Quiet, Runs, Seed,
+from rdd_edge.cli.app import app
+from rdd_edge.cli.commands.options import (DEFAULT_RUNS, MODEL_HELP, Data, Dataset, Device, EvalSize, Name, Quiet, Runs, Seed,
                                        TrustCheckpoint, checkpoint_trust)
 
 # -- options shared by train-teacher and distill

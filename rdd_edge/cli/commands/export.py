@@ -12,8 +12,8 @@ from typing import Annotated, Any, List, Optional
 
 import typer
 
-from rdd_edge.app import app
-from rdd_edge.commands.options import DEFAULT_RUNS, Data, Runs, TrustCheckpoint, checkpoint_trust
+from rdd_edge.cli.app import app
+from rdd_edge.cli.commands.options import DEFAULT_RUNS, Data, Runs, TrustCheckpoint, checkpoint_trust
 
 
 def print_export(console: Any, manifest: dict) -> None:

@@ -1,6 +1,6 @@
 """Entry point of the ``rdd-edge`` console script (and of ``python -m rdd_edge``).
 
-Imports every stage's command module (each registers on :data:`rdd_edge.app.app`) and turns
+Imports every stage's command module (each registers on :data:`rdd_edge.cli.app.app`) and turns
 :class:`~rdd_edge.errors.RddError` into one line on stderr and exit code 1.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from rdd_edge.app import app, state
-from rdd_edge.commands import data, deploy, distill, export, importing, models, pipeline  # noqa: F401  (register the commands)
+from rdd_edge.cli.app import app, state
+from rdd_edge.cli.commands import data, deploy, distill, export, importing, models, pipeline  # noqa: F401  (register the commands)
 from rdd_edge.errors import RddError
 from rdd_edge.extras import install_hint
 from rdd_edge.interrupts import Terminated, sigterm_received, terminate_like_ctrl_c

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from rdd_edge.app import app
-from rdd_edge.commands.options import DEFAULT_RUNS, Data, Dataset, Name, Runs
+from rdd_edge.cli.app import app
+from rdd_edge.cli.commands.options import DEFAULT_RUNS, Data, Dataset, Name, Runs
 
 
 @app.command("import")

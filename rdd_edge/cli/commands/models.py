@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from rdd_edge.app import app
+from rdd_edge.cli.app import app
 from rdd_edge.errors import ConfigError
 
 

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rdd_edge.app import app
-from rdd_edge.commands.options import DatasetOfFolder
+from rdd_edge.cli.app import app
+from rdd_edge.cli.commands.options import DatasetOfFolder
 
 data_app = typer.Typer(
     help="Data sets: check a folder (counts, class histogram, every bad file), write synthetic scenes, list formats.",

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from rdd_edge.app import app
-from rdd_edge.commands.options import (DEFAULT_RUNS, Data, Dataset, Device, MaxDrop, RunArg, Runs, Threads,
+from rdd_edge.cli.app import app
+from rdd_edge.cli.commands.options import (DEFAULT_RUNS, Data, Dataset, Device, MaxDrop, RunArg, Runs, Threads,
                                        TrustCheckpoint, checkpoint_trust)
 
 
