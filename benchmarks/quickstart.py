@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"CPU: {report['cpu']}")
     print(f"{report['variant']} {' '.join(extra)}: total {res['wall_s']:.0f} s (" +
           ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) +
-          f"); teacher {res['teacher_miou']:.2f} / student {res['student_miou']:.2f} mIoU; gate "
+          f"); teacher {100 * res['teacher_miou']:.2f} / student {100 * res['student_miou']:.2f} mIoU; gate "
           + ("FAILED" if res["gate_failed"] else "passed"))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -16,7 +16,10 @@ from typing import Any, Callable
 from rdd_edge.runs import DEFAULT_ROOT
 
 # The CPU quickstart: small enough for ten minutes on two cores, long enough to learn something.
-QUICK = {"teacher_iters": 200, "iters": 200, "calib": 64, "demo_scenes": 12}
+# The quickstart on the synthetic scenes: about five minutes on a 2-core AVX2-only CPU (benchmarks/RESULTS.md,
+# issue 21). The teacher gets 120 steps: 200 bought it ~2 mIoU for 90 s more; the student keeps 200 (at 150 it
+# lost ~4 mIoU).
+QUICK = {"teacher_iters": 120, "iters": 200, "calib": 64, "demo_scenes": 12}
 
 
 @dataclass
