@@ -30,3 +30,21 @@ def test_pipeline_runs_every_stage(tmp_path, monkeypatch):
     cap = cv2.VideoCapture(str(run / "demo" / "demo.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 8
     assert "rdd-edge pipeline" in res.output
+
+
+@pytest.mark.parametrize("bad, message", [({"student": "mbv9"}, "unknown model 'mbv9'"),
+                                          ({"method": "kdd"}, "unknown KD method 'kdd'"),
+                                          ({"teacher_model": "r19"}, "unknown model 'r19'")])
+def test_a_wrong_name_fails_before_the_teacher_trains(tmp_path, monkeypatch, bad, message):
+    """The student's and teacher's configs are checked first: no minutes of teacher training before the error."""
+    import rdd_edge.distill.train as trainer
+    from rdd_edge.cli.pipeline import PipelineSpec, run_pipeline
+    from rdd_edge.errors import RddError
+
+    def must_not_train(*a, **k):
+        raise AssertionError("training started before the names were checked")
+
+    monkeypatch.setattr(trainer, "train", must_not_train)
+    with pytest.raises(RddError, match=message):  # ModelError / ConfigError: one line on the CLI
+        run_pipeline(PipelineSpec(runs_root=tmp_path / "runs", device="cpu", **bad), stage=lambda title: None)
+    assert not (tmp_path / "runs").exists()

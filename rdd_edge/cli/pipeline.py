@@ -125,13 +125,17 @@ def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: 
                   name=spec.name, pretrained=spec.pretrained)
     times: dict[str, float] = {}
 
-    t = time.perf_counter()
+    # both configs first: a wrong model, method or data set name fails now, not after the teacher's minutes
     teacher, teacher_miou = spec.teacher, None
-    if teacher is None:
-        t_model = pick_teacher(spec.teacher_model, spec.device)
+    t_model = pick_teacher(spec.teacher_model, spec.device) if teacher is None else None
+    t_cfg = resolve_config("teacher", dataset=spec.dataset, model=t_model, iters=t_iters, **common) if t_model else None
+    s_cfg = resolve_config("distill", dataset=spec.dataset, model=spec.student, iters=s_iters, method=spec.method,
+                           rdd=spec.rdd, **common)
+
+    t = time.perf_counter()
+    if t_cfg is not None:
         stage(f"1/5 teacher: {t_model}")
-        t_sum = train(resolve_config("teacher", dataset=spec.dataset, model=t_model, iters=t_iters, **common),
-                      progress=spec.progress)
+        t_sum = train(t_cfg, progress=spec.progress)
         teacher, teacher_miou = t_sum["best"], t_sum["best_miou"]
     else:
         stage("1/5 teacher: given")
@@ -139,8 +143,7 @@ def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: 
 
     t = time.perf_counter()
     stage(f"2/5 distill: {spec.student} <- {Path(teacher).parent.name} ({spec.method}{' + RDD' if spec.rdd else ''})")
-    s_cfg = resolve_config("distill", dataset=spec.dataset, model=spec.student, teacher=str(teacher), iters=s_iters,
-                           method=spec.method, rdd=spec.rdd, **common)
+    s_cfg.teacher = str(teacher)
     s_sum = train(s_cfg, progress=spec.progress)
     run_dir = Path(s_sum["run_dir"])
     times["distill"] = time.perf_counter() - t
