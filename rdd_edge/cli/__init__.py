@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
             print("terminated (SIGTERM)", file=sys.stderr)
             sys.exit(143)  # what an unhandled SIGTERM would give: schedulers read it as "stopped", not "failed"
         raise
+    # typer (0.29 here) ends a KeyboardInterrupt inside a command as exit 130 (above); these two catch one that
+    # arrives outside typer's handling (while the command modules import, or an older typer)
     except Terminated:
         print("terminated (SIGTERM)", file=sys.stderr)
         sys.exit(143)
