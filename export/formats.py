@@ -153,6 +153,11 @@ def spec_for(flags: Iterable[str], **fields: Any) -> ExportSpec:
         fields[_field(option)] = vals[0] if len(vals) == 1 else "all" if set(vals) == set(every) else None
         if fields[_field(option)] is None:
             raise ConfigError(f"{option}: one value or all of {', '.join(every)}, not {', '.join(vals)}")
+    known = {f.name for f in dataclasses.fields(ExportSpec)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(f"ExportSpec has no field {', '.join(unknown)}: a format's flag (--{unknown[0].replace('_', '-')}) "
+                          "needs its ExportSpec field and its `rdd-edge export` option")
     return ExportSpec(**fields)
 
 
