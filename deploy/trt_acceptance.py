@@ -36,8 +36,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rdd_edge.errors import RddError
 from rdd_edge import formats as table
+from rdd_edge.errors import RddError
 from rdd_edge.formats import ExportFormat
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
