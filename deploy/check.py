@@ -19,13 +19,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from rdd_edge import formats as table
 from rdd_edge.errors import ConfigError, DeployError, RddError
 from rdd_edge.metrics import ConfusionMatrix
 from rdd_edge.runs import DEFAULT_ROOT, inside
 
 from rdd_edge.deploy.check_report import cpu_meta, on_cpu, write_report
-from rdd_edge.deploy.check_rows import (FAILED, FAILED_GATE, ORDER, PASSED, REFERENCE_KEY, SKIPPED,  # noqa: F401
-                                        Row)  # the row model, re-exported for callers of the check
+from rdd_edge.deploy.check_rows import (FAILED, FAILED_GATE, PASSED, REFERENCE_KEY, SKIPPED,  # noqa: F401
+                                        Row, row_order)  # the row model, re-exported for callers of the check
 from rdd_edge.deploy.info import MANIFEST_NAME
 
 
@@ -66,7 +67,8 @@ def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str 
     arts = manifest.get("artifacts") or {}
     if not arts:
         raise ConfigError(f"{export_dir / MANIFEST_NAME}: lists no artifacts; re-run `rdd-edge export`")
-    keys = sorted(arts, key=lambda k: (ORDER.index(k) if k in ORDER else len(ORDER), k))
+    order = row_order()
+    keys = sorted(arts, key=lambda k: (order.index(k) if k in order else len(order), k))
     onnx_device, onnx_note = onnx_placement(device)
     out = []
     for k in keys:
@@ -75,7 +77,7 @@ def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str 
         try:
             f: Path | None = inside(export_dir, name, f"artifact {k}'s file")
         except DeployError as exc:
-            out.append(Candidate(name=k, load=_refused, file=None, precision=str(entry.get("precision", "")),
+            out.append(Candidate(name=k, load=_refused, file=None, precision=_precision(k, entry),
                                  problem=str(exc)))
             continue
         assert f is not None
@@ -87,7 +89,7 @@ def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str 
                 load=(lambda f=f, dev=dev: _load_onnx(load, f, dev, threads)) if is_onnx else
                      (lambda f=f: load(f, device=device, threads=threads)),
                 file=f,
-                precision=str(entry.get("precision", "fp32" if k == REFERENCE_KEY else k)),
+                precision=_precision(k, entry),
                 gated=k != REFERENCE_KEY,
                 sha256=entry.get("sha256") if isinstance(entry.get("sha256"), str) else None,
                 note=onnx_note if is_onnx else "",
@@ -104,6 +106,13 @@ def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str 
 
 
 MODEL_SUFFIXES = (".onnx", ".engine", ".plan")
+
+
+def _precision(key: str, entry: dict[str, Any]) -> str:
+    """An artifact's precision: its format key's row in the table; the manifest's own word for a key
+    the table does not know (a newer export), else "?"."""
+    row = table.BY_KEY.get(key)
+    return row.precision if row is not None else str(entry.get("precision") or "?")
 
 
 def _refused() -> Any:

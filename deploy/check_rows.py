@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rdd_edge.export.formats import ORDER as FORMAT_ORDER
+from rdd_edge import formats as table
 
 # Status cells
 PASSED = "passed"
@@ -17,7 +17,12 @@ FAILED = "failed"
 SKIPPED = "skipped"
 
 REFERENCE_KEY = "onnx"  # the FP32 ONNX model every other row is compared with
-ORDER = ("torch", *FORMAT_ORDER)  # reference row first, then the formats table's order
+
+
+def row_order() -> tuple[str, ...]:
+    """The order of check rows: the reference row first, then the formats table's order (read when
+    asked, so a row added to the table is ordered like the others)."""
+    return ("torch", *table.ORDER)
 
 
 @dataclass

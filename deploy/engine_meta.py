@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rdd_edge.errors import DeployError, RddError
+from rdd_edge.formats import TRT_CHOICES, engine_for
 from rdd_edge.runs import write_json
 
 SIDECAR_FORMAT = "rdd-edge-engine"
@@ -219,13 +220,14 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any] | None = None
     )
     if not mismatch:
         return
-    flavour = meta.get("precision") or "fp16"
+    row = engine_for(str(meta.get("precision") or ""))  # the table's engine row of this precision: its flag rebuilds it
+    flag = row.flag if row is not None and row.flag else f"--trt {'|'.join(c for c in TRT_CHOICES if c != 'none')}"
     where = f"{engine}: " if engine else ""
     have_gpu = f"{cur_gpu} ({_sm(cur_cc)})" if cur_gpu else "no usable NVIDIA GPU"
     have_trt = f"TensorRT {cur_trt}" if cur_trt else "no TensorRT"
     raise DeployError(
         f"{where}engine built for {built_gpu or 'an unknown GPU'} ({_sm(built_cc)}) with TensorRT {built_trt or '?'}; "
-        f"this machine has {have_gpu} with {have_trt}: rebuild it here with `rdd-edge export --trt {flavour}` "
+        f"this machine has {have_gpu} with {have_trt}: rebuild it here with `rdd-edge export {flag}` "
         "(or run the ONNX file instead)"
     )
 

@@ -3,10 +3,10 @@
     python -m rdd_edge.deploy.trt_acceptance EXPORT_DIR [--max-batch 8] [--workspace 1] [--images DIR]
 
 Starts with the versions that matter on a device (L4T/JetPack, driver, CUDA runtime, cuda-python,
-TensorRT, numpy, ONNX Runtime and its providers). Then, for ``model.fp16.onnx`` and
-``model.int8.onnx`` in a scratch copy of the export (the folder itself is left as it is;
-``rdd-edge engine`` adds engines to it), a child process builds the engine
-(:func:`rdd_edge.export.tensorrt.build_engine`, torch-free), prints its per-layer precision report
+TensorRT, numpy, ONNX Runtime and its providers). Then, for the source ONNX file of every engine
+row of the formats table (``model.fp16.onnx``, ``model.int8.onnx``) in a scratch copy of the export
+(the folder itself is left as it is; ``rdd-edge engine`` adds engines to it), a child process builds
+the engine (:func:`rdd_edge.deploy.engine_build.build_engine`, torch-free), prints its per-layer precision report
 (and, with ``--dla-core``, how many layers run on DLA), runs it on the check images and times it
 at batch 1 and at the max batch; a native crash in TensorRT or CUDA kills only that child and
 becomes one FAIL line naming the signal. The parent compares each engine's labels with ONNX
@@ -36,9 +36,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from rdd_edge import formats as table
 from rdd_edge.errors import RddError
+from rdd_edge.formats import ExportFormat
 
-ENGINES = (("fp16", "model.fp16.onnx", "model.fp16.engine"), ("int8", "model.int8.onnx", "model.int8.engine"))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # fork: the child inherits the parent's modules (the parent has created no CUDA context and no
 # ONNX Runtime session when it forks); elsewhere a fresh interpreter.
@@ -141,11 +142,9 @@ def rebuild_line(export_dir: Path, args: argparse.Namespace) -> str:
 
 
 def _profile(text: str | None) -> Any:
-    if not text:
-        return None
-    from rdd_edge.export.formats import ExportSpec
+    from rdd_edge.sizes import parse_profile
 
-    return ExportSpec(dynamic=True, profile=text, trt="all").normalised().profile
+    return parse_profile(text or None, "--profile")
 
 
 # ---------------------------------------------------------------- one engine, in a child process
@@ -156,7 +155,7 @@ def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: 
     from rdd_edge import deploy
     from rdd_edge.deploy.engine_meta import precision_summary
     from rdd_edge.deploy.latency import measure_segmenter
-    from rdd_edge.export.tensorrt import build_engine
+    from rdd_edge.deploy.engine_build import build_engine
 
     log = open(log_file, "a", buffering=1)
     say: Callable[[str], None] = lambda line: print(line, file=log, flush=True)  # noqa: E731
@@ -238,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     from rdd_edge.deploy.engine_meta import tensorrt_module
     from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
-    from rdd_edge.export.tensorrt import INSTALL_HINT
+    from rdd_edge.deploy.engine_build import INSTALL_HINT
+    from rdd_edge.deploy.engine_plan import engine_rows
 
     if tensorrt_module() is None:
         say(f"FAIL: no TensorRT on this machine: {INSTALL_HINT}")
@@ -261,11 +261,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a trial in a scratch copy: the export folder (and its manifest) stays exactly as it was
     scratch = Path(tempfile.mkdtemp(prefix="rdd-trt-acceptance-"))
     try:
-        for f in (MANIFEST_NAME, *(src for _, src, _ in ENGINES)):
+        engines = engine_rows()  # the table's engines, each with the ONNX row it is built from
+        for f in (MANIFEST_NAME, *(table.BY_KEY[str(e.source)].file for e in engines)):
             if (export_dir / f).is_file():
                 shutil.copy2(export_dir / f, scratch / f)
         np.savez(scratch / "images.npz", *images)  # arr_0, arr_1 ...: images of any sizes, no pickle
-        results = [check_engine(scratch, key, src, eng, args, opts, images, say) for key, src, eng in ENGINES]
+        results = [check_engine(scratch, e, args, opts, images, say) for e in engines]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     passed = sum(results)
@@ -275,15 +276,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if all(results) else 1
 
 
-def check_engine(scratch: Path, key: str, src_name: str, engine_name: str, args: argparse.Namespace,
-                 opts: dict[str, Any], images: list[np.ndarray], say: Callable[[str], None]) -> bool:
-    """One engine: build and run it in a child, then compare with ONNX Runtime here; print its lines."""
+def check_engine(scratch: Path, engine: ExportFormat, args: argparse.Namespace, opts: dict[str, Any],
+                 images: list[np.ndarray], say: Callable[[str], None]) -> bool:
+    """One engine row of the formats table: build and run it in a child, then compare with ONNX
+    Runtime here on its source file; print its lines."""
     from rdd_edge import deploy
 
+    key, source = engine.precision, table.BY_KEY[str(engine.source)]  # key: the engine's precision (fp16, int8)
+    src_name, engine_name = source.file, engine.file
     label = f"{key.upper()} engine"
     src = scratch / src_name
     if not src.is_file():
-        say(f"FAIL {label}: {args.export_dir / src_name} not found; export it first (rdd-edge export --{key})")
+        say(f"FAIL {label}: {args.export_dir / src_name} not found; export it first (rdd-edge export {source.flag})")
         return False
     say(f"{label}:")
     log_file, result_file = scratch / f"{key}.log", scratch / f"{key}.json"

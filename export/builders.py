@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rdd_edge.export.formats import BY_KEY, ExportSpec
+from rdd_edge import formats as table
+from rdd_edge.export.formats import ExportSpec
 
 
 @dataclass
@@ -26,7 +27,7 @@ class BuildContext:
     log: Callable[[str], None]
 
     def path(self, key: str) -> Path:
-        return self.out / BY_KEY[key].file
+        return self.out / table.BY_KEY[key].file
 
 
 @dataclass
@@ -105,7 +106,7 @@ def build_engines(ctx: BuildContext, keys: tuple[str, ...] = ("engine-fp16", "en
     s = ctx.spec
     out = {}
     for key in keys:
-        src, p = ctx.path(BY_KEY[key].source), ctx.path(key)
+        src, p = ctx.path(str(table.BY_KEY[key].source)), ctx.path(key)
         meta = build_engine(src, p, max_batch=s.max_batch, opt_batch=s.opt_batch, dynamic_hw=s.profile,
                             workspace_gb=s.workspace, timing_cache_dir=ctx.out, dla_core=s.dla_core,
                             allow_gpu_fallback=s.allow_gpu_fallback)

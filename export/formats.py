@@ -1,10 +1,10 @@
-"""The table of export formats: one row per artifact, the single place that knows them.
+"""Export-only knowledge around the formats table (``rdd_edge.formats``): the export spec, which
+formats a spec asks for, and which options go with which format.
 
-Each row says what the artifact is (manifest key, file, runtime, precision), which CLI switch
-asks for it, which artifact it is built from, which export options only it takes, and which
-function builds it (``export.builders``). The export pipeline, the CLI's option validation and
-the deploy ``check`` (its row order) all read this table (Ultralytics ``export_formats()`` style).
-Adding a format = one row here + its builder + a test. Torch-free: ``deploy`` imports it too.
+The table itself (rows, ``BY_KEY``, ``ORDER``, ``TRT_CHOICES``) is a core module so that ``deploy``
+reads it without importing ``export``; this module turns a spec's flags (``--fp16``, ``--int8``,
+``--trt fp16``) into rows by the table's ``flag`` column and checks options by its ``options``
+column (Ultralytics ``export_formats()`` / ``validate_args`` style). Torch-free.
 """
 
 from __future__ import annotations
@@ -13,53 +13,16 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
+from rdd_edge import formats as table
 from rdd_edge.errors import ConfigError
+from rdd_edge.formats import ExportFormat
 from rdd_edge.runs import DEFAULT_ROOT
 
-
-@dataclass(frozen=True)
-class ExportFormat:
-    """One artifact kind."""
-
-    key: str  # key in manifest["artifacts"]; also the check row's name
-    name: str  # human name
-    file: str  # file name inside <run>/export/
-    runtime: str  # what runs it: "onnxruntime" or "tensorrt" (deploy.load picks the backend by suffix)
-    precision: str  # fp32 / fp16 / int8
-    switch: str  # what asks for it: "always", "fp16", "int8", "trt-fp16", "trt-int8"
-    build: str  # "module:function" that writes it; rows sharing a builder are written by one call
-    source: str | None = None  # key of the artifact it is built from (None: the checkpoint)
-    options: frozenset[str] = frozenset()  # ExportSpec fields that only this format uses
-    min_agreement: float | None = None  # fail the export when its labels agree with FP32 on fewer pixels
-
-
-_CALIB = frozenset({"calib", "calib_method", "calib_data", "keep_float", "int8_max_drop", "int8_float", "int8_budget",
-                    "int8_report", "int8_max_float", "int8_loo"})
-_ENGINE = frozenset({"workspace", "max_batch", "opt_batch", "dla_core", "allow_gpu_fallback", "profile"})
-
-FORMATS: tuple[ExportFormat, ...] = (
-    ExportFormat("onnx", "ONNX", "model.onnx", "onnxruntime", "fp32", "always", "rdd_edge.export.builders:build_onnx"),
-    ExportFormat("fp16", "ONNX FP16", "model.fp16.onnx", "onnxruntime", "fp16", "fp16", "rdd_edge.export.builders:build_fp16",
-                 source="onnx", min_agreement=0.995),
-    ExportFormat("int8-cpu", "ONNX INT8 (CPU QDQ)", "model.int8-cpu.onnx", "onnxruntime", "int8", "int8",
-                 "rdd_edge.export.builders:build_int8", source="onnx", options=_CALIB),
-    ExportFormat("int8", "ONNX INT8 (TensorRT QDQ)", "model.int8.onnx", "onnxruntime", "int8", "int8",
-                 "rdd_edge.export.builders:build_int8", source="onnx", options=_CALIB),
-    ExportFormat("engine-fp16", "TensorRT FP16", "model.fp16.engine", "tensorrt", "fp16", "trt-fp16",
-                 "rdd_edge.export.builders:build_engines", source="fp16", options=_ENGINE),
-    ExportFormat("engine-int8", "TensorRT INT8", "model.int8.engine", "tensorrt", "int8", "trt-int8",
-                 "rdd_edge.export.builders:build_engines", source="int8", options=_ENGINE),
-)
-
-BY_KEY: dict[str, ExportFormat] = {f.key: f for f in FORMATS}
-ORDER: tuple[str, ...] = tuple(f.key for f in FORMATS)  # build order, and the order of check rows
-
-# --trt values and the switches they turn on
-TRT_CHOICES: dict[str, tuple[str, ...]] = {"none": (), "fp16": ("trt-fp16",), "int8": ("trt-int8",), "all": ("trt-fp16", "trt-int8")}
 TRT_ALIASES = {"no": "none", "off": "none", "false": "none", "half": "fp16", "both": "all", "engine": "fp16",
                "trt": "fp16", "tensorrt": "fp16"}
+FLAG_ALIASES = {"--trt": TRT_ALIASES}  # aliases of a valued flag's values
 OUTPUT_CHOICES = ("labels", "logits", "both")
 OUTPUT_ALIASES = {"label": "labels", "argmax": "labels", "logit": "logits", "scores": "logits", "all": "both"}
 CALIB_METHODS = ("entropy", "percentile", "minmax")
@@ -119,7 +82,7 @@ class ExportSpec:
 
     def normalised(self) -> "ExportSpec":
         """A copy with every choice resolved (aliases, case) and checked; ConfigError naming the option."""
-        from rdd_edge.sizes import parse_hw
+        from rdd_edge.sizes import parse_hw, parse_profile
 
         s = dataclasses.replace(self)
         s.outputs = resolve_output(s.outputs)
@@ -131,11 +94,7 @@ class ExportSpec:
         if s.int8_max_drop is not None and s.int8_budget is not None and s.int8_budget != s.int8_max_drop:
             raise ConfigError(f"--int8-max-drop {s.int8_max_drop:g} and --int8-budget {s.int8_budget:g}: the same "
                               "setting under its old and new name; give one")
-        if s.profile is not None and not isinstance(s.profile, tuple):
-            parts = [p for p in str(s.profile).replace(";", ",").split(",") if p.strip()] if isinstance(s.profile, str) else list(s.profile)
-            if len(parts) != 3:
-                raise ConfigError(f"--profile {self.profile!r}: expected three sizes min,opt,max, e.g. 256x512,512x1024,1024x2048")
-            s.profile = tuple(parse_hw(p, "--profile") for p in parts)
+        s.profile = parse_profile(s.profile, "--profile")
         checks = [
             (s.budget is None or 0 <= s.budget < 100,
              f"--int8-budget {s.budget}: mIoU points between 0 and 100, e.g. 1.0 (as rdd-edge check --max-drop)"),
@@ -155,45 +114,84 @@ class ExportSpec:
         return s
 
 
-def switches(spec: ExportSpec) -> set[str]:
-    """The switches an export spec turns on (``always`` included)."""
-    on = {"always", *TRT_CHOICES[resolve_trt(spec.trt)]}
-    if spec.fp16:
-        on.add("fp16")
-    if spec.int8:
-        on.add("int8")
-    return on
+def _field(option: str) -> str:
+    """``--int8-dynamic`` -> ``int8_dynamic``: the ExportSpec field a flag's option sets."""
+    return option.lstrip("-").replace("-", "_")
+
+
+def asks_for(spec: ExportSpec, flag: str) -> bool:
+    """Whether ``spec`` turns on the table flag ``flag``: a plain flag (``--fp16``) by its boolean field,
+    a valued one (``--trt fp16``) when the field's value (aliases resolved, ``all``) includes it."""
+    option, value = table.split_flag(flag)
+    have = getattr(spec, _field(option), None)
+    if value is None:
+        return bool(have)
+    if have is None:
+        return False
+    choices = table.flag_choices(option)
+    return flag in choices[resolve_choice(str(have), tuple(choices), FLAG_ALIASES.get(option, {}), option)]
+
+
+def flags_on(spec: ExportSpec) -> set[str | None]:
+    """The table flags an export spec turns on (None stands for the rows always written)."""
+    return {None} | {f.flag for f in table.FORMATS if f.flag and asks_for(spec, f.flag)}
+
+
+def spec_for(flags: Iterable[str], **fields: Any) -> ExportSpec:
+    """An ExportSpec that asks for exactly the table flags ``flags`` (plus ``fields``): the inverse of
+    :func:`flags_on`, for callers that pick formats from the table (the pipeline)."""
+    values: dict[str, list[str]] = {}
+    for flag in dict.fromkeys(flags):
+        option, value = table.split_flag(flag)
+        if value is None:
+            fields[_field(option)] = True
+        else:
+            values.setdefault(option, []).append(value)
+    for option, vals in values.items():
+        choices = table.flag_choices(option)
+        every = [str(table.split_flag(fl)[1]) for fl in choices["all"]]
+        fields[_field(option)] = vals[0] if len(vals) == 1 else "all" if set(vals) == set(every) else None
+        if fields[_field(option)] is None:
+            raise ConfigError(f"{option}: one value or all of {', '.join(every)}, not {', '.join(vals)}")
+    known = {f.name for f in dataclasses.fields(ExportSpec)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(f"ExportSpec has no field {', '.join(unknown)}: a format's flag (--{unknown[0].replace('_', '-')}) "
+                          "needs its ExportSpec field and its `rdd-edge export` option")
+    return ExportSpec(**fields)
 
 
 def requested(spec: ExportSpec) -> list[ExportFormat]:
-    """The formats one export writes, in build order: those switched on and every source they need."""
-    on = switches(spec)
-    keys = {f.key for f in FORMATS if f.switch in on}
+    """The formats one export writes, in build order: those whose flag is on and every source they need."""
+    on = flags_on(spec)
+    by_key = table.BY_KEY
+    keys = {f.key for f in table.FORMATS if f.flag in on}
     while True:  # an engine needs its ONNX source, the source needs the FP32 model ...
-        more = {BY_KEY[k].source for k in keys if BY_KEY[k].source} - keys
+        more = {by_key[k].source for k in keys if by_key[k].source} - keys
         if not more:
             break
         keys |= more
-        keys |= {f.key for f in FORMATS if f.switch in {BY_KEY[k].switch for k in more}}  # a switch's files come together
-    return [f for f in FORMATS if f.key in keys]
+        keys |= {f.key for f in table.FORMATS if f.flag in {by_key[k].flag for k in more}}  # a flag's files come together
+    return [f for f in table.FORMATS if f.key in keys]
 
 
 def check_options(spec: ExportSpec) -> None:
     """An option changed from its default that no requested format takes is an error (Ultralytics' validate_args)."""
     wanted = requested(spec)
     takes = set().union(*(f.options for f in wanted))
-    owned = set().union(*(f.options for f in FORMATS))
+    owned = set().union(*(f.options for f in table.FORMATS))
     defaults = ExportSpec()
     for name in sorted(owned - takes):
         if getattr(spec, name) != getattr(defaults, name) and getattr(spec, name) not in (None, (), []):
-            users = [f.key for f in FORMATS if name in f.options]
-            hint = "--int8" if any(BY_KEY[u].switch == "int8" for u in users) else "--trt"
-            raise ConfigError(f"--{name.replace('_', '-')} applies only to {', '.join(users)}; add {hint} (or drop it)")
+            users = [f for f in table.FORMATS if name in f.options]
+            hint = " or ".join(dict.fromkeys(table.split_flag(f.flag)[0] for f in users if f.flag))
+            raise ConfigError(f"--{name.replace('_', '-')} applies only to {', '.join(f.key for f in users)}; "
+                              f"add {hint} (or drop it)")
 
 
 def get_format(key: str) -> ExportFormat:
     """The row for a manifest key (``onnx``, ``fp16``, ``int8``, ``int8-cpu``, ``engine-fp16`` ...)."""
-    return BY_KEY[resolve_choice(key, tuple(BY_KEY), {"trt": "engine-fp16", "engine": "engine-fp16"}, "format")]
+    return table.BY_KEY[resolve_choice(key, tuple(table.BY_KEY), {"trt": "engine-fp16", "engine": "engine-fp16"}, "format")]
 
 
 def resolve_choice(value: str, choices: tuple[str, ...], aliases: dict[str, str], option: str) -> str:
@@ -208,7 +206,7 @@ def resolve_choice(value: str, choices: tuple[str, ...], aliases: dict[str, str]
 
 
 def resolve_trt(value: str) -> str:
-    return resolve_choice(value, tuple(TRT_CHOICES), TRT_ALIASES, "--trt")
+    return resolve_choice(value, tuple(table.TRT_CHOICES), TRT_ALIASES, "--trt")
 
 
 def resolve_output(value: str) -> str:

@@ -35,7 +35,8 @@ import numpy as np
 from rdd_edge.normalize import DEFAULT, Normalization
 from rdd_edge.errors import ExportError
 
-from rdd_edge.export.formats import BY_KEY, resolve_calib_method
+from rdd_edge import formats as table
+from rdd_edge.export.formats import resolve_calib_method
 from rdd_edge.export.onnx_io import load_export_onnx, sha256_file
 
 log = logging.getLogger(__name__)
@@ -331,7 +332,7 @@ def export_int8(
     cache_hit = all(c.is_file() for c in caches.values())
     make_reader = reader_factory or ImageFolderReader
     reader = make_reader(items, size, normalization, embedded)
-    files = {k: out_dir / BY_KEY[k].file for k in ("int8", "int8-cpu")}
+    files = {k: out_dir / table.BY_KEY[k].file for k in ("int8", "int8-cpu")}
     t0 = time.perf_counter()
     plan = None
     keep_by_file = {}

@@ -25,11 +25,13 @@ import numpy as np
 from rdd_edge.errors import ConfigError, ExportError
 from rdd_edge.runs import DEFAULT_ROOT, folder_lock, remove_leftovers
 
+from rdd_edge import formats as table
 from rdd_edge.export import formats
 from rdd_edge.export.formats import ExportSpec
 
 PARITY_IMAGES = 8  # torch-vs-ONNX parity and INT8 fitting run on this many of the check images
-REUSABLE = {"model.int8.calib-*.json": "int8", "timing*.cache": "tensorrt"}  # caches a re-export of that kind reuses
+# caches a re-export reuses when it builds a format that takes calibration options / runs on TensorRT
+REUSABLE = {"model.int8.calib-*.json": "calib", "timing*.cache": "tensorrt"}
 
 
 def find_checkpoint(source: str | Path | None, runs_root: str | Path = DEFAULT_ROOT) -> Path:
@@ -209,13 +211,15 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
 
         # -- calibration images, settled before any file is written (too few is an error)
         calib_items: list = []
-        if any(f.switch == "int8" for f in wanted):
+        calibrated = [f for f in wanted if "calib" in f.options]
+        if calibrated:
+            flag = calibrated[0].flag or calibrated[0].key
             from rdd_edge.export.int8 import image_folder, select_calibration
 
             if spec.calib_data is not None:
                 pool, where = image_folder(spec.calib_data), f"--calib-data {spec.calib_data}"
             elif labels is None:
-                raise ConfigError(f"--int8: calibration needs images of {data.name}, the data set the model was trained on; "
+                raise ConfigError(f"{flag}: calibration needs images of {data.name}, the data set the model was trained on; "
                                   "pass --data PATH or --calib-data DIR")
             else:
                 pool, where = _calib_items(open_split(data, "train")), f"train split of {data.describe()}"
@@ -227,7 +231,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
 
         # -- build into a staging folder; swap it in only when everything succeeded
         with _transaction(out) as stage:
-            kinds = {f.switch for f in wanted} | {f.runtime for f in wanted}
+            kinds = set().union(*(f.options for f in wanted)) | {f.runtime for f in wanted}
             for pattern, kind in REUSABLE.items():
                 for f in out.glob(pattern) if out.is_dir() and kind in kinds else ():
                     shutil.copy2(f, stage / f.name)
@@ -247,7 +251,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
                 records = _builder(ref)(ctx, tuple(keys))
                 dt = time.perf_counter() - t
                 for key in keys:
-                    fmt, rec = formats.BY_KEY[key], dict(records[key])
+                    fmt, rec = table.BY_KEY[key], dict(records[key])
                     path = Path(rec.pop("path"))
                     log(f"[green]✓[/] {fmt.name} -> {path.name} ({dt:.1f} s, {path.stat().st_size / 1e6:.2f} MB)")
                     if manifest is None:  # the FP32 graph is built first: the manifest describes its I/O
@@ -263,7 +267,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
             return _commit(manifest, stage, out)
 
 
-def _checked(scores: dict, fmt: formats.ExportFormat, path: Path) -> dict:
+def _checked(scores: dict, fmt: table.ExportFormat, path: Path) -> dict:
     """The artifact's scores; an ExportError when it falls below its format's agreement floor."""
     agree = scores.get("label_agreement")
     if fmt.min_agreement is not None and agree is not None and agree < fmt.min_agreement:
@@ -285,6 +289,7 @@ def engine_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     from rdd_edge.deploy.engine_meta import precision_summary
     from rdd_edge.deploy.info import read_manifest
     from rdd_edge.export.builders import BuildContext, build_engines
+    from rdd_edge.deploy.engine_plan import engine_source
     from rdd_edge.export.manifest import MANIFEST, add_artifact
     from rdd_edge.export.tensorrt import require_tensorrt
     from rdd_edge.runs import resolve_run
@@ -294,19 +299,16 @@ def engine_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
             console.print(msg)
 
     spec = (spec or ExportSpec(**fields)).normalised()
-    keys = [k for k in formats.ORDER if formats.BY_KEY[k].switch in formats.TRT_CHOICES[spec.trt]]
+    keys = [k for k in table.ORDER if table.BY_KEY[k].flag in table.TRT_CHOICES[spec.trt]]
     if not keys:
-        raise ConfigError("--trt: say which engines to build: fp16, int8 or all")
+        raise ConfigError(f"--trt: say which engines to build: {', '.join(c for c in table.TRT_CHOICES if c != 'none')}")
     run = resolve_run(spec.source, "distill", "the export to build engines for", root=spec.runs_root,
                       must_contain=f"export/{MANIFEST}")
     out = find_export_dir(run)
     manifest, _ = read_manifest(out / MANIFEST)
     assert manifest is not None
     for key in keys:
-        src = formats.BY_KEY[formats.BY_KEY[key].source]
-        if src.key not in (manifest.get("artifacts") or {}) or not (out / src.file).is_file():
-            switch = "--fp16" if src.key == "fp16" else "--int8"
-            raise ExportError(f"{out / src.file}: needed to build {formats.BY_KEY[key].file}; export it first ({switch})")
+        engine_source(key, out, listed=manifest.get("artifacts") or {})
     if spec.dynamic is False and manifest.get("dynamic") and spec.profile is None:
         raise ConfigError(f"{out}: the graph has dynamic H and W; give the engine's range with --dynamic --profile MIN,OPT,MAX")
     require_tensorrt("rdd-edge engine", on_device=True)
@@ -317,8 +319,9 @@ def engine_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
             for key, rec in records.items():
                 rec = dict(rec)
                 path = Path(rec.pop("path"))
-                log(f"[green]✓[/] {formats.BY_KEY[key].name} -> {path.name} ({precision_summary(rec)})")
-                add_artifact(manifest, key, path, formats.BY_KEY[key].precision, "tensorrt", **rec)
+                fmt = table.BY_KEY[key]
+                log(f"[green]✓[/] {fmt.name} -> {path.name} ({precision_summary(rec)})")
+                add_artifact(manifest, key, path, fmt.precision, fmt.runtime, **rec)
             return _commit(manifest, stage, out)
 
 

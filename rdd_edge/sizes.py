@@ -34,6 +34,17 @@ def parse_hw(value: Any, option: str = "--size") -> tuple[int, int] | None:
     return h, w
 
 
+def parse_profile(value: Any, option: str = "--profile") -> Any:
+    """``"256x512,512x1024,1024x2048"`` (or three sizes) -> ``((minH, minW), (optH, optW), (maxH, maxW))``:
+    a TensorRT profile's H x W range; None and an already parsed tuple stay as they are."""
+    if value is None or isinstance(value, tuple):
+        return value
+    parts = [p for p in str(value).replace(";", ",").split(",") if p.strip()] if isinstance(value, str) else list(value)
+    if len(parts) != 3:
+        raise ConfigError(f"{option} {value!r}: expected three sizes min,opt,max, e.g. 256x512,512x1024,1024x2048")
+    return tuple(parse_hw(p, option) for p in parts)
+
+
 def format_hw(size: Any) -> str:
     """``(360, 480)`` -> ``"360x480"``."""
     return "x".join(str(int(v)) for v in size)

@@ -56,7 +56,7 @@ def test_the_wheel_installs_the_rdd_edge_package_alone_with_every_extra(bundle):
         names = set(zf.namelist())
         meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     for module in ("rdd_edge/models/networks.py", "rdd_edge/distill/rdd.py", "rdd_edge/export/tensorrt.py",
-                   "rdd_edge/deploy/trt_acceptance.py", "rdd_edge/deploy/backends/tensorrt.py",
+                   "rdd_edge/deploy/trt_acceptance.py", "rdd_edge/deploy/engine_build.py", "rdd_edge/deploy/backends/tensorrt.py",
                    "rdd_edge/deploy/bundle_files/install.sh", "rdd_edge/cli/commands/deploy.py"):
         assert module in names, module
     assert not any("__pycache__" in n for n in names)

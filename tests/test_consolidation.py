@@ -44,7 +44,8 @@ def test_one_namespace_nothing_but_rdd_edge_is_installed_and_no_path_is_patched(
 
 
 def test_formats_table_drives_requests_and_option_checks():
-    from rdd_edge.export.formats import FORMATS, ORDER, ExportSpec, check_options, requested
+    from rdd_edge.export.formats import ExportSpec, check_options, requested
+    from rdd_edge.formats import FORMATS, ORDER
 
     keys = lambda spec: [f.key for f in requested(spec.normalised())]  # noqa: E731
     assert keys(ExportSpec()) == ["onnx"]
@@ -72,8 +73,11 @@ def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch):
     """Adding an export format is a row + a builder: export_run builds, scores and lists it, check orders it."""
     import torch
 
-    from rdd_edge.export import builders, formats
-    from rdd_edge.export.formats import ExportFormat, ExportSpec
+    from rdd_edge import formats
+    from rdd_edge.deploy.check_rows import row_order
+    from rdd_edge.export import builders
+    from rdd_edge.export.formats import ExportSpec
+    from rdd_edge.formats import ExportFormat
     from rdd_edge.export.pipeline import export_run
     from rdd_edge.models import create_model, save_checkpoint
     from rdd_edge.data import DataSpec, dataset_info
@@ -86,10 +90,12 @@ def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch):
         return {"copy": {"path": dst}}
 
     monkeypatch.setattr(builders, "build_copy", build_copy, raising=False)
-    row = ExportFormat("copy", "ONNX copy", "model.copy.onnx", "onnxruntime", "fp32", "fp16", "rdd_edge.export.builders:build_copy",
+    row = ExportFormat("copy", "ONNX copy", "model.copy.onnx", "onnxruntime", "fp32", "--fp16", "rdd_edge.export.builders:build_copy",
                        source="onnx", min_agreement=0.999)
     monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, row))
     monkeypatch.setattr(formats, "BY_KEY", {**formats.BY_KEY, "copy": row})
+    monkeypatch.setattr(formats, "ORDER", (*formats.ORDER, "copy"))
+    assert row_order()[-1] == "copy"  # check orders its row after the others
     torch.manual_seed(0)
     run = tmp_path / "distill-x"
     model = create_model("mbv2", num_classes=11, head_channels=8).eval()

@@ -9,7 +9,7 @@ import pytest
 
 from rdd_edge.errors import DeployError
 
-from rdd_edge.deploy.backends.onnxruntime import _trt_profile, artifact_precision, provider_options
+from rdd_edge.deploy.backends.onnxruntime import _trt_profile, artifact_format, artifact_precision, provider_options
 
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 TRT, CUDA, CPU = ALL
@@ -48,11 +48,19 @@ def test_cpu_int8_flavour_never_goes_to_tensorrt(tmp_path):
 
 
 def test_precision_from_manifest_beats_the_name(tmp_path):
+    """The manifest's key for the file decides (through the formats table); a file it does not list is
+    looked up by the table's exact file name; anything else is plain FP32, never TensorRT INT8."""
+    from rdd_edge.formats import BY_KEY
+
     _manifest(tmp_path, fp16={"file": "student.onnx", "precision": "fp16"},
               **{"int8-cpu": {"file": "cpu.onnx", "precision": "int8"}})
     assert artifact_precision(tmp_path / "student.onnx") == "fp16"
-    assert artifact_precision(tmp_path / "cpu.onnx") == "int8-cpu"
-    assert artifact_precision(tmp_path / "other.int8.onnx") == "int8"
+    assert artifact_format(tmp_path / "cpu.onnx") is BY_KEY["int8-cpu"] and artifact_precision(tmp_path / "cpu.onnx") == "int8"
+    assert provider_options(tmp_path / "cpu.onnx", ALL)[0] == [CUDA, CPU]  # the CPU flavour under any name
+    assert artifact_precision(tmp_path / BY_KEY["int8"].file) == "int8"  # not listed: the table's file name
+    assert artifact_precision(tmp_path / "other.int8.onnx") == "fp32"  # a substring decides nothing
+    _, opts = provider_options(tmp_path / "other.int8.onnx", ALL)
+    assert opts[0]["trt_int8_enable"] is False and opts[0]["trt_fp16_enable"] is False
     assert artifact_precision(tmp_path / "plain.onnx") == "fp32"
     providers, opts = provider_options(tmp_path / "student.onnx", ALL)
     assert opts[0]["trt_fp16_enable"] is True

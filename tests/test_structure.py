@@ -58,3 +58,157 @@ def test_one_checkpoint_lookup_for_training_eval_and_export(tmp_path):
     (run / "best.pt").write_bytes(b"x")
     assert find_checkpoint(run) == run / "best.pt" and resolve_checkpoint(run, prefer="last.pt") == run / "last.pt"
     assert find_checkpoint(None, tmp_path / "runs") == run / "best.pt"  # the latest distill run
+
+
+# --- import direction and the formats table (issue 20, item 1) ----------------------------------
+
+import ast  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("distill", "export", "deploy", "models", "cli")
+
+
+def _imports(path: Path, package: str) -> list[tuple[int, str]]:
+    """Every module ``path`` imports, anywhere in it (function-local imports included), as absolute
+    names: ``from rdd_edge import export`` counts as ``rdd_edge.export``, relative imports are resolved
+    against ``package``, and ``importlib.import_module("...")`` with a literal name counts too."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            found += [(node.lineno, base)] + [(node.lineno, f"{base}.{a.name}") for a in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def _package(path: Path, top: Path, name: str) -> str:
+    """The package a module file sits in: ``deploy/backends/x.py`` -> ``rdd_edge.deploy.backends``."""
+    return ".".join([name, *path.parent.relative_to(top).parts])
+
+
+def _is(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def test_deploy_never_imports_export_or_torch():
+    """deploy runs on a device without torch, and export -> deploy is the only direction between them
+    (a cycle would make either impossible to load or test alone)."""
+    files = sorted((ROOT / "deploy").rglob("*.py"))
+    assert len(files) > 10
+    bad = [f"{p.relative_to(ROOT)}:{line}: {mod}" for p in files
+           for line, mod in _imports(p, _package(p, ROOT / "deploy", "rdd_edge.deploy"))
+           if _is(mod, "rdd_edge.export") or _is(mod, "torch") or _is(mod, "torchvision")]
+    assert bad == []
+
+
+# rdd_edge/__main__.py is `python -m rdd_edge`: the CLI's entry point, so it imports the CLI (nothing else does)
+ENTRY_POINTS = {"rdd_edge/__main__.py": {"rdd_edge.cli", "rdd_edge.cli.main"}}
+
+
+def test_core_modules_import_no_stage():
+    """The core (rdd_edge/*.py, rdd_edge/data/) is what every stage builds on: it imports none of them."""
+    top = ROOT / "rdd_edge"
+    files = sorted([*top.glob("*.py"), *(top / "data").rglob("*.py")])
+    assert (top / "formats.py") in files and len(files) > 10
+    bad = []
+    for p in files:
+        allowed = ENTRY_POINTS.get(str(p.relative_to(ROOT)), set())
+        for line, mod in _imports(p, _package(p, top, "rdd_edge")):
+            if any(_is(mod, f"rdd_edge.{s}") for s in STAGES) and mod not in allowed:
+                bad.append(f"{p.relative_to(ROOT)}:{line}: {mod}")
+    assert bad == []
+
+
+def test_every_table_flag_is_an_export_option_and_a_spec_field():
+    """A row's flag is what `rdd-edge export` takes and what ExportSpec carries, so the table, the CLI
+    and the spec cannot drift apart."""
+    import dataclasses
+
+    import typer
+
+    from rdd_edge import formats
+    from rdd_edge.cli import app
+    from rdd_edge.export.formats import ExportSpec, asks_for, requested, spec_for
+
+    export = typer.main.get_command(app).commands["export"]  # type: ignore[attr-defined]
+    options = {o for p in export.params for o in getattr(p, "opts", [])}
+    fields = {f.name for f in dataclasses.fields(ExportSpec)}
+    for row in formats.FORMATS:
+        if row.flag is None:
+            continue
+        option, value = formats.split_flag(row.flag)
+        assert option in options and option.lstrip("-").replace("-", "_") in fields, row
+        spec = spec_for([row.flag]).normalised()
+        assert asks_for(spec, row.flag) and row in requested(spec), row
+        if value is not None:
+            assert formats.flag_choices(option)[value] == (row.flag,)
+
+
+def test_the_pipeline_asks_for_every_format_this_machine_can_build():
+    from rdd_edge import formats
+    from rdd_edge.cli.pipeline import every_format_spec
+    from rdd_edge.export.formats import requested
+
+    assert requested(every_format_spec(True).normalised()) == list(formats.FORMATS)
+    without = requested(every_format_spec(False, calib=64).normalised())
+    assert without == [f for f in formats.FORMATS if f.runtime != "tensorrt"] and without
+    assert every_format_spec(False, calib=64).calib == 64
+
+
+def test_a_new_onnx_row_is_read_by_deploy_from_the_table_and_never_given_to_tensorrt(monkeypatch, tmp_path):
+    """A row appended to the table (and nothing else edited): deploy takes its precision from the table,
+    by the manifest's key or the exact file name, and a row with trt_ep False never reaches TensorRT:
+    not ONNX Runtime's TensorRT execution provider, not an engine build; check orders its row."""
+    import json
+
+    from rdd_edge import formats
+    from rdd_edge.deploy.backends.onnxruntime import artifact_format, artifact_precision, provider_options
+    from rdd_edge.deploy.check import manifest_candidates
+    from rdd_edge.deploy.check_rows import row_order
+    from rdd_edge.deploy.engine_build import build_engine
+    from rdd_edge.deploy.engine_plan import engine_precision
+    from rdd_edge.errors import ConfigError
+
+    row = formats.ExportFormat("int8-dynamic", "ONNX INT8 (dynamic ranges)", "model.int8-dynamic.onnx", "onnxruntime",
+                               "int8", "--int8-dynamic", "rdd_edge.export.builders:build_int8_dynamic", source="onnx",
+                               trt_ep=False)
+    monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, row))
+    monkeypatch.setattr(formats, "BY_KEY", {**formats.BY_KEY, row.key: row})
+    monkeypatch.setattr(formats, "ORDER", (*formats.ORDER, row.key))
+    ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    # no manifest: the table's exact file name
+    f = tmp_path / row.file
+    assert artifact_format(f) is row and artifact_precision(f) == "int8"
+    assert provider_options(f, ALL) == (["CUDAExecutionProvider", "CPUExecutionProvider"], [{"device_id": 0}, {}])
+    # listed in a manifest under its key, in a file named otherwise (an INT8-looking name, no precision given)
+    export = tmp_path / "export"
+    export.mkdir()
+    for name in ("model.onnx", "student.int8.onnx"):
+        (export / name).write_bytes(b"onnx")
+    (export / "manifest.json").write_text(json.dumps({"format": "rdd-edge-export", "version": 1, "artifacts": {
+        row.key: {"file": "student.int8.onnx", "sha256": "0" * 64},
+        "onnx": {"file": "model.onnx", "precision": "fp32", "sha256": "0" * 64}}}))
+    listed = export / "student.int8.onnx"
+    assert artifact_format(listed) is row and artifact_precision(listed) == "int8"
+    providers, opts = provider_options(listed, ALL)
+    assert "TensorrtExecutionProvider" not in providers and not any(o.get("trt_int8_enable") for o in opts)
+    # an engine build refuses it before TensorRT is touched (no tensorrt module is needed to say so)
+    for name, m in ((row.file, None), ("student.int8.onnx", json.loads((export / "manifest.json").read_text()))):
+        with pytest.raises(ConfigError, match=r"ONNX INT8 \(dynamic ranges\) \(int8-dynamic\) is not for TensorRT"):
+            engine_precision(name, "", m)
+    with pytest.raises(ConfigError, match="is not for TensorRT"):
+        build_engine(listed, export / "student.engine")
+    # check: its row comes after the table's others, with the table's precision
+    assert row_order()[-1] == row.key
+    manifest = json.loads((export / "manifest.json").read_text())
+    cands = manifest_candidates(export, manifest)
+    assert [c.name for c in cands] == ["onnx", row.key] and cands[1].precision == "int8"

@@ -3,6 +3,7 @@ tensorrt, a CUDA binding and an NVIDIA GPU exist (it skips elsewhere)."""
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 from rdd_edge.errors import ConfigError, DeployError, ExportError, MissingDependencyError
 
 from rdd_edge.deploy.engine_meta import check_compatible, runtime_identity, tensorrt_module
-from rdd_edge.export.engine_plan import (check_build_args, check_dla_core, check_trt_version, engine_precision, engine_source,
-                                network_flags, profile_shapes, sidecar_meta, timing_cache_name)
+from rdd_edge.deploy.engine_plan import (check_build_args, check_dla_core, check_trt_version, engine_precision, engine_source,
+                                         network_flags, profile_shapes, sidecar_meta, timing_cache_name)
+from rdd_edge.formats import BY_KEY
 
 HAVE_TRT = tensorrt_module() is not None
 
@@ -87,10 +89,17 @@ def test_argument_checks():
         check_dla_core(0, 0)
     with pytest.raises(ConfigError, match=r"DLA cores 0\.\.1"):
         check_dla_core(2, 2)
+    # the formats table decides, by exact file name (or the manifest's key), never by a substring
     assert engine_precision("model.int8.onnx") == "int8" and engine_precision("model.fp16.onnx") == "fp16"
-    assert engine_precision("model.onnx") == "fp32" and engine_precision("x.onnx", "net.int8.engine") == "int8"
-    with pytest.raises(ConfigError, match="CPU INT8 flavour"):
-        engine_precision("model.int8-cpu.onnx")
+    assert engine_precision("model.onnx") == "fp32" and engine_precision("x.onnx", BY_KEY["engine-int8"].file) == "int8"
+    assert engine_precision("x.onnx", "net.int8.engine") == "fp32" and engine_precision("net.int8.onnx") == "fp32"
+    manifest = {"artifacts": {"int8": {"file": "student.onnx"}, "int8-cpu": {"file": "cpu.onnx"}}}
+    assert engine_precision("student.onnx", "", manifest) == "int8"
+    cpu = BY_KEY["int8-cpu"]
+    assert not cpu.trt_ep
+    for name, m in ((cpu.file, None), ("cpu.onnx", manifest)):
+        with pytest.raises(ConfigError, match=re.escape(f"{cpu.name} ({cpu.key}) is not for TensorRT")):
+            engine_precision(name, "", m)
 
 
 def test_engine_source_and_sidecar(tmp_path):
@@ -118,7 +127,7 @@ def test_stub_only_tensorrt_counts_as_missing(tmp_path, monkeypatch):
     import tensorrt  # a namespace package
 
     assert not hasattr(tensorrt, "Builder")
-    from rdd_edge.export.tensorrt import _trt
+    from rdd_edge.deploy.engine_build import _trt
 
     assert tensorrt_module() is None and runtime_identity()["tensorrt"] is None
     with pytest.raises(MissingDependencyError, match=r"pip install -e .\.\[trt\]."):
@@ -127,7 +136,7 @@ def test_stub_only_tensorrt_counts_as_missing(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed: the missing-dependency message cannot be exercised")
 def test_missing_tensorrt_says_how_to_install(tmp_path):
-    from rdd_edge.export.tensorrt import _trt
+    from rdd_edge.deploy.engine_build import _trt
 
     with pytest.raises(MissingDependencyError, match=r"pip install -e .\.\[trt\]."):
         _trt()

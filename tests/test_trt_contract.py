@@ -34,7 +34,7 @@ def export_dir(tmp_path_factory) -> Path:
 
 
 def _build(export_dir: Path, tmp_path: Path, src: str = "model.fp16.onnx", **kw):
-    from rdd_edge.export.tensorrt import build_engine
+    from rdd_edge.deploy.engine_build import build_engine
 
     import shutil
 
@@ -91,7 +91,7 @@ def test_build_is_strongly_typed_without_precision_flags(monkeypatch, export_dir
 @pytest.mark.parametrize("version", ["10.3.0.26", "11.0.0.1"])
 def test_mismatching_timing_cache_is_refused_and_replaced(monkeypatch, export_dir, tmp_path, version, caplog):
     d, _ = install(monkeypatch, version)
-    from rdd_edge.export.engine_plan import timing_cache_name
+    from rdd_edge.deploy.engine_plan import timing_cache_name
 
     cache = tmp_path / timing_cache_name("Orin", "8.7", version)
     cache.write_bytes(b"a cache written elsewhere")

@@ -17,7 +17,8 @@ import pytest
 
 from trt_double import ROOT, stub_file_or_skip, stub_source
 
-MODULES = ["export/tensorrt.py", "deploy/backends/tensorrt.py", "deploy/cuda_mem.py", "deploy/engine_meta.py"]
+MODULES = ["export/tensorrt.py", "deploy/engine_build.py", "deploy/backends/tensorrt.py", "deploy/cuda_mem.py",
+           "deploy/engine_meta.py"]
 
 
 @pytest.fixture(scope="module")

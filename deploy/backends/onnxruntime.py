@@ -2,7 +2,9 @@
 
 With onnxruntime-gpu, an ``.onnx`` file runs on the TensorRT execution provider first (engine and
 timing cache in ``trt-cache/`` beside the file, FP16 for the FP16 file, INT8 for the Q/DQ file),
-then CUDA, then CPU; :func:`provider_options` computes that choice as a pure function.
+then CUDA, then CPU; :func:`provider_options` computes that choice as a pure function. Which file
+may go to TensorRT, and at what precision, is the formats table's word (``rdd_edge.formats``), read
+by the key the manifest lists the file under (else its exact file name), never guessed from a name.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rdd_edge import formats
 from rdd_edge.errors import DeployError, MissingDependencyError
 from rdd_edge.extras import install_hint
+from rdd_edge.formats import ExportFormat
 
 # Fastest first; only those the installed onnxruntime build offers are used.
 # ONNX Runtime graph rewrites that change what a file computes. WeightBiasQuantization (ORT 1.2x+)
@@ -22,6 +26,9 @@ from rdd_edge.extras import install_hint
 # output off by 4.7e4 where it should be below 3, 97% label agreement with its own FP32-math twin
 # instead of 99.9%). TensorRT never sees the rewrite, so the file is run as written.
 EXACT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
+
+# the precisions TensorRT's execution provider is told (trt_fp16_enable / trt_int8_enable)
+TRT_EP_PRECISIONS = ("fp32", "fp16", "int8")
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -102,42 +109,37 @@ def choose_providers(
     return chosen or ["CPUExecutionProvider"]
 
 
-def artifact_precision(path: str | Path) -> str:
-    """``fp32`` / ``fp16`` / ``int8`` (TensorRT Q/DQ) / ``int8-cpu`` (uint8 CPU flavour) of an ONNX file:
-    from ``manifest.json`` beside it (the artifact whose ``file`` is this one), else from its name."""
+def _manifest(path: Path) -> dict[str, Any] | None:
+    """The export manifest beside ``path`` (None when there is none or it is unreadable)."""
+    try:
+        from rdd_edge.deploy.info import read_manifest
+
+        return read_manifest(path)[0]
+    except DeployError:
+        return None
+
+
+def artifact_format(path: str | Path) -> ExportFormat | None:
+    """The formats table's row of an ONNX file: by the key ``manifest.json`` beside it lists the file
+    under, else by the table's exact file name; None for a file neither knows (run as plain FP32)."""
     path = Path(path)
-    try:
-        from rdd_edge.deploy.info import read_manifest
-
-        manifest, _ = read_manifest(path)
-    except DeployError:
-        manifest = None
-    for key, entry in ((manifest or {}).get("artifacts") or {}).items():
-        if isinstance(entry, dict) and entry.get("file") == path.name:
-            if key == "int8-cpu":
-                return "int8-cpu"
-            prec = str(entry.get("precision") or "").lower()
-            if prec in ("fp32", "fp16", "int8"):
-                return prec
-    name = path.name.lower()
-    if ".int8-cpu." in name:
-        return "int8-cpu"
-    if ".int8." in name:
-        return "int8"
-    if ".fp16." in name:
-        return "fp16"
-    return "fp32"
+    return formats.format_of(path.name, _manifest(path))
 
 
-def _int8_float(path: Path) -> str:
-    """The float math a TensorRT Q/DQ file carries (``fp16`` unless the manifest says ``fp32``)."""
-    try:
-        from rdd_edge.deploy.info import read_manifest
+def artifact_precision(path: str | Path) -> str:
+    """``fp32`` / ``fp16`` / ``int8`` of an ONNX file: its row's precision (:func:`artifact_format`);
+    ``fp32`` for a file the manifest and the table do not know."""
+    row = artifact_format(path)
+    return row.precision if row is not None else "fp32"
 
-        manifest, _ = read_manifest(path)
-    except DeployError:
-        return "fp16"
-    entry = ((manifest or {}).get("artifacts") or {}).get("int8") or {}
+
+def _trt_float(path: Path) -> str:
+    """The float math a TensorRT Q/DQ file carries: its manifest entry's ``trt_float`` (``fp16`` unless
+    the manifest says ``fp32``)."""
+    manifest = _manifest(path)
+    key = formats.artifact_key(path.name, manifest)
+    entry = ((manifest or {}).get("artifacts") or {}).get(key) if key is not None else None
+    entry = entry if isinstance(entry, dict) else {}
     return str(entry.get("trt_float") or entry.get("int8_float") or "fp16")
 
 
@@ -151,30 +153,36 @@ def provider_options(
     device_id: int = 0,
     profile: dict[str, Any] | None = None,
     workspace_gb: float | None = None,
+    trt_ep: bool | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Providers and their options for ``onnxruntime.InferenceSession`` (pure: no session made).
 
     On NVIDIA (onnxruntime-gpu with TensorRT): TensorRT EP first with an engine and timing cache in
     ``cache_dir`` (default ``<file's folder>/trt-cache``), FP16 for the FP16 file, INT8 (plus FP16
     for the float layers unless the file keeps them FP32) for the Q/DQ file; then CUDA, then CPU.
-    The uint8 CPU flavour (``int8-cpu``, asymmetric zero points) is never given to TensorRT.
-    ``precision``: ``fp32``/``fp16``/``int8``/``int8-cpu``, default :func:`artifact_precision`.
+    The formats table decides (:func:`artifact_format`: the manifest's key for the file, else its exact
+    name): a row with ``trt_ep`` False (the uint8 CPU INT8 file) never goes to TensorRT, and its
+    ``precision`` sets the FP16 / INT8 flags; a file the table does not know runs as plain FP32.
+    ``precision`` (``fp32``/``fp16``/``int8``) and ``trt_ep`` override the row's.
     ``profile``: optional ``{"min": shape, "opt": shape, "max": shape}`` of the input ``images``
     for TensorRT's explicit shape range (no engine rebuild per new batch size).
     """
     path = Path(path)
-    prec = (precision or artifact_precision(path)).lower()
-    if prec not in ("fp32", "fp16", "int8", "int8-cpu"):
-        raise DeployError(f"{path}: precision {precision!r}: expected fp32, fp16, int8 or int8-cpu")
+    row = artifact_format(path) if precision is None or trt_ep is None else None
+    prec = str(precision or (row.precision if row is not None else "fp32")).lower()
+    may_trt = trt_ep if trt_ep is not None else (row.trt_ep if row is not None else True)  # unknown: plain FP32
     providers = choose_providers(available, requested, device)
-    if prec == "int8-cpu" and not requested:
+    if not may_trt and not requested:
         providers = [p for p in providers if p != "TensorrtExecutionProvider"]
+    if "TensorrtExecutionProvider" in providers and prec not in TRT_EP_PRECISIONS:
+        raise DeployError(f"{path}: precision {prec!r} for TensorRT's execution provider: expected "
+                          f"{', '.join(TRT_EP_PRECISIONS)}")
     cache = Path(cache_dir) if cache_dir is not None else path.parent / "trt-cache"
     options: list[dict[str, Any]] = []
     for p in providers:
         if p == "TensorrtExecutionProvider":
             int8 = prec == "int8"
-            fp16 = prec == "fp16" or (int8 and _int8_float(path) != "fp32")
+            fp16 = prec == "fp16" or (int8 and _trt_float(path) != "fp32")
             o: dict[str, Any] = {
                 "device_id": int(device_id),
                 "trt_fp16_enable": fp16,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from rdd_edge import formats
 from rdd_edge.runs import DEFAULT_ROOT
 
 # The CPU quickstart: small enough for ten minutes on two cores, long enough to learn something.
@@ -100,6 +101,15 @@ def write_demo_video(path: Path, size: tuple[int, int], scenes: int, hold: int =
     return path
 
 
+def every_format_spec(tensorrt: bool, **fields: Any) -> Any:
+    """The ExportSpec of every format this machine can build (``tensorrt``: whether TensorRT is here):
+    the formats table's rows, less the engines without TensorRT, asked for by their flags; ``fields``
+    are the spec's other settings."""
+    from rdd_edge.export.formats import spec_for
+
+    return spec_for((f.flag for f in formats.buildable(tensorrt) if f.flag), **fields)
+
+
 def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: Any = None,
                  on_check_row: Callable[[Any], None] | None = None,
                  on_check: Callable[[Any], None] | None = None) -> PipelineResult:
@@ -112,7 +122,6 @@ def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: 
     from rdd_edge.deploy.runtime import load
     from rdd_edge.distill.config import resolve_config
     from rdd_edge.distill.train import train
-    from rdd_edge.export.formats import ExportSpec
     from rdd_edge.export.pipeline import export_run
     from rdd_edge.export.tensorrt import available as tensorrt_available
     from rdd_edge.runs import write_json
@@ -149,12 +158,13 @@ def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: 
     times["distill"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    trt = "all" if tensorrt_available() else "none"
-    stage(f"3/5 export: ONNX, FP16, INT8{', TensorRT' if trt != 'none' else ''}")
-    if trt == "none" and log is not None:
+    has_trt = tensorrt_available()
+    wanted = formats.buildable(has_trt)  # every format this machine can build, from the table
+    stage(f"3/5 export: {', '.join(f.name for f in wanted)}")
+    if log is not None and len(wanted) < len(formats.FORMATS):
         log.print("note: tensorrt is not installed, so no engines are built (the `trt` extra on an NVIDIA machine)")
-    manifest = export_run(ExportSpec(source=s_sum["best"], fp16=True, int8=True, trt=trt, calib=spec.calib, data=spec.data,
-                                     runs_root=spec.runs_root), console=log)
+    manifest = export_run(every_format_spec(has_trt, source=s_sum["best"], calib=spec.calib,
+                                            data=spec.data, runs_root=spec.runs_root), console=log)
     export_dir = Path(manifest["export_dir"])
     times["export"] = time.perf_counter() - t
 

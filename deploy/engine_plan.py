@@ -1,25 +1,23 @@
 """Pure helpers for TensorRT engine builds, testable without TensorRT.
 
-Which ONNX file feeds which engine, the optimization-profile shapes, argument and version checks,
-the network-creation flags by TensorRT version, the timing-cache file name and the sidecar
-contents live here, so :mod:`export.tensorrt` holds only the calls into TensorRT.
+Which ONNX file feeds which engine and what precision it has (both from the formats table,
+``rdd_edge.formats``), the optimization-profile shapes, argument and version checks, the
+network-creation flags by TensorRT version, the timing-cache file name and the sidecar contents
+live here, so :mod:`deploy.engine_build` holds only the calls into TensorRT. Deploy's own: the
+engine is built on the device (``rdd-edge engine``, the acceptance check) as well as by export.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
+from rdd_edge import formats as table
 from rdd_edge.errors import ConfigError, ExportError, RddError
 
 from rdd_edge.deploy.engine_meta import check_trt_version as _check_trt_version
 from rdd_edge.deploy.engine_meta import parse_trt_version
-
-from rdd_edge.export.formats import BY_KEY
-
-# engine -> the ONNX artifact it is built from (precision comes from the file: FP16 graph or Q/DQ)
-ENGINE_SOURCE = {"engine-fp16": "fp16", "engine-int8": "int8"}
 
 DEFAULT_MAX_BATCH = 8
 
@@ -27,29 +25,39 @@ Shape = tuple[int, int, int, int]
 HW = tuple[int, int]
 
 
-def engine_source(engine_key: str, out_dir: str | Path) -> Path:
-    """The ONNX file an engine is built from; ExportError if it has not been exported."""
-    if engine_key not in ENGINE_SOURCE:
-        raise ConfigError(f"unknown engine '{engine_key}': valid {', '.join(ENGINE_SOURCE)}")
-    src = Path(out_dir) / BY_KEY[ENGINE_SOURCE[engine_key]].file
-    if not src.is_file():
-        flag = "--fp16" if ENGINE_SOURCE[engine_key] == "fp16" else "--int8"
-        raise ExportError(f"{src}: needed to build {BY_KEY[engine_key].file}; export it first ({flag})")
+def engine_rows() -> list[table.ExportFormat]:
+    """The table's TensorRT engine rows (each names the ONNX row it is built from as ``source``)."""
+    return [f for f in table.FORMATS if f.runtime == "tensorrt" and f.source in table.BY_KEY]
+
+
+def engine_source(engine_key: str, out_dir: str | Path, listed: Collection[str] | None = None) -> Path:
+    """The ONNX file an engine is built from; ExportError naming the flag that exports it when it is
+    missing (or, given the manifest's ``listed`` keys, not listed)."""
+    row = table.BY_KEY.get(engine_key)
+    if row is None or row not in engine_rows():
+        raise ConfigError(f"unknown engine '{engine_key}': valid {', '.join(f.key for f in engine_rows())}")
+    src_row = table.BY_KEY[str(row.source)]
+    src = Path(out_dir) / src_row.file
+    if not src.is_file() or (listed is not None and src_row.key not in listed):
+        raise ExportError(f"{src}: needed to build {row.file}; export it first ({src_row.flag or 'rdd-edge export'})")
     return src
 
 
-def engine_precision(onnx_name: str, engine_name: str = "") -> str:
+def engine_precision(onnx_name: str | Path, engine_name: str | Path = "", manifest: Mapping[str, Any] | None = None) -> str:
     """``fp16`` / ``int8`` / ``fp32``: what a strongly typed engine built from ``onnx_name`` runs.
 
-    The source file decides (``model.int8.onnx`` carries Q/DQ, ``model.fp16.onnx`` FP16 types);
-    the engine's own name is the fallback for files named otherwise."""
-    for name in (Path(onnx_name).name, Path(engine_name).name):
-        if ".int8-cpu." in name:
-            raise ConfigError(f"{name}: the CPU INT8 flavour (uint8, asymmetric) is not for TensorRT; build from model.int8.onnx")
-        if ".int8." in name:
-            return "int8"
-        if ".fp16." in name:
-            return "fp16"
+    The formats table decides, by the row of the source file (the key ``manifest`` lists it under,
+    else its exact file name), else by the row of the engine's own file name; a file neither knows
+    is plain FP32. A row TensorRT may not take (``trt_ep`` False, e.g. the uint8 CPU INT8 file) is
+    a ConfigError: it is never built into an engine."""
+    for name in (onnx_name, engine_name):
+        row = table.format_of(name, manifest) if str(name) else None
+        if row is None:
+            continue
+        if row.runtime != "tensorrt" and not row.trt_ep:
+            usable = " or ".join(table.BY_KEY[str(f.source)].file for f in engine_rows())
+            raise ConfigError(f"{Path(name).name}: {row.name} ({row.key}) is not for TensorRT; build from {usable}")
+        return row.precision
     return "fp32"
 
 
@@ -180,17 +188,24 @@ def timing_cache_name(gpu: str | None, compute_capability: str | None, trt_versi
     return f"timing-{slug(gpu or 'unknown-gpu')}-{sm}-{trt}.cache"
 
 
-def sidecar_meta(engine_key: str, onnx_sha256: str, identity: dict[str, Any], io: dict[str, Any],
+def sidecar_meta(engine_key: str | None, onnx_sha256: str, identity: dict[str, Any], io: dict[str, Any],
                  profile: dict[str, Shape], workspace_gb: float, dla_core: int | None, *,
                  source_onnx: str | None = None, precision_layers: dict[str, int] | None = None,
                  timing_cache: dict[str, Any] | None = None, builder_flags: Sequence[str] = (),
-                 network_flags: int | None = None, dla_layers: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What ``deploy.engine_meta.write_sidecar`` stores beside an engine (and ``build_engine`` returns)."""
-    precision = BY_KEY[engine_key].precision if engine_key in BY_KEY else engine_key.replace("engine-", "")
+                 network_flags: int | None = None, dla_layers: dict[str, Any] | None = None,
+                 precision: str | None = None) -> dict[str, Any]:
+    """What ``deploy.engine_meta.write_sidecar`` stores beside an engine (and ``build_engine`` returns).
+
+    ``engine_key``: the engine's row in the formats table (its precision and source file are the
+    defaults of ``precision`` and ``source_onnx``), or None when both are given."""
+    row = table.BY_KEY.get(engine_key) if engine_key else None
+    precision = precision or (row.precision if row is not None else "fp32")
+    if source_onnx is None and row is not None and row.source in table.BY_KEY:
+        source_onnx = table.BY_KEY[str(row.source)].file
     return {
         **identity,  # tensorrt, gpu, compute_capability
         "precision": precision,
-        "source_onnx": source_onnx or BY_KEY[ENGINE_SOURCE[engine_key]].file,
+        "source_onnx": source_onnx,
         "source_sha256": onnx_sha256,
         "inputs": io.get("inputs", []),
         "outputs": io.get("outputs", []),
