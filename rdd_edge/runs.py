@@ -12,11 +12,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from rdd_edge.errors import ConfigError
+from rdd_edge.errors import ConfigError, DeployError
 
 DEFAULT_ROOT = Path("runs")
 
@@ -68,8 +69,6 @@ def inside(folder: str | Path, name: Any, what: str = "file") -> Path:
 
     Names come from files others can edit (manifests, sidecars, check.json): a path, ``..``, an
     absolute name or a link that points elsewhere is refused by name (DeployError)."""
-    from rdd_edge.errors import DeployError
-
     folder = Path(folder)
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise DeployError(f"{folder}: {what} {name!r} is not a plain file name inside the folder; refusing it")
@@ -184,7 +183,7 @@ def folder_lock(folder: str | Path, what: str = "export") -> Iterator[None]:
     folder.parent.mkdir(parents=True, exist_ok=True)
     lock = folder.parent / f".{folder.name}.lock"
     try:
-        import fcntl
+        import fcntl  # lazy: optional (no POSIX locks on Windows)
     except ImportError:  # no POSIX locks (Windows): nothing to hold
         yield
         return
@@ -210,8 +209,6 @@ def folder_lock(folder: str | Path, what: str = "export") -> Iterator[None]:
 def remove_leftovers(folder: str | Path) -> list[Path]:
     """Remove staging / old copies of ``folder`` an interrupted write left beside it (call while
     holding :func:`folder_lock`, so none of them can belong to a running write)."""
-    import shutil
-
     folder = Path(folder)
     gone = []
     for p in folder.parent.glob(f".{folder.name}.*-*"):

@@ -146,7 +146,7 @@ def folder_not_found(root: Path, expected: str = "") -> DataError:
 
 def image_size(path: str | Path) -> tuple[int, int] | str:
     """(W, H) from an image file's header, or a sentence saying why it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # lazy: Pillow stays optional at import (voc.py reads without it)
 
     try:
         with Image.open(path) as im:

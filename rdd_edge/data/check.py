@@ -13,8 +13,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from rdd_edge.data.base import folder_not_found
+from rdd_edge.data.base import folder_not_found, truncated
+from rdd_edge.data.registry import get_format
 from rdd_edge.errors import DataError
 
 # Problem kinds, in the order the CLI groups them.
@@ -78,8 +81,6 @@ class CheckReport:
 
 def check_dataset(root: str | Path, format: str, progress: bool = True) -> CheckReport:
     """Check every split of ``root`` read as ``format``; layout errors raise :class:`DataError`."""
-    from rdd_edge.data.registry import get_format
-
     root = Path(root)
     fmt = get_format(format)
     if not root.is_dir():
@@ -124,8 +125,6 @@ def check_dataset(root: str | Path, format: str, progress: bool = True) -> Check
 def _check_pair(fmt, img_path: Path, lbl_path: Path, split: str, problems: list[Problem]) -> np.ndarray | None:
     """Read one pair; append its problems; return the 256-bin train-id histogram when it is clean."""
     found = len(problems)
-    from rdd_edge.data.base import truncated
-
     for path, kind in ((img_path, "corrupt-image"), (lbl_path, "corrupt-label")):
         cut = truncated(path)
         if cut:
@@ -175,9 +174,6 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         self._bar = Progress(
             TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             console=Console(stderr=True), transient=True,

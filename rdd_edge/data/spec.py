@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from rdd_edge.data.registry import dataset_info, get_dataset
 from rdd_edge.errors import ConfigError
 
 
@@ -81,8 +82,6 @@ def open_split(spec: DataSpec, split: str = "val") -> Any:
     Every stage opens data through this function, so the same spec gives the same images in
     training, ``eval``, ``export`` and ``check``.
     """
-    from rdd_edge.data.registry import dataset_info, get_dataset
-
     info = dataset_info(spec.name)
     if spec.generated:
         if split not in ("train", "val"):

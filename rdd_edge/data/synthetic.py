@@ -21,12 +21,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rdd_edge.data.base import IGNORE_INDEX, DatasetInfo, TrainRecipe, write_image, write_label
 # The scenes use the CamVid 11 classes in CamVid order, with SegNet's camvid11 palette, so the
 # same colours and class ids serve both data sets (defined once, in camvid).
 from rdd_edge.data.camvid import CLASSES, PALETTE
 from rdd_edge.errors import ConfigError, DataError
+from rdd_edge.runs import write_json
 
 SKY, BUILDING, POLE, ROAD, PAVEMENT, TREE, SIGN, FENCE, CAR, PEDESTRIAN, BICYCLIST = range(11)
 
@@ -803,10 +805,6 @@ def write_synthetic(
     :class:`SyntheticScenes` items. Everything is written into a temporary folder beside ``out``
     that is renamed into place at the end, so an interrupted run leaves no half-written folder.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from rdd_edge.runs import write_json
-
     out = Path(out)
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction={val_fraction}: must be in [0, 1)")

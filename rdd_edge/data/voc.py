@@ -113,7 +113,7 @@ def colours_to_index(rgb: np.ndarray, palette=PALETTE, unknown: int = 254) -> np
 def decode_label(path: Path) -> np.ndarray | None:
     """Index values of a VOC label PNG: palette or grayscale; a true RGB image stays 3-channel."""
     try:
-        from PIL import Image
+        from PIL import Image  # lazy: optional dependency (Pillow)
     except ImportError:  # no Pillow: OpenCV gives colours, map them back through the palette
         bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if bgr is None or bgr.ndim == 2:
