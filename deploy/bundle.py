@@ -22,8 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
+from rdd_edge.data import DataSpec, open_split
+from rdd_edge.deploy.check import find_export_dir
+from rdd_edge.deploy.check_data import write_check_data
+from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
+from rdd_edge.deploy.versions import dist_version
+from rdd_edge.deploy.wheel import build_wheel, wheel_top_level
 from rdd_edge.errors import ConfigError
-from rdd_edge.runs import DEFAULT_ROOT
+from rdd_edge.runs import DEFAULT_ROOT, resolve_run, sha256_file, write_json
 
 BUNDLE_FORMAT = "rdd-edge-bundle"
 FILES = Path(__file__).resolve().parent / "bundle_files"
@@ -45,8 +53,6 @@ class BundleSpec:
 
 def evenly(n_total: int, n: int | None) -> list[int]:
     """``n`` indices spread evenly over ``range(n_total)`` (all of them when ``n`` is None or larger)."""
-    import numpy as np
-
     if n is None or n >= n_total:
         return list(range(n_total))
     return sorted(set(np.linspace(0, n_total - 1, n).round().astype(int).tolist()))
@@ -54,8 +60,6 @@ def evenly(n_total: int, n: int | None) -> list[int]:
 
 def _check_images(manifest: dict[str, Any], spec: BundleSpec, say: Callable[[str], None]) -> tuple[list, list, list, str]:
     """The images the export scored on (same data, same evenly spread indices), their labels and names."""
-    from rdd_edge.data import DataSpec, open_split
-
     recorded = manifest.get("data")
     data = DataSpec.from_dict(recorded) if isinstance(recorded, dict) else DataSpec(name=str(manifest.get("dataset") or "synthetic"))
     data = data.overridden(root=spec.data)
@@ -76,13 +80,6 @@ def _check_images(manifest: dict[str, Any], spec: BundleSpec, say: Callable[[str
 
 def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -> Path:
     """Write the bundle folder; return its path."""
-    from rdd_edge.deploy.check import find_export_dir
-    from rdd_edge.deploy.check_data import write_check_data
-    from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
-    from rdd_edge.deploy.versions import dist_version
-    from rdd_edge.deploy.wheel import build_wheel, wheel_top_level
-    from rdd_edge.runs import resolve_run, sha256_file, write_json
-
     run = resolve_run(spec.source, "distill", "the export to bundle", root=spec.runs_root, must_contain=f"export/{MANIFEST_NAME}")
     export_dir = find_export_dir(run)
     manifest, _ = read_manifest(export_dir / MANIFEST_NAME)

@@ -12,6 +12,8 @@ what an application would get from :meth:`deploy.Segmenter.predict`.
 
 from __future__ import annotations
 
+import importlib.metadata as md
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +22,21 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rdd_edge import formats as table
+from rdd_edge.data import DataSpec, open_split
+from rdd_edge.devices import parse_device
 from rdd_edge.errors import ConfigError, DeployError, RddError
 from rdd_edge.metrics import ConfusionMatrix
-from rdd_edge.runs import DEFAULT_ROOT, inside
+from rdd_edge.runs import DEFAULT_ROOT, inside, resolve_run, sha256_file
 
+from rdd_edge.deploy.backends.onnxruntime import gpu_providers, import_onnxruntime
+from rdd_edge.deploy.check_data import open_check_data
 from rdd_edge.deploy.check_report import cpu_meta, on_cpu, write_report
 from rdd_edge.deploy.check_rows import (FAILED, FAILED_GATE, PASSED, REFERENCE_KEY, SKIPPED,  # noqa: F401
                                         Row, row_order)  # the row model, re-exported for callers of the check
-from rdd_edge.deploy.info import MANIFEST_NAME
+from rdd_edge.deploy.engine_meta import precision_summary, sidecar_path, tensorrt_module
+from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
+from rdd_edge.deploy.latency import measure_segmenter
+from rdd_edge.deploy.runtime import load
 
 
 @dataclass
@@ -62,8 +71,6 @@ def manifest_candidates(export_dir: Path, manifest: dict[str, Any], device: str 
     when this onnxruntime build has them, else on the CPU with a note in their row (never a
     failure: the FP32 reference must produce figures for the gate to mean anything).
     """
-    from rdd_edge.deploy.runtime import load
-
     arts = manifest.get("artifacts") or {}
     if not arts:
         raise ConfigError(f"{export_dir / MANIFEST_NAME}: lists no artifacts; re-run `rdd-edge export`")
@@ -124,8 +131,6 @@ def onnx_placement(device: str) -> tuple[str, str]:
     CPU-only ONNX Runtime runs them on the CPU ("ran on the CPU: ...")."""
     if not device.startswith("cuda"):
         return device, ""
-    from rdd_edge.deploy.backends.onnxruntime import gpu_providers, import_onnxruntime
-
     available = list(import_onnxruntime().get_available_providers())
     if gpu_providers(available):
         return device, ""
@@ -157,8 +162,6 @@ def _load_onnx(load: Callable[..., Any], f: Path, device: str, threads: int | No
 def verify_file(cand: Candidate) -> None:
     """The file a candidate names must exist, be readable and match the manifest's sha256 (which
     every artifact must have: a manifest edited to drop it fails the row, never skips the test)."""
-    from rdd_edge.runs import sha256_file
-
     if cand.problem:
         raise DeployError(cand.problem)
     if cand.file is None:
@@ -196,8 +199,6 @@ def evaluate_rows(
     on_row: Callable[[Row], None] | None = None,
 ) -> list[Row]:
     """Score every candidate; the reference (first ungated candidate named ``onnx``) sets drop/agreement."""
-    from rdd_edge.deploy.latency import measure_segmenter
-
     latency_kw = {"min_time": 1.0, **(latency_kw or {})}
     rows: list[Row] = []
     ref_preds: list[np.ndarray] | None = None
@@ -252,26 +253,18 @@ def evaluate_rows(
 
 def _engine_precisions(engine: Path) -> str:
     """"INT8 41, FP16 12, FP32 0 layers" from an engine's sidecar ('' when it has none)."""
-    from rdd_edge.deploy.engine_meta import precision_summary, sidecar_path
-
     try:
-        import json
-
         return precision_summary(json.loads(sidecar_path(engine).read_text()))
     except (OSError, ValueError):
         return ""
 
 
 def _no_tensorrt() -> bool:
-    from rdd_edge.deploy.engine_meta import tensorrt_module
-
     return tensorrt_module() is None
 
 
 def eval_spec(manifest: dict[str, Any], dataset: str | None = None, root: str | Path | None = None) -> Any:
     """The data the check scores on: the manifest's (what training validated on) unless told otherwise."""
-    from rdd_edge.data import DataSpec
-
     recorded = manifest.get("data")
     base = DataSpec.from_dict(recorded) if isinstance(recorded, dict) else DataSpec(name=str(manifest.get("dataset") or "synthetic"))
     return base.overridden(dataset, root)
@@ -283,12 +276,8 @@ def load_eval_data(manifest: dict[str, Any], dataset: str | None, root: str | Pa
 
     An export that carries its check images (``check-data/``, written by ``rdd-edge bundle``) is scored
     on those unless ``--dataset`` / ``--data`` say otherwise: a device has no copy of the data set."""
-    from rdd_edge.data import open_split
-
     bundled = None
     if dataset is None and root is None and export_dir is not None:
-        from rdd_edge.deploy.check_data import open_check_data
-
         bundled = open_check_data(export_dir, manifest)
     if bundled is not None:
         ds, where = bundled, f"{bundled.folder}"
@@ -355,8 +344,6 @@ def reference_candidates(export_dir: Path, threads: int | None) -> list[Candidat
     """Reference rows from the installed providers (pyproject's ``rdd_edge.check_references`` entry
     points; the torch checkpoint row is ``rdd_edge.export.reference:torch_candidate``). A provider
     whose stack is not installed (no torch on a device) gives none; deploy never imports one itself."""
-    import importlib.metadata as md
-
     out = []
     for ep in md.entry_points(group=REFERENCE_GROUP):
         try:
@@ -373,10 +360,6 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
     """Check every artifact an export's manifest lists (after the reference rows: the installed
     providers' with ``spec.reference``, and ``extra``); write check.json / check.md / check.png;
     return the rows and the gate decision."""
-    from rdd_edge.deploy.info import read_manifest
-    from rdd_edge.devices import parse_device
-    from rdd_edge.runs import resolve_run
-
     device = parse_device(spec.device)
     if spec.batch < 1:
         raise ConfigError(f"--batch {spec.batch}: must be >= 1")

@@ -17,7 +17,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rdd_edge.data.base import DatasetInfo, read_image, read_label, write_image, write_label
 from rdd_edge.errors import DeployError
+from rdd_edge.runs import sha256_file, write_json
 
 FOLDER = "check-data"
 INDEX = "index.json"
@@ -28,9 +30,6 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,120}")
 def write_check_data(export_dir: Path, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                      names: Sequence[str], source: str) -> dict[str, Any]:
     """Write ``check-data/`` (images, labels, index.json) into ``export_dir``; return the manifest entry."""
-    from rdd_edge.data.base import write_image, write_label
-    from rdd_edge.runs import sha256_file, write_json
-
     folder = Path(export_dir) / FOLDER
     rows = []
     for k, (image, label, name) in enumerate(zip(images, labels, names)):
@@ -60,8 +59,6 @@ class CheckData:
     ``info``, ``name(i)``. Every file's sha256 is verified against the index when it is read."""
 
     def __init__(self, export_dir: Path, entry: dict[str, Any], info: Any) -> None:
-        from rdd_edge.runs import sha256_file
-
         self.folder = Path(export_dir) / FOLDER
         self.info = info
         self.split = "check"
@@ -98,9 +95,6 @@ class CheckData:
         return self.items[i][1]
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        from rdd_edge.data.base import read_image, read_label
-        from rdd_edge.runs import sha256_file
-
         _, img, lbl, img_sha, lbl_sha = self.items[i]
         for path, sha in ((img, img_sha), (lbl, lbl_sha)):
             if not path.is_file():
@@ -120,8 +114,6 @@ class CheckData:
 def manifest_info(manifest: dict[str, Any]) -> Any:
     """A DatasetInfo from the manifest's own facts (classes, palette, size, ignore index); the input's
     normalisation is the manifest's own entry, applied by the runtime, not a data set fact."""
-    from rdd_edge.data.base import DatasetInfo
-
     classes = tuple(str(c) for c in manifest.get("classes") or [])
     size = tuple(int(v) for v in (manifest.get("input") or {}).get("size") or (0, 0))
     palette = tuple(tuple(int(c) for c in rgb) for rgb in manifest.get("palette") or [])

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from rdd_edge.cpuinfo import detect
 from rdd_edge.runs import atomic_path, atomic_write_text, write_json
 
 from rdd_edge.deploy.check_rows import FAILED_GATE, PASSED, REFERENCE_KEY, Row
@@ -99,8 +100,6 @@ def table_rows(rows: Sequence[Row], compact: bool = False) -> tuple[list[str], l
 def cpu_meta() -> dict[str, Any]:
     """This CPU for a report's meta (``meta["cpu"] = cpu_meta()``): model, cores, INT8 instruction set
     (AVX-512 VNNI, AVX-VNNI, AVX2, ARM dot-product, NEON or unknown), its ceiling vs FP32, and ``line``."""
-    from rdd_edge.cpuinfo import detect
-
     return detect().as_dict()
 
 
@@ -276,6 +275,7 @@ def plot(rows: Sequence[Row], path: Path, meta: dict[str, Any] | None = None) ->
     they overlap neither each other nor the points. The PNG's text chunks hold the title, a
     one-line description and the layout in pixels (``rdd-edge-layout``, JSON).
     """
+    # lazy: matplotlib is slow to import (about 1 s) and only the plot needs it
     import matplotlib
 
     matplotlib.use("Agg")

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
 from rdd_edge.errors import DeployError
 from rdd_edge.runs import inside, sha256_file
 
@@ -62,8 +63,6 @@ def _fps(row: dict[str, Any]) -> float:
 def fastest_passed(export_dir: Path, manifest: dict[str, Any] | None = None, suffixes: tuple[str, ...] = (".onnx",)) -> str | None:
     """The file of the fastest artifact that passed the last check here and is still the exported
     file (inside the folder, sha256 as in the manifest); None without one."""
-    from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
-
     export_dir = Path(export_dir)
     if manifest is None:
         manifest, _ = read_manifest(export_dir / MANIFEST_NAME)
@@ -84,8 +83,6 @@ def fastest_passed(export_dir: Path, manifest: dict[str, Any] | None = None, suf
 def choose_artifact(export_dir: Path) -> tuple[Path, list[str]]:
     """The artifact to run from an export folder and notes about the choice; DeployError when no
     artifact qualifies (every one failed its check, or was changed since)."""
-    from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
-
     export_dir = Path(export_dir)
     manifest, mpath = read_manifest(export_dir / MANIFEST_NAME)
     if manifest is None:

@@ -29,6 +29,9 @@ import numpy as np
 from rdd_edge.errors import DeployError, MissingDependencyError
 from rdd_edge.extras import install_hint
 
+# lazy imports in this module: cuda-python (cuda.bindings / cuda.cudart) and pycuda are optional
+# dependencies (the trt / jetson / pycuda extras), imported inside the functions that use them
+
 INSTALL_HINT = ("install cuda-python for your CUDA major: the `jetson` extra (JetPack 6, CUDA 12), `trt` (desktop "
                 "CUDA 12) or `trt-cuda13`, e.g. " + install_hint("jetson") + "; pycuda also works (the `pycuda` extra, "
                 "needs nvcc)")

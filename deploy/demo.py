@@ -21,14 +21,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import cv2
 import numpy as np
 
+from rdd_edge.deploy.check import find_export_dir
+from rdd_edge.deploy.choose import choose_artifact
+from rdd_edge.deploy.runtime import load
+from rdd_edge.devices import parse_device
 from rdd_edge.errors import DeployError
-from rdd_edge.runs import DEFAULT_ROOT, atomic_path
+from rdd_edge.runs import DEFAULT_ROOT, atomic_path, resolve_run
 from rdd_edge.viz import draw_legend, overlay
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -226,8 +231,6 @@ def show_decision(requested: bool, backend: str | None, platform: str = sys.plat
 
 def opencv_distribution() -> str | None:
     """Which OpenCV wheel is installed (its pip name), or None (e.g. a source or distro build)."""
-    from importlib import metadata
-
     for name in ("opencv-python-headless", "opencv-contrib-python-headless", "opencv-python", "opencv-contrib-python"):
         try:
             metadata.version(name)
@@ -522,10 +525,6 @@ class DemoSpec:
 def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAULT_ROOT) -> tuple[Path, list[str]]:
     """A model file as given, or for a run / export folder the artifact :func:`choose_artifact` picks
     (passed its last check and still matches the manifest); with notes about the choice."""
-    from rdd_edge.deploy.check import find_export_dir
-    from rdd_edge.deploy.choose import choose_artifact
-    from rdd_edge.runs import resolve_run
-
     if artifact is not None and Path(artifact).is_file():
         return Path(artifact), []
     run = resolve_run(artifact, "distill", "the model to run", root=runs_root, must_contain="export/manifest.json")
@@ -534,9 +533,6 @@ def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAUL
 
 def demo(spec: DemoSpec, on_load: Any = None) -> DemoResult:
     """Load the artifact and segment the source; ``on_load(segmenter)`` is told what runs before frames flow."""
-    from rdd_edge.deploy.runtime import load
-    from rdd_edge.devices import parse_device
-
     path, notes = resolve_artifact(spec.artifact, spec.runs_root)
     seg = load(path, device=parse_device(spec.device), threads=spec.threads)
     if on_load is not None:

@@ -20,8 +20,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rdd_edge.errors import ConfigError, ExportError, MissingDependencyError, RddError
+from rdd_edge.deploy.engine_meta import layer_precisions, runtime_identity, tensorrt_module, trt_logger, write_sidecar
+from rdd_edge.deploy.engine_plan import (check_build_args, check_dla_core, check_dla_version, engine_precision,
+                                         network_flags, profile_shapes, sidecar_meta, timing_cache_name)
+from rdd_edge.deploy.info import read_manifest
+from rdd_edge.deploy.onnx_graph import graph_io, load_export_onnx
+from rdd_edge.errors import ConfigError, DeployError, ExportError, MissingDependencyError, RddError
 from rdd_edge.extras import install_hint
+from rdd_edge.runs import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +37,6 @@ INSTALL_HINT = ("TensorRT engines need the tensorrt package (and an NVIDIA GPU):
 
 def _trt() -> Any:
     """The real tensorrt module or MissingDependencyError (a stub-only install counts as missing)."""
-    from rdd_edge.deploy.engine_meta import tensorrt_module
-
     trt = tensorrt_module()
     if trt is None:
         raise MissingDependencyError(f"{INSTALL_HINT}; the ONNX artifacts were still written")
@@ -41,8 +45,6 @@ def _trt() -> Any:
 
 def available() -> bool:
     """True when a real tensorrt package can be imported here (a stubs-only install does not count)."""
-    from rdd_edge.deploy.engine_meta import tensorrt_module
-
     return tensorrt_module() is not None
 
 
@@ -69,15 +71,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
     DLA is an error unless ``allow_gpu_fallback``. ``legacy``: the pre-strong-typing keywords
     ``timing_cache`` (a file: its folder is used) and ``fp16_flag`` (ignored) are still accepted.
     """
-    from rdd_edge.deploy.engine_meta import runtime_identity, trt_logger, write_sidecar
-
-    from rdd_edge.runs import atomic_write_bytes
-
-    from rdd_edge.deploy.engine_plan import (check_build_args, check_dla_core, check_dla_version, engine_precision,
-                                             network_flags, profile_shapes, sidecar_meta)
-    from rdd_edge.deploy.onnx_graph import graph_io, load_export_onnx
-    from rdd_edge.runs import sha256_file
-
     unknown = set(legacy) - {"timing_cache", "fp16_flag"}
     if unknown:
         raise TypeError(f"build_engine() got unexpected keyword arguments {sorted(unknown)}")
@@ -96,7 +89,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
     except ConfigError as exc:
         raise ConfigError(f"{onnx_path}: {exc}") from None
     _trt()  # MissingDependencyError with the install line when TensorRT is absent
-    import tensorrt as trt
+    import tensorrt as trt  # lazy: optional dependency (tensorrt)
 
     placement: dict[str, Any] | None = None
     try:
@@ -157,9 +150,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
 def _manifest_beside(onnx_path: Path) -> dict[str, Any] | None:
     """The export manifest beside the ONNX file (which key lists it decides its row), None when there
     is none or it is unreadable (the file's exact name decides then)."""
-    from rdd_edge.deploy.info import read_manifest
-    from rdd_edge.errors import DeployError
-
     try:
         return read_manifest(onnx_path)[0]
     except DeployError:
@@ -213,8 +203,6 @@ def _judge_placement(placement: dict[str, Any], dla_core: int, onnx_path: Path, 
 def _attach_timing_cache(trt: Any, config: Any, cache_dir: Path | None, identity: dict[str, Any]) -> dict[str, Any]:
     """Load ``<cache_dir>/timing-...cache`` with ``ignore_mismatch=False``; start empty when it is
     absent, unreadable or from another device/TensorRT (and say so)."""
-    from rdd_edge.deploy.engine_plan import timing_cache_name
-
     info: dict[str, Any] = {"file": None, "loaded": False, "refused": False, "saved": False}
     if cache_dir is None:
         return info
@@ -248,8 +236,6 @@ def _precision_report(trt: Any, logger: Any, data: bytes, dla_core: int | None, 
     without one, TensorRT leaves the per-layer formats of a dynamic-shape engine out
     (``IEngineInspector::setExecutionContext``, NvInferRuntime.h), and every layer would count as
     unknown."""
-    from rdd_edge.deploy.engine_meta import layer_precisions
-
     runtime = trt.Runtime(logger)
     if dla_core is not None:
         runtime.DLA_core = int(dla_core)

@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from rdd_edge.deploy.cuda_mem import import_cudart
 from rdd_edge.errors import DeployError, RddError
 from rdd_edge.formats import TRT_CHOICES, engine_for
 from rdd_edge.runs import write_json
@@ -84,7 +85,7 @@ def tensorrt_module() -> Any | None:
     package (``tensorrt-stubs`` installs a ``tensorrt/`` folder of ``.pyi`` files that Python
     imports as an empty namespace package)."""
     try:
-        import tensorrt
+        import tensorrt  # lazy: optional dependency (tensorrt)
     except Exception:  # noqa: BLE001 - absent or broken install: no TensorRT here
         return None
     if not hasattr(tensorrt, "Builder") or not getattr(tensorrt, "__version__", None):
@@ -135,8 +136,6 @@ def compute_capability(text: Any) -> str | None:
 
 def _gpu_cuda_python(device: int = 0) -> tuple[str, str | None] | None:
     try:
-        from rdd_edge.deploy.cuda_mem import import_cudart
-
         cudart = import_cudart()  # cuda.bindings.runtime, or cuda.cudart of cuda-python < 12.6
         err, props = cudart.cudaGetDeviceProperties(int(device))
     except Exception:  # noqa: BLE001 - absent binding or no driver: another source may know
@@ -149,7 +148,7 @@ def _gpu_cuda_python(device: int = 0) -> tuple[str, str | None] | None:
 
 def _gpu_pycuda(device: int = 0) -> tuple[str, str | None] | None:
     try:
-        import pycuda.driver as drv  # type: ignore[import-not-found]
+        import pycuda.driver as drv  # type: ignore[import-not-found]  # lazy: optional dependency (pycuda)
 
         drv.init()
         dev = drv.Device(int(device))

@@ -17,7 +17,8 @@ from rdd_edge import formats as table
 from rdd_edge.errors import ConfigError, ExportError, RddError
 
 from rdd_edge.deploy.engine_meta import check_trt_version as _check_trt_version
-from rdd_edge.deploy.engine_meta import parse_trt_version
+from rdd_edge.deploy.engine_meta import compute_capability as _cc  # timing_cache_name has an argument of that name
+from rdd_edge.deploy.engine_meta import dla_support, parse_trt_version, trt_release
 
 DEFAULT_MAX_BATCH = 8
 
@@ -135,8 +136,6 @@ def check_dla_core(dla_core: int | None, num_dla_cores: int, where: str = "") ->
 def check_dla_version(version: str | None, warn: Any = None) -> None:
     """Refuse ``--dla-core`` on a TensorRT release without DLA (11.0-11.4.0) in one line; warn where
     NVIDIA documents neither (10.8 and later 10.x): the layer count says where layers went."""
-    from rdd_edge.deploy.engine_meta import dla_support
-
     support = dla_support(version)
     if support == "no":
         raise ConfigError(f"--dla-core: TensorRT {version} has no DLA support (NVIDIA: DLA through 10.7, none in "
@@ -179,8 +178,6 @@ def timing_cache_name(gpu: str | None, compute_capability: str | None, trt_versi
     """``timing-<gpu>-sm87-trt10-3-0-30.cache``: one cache per GPU model, compute capability and exact
     TensorRT release (major.minor.patch.build: NVIDIA's support policy ties caches to all four).
     Every part is slugged, so no text from a GPU name or version can leave the folder."""
-    from rdd_edge.deploy.engine_meta import compute_capability as _cc, trt_release
-
     cc = _cc(compute_capability)
     sm = "sm" + slug(cc.replace(".", "")) if cc else "sm-unknown"
     release = trt_release(trt_version)

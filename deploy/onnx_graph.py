@@ -3,14 +3,16 @@
 Engine builds (on the device, :mod:`deploy.engine_build`) and the export's own later steps (FP16,
 INT8, the manifest: :mod:`export.onnx_io`) accept only graphs this tool exported: one input
 ``images`` (N, 3, H, W) and outputs among ``logits`` / ``labels``. Anything else (a corrupt file, a
-foreign model) is an :class:`ExportError` naming the file, before any work starts. Torch-free;
-``onnx`` (a base dependency) is imported inside the functions.
+foreign model) is an :class:`ExportError` naming the file, before any work starts. Torch-free
+(``onnx`` is a base dependency; only engine builds and the export import this module).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import onnx
 
 from rdd_edge.errors import ExportError
 
@@ -25,8 +27,6 @@ def tensor_dims(value_info: Any) -> list[int | str]:
 
 def load_export_onnx(path: str | Path, what: str = "ONNX model") -> Any:
     """Load ``path`` as an ``onnx.ModelProto`` exported by rdd-edge, or raise a clear ExportError."""
-    import onnx
-
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: {what} not found; run `rdd-edge export` first or pass the right path")
@@ -52,8 +52,6 @@ def load_export_onnx(path: str | Path, what: str = "ONNX model") -> Any:
 
 def graph_io(model: Any) -> dict:
     """Names, shapes and element types of the graph's input and outputs (for manifests and sidecars)."""
-    import onnx
-
     init = {t.name for t in model.graph.initializer}
 
     def row(v: Any) -> dict:

@@ -7,8 +7,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rdd_edge.devices import cuda_index, parse_device
 from rdd_edge.errors import DeployError, RddError
 
+from rdd_edge.deploy.backends.onnxruntime import OrtBackend
+from rdd_edge.deploy.backends.tensorrt import TrtBackend
+from rdd_edge.deploy.choose import choose_artifact, mismatch
 from rdd_edge.deploy.info import ModelInfo, build_info
 from rdd_edge.deploy.postprocess import resize_labels, to_labels
 from rdd_edge.deploy.preprocess import check_image, preprocess
@@ -123,16 +127,13 @@ def load(
     ``device`` is ``auto``, ``cpu`` or ``cuda``; ``cuda_mem`` picks the engine's CUDA buffer binding
     (``cuda-python`` default, ``pycuda``).
     """
-    from rdd_edge.devices import parse_device
-
     device = parse_device(device)
     path = Path(path)
     if not path.exists():
         raise DeployError(f"{path}: model file not found; pass an exported .onnx or .engine (see `rdd-edge export`)")
     notes: list[str] = []
     if path.is_dir():  # an export folder: the artifact that passed its check and still matches the manifest
-        from rdd_edge.deploy.check import find_export_dir
-        from rdd_edge.deploy.choose import choose_artifact
+        from rdd_edge.deploy.check import find_export_dir  # lazy: import cycle check <-> runtime
 
         try:
             export_dir = find_export_dir(path)
@@ -148,16 +149,10 @@ def load(
     except OSError as exc:
         raise DeployError(f"{path}: cannot read the model file ({exc.strerror})") from None
     if kind == "onnxruntime":
-        from rdd_edge.deploy.backends.onnxruntime import OrtBackend
-
         backend: Any = OrtBackend(path, providers=providers, threads=threads, device=device)
     else:
         if device == "cpu":
             raise DeployError(f"{path}: a TensorRT engine needs an NVIDIA GPU; use the .onnx file with --device cpu")
-        from rdd_edge.deploy.backends.tensorrt import TrtBackend
-
-        from rdd_edge.devices import cuda_index
-
         backend = TrtBackend(path, cuda_mem=cuda_mem, device=cuda_index(device))
 
     def probe(hw: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -174,8 +169,6 @@ def load(
             close()
         raise
     if not notes and info.manifest is not None:  # a file named explicitly: run it, but say when it is not the export's
-        from rdd_edge.deploy.choose import mismatch
-
         why = mismatch(path, info.manifest)
         if why:
             notes.append(f"{why}: running it as named")

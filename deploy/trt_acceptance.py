@@ -36,9 +36,20 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from rdd_edge import deploy
 from rdd_edge import formats as table
-from rdd_edge.errors import RddError
+from rdd_edge.data.base import read_image
+from rdd_edge.data.synthetic import render_scene
+from rdd_edge.deploy import versions
+from rdd_edge.deploy.check_data import open_check_data
+from rdd_edge.deploy.engine_build import INSTALL_HINT, build_engine
+from rdd_edge.deploy.engine_meta import precision_summary, report_is_readable, tensorrt_module
+from rdd_edge.deploy.engine_plan import engine_rows
+from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
+from rdd_edge.deploy.latency import measure_segmenter
+from rdd_edge.errors import DeployError, RddError
 from rdd_edge.formats import ExportFormat
+from rdd_edge.sizes import parse_profile
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # fork: the child inherits the parent's modules (the parent has created no CUDA context and no
@@ -72,12 +83,8 @@ def load_images(folder: Path | None, n: int, size: tuple[int, int], export_dir: 
                 manifest: dict[str, Any] | None = None) -> tuple[list[np.ndarray], str]:
     """Up to ``n`` RGB images and a line saying which: ``folder`` (sorted), else the export's
     bundled check images, else synthetic street scenes of ``size`` (seeds 0..n-1)."""
-    from rdd_edge.errors import DeployError
-
     n = max(1, int(n))
     if folder is not None:
-        from rdd_edge.data.base import read_image
-
         if not folder.is_dir():
             raise DeployError(f"--images {folder}: not a folder")
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:n]
@@ -85,15 +92,11 @@ def load_images(folder: Path | None, n: int, size: tuple[int, int], export_dir: 
             raise DeployError(f"--images {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
         return [read_image(f) for f in files], f"{len(files)} images from {folder}"
     if export_dir is not None and manifest is not None:
-        from rdd_edge.deploy.check_data import open_check_data
-
         bundled = open_check_data(export_dir, manifest)
         if bundled is not None:
             idx = sorted(set(np.linspace(0, len(bundled) - 1, min(n, len(bundled))).round().astype(int).tolist()))
             return [bundled[i][0] for i in idx], (f"{len(idx)} of the export's {len(bundled)} check images "
                                                   f"({bundled.source or 'check-data/'})")
-    from rdd_edge.data.synthetic import render_scene
-
     h, w = size
     return [render_scene(seed, (h, w))[0] for seed in range(n)], f"{n} synthetic street scenes at {h}x{w} (seeds 0..{n - 1})"
 
@@ -102,8 +105,6 @@ def load_images(folder: Path | None, n: int, size: tuple[int, int], export_dir: 
 def precision_problem(precision: str, layers: dict[str, int] | None) -> str | None:
     """Why an engine's layer precisions do not match its file (None when they do or when the report
     cannot tell: see :func:`precision_warning`)."""
-    from rdd_edge.deploy.engine_meta import report_is_readable
-
     if not report_is_readable(layers):
         return None
     assert layers is not None
@@ -116,8 +117,6 @@ def precision_problem(precision: str, layers: dict[str, int] | None) -> str | No
 
 def precision_warning(layers: dict[str, int] | None) -> str | None:
     """A warning when the inspector's report is too thin to judge (None when it can tell)."""
-    from rdd_edge.deploy.engine_meta import report_is_readable
-
     if report_is_readable(layers):
         return None
     if not layers:
@@ -142,8 +141,6 @@ def rebuild_line(export_dir: Path, args: argparse.Namespace) -> str:
 
 
 def _profile(text: str | None) -> Any:
-    from rdd_edge.sizes import parse_profile
-
     return parse_profile(text or None, "--profile")
 
 
@@ -152,11 +149,6 @@ def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: 
                  log_file: str, result_file: str) -> None:
     """Build, inspect, run and time one engine; lines go to ``log_file`` as they come (a crash keeps
     them), the outcome to ``result_file`` (JSON) and the engine's labels to ``<result>.npz``."""
-    from rdd_edge import deploy
-    from rdd_edge.deploy.engine_meta import precision_summary
-    from rdd_edge.deploy.latency import measure_segmenter
-    from rdd_edge.deploy.engine_build import build_engine
-
     log = open(log_file, "a", buffering=1)
     say: Callable[[str], None] = lambda line: print(line, file=log, flush=True)  # noqa: E731
     result: dict[str, Any] = {"ok": False}
@@ -227,19 +219,12 @@ def death(code: int | None, timeout: float) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     say: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
-    from rdd_edge.deploy import versions
-
     for line in versions.header_lines(versions.collect()):
         say(line)
     export_dir = args.export_dir
     if not export_dir.is_dir():
         say(f"FAIL: {export_dir} is not an export folder")
         return 1
-    from rdd_edge.deploy.engine_meta import tensorrt_module
-    from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
-    from rdd_edge.deploy.engine_build import INSTALL_HINT
-    from rdd_edge.deploy.engine_plan import engine_rows
-
     if tensorrt_module() is None:
         say(f"FAIL: no TensorRT on this machine: {INSTALL_HINT}")
         return 1
@@ -280,8 +265,6 @@ def check_engine(scratch: Path, engine: ExportFormat, args: argparse.Namespace, 
                  images: list[np.ndarray], say: Callable[[str], None]) -> bool:
     """One engine row of the formats table: build and run it in a child, then compare with ONNX
     Runtime here on its source file; print its lines."""
-    from rdd_edge import deploy
-
     key, source = engine.precision, table.BY_KEY[str(engine.source)]  # key: the engine's precision (fp16, int8)
     src_name, engine_name = source.file, engine.file
     label = f"{key.upper()} engine"

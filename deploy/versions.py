@@ -16,6 +16,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy
+
+from rdd_edge.deploy.backends.onnxruntime import ort_distributions
+from rdd_edge.deploy.cuda_mem import import_cudart
+from rdd_edge.deploy.engine_meta import tensorrt_module
+
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 # L4T major release -> JetPack major (NVIDIA's JetPack archive)
 JETPACK_OF_L4T = {32: "4", 35: "5", 36: "6", 38: "7"}
@@ -63,8 +69,6 @@ def _cuda_version(number: int) -> str:
 def cuda_runtime_version() -> str | None:
     """The CUDA runtime version cuda-python links (``cudaRuntimeGetVersion``: no context is created)."""
     try:
-        from rdd_edge.deploy.cuda_mem import import_cudart
-
         err, number = import_cudart().cudaRuntimeGetVersion()
     except Exception:  # noqa: BLE001 - no binding, or a binding without a runtime
         return None
@@ -83,19 +87,14 @@ def dist_version(*names: str) -> str | None:
 
 def collect() -> dict[str, Any]:
     """Everything the report header shows, as data (None where a piece is absent)."""
-    from rdd_edge.deploy.backends.onnxruntime import ort_distributions
-    from rdd_edge.deploy.engine_meta import tensorrt_module
-
     trt = tensorrt_module()
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: optional dependency (onnxruntime)
 
         ort_version: str | None = str(onnxruntime.__version__)
         providers: list[str] = list(onnxruntime.get_available_providers())
     except Exception:  # noqa: BLE001
         ort_version, providers = None, []
-    import numpy
-
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),

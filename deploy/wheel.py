@@ -23,6 +23,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import rdd_edge
 from rdd_edge.errors import ConfigError
 
 DIST = "rdd-edge"
@@ -32,8 +33,6 @@ SOURCE_FILES = ("pyproject.toml", "README.md")
 
 def source_root() -> Path | None:
     """The clone this rdd-edge runs from (the folder holding its pyproject.toml), None for an installed wheel."""
-    import rdd_edge
-
     root = Path(rdd_edge.__file__).resolve().parents[1]
     pyproject = root / "pyproject.toml"
     if pyproject.is_file() and 'name = "rdd-edge"' in pyproject.read_text(errors="replace"):
@@ -44,10 +43,6 @@ def source_root() -> Path | None:
 def _package_dirs() -> dict[str, Path]:
     """Folder of every top-level stage package as the installed package maps it (``rdd_edge``,
     ``rdd_edge.models`` -> ``models/`` ...)."""
-    import importlib
-
-    import rdd_edge
-
     dirs = {"rdd_edge": Path(rdd_edge.__file__).resolve().parent}
     for stage in ("models", "distill", "export", "deploy"):
         spec = importlib.util.find_spec(f"rdd_edge.{stage}")

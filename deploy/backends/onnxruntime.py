@@ -9,12 +9,15 @@ by the key the manifest lists the file under (else its exact file name), never g
 
 from __future__ import annotations
 
+import importlib.metadata as md
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from rdd_edge import formats
+from rdd_edge.deploy.info import read_manifest
+from rdd_edge.devices import cuda_index, parse_device
 from rdd_edge.errors import DeployError, MissingDependencyError
 from rdd_edge.extras import install_hint
 from rdd_edge.formats import ExportFormat
@@ -44,7 +47,7 @@ def import_onnxruntime() -> Any:
     """The installed ``onnxruntime`` module (CPU or GPU build, whichever is present), or one
     MissingDependencyError line saying exactly what to install."""
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: optional dependency (onnxruntime)
     except ImportError as exc:
         raise MissingDependencyError(f"{ORT_INSTALL} ({exc})") from None
     if not hasattr(onnxruntime, "InferenceSession"):  # a half-removed install leaves an empty package
@@ -55,8 +58,6 @@ def import_onnxruntime() -> Any:
 
 def ort_distributions() -> dict[str, str]:
     """Installed ONNX Runtime distributions and their versions (both present means one clobbered the other)."""
-    import importlib.metadata as md
-
     found = {}
     for name in ORT_DISTRIBUTIONS:
         try:
@@ -112,8 +113,6 @@ def choose_providers(
 def _manifest(path: Path) -> dict[str, Any] | None:
     """The export manifest beside ``path`` (None when there is none or it is unreadable)."""
     try:
-        from rdd_edge.deploy.info import read_manifest
-
         return read_manifest(path)[0]
     except DeployError:
         return None
@@ -225,8 +224,6 @@ class OrtBackend:
                 raise DeployError(f"--threads {threads}: must be >= 1")
             opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3
-        from rdd_edge.devices import cuda_index, parse_device
-
         device = parse_device(device)
         kind = "cuda" if device.startswith("cuda") else device  # cuda:N -> the GPU providers on device N
         chosen, chosen_opts = provider_options(self.path, ort.get_available_providers(), kind, requested=providers,
@@ -278,8 +275,6 @@ class OrtBackend:
 def _trt_profile(path: Path, max_batch: int) -> dict[str, Any] | None:
     """Explicit TensorRT EP shape range for a dynamic-batch graph with the manifest's static H x W."""
     try:
-        from rdd_edge.deploy.info import read_manifest
-
         manifest, _ = read_manifest(path)
     except DeployError:
         return None

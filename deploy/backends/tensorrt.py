@@ -21,6 +21,7 @@ import numpy as np
 from rdd_edge.errors import DeployError, MissingDependencyError, RddError
 from rdd_edge.extras import install_hint
 
+from rdd_edge.deploy.cuda_mem import get_cuda_mem
 from rdd_edge.deploy.engine_meta import check_compatible, check_trt_version, read_sidecar, tensorrt_module, trt_logger
 
 
@@ -88,11 +89,9 @@ class TrtBackend:
                 f"{self.path}: running a TensorRT engine needs the tensorrt package (desktop: {install_hint('trt')}; "
                 "Jetson: JetPack's python3-libnvinfer); or run the .onnx file instead"
             )
-        import tensorrt as trt
+        import tensorrt as trt  # lazy: optional dependency (tensorrt)
 
         check_trt_version(trt.__version__, DeployError, f"{self.path}: ")
-        from rdd_edge.deploy.cuda_mem import get_cuda_mem
-
         self._trt = trt
         mem = get_cuda_mem(cuda_mem, device)
         self._state = _TrtState(mem)
