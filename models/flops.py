@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from rdd_edge.models.registry import create_model
+
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (all of them, or only those with ``requires_grad``)."""
@@ -24,8 +26,6 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     """The same network on the meta device: rebuilt from its registry name when possible."""
     name, kwargs = getattr(model, "model_name", ""), getattr(model, "model_kwargs", None)
     if name and kwargs is not None:
-        from rdd_edge.models.registry import create_model
-
         with torch.device("meta"):
             return create_model(name, **kwargs)
     return copy.deepcopy(model).to("meta")

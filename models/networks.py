@@ -23,6 +23,7 @@ import torch.nn as nn
 from rdd_edge.models.heads import PSP_BINS, DeepLabHead, FCNHead, PSPHead
 from rdd_edge.models.registry import register_model
 from rdd_edge.errors import ModelError
+from rdd_edge.models.pretrained import init_backbone, is_none
 
 OUTPUT_STRIDE = 8
 HEADS = {"aspp": DeepLabHead, "psp": PSPHead}
@@ -47,7 +48,7 @@ class SegModel(nn.Module):
     def __init__(self, backbone: str, head: str, num_classes: int, aux: bool = False,
                  head_channels: int = 256, backbone_args: dict[str, Any] | None = None) -> None:
         super().__init__()
-        import timm
+        import timm  # lazy: timm (+ torchvision) takes seconds; reading checkpoints and names needs none
 
         self.backbone = timm.create_model(
             backbone, features_only=True, output_stride=8, out_indices=(1, 2, 3, 4), **(backbone_args or {})
@@ -103,8 +104,6 @@ def _create_seg(name: str, pretrained: str | Path | bool | None, **kw: Any) -> S
     model.model_name = name
     model.model_kwargs = {"num_classes": num_classes, "aux": aux,
                           **{k: v for k, v in kw.items() if defaults.get(k) != v}}
-    from rdd_edge.models.pretrained import init_backbone, is_none
-
     if not is_none(pretrained):  # None, False, "none": random weights
         model.init_report = init_backbone(model, "imagenet" if pretrained is True else pretrained)
     return model

@@ -30,7 +30,10 @@ import torch
 import torch.nn as nn
 
 from rdd_edge.errors import CheckpointError, ModelError
-from rdd_edge.normalize import CAFFE, IMAGENET, Normalization, normalization_of
+from rdd_edge.models.checkpoint import FORMAT, read_torch_file
+from rdd_edge.models.registry import model_cfg
+from rdd_edge.models.released import BACKBONE_PREFIX, backbone_names, strip_module
+from rdd_edge.normalize import CAFFE, DEFAULT, IMAGENET, Normalization, normalization_of
 
 NONE_VALUES = ("none", "")
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repositories hold, preferred first
@@ -68,8 +71,6 @@ def is_none(source: Any) -> bool:
 
 def init_backbone(model: nn.Module, source: str | Path) -> InitReport:
     """Load ImageNet (or any backbone) weights into ``model.backbone``; see the module docstring."""
-    from rdd_edge.models.registry import model_cfg
-
     cfg = model_cfg(model.model_name)
     if isinstance(source, str) and source.strip().lower() == "imagenet":
         tag = cfg.get("imagenet_timm")
@@ -86,12 +87,9 @@ def init_backbone(model: nn.Module, source: str | Path) -> InitReport:
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict of tensors from a torch file (safe unpickler) or a safetensors file; ``module.`` dropped."""
-    from rdd_edge.models.checkpoint import FORMAT, read_torch_file
-    from rdd_edge.models.released import strip_module
-
     path = Path(path)
     if path.suffix == ".safetensors" and path.is_file():
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: optional dependency (safetensors, comes with timm)
 
         try:
             obj: Any = load_file(str(path))
@@ -110,9 +108,6 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _candidates(model: nn.Module) -> dict[str, dict[str, str]]:
     """Per layout, ``{file key: our key}`` of the backbone's entries."""
-    from rdd_edge.models.released import BACKBONE_PREFIX, backbone_names
-    from rdd_edge.models.registry import model_cfg
-
     ours = [k for k in model.state_dict() if k.startswith("backbone.")]
     timm = {k[len("backbone."):]: k for k in ours}
     timm.update({k: k for k in ours})  # our own checkpoints
@@ -156,8 +151,6 @@ def load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], source: s
 
 
 def model_cfg_text(model: nn.Module) -> str:
-    from rdd_edge.models.registry import model_cfg
-
     cfg = model_cfg(model.model_name)
     return f"{cfg.get('arch')}; the released code's {cfg.get('imagenet_file')}" + (
         f" or timm's {cfg['imagenet_timm']}" if cfg.get("imagenet_timm") else "")
@@ -171,7 +164,7 @@ def hub_file(tag: str, released_file: str) -> Path:
     names ``--pretrained PATH`` and ``--pretrained none``, after a connection probe of a few
     seconds instead of the hub client's minute of retries.
     """
-    import timm
+    import timm  # lazy: timm takes seconds to import; only --pretrained imagenet needs it
 
     cfg = timm.get_pretrained_cfg(tag)
     repo = getattr(cfg, "hf_hub_id", None)
@@ -188,7 +181,7 @@ def hub_file(tag: str, released_file: str) -> Path:
     endpoint = _endpoint()
     if not _reachable(endpoint):
         raise ModelError(offline.format(tag=tag, why=f"offline: {endpoint} cannot be reached and they are not in the local cache"))
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # lazy: optional dependency (huggingface_hub, comes with timm)
 
     errors = []
     for name in HUB_FILES:
@@ -201,7 +194,7 @@ def hub_file(tag: str, released_file: str) -> Path:
 
 def _cached(repo: str) -> Path | None:
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: optional dependency (huggingface_hub, comes with timm)
     except ImportError:
         return None
     for name in HUB_FILES:
@@ -216,7 +209,7 @@ def _endpoint() -> str:
     if env:
         return env.rstrip("/")
     try:
-        from huggingface_hub import constants
+        from huggingface_hub import constants  # lazy: optional dependency (huggingface_hub, comes with timm)
 
         return str(constants.ENDPOINT).rstrip("/")
     except ImportError:
@@ -241,8 +234,6 @@ def _reachable(url: str, timeout: float = 5.0) -> bool:
 def normalization_for(report: InitReport | None, override: Any = None) -> Normalization:
     """The input normalisation a run trains with: ``override`` (a preset name) if given, else the one its
     initial weights expect, else the default (random init)."""
-    from rdd_edge.normalize import DEFAULT
-
     if override is not None:
         return normalization_of(override)
     return report.normalization if report is not None else DEFAULT

@@ -30,9 +30,11 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+import torch
 import torch.nn as nn
 
-from rdd_edge.errors import ModelError
+from rdd_edge.errors import CheckpointError, ModelError
+from rdd_edge.models.registry import model_cfg
 
 # timm MobileNetV2 (mobilenetv2_100): blocks per stage; the released ``features`` list runs through them in order
 MBV2_STAGE_BLOCKS = (1, 2, 3, 4, 3, 3, 1)
@@ -103,8 +105,6 @@ def released_key(key: str, layout: str, head: str) -> str:
 
 
 def _layout_of(model: nn.Module) -> tuple[str, str]:
-    from rdd_edge.models.registry import model_cfg
-
     name = getattr(model, "model_name", "")
     if not name:
         raise ModelError(f"a {type(model).__name__} not built by create_model has no released counterpart")
@@ -142,8 +142,6 @@ def load_released(model: nn.Module, state: Mapping[str, Any], source: str) -> in
     (a few of each and their counts, in the released naming) and the first shape mismatch. Returns
     the number of tensors copied. ``num_batches_tracked`` may be absent (it changes no output).
     """
-    from rdd_edge.errors import CheckpointError
-
     names = released_names(model)
     own = model.state_dict()
     missing = [k for k in names if k not in state and not k.endswith("num_batches_tracked")]
@@ -158,8 +156,6 @@ def load_released(model: nn.Module, state: Mapping[str, Any], source: str) -> in
             parts.append(f"first shape mismatch: {mismatched[0]} ({len(mismatched)} in all)")
         raise CheckpointError(f"{source}: does not fit {what} in the released key layout: {'; '.join(parts)}. "
                               "Check --model (the released network) and --dataset (its class count)")
-    import torch
-
     with torch.no_grad():
         for k, ours in names.items():
             if k in state:
