@@ -19,6 +19,7 @@ from rdd_edge import formats as table
 from rdd_edge.errors import ConfigError
 from rdd_edge.formats import ExportFormat
 from rdd_edge.runs import DEFAULT_ROOT
+from rdd_edge.sizes import parse_hw, parse_profile
 
 TRT_ALIASES = {"no": "none", "off": "none", "false": "none", "half": "fp16", "both": "all", "engine": "fp16",
                "trt": "fp16", "tensorrt": "fp16"}
@@ -82,8 +83,6 @@ class ExportSpec:
 
     def normalised(self) -> "ExportSpec":
         """A copy with every choice resolved (aliases, case) and checked; ConfigError naming the option."""
-        from rdd_edge.sizes import parse_hw, parse_profile
-
         s = dataclasses.replace(self)
         s.outputs = resolve_output(s.outputs)
         s.trt = resolve_trt(s.trt)

@@ -11,6 +11,8 @@ import logging
 import warnings
 from pathlib import Path
 
+import onnx
+
 from rdd_edge.errors import ExportError
 
 from rdd_edge.export.onnx_io import load_export_onnx, save_onnx_atomic, topo_sort
@@ -20,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def export_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
     """Convert an rdd-edge FP32 ONNX file to FP16; written atomically; returns ``out_path``."""
-    import onnx
+    # lazy: optional dependency (onnxruntime, an extra)
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = load_export_onnx(onnx_path, "FP32 ONNX model (input of --fp16)")

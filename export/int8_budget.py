@@ -32,8 +32,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import onnx
 
+from rdd_edge.cpuinfo import detect
+from rdd_edge.deploy.latency import measure
+from rdd_edge.deploy.preprocess import preprocess
 from rdd_edge.errors import ExportError
+from rdd_edge.export.int8 import _method, _quantize
+from rdd_edge.export.int8_layers import float_convs, islands, quant_layers
+from rdd_edge.export.int8_sensitivity import estimate, rank_by_noise, snr_db
+from rdd_edge.export.parity import ort_session
 
 FLAVOURS = ("int8-cpu", "int8")  # quantized in this order: the CPU file quantizes a superset of tensors
 FLAVOUR_NAMES = {"int8-cpu": "int8-cpu (ONNX Runtime CPU)", "int8": "int8 (TensorRT Q/DQ)"}
@@ -60,9 +68,6 @@ def _summary(score: dict, fp32: dict) -> dict:
 def latency_ms(path: Path, x: np.ndarray, min_time: float = LATENCY_MIN_TIME) -> float:
     """Median batch-1 latency of an ONNX file in ONNX Runtime on this CPU (deploy's recipe: warm-up,
     a run count set by a minimum time, sigma clipping)."""
-    from rdd_edge.deploy.latency import measure
-    from rdd_edge.export.parity import ort_session
-
     sess = ort_session(path)
     name = sess.get_inputs()[0].name
     return measure(lambda: sess.run(None, {name: x}), batch=1, warmup=2, min_time=min_time, min_runs=10).p50_ms
@@ -74,8 +79,6 @@ class Planner:
     def __init__(self, prep: Path, onnx_path: Path, caches: dict[str, Path], scorer: Any, user_keep: Sequence[str],
                  trt_float: str, tmp: Path, log: Callable[[str], None], latency_input: np.ndarray | None,
                  min_time: float = LATENCY_MIN_TIME) -> None:
-        import onnx
-
         self.prep, self.onnx_path, self.caches, self.scorer = prep, onnx_path, caches, scorer
         self.user_keep, self.trt_float, self.tmp, self.log = list(user_keep), trt_float, tmp, log
         self.model = onnx.load(str(prep))
@@ -88,9 +91,6 @@ class Planner:
                  real: bool = False) -> Path:
         """A file of ``flavour`` with the Convs ``floats`` (and their islands) in float; the TensorRT
         flavour with FP32 float math unless ``real`` (then the export's ``trt_float``)."""
-        from rdd_edge.export.int8 import _method, _quantize
-        from rdd_edge.export.int8_layers import islands
-
         if out is None:
             self._n += 1
             out = self.tmp / f"cand-{self._n:03d}-{flavour}.onnx"
@@ -104,10 +104,6 @@ class Planner:
 
     def float_convs(self, path: Path) -> list[str]:
         """The Convs of a file that run in float (what a layer's float island really left in float)."""
-        import onnx
-
-        from rdd_edge.export.int8_layers import float_convs
-
         return float_convs(onnx.load(str(path)))
 
     def latency(self, path: Path) -> float | None:
@@ -140,10 +136,6 @@ def sensitivity(pl: Planner, method: str, full: dict[str, Path], full_scores: di
                 loo: int, inputs: Callable[[], Any], model: Any = None,
                 torch_inputs: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, dict]:
     """Per flavour: the estimate for every layer, and leave-one-out measured for the ``loo`` it ranks highest."""
-    import onnx
-
-    from rdd_edge.export.int8_sensitivity import estimate, rank_by_noise, snr_db
-
     t = time.perf_counter()
     est = estimate(pl.model, {f: onnx.load(str(p)) for f, p in full.items()}, layers, inputs(), model=model,
                    torch_inputs=torch_inputs)
@@ -226,11 +218,6 @@ def plan_int8(prep: Path, onnx_path: Path, out_files: dict[str, Path], caches: d
               latency_min_time: float = LATENCY_MIN_TIME, model: Any = None,
               torch_inputs: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Everything above; writes the two final files ``out_files`` and returns the report (a dict)."""
-    import onnx
-
-    from rdd_edge.deploy.preprocess import preprocess
-    from rdd_edge.export.int8_layers import float_convs, islands, quant_layers
-
     t0 = time.perf_counter()
     layers = quant_layers(onnx.load(str(prep)))
     if not layers:
@@ -300,6 +287,4 @@ def plan_int8(prep: Path, onnx_path: Path, out_files: dict[str, Path], caches: d
 
 
 def _cpu() -> dict:
-    from rdd_edge.cpuinfo import detect
-
     return detect().as_dict()

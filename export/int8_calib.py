@@ -25,6 +25,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from rdd_edge.export.formats import resolve_calib_method
+
 HISTOGRAM_SETTINGS = {  # what quantize_static's create_calibrator gives each method (onnxruntime 1.2x-1.3x)
     "entropy": dict(method="entropy", symmetric=False, num_bins=128, num_quantized_bins=128),
     "percentile": dict(method="percentile", symmetric=True, num_bins=2048, num_quantized_bins=128),
@@ -44,6 +46,7 @@ def calibrate_methods(prep: str | Path, reader: Any, caches: Mapping[str, Path],
 
     ``reader``: an ORT ``CalibrationDataReader`` with ``set_range`` and ``len`` (``ImageFolderReader``).
     """
+    # lazy: optional dependency (onnxruntime, an extra)
     from onnxruntime.quantization.calibrate import (CalibrationMethod, HistogramCollector, TensorsData,
                                                     create_calibrator, save_tensors_data)
 
@@ -97,6 +100,4 @@ def calibrate_methods(prep: str | Path, reader: Any, caches: Mapping[str, Path],
 
 def method_names(methods: Sequence[str]) -> list[str]:
     """Calibration method names in the order they are tried (the default method first)."""
-    from rdd_edge.export.formats import resolve_calib_method
-
     return list(dict.fromkeys(resolve_calib_method(m) for m in methods))

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from onnx import numpy_helper
+
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu")  # folded into a quantized producer's output range by ONNX Runtime
 NOT_QUANTIZED = ("Shape", "Size")  # consumers that read a tensor's shape only
 RESAMPLING = ("Resize", "Upsample", "ArgMax", "Softmax", *ACTIVATIONS)  # ops after a float Conv that keep its output float (int8-cpu)
@@ -64,8 +66,6 @@ def module_of(node: Any, prefix: str = "model.") -> str | None:
 
 def quant_layers(model: Any) -> list[QuantLayer]:
     """Every Conv of an ONNX model (FP32, after ``quant_pre_process``) in graph order."""
-    from onnx import numpy_helper
-
     inits = {t.name: t for t in model.graph.initializer}
     out: list[QuantLayer] = []
     for node in model.graph.node:

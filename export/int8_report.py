@@ -167,6 +167,7 @@ def plot(plan: dict, path: Path) -> Path:
     """One panel per file: layers in network order on x; bars: measured cost (mIoU points won back in
     float; orange: kept in float); grey dots (right axis): the estimate's share per layer; dashed
     red: the budget line (the points to win back); the worst layers named."""
+    # lazy: matplotlib is slow to import (about 1 s); the CLI imports this module for format_table
     import matplotlib
 
     matplotlib.use("Agg")

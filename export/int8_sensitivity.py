@@ -24,16 +24,19 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import helper
 
+from rdd_edge.deploy.backends.onnxruntime import EXACT_DISABLED_OPTIMIZERS
 from rdd_edge.export.int8_layers import QuantLayer
 
 
 def _session(model_or_path: Any) -> Any:
     """A CPU session whose idle threads sleep: torch computes the gradients between its runs, and ONNX
     Runtime's spinning worker threads would otherwise take the cores from it (5-10x slower on 2 cores)."""
-    import onnxruntime as ort
-
-    from rdd_edge.deploy.backends.onnxruntime import EXACT_DISABLED_OPTIMIZERS
+    import onnxruntime as ort  # lazy: optional dependency (onnxruntime, an extra)
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -70,9 +73,6 @@ class _Gradients:
         self.model, self.modules = model, modules  # layer name -> module path
 
     def __call__(self, x: np.ndarray, size: Sequence[int]) -> dict[str, np.ndarray]:
-        import torch
-        import torch.nn.functional as F
-
         named = dict(self.model.named_modules())
         outs: dict[str, Any] = {}
         bn_of: dict[str, Any] = {}
@@ -135,9 +135,6 @@ def estimate(prep: Any, quantized: dict[str, Any], layers: Sequence[QuantLayer],
     (1, 3, H, W); ``torch_inputs`` maps one to the torch model's input (uint8 graphs: normalised).
     A layer left in float in a file gets 0.0; one the estimate cannot see, None.
     """
-    import onnx
-    from onnx import helper
-
     prep_nodes = {n.name: n for n in prep.graph.node}
     outs = {l.name: prep_nodes[l.name].output[0] for l in layers}
     wanted = list(dict.fromkeys([*(l.input for l in layers), *outs.values()]))

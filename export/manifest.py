@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import platform
 from pathlib import Path
 from typing import Any
 
+from rdd_edge.export.onnx_io import sha256_file
 from rdd_edge.runs import write_json
 
 FORMAT = "rdd-edge-export"
@@ -15,8 +17,6 @@ MANIFEST = "manifest.json"
 
 def tool_versions() -> dict[str, str | None]:
     """Versions of the packages that shaped the artifacts (None where not installed)."""
-    import importlib.metadata as md
-
     out: dict[str, str | None] = {"python": platform.python_version()}
     for pkg in ("rdd-edge", "torch", "onnx", "onnxruntime", "onnxslim", "onnxscript", "timm", "tensorrt"):
         try:
@@ -58,8 +58,6 @@ def new_manifest(model_name: str, dataset: dict[str, Any], data: Any, size: tupl
 
 def add_artifact(manifest: dict[str, Any], key: str, path: Path, precision: str, runtime: str, **extra: Any) -> dict:
     """Record one artifact (file name relative to the export folder, size, precision, checks)."""
-    from rdd_edge.export.onnx_io import sha256_file
-
     entry = {"file": path.name, "precision": precision, "runtime": runtime,
              "bytes": path.stat().st_size, "sha256": sha256_file(path), **extra}
     manifest["artifacts"][key] = entry

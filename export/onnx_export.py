@@ -15,13 +15,21 @@ exporter is only a fallback if dynamo raises.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from rdd_edge.errors import ExportError
+import onnx
+import torch
+import torch.nn.functional as F
 
+from rdd_edge.errors import ExportError
+from rdd_edge.models import model_cfg
+
+from rdd_edge.export.formats import resolve_output
 from rdd_edge.export.onnx_io import INPUT_NAME, save_onnx_atomic
 
 log = logging.getLogger(__name__)
@@ -32,8 +40,6 @@ OUTPUTS = {"labels": ("labels",), "logits": ("logits",), "both": ("logits", "lab
 
 def input_rules(model: Any) -> dict[str, Any]:
     """What the model's head asks of the input size (``input_multiple``, ``dynamic_hw``; models' default cfg)."""
-    from rdd_edge.models import model_cfg
-
     name = getattr(model, "model_name", "")
     if not name:
         return {"input_multiple": 8, "dynamic_hw": True, "head": "?"}
@@ -59,9 +65,6 @@ def check_size(size: Sequence[int], model: Any = None, option: str = "--size") -
 
 
 def _wrapper(model: Any, size: tuple[int, int], output: str, embed_preprocess: bool, normalization: Normalization) -> Any:
-    import torch
-    import torch.nn.functional as F
-
     class ExportWrapper(torch.nn.Module):
         """images -> (logits at input size and/or argmax labels); optional uint8 preprocessing."""
 
@@ -110,11 +113,6 @@ def export_onnx(
     whose adaptive pooling only exports at fixed sizes. The file is checked with the ONNX checker
     (full check), simplified with onnxslim and written atomically: on failure nothing is left.
     """
-    import onnx
-    import torch
-
-    from rdd_edge.export.formats import resolve_output
-
     output = resolve_output(output)
     h, w = check_size(size, model)
     if dynamic and not input_rules(model).get("dynamic_hw", True):
@@ -153,11 +151,6 @@ class _quiet_tmp:
 
 
 def _torch_export(wrapper: Any, dummy: Any, raw: Path, out_names: list[str], opset: int, dynamic: bool) -> None:
-    import contextlib
-    import io
-
-    import torch
-
     errors = []
     for dynamo in (True, False):
         try:
@@ -184,11 +177,9 @@ def _torch_export(wrapper: Any, dummy: Any, raw: Path, out_names: list[str], ops
 
 def _finish(m: Any, simplify: bool, metadata: dict[str, str] | None, path: Path) -> Any:
     """Simplify with onnxslim, attach metadata and run the full ONNX check."""
-    import onnx
-
     if simplify:
         try:
-            import onnxslim
+            import onnxslim  # lazy: optional (a missing or failing onnxslim keeps the unsimplified graph)
 
             m = onnxslim.slim(m)
         except Exception as exc:  # a simplifier failure must not sink the export

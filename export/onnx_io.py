@@ -10,17 +10,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from rdd_edge.errors import ExportError
 from rdd_edge.deploy.onnx_graph import INPUT_NAME, OUTPUT_NAMES, tensor_dims, graph_io, load_export_onnx  # noqa: F401  (re-exported)
+from rdd_edge.runs import atomic_path
 from rdd_edge.runs import sha256_file  # noqa: F401  (re-exported: export's modules hash files through it)
 
 
 def save_onnx_atomic(model: Any, path: str | Path) -> Path:
     """Check ``model`` and write it with weights inside the file, atomically."""
-    import onnx
-
-    from rdd_edge.runs import atomic_path
-
     path = Path(path)
     with atomic_path(path, suffix=".onnx.tmp") as tmp:
         onnx.save_model(model, str(tmp), save_as_external_data=False)

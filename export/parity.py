@@ -11,7 +11,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rdd_edge.deploy.backends.onnxruntime import EXACT_DISABLED_OPTIMIZERS
+from rdd_edge.deploy.preprocess import preprocess
 from rdd_edge.errors import ExportError
+from rdd_edge.metrics import ConfusionMatrix
 from rdd_edge.normalize import Normalization
 
 MIN_PARITY_AGREEMENT = 0.999  # torch vs ONNX FP32
@@ -20,9 +23,7 @@ MIN_FP16_AGREEMENT = 0.995  # FP16 vs FP32
 
 def ort_session(path: str | Path) -> Any:
     """A CPU ONNX Runtime session; an ExportError naming the file if ORT cannot load it."""
-    import onnxruntime as ort
-
-    from rdd_edge.deploy.backends.onnxruntime import EXACT_DISABLED_OPTIMIZERS
+    import onnxruntime as ort  # lazy: optional dependency (onnxruntime, an extra)
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -52,8 +53,6 @@ def labels_of(outputs: dict[str, np.ndarray]) -> np.ndarray:
 
 def miou_of(outputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int, ignore_index: int = 255) -> float | None:
     """mIoU (0..1) of graph outputs against (N, H, W) labels; None when it cannot be computed."""
-    from rdd_edge.metrics import ConfusionMatrix
-
     cm = ConfusionMatrix(num_classes, ignore_index)
     try:
         cm.update(labels, labels_of(outputs))
@@ -65,8 +64,6 @@ def miou_of(outputs: dict[str, np.ndarray], labels: np.ndarray, num_classes: int
 
 def make_batch(images: Sequence[np.ndarray], size: Sequence[int], normalization: Normalization, embedded: bool) -> np.ndarray:
     """uint8 RGB images -> the (N, 3, H, W) graph input, through deploy's ``preprocess``."""
-    from rdd_edge.deploy.preprocess import preprocess
-
     if len(images) == 0:
         raise ExportError("no check images: the data set's val split is empty; pass a data set with validation images")
     return np.concatenate([preprocess(im, size, normalization, embedded=embedded) for im in images], 0)
@@ -85,6 +82,7 @@ def compare(ref: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict:
 
 def torch_outputs(model: Any, batch: np.ndarray, normalization: Normalization, embedded: bool) -> dict[str, np.ndarray]:
     """Reference outputs from the torch model (normalising here when the graph would have)."""
+    # lazy: torch; this module is also imported torch-free (scoring, so `rdd-edge engine`; check's reference row)
     import torch
     import torch.nn.functional as F
 

@@ -22,12 +22,27 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from rdd_edge.data import DataSpec, open_split, spec_of_checkpoint
+from rdd_edge.deploy.backends.onnxruntime import import_onnxruntime
+from rdd_edge.deploy.check import find_export_dir
+from rdd_edge.deploy.engine_meta import precision_summary
+from rdd_edge.deploy.engine_plan import engine_source
+from rdd_edge.deploy.info import read_manifest
+from rdd_edge.deploy.postprocess import resize_labels
+from rdd_edge.deploy.preprocess import preprocess
 from rdd_edge.errors import ConfigError, ExportError
-from rdd_edge.runs import DEFAULT_ROOT, folder_lock, remove_leftovers
+from rdd_edge.normalize import recorded_normalization
+from rdd_edge.runs import DEFAULT_ROOT, folder_lock, remove_leftovers, resolve_run
 
 from rdd_edge import formats as table
 from rdd_edge.export import formats
+from rdd_edge.export.builders import BuildContext, ExportContext, build_engines
 from rdd_edge.export.formats import ExportSpec
+from rdd_edge.export.int8 import image_folder, select_calibration
+from rdd_edge.export.manifest import MANIFEST, add_artifact, new_manifest, save_manifest
+from rdd_edge.export.onnx_io import graph_io, load_export_onnx, sha256_file
+from rdd_edge.export.scoring import CheckScorer
+from rdd_edge.export.tensorrt import require_tensorrt
 
 PARITY_IMAGES = 8  # torch-vs-ONNX parity and INT8 fitting run on this many of the check images
 # caches a re-export reuses when it builds a format that takes calibration options / runs on TensorRT
@@ -36,8 +51,7 @@ REUSABLE = {"model.int8.calib-*.json": "calib", "timing*.cache": "tensorrt"}
 
 def find_checkpoint(source: str | Path | None, runs_root: str | Path = DEFAULT_ROOT) -> Path:
     """A checkpoint file, a run folder (``best.pt`` preferred) or, if None, the latest distill run."""
-    from rdd_edge.models.checkpoint import resolve_checkpoint
-    from rdd_edge.runs import resolve_run
+    from rdd_edge.models.checkpoint import resolve_checkpoint  # lazy: torch; `rdd-edge engine` stays torch-free
 
     return resolve_checkpoint(resolve_run(source, "distill", "checkpoint to export", root=runs_root), prefer="best.pt")
 
@@ -64,10 +78,6 @@ def _evenly(n_total: int, n: int | None) -> list[int]:
 
 def _check_other_run(out: Path, ckpt_path: Path, overwrite: bool) -> None:
     """``--out`` onto the export of another checkpoint replaces it only with ``--overwrite``."""
-    import json
-
-    from rdd_edge.export.manifest import MANIFEST
-
     try:
         src = json.loads((out / MANIFEST).read_text()).get("source_checkpoint")
     except (OSError, ValueError, AttributeError):
@@ -79,8 +89,6 @@ def _check_other_run(out: Path, ckpt_path: Path, overwrite: bool) -> None:
 
 def _check_out_dir(out: Path) -> None:
     """Only an export folder (or a new / empty one) may be replaced by an export."""
-    from rdd_edge.export.manifest import MANIFEST
-
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise ConfigError(f"--out {out}: exists and is not an rdd-edge export folder; choose a new or empty folder")
 
@@ -121,8 +129,6 @@ def _transaction(out: Path, copy_from: Path | None = None) -> Iterator[Path]:
 
 def _commit(manifest: dict, stage: Path, out: Path) -> dict:
     """List every file of the staging folder in the manifest, save it there and swap the folder in."""
-    from rdd_edge.export.manifest import MANIFEST, save_manifest
-
     manifest["files"] = sorted(p.name for p in stage.iterdir() if p.is_file() and p.name != MANIFEST) + [MANIFEST]
     save_manifest(manifest, stage)
     _swap_in(stage, out)
@@ -147,16 +153,8 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
 
     ``spec`` is an :class:`~export.formats.ExportSpec` (or give its fields as keywords).
     """
-    from rdd_edge.export.builders import ExportContext
-    from rdd_edge.export.manifest import add_artifact, new_manifest
-    from rdd_edge.export.onnx_export import check_size
-    from rdd_edge.export.onnx_io import graph_io, load_export_onnx, sha256_file
-    from rdd_edge.export.scoring import CheckScorer
-    from rdd_edge.models import model_from_checkpoint
-    from rdd_edge.deploy.postprocess import resize_labels
-    from rdd_edge.deploy.preprocess import preprocess
-    from rdd_edge.data import DataSpec, open_split, spec_of_checkpoint
-    from rdd_edge.normalize import recorded_normalization
+    from rdd_edge.export.onnx_export import check_size  # lazy: torch; `rdd-edge engine` stays torch-free
+    from rdd_edge.models import model_from_checkpoint  # lazy: torch; `rdd-edge engine` stays torch-free
 
     def log(msg: str) -> None:
         if console is not None:
@@ -166,12 +164,8 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     spec = (spec or ExportSpec(**fields)).normalised()
     formats.check_options(spec)
     wanted = formats.requested(spec)
-    from rdd_edge.deploy.backends.onnxruntime import import_onnxruntime
-
     import_onnxruntime()  # every artifact is scored with ONNX Runtime: say what to install before any work
     if any(f.runtime == "tensorrt" for f in wanted):
-        from rdd_edge.export.tensorrt import require_tensorrt
-
         require_tensorrt(f"--trt {spec.trt}")
     ckpt_path = find_checkpoint(spec.source, spec.runs_root)
     model, ckpt = model_from_checkpoint(ckpt_path, aux=False)
@@ -214,8 +208,6 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
         calibrated = [f for f in wanted if "calib" in f.options]
         if calibrated:
             flag = calibrated[0].flag or calibrated[0].key
-            from rdd_edge.export.int8 import image_folder, select_calibration
-
             if spec.calib_data is not None:
                 pool, where = image_folder(spec.calib_data), f"--calib-data {spec.calib_data}"
             elif labels is None:
@@ -285,15 +277,6 @@ def engine_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     options (``max_batch``, ``workspace``, ``dla_core``, ``profile``) as for ``export``. The folder
     is updated transactionally like an export.
     """
-    from rdd_edge.deploy.check import find_export_dir
-    from rdd_edge.deploy.engine_meta import precision_summary
-    from rdd_edge.deploy.info import read_manifest
-    from rdd_edge.export.builders import BuildContext, build_engines
-    from rdd_edge.deploy.engine_plan import engine_source
-    from rdd_edge.export.manifest import MANIFEST, add_artifact
-    from rdd_edge.export.tensorrt import require_tensorrt
-    from rdd_edge.runs import resolve_run
-
     def log(msg: str) -> None:
         if console is not None:
             console.print(msg)

@@ -9,12 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from rdd_edge.deploy.check import Candidate
+from rdd_edge.deploy.info import ModelInfo, default_palette, read_manifest
+from rdd_edge.deploy.postprocess import resize_labels, to_labels
+from rdd_edge.deploy.preprocess import preprocess
+from rdd_edge.export.parity import torch_outputs
+from rdd_edge.normalize import recorded_normalization
+
+# lazy imports here: torch and rdd_edge.models, so that deploy's check can load this module by its entry
+# point on a torch-free device (torch_candidate then gives no row)
+
 
 def torch_candidate(export_dir: Path, threads: int | None = None) -> Any:
     """A check row for the manifest's source checkpoint; None when torch or the checkpoint is absent."""
-    from rdd_edge.deploy.check import Candidate
-    from rdd_edge.deploy.info import read_manifest
-
     manifest, _ = read_manifest(Path(export_dir) / "manifest.json")
     ckpt = (manifest or {}).get("source_checkpoint")
     if not ckpt or not Path(ckpt).is_file():
@@ -38,9 +47,7 @@ class TorchSegmenter:
     def __init__(self, ckpt: Path, manifest: dict, threads: int | None = None) -> None:
         import torch
 
-        from rdd_edge.deploy.info import ModelInfo, default_palette
         from rdd_edge.models import model_from_checkpoint
-        from rdd_edge.normalize import recorded_normalization
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -53,19 +60,11 @@ class TorchSegmenter:
                               normalization=recorded_normalization(manifest), output_names=["logits"])
 
     def preprocess(self, image):  # noqa: ANN001, ANN201
-        from rdd_edge.deploy.preprocess import preprocess
-
         return preprocess(image, self.info.input_size, self.info.normalization)
 
     def run(self, batch):  # noqa: ANN001, ANN201
-        from rdd_edge.export.parity import torch_outputs  # the same forward + upsampling export's parity check uses
-
         return torch_outputs(self.model, batch, self.info.normalization, embedded=False)["logits"]
 
     def predict_batch(self, images):  # noqa: ANN001, ANN201
-        import numpy as np
-
-        from rdd_edge.deploy.postprocess import resize_labels, to_labels
-
         labels = to_labels(self.run(np.concatenate([self.preprocess(im) for im in images])), "logits")
         return [resize_labels(lab, im.shape[:2]) for lab, im in zip(labels, images)]

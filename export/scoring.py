@@ -14,6 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rdd_edge.deploy.preprocess import preprocess
+from rdd_edge.export.onnx_io import sha256_file
+from rdd_edge.export.parity import labels_of, ort_session, run_onnx
+from rdd_edge.metrics import ConfusionMatrix
+
 
 def _round(m: float) -> float | None:
     return None if m != m else round(float(m), 5)
@@ -38,11 +43,6 @@ class CheckScorer:
 
     def __call__(self, path: str | Path) -> dict[str, Any]:
         """``{"miou", "images"}`` and, after the reference, ``"label_agreement"`` (fraction of pixels)."""
-        from rdd_edge.deploy.preprocess import preprocess
-        from rdd_edge.export.onnx_io import sha256_file
-        from rdd_edge.export.parity import labels_of, ort_session, run_onnx
-        from rdd_edge.metrics import ConfusionMatrix
-
         key = sha256_file(path)
         if key in self._memo and self.ref is not None:
             return dict(self._memo[key])

@@ -261,3 +261,16 @@ def test_every_module_imports_on_its_own(package):
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert int(r.stdout.split()[0]) > 1
+
+
+def test_engine_builds_and_the_check_reference_import_without_torch():
+    """`rdd-edge engine` runs on a device without torch (export.pipeline.engine_run, the builders, the
+    TensorRT wrapper), and deploy's check loads the torch reference row's module by entry point there:
+    the torch-side imports of these modules stay inside their functions."""
+    code = ("import sys\n"
+            "for m in ('torch', 'torchvision', 'timm', 'tensorboard', 'onnxscript', 'onnxslim'):\n"
+            "    sys.modules[m] = None\n"
+            "import rdd_edge.export.pipeline, rdd_edge.export.builders, rdd_edge.export.tensorrt\n"
+            "import rdd_edge.export.reference, rdd_edge.cli.pipeline\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
