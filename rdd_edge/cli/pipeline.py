@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rdd_edge import formats
-from rdd_edge.runs import DEFAULT_ROOT
+from rdd_edge.errors import DeployError
+from rdd_edge.runs import DEFAULT_ROOT, atomic_path, write_json
+
+# lazy imports: the stages (torch), rdd_edge.data and OpenCV are imported inside the functions: the CLI imports
+# this module, and `rdd-edge --help` stays fast and torch-free
 
 # The CPU quickstart: small enough for ten minutes on two cores, long enough to learn something.
 # The quickstart on the synthetic scenes: about five minutes on a 2-core AVX2-only CPU (benchmarks/RESULTS.md,
@@ -82,8 +86,6 @@ def write_demo_video(path: Path, size: tuple[int, int], scenes: int, hold: int =
     import cv2
 
     from rdd_edge.data.synthetic import render_scene
-    from rdd_edge.errors import DeployError
-    from rdd_edge.runs import atomic_path
 
     h, w = size
     with atomic_path(path, suffix=path.suffix) as tmp:  # OpenCV picks the container by suffix
@@ -124,7 +126,6 @@ def run_pipeline(spec: PipelineSpec, stage: Callable[[str], None] = print, log: 
     from rdd_edge.distill.train import train
     from rdd_edge.export.pipeline import export_run
     from rdd_edge.export.tensorrt import available as tensorrt_available
-    from rdd_edge.runs import write_json
 
     t0 = time.perf_counter()
     synthetic = spec.dataset in (None, "synthetic") and spec.data is None

@@ -6,9 +6,17 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from rdd_edge.cli.app import app
 from rdd_edge.cli.commands.options import DatasetOfFolder
+from rdd_edge.errors import DataError, RddError
+from rdd_edge.runs import atomic_path, write_json
+from rdd_edge.sizes import parse_hw
+
+# lazy imports: rdd_edge.data and rdd_edge.viz (numpy, OpenCV) are imported inside the commands: `rdd-edge --help`
+# stays fast
 
 data_app = typer.Typer(
     help="Data sets: check a folder (counts, class histogram, every bad file), write synthetic scenes, list formats.",
@@ -38,11 +46,7 @@ def check_cmd(
     max_problems: Annotated[int, typer.Option("--max-problems", min=1, help="Problems listed on screen (all go to --json).")] = 50,
 ) -> None:
     """Open every image and label of every split; print counts, class histogram and each problem. Exit 1 on problems."""
-    from rich.console import Console
-    from rich.table import Table
-
     from rdd_edge.data.check import check_dataset
-    from rdd_edge.runs import write_json
 
     from rdd_edge.data.registry import detect_dataset
 
@@ -99,8 +103,6 @@ def _write_preview(out: Path, root: Path, format: str) -> None:
     import numpy as np
 
     from rdd_edge.data.registry import get_format
-    from rdd_edge.errors import DataError
-    from rdd_edge.runs import atomic_path
     from rdd_edge.viz import colorize, draw_legend, overlay, side_by_side
 
     fmt = get_format(format)
@@ -129,12 +131,7 @@ def synth_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the folder if it exists and is not empty.")] = False,
 ) -> None:
     """Write synthetic street scenes with labels (CamVid layout), readable as `--data OUT`."""
-    from rdd_edge.sizes import parse_hw
-
     hw = parse_hw(size, "--size")
-    from rich.console import Console
-    from rich.table import Table
-
     from rdd_edge.data import synthetic
     from rdd_edge.data.registry import get_format
 
@@ -155,11 +152,7 @@ def synth_cmd(
 @data_app.command("list")
 def list_cmd() -> None:
     """The data set formats rdd-edge reads: classes, eval and crop sizes, on-disk layout."""
-    from rich.console import Console
-    from rich.table import Table
-
     from rdd_edge.data.registry import DATASETS, get_format
-    from rdd_edge.errors import RddError
 
     table = Table(title="data set formats (--dataset / --format)")
     table.add_column("name", style="bold", no_wrap=True)

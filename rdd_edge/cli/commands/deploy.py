@@ -11,17 +11,20 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from rdd_edge.cli.app import app
 from rdd_edge.cli.commands.options import (DEFAULT_RUNS, Data, Dataset, Device, MaxDrop, RunArg, Runs, Threads,
                                        TrustCheckpoint, checkpoint_trust)
 
+# lazy imports: the deploy stage (numpy, OpenCV, ONNX Runtime) is imported inside the commands: `rdd-edge --help`
+# stays fast
+
 
 def print_check(console: Any, result: Any) -> None:
     """The compact table, where the reports went, and the gate's decision."""
-    from rich import box
-    from rich.table import Table
-
     from rdd_edge.deploy.check_report import table_rows
 
     head, body = table_rows(result.rows, compact=True)
@@ -80,8 +83,6 @@ def check(
     trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Check every exported artifact: integrity, size, mIoU and drop vs FP32, pixel agreement, latency; CI gate (exit 1)."""
-    from rich.console import Console
-
     from rdd_edge.deploy.check import CheckSpec
 
     spec = CheckSpec(run=run, runs_root=runs, images=images, batch=batch, max_drop=max_drop, device=device or "auto",
@@ -105,8 +106,6 @@ def demo(
     device: Device = None, threads: Threads = None, runs: Runs = DEFAULT_RUNS,
 ) -> None:
     """Segment a camera, video, stream or image folder live: colour overlay, legend, FPS."""
-    from rich.console import Console
-
     from rdd_edge.deploy.demo import DemoSpec
     from rdd_edge.deploy.demo import demo as run
 
@@ -131,8 +130,6 @@ def bundle(
     runs: Runs = DEFAULT_RUNS,
 ) -> None:
     """One folder to copy to the device: the export, its check images, a wheel of rdd-edge and install.sh."""
-    from rich.console import Console
-
     from rdd_edge.deploy.bundle import BundleSpec, make_bundle
 
     console = Console()

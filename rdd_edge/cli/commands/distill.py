@@ -10,6 +10,7 @@ declares the options and prints the results.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,10 +18,17 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from rdd_edge.cli.app import app
 from rdd_edge.cli.commands.options import (DEFAULT_RUNS, MODEL_HELP, Data, Dataset, Device, EvalSize, Name, Quiet, Runs, Seed,
                                        TrustCheckpoint, checkpoint_trust)
+from rdd_edge.errors import ConfigError
+from rdd_edge.sizes import parse_hw
+
+# lazy imports: the distill stage (torch) is imported inside the commands: `rdd-edge --help` stays fast and
+# torch-free
 
 # -- options shared by train-teacher and distill
 Iters = Annotated[Optional[int], typer.Option("--iters", help="Total training iterations (default: data set preset).")]
@@ -83,9 +91,6 @@ def _run_training(mode: str, resume: Optional[str], gpus: int, stop_after: Optio
 
 
 def _print_summary(s: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title=f"{s['mode']} run finished", show_header=False)
     t.add_row("model", s["model"])
     if s.get("teacher"):
@@ -102,9 +107,6 @@ def _list_methods(value: bool) -> None:
     """``--list-methods``: the KD methods the registry holds, with their weights and options."""
     if not value:
         return
-    from rich.console import Console
-    from rich.table import Table
-
     from rdd_edge.distill.losses import kd_methods
 
     t = Table(title="KD methods (--method; none = no KD term)")
@@ -118,10 +120,6 @@ def _list_methods(value: bool) -> None:
 
 def _kd_options(items: Optional[list[str]]) -> dict | None:
     """``["T=2", "stages=[2,3]"]`` -> ``{"T": 2, "stages": [2, 3]}`` (values read as JSON where possible)."""
-    import json
-
-    from rdd_edge.errors import ConfigError
-
     if not items:
         return None
     out = {}
@@ -200,8 +198,6 @@ def distill_cmd(
 
 
 def _parse_scales(text: str) -> tuple[float, ...]:
-    from rdd_edge.errors import ConfigError
-
     try:
         return tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
@@ -221,11 +217,7 @@ def eval_cmd(
     trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, mIoU, pixel accuracy and images/s."""
-    from rich.console import Console
-    from rich.table import Table
-
     from rdd_edge.distill.evaluate import EvalSpec, evaluate_checkpoint
-    from rdd_edge.sizes import parse_hw
 
     with checkpoint_trust(trust_checkpoint):
         r = evaluate_checkpoint(EvalSpec(checkpoint, dataset, data, split, flip, _parse_scales(scales),
@@ -259,9 +251,6 @@ def difficulty_cmd(
     device: Device = None, runs: Runs = DEFAULT_RUNS, trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Render RD_TFE / RD_TSE difficulty maps next to image, ground truth and both predictions."""
-    from rich.console import Console
-    from rich.table import Table
-
     from rdd_edge.distill.difficulty import DifficultySpec, run_difficulty
 
     with checkpoint_trust(trust_checkpoint):

@@ -11,15 +11,18 @@ from pathlib import Path
 from typing import Annotated, Any, List, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from rdd_edge.cli.app import app
 from rdd_edge.cli.commands.options import DEFAULT_RUNS, Data, Runs, TrustCheckpoint, checkpoint_trust
 
+# lazy imports: the export stage (and deploy's engine code) is imported inside the commands: `rdd-edge --help`
+# stays fast and torch-free
+
 
 def print_export(console: Any, manifest: dict) -> None:
     """One row per artifact: file, precision, runtime, size and what its check measured."""
-    from rich.table import Table
-
     from rdd_edge.export.manifest import MANIFEST
 
     table = Table(title=f"{manifest['model_name']} -> {manifest['export_dir']}")
@@ -85,8 +88,6 @@ def export_cmd(
     trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Export a distilled student to ONNX (+ FP16, INT8, TensorRT) with accuracy checks and a manifest."""
-    from rich.console import Console
-
     from rdd_edge.export.formats import ExportSpec
     from rdd_edge.export.pipeline import export_run
 
@@ -112,8 +113,6 @@ def engine_cmd(
     runs: Runs = DEFAULT_RUNS,
 ) -> None:
     """Build TensorRT engines from an export folder's ONNX files, on the device that will run them (no torch needed)."""
-    from rich.console import Console
-
     from rdd_edge.export.formats import ExportSpec
     from rdd_edge.export.pipeline import engine_run
 

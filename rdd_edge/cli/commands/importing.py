@@ -9,6 +9,10 @@ import typer
 
 from rdd_edge.cli.app import app
 from rdd_edge.cli.commands.options import DEFAULT_RUNS, Data, Dataset, Name, Runs
+from rdd_edge.errors import ConfigError
+
+# lazy imports: the distill stage (torch) and rdd_edge.data (numpy, OpenCV) are imported inside the command:
+# `rdd-edge --help` stays fast and torch-free
 
 
 @app.command("import")
@@ -24,7 +28,6 @@ def import_cmd(
     The last line names the run folder.
     """
     from rdd_edge.distill.importer import ImportSpec, import_released
-    from rdd_edge.errors import ConfigError
 
     if dataset is None and data is not None:
         from rdd_edge.data.registry import detect_dataset

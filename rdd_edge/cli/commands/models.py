@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from rdd_edge.cli.app import app
 from rdd_edge.errors import ConfigError
+from rdd_edge.sizes import parse_hw
+
+# lazy imports: torch and the models are imported inside the command: `rdd-edge --help` stays fast and torch-free
 
 
 @app.command("models")
@@ -19,13 +25,8 @@ def models_cmd(
     filter: Annotated[str, typer.Option("--filter", help="Wildcard on model names or aliases, e.g. 'deeplab*'.")] = "*",
 ) -> None:
     """List the segmentation models: parameters, MACs and FLOPs at a size, and the paper's figures."""
-    from rdd_edge.sizes import parse_hw
-
     hw = parse_hw(size, "--size")
     import torch
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
 
     # submodules, not the package: works even where an old editable install maps `models` as a namespace
     from rdd_edge.models.flops import count_flops, count_params

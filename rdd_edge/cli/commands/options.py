@@ -14,7 +14,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from rdd_edge.devices import DEVICE_CHOICES
-from rdd_edge.runs import DEFAULT_ROOT
+from rdd_edge.runs import DEFAULT_ROOT, check_run_name
 
 DATASET_HELP = ("Data set name, one of `rdd-edge data list` (default: the run's, else synthetic; "
                 "a folder's is detected from its layout).")
@@ -27,8 +27,6 @@ Runs = Annotated[Path, typer.Option("--runs", help="Parent folder of run folders
 Device = Annotated[Optional[str], typer.Option("--device", help=f"Where to run: {DEVICE_CHOICES} (default auto).")]
 Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for inference (default: the runtime's choice).")]
 def _run_name(value: Optional[str]) -> Optional[str]:
-    from rdd_edge.runs import check_run_name
-
     return check_run_name(value)  # ConfigError: one line, before any work
 
 
@@ -51,7 +49,7 @@ def checkpoint_trust(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    from rdd_edge.models.checkpoint import trusted_checkpoints
+    from rdd_edge.models.checkpoint import trusted_checkpoints  # lazy: torch; --help stays torch-free
 
     with trusted_checkpoints():
         yield

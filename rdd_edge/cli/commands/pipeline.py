@@ -10,11 +10,14 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from rdd_edge.cli.app import app
+from rdd_edge.cli.commands.deploy import print_check, row_printer
 from rdd_edge.cli.commands.options import (DEFAULT_RUNS, MODEL_HELP, Data, Dataset, Device, MaxDrop, Name, Quiet, Runs, Seed,
                                        TrustCheckpoint, checkpoint_trust)
-from rdd_edge.cli.pipeline import QUICK
+from rdd_edge.cli.pipeline import QUICK, PipelineSpec, run_pipeline
 
 
 @app.command()
@@ -40,12 +43,6 @@ def pipeline(
              "real data sets, none for the synthetic scenes (no download).")] = None,
 ) -> None:
     """Teacher -> RDD student -> ONNX/FP16/INT8 (+TensorRT) -> check -> demo video, in one go."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from rdd_edge.cli.commands.deploy import print_check, row_printer
-    from rdd_edge.cli.pipeline import PipelineSpec, run_pipeline
-
     console = Console()
     spec = PipelineSpec(dataset=dataset, data=data, student=student, teacher_model=teacher_model, teacher=teacher,
                         teacher_iters=teacher_iters, iters=iters, method=method, rdd=rdd, batch=batch,
