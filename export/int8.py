@@ -271,6 +271,7 @@ def export_int8(
     onnx_path: str | Path,
     out_dir: str | Path,
     items: Sequence[CalibItem],
+    *,
     size: Sequence[int] | None = None,
     normalization: Normalization = DEFAULT,
     method: str = "percentile",
@@ -280,7 +281,6 @@ def export_int8(
     scorer: Any = None,
     max_float: int | None = None,
     loo: int | None = None,
-    warn: Callable[[str], None] = log.warning,
     reader_factory: Callable[..., Any] | None = None,
     trt_float: str = "fp16",
     say: Callable[[str], None] | None = None,
@@ -289,7 +289,10 @@ def export_int8(
 ) -> dict:
     """Calibrate once, write ``model.int8.onnx`` and ``model.int8-cpu.onnx`` into ``out_dir``.
 
-    ``items`` are the calibration images (already selected, see :func:`select_calibration`).
+    ``items`` are the calibration images (already selected, see :func:`select_calibration`); every
+    other option is keyword-only (there are many, several of one type: a position would mix them up).
+    ``size``: the input HxW (default: the ONNX file's); ``normalization``: the images' preprocessing;
+    ``method``: the calibration method (``--calib-method``).
     ``keep_float``: nodes the user keeps in float in both files (``--keep-float``).
     ``budget`` (mIoU points on the check images, e.g. 1.0) or ``report``: measure what each layer
     costs and, with a budget, keep the fewest layers in float (per file) until both files lose at

@@ -178,10 +178,12 @@ def test_calibration_cache_is_reused(mbv2_export, data_root):
 
     # the same model file, images and method as the pipeline used: the ranges come from the cache
     items = select_calibration(_calib_items(get_dataset("camvid", data_root, split="train")), 10, 4)
-    info = export_int8(out / "model.onnx", out, items, SIZE, IMAGENET, "percentile", reader_factory=counting_reader)
+    info = export_int8(out / "model.onnx", out, items, size=SIZE, normalization=IMAGENET, method="percentile",
+                       reader_factory=counting_reader)
     assert info["calibration"]["cache_hit"] is True and readers[0].calls == 0 and info["calibration"]["cache"] == first["cache"]
     # another method is another key: it calibrates (and replaces the stale cache)
-    info2 = export_int8(out / "model.onnx", out, items, SIZE, IMAGENET, "minmax", reader_factory=counting_reader)
+    info2 = export_int8(out / "model.onnx", out, items, size=SIZE, normalization=IMAGENET, method="minmax",
+                        reader_factory=counting_reader)
     assert info2["calibration"]["cache_hit"] is False and readers[1].calls == 10
     assert not (out / first["cache"]).exists() and (out / info2["calibration"]["cache"]).is_file()
 
@@ -215,6 +217,8 @@ def test_keep_float(data_root, tmp_path):
         assert (c.input[1] in producer) == (c.name != convs[-1]), c.name
     with pytest.raises(ExportError, match="--keep-float no_such_conv"):
         export_int8(src, tmp_path / "x", items, keep_float=["no_such_conv"])
+    with pytest.raises(TypeError):  # options by name only: a size, normalisation and method cannot swap places
+        export_int8(src, tmp_path / "x", items, SIZE)
     assert not (tmp_path / "x" / "model.int8.onnx").exists()
 
 

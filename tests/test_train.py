@@ -470,7 +470,7 @@ def test_nan_guard_names_the_iteration_between_log_points(tmp_path, monkeypatch,
     cfg = tiny_config(iters=iters, val_every=val_every, log_every=log_every, batch=2)
     with pytest.raises(TrainingError, match=rf"at iteration {k} of {iters} \(found at iteration {k + 1}\)") as exc:
         train(cfg, data=readers(), run_dir=tmp_path, progress=False)
-    assert f"last.pt (iteration {saved})" in str(exc.value) and "\n" not in str(exc.value)
+    assert f"last.pt keeps iteration {saved}" in str(exc.value) and "\n" not in str(exc.value)
     for name in ("last.pt", "best.pt"):  # nothing saved after the last good iteration
         ckpt = torch.load(tmp_path / name, weights_only=True)
         assert ckpt["step"] == saved
@@ -481,13 +481,12 @@ def test_nan_guard_names_the_iteration_between_log_points(tmp_path, monkeypatch,
 
 def test_train_step_reads_nothing_back_from_the_device(monkeypatch):
     """A NaN step returns normally (no value is read on the host); the guard names it when asked."""
-    from benchmarks.distill_speed import step_context
     from rdd_edge.models import create_model
 
     cfg = tiny_config("distill", method="kd", rdd=True, tfe_fraction=0.0)  # TSE: both models' confidences
     torch.manual_seed(0)
     teacher = create_model("r18", num_classes=4, aux=True, head_channels=8).eval().requires_grad_(False)
-    ctx, _ = step_context(cfg, teacher, 4, torch.device("cpu"))
+    ctx = train_mod.build_step_context(cfg, train_mod.build_model(cfg, 4), teacher)  # the trainer's own step
     ctx.guard = train_mod.NonFiniteGuard(start=10)
     images, labels = torch.randn(2, 3, 32, 48), torch.randint(0, 4, (2, 32, 48))
     poisoned = images.clone()
@@ -605,7 +604,6 @@ def test_data_share_is_logged_from_the_wait_for_batches(tmp_path, monkeypatch):
 @pytest.mark.parametrize("stage", [None, "tfe", "tse"])
 def test_train_step_never_waits_for_the_gpu(stage):
     """CUDA's sync debug mode turns every host sync inside train_step into an error (after one warm-up step)."""
-    from benchmarks.distill_speed import step_context
     from rdd_edge.models import create_model
 
     dev = torch.device("cuda")
@@ -613,7 +611,7 @@ def test_train_step_never_waits_for_the_gpu(stage):
                       device="cuda")
     torch.manual_seed(0)
     teacher = create_model("r18", num_classes=4, aux=True, head_channels=8).to(dev).eval().requires_grad_(False)
-    ctx, _ = step_context(cfg, teacher, 4, dev)
+    ctx = train_mod.build_step_context(cfg, train_mod.build_model(cfg, 4).to(dev), teacher)  # the trainer's own step
     images, labels = torch.randn(2, 3, 32, 48, device=dev), torch.randint(0, 4, (2, 32, 48), device=dev)
     train_mod.train_step(ctx, images, labels)  # warm-up: lazy initialisation, autotuning
     torch.cuda.synchronize()

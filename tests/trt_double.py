@@ -1102,7 +1102,7 @@ def make_export(folder: Path, size: tuple[int, int] = (16, 24)) -> Path:
     export_fp16(src, folder / "model.fp16.onnx")
     items = [(f"rand{i}", (lambda i=i: np.random.default_rng(100 + i).integers(0, 256, (20, 30, 3), dtype=np.uint8)))
              for i in range(8)]
-    info = export_int8(src, folder, items, size)
+    info = export_int8(src, folder, items, size=size)
     arts = {"onnx": {"file": "model.onnx", "precision": "fp32"}, "fp16": {"file": "model.fp16.onnx", "precision": "fp16"},
             "int8": {"file": "model.int8.onnx", "precision": "int8", "trt_float": info.get("trt_float", "fp32")},
             "int8-cpu": {"file": "model.int8-cpu.onnx", "precision": "int8"}}
