@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -37,15 +38,31 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 import torch.nn as nn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
+from rdd_edge.data import dataset_info, open_split
+from rdd_edge.data.check import check_reader
 from rdd_edge.distill import dist
 from rdd_edge.distill.config import TrainConfig
-from rdd_edge.distill.data import close_loader, device_batch, eval_loader, renormalizer, resolve_workers, train_loader
+from rdd_edge.distill.data import (
+    available_cpus,
+    close_loader,
+    device_batch,
+    eval_loader,
+    renormalizer,
+    resolve_workers,
+    train_loader,
+)
 from rdd_edge.distill.evaluate import evaluate
+from rdd_edge.distill.losses import build_kd_loss
+from rdd_edge.distill.rdd import RDDWeighting, resolve_class_weights
 from rdd_edge.errors import CheckpointError, ConfigError, RddError, TrainingError
 from rdd_edge.interrupts import StepBoundary, Terminated, deferred, terminate_like_ctrl_c
-from rdd_edge.data.check import check_reader
-from rdd_edge.models.checkpoint import resolve_checkpoint
+from rdd_edge.models import create_model, load_checkpoint, load_weights, model_cfg, model_from_checkpoint
+from rdd_edge.models.checkpoint import nonfinite_tensors, resolve_checkpoint, save_checkpoint
+from rdd_edge.models.pretrained import normalization_for
+from rdd_edge.normalize import recorded_normalization
 from rdd_edge.runs import folder_lock, latest_run, new_run_dir, remove_temp_files, write_json
 
 # data_share: fraction of the wall time since the previous row spent waiting for batches
@@ -72,7 +89,6 @@ def student_aux(cfg: TrainConfig) -> bool:
     """Whether the trained model gets an aux head (config value, else the model's default)."""
     if cfg.aux is not None:
         return bool(cfg.aux)
-    from rdd_edge.models import model_cfg
 
     return bool(model_cfg(cfg.model).get("aux_head", False))
 
@@ -138,7 +154,6 @@ class TrainData:
 
 def build_data(cfg: TrainConfig) -> TrainData:
     """The readers of the data set ``cfg`` names (through ``open_split``), each split checked."""
-    from rdd_edge.data import dataset_info, open_split
 
     info = dataset_info(cfg.dataset)
     spec = cfg.data_spec()
@@ -166,7 +181,6 @@ def crop_warning(cfg: TrainConfig, sizes: list[tuple[int, int]]) -> str | None:
 # ---------------------------------------------------------------- models
 def build_model(cfg: TrainConfig, num_classes: int, init: bool = False) -> nn.Module:
     """The trained model; with ``init`` its backbone starts from ``cfg.pretrained`` (``model.init_report`` says how)."""
-    from rdd_edge.models import create_model
 
     return create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), pretrained=cfg.pretrained if init else None,
                         **cfg.model_kwargs)
@@ -174,7 +188,6 @@ def build_model(cfg: TrainConfig, num_classes: int, init: bool = False) -> nn.Mo
 
 def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: torch.device) -> tuple[nn.Module, dict]:
     """The frozen teacher (eval, no grad); CheckpointError for a wrong class count or no aux head."""
-    from rdd_edge.models import model_from_checkpoint
 
     model, ckpt = model_from_checkpoint(path)
     if model.num_classes != num_classes:
@@ -190,7 +203,6 @@ def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: tor
 def run_normalization(cfg: TrainConfig, report: Any) -> Any:
     """The input normalisation of the trained model: ``cfg.normalization`` if set (a resumed run has it),
     else the one its initial weights expect (``--pretrained``), else the default."""
-    from rdd_edge.models.pretrained import normalization_for
 
     return normalization_for(report, cfg.normalization)
 
@@ -324,8 +336,6 @@ def build_step_context(cfg: TrainConfig, student: nn.Module, teacher: nn.Module 
     ``teacher_input``: turns the student's input into the teacher's normalisation (None: the same).
     ``start``: the 0-based iteration of the first step, which the NaN guard counts from.
     """
-    from rdd_edge.distill.losses import build_kd_loss
-    from rdd_edge.distill.rdd import RDDWeighting, resolve_class_weights
 
     device, world = next(student.parameters()).device, dist.world_size()
     if cfg.channels_last:  # NHWC: cuDNN's fast layout, and oneDNN's on a CPU (a 2-core AVX2 step: -20%, benchmarks/cpu_train.py)
@@ -379,7 +389,7 @@ class RunLogger:
             _truncate_csv(path, fields, start_step)
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # lazy: optional at run time (CSV logs alone without it)
 
                 self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
             except ImportError:  # tensorboard not installed: CSV only
@@ -428,8 +438,6 @@ def _progress(enabled: bool, total: int, start: int, console: Any = None):
     ``None, None`` when disabled."""
     if not enabled:
         return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.text import Text
 
     class TrainProgress(Progress):
         def get_renderables(self):  # noqa: ANN202
@@ -507,9 +515,7 @@ def fit_threads(world: int = 1) -> int:
     """Compute threads for a CPU run: the CPUs this process really has (affinity and container quota) shared by
     the processes of this node, unless OMP_NUM_THREADS says otherwise. torch's default counts the host's
     cores, so a 2-CPU container on a 16-core host ran 16 threads on 2 CPUs."""
-    import os
 
-    from rdd_edge.distill.data import available_cpus
 
     if not os.environ.get("OMP_NUM_THREADS"):
         local = int(os.environ.get("LOCAL_WORLD_SIZE") or world or 1)
@@ -631,7 +637,6 @@ def read_resume(cfg: TrainConfig, resume: str | Path | None) -> dict | None:
     the iterations it has trained."""
     if resume is None:
         return None
-    from rdd_edge.models import load_checkpoint
 
     path = resolve_checkpoint(resume, prefer="last.pt")
     ckpt = load_checkpoint(path)
@@ -669,7 +674,6 @@ def build_models(cfg: TrainConfig, num_classes: int, device: torch.device, init:
     gives every process the same initial weights (DDP also broadcasts rank 0's)."""
     teacher, teacher_path, teacher_norm = None, None, None
     if cfg.mode == "distill" and (cfg.method != "none" or cfg.rdd):  # the student alone needs no teacher
-        from rdd_edge.normalize import recorded_normalization
 
         needs_aux = cfg.rdd and (cfg.tfe_fraction > 0 or student_aux(cfg))
         teacher_path = resolve_checkpoint(cfg.teacher) if cfg.teacher else default_teacher(cfg.runs_root)
@@ -748,7 +752,6 @@ class Checkpoints:
 
     def restore(self, ckpt: dict) -> None:
         """Continue from ``ckpt`` (a last.pt, see :func:`read_resume`): weights, KD term, optimiser, scaler, best mIoU."""
-        from rdd_edge.models import load_weights
 
         load_weights(self.models.trained, ckpt["state_dict"], name=ckpt["path"])
         if self.ctx.kd is not None:
@@ -782,8 +785,6 @@ class Checkpoints:
         rngs = (dist.all_gather_object(rng_state()) if gather else [rng_state()]) if full else None
         path = self.run_dir / name
         if self.main:
-            from rdd_edge.models.checkpoint import nonfinite_tensors, save_checkpoint
-
             cfg, ctx, trained = self.cfg, self.ctx, self.models.trained
             bad = nonfinite_tensors(trained.state_dict())
             if bad:  # the loss can still be finite on the step that broke the weights (--lr too high)

@@ -3,6 +3,10 @@
 A builder writes its file(s) into ``ctx.out`` and returns, per manifest key, the file path and
 what it measured (parity, calibration ...). The export pipeline scores every ONNX artifact the
 same way afterwards (label agreement with FP32, mIoU on the val images) and writes the manifest.
+
+Each builder imports its own module inside its body (lazy on purpose): an export loads only the
+requested formats' code, so ``--fp16`` never loads ONNX Runtime's quantizer and no engine build
+loads without TensorRT.
 """
 
 from __future__ import annotations

@@ -369,6 +369,7 @@ def test_cwd_connector_trains_saves_and_resumes_with_the_student(tmp_path, monke
     """--method cwd: the 1x1 connector (8 -> 16 channels) is in the optimiser, changes, is saved in the
     checkpoint and restored on --resume (straight 2 steps == 1 + 1, TFE then TSE); the RDD options reach RDDWeighting."""
     from rdd_edge.distill import losses, rdd
+    from rdd_edge.distill import train as trainer
 
     made = {}
     real_bind, real_rdd = losses.CWDTerms.bind, rdd.RDDWeighting
@@ -383,7 +384,7 @@ def test_cwd_connector_trains_saves_and_resumes_with_the_student(tmp_path, monke
             made["rdd"] = self
 
     monkeypatch.setattr(losses.CWDTerms, "bind", bind)
-    monkeypatch.setattr(rdd, "RDDWeighting", SpyRDD)
+    monkeypatch.setattr(trainer, "RDDWeighting", SpyRDD)  # the name the trainer imported
     teacher = _teacher_ckpt_wide(tmp_path)
     cfg = tiny_config("distill", model="mbv2", teacher=str(teacher), method="cwd", tfe_fraction=0.5, iters=2,
                       val_every=2, batch=2, rdd_min_kept=50, rdd_class_weights=[1.0, 2.0, 0.5, 1.5])
