@@ -1091,7 +1091,10 @@ def tiny_fp32_onnx(path: Path, size: tuple[int, int] = (16, 24), classes: int = 
     return path
 
 
-def make_export(folder: Path, size: tuple[int, int] = (16, 24)) -> Path:
+EXPORT_SIZE = (16, 24)  # make_export's default: the session export of conftest.trt_export_src
+
+
+def make_export(folder: Path, size: tuple[int, int] = EXPORT_SIZE) -> Path:
     """model.onnx, model.fp16.onnx, model.int8.onnx (FP16 float + Q/DQ), model.int8-cpu.onnx and a manifest."""
     from deploy_utils import write_manifest
 
