@@ -3,8 +3,9 @@
 Every variant times ``distill.train.train_step`` itself, the step the trainer runs (teacher
 forward under inference_mode, student forward, loss, NaN guard recorded on the device and read
 after the timed steps, backward, clipping when
-``--grad-clip`` is set, SGD step), on a ``StepContext`` assembled from the trainer's config for
-that variant (the student built as training builds it, aux head included), on the same random
+``--grad-clip`` is set, SGD step), on the ``StepContext`` that ``distill.train.build_step_context``
+(the trainer's own) puts together from that variant's config (the student built as training builds
+it, aux head included; channels_last, the KD term bound to both models), on the same random
 batch with the same AMP setting; so the differences are what each loss costs. ``--method``
 picks the KD term (``kd``, ``cwd``, ``at``: AT runs both models with ``features=True``, as
 training does). Reports ms/iteration, RDD's overhead over the KD method alone, and achieved
@@ -30,8 +31,7 @@ import torch
 import rdd_edge.distill.train as trainer  # trainer.train_step is looked up per call: the step training runs
 from rdd_edge.distill.config import TrainConfig, make_config
 from rdd_edge.distill.dist import init_distributed
-from rdd_edge.distill.losses import build_kd_loss, method_names
-from rdd_edge.distill.rdd import RDDWeighting
+from rdd_edge.distill.losses import method_names
 from rdd_edge.models import create_model
 from rdd_edge.errors import RddError
 from rdd_edge.sizes import parse_hw
@@ -65,10 +65,12 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, reps: int = 
 
 
 def variant_config(args, method: str, stage: str | None) -> TrainConfig:
-    """The trainer's config of one variant; an RDD variant spends the whole run in its stage."""
+    """The trainer's config of one variant; an RDD variant spends the whole run in its stage.
+
+    lr: any value costs the same; a small one keeps many steps on random data finite."""
     return make_config("distill", model=args.student, method=args.method if method == "kd" else method, rdd=stage is not None,
                        tfe_fraction=1.0 if stage == "tfe" else 0.0, device=args.device, amp=args.amp,
-                       compile=args.compile, grad_clip=args.grad_clip, model_kwargs=model_kwargs(args))
+                       compile=args.compile, grad_clip=args.grad_clip, model_kwargs=model_kwargs(args), lr=1e-4)
 
 
 def model_kwargs(args) -> dict:
@@ -76,24 +78,14 @@ def model_kwargs(args) -> dict:
 
 
 def step_context(cfg: TrainConfig, teacher, num_classes: int, device: torch.device):
-    """(StepContext of ``cfg``'s training step, the unwrapped student), mirroring ``distill.train.train``.
+    """(the trainer's StepContext of ``cfg``, the unwrapped student): the student built and seeded as training
+    builds it, the step put together by ``distill.train.build_step_context`` itself.
 
     ``teacher`` None: the student alone (the trainer loads no teacher for ``--method none --no-rdd``)."""
     torch.manual_seed(0)
-    student = trainer.build_model(cfg, num_classes).to(device).train()
-    channels_last = device.type == "cuda" and cfg.channels_last
-    if channels_last:
-        student = student.to(memory_format=torch.channels_last)
-    rdd = RDDWeighting(enabled=cfg.rdd, tfe_fraction=cfg.tfe_fraction, threshold=cfg.rdd_threshold, mode=cfg.rdd_mode,
-                       confidence=cfg.confidence, aux_weight=cfg.aux_weight)
-    # lr: any value costs the same; a small one keeps many steps on random data finite
-    optimizer = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    autocast, scaler, _ = trainer.amp_setup(cfg, device)
-    ctx = trainer.StepContext(torch.compile(student) if cfg.compile else student, list(student.parameters()),
-                              teacher, rdd,
-                              build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options), optimizer, scaler, autocast,
-                              cfg.grad_clip, channels_last)
-    return ctx, student
+    student = trainer.build_model(cfg, num_classes).to(device)
+    trainer.set_train_mode(student, cfg.freeze_bn)
+    return trainer.build_step_context(cfg, student, teacher), student
 
 
 def forward_flops(model, images) -> int:
@@ -143,9 +135,7 @@ def run(args) -> tuple[list[dict], dict]:
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
     teacher = create_model(args.teacher, num_classes=args.classes, aux=True, **model_kwargs(args))
-    teacher = teacher.to(device).eval().requires_grad_(False)
-    if device.type == "cuda":
-        teacher = teacher.to(memory_format=torch.channels_last)
+    teacher = teacher.to(device).eval().requires_grad_(False)  # build_step_context gives it the trainer's memory format
     images = torch.randn(args.batch, 3, h, w, device=device)  # NCHW like a loader's batch; train_step converts
     labels = torch.randint(0, args.classes, (args.batch, h, w), device=device)
 

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES, TFE_AVERAGES
-from rdd_edge.distill.rdd import MODES as RDD_MODES
-from rdd_edge.data.registry import dataset_info
+from rdd_edge.data.registry import dataset_info, detect_dataset
 from rdd_edge.data.spec import DataSpec
-from rdd_edge.errors import ConfigError
+from rdd_edge.distill.losses import build_kd_loss
+from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES, TFE_AVERAGES, parse_class_weights
+from rdd_edge.distill.rdd import MODES as RDD_MODES
+from rdd_edge.errors import CheckpointError, ConfigError
+from rdd_edge.models.checkpoint import load_checkpoint, resolve_checkpoint
+from rdd_edge.models.registry import resolve_name
+from rdd_edge.normalize import preset
 from rdd_edge.runs import DEFAULT_ROOT
 from rdd_edge.sizes import parse_hw
 
@@ -133,7 +140,6 @@ def resolve_pretrained(value: Any, dataset: str) -> str:
 
     Unset: ``imagenet`` for real data sets (the paper's setting), ``none`` for the embedded synthetic
     scenes (so ``rdd-edge pipeline`` needs no download)."""
-    from pathlib import Path
 
     if value is None:
         return "none" if dataset == "synthetic" else "imagenet"
@@ -190,16 +196,11 @@ def validate(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
-    from rdd_edge.distill.losses import build_kd_loss
-    from rdd_edge.distill.rdd import parse_class_weights
-    from rdd_edge.models.registry import resolve_name
 
     resolve_name(cfg.model)  # --student mbv9: one line now, not after the data is opened and the teacher loaded
 
     parse_class_weights(cfg.rdd_class_weights)  # a known name or positive numbers (the count is checked against the data)
     if cfg.normalization is not None:
-        from rdd_edge.normalize import preset
-
         preset(cfg.normalization)  # imagenet or caffe
 
     build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options)  # unknown method / option / bad value: one clear error
@@ -231,7 +232,6 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     the field's type (numbers, true/false, HxW sizes, JSON objects, none for optional fields);
     anything else is one ConfigError naming the option and what the field takes.
     """
-    import typing
 
     hints = typing.get_type_hints(TrainConfig)
     out: dict[str, Any] = {}
@@ -250,9 +250,6 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 
 def _coerce(item: str, key: str, raw: str, hint: Any) -> Any:
     """``raw`` as a value of the type ``hint`` (a TrainConfig annotation)."""
-    import json
-    import types
-    import typing
 
     args = typing.get_args(hint)
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
@@ -306,17 +303,10 @@ def resolve_config(mode: str, resume: str | None = None, dataset: str | None = N
         opts["model_kwargs"] = {**(opts.get("model_kwargs") or {}), "head_channels": int(head_channels)}
     opts.update(parse_overrides(sets))
     if resume:
-        from rdd_edge.models.checkpoint import resolve_checkpoint
-        from rdd_edge.models.checkpoint import load_checkpoint
-
         ckpt = load_checkpoint(resolve_checkpoint(resume, prefer="last.pt"))
         if not isinstance(ckpt.get("config"), dict) or ckpt["config"].get("mode") != mode:
-            from rdd_edge.errors import CheckpointError
-
             raise CheckpointError(f"{resume}: not a {mode} training checkpoint; resume it with the command that made it")
         return config_from_dict(ckpt["config"], **opts)
     if dataset is None and opts.get("data") is not None:
-        from rdd_edge.data.registry import detect_dataset
-
         dataset = detect_dataset(opts["data"])
     return make_config(mode, dataset, **opts)

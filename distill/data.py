@@ -32,7 +32,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from rdd_edge.normalize import Normalization
 
@@ -206,7 +207,6 @@ def device_collate(batch):
 
     Images keep their full size (padded bottom/right to the largest of the batch; the padding is
     never read) and stay uint8, a quarter of the bytes of normalised float crops at Cityscapes size."""
-    from torch.utils.data import default_collate
 
     hm = max(b[1].shape[0] for b in batch)
     wm = max(b[1].shape[1] for b in batch)
@@ -282,7 +282,6 @@ def gpu_augment(images, labels, sizes, idx, scales, offsets, flips, crop: tuple[
     like cv2.INTER_LINEAR) and normalised (``normalization``); labels are nearest; padding is 0
     after normalisation (the mean colour) for images and 255 for labels. Returns ``(float32 (B, 3, ch, cw), int64 (B, ch, cw))``.
     """
-    import torch.nn.functional as F
 
     dev = images.device
     ch, cw = crop

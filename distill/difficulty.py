@@ -20,7 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rdd_edge.normalize import DEFAULT, Normalization
+from rdd_edge.distill import dist
+from rdd_edge.distill.data import EvalPreset
+from rdd_edge.distill.evaluate import checkpoint_split
+from rdd_edge.distill.rdd import tfe_weights, tse_mask
+from rdd_edge.distill.train import default_teacher
+from rdd_edge.errors import CheckpointError, ConfigError
+from rdd_edge.models import model_from_checkpoint
+from rdd_edge.models.checkpoint import resolve_checkpoint
+from rdd_edge.normalize import DEFAULT, Normalization, recorded_normalization
 from rdd_edge.runs import DEFAULT_ROOT, atomic_path
 from rdd_edge.viz import class_legend, colorbar, colorize, side_by_side, stack, swatch_strip
 
@@ -44,7 +52,6 @@ def difficulty_maps(student: torch.nn.Module, teacher: torch.nn.Module, image: t
     student's (default: ``image``). Returns ``student``/``teacher`` (H, W) predicted classes,
     ``tse`` (H, W) bool and ``tfe`` (H, W) float in (0, 1], or ``None`` when the teacher has no aux head.
     """
-    from rdd_edge.distill.rdd import tfe_weights, tse_mask
 
     x = image.unsqueeze(0)
     xt = x if teacher_image is None else teacher_image.unsqueeze(0).to(x.device)
@@ -116,7 +123,6 @@ def render_difficulty(student: torch.nn.Module, teacher: torch.nn.Module, reader
     """Sheets for the first ``n`` images of ``reader`` in ``out_dir``; one dict per image
     (file, selected TSE fraction, mean TFE weight). Class names: ``classes``, else ``info.classes``.
     Each network gets its own input normalisation (``teacher_normalization`` None: the student's)."""
-    from rdd_edge.distill.data import EvalPreset
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,13 +166,6 @@ class DifficultySpec:
 
 def run_difficulty(spec: DifficultySpec) -> tuple[Path, list[dict]]:
     """Render difficulty sheets for a distilled student; returns (output folder, one dict per image)."""
-    from rdd_edge.distill import dist
-    from rdd_edge.distill.evaluate import checkpoint_split
-    from rdd_edge.distill.train import default_teacher
-    from rdd_edge.models.checkpoint import resolve_checkpoint
-    from rdd_edge.models import model_from_checkpoint
-    from rdd_edge.errors import CheckpointError, ConfigError
-    from rdd_edge.normalize import recorded_normalization
 
     if spec.images < 1:
         raise ConfigError(f"--images {spec.images}: must be >= 1")

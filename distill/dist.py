@@ -12,6 +12,9 @@ import os
 import torch
 import torch.distributed as dist
 
+from rdd_edge.devices import parse_device
+from rdd_edge.errors import ConfigError
+
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -41,13 +44,10 @@ def init_distributed(device: str = "auto") -> torch.device:
     ``device`` is ``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``; under torchrun on
     CUDA each process takes ``cuda:LOCAL_RANK``.
     """
-    from rdd_edge.devices import parse_device
 
     device = parse_device(device)
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
-        from rdd_edge.errors import ConfigError
-
         raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         local = int(os.environ.get("LOCAL_RANK", "0"))

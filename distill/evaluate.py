@@ -19,9 +19,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rdd_edge.data import dataset_info, open_split, spec_of_checkpoint
+from rdd_edge.data.check import check_reader
 from rdd_edge.distill import dist
+from rdd_edge.distill.data import eval_loader
+from rdd_edge.errors import CheckpointError, ConfigError
 from rdd_edge.metrics import ConfusionMatrix, SegMetrics
-
+from rdd_edge.models import model_from_checkpoint
+from rdd_edge.models.checkpoint import resolve_checkpoint
+from rdd_edge.normalize import recorded_normalization
 
 STRIDE = 8  # output stride of every network here: inputs padded to a multiple of it map exactly onto the logits
 
@@ -117,9 +123,6 @@ def checkpoint_split(ckpt: dict, dataset: str | None = None, data: str | Path | 
     ``eval_size``, else the one the run validated at, else the data set's default
     (``DatasetInfo.default_eval_size``); None means each image whole at its own size (VOC, ADE20K).
     """
-    from rdd_edge.data.check import check_reader
-    from rdd_edge.data import dataset_info, open_split, spec_of_checkpoint
-    from rdd_edge.errors import CheckpointError
 
     base = spec_of_checkpoint(ckpt)
     spec = base.overridden(dataset, data, images)
@@ -161,10 +164,6 @@ class EvalResult:
 
 def evaluate_checkpoint(spec: EvalSpec) -> EvalResult:
     """Evaluate a checkpoint (file or run folder, ``best.pt`` preferred) on its data set's split."""
-    from rdd_edge.distill.data import eval_loader
-    from rdd_edge.models.checkpoint import resolve_checkpoint
-    from rdd_edge.models import model_from_checkpoint
-    from rdd_edge.errors import ConfigError
 
     scales = tuple(float(s) for s in spec.scales)
     if not scales or min(scales) <= 0:
@@ -175,7 +174,6 @@ def evaluate_checkpoint(spec: EvalSpec) -> EvalResult:
     model, ckpt = model_from_checkpoint(path)
     info, reader, size = checkpoint_split(ckpt, spec.dataset, spec.data, spec.split, spec.images, spec.eval_size)
     dev = dist.init_distributed(spec.device)
-    from rdd_edge.normalize import recorded_normalization
 
     loader = eval_loader(reader, recorded_normalization(ckpt), size, batch=spec.batch)  # the input its weights were trained on
     m = evaluate(model.to(dev), loader, info.num_classes, dev, flip=spec.flip, scales=scales)

@@ -15,7 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rdd_edge.runs import DEFAULT_ROOT
+from rdd_edge.data import dataset_info
+from rdd_edge.distill.config import make_config
+from rdd_edge.errors import ConfigError
+from rdd_edge.models import create_model, model_cfg, resolve_name, save_checkpoint
+from rdd_edge.models.pretrained import read_weights
+from rdd_edge.models.released import load_released
+from rdd_edge.normalize import CAFFE
+from rdd_edge.runs import DEFAULT_ROOT, new_run_dir, sha256_file, write_json
 
 
 @dataclass
@@ -43,14 +50,6 @@ class ImportResult:
 
 def import_released(spec: ImportSpec) -> ImportResult:
     """Map a released state dict onto our network and write it as a run folder (the import stage's entry point)."""
-    from rdd_edge.data import dataset_info
-    from rdd_edge.distill.config import make_config
-    from rdd_edge.errors import ConfigError
-    from rdd_edge.models import create_model, model_cfg, resolve_name, save_checkpoint
-    from rdd_edge.models.pretrained import read_weights
-    from rdd_edge.models.released import load_released
-    from rdd_edge.normalize import CAFFE
-    from rdd_edge.runs import new_run_dir, sha256_file, write_json
 
     name = resolve_name(spec.model)
     cfg = model_cfg(name)

@@ -51,7 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rdd_edge.errors import ConfigError
+from rdd_edge.errors import CheckpointError, ConfigError
 
 
 def _teacher(t: torch.Tensor) -> torch.Tensor:
@@ -369,7 +369,6 @@ class KDLoss:
 
     def load_state_dict(self, state: dict[str, torch.Tensor] | None) -> None:
         """Restore :meth:`state_dict` (after :meth:`bind`); a CheckpointError when the keys or shapes differ."""
-        from rdd_edge.errors import CheckpointError
 
         state = dict(state or {})
         own = self.module.state_dict() if self.module is not None else {}

@@ -9,9 +9,12 @@ DDP (one process per GPU; ``--gpus N`` does this re-launch for you)::
 
     torchrun --standalone --nproc-per-node 4 -m rdd_edge distill --student r18 --batch 16
 
-``train(cfg)`` reads top to bottom like torchvision's references/segmentation/train.py: distributed
-init, data, model (SyncBN + DDP), teacher, optimiser, resume, then one loop in commented
-sections (lr, data, forward, loss, NaN guard, backward + step, log, validate + checkpoint).
+``train(cfg)`` reads top to bottom like torchvision's references/segmentation/train.py and calls
+one function per part: processes and device, the checkpoint to resume, data, models (teacher,
+trained model), the step context (:func:`build_step_context`: channels_last, SyncBN + DDP,
+compile, RDD, KD term, optimiser, AMP; benchmarks/distill_speed.py and the tests build theirs
+with it too), run folder and restored state, loaders, then the loop over steps (:func:`train_steps`:
+lr, step, log rows, validation with :class:`Checkpoints`) and the summary (:func:`summarize`).
 Nothing in an iteration waits for the GPU: batches are copied asynchronously (on CUDA the
 loader only decodes; scale, crop, flip and normalise run on the GPU, ``distill.data.device_batch``),
 the NaN guard keeps its finding on the device (:class:`NonFiniteGuard`) and the host reads it,
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -34,15 +38,31 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 import torch.nn as nn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
+from rdd_edge.data import dataset_info, open_split
+from rdd_edge.data.check import check_reader
 from rdd_edge.distill import dist
 from rdd_edge.distill.config import TrainConfig
-from rdd_edge.distill.data import close_loader, device_batch, eval_loader, renormalizer, resolve_workers, train_loader
+from rdd_edge.distill.data import (
+    available_cpus,
+    close_loader,
+    device_batch,
+    eval_loader,
+    renormalizer,
+    resolve_workers,
+    train_loader,
+)
 from rdd_edge.distill.evaluate import evaluate
+from rdd_edge.distill.losses import build_kd_loss
+from rdd_edge.distill.rdd import RDDWeighting, resolve_class_weights
 from rdd_edge.errors import CheckpointError, ConfigError, RddError, TrainingError
-from rdd_edge.interrupts import Terminated, deferred, terminate_like_ctrl_c
-from rdd_edge.data.check import check_reader
-from rdd_edge.models.checkpoint import resolve_checkpoint
+from rdd_edge.interrupts import StepBoundary, Terminated, deferred, terminate_like_ctrl_c
+from rdd_edge.models import create_model, load_checkpoint, load_weights, model_cfg, model_from_checkpoint
+from rdd_edge.models.checkpoint import nonfinite_tensors, resolve_checkpoint, save_checkpoint
+from rdd_edge.models.pretrained import normalization_for
+from rdd_edge.normalize import recorded_normalization
 from rdd_edge.runs import folder_lock, latest_run, new_run_dir, remove_temp_files, write_json
 
 # data_share: fraction of the wall time since the previous row spent waiting for batches
@@ -69,7 +89,6 @@ def student_aux(cfg: TrainConfig) -> bool:
     """Whether the trained model gets an aux head (config value, else the model's default)."""
     if cfg.aux is not None:
         return bool(cfg.aux)
-    from rdd_edge.models import model_cfg
 
     return bool(model_cfg(cfg.model).get("aux_head", False))
 
@@ -135,7 +154,6 @@ class TrainData:
 
 def build_data(cfg: TrainConfig) -> TrainData:
     """The readers of the data set ``cfg`` names (through ``open_split``), each split checked."""
-    from rdd_edge.data import dataset_info, open_split
 
     info = dataset_info(cfg.dataset)
     spec = cfg.data_spec()
@@ -163,7 +181,6 @@ def crop_warning(cfg: TrainConfig, sizes: list[tuple[int, int]]) -> str | None:
 # ---------------------------------------------------------------- models
 def build_model(cfg: TrainConfig, num_classes: int, init: bool = False) -> nn.Module:
     """The trained model; with ``init`` its backbone starts from ``cfg.pretrained`` (``model.init_report`` says how)."""
-    from rdd_edge.models import create_model
 
     return create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), pretrained=cfg.pretrained if init else None,
                         **cfg.model_kwargs)
@@ -171,7 +188,6 @@ def build_model(cfg: TrainConfig, num_classes: int, init: bool = False) -> nn.Mo
 
 def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: torch.device) -> tuple[nn.Module, dict]:
     """The frozen teacher (eval, no grad); CheckpointError for a wrong class count or no aux head."""
-    from rdd_edge.models import model_from_checkpoint
 
     model, ckpt = model_from_checkpoint(path)
     if model.num_classes != num_classes:
@@ -187,7 +203,6 @@ def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: tor
 def run_normalization(cfg: TrainConfig, report: Any) -> Any:
     """The input normalisation of the trained model: ``cfg.normalization`` if set (a resumed run has it),
     else the one its initial weights expect (``--pretrained``), else the default."""
-    from rdd_edge.models.pretrained import normalization_for
 
     return normalization_for(report, cfg.normalization)
 
@@ -262,6 +277,7 @@ class StepContext:
     channels_last: bool = False
     guard: NonFiniteGuard = field(default_factory=NonFiniteGuard)  # read it with guard.check()
     teacher_input: Callable[[torch.Tensor], torch.Tensor] | None = None  # student input -> the teacher's normalisation
+    amp_dtype: torch.dtype | None = None  # what ``autocast`` computes in (None: AMP off); for reports
 
     @property
     def want_features(self) -> bool:
@@ -307,6 +323,57 @@ def train_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor) -> 
     return now
 
 
+def build_step_context(cfg: TrainConfig, student: nn.Module, teacher: nn.Module | None = None, *, ignore_index: int = 255,
+                       teacher_input: Callable[[torch.Tensor], torch.Tensor] | None = None, start: int = 0) -> StepContext:
+    """The optimiser step ``cfg`` trains ``student`` with (on its device), distilling from the frozen ``teacher``.
+
+    The one place the step is put together, for the trainer, benchmarks/distill_speed.py and the
+    tests alike: both models in channels_last (``cfg.channels_last``); across processes the student
+    with SyncBN (CUDA only) inside DDP; ``torch.compile`` (``cfg.compile``); RDD weighting; the KD
+    term bound to both models (its trainable parts DDP-wrapped like the student); SGD over the
+    student's and the KD term's parameters; AMP. ``student`` is changed in place and stays the
+    unwrapped model (what is validated and saved); ``ctx.model`` is what runs forward.
+    ``teacher_input``: turns the student's input into the teacher's normalisation (None: the same).
+    ``start``: the 0-based iteration of the first step, which the NaN guard counts from.
+    """
+
+    device, world = next(student.parameters()).device, dist.world_size()
+    if cfg.channels_last:  # NHWC: cuDNN's fast layout, and oneDNN's on a CPU (a 2-core AVX2 step: -20%, benchmarks/cpu_train.py)
+        student.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher.to(memory_format=torch.channels_last)
+    model: nn.Module = student
+
+    def ddp(m: nn.Module) -> nn.Module:
+        return nn.parallel.DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if world > 1:
+        if device.type == "cuda":  # SyncBN: BN statistics over the global batch (torch: CUDA only); in place
+            nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        elif dist.is_main() and not cfg.freeze_bn:
+            print("note: SyncBatchNorm needs CUDA; CPU processes normalise with per-process batch statistics")
+        model = ddp(student)
+    if cfg.compile:
+        model = torch.compile(model)
+
+    rdd = RDDWeighting(enabled=cfg.mode == "distill" and cfg.rdd, tfe_fraction=cfg.tfe_fraction,
+                       threshold=cfg.rdd_threshold, mode=cfg.rdd_mode, confidence=cfg.confidence,
+                       min_kept=cfg.rdd_min_kept, class_weights=resolve_class_weights(cfg.rdd_class_weights, student.num_classes),
+                       ignore_index=ignore_index, aux_weight=cfg.aux_weight, tfe_average=cfg.tfe_average)
+    kd = build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options) if cfg.mode == "distill" else None
+    if kd is not None and teacher is not None:
+        kd.bind(student, teacher)  # the KD term's own trainable parts (cwd: 1x1 connector), sized for these models
+        if world > 1:  # their gradients are averaged across processes like the student's
+            kd.distribute(ddp)
+    # the KD term's parameters, if any, train with the student's
+    params = list(student.parameters()) + (kd.parameters() if kd is not None else [])
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    autocast, scaler, amp_dtype = amp_setup(cfg, device)
+    return StepContext(model, params, teacher, rdd, kd, optimizer, scaler, autocast, cfg.grad_clip,
+                       channels_last=cfg.channels_last, guard=NonFiniteGuard(start), teacher_input=teacher_input,
+                       amp_dtype=amp_dtype)
+
+
 # ---------------------------------------------------------------- logging
 class RunLogger:
     """CSV files (train / val) and TensorBoard, on the main process only; resumed runs append."""
@@ -322,7 +389,7 @@ class RunLogger:
             _truncate_csv(path, fields, start_step)
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # lazy: optional at run time (CSV logs alone without it)
 
                 self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
             except ImportError:  # tensorboard not installed: CSV only
@@ -371,8 +438,6 @@ def _progress(enabled: bool, total: int, start: int, console: Any = None):
     ``None, None`` when disabled."""
     if not enabled:
         return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.text import Text
 
     class TrainProgress(Progress):
         def get_renderables(self):  # noqa: ANN202
@@ -450,9 +515,7 @@ def fit_threads(world: int = 1) -> int:
     """Compute threads for a CPU run: the CPUs this process really has (affinity and container quota) shared by
     the processes of this node, unless OMP_NUM_THREADS says otherwise. torch's default counts the host's
     cores, so a 2-CPU container on a 16-core host ran 16 threads on 2 CPUs."""
-    import os
 
-    from rdd_edge.distill.data import available_cpus
 
     if not os.environ.get("OMP_NUM_THREADS"):
         local = int(os.environ.get("LOCAL_WORLD_SIZE") or world or 1)
@@ -503,7 +566,55 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     :class:`TrainData` instead of the data set ``cfg`` names (tests, benchmarks). ``run_dir``:
     write there instead of a new ``runs/<mode>-<name>`` folder.
     """
-    # -- distributed + device
+    device, rank, world, main = setup_processes(cfg)
+    resumed = read_resume(cfg, resume)  # read and checked before anything else is built
+    start = int(resumed["step"]) if resumed is not None else 0
+    if resumed is not None:
+        run_dir = Path(resumed["path"]).parent
+    data = data if data is not None else build_data(cfg)  # a bad data folder fails before any model is built
+    if main:
+        for note in data.notes:
+            print(f"warning: {note}", flush=True)
+    models = build_models(cfg, data.info.num_classes, device, init=resumed is None)
+    ctx = build_step_context(cfg, models.trained, models.teacher, ignore_index=data.info.ignore_index,
+                             teacher_input=models.teacher_input(), start=start)
+    if resumed is not None and main:
+        for note in resume_changes(resumed.get("config") or {}, cfg, start, ctx.rdd):
+            print(f"resume: {note}", flush=True)
+    run_dir = open_run_dir(cfg, run_dir, main)
+    saver = Checkpoints(cfg, run_dir, models, ctx, data.info, world=world, main=main)
+    if resumed is not None:
+        saver.restore(resumed)
+    torch.manual_seed(cfg.seed + 1000 * rank)  # per-process stream (dropout) from here on
+    feed, val_loader, workers = open_loaders(cfg, data, models.norm, device, start, rank, world)
+    logger = RunLogger(run_dir, start, cfg.tensorboard, main)
+    if resumed is not None and resumed.get("rng"):
+        states = resumed["rng"]
+        set_rng_state(states[rank] if rank < len(states) else states[0])
+
+    t_start = time.perf_counter()
+    held = contextlib.ExitStack()
+    try:
+        if main:  # one training per run folder; what a killed save left behind goes
+            held.enter_context(folder_lock(run_dir, "training"))
+            remove_temp_files(run_dir)
+        steps, last_miou = train_steps(cfg, ctx, models.trained, feed, val_loader, logger, saver, start=start,
+                                       stop_after=stop_after, progress=progress and main)
+    finally:
+        logger.close()
+        feed.close()
+        close_loader(val_loader)
+        held.close()
+    return summarize(cfg, models, ctx, saver, steps=steps, last_miou=last_miou, elapsed=time.perf_counter() - t_start,
+                     workers=workers)
+
+
+# ---------------------------------------------------------------- setting up
+def setup_processes(cfg: TrainConfig) -> tuple[torch.device, int, int, bool]:
+    """Join the process group torchrun set up (if any) and prepare this process's device: (device, rank, world, main).
+
+    The global batch must split evenly across processes. A CPU run gets the threads its CPUs allow;
+    CUDA gets cuDNN's autotuner and TF32."""
     world = dist.env_world_size()
     if cfg.batch % world:
         raise ConfigError(f"--batch {cfg.batch} does not divide across {world} processes; "
@@ -516,120 +627,93 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return device, rank, world, main
 
-    # -- resume: the checkpoint is read (and validated) before anything else is built
-    ckpt_resume = None
-    if resume is not None:
-        from rdd_edge.models import load_checkpoint
 
-        resume_path = resolve_checkpoint(resume, prefer="last.pt")
-        ckpt_resume = load_checkpoint(resume_path)
-        if "optimizer" not in ckpt_resume or "step" not in ckpt_resume:
-            raise CheckpointError(f"{resume_path}: holds no training state (optimizer / step) to resume from; "
-                                  "resume from a last.pt written by rdd-edge training")
-        run_dir = resume_path.parent
-        if cfg.iters <= int(ckpt_resume["step"]):
-            raise ConfigError(f"--iters {cfg.iters}: {resume_path} has already trained {int(ckpt_resume['step'])} iterations; "
-                              f"resume with more than that to continue (its own schedule: --iters "
-                              f"{(ckpt_resume.get('config') or {}).get('iters', '?')})")
+def read_resume(cfg: TrainConfig, resume: str | Path | None) -> dict | None:
+    """The checkpoint ``resume`` names (a ``last.pt`` or its run folder), read and validated; None without one.
 
-    # -- data (fails on a bad folder before any model is built)
-    data = data if data is not None else build_data(cfg)
-    info, eval_size = data.info, data.eval_size
-    if main:
-        for note in data.notes:
-            print(f"warning: {note}", flush=True)
-    num_classes = info.num_classes
+    Refused with the file named: a checkpoint without training state, and ``cfg.iters`` not past
+    the iterations it has trained."""
+    if resume is None:
+        return None
 
-    # -- teacher (distill only), frozen once
+    path = resolve_checkpoint(resume, prefer="last.pt")
+    ckpt = load_checkpoint(path)
+    if "optimizer" not in ckpt or "step" not in ckpt:
+        raise CheckpointError(f"{path}: holds no training state (optimizer / step) to resume from; "
+                              "resume from a last.pt written by rdd-edge training")
+    if cfg.iters <= int(ckpt["step"]):
+        raise ConfigError(f"--iters {cfg.iters}: {path} has already trained {int(ckpt['step'])} iterations; "
+                          f"resume with more than that to continue (its own schedule: --iters "
+                          f"{(ckpt.get('config') or {}).get('iters', '?')})")
+    return ckpt
+
+
+@dataclass
+class Models:
+    """The networks of one run, each with the input normalisation its weights expect."""
+
+    trained: nn.Module  # the trained model, unwrapped: what is validated and saved
+    norm: Any  # rdd_edge.normalize.Normalization of ``trained``
+    teacher: nn.Module | None = None  # frozen (distillation only)
+    teacher_path: Path | None = None
+    teacher_norm: Any = None
+
+    def teacher_input(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """Turns the trained model's input into the teacher's normalisation (None without a teacher)."""
+        return renormalizer(self.norm, self.teacher_norm) if self.teacher_norm is not None else None
+
+
+def build_models(cfg: TrainConfig, num_classes: int, device: torch.device, init: bool = True) -> Models:
+    """The frozen teacher (when distilling with KD or RDD) and the trained model, on ``device``.
+
+    With ``init`` (not when resuming: last.pt holds the weights) the trained model's backbone starts
+    from ``cfg.pretrained``, which also decides its input normalisation. ``cfg`` records the
+    teacher's path, ``pretrained_report`` and ``normalization``. The same seed on every process
+    gives every process the same initial weights (DDP also broadcasts rank 0's)."""
     teacher, teacher_path, teacher_norm = None, None, None
-    rdd_needs_aux = cfg.mode == "distill" and cfg.rdd and (cfg.tfe_fraction > 0 or student_aux(cfg))
-    # the student alone (--method none --no-rdd) needs no teacher
-    if cfg.mode == "distill" and (cfg.method != "none" or cfg.rdd):
-        from rdd_edge.normalize import recorded_normalization
+    if cfg.mode == "distill" and (cfg.method != "none" or cfg.rdd):  # the student alone needs no teacher
 
+        needs_aux = cfg.rdd and (cfg.tfe_fraction > 0 or student_aux(cfg))
         teacher_path = resolve_checkpoint(cfg.teacher) if cfg.teacher else default_teacher(cfg.runs_root)
-        teacher, teacher_ckpt = load_teacher(teacher_path, num_classes, rdd_needs_aux, device)
+        teacher, teacher_ckpt = load_teacher(teacher_path, num_classes, needs_aux, device)
         teacher_norm = recorded_normalization(teacher_ckpt)
         cfg.teacher = str(teacher_path)
-
-    # -- the trained model (same init on every process; DDP also broadcasts rank 0's weights); its backbone
-    # starts from --pretrained (not when resuming: last.pt holds the weights), which also decides its input
     torch.manual_seed(cfg.seed)
-    raw = build_model(cfg, num_classes, init=ckpt_resume is None).to(device)
-    if ckpt_resume is None:
-        cfg.pretrained_report = raw.init_report.as_dict() if raw.init_report is not None else None
-    norm = run_normalization(cfg, raw.init_report)
+    trained = build_model(cfg, num_classes, init=init).to(device)
+    if init:
+        cfg.pretrained_report = trained.init_report.as_dict() if trained.init_report is not None else None
+    norm = run_normalization(cfg, trained.init_report)
     cfg.normalization = norm.name
-    if main:
-        if raw.init_report is not None:
-            print(raw.init_report.line(), flush=True)
+    if dist.is_main():
+        if trained.init_report is not None:
+            print(trained.init_report.line(), flush=True)
         if teacher_norm is not None and teacher_norm != norm:
             print(f"input: the student gets {norm.describe()}; the teacher its own, {teacher_norm.describe()}", flush=True)
-    if cfg.channels_last:  # NHWC: cuDNN's fast layout, and oneDNN's on a CPU (a 2-core AVX2 step: -20%, benchmarks/cpu_train.py)
-        raw = raw.to(memory_format=torch.channels_last)
-        if teacher is not None:
-            teacher = teacher.to(memory_format=torch.channels_last)
-    model: nn.Module = raw
-    if world > 1 and device.type == "cuda":  # SyncBN: BN statistics over the global batch (torch: CUDA only)
-        raw = nn.SyncBatchNorm.convert_sync_batchnorm(raw)
-    if world > 1 and device.type != "cuda" and main and not cfg.freeze_bn:
-        print("note: SyncBatchNorm needs CUDA; CPU processes normalise with per-process batch statistics")
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        model = torch.compile(model)
+    return Models(trained, norm, teacher, teacher_path, teacher_norm)
 
-    # -- losses
-    from rdd_edge.distill.losses import build_kd_loss
-    from rdd_edge.distill.rdd import RDDWeighting, resolve_class_weights
 
-    rdd = RDDWeighting(enabled=cfg.mode == "distill" and cfg.rdd, tfe_fraction=cfg.tfe_fraction,
-                       threshold=cfg.rdd_threshold, mode=cfg.rdd_mode, confidence=cfg.confidence,
-                       min_kept=cfg.rdd_min_kept, class_weights=resolve_class_weights(cfg.rdd_class_weights, num_classes),
-                       ignore_index=info.ignore_index, aux_weight=cfg.aux_weight, tfe_average=cfg.tfe_average)
-    kd = build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options) if cfg.mode == "distill" else None
-    if kd is not None and teacher is not None:
-        kd.bind(raw, teacher)  # the KD term's own trainable parts (cwd: 1x1 connector), sized for these models
-        if world > 1:  # their gradients are averaged across processes like the student's
-            kd.distribute(lambda m: nn.parallel.DistributedDataParallel(
-                m, device_ids=[device.index] if device.type == "cuda" else None))
-
-    if ckpt_resume is not None and main:
-        for note in resume_changes(ckpt_resume.get("config") or {}, cfg, int(ckpt_resume["step"]), rdd):
-            print(f"resume: {note}", flush=True)
-
-    # -- optimiser, AMP (the KD term's parameters, if any, train with the student's)
-    params = list(raw.parameters()) + (kd.parameters() if kd is not None else [])
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    autocast, scaler, amp_dtype = amp_setup(cfg, device)
-
-    # -- run folder
+def open_run_dir(cfg: TrainConfig, run_dir: str | Path | None, main: bool) -> Path:
+    """The run folder (``run_dir``, else a new ``runs/<stage>-<name>``) with ``config.json``, made by the main
+    process; every process gets its path."""
     if main:
         if run_dir is None:
             run_dir = new_run_dir(cfg.stage, cfg.name, root=cfg.runs_root)
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", cfg.as_dict())
-    run_dir = Path(dist.broadcast_object(str(run_dir) if run_dir is not None else None))
+    return Path(dist.broadcast_object(str(run_dir) if run_dir is not None else None))
 
-    # -- resume state
-    start, best_miou = 0, None
-    if ckpt_resume is not None:
-        from rdd_edge.models import load_weights
 
-        load_weights(raw, ckpt_resume["state_dict"], name=ckpt_resume["path"])
-        if kd is not None:
-            kd.load_state_dict(ckpt_resume.get("kd_state"))
-        optimizer.load_state_dict(ckpt_resume["optimizer"])
-        if ckpt_resume.get("scaler"):
-            scaler.load_state_dict(ckpt_resume["scaler"])
-        start, best_miou = int(ckpt_resume["step"]), ckpt_resume.get("best_miou")
-    torch.manual_seed(cfg.seed + 1000 * rank)  # per-process stream (dropout) from here on
+def open_loaders(cfg: TrainConfig, data: TrainData, norm: Any, device: torch.device, start: int, rank: int,
+                 world: int) -> tuple[BatchFeed, Any, int]:
+    """This process's training batches on ``device`` from iteration ``start``, its val loader, and the worker count.
 
-    # -- data: on CUDA the loader only decodes (pinned, persistent workers) and the GPU augments
+    On CUDA the loader only decodes (pinned, persistent workers) and the GPU scales, crops, flips and
+    normalises; ``--workers auto`` counts the CPUs per process (none on a CPU when the data set is in
+    memory, as the synthetic one is)."""
     on_gpu = device.type == "cuda"
-    # --workers auto: from the CPUs per process; none on a CPU when the data set is in memory (synthetic)
     workers = resolve_workers(cfg.workers, device.type, in_memory=bool(getattr(data.train, "in_memory", False)))
     augment_on_device = on_gpu and data.batches is None
     if data.batches is not None:
@@ -644,161 +728,251 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
         return batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
 
     feed = BatchFeed(source, to_device)
-    val_loader = eval_loader(data.val, norm, eval_size, rank, world, batch=max(1, cfg.batch // world), workers=workers,
-                             persistent=True)
-    guard = NonFiniteGuard(start)
-    step_ctx = StepContext(model, params, teacher, rdd, kd, optimizer, scaler, autocast, cfg.grad_clip,
-                           channels_last=cfg.channels_last, guard=guard,
-                           teacher_input=renormalizer(norm, teacher_norm) if teacher_norm is not None else None)
-    logger = RunLogger(run_dir, start, cfg.tensorboard, main)
-    if ckpt_resume is not None:
-        states = ckpt_resume.get("rng") or []
-        if states:
-            set_rng_state(states[rank] if rank < len(states) else states[0])
+    val_loader = eval_loader(data.val, norm, data.eval_size, rank, world, batch=max(1, cfg.batch // world),
+                             workers=workers, persistent=True)
+    return feed, val_loader, workers
 
-    last_saved = start if ckpt_resume is not None else None  # the iteration last.pt holds
 
-    def check_finite() -> None:
+# ---------------------------------------------------------------- checkpoints
+class Checkpoints:
+    """``last.pt`` and ``best.pt`` of one run, written by the main process, and what they hold.
+
+    ``best.pt`` holds weights and metadata only; ``last.pt`` the full training state (optimiser,
+    scaler, the RNG states of all processes, RDD stage, KD term) to resume from. Nothing is saved
+    after a non-finite step (the NaN guard is read first) or with inf/NaN weights, a failed save
+    keeps the previous file, and every such error says what ``last.pt`` still holds (:meth:`kept_note`).
+    """
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, models: Models, ctx: StepContext, info: Any, *,
+                 world: int, main: bool):
+        self.cfg, self.run_dir, self.models, self.ctx, self.info = cfg, run_dir, models, ctx, info
+        self.world, self.main = world, main
+        self.best_miou: float | None = None
+        self.last_saved: int | None = None  # the iteration last.pt holds; None: this run has not saved one yet
+
+    def restore(self, ckpt: dict) -> None:
+        """Continue from ``ckpt`` (a last.pt, see :func:`read_resume`): weights, KD term, optimiser, scaler, best mIoU."""
+
+        load_weights(self.models.trained, ckpt["state_dict"], name=ckpt["path"])
+        if self.ctx.kd is not None:
+            self.ctx.kd.load_state_dict(ckpt.get("kd_state"))
+        self.ctx.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.ctx.scaler.load_state_dict(ckpt["scaler"])
+        self.best_miou, self.last_saved = ckpt.get("best_miou"), int(ckpt["step"])
+
+    def kept_note(self) -> str:
+        """What a stop now leaves to resume from, for the error that stops it."""
+        if self.last_saved is None:
+            return "no checkpoint of this run exists yet"
+        return f"{self.run_dir / 'last.pt'} keeps iteration {self.last_saved}"
+
+    def check_finite(self, step: int) -> None:
         """TrainingError naming the first iteration whose loss was not finite, if one was (waits for the device)."""
         try:
-            guard.check()
+            self.ctx.guard.check()
         except NonFiniteLoss as exc:
-            kept = f"{run_dir / 'last.pt'} (iteration {last_saved})" if last_saved is not None else "no checkpoint"
             raise TrainingError(
-                f"non-finite loss ({exc.value}) at iteration {exc.iteration} of {cfg.iters} (found at iteration {step}); "
-                f"stopped without saving, so {kept} keeps the last good weights. "
-                "Try a lower --lr, --no-amp, or check the data") from None
+                f"non-finite loss ({exc.value}) at iteration {exc.iteration} of {self.cfg.iters} (found at iteration "
+                f"{step}); stopped without saving, so {self.kept_note()}. Try a lower --lr, --no-amp, or check the data"
+            ) from None
 
-    def kept_note() -> str:
-        return (f"{run_dir / 'last.pt'} keeps iteration {last_saved}" if last_saved is not None
-                else "no checkpoint of this run exists yet")
-
-    def checkpoint(name: str, step: int, gather: bool = True) -> Path:
-        """Save ``name`` on the main process: ``best.pt`` holds weights and metadata only, ``last.pt``
-        the full training state (optimizer, scaler, the RNG states of all processes) to resume from.
+    def save(self, name: str, step: int, gather: bool = True) -> Path:
+        """Save ``name`` (``last.pt``: the full state, with every process's RNG when ``gather``, a collective).
         Never after a non-finite step: the guard is read first."""
-        nonlocal last_saved
-        check_finite()
+        self.check_finite(step)
         full = name == "last.pt"
         rngs = (dist.all_gather_object(rng_state()) if gather else [rng_state()]) if full else None
-        path = run_dir / name
-        if main:
-            from rdd_edge.models.checkpoint import nonfinite_tensors, save_checkpoint
-
-            bad = nonfinite_tensors(raw.state_dict())
+        path = self.run_dir / name
+        if self.main:
+            cfg, ctx, trained = self.cfg, self.ctx, self.models.trained
+            bad = nonfinite_tensors(trained.state_dict())
             if bad:  # the loss can still be finite on the step that broke the weights (--lr too high)
                 raise TrainingError(f"the weights hold inf/NaN after iteration {step} of {cfg.iters} ({len(bad)} tensors, "
-                                    f"e.g. {bad[0]}); not saved, so {kept_note()}. Try a lower --lr or --grad-clip")
-            state = dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rngs, rdd_stage=rdd.current,
-                         world_size=world, kd_state=kd.state_dict() if kd is not None else {}) if full else {}
+                                    f"e.g. {bad[0]}); not saved, so {self.kept_note()}. Try a lower --lr or --grad-clip")
+            state = dict(optimizer=ctx.optimizer.state_dict(), scaler=ctx.scaler.state_dict(), rng=rngs,
+                         rdd_stage=ctx.rdd.current, world_size=self.world,
+                         kd_state=ctx.kd.state_dict() if ctx.kd is not None else {}) if full else {}
             try:
                 with deferred():  # a Ctrl-C now waits until the file is complete
-                    save_checkpoint(path, raw, dataset=info, data=cfg.data_spec().as_dict(), config=cfg.as_dict(), step=step,
-                                    best_miou=best_miou, normalization=norm.as_dict(), **state)
+                    save_checkpoint(path, trained, dataset=self.info, data=cfg.data_spec().as_dict(), config=cfg.as_dict(),
+                                    step=step, best_miou=self.best_miou, normalization=self.models.norm.as_dict(), **state)
             except CheckpointError as exc:  # full disk, read-only folder: the previous files stay as they were
-                raise TrainingError(f"{exc}; trained {step} of {cfg.iters} iterations, {kept_note()}. "
-                                    f"Free space or make {run_dir} writable, then --resume {run_dir}") from None
+                raise TrainingError(f"{exc}; trained {step} of {cfg.iters} iterations, {self.kept_note()}. "
+                                    f"Free space or make {self.run_dir} writable, then --resume {self.run_dir}") from None
         if full:
-            last_saved = step
+            self.last_saved = step
         return path
 
-    def validate(step: int):
-        metrics = evaluate(raw, val_loader, num_classes, device, autocast=autocast())
-        logger.val({"step": step, "miou": metrics.miou, "pixel_acc": metrics.pixel_acc,
-                    "mean_class_acc": metrics.mean_class_acc, "images_per_s": metrics.images_per_s})
-        return metrics
+    def save_validated(self, step: int, miou: float) -> None:
+        """After a validation: ``best.pt`` when ``miou`` is the best yet, then ``last.pt``; a stop request waits for
+        both, so best.pt exists whenever last.pt records a best mIoU."""
+        with deferred():
+            if self.best_miou is None or miou > self.best_miou:
+                self.best_miou = float(miou)
+                self.save("best.pt", step)
+            self.save("last.pt", step)
 
-    # -- the loop
-    set_train_mode(raw, cfg.freeze_bn)
-    prog, task = _progress(progress and main, cfg.iters, start)
-    t_start, t_last, last_logged = time.perf_counter(), time.perf_counter(), start
-    last_miou, smooth = None, None
-    step = start
-    log_parts = torch.zeros(4, device=device)  # loss, task, kd, selected summed since the last log
-    held = contextlib.ExitStack()
+    def save_interrupted(self, step: int, start: int, exc: KeyboardInterrupt) -> None:
+        """After Ctrl-C or SIGTERM: ``last.pt`` of the completed steps and one line saying so. No collectives (other
+        processes may be gone); a second signal waits until the file is complete."""
+        if self.main and step > start:
+            with deferred():
+                self.save("last.pt", step, gather=False)
+                why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+                print(f"{why} at iteration {step}; saved {self.run_dir / 'last.pt'} (resume with --resume {self.run_dir})",
+                      flush=True)
+
+
+# ---------------------------------------------------------------- the loop over steps
+def train_steps(cfg: TrainConfig, ctx: StepContext, model: nn.Module, feed: BatchFeed, val_loader: Any, logger: RunLogger,
+                saver: Checkpoints, *, start: int, stop_after: int | None, progress: bool) -> tuple[int, float | None]:
+    """The loop over steps (torchvision's ``train_one_epoch``); returns (iterations trained, the last mIoU).
+
+    Per batch: the LR (a pure function of the iteration) and the RDD stage, then :func:`train_step`;
+    a stop request during the step lands after it, so the saved step count matches the weights.
+    Every ``log_every`` steps a log row (the only reads from the device between checkpoints, the NaN
+    guard's finding first), every ``val_every`` a validation with checkpoints, ``stop_after`` last.pt
+    and the end. Ctrl-C or SIGTERM saves last.pt of the completed steps and is raised again."""
+    meter, display = StepMeter(start, next(model.parameters()).device), TrainDisplay(progress, cfg.iters, start)
+    step, last_miou = start, None
+    set_train_mode(model, cfg.freeze_bn)
     try:
-        if main:  # one training per run folder; what a killed save left behind goes
-            held.enter_context(folder_lock(run_dir, "training"))
-            remove_temp_files(run_dir)
-        with terminate_like_ctrl_c(), (prog if prog is not None else contextlib.nullcontext()):
+        with terminate_like_ctrl_c(), display, StepBoundary() as boundary:
             for images, labels in feed:  # the batch on the device; the wait for it is timed (feed.waited)
                 it = step  # 0-based index of this iteration
-                # lr (a pure function of the iteration) and the RDD stage
                 lr = poly_lr(cfg.lr, it, cfg.iters, cfg.poly_power)
-                for group in optimizer.param_groups:
+                for group in ctx.optimizer.param_groups:
                     group["lr"] = lr
-                stage = rdd.stage(it, cfg.iters) if cfg.mode == "distill" else None
-                # forward, loss, NaN guard (recorded on the device), backward, step
-                with deferred():  # a stop request lands between steps: the saved step count matches the weights
-                    log_parts += train_step(step_ctx, images, labels)
-                    step = it + 1
-                # log: the only reads from the device between checkpoints (the guard's finding first)
+                stage = ctx.rdd.stage(it, cfg.iters) if cfg.mode == "distill" else None
+                boundary.holding = True  # forward, loss, NaN guard (recorded on the device), backward, step
+                meter.add(train_step(ctx, images, labels))
+                step = it + 1
+                boundary.release()  # a stop request that came during the step: KeyboardInterrupt / Terminated now
                 if step % cfg.log_every == 0 or step == cfg.iters:
-                    check_finite()
-                    n = step - last_logged
-                    avg = (log_parts / max(n, 1)).tolist()
-                    elapsed = max(time.perf_counter() - t_last, 1e-9)  # after the read: the device's work is done
-                    speed, data_share = n / elapsed, min(1.0, feed.take() / elapsed)
-                    row = {"step": step, "lr": lr, "loss": avg[0], "task": avg[1], "kd": avg[2], "selected": avg[3],
-                           "stage": stage or "", "it_per_s": speed, "time_s": time.perf_counter() - t_start,
-                           "data_share": data_share}
+                    saver.check_finite(step)
+                    row, avg = meter.row(step, lr, stage, feed.take())
                     logger.train(row)
-                    if prog is not None:
-                        smooth = speed if smooth is None else 0.7 * smooth + 0.3 * speed  # it/s, smoothed over logs
-                        prog.update(task, speed=f"{smooth:.2f} it/s", info=progress_info(avg, stage, last_miou, data_share))
-                    log_parts.zero_()
-                    t_last, last_logged = time.perf_counter(), step
-                if prog is not None:
-                    prog.update(task, completed=step)
-                # validate + checkpoint (never weights from after a non-finite step)
+                    display.logged(meter.smooth, progress_info(avg, stage, last_miou, row["data_share"]))
+                display.at(step)
                 if step % cfg.val_every == 0 or step == cfg.iters:
-                    check_finite()
-                    t_val = time.perf_counter()
-                    if prog is not None:
-                        prog.update(task, description="val")
-                    try:
-                        metrics = validate(step)
-                    except (RddError, OSError):  # e.g. a val image that cannot be read: keep the trained steps
-                        checkpoint("last.pt", step, gather=False)
-                        raise
-                    if prog is not None:
-                        prog.update(task, description="train")
-                    set_train_mode(raw, cfg.freeze_bn)
-                    last_miou = metrics.miou
-                    with deferred():  # best.pt exists whenever last.pt records a best mIoU
-                        if best_miou is None or metrics.miou > best_miou:
-                            best_miou = float(metrics.miou)
-                            checkpoint("best.pt", step)
-                        checkpoint("last.pt", step)
-                    t_last += time.perf_counter() - t_val  # the next log row's speed and data share are training's
+                    last_miou, seconds = validate_and_save(cfg, ctx, model, val_loader, logger, saver, display, step)
+                    meter.pause(seconds)  # the next log row's speed and data share are training's
                 elif stop_after is not None and step >= stop_after:
-                    checkpoint("last.pt", step)
+                    saver.save("last.pt", step)
                 if stop_after is not None and step >= stop_after:
                     break
-            check_finite()  # a batch source that ended early
+            saver.check_finite(step)  # a batch source that ended early
     except KeyboardInterrupt as exc:
-        # save what the completed steps produced (no collectives: other processes may be gone); a second
-        # Ctrl-C while this runs is held back until the file is complete
-        if main and step > start:
-            with deferred():
-                checkpoint("last.pt", step, gather=False)
-                why = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-                print(f"{why} at iteration {step}; saved {run_dir / 'last.pt'} (resume with --resume {run_dir})",
-                      flush=True)
+        saver.save_interrupted(step, start, exc)
         raise
-    finally:
-        logger.close()
-        feed.close()
-        close_loader(val_loader)
-        held.close()
+    return step, last_miou
 
-    elapsed = time.perf_counter() - t_start
-    summary = {"run_dir": str(run_dir), "mode": cfg.mode, "model": raw.model_name, "steps": step,
-               "best_miou": best_miou, "last_miou": last_miou, "time_s": elapsed,
+
+def validate_and_save(cfg: TrainConfig, ctx: StepContext, model: nn.Module, val_loader: Any, logger: RunLogger,
+                      saver: Checkpoints, display: "TrainDisplay", step: int) -> tuple[float, float]:
+    """Validate at ``step``, then save best.pt (when better) and last.pt; (the mIoU, the seconds both took).
+
+    The NaN guard is read first (never weights from after a non-finite step; the wait for the
+    device's queued steps is training's time, not counted here). A validation that fails (e.g. a
+    val image that cannot be read) saves last.pt before it raises: the trained steps stay."""
+    saver.check_finite(step)
+    t_val = time.perf_counter()
+    display.state("val")
+    try:
+        metrics = validate(model, val_loader, ctx.autocast, logger, step)
+    except (RddError, OSError):
+        saver.save("last.pt", step, gather=False)
+        raise
+    display.state("train")
+    set_train_mode(model, cfg.freeze_bn)
+    saver.save_validated(step, metrics.miou)
+    return metrics.miou, time.perf_counter() - t_val
+
+
+def validate(model: nn.Module, val_loader: Any, autocast: Callable[[], Any], logger: RunLogger, step: int) -> Any:
+    """Score ``model`` on the val split (each process its shard, the counts summed) and log the row; the metrics."""
+    metrics = evaluate(model, val_loader, model.num_classes, next(model.parameters()).device, autocast=autocast())
+    logger.val({"step": step, "miou": metrics.miou, "pixel_acc": metrics.pixel_acc,
+                "mean_class_acc": metrics.mean_class_acc, "images_per_s": metrics.images_per_s})
+    return metrics
+
+
+class StepMeter:
+    """The loss parts of the steps since the last log row, summed on the device, and the clock behind a row's
+    it/s, data share and time; only :meth:`row` reads the device."""
+
+    def __init__(self, start: int, device: torch.device):
+        self.parts = torch.zeros(4, device=device)  # loss, task, kd, selected
+        self.t_start = self.t_last = time.perf_counter()
+        self.last_logged = start
+        self.smooth: float | None = None  # it/s smoothed over the rows (the progress line's)
+
+    def add(self, parts: torch.Tensor) -> None:
+        self.parts += parts
+
+    def pause(self, seconds: float) -> None:
+        """Leave ``seconds`` (a validation) out of the next row's speed and data share."""
+        self.t_last += seconds
+
+    def row(self, step: int, lr: float, stage: str | None, waited: float) -> tuple[dict, list[float]]:
+        """The ``train_log.csv`` row of the steps since the last one (``waited``: seconds spent getting their
+        batches) and their average loss parts; then starts over."""
+        n = step - self.last_logged
+        avg = (self.parts / max(n, 1)).tolist()
+        elapsed = max(time.perf_counter() - self.t_last, 1e-9)  # after the read: the device's work is done
+        speed = n / elapsed
+        row = {"step": step, "lr": lr, "loss": avg[0], "task": avg[1], "kd": avg[2], "selected": avg[3],
+               "stage": stage or "", "it_per_s": speed, "time_s": time.perf_counter() - self.t_start,
+               "data_share": min(1.0, waited / elapsed)}
+        self.smooth = speed if self.smooth is None else 0.7 * self.smooth + 0.3 * speed
+        self.parts.zero_()
+        self.t_last, self.last_logged = time.perf_counter(), step
+        return row, avg
+
+
+class TrainDisplay:
+    """The progress lines of :func:`_progress` (main process, ``progress=True``); every method a no-op when off."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.prog, self.task = _progress(enabled, total, start)
+
+    def __enter__(self) -> "TrainDisplay":
+        if self.prog is not None:
+            self.prog.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.prog is not None:
+            self.prog.__exit__(*exc)
+
+    def logged(self, speed: float | None, info: str) -> None:
+        """A log row's smoothed it/s and loss parts."""
+        if self.prog is not None:
+            self.prog.update(self.task, speed=f"{speed:.2f} it/s", info=info)
+
+    def at(self, step: int) -> None:
+        if self.prog is not None:
+            self.prog.update(self.task, completed=step)
+
+    def state(self, name: str) -> None:
+        """``train`` or ``val``."""
+        if self.prog is not None:
+            self.prog.update(self.task, description=name)
+
+
+# ---------------------------------------------------------------- finishing
+def summarize(cfg: TrainConfig, models: Models, ctx: StepContext, saver: Checkpoints, *, steps: int,
+              last_miou: float | None, elapsed: float, workers: int) -> dict[str, Any]:
+    """The run's summary: returned, and written to ``summary.json`` by the main process."""
+    run_dir = saver.run_dir
+    summary = {"run_dir": str(run_dir), "mode": cfg.mode, "model": models.trained.model_name, "steps": steps,
+               "best_miou": saver.best_miou, "last_miou": last_miou, "time_s": elapsed,
                "last": str(run_dir / "last.pt"), "best": str(run_dir / "best.pt"),
-               "teacher": str(teacher_path) if teacher_path else None, "world_size": world, "workers": workers,
-               "normalization": norm.name, "teacher_normalization": teacher_norm.name if teacher_norm is not None else None,
-               "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off"}
-    if main:
+               "teacher": str(models.teacher_path) if models.teacher_path else None, "world_size": saver.world,
+               "workers": workers, "normalization": models.norm.name,
+               "teacher_normalization": models.teacher_norm.name if models.teacher_norm is not None else None,
+               "amp": str(ctx.amp_dtype).replace("torch.", "") if ctx.amp_dtype else "off"}
+    if saver.main:
         write_json(run_dir / "summary.json", summary)
     return summary

@@ -3,6 +3,10 @@
 A builder writes its file(s) into ``ctx.out`` and returns, per manifest key, the file path and
 what it measured (parity, calibration ...). The export pipeline scores every ONNX artifact the
 same way afterwards (label agreement with FP32, mIoU on the val images) and writes the manifest.
+
+Each builder imports its own module inside its body (lazy on purpose): an export loads only the
+requested formats' code, so ``--fp16`` never loads ONNX Runtime's quantizer and no engine build
+loads without TensorRT.
 """
 
 from __future__ import annotations
@@ -78,9 +82,9 @@ def build_int8(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict
 
     s = ctx.spec
     planned = s.budget is not None or s.int8_report
-    info = export_int8(ctx.path("onnx"), ctx.out, ctx.calib_items, ctx.size, ctx.normalization, s.calib_method,
-                       s.keep_float, budget=s.budget, report=s.int8_report, scorer=ctx.scorer if planned else None,
-                       max_float=s.int8_max_float, loo=s.int8_loo, warn=lambda m: ctx.log(f"[yellow]warning:[/] {m}"),
+    info = export_int8(ctx.path("onnx"), ctx.out, ctx.calib_items, size=ctx.size, normalization=ctx.normalization,
+                       method=s.calib_method, keep_float=s.keep_float, budget=s.budget, report=s.int8_report,
+                       scorer=ctx.scorer if planned else None, max_float=s.int8_max_float, loo=s.int8_loo,
                        trt_float=s.int8_float, say=ctx.log, torch_model=ctx.model if planned else None)
     if info["calibration"]["cache_hit"]:
         ctx.log(f"  calibration ranges reused from {info['calibration']['cache']}")

@@ -20,24 +20,36 @@ The calibration ranges are cached as JSON next to the model, keyed by a hash of 
 calibration image list and the method, so a re-export with the same images skips calibration.
 """
 
+# onnxruntime is imported inside the functions that use it (lazy on purpose): it is an extra (`cpu` or `gpu`);
+# export_run checks for it before any work and names the extra in one line (import_onnxruntime).
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
+import io
 import logging
+import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
 import numpy as np
-
-from rdd_edge.normalize import DEFAULT, Normalization
-from rdd_edge.errors import ExportError
+import onnx
+from onnx import numpy_helper
 
 from rdd_edge import formats as table
-from rdd_edge.export.formats import resolve_calib_method
-from rdd_edge.export.onnx_io import load_export_onnx, sha256_file
+from rdd_edge.data.base import read_image
+from rdd_edge.deploy.preprocess import preprocess
+from rdd_edge.errors import ExportError
+from rdd_edge.export.formats import CALIB_METHODS, resolve_calib_method
+from rdd_edge.export.int8_budget import plan_int8
+from rdd_edge.export.int8_calib import calibrate_methods
+from rdd_edge.export.onnx_io import input_size, load_export_onnx, sha256_file, topo_sort
+from rdd_edge.normalize import DEFAULT, Normalization
+from rdd_edge.runs import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +77,6 @@ def _item_id(item: CalibItem) -> str:
 
 
 def _load(item: CalibItem) -> np.ndarray:
-    from rdd_edge.data.base import read_image
-
     if isinstance(item, tuple):
         return item[1]()
     try:
@@ -90,8 +100,6 @@ class ImageFolderReader:
         self._it = iter(self.items)
 
     def get_next(self) -> dict | None:
-        from rdd_edge.deploy.preprocess import preprocess
-
         item = next(self._it, None)
         if item is None:
             return None
@@ -188,13 +196,9 @@ QDQ_FP16_OPSET = 19  # QuantizeLinear/DequantizeLinear-19 accept float16 scales
 
 def _float16_qdq(model: Any) -> Any:
     """A Q/DQ model with FP16 float math (see the module docstring); returns a new checked model."""
-    import warnings
 
-    import onnx
-    from onnx import numpy_helper
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from rdd_edge.export.onnx_io import topo_sort
 
     inits = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
@@ -232,13 +236,9 @@ def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, rea
               trt_float: str = "fp32") -> None:
     """One ``quantize_static`` call, written atomically; ranges come from (or go to) ``cache``.
     The TensorRT flavour gets FP16 float math when ``trt_float == "fp16"``."""
-    import contextlib
-    import io
-    import os
 
     from onnxruntime.quantization import quantize_static
 
-    from rdd_edge.runs import atomic_path
 
     kw = _profiles()[flavour]
     if hasattr(reader, "set_range") and len(reader) > CALIB_CHUNK:
@@ -250,8 +250,6 @@ def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, rea
         quantize_static(str(prep), str(tmp), calibration_data_reader=reader, calibrate_method=method,
                         nodes_to_exclude=list(exclude), calibration_cache_path=str(cache), **kw)
         if flavour == "int8" and trt_float == "fp16":
-            import onnx
-
             onnx.save(_float16_qdq(onnx.load(str(tmp))), str(tmp))
         os.chmod(tmp, 0o644)
 
@@ -271,6 +269,7 @@ def export_int8(
     onnx_path: str | Path,
     out_dir: str | Path,
     items: Sequence[CalibItem],
+    *,
     size: Sequence[int] | None = None,
     normalization: Normalization = DEFAULT,
     method: str = "percentile",
@@ -280,7 +279,6 @@ def export_int8(
     scorer: Any = None,
     max_float: int | None = None,
     loo: int | None = None,
-    warn: Callable[[str], None] = log.warning,
     reader_factory: Callable[..., Any] | None = None,
     trt_float: str = "fp16",
     say: Callable[[str], None] | None = None,
@@ -289,7 +287,10 @@ def export_int8(
 ) -> dict:
     """Calibrate once, write ``model.int8.onnx`` and ``model.int8-cpu.onnx`` into ``out_dir``.
 
-    ``items`` are the calibration images (already selected, see :func:`select_calibration`).
+    ``items`` are the calibration images (already selected, see :func:`select_calibration`); every
+    other option is keyword-only (there are many, several of one type: a position would mix them up).
+    ``size``: the input HxW (default: the ONNX file's); ``normalization``: the images' preprocessing;
+    ``method``: the calibration method (``--calib-method``).
     ``keep_float``: nodes the user keeps in float in both files (``--keep-float``).
     ``budget`` (mIoU points on the check images, e.g. 1.0) or ``report``: measure what each layer
     costs and, with a budget, keep the fewest layers in float (per file) until both files lose at
@@ -308,8 +309,6 @@ def export_int8(
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from rdd_edge.export.formats import CALIB_METHODS
-    from rdd_edge.export.onnx_io import input_size
 
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     model = load_export_onnx(onnx_path, "FP32 ONNX model (input of --int8)")
@@ -342,7 +341,6 @@ def export_int8(
             quant_pre_process(str(onnx_path), str(prep), skip_symbolic_shape=False)
         except Exception as exc:
             raise ExportError(f"{onnx_path}: quantization pre-processing failed ({type(exc).__name__}: {str(exc)[:300]})") from None
-        import onnx
 
         graph = onnx.load(str(prep)).graph
         keep = _check_keep_float(keep_float, [n.name for n in graph.node], onnx_path)
@@ -352,13 +350,10 @@ def export_int8(
             missing = {m: c for m, c in caches.items() if not c.is_file()}
             if len(missing) > 1 or (missing and planned):
                 # one pass over the images fills every missing method's cache (ORT's own collectors)
-                from rdd_edge.export.int8_calib import calibrate_methods
 
                 calibrate_methods(prep, reader, missing, chunk=CALIB_CHUNK)
                 calib_s = time.perf_counter() - t
             if planned:
-                from rdd_edge.export.int8_budget import plan_int8
-
                 if not scorer.has_reference:
                     scorer(onnx_path)
                 plan = plan_int8(prep, onnx_path, files, caches, meth, methods, scorer, keep, trt_float, budget,

@@ -3,7 +3,8 @@
 SIGTERM is what ``docker stop``, SLURM, systemd and ``timeout`` send. Python's default for it is to die
 on the spot, which skips every ``except KeyboardInterrupt`` that saves work; :func:`terminate_like_ctrl_c`
 turns it into :class:`Terminated` (a ``KeyboardInterrupt``), so the same handlers save ``last.pt`` and
-clean staging folders. :func:`deferred` holds both signals back while a file is being written.
+clean staging folders. :func:`deferred` holds both signals back while a file is being written;
+:class:`StepBoundary` holds them back during each step of a loop, installed once around it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,57 @@ def deferred() -> Iterator[None]:
             signal.signal(s, handler)
         received = _PENDING[1:]
         _PENDING.clear()
+    _deliver(received)
+
+
+class StepBoundary:
+    """A stop request that arrives during a step waits for the step's end; between steps it acts at once.
+
+    Installed once around a training loop (``with StepBoundary() as boundary:``), where a
+    :func:`deferred` block per step would swap the process's signal handlers twice each step. The
+    loop sets ``boundary.holding = True`` before a step and calls :meth:`release` after it, which
+    raises the first request that came meanwhile (``KeyboardInterrupt``, or :class:`Terminated` for
+    SIGTERM), so the step count a save records matches the weights. Between steps (waiting for data,
+    validating, logging) a signal goes to the handler installed before, as if there were no boundary.
+    Outside the main thread (where signals cannot be handled) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.holding = False
+        self._received: list[int] = []
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StepBoundary":
+        if _main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+        if exc_type is None:
+            self.release()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.holding:
+            self._received.append(signum)
+            return
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            _deliver([signum])
+
+    def release(self) -> None:
+        """End the step: raise the first stop request that arrived while ``holding`` (nothing if none did)."""
+        self.holding = False
+        received, self._received = self._received, []
+        _deliver(received)
+
+
+def _deliver(received: list[int]) -> None:
+    """Record the stop signals and raise for the first: :class:`Terminated` for SIGTERM, else KeyboardInterrupt."""
     _SEEN.extend(received)
     if received:
         raise Terminated() if received[0] == signal.SIGTERM else KeyboardInterrupt()

@@ -128,7 +128,7 @@ def synthetic_export(folder: Path, size=(16, 24), val_images: int = 6) -> Path:
     export_fp16(src, folder / "model.fp16.onnx")
     items = [(f"rand{i}", (lambda i=i: np.random.default_rng(100 + i).integers(0, 256, (20, 30, 3), dtype=np.uint8)))
              for i in range(8)]
-    export_int8(src, folder, items, size)
+    export_int8(src, folder, items, size=size)
     info = dataset_info("synthetic").as_dict()
     data = DataSpec(name="synthetic", val_images=val_images, size=size)
     m = new_manifest("tiny", info, data, size, "both", False, False, 18, src, sha256_file(src), graph_io(load_export_onnx(src)),

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy_utils import synthetic_export
 from rdd_edge.cli import app
 from rdd_edge.runs import sha256_file
 
@@ -20,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def export_src(tmp_path_factory) -> Path:
-    return synthetic_export(tmp_path_factory.mktemp("bundle-src") / "runs" / "distill-x" / "export")
+def export_src(synthetic_export_src) -> Path:
+    """The session's synthetic export (conftest.py): bundle only reads it; a test that edits it copies it."""
+    return synthetic_export_src
 
 
 @pytest.fixture(scope="module")

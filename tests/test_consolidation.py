@@ -129,6 +129,9 @@ def test_one_split_opener_gives_training_export_and_check_the_same_images(tmp_pa
 
 
 def test_detect_dataset_reads_the_layout(tmp_path):
+    import re
+
+    from rdd_edge.data import DATASETS
     from rdd_edge.data.registry import detect_dataset
     from rdd_edge.errors import DataError
 
@@ -139,7 +142,8 @@ def test_detect_dataset_reads_the_layout(tmp_path):
     (tmp_path / "ade" / "ADEChallengeData2016" / "annotations" / "training").mkdir(parents=True)
     assert detect_dataset(tmp_path / "ade") == "ade20k"
     (tmp_path / "junk").mkdir()
-    with pytest.raises(DataError, match="pass --dataset with one of camvid, cityscapes, voc, ade20k"):
+    folder_formats = [n for n in DATASETS if n != "synthetic"]  # every data set with an on-disk layout of its own
+    with pytest.raises(DataError, match=re.escape(f"pass --dataset with one of {', '.join(folder_formats)}")):
         detect_dataset(tmp_path / "junk")
 
 

@@ -130,10 +130,14 @@ def test_cli_layout_error_is_one_line_exit_1(tmp_path):
 
 
 def test_cli_list_shows_formats():
+    from rdd_edge.data import DATASETS, dataset_info
+
     r = _cli("data", "list")
     assert r.exit_code == 0, r.output
-    for text in ("camvid", "cityscapes", "voc", "ade20k", "360x480", "1024x2048", "150"):
-        assert text in r.output
+    for name in DATASETS:  # every registered data set, with its eval size and class count
+        info = dataset_info(name)
+        for text in (name, "{}x{}".format(*info.eval_size), str(info.num_classes)):
+            assert text in r.output, (name, text)
 
 
 def test_cli_synth_writes_a_checkable_folder(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import data_utils as du
-from rdd_edge.data import dataset_info, get_dataset
+from rdd_edge.data import DATASETS, dataset_info, get_dataset
 from rdd_edge.errors import ConfigError, DataError
 
 
@@ -138,7 +138,7 @@ def test_unknown_name_lists_known_names():
     with pytest.raises(ConfigError) as e:
         get_dataset("camvd", "/nowhere")
     msg = str(e.value)
-    assert "camvd" in msg and all(n in msg for n in ("synthetic", "camvid", "cityscapes", "voc", "ade20k"))
+    assert "camvd" in msg and all(n in msg for n in DATASETS)
     with pytest.raises(ConfigError, match="kitti"):
         dataset_info("kitti")
 

@@ -51,6 +51,22 @@ def test_an_at_variant_runs_through_the_step_with_features(monkeypatch, tmp_path
     assert [r["variant"] for r in rows] == ["student only", "AT", "AT + RDD (TFE)", "AT + RDD (TSE)"]
 
 
+def test_every_variant_runs_the_step_context_the_trainer_builds(monkeypatch, tmp_path):
+    """The benchmark assembles nothing itself: each variant's StepContext comes from the trainer's builder."""
+    real, built = rdd_edge.distill.train.build_step_context, []
+
+    def spy(cfg, student, teacher=None, **kw):
+        ctx = real(cfg, student, teacher, **kw)
+        built.append(ctx)
+        return ctx
+
+    calls = _spy(monkeypatch)
+    monkeypatch.setattr(rdd_edge.distill.train, "build_step_context", spy)
+    assert distill_speed.main(SMOKE + ["--method", "cwd"]) == 0
+    assert len(built) == len(calls) == 4 and all(c["kd"] == "cwd" and c["features"] for c in calls[1:])
+    assert [ctx.kd.method if ctx.kd else None for ctx in built] == [None, "cwd", "cwd", "cwd"]
+
+
 def test_a_non_finite_loss_stops_the_benchmark_with_the_guards_error(monkeypatch, capsys):
     def nan_step(ctx, images, labels):
         raise rdd_edge.distill.train.NonFiniteLoss("non-finite loss (nan)")

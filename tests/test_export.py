@@ -7,13 +7,17 @@ Data: a tiny CamVid-compact folder written here (blocky scenes, labels 0..10). S
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
 import pytest
 import torch
 from onnx import numpy_helper
+
+from shared_folders import read_only
 
 from rdd_edge.data import dataset_info
 from rdd_edge.data.base import write_image, write_label
@@ -58,12 +62,15 @@ def _checkpoint(folder: Path, name: str, **kw) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mbv2_export(tmp_path_factory, data_root) -> tuple[Path, dict]:
+def mbv2_export(tmp_path_factory, data_root) -> Iterator[tuple[Path, dict]]:
+    """One full export (ONNX, FP16, both INT8 files) that the tests here read; a test that changes files or
+    exports again works on a copy (shared_folders.read_only fails at teardown otherwise)."""
     run = tmp_path_factory.mktemp("distill-mbv2")
     ckpt = _checkpoint(run, "mbv2", head_channels=32)
     man = export_run(source=run, size=SIZE, outputs="both", fp16=True, int8=True, calib=10, min_calib=4,
                      data=data_root, check_images=3)
-    return ckpt, man
+    for _ in read_only(Path(man["export_dir"])):
+        yield ckpt, man
 
 
 def _val_batch(data_root: Path, embedded: bool = False) -> np.ndarray:
@@ -160,14 +167,14 @@ def test_int8_cpu_flavour_uses_uint8_activations(mbv2_export):
     assert any(inits[n.input[2]].any() for n in q)  # asymmetric: some zero points are not 0
 
 
-def test_calibration_cache_is_reused(mbv2_export, data_root):
+def test_calibration_cache_is_reused(mbv2_export, data_root, tmp_path):
     from rdd_edge.data import get_dataset
 
     from rdd_edge.export.int8 import ImageFolderReader
     from rdd_edge.export.pipeline import _calib_items
 
     ckpt, man = mbv2_export
-    out = Path(man["export_dir"])
+    out = Path(shutil.copytree(man["export_dir"], tmp_path / "export"))  # calibrates into the folder: a copy
     first = man["artifacts"]["int8"]["calibration"]
     assert first["cache_hit"] is False and first["reader_calls"] == 10 and (out / first["cache"]).is_file()
     readers = []
@@ -178,10 +185,12 @@ def test_calibration_cache_is_reused(mbv2_export, data_root):
 
     # the same model file, images and method as the pipeline used: the ranges come from the cache
     items = select_calibration(_calib_items(get_dataset("camvid", data_root, split="train")), 10, 4)
-    info = export_int8(out / "model.onnx", out, items, SIZE, IMAGENET, "percentile", reader_factory=counting_reader)
+    info = export_int8(out / "model.onnx", out, items, size=SIZE, normalization=IMAGENET, method="percentile",
+                       reader_factory=counting_reader)
     assert info["calibration"]["cache_hit"] is True and readers[0].calls == 0 and info["calibration"]["cache"] == first["cache"]
     # another method is another key: it calibrates (and replaces the stale cache)
-    info2 = export_int8(out / "model.onnx", out, items, SIZE, IMAGENET, "minmax", reader_factory=counting_reader)
+    info2 = export_int8(out / "model.onnx", out, items, size=SIZE, normalization=IMAGENET, method="minmax",
+                        reader_factory=counting_reader)
     assert info2["calibration"]["cache_hit"] is False and readers[1].calls == 10
     assert not (out / first["cache"]).exists() and (out / info2["calibration"]["cache"]).is_file()
 
@@ -215,6 +224,8 @@ def test_keep_float(data_root, tmp_path):
         assert (c.input[1] in producer) == (c.name != convs[-1]), c.name
     with pytest.raises(ExportError, match="--keep-float no_such_conv"):
         export_int8(src, tmp_path / "x", items, keep_float=["no_such_conv"])
+    with pytest.raises(TypeError):  # options by name only: a size, normalisation and method cannot swap places
+        export_int8(src, tmp_path / "x", items, SIZE)
     assert not (tmp_path / "x" / "model.int8.onnx").exists()
 
 
@@ -334,23 +345,22 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_export_is_transactional(tmp_path, data_root):
+def test_export_is_transactional(mbv2_export, tmp_path, data_root):
     """A failing re-export leaves the previous export exactly as it was; a successful one leaves no stale file."""
-    ckpt = _checkpoint(tmp_path / "run", "mbv2", head_channels=16)
-    out = ckpt.parent / "export"
-    first = export_run(source=ckpt, size=SIZE, fp16=True, int8=True, calib=10, min_calib=4, data=data_root, check_images=2)
+    ckpt, first = mbv2_export  # the previous export (ONNX, FP16, INT8), re-exported here as a copy of it
+    out = Path(shutil.copytree(first["export_dir"], tmp_path / "run" / "export"))
     before = _snapshot(out)
     assert any(n.startswith("model.int8.calib-") for n in before)  # the calibration cache is part of the folder
     assert set(first["files"]) == set(before)  # the manifest lists exactly the files in the folder
     # fails after model.onnx (at the new size) was already built: nothing of it reaches the folder
     with pytest.raises(ExportError, match="--keep-float no_such_node"):
-        export_run(source=ckpt, size=(96, 96), int8=True, calib=10, min_calib=4, keep_float=["no_such_node"],
+        export_run(source=ckpt, out=out, size=(96, 96), int8=True, calib=10, min_calib=4, keep_float=["no_such_node"],
                    data=data_root, check_images=2)
     assert _snapshot(out) == before
     # no staging folder left (the lock file beside the folder stays: removing it would race another export)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".export.") and p.name != ".export.lock"]
     # a successful re-export with fewer formats: no stale FP16/INT8 files beside a manifest that no longer lists them
-    man = export_run(source=ckpt, size=SIZE, data=data_root, check_images=2)
+    man = export_run(source=ckpt, out=out, size=SIZE, data=data_root, check_images=2)
     assert set(man["artifacts"]) == {"onnx"}
     assert {p.name for p in out.iterdir()} == set(man["files"]) == {"model.onnx", "manifest.json"}
 

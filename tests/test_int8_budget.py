@@ -217,8 +217,8 @@ def test_an_unreachable_budget_fails_with_one_line_that_says_what_to_try(hostile
     scorer = CheckScorer(images, labels, (48, 96), IMAGENET, 11)
     calib = sorted((data / "train" / "images").glob("*.png"))
     with pytest.raises(ExportError) as err:
-        export_int8(out / "model.onnx", tmp_path, calib, (48, 96), IMAGENET, budget=float(BUDGET), scorer=scorer,
-                    max_float=1, loo=1, measure_latency=False)
+        export_int8(out / "model.onnx", tmp_path, calib, size=(48, 96), normalization=IMAGENET, budget=float(BUDGET),
+                    scorer=scorer, max_float=1, loo=1, measure_latency=False)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"--int8-budget {float(BUDGET):g}: ")
     assert "still loses" in msg and "1 of 12 layers in float" in msg

@@ -369,6 +369,7 @@ def test_cwd_connector_trains_saves_and_resumes_with_the_student(tmp_path, monke
     """--method cwd: the 1x1 connector (8 -> 16 channels) is in the optimiser, changes, is saved in the
     checkpoint and restored on --resume (straight 2 steps == 1 + 1, TFE then TSE); the RDD options reach RDDWeighting."""
     from rdd_edge.distill import losses, rdd
+    from rdd_edge.distill import train as trainer
 
     made = {}
     real_bind, real_rdd = losses.CWDTerms.bind, rdd.RDDWeighting
@@ -383,7 +384,7 @@ def test_cwd_connector_trains_saves_and_resumes_with_the_student(tmp_path, monke
             made["rdd"] = self
 
     monkeypatch.setattr(losses.CWDTerms, "bind", bind)
-    monkeypatch.setattr(rdd, "RDDWeighting", SpyRDD)
+    monkeypatch.setattr(trainer, "RDDWeighting", SpyRDD)  # the name the trainer imported
     teacher = _teacher_ckpt_wide(tmp_path)
     cfg = tiny_config("distill", model="mbv2", teacher=str(teacher), method="cwd", tfe_fraction=0.5, iters=2,
                       val_every=2, batch=2, rdd_min_kept=50, rdd_class_weights=[1.0, 2.0, 0.5, 1.5])
@@ -470,7 +471,7 @@ def test_nan_guard_names_the_iteration_between_log_points(tmp_path, monkeypatch,
     cfg = tiny_config(iters=iters, val_every=val_every, log_every=log_every, batch=2)
     with pytest.raises(TrainingError, match=rf"at iteration {k} of {iters} \(found at iteration {k + 1}\)") as exc:
         train(cfg, data=readers(), run_dir=tmp_path, progress=False)
-    assert f"last.pt (iteration {saved})" in str(exc.value) and "\n" not in str(exc.value)
+    assert f"last.pt keeps iteration {saved}" in str(exc.value) and "\n" not in str(exc.value)
     for name in ("last.pt", "best.pt"):  # nothing saved after the last good iteration
         ckpt = torch.load(tmp_path / name, weights_only=True)
         assert ckpt["step"] == saved
@@ -481,13 +482,12 @@ def test_nan_guard_names_the_iteration_between_log_points(tmp_path, monkeypatch,
 
 def test_train_step_reads_nothing_back_from_the_device(monkeypatch):
     """A NaN step returns normally (no value is read on the host); the guard names it when asked."""
-    from benchmarks.distill_speed import step_context
     from rdd_edge.models import create_model
 
     cfg = tiny_config("distill", method="kd", rdd=True, tfe_fraction=0.0)  # TSE: both models' confidences
     torch.manual_seed(0)
     teacher = create_model("r18", num_classes=4, aux=True, head_channels=8).eval().requires_grad_(False)
-    ctx, _ = step_context(cfg, teacher, 4, torch.device("cpu"))
+    ctx = train_mod.build_step_context(cfg, train_mod.build_model(cfg, 4), teacher)  # the trainer's own step
     ctx.guard = train_mod.NonFiniteGuard(start=10)
     images, labels = torch.randn(2, 3, 32, 48), torch.randint(0, 4, (2, 32, 48))
     poisoned = images.clone()
@@ -605,7 +605,6 @@ def test_data_share_is_logged_from_the_wait_for_batches(tmp_path, monkeypatch):
 @pytest.mark.parametrize("stage", [None, "tfe", "tse"])
 def test_train_step_never_waits_for_the_gpu(stage):
     """CUDA's sync debug mode turns every host sync inside train_step into an error (after one warm-up step)."""
-    from benchmarks.distill_speed import step_context
     from rdd_edge.models import create_model
 
     dev = torch.device("cuda")
@@ -613,7 +612,7 @@ def test_train_step_never_waits_for_the_gpu(stage):
                       device="cuda")
     torch.manual_seed(0)
     teacher = create_model("r18", num_classes=4, aux=True, head_channels=8).to(dev).eval().requires_grad_(False)
-    ctx, _ = step_context(cfg, teacher, 4, dev)
+    ctx = train_mod.build_step_context(cfg, train_mod.build_model(cfg, 4).to(dev), teacher)  # the trainer's own step
     images, labels = torch.randn(2, 3, 32, 48, device=dev), torch.randint(0, 4, (2, 32, 48), device=dev)
     train_mod.train_step(ctx, images, labels)  # warm-up: lazy initialisation, autotuning
     torch.cuda.synchronize()

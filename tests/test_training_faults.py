@@ -93,6 +93,41 @@ def test_the_cli_exits_143_on_sigterm_after_saving(tmp_path, monkeypatch, capsys
     assert torch.load(tmp_path / "teacher-t" / "last.pt", weights_only=True)["step"] == 3
 
 
+def test_a_stop_request_waits_for_the_end_of_the_step_and_between_steps_acts_at_once(monkeypatch):
+    """The trainer's StepBoundary: one handler for the whole loop; what it does between steps is what the
+    handlers outside it do (Ctrl-C at once, an ignored SIGINT still ignored), and it puts them back."""
+    from rdd_edge import interrupts
+
+    monkeypatch.setattr(interrupts, "_SEEN", [])
+    outside = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    done = []
+    with interrupts.terminate_like_ctrl_c():
+        with pytest.raises(interrupts.Terminated):
+            with interrupts.StepBoundary() as boundary:
+                boundary.holding = True
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append("step")  # the step runs to its end
+                boundary.release()  # then the first request is raised
+                done.append("next step")
+        assert done == ["step"] and interrupts.sigterm_received()
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.StepBoundary():
+                os.kill(os.getpid(), signal.SIGINT)  # between steps
+                for _ in range(1000):
+                    done.append("waiting for data")
+        assert done == ["step"]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts.StepBoundary():
+            os.kill(os.getpid(), signal.SIGINT)  # ignored outside, ignored here
+            done.append("ignored")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert done == ["step", "ignored"]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == outside
+
+
 # ---------------------------------------------------------------- 7. a failed save keeps the previous files
 def test_a_full_disk_during_a_save_keeps_the_previous_last_pt(tmp_path, monkeypatch):
     from rdd_edge.distill.train import train

@@ -20,17 +20,17 @@ import pytest
 
 from rdd_edge.errors import ConfigError, DeployError, ExportError
 
-from trt_double import CudaError, install, make_export, stubs
+from trt_double import EXPORT_SIZE, CudaError, install
 
 
 VERSIONS = ["10.3.0.26", "10.13.0.35", "11.0.0.1"]
-SIZE = (16, 24)
+SIZE = EXPORT_SIZE  # the size of the shared export (conftest.trt_export_src)
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory) -> Path:
-    stubs()  # skip (locally) / fail (CI) early without the stubs
-    return make_export(tmp_path_factory.mktemp("export"), SIZE)
+def export_dir(trt_export_src) -> Path:
+    """The session's export (conftest.py), read only: engines, caches and manifest copies go to tmp_path."""
+    return trt_export_src
 
 
 def _build(export_dir: Path, tmp_path: Path, src: str = "model.fp16.onnx", **kw):

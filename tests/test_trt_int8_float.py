@@ -41,8 +41,8 @@ def both(tmp_path_factory):
     src = tiny_fp32_onnx(root / "model.onnx", SIZE)
     (root / "f16").mkdir()
     (root / "f32").mkdir()
-    i16 = export_int8(src, root / "f16", _items(), SIZE)
-    i32 = export_int8(src, root / "f32", _items(), SIZE, trt_float="fp32")
+    i16 = export_int8(src, root / "f16", _items(), size=SIZE)
+    i32 = export_int8(src, root / "f32", _items(), size=SIZE, trt_float="fp32")
     return root, src, i16, i32
 
 
@@ -93,4 +93,4 @@ def test_runs_on_cpu_and_agrees_with_fp32(both):
 def test_bad_choice(tmp_path):
     src = tiny_fp32_onnx(tmp_path / "model.onnx", SIZE)
     with pytest.raises(ExportError, match="--int8-float 'bf16'"):
-        export_int8(src, tmp_path, _items(), SIZE, trt_float="bf16")
+        export_int8(src, tmp_path, _items(), size=SIZE, trt_float="bf16")

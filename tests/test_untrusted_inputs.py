@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy_utils import synthetic_export
 from rdd_edge.cli import app
 from rdd_edge.errors import ConfigError, DataError, DeployError
 from rdd_edge.runs import sha256_file
@@ -24,14 +23,10 @@ from rdd_edge.runs import sha256_file
 CHECK = ["--min-time", "0.01", "--no-torch", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module")
-def export_src(tmp_path_factory) -> Path:
-    return synthetic_export(tmp_path_factory.mktemp("untrusted") / "export")
-
-
 @pytest.fixture
-def export(export_src, tmp_path) -> Path:
-    return Path(shutil.copytree(export_src, tmp_path / "run" / "export"))
+def export(synthetic_export_src, tmp_path) -> Path:
+    """A fresh copy of the session's synthetic export (conftest.py): every test here edits or attacks it."""
+    return Path(shutil.copytree(synthetic_export_src, tmp_path / "run" / "export"))
 
 
 def _edit(export: Path, change) -> None:

@@ -1091,7 +1091,10 @@ def tiny_fp32_onnx(path: Path, size: tuple[int, int] = (16, 24), classes: int = 
     return path
 
 
-def make_export(folder: Path, size: tuple[int, int] = (16, 24)) -> Path:
+EXPORT_SIZE = (16, 24)  # make_export's default: the session export of conftest.trt_export_src
+
+
+def make_export(folder: Path, size: tuple[int, int] = EXPORT_SIZE) -> Path:
     """model.onnx, model.fp16.onnx, model.int8.onnx (FP16 float + Q/DQ), model.int8-cpu.onnx and a manifest."""
     from deploy_utils import write_manifest
 
@@ -1102,7 +1105,7 @@ def make_export(folder: Path, size: tuple[int, int] = (16, 24)) -> Path:
     export_fp16(src, folder / "model.fp16.onnx")
     items = [(f"rand{i}", (lambda i=i: np.random.default_rng(100 + i).integers(0, 256, (20, 30, 3), dtype=np.uint8)))
              for i in range(8)]
-    info = export_int8(src, folder, items, size)
+    info = export_int8(src, folder, items, size=size)
     arts = {"onnx": {"file": "model.onnx", "precision": "fp32"}, "fp16": {"file": "model.fp16.onnx", "precision": "fp16"},
             "int8": {"file": "model.int8.onnx", "precision": "int8", "trt_float": info.get("trt_float", "fp32")},
             "int8-cpu": {"file": "model.int8-cpu.onnx", "precision": "int8"}}
