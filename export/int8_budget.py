@@ -38,7 +38,6 @@ from rdd_edge.cpuinfo import detect
 from rdd_edge.deploy.latency import measure
 from rdd_edge.deploy.preprocess import preprocess
 from rdd_edge.errors import ExportError
-from rdd_edge.export.int8 import _method, _quantize
 from rdd_edge.export.int8_layers import float_convs, islands, quant_layers
 from rdd_edge.export.int8_sensitivity import estimate, rank_by_noise, snr_db
 from rdd_edge.export.parity import ort_session
@@ -91,6 +90,8 @@ class Planner:
                  real: bool = False) -> Path:
         """A file of ``flavour`` with the Convs ``floats`` (and their islands) in float; the TensorRT
         flavour with FP32 float math unless ``real`` (then the export's ``trt_float``)."""
+        from rdd_edge.export.int8 import _method, _quantize  # lazy: import cycle int8 <-> int8_budget
+
         if out is None:
             self._n += 1
             out = self.tmp / f"cand-{self._n:03d}-{flavour}.onnx"

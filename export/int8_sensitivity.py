@@ -25,8 +25,6 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
-import torch
-import torch.nn.functional as F
 from onnx import helper
 
 from rdd_edge.deploy.backends.onnxruntime import EXACT_DISABLED_OPTIMIZERS
@@ -73,6 +71,11 @@ class _Gradients:
         self.model, self.modules = model, modules  # layer name -> module path
 
     def __call__(self, x: np.ndarray, size: Sequence[int]) -> dict[str, np.ndarray]:
+        # lazy: torch only weights the estimate when a torch model is given; `rdd-edge engine` imports this
+        # module torch-free (export.pipeline -> int8 -> int8_budget -> here)
+        import torch
+        import torch.nn.functional as F
+
         named = dict(self.model.named_modules())
         outs: dict[str, Any] = {}
         bn_of: dict[str, Any] = {}
