@@ -74,12 +74,16 @@ def init_backbone(model: nn.Module, source: str | Path) -> InitReport:
     cfg = model_cfg(model.model_name)
     if isinstance(source, str) and source.strip().lower() == "imagenet":
         tag = cfg.get("imagenet_timm")
-        if not tag:
+        if not tag and cfg.get("imagenet_file"):
             raise ModelError(
                 f"--pretrained imagenet: timm has no ImageNet weights for {model.model_name}'s backbone ({cfg.get('arch')}, "
                 f"the released code's); download the released {cfg['imagenet_file']} (listed {RELEASED_README}) "
                 f"and pass it as --pretrained PATH, or --pretrained none to start from random weights")
-        path = hub_file(tag, cfg["imagenet_file"])
+        if not tag:
+            raise ModelError(
+                f"--pretrained imagenet: no ImageNet weights are known for {model.model_name}'s backbone ({cfg.get('arch')}); "
+                "pass backbone weights as --pretrained PATH (timm's key layout), or --pretrained none")
+        path = hub_file(tag, cfg.get("imagenet_file"))
         return load_backbone(model, read_weights(path), f"timm {tag}", layout="timm")
     path = Path(source)
     return load_backbone(model, read_weights(path), str(path))
@@ -111,10 +115,13 @@ def _candidates(model: nn.Module) -> dict[str, dict[str, str]]:
     ours = [k for k in model.state_dict() if k.startswith("backbone.")]
     timm = {k[len("backbone."):]: k for k in ours}
     timm.update({k: k for k in ours})  # our own checkpoints
-    released = backbone_names(model)
-    prefix = BACKBONE_PREFIX[model_cfg(model.model_name)["released"]]
-    released.update({prefix + k: v for k, v in list(released.items())})  # a released segmentation checkpoint
-    return {"released": released, "timm": timm}
+    cands = {"timm": timm}
+    if model_cfg(model.model_name).get("released"):  # one of the paper's networks: its released code's names too
+        released = backbone_names(model)
+        prefix = BACKBONE_PREFIX[model_cfg(model.model_name)["released"]]
+        released.update({prefix + k: v for k, v in list(released.items())})  # a released segmentation checkpoint
+        cands["released"] = released
+    return cands
 
 
 def load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, layout: str | None = None) -> InitReport:
@@ -131,9 +138,9 @@ def load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], source: s
     names = cands[layout]
     if fits(names) == 0:
         raise CheckpointError(
-            f"{source}: no tensor fits the backbone of {model.model_name} in the released layout (e.g. "
-            f"{next(iter(cands['released']))}) or timm's (e.g. {next(iter(cands['timm']))}); pass backbone weights of "
-            f"this network ({model_cfg_text(model)})")
+            f"{source}: no tensor fits the backbone of {model.model_name} in "
+            + " or ".join(f"the {name} layout (e.g. {next(iter(c))})" for name, c in sorted(cands.items()))
+            + f"; pass backbone weights of this network ({model_cfg_text(model)})")
     mismatched = [f"{k} {tuple(state[k].shape)} in the file vs {tuple(own[names[k]].shape)} here" for k in state
                   if k in names and tuple(state[k].shape) != tuple(own[names[k]].shape)]
     if mismatched:
@@ -151,13 +158,15 @@ def load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], source: s
 
 
 def model_cfg_text(model: nn.Module) -> str:
+    """``arch; the released code's FILE or timm's TAG``: where backbone weights of this network come from."""
     cfg = model_cfg(model.model_name)
-    return f"{cfg.get('arch')}; the released code's {cfg.get('imagenet_file')}" + (
-        f" or timm's {cfg['imagenet_timm']}" if cfg.get("imagenet_timm") else "")
+    where = [f"the released code's {cfg['imagenet_file']}" if cfg.get("imagenet_file") else "",
+             f"timm's {cfg['imagenet_timm']}" if cfg.get("imagenet_timm") else ""]
+    return f"{cfg.get('arch')}" + ("; " + " or ".join(w for w in where if w) if any(where) else "")
 
 
 # ---------------------------------------------------------------- timm's hub
-def hub_file(tag: str, released_file: str) -> Path:
+def hub_file(tag: str, released_file: str | None) -> Path:
     """The local path of timm's weights ``tag`` (``arch.pretrained_tag``): cached, else downloaded.
 
     Offline (the hub cannot be reached and nothing is cached) one ModelError line says so and
@@ -174,8 +183,9 @@ def hub_file(tag: str, released_file: str) -> Path:
     if cached is not None:
         return cached
     offline = ("--pretrained imagenet: cannot download timm's ImageNet weights {tag} ({why}); download them where there "
-               "is internet (they are then cached), or pass --pretrained PATH (a backbone state dict, e.g. the released "
-               f"{released_file}, listed {RELEASED_README}) or --pretrained none to start from random weights")
+               "is internet (they are then cached), or pass --pretrained PATH (a backbone state dict"
+               + (f", e.g. the released {released_file}, listed {RELEASED_README}" if released_file else "")
+               + ") or --pretrained none to start from random weights")
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise ModelError(offline.format(tag=tag, why="HF_HUB_OFFLINE is set and they are not in the local cache"))
     endpoint = _endpoint()

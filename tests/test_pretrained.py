@@ -146,3 +146,27 @@ def test_the_default_is_imagenet_for_real_data_and_none_for_synthetic(tmp_path):
         make_config("teacher", "camvid", pretrained="nowhere.pth")
     with pytest.raises(ConfigError, match="normalization 'rgb255'"):
         make_config("teacher", normalization="rgb255")
+
+
+def test_a_network_outside_the_paper_takes_timm_layout_weights(tmp_path, monkeypatch):
+    """A registered network with no released counterpart (``released`` None, no released ImageNet file) loads a
+    timm-layout backbone file, and its errors name no released file."""
+    from rdd_edge.models import registry
+
+    name = "deeplabv3_mbv2"
+    cfg = {**registry._model_cfgs[name], "released": None, "imagenet_file": None, "imagenet_timm": None}
+    monkeypatch.setitem(registry._model_cfgs, name, cfg)
+    src = create_model(name, num_classes=3, head_channels=8)
+    state = {k[len("backbone."):]: v.clone() for k, v in src.state_dict().items() if k.startswith("backbone.")}
+    path = tmp_path / "timm_layout.pth"
+    torch.save(state, path)
+    net = create_model(name, num_classes=3, head_channels=8, pretrained=path)
+    assert (net.init_report.layout, net.init_report.missing) == ("timm", [])
+    assert all(torch.equal(net.state_dict()["backbone." + k], v) for k, v in state.items())
+    torch.save({"other.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
+    with pytest.raises(CheckpointError) as err:
+        create_model(name, num_classes=3, head_channels=8, pretrained=tmp_path / "wrong.pth")
+    assert "timm layout" in str(err.value) and "released" not in str(err.value) and "None" not in str(err.value)
+    with pytest.raises(ModelError) as err:
+        create_model(name, num_classes=3, head_channels=8, pretrained="imagenet")
+    assert "--pretrained PATH" in str(err.value) and "None" not in str(err.value)
