@@ -28,6 +28,24 @@ def test_models_table_fits_80_columns():
     assert "deeplabv3_mbv2" in r.stdout and "3.23/128.9" in r.stdout
 
 
+def test_a_network_with_a_long_backbone_name_still_fits_80_columns():
+    """A new network's backbone name (timm's names run long) folds in its cell instead of cutting the figures."""
+    code = ("import rdd_edge.models.registry as R\n"
+            "real = R.model_cfg\n"
+            "def cfg(name):\n"
+            "    c = real(name)\n"
+            "    c['backbone'] = 'mobilenetv3_large_100_and_then_some' if 'mbv2' in R.resolve_name(name) else c['backbone']\n"
+            "    return c\n"
+            "R.model_cfg = cfg\n"
+            "from rdd_edge.cli import main\n"
+            "main(['models', '--size', '64x128', '--filter', '*mbv2'])\n")
+    env = {**os.environ, "COLUMNS": "80", "LINES": "50"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    _fits(r.stdout)
+    assert "3.23/128.9" in r.stdout and "and_then_some" in r.stdout.replace("\n", "").replace(" ", "")
+
+
 def test_data_check_fits_80_columns_with_three_splits(tmp_path):
     from rdd_edge.data.base import write_image, write_label
 

@@ -38,10 +38,12 @@ def models_cmd(
     console = Console()
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=f"rdd-edge models at {hw[0]}x{hw[1]}, {classes} classes",
                   caption="params count the ResNets' FCN aux head, as the paper does (export drops it: 'w/o aux'). "
-                          "FLOPs = 2 x MACs (conv + matmul only). The networks are the paper's released architectures "
+                          "FLOPs = 2 x MACs (conv + matmul only). The paper's networks are its released architectures "
                           "(ResNet-v1s deep stem); paper: 19 classes, 1024x2048, its 'G' figures are MACs.")
     for col in ("model", "alias", "params M", "w/o aux", "MACs G", "FLOPs G", "paper M/G"):
-        table.add_column(col, no_wrap=True, justify="left" if col in ("model", "alias") else "right")
+        # names and backbones fold on a narrow terminal (a new network's backbone may be long); figures never do
+        text = col in ("model", "alias")
+        table.add_column(col, no_wrap=not text, overflow="fold" if text else "ellipsis", justify="left" if text else "right")
     for name in names:
         cfg = model_cfg(name)
         with torch.device("meta"):
