@@ -206,3 +206,17 @@ def test_data_and_viz_import_without_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "11"
+
+
+def test_an_images_folder_alone_is_not_ade20k(tmp_path):
+    """ADE20K's layout is images/ + annotations/ with its split folders; a bare images/ (another format's
+    images/<split>, a user's folder of pictures) is not claimed by it, so detection stays unambiguous."""
+    from rdd_edge.data.registry import detect_dataset
+    from rdd_edge.errors import DataError
+
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    (tmp_path / "annotations").mkdir()
+    with pytest.raises(DataError, match="no known data set layout"):
+        detect_dataset(tmp_path)
+    (tmp_path / "images" / "validation").mkdir()
+    assert detect_dataset(tmp_path) == "ade20k"

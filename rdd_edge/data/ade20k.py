@@ -56,9 +56,10 @@ def base_dir(root: Path) -> Path:
 
 def find_splits(root: Path) -> list[str]:
     base = base_dir(root)
-    if not (base / "images").is_dir() and not (base / "annotations").is_dir():
+    found = [s for s, d in SPLIT_DIRS.items() if (base / "images" / d).is_dir() or (base / "annotations" / d).is_dir()]
+    if not found:  # an images/ folder alone is many layouts' (images/<split> ...): ADE20K's has its split folders
         raise layout_error(root, "ADE20K (ADEChallengeData2016)", LAYOUT)
-    return [s for s, d in SPLIT_DIRS.items() if (base / "images" / d).is_dir() or (base / "annotations" / d).is_dir()]
+    return found
 
 
 def scan(root: Path, split: str) -> SplitFiles:
