@@ -8,12 +8,20 @@ contiguous NCHW tensors), so both figures come from one machine in one session.
     python -m benchmarks.quickstart                       # the pipeline as shipped
     python -m benchmarks.quickstart --before              # the same, with the old CPU training settings
     python -m benchmarks.quickstart -- --teacher-iters 150  # pipeline options after --
+    python -m benchmarks.quickstart --isa avx             # torch's kernels capped to an older x86 class
+
+``--isa`` caps the instruction sets torch's CPU kernels may use (ATen's vectorised ops, oneDNN's
+convolutions) through their own environment variables, so one machine also times an older x86 class
+than its own: torch on an AVX-only CPU runs exactly these kernels. (The pipeline's training makes no
+MKL call, checked with MKL_VERBOSE=1, so MKL needs no cap.) The cap is set in the child only and the child checks it took;
+ONNX Runtime (INT8 calibration, check) has no such switch and keeps the machine's full instruction set.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,12 +43,28 @@ T.train = train
 """
 
 
-def run(before: bool, extra: list[str], folder: Path) -> dict:
+# An x86 class older than the machine's, per library: ATen has only default / AVX2 / AVX-512 builds
+# of its vectorised kernels, so "default" (SSE) is what it runs below AVX2.
+ISA_CAPS = {
+    "avx": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX"},
+    "sse4": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+}
+
+# Fails the child at once if ATen ignored the cap (a misspelt value falls back to the best silently).
+_CHECK_CAP = """
+import torch
+if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+    raise SystemExit("ATEN_CPU_CAPABILITY did not take: " + torch.backends.cpu.get_cpu_capability())
+"""
+
+
+def run(before: bool, extra: list[str], folder: Path, isa: str | None = None) -> dict:
     """Run the pipeline once in ``folder``; its pipeline.json plus the wall time seen from outside."""
-    code = (_BEFORE if before else "") + "from rdd_edge.cli import main\nmain(sys.argv[1:])\n"
+    code = (_CHECK_CAP if isa else "") + (_BEFORE if before else "") + "from rdd_edge.cli import main\nmain(sys.argv[1:])\n"
     cmd = [sys.executable, "-c", "import sys\n" + code, "pipeline", "--runs", str(folder / "runs"), "--quiet", *extra]
+    env = {**os.environ, **ISA_CAPS.get(isa or "", {})}
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"pipeline failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -55,11 +79,14 @@ def main(argv: list[str] | None = None) -> dict:
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--before", action="store_true", help="the CPU training settings of before issue 21")
+    p.add_argument("--isa", choices=sorted(ISA_CAPS), default=None,
+                   help="cap torch's CPU kernels to an older x86 instruction set (ONNX Runtime keeps the full one)")
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     with tempfile.TemporaryDirectory(prefix="quickstart-") as tmp:
-        res = run(args.before, extra, Path(tmp))
-    report = {"cpu": detect().line(), "variant": "before" if args.before else "after", "options": extra,
+        res = run(args.before, extra, Path(tmp), args.isa)
+    cpu = detect().line() + (f" Torch's kernels capped to {args.isa.upper()}: {ISA_CAPS[args.isa]}." if args.isa else "")
+    report = {"cpu": cpu, "isa_cap": args.isa, "variant": "before" if args.before else "after", "options": extra,
               "date": time.strftime("%Y-%m-%d"), "times_s": res["times_s"], "total_s": res["total_s"],
               "wall_s": res["wall_s"], "teacher_miou": res["teacher_miou"], "student_miou": res["student_miou"],
               "gate_failed": res["gate_failed"]}
