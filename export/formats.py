@@ -51,6 +51,7 @@ class ExportSpec:
     fp16: bool = False
     int8: bool = False
     trt: str = "none"  # none, fp16, int8, all
+    format: Sequence[str] = ()  # table keys (`--format KEY`, repeatable): any row, and the only switch of a row whose flag is "--format KEY"
     # accuracy checks
     check_images: int | None = None  # val images scored per artifact (None: the val split, up to CHECK_IMAGES)
     data: str | Path | None = None  # data folder, if not the one the checkpoint records
@@ -90,6 +91,7 @@ class ExportSpec:
         s.int8_float = resolve_choice(s.int8_float, INT8_FLOAT_CHOICES, {"half": "fp16", "float": "fp32"}, "--int8-float")
         s.size = parse_hw(s.size, "--size")
         s.keep_float = tuple(s.keep_float or ())
+        s.format = tuple(dict.fromkeys(get_format(k, "--format").key for k in (s.format or ())))
         if s.int8_max_drop is not None and s.int8_budget is not None and s.int8_budget != s.int8_max_drop:
             raise ConfigError(f"--int8-max-drop {s.int8_max_drop:g} and --int8-budget {s.int8_budget:g}: the same "
                               "setting under its old and new name; give one")
@@ -127,13 +129,17 @@ def asks_for(spec: ExportSpec, flag: str) -> bool:
         return bool(have)
     if have is None:
         return False
+    if isinstance(have, (tuple, list)):  # a repeatable flag (--format): the values given
+        return value in have
     choices = table.flag_choices(option)
     return flag in choices[resolve_choice(str(have), tuple(choices), FLAG_ALIASES.get(option, {}), option)]
 
 
 def flags_on(spec: ExportSpec) -> set[str | None]:
-    """The table flags an export spec turns on (None stands for the rows always written)."""
-    return {None} | {f.flag for f in table.FORMATS if f.flag and asks_for(spec, f.flag)}
+    """The table flags an export spec turns on (None stands for the rows always written); a row named
+    by ``--format KEY`` turns on its own flag, so ``--format fp16`` is ``--fp16``."""
+    named = {f.flag for f in table.FORMATS if f.key in (spec.format or ())}
+    return {None} | named | {f.flag for f in table.FORMATS if f.flag and asks_for(spec, f.flag)}
 
 
 def spec_for(flags: Iterable[str], **fields: Any) -> ExportSpec:
@@ -146,7 +152,11 @@ def spec_for(flags: Iterable[str], **fields: Any) -> ExportSpec:
             fields[_field(option)] = True
         else:
             values.setdefault(option, []).append(value)
+    repeatable = {_field(f.name) for f in dataclasses.fields(ExportSpec) if f.default == ()}
     for option, vals in values.items():
+        if _field(option) in repeatable:  # --format KEY, once per value
+            fields[_field(option)] = tuple(vals)
+            continue
         choices = table.flag_choices(option)
         every = [str(table.split_flag(fl)[1]) for fl in choices["all"]]
         fields[_field(option)] = vals[0] if len(vals) == 1 else "all" if set(vals) == set(every) else None
@@ -183,14 +193,15 @@ def check_options(spec: ExportSpec) -> None:
     for name in sorted(owned - takes):
         if getattr(spec, name) != getattr(defaults, name) and getattr(spec, name) not in (None, (), []):
             users = [f for f in table.FORMATS if name in f.options]
-            hint = " or ".join(dict.fromkeys(table.split_flag(f.flag)[0] for f in users if f.flag))
+            hint = " or ".join(dict.fromkeys(f.flag if _field(table.split_flag(f.flag)[0]) == "format"
+                                             else table.split_flag(f.flag)[0] for f in users if f.flag))
             raise ConfigError(f"--{name.replace('_', '-')} applies only to {', '.join(f.key for f in users)}; "
                               f"add {hint} (or drop it)")
 
 
-def get_format(key: str) -> ExportFormat:
+def get_format(key: str, option: str = "format") -> ExportFormat:
     """The row for a manifest key (``onnx``, ``fp16``, ``int8``, ``int8-cpu``, ``engine-fp16`` ...)."""
-    return table.BY_KEY[resolve_choice(key, tuple(table.BY_KEY), {"trt": "engine-fp16", "engine": "engine-fp16"}, "format")]
+    return table.BY_KEY[resolve_choice(key, tuple(table.BY_KEY), {"trt": "engine-fp16", "engine": "engine-fp16"}, option)]
 
 
 def resolve_choice(value: str, choices: tuple[str, ...], aliases: dict[str, str], option: str) -> str:

@@ -10,7 +10,8 @@ execution provider may run it, what precision an engine built from it has).
 A core module: standard library only, so ``deploy`` reads the table without importing
 ``export`` (export -> deploy is the allowed direction, never the reverse). Export-only things
 (``ExportSpec``, which formats a spec asks for, option checks) live in ``export/formats.py``.
-Adding a format = one row here + its builder + a test.
+Adding a format = one row here (flag ``"--format KEY"`` unless it earns a flag of its own) + its
+builder + a test: no ExportSpec field, no CLI option.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class ExportFormat:
     file: str  # file name inside <run>/export/
     runtime: str  # what runs it: "onnxruntime" (an .onnx file) or "tensorrt" (an engine: TensorRT's own runtime)
     precision: str  # fp32 / fp16 / int8: what deploy reports, what an engine built from it runs
-    flag: str | None  # the `rdd-edge export` flag that asks for it ("--fp16", "--trt fp16"); None: always written
+    # the `rdd-edge export` flag that asks for it ("--fp16", "--trt fp16"); None: always written. A new
+    # format needs no flag of its own: "--format KEY" asks for it by key (any row can be asked for so)
+    flag: str | None
     build: str  # "module:function" that writes it; rows sharing a builder are written by one call
     source: str | None = None  # key of the artifact it is built from (None: the checkpoint)
     options: frozenset[str] = frozenset()  # ExportSpec fields that only this format uses

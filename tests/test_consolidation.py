@@ -111,6 +111,67 @@ def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch):
     assert set(man["files"]) == {p.name for p in (run / "export").iterdir()}
 
 
+
+def test_format_by_key_is_the_same_as_its_flag_and_names_a_wrong_key():
+    from rdd_edge.export.formats import ExportSpec, requested
+
+    keys = lambda spec: [f.key for f in requested(spec.normalised())]  # noqa: E731
+    assert keys(ExportSpec(format=["fp16"])) == keys(ExportSpec(fp16=True)) == ["onnx", "fp16"]
+    # a key stands for its flag, so one calibration's two files come together as with --int8
+    assert keys(ExportSpec(format=["INT8-CPU"])) == keys(ExportSpec(int8=True))
+    assert keys(ExportSpec(format=["engine-int8"])) == keys(ExportSpec(trt="int8"))
+    assert ExportSpec(format=["fp16", "fp16"]).normalised().format == ("fp16",)
+    with pytest.raises(ConfigError, match=r"--format: unknown value 'fp61'\. Did you mean 'fp16'"):
+        ExportSpec(format=["fp61"]).normalised()
+
+
+def test_a_format_row_without_a_flag_of_its_own_is_one_row_and_a_builder_from_the_cli(tmp_path, monkeypatch):
+    """A row whose flag is "--format KEY" needs no ExportSpec field and no CLI option: `rdd-edge export
+    --format KEY` builds it (with its source), the pipeline's every-format spec asks for it, and an
+    option that only it takes is refused without it, naming the flag to add."""
+    import torch
+    from typer.testing import CliRunner
+
+    from rdd_edge import formats
+    from rdd_edge.cli import app
+    from rdd_edge.cli.pipeline import every_format_spec
+    from rdd_edge.data import DataSpec, dataset_info
+    from rdd_edge.export import builders
+    from rdd_edge.export.formats import ExportSpec, check_options, requested
+    from rdd_edge.formats import ExportFormat
+    from rdd_edge.models import create_model, save_checkpoint
+
+    def build_twin(ctx, keys=()):
+        import shutil
+
+        dst = ctx.out / "model.twin.onnx"
+        shutil.copy(ctx.path("onnx"), dst)
+        return {"twin": {"path": dst}}
+
+    monkeypatch.setattr(builders, "build_twin", build_twin, raising=False)
+    row = ExportFormat("twin", "ONNX twin", "model.twin.onnx", "onnxruntime", "fp32", "--format twin",
+                       "rdd_edge.export.builders:build_twin", source="onnx", options=frozenset({"opt_batch"}))
+    monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, row))
+    monkeypatch.setattr(formats, "BY_KEY", {**formats.BY_KEY, "twin": row})
+    monkeypatch.setattr(formats, "ORDER", (*formats.ORDER, "twin"))
+
+    assert row in requested(every_format_spec(False, calib=64).normalised())
+    assert [f.key for f in requested(ExportSpec(format=["twin"]).normalised())] == ["onnx", "twin"]
+    with pytest.raises(ConfigError, match="--opt-batch applies only to .*twin.*add .*--format twin"):
+        check_options(ExportSpec(fp16=True, opt_batch=2).normalised())
+
+    torch.manual_seed(0)
+    run = tmp_path / "distill-x"
+    model = create_model("mbv2", num_classes=11, head_channels=8).eval()
+    data = DataSpec("synthetic", train_images=4, val_images=3, size=(48, 64), seed=5)
+    save_checkpoint(run / "best.pt", model, dataset=dataset_info("synthetic"), data=data.as_dict(), config={})
+    res = CliRunner().invoke(app, ["export", str(run), "--format", "twin"])
+    assert res.exit_code == 0, res.output
+    man = __import__("json").loads((run / "export" / "manifest.json").read_text())
+    assert set(man["artifacts"]) == {"onnx", "twin"}
+    assert man["artifacts"]["twin"]["agreement"]["label_agreement"] == 1.0
+    assert (run / "export" / "model.twin.onnx").read_bytes() == (run / "export" / "model.onnx").read_bytes()
+
 def test_one_split_opener_gives_training_export_and_check_the_same_images(tmp_path):
     from rdd_edge.deploy.check import load_eval_data
     from rdd_edge.distill.config import make_config

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rdd_edge import formats as table
 from rdd_edge.cli.app import app
 from rdd_edge.cli.commands.options import DEFAULT_RUNS, Data, Runs, TrustCheckpoint, checkpoint_trust
 
@@ -54,6 +55,10 @@ MaxBatch = Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch
 DlaCore = Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Build the engines for this DLA core (Jetson AGX Orin / Orin NX): one static batch (--opt-batch), GPU fallback for layers DLA cannot run; no layer on DLA is an error.")]
 OptBatch = Annotated[int, typer.Option("--opt-batch", min=1, help="The batch TensorRT tunes for (with --dla-core: the engine's only batch).")]
 AllowGpuFallback = Annotated[bool, typer.Option("--allow-gpu-fallback", help="With --dla-core: keep an engine whose layers all fell back to the GPU (a warning instead of an error).")]
+FormatKeys = Annotated[Optional[List[str]], typer.Option(
+    "--format", metavar="KEY",
+    help=f"Also write the format with this key (repeatable; what it is built from comes along): {', '.join(table.ORDER)}. "
+         "A format without a flag of its own is asked for this way; for the others it is the same as their flag.")]
 Profile = Annotated[Optional[str], typer.Option("--profile", metavar="MIN,OPT,MAX", help="With --dynamic: the engine's H x W range, e.g. 256x512,512x1024,1024x2048.")]
 
 
@@ -63,6 +68,7 @@ def export_cmd(
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write model.fp16.onnx (FP16 weights, FP32 I/O).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (TensorRT QDQ) and model.int8-cpu.onnx (ONNX Runtime CPU), from one calibration.")] = False,
     trt: Annotated[str, typer.Option("--trt", help="TensorRT engines to build: none, fp16, int8, all (needs TensorRT: the `trt` extra, JetPack on Jetson).")] = "none",
+    format: FormatKeys = None,
     size: Annotated[Optional[str], typer.Option("--size", metavar="HxW", help="Input size (multiples of 8; PSPNet: of 48). Default: the data set's eval size.")] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic H and W as well as batch (not PSPNet).")] = False,
     outputs: Annotated[str, typer.Option("--outputs", help="Graph outputs: labels (N,H,W int64), logits (N,C,H,W) or both.")] = "labels",
@@ -93,7 +99,7 @@ def export_cmd(
 
     console = Console()
     spec = ExportSpec(source=source, out=out, runs_root=runs, size=size, outputs=outputs, embed_preprocess=embed_preprocess,
-                      dynamic=dynamic, opset=opset, fp16=fp16, int8=int8, trt=trt, check_images=check_images, data=data,
+                      dynamic=dynamic, opset=opset, fp16=fp16, int8=int8, trt=trt, format=tuple(format or ()), check_images=check_images, data=data,
                       calib=calib, calib_method=calib_method, calib_data=calib_data, keep_float=tuple(keep_float or ()),
                       int8_budget=int8_budget, int8_report=int8_report, int8_max_float=int8_max_float, int8_loo=int8_loo,
                       int8_max_drop=int8_max_drop, int8_float=int8_float, workspace=workspace, max_batch=max_batch,
