@@ -93,7 +93,16 @@ def test_the_cli_exits_143_on_sigterm_after_saving(tmp_path, monkeypatch, capsys
     assert torch.load(tmp_path / "teacher-t" / "last.pt", weights_only=True)["step"] == 3
 
 
-def test_a_stop_request_waits_for_the_end_of_the_step_and_between_steps_acts_at_once(monkeypatch):
+@pytest.fixture
+def ctrl_c_as_in_a_terminal():
+    """SIGINT raising KeyboardInterrupt, as in a terminal: a shell starts a background job with SIGINT
+    ignored, and pytest keeps that, so a test that needs Ctrl-C sets it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_stop_request_waits_for_the_end_of_the_step_and_between_steps_acts_at_once(monkeypatch, ctrl_c_as_in_a_terminal):
     """The trainer's StepBoundary: one handler for the whole loop; what it does between steps is what the
     handlers outside it do (Ctrl-C at once, an ignored SIGINT still ignored), and it puts them back."""
     from rdd_edge import interrupts
