@@ -81,7 +81,7 @@ class TrainConfig:
     freeze_bn: bool = False  # keep BatchNorm on its running statistics while training (tiny per-process batches)
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler); off on CPU
     compile: bool = False  # torch.compile the trained model
-    channels_last: bool = True  # NHWC memory format (cuDNN on CUDA, oneDNN on a CPU)
+    channels_last: bool = True  # NHWC memory format where it is the fast one: CUDA, and CPUs with AVX2 or wider
     # -- bookkeeping
     val_every: int = 100  # validate (and save last.pt / best.pt) every this many iterations
     log_every: int = 10  # write a CSV / TensorBoard row every this many iterations

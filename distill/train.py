@@ -132,6 +132,17 @@ def amp_setup(cfg: TrainConfig, device: torch.device):
     return (lambda: torch.autocast("cuda", dtype=dtype)), scaler, dtype
 
 
+# CPUs whose torch kernels are at least 256 bits wide: oneDNN's NHWC convolutions pay there (a 2-core AVX2
+# distillation step 912 -> 714 ms); on narrower ones they cost (kernels capped to AVX: 1250 -> 1726 ms)
+NHWC_CPU_CAPABILITIES = ("AVX2", "AVX512")
+
+
+def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether this run trains in NHWC: ``cfg.channels_last`` where NHWC is the fast layout (CUDA, and a CPU
+    whose torch kernels are AVX2 or wider: ``benchmarks/cpu_train.py``), NCHW elsewhere."""
+    if not cfg.channels_last:
+        return False
+    return device.type == "cuda" or torch.backends.cpu.get_cpu_capability() in NHWC_CPU_CAPABILITIES
 
 
 # ---------------------------------------------------------------- data
@@ -328,7 +339,7 @@ def build_step_context(cfg: TrainConfig, student: nn.Module, teacher: nn.Module 
     """The optimiser step ``cfg`` trains ``student`` with (on its device), distilling from the frozen ``teacher``.
 
     The one place the step is put together, for the trainer, benchmarks/distill_speed.py and the
-    tests alike: both models in channels_last (``cfg.channels_last``); across processes the student
+    tests alike: both models in channels_last where it pays (:func:`use_channels_last`); across processes the student
     with SyncBN (CUDA only) inside DDP; ``torch.compile`` (``cfg.compile``); RDD weighting; the KD
     term bound to both models (its trainable parts DDP-wrapped like the student); SGD over the
     student's and the KD term's parameters; AMP. ``student`` is changed in place and stays the
@@ -338,7 +349,8 @@ def build_step_context(cfg: TrainConfig, student: nn.Module, teacher: nn.Module 
     """
 
     device, world = next(student.parameters()).device, dist.world_size()
-    if cfg.channels_last:  # NHWC: cuDNN's fast layout, and oneDNN's on a CPU (a 2-core AVX2 step: -20%, benchmarks/cpu_train.py)
+    nhwc = use_channels_last(cfg, device)
+    if nhwc:
         student.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher.to(memory_format=torch.channels_last)
@@ -370,7 +382,7 @@ def build_step_context(cfg: TrainConfig, student: nn.Module, teacher: nn.Module 
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     autocast, scaler, amp_dtype = amp_setup(cfg, device)
     return StepContext(model, params, teacher, rdd, kd, optimizer, scaler, autocast, cfg.grad_clip,
-                       channels_last=cfg.channels_last, guard=NonFiniteGuard(start), teacher_input=teacher_input,
+                       channels_last=nhwc, guard=NonFiniteGuard(start), teacher_input=teacher_input,
                        amp_dtype=amp_dtype)
 
 

@@ -82,6 +82,7 @@ def test_channels_last_on_a_cpu_learns_the_same(tmp_path, monkeypatch):
     from rdd_edge.models import create_model
 
     monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, x: x)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # NHWC whatever CPU runs the test
     for cl in (False, True):
         train(tiny_config(iters=1, val_every=1, batch=2, channels_last=cl, workers=0), data=readers(),
               run_dir=tmp_path / str(cl), progress=False)
@@ -94,3 +95,26 @@ def test_channels_last_on_a_cpu_learns_the_same(tmp_path, monkeypatch):
     update = sum(float((a[k].double() - init[k].double()).square().sum()) for k in keys) ** 0.5
     apart = sum(float((a[k].double() - b[k].double()).square().sum()) for k in keys) ** 0.5
     assert update > 0 and apart / update < 0.05, (apart, update)  # measured 1.2%: BN biases whose true gradient is ~0
+
+
+def test_nhwc_only_where_it_is_the_fast_layout(monkeypatch):
+    """channels_last on CUDA and on CPUs whose torch kernels are AVX2 or wider; NCHW on narrower ones, where
+    oneDNN's NHWC kernels made a distillation step 38% slower (benchmarks/RESULTS.md, kernels capped to AVX)."""
+    import dataclasses
+
+    from rdd_edge.distill.train import build_step_context, use_channels_last
+    from rdd_edge.models import create_model
+
+    cfg = tiny_config(iters=1)
+    cpu = torch.device("cpu")
+    for capability, nhwc in (("AVX512", True), ("AVX2", True), ("DEFAULT", False), ("SVE256", False)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert use_channels_last(cfg, cpu) is nhwc, capability
+        assert use_channels_last(cfg, torch.device("cuda")) is True  # a device object only: no GPU needed
+        student = create_model("mbv2", num_classes=4, head_channels=8)
+        ctx = build_step_context(cfg, student)
+        conv = next(m for m in student.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+        assert ctx.channels_last is nhwc
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    off = dataclasses.replace(cfg, channels_last=False)
+    assert not use_channels_last(off, cpu) and not use_channels_last(off, torch.device("cuda"))
