@@ -73,15 +73,19 @@ def test_formats_table_drives_requests_and_option_checks():
 
 
 def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch):
-    """Adding an export format is a row + a builder: export_run builds, scores and lists it, check orders it."""
+    """Adding an export format is a row + a builder: export_run builds, scores and lists it, check orders it;
+    one with a flag of its own and one asked for by key (`--format twin`), both through the CLI."""
+    import json
+
     import torch
+    from typer.testing import CliRunner
+
+    from rdd_edge.cli import app
 
     from rdd_edge import formats
     from rdd_edge.deploy.check_rows import row_order
     from rdd_edge.export import builders
-    from rdd_edge.export.formats import ExportSpec
     from rdd_edge.formats import ExportFormat
-    from rdd_edge.export.pipeline import export_run
     from rdd_edge.models import create_model, save_checkpoint
     from rdd_edge.data import DataSpec, dataset_info
 
@@ -92,21 +96,35 @@ def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch):
         shutil.copy(ctx.path("onnx"), dst)
         return {"copy": {"path": dst}}
 
+    def build_twin(ctx, keys=()):
+        import shutil
+
+        dst = ctx.out / "model.twin.onnx"
+        shutil.copy(ctx.path("onnx"), dst)
+        return {"twin": {"path": dst}}
+
     monkeypatch.setattr(builders, "build_copy", build_copy, raising=False)
+    monkeypatch.setattr(builders, "build_twin", build_twin, raising=False)
     row = ExportFormat("copy", "ONNX copy", "model.copy.onnx", "onnxruntime", "fp32", "--fp16", "rdd_edge.export.builders:build_copy",
                        source="onnx", min_agreement=0.999)
-    monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, row))
-    monkeypatch.setattr(formats, "BY_KEY", {**formats.BY_KEY, "copy": row})
-    monkeypatch.setattr(formats, "ORDER", (*formats.ORDER, "copy"))
-    assert row_order()[-1] == "copy"  # check orders its row after the others
+    # a row without a flag of its own: `rdd-edge export --format twin` asks for it
+    twin = ExportFormat("twin", "ONNX twin", "model.twin.onnx", "onnxruntime", "fp32", "--format twin",
+                        "rdd_edge.export.builders:build_twin", source="onnx")
+    monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, row, twin))
+    monkeypatch.setattr(formats, "BY_KEY", {**formats.BY_KEY, "copy": row, "twin": twin})
+    monkeypatch.setattr(formats, "ORDER", (*formats.ORDER, "copy", "twin"))
+    assert row_order()[-2:] == ("copy", "twin")  # check orders the rows after the others
     torch.manual_seed(0)
     run = tmp_path / "distill-x"
     model = create_model("mbv2", num_classes=11, head_channels=8).eval()
     data = DataSpec("synthetic", train_images=4, val_images=3, size=(48, 64), seed=5)
     save_checkpoint(run / "best.pt", model, dataset=dataset_info("synthetic"), data=data.as_dict(), config={})
-    man = export_run(ExportSpec(source=run, fp16=True))
-    assert set(man["artifacts"]) == {"onnx", "fp16", "copy"}
+    res = CliRunner().invoke(app, ["export", str(run), "--fp16", "--format", "twin"])
+    assert res.exit_code == 0, res.output
+    man = json.loads((run / "export" / "manifest.json").read_text())
+    assert set(man["artifacts"]) == {"onnx", "fp16", "copy", "twin"}
     assert man["artifacts"]["copy"]["agreement"]["label_agreement"] == 1.0
+    assert man["artifacts"]["twin"]["agreement"]["label_agreement"] == 1.0
     assert man["artifacts"]["copy"]["checked_images"] == 3  # the checkpoint's whole val split
     assert set(man["files"]) == {p.name for p in (run / "export").iterdir()}
 
@@ -125,30 +143,15 @@ def test_format_by_key_is_the_same_as_its_flag_and_names_a_wrong_key():
         ExportSpec(format=["fp61"]).normalised()
 
 
-def test_a_format_row_without_a_flag_of_its_own_is_one_row_and_a_builder_from_the_cli(tmp_path, monkeypatch):
-    """A row whose flag is "--format KEY" needs no ExportSpec field and no CLI option: `rdd-edge export
-    --format KEY` builds it (with its source), the pipeline's every-format spec asks for it, and an
-    option that only it takes is refused without it, naming the flag to add."""
-    import torch
-    from typer.testing import CliRunner
-
+def test_a_format_row_without_a_flag_of_its_own_needs_no_spec_field_and_no_option(monkeypatch):
+    """A row whose flag is "--format KEY" needs no ExportSpec field and no CLI option: a spec asks for it by
+    key (with its source), the pipeline's every-format spec asks for it, and an option that only it takes is
+    refused without it, naming the flag to add. (The CLI builds one: test_a_new_format_row_is_built_scored_and_listed.)"""
     from rdd_edge import formats
-    from rdd_edge.cli import app
     from rdd_edge.cli.pipeline import every_format_spec
-    from rdd_edge.data import DataSpec, dataset_info
-    from rdd_edge.export import builders
     from rdd_edge.export.formats import ExportSpec, check_options, requested
     from rdd_edge.formats import ExportFormat
-    from rdd_edge.models import create_model, save_checkpoint
 
-    def build_twin(ctx, keys=()):
-        import shutil
-
-        dst = ctx.out / "model.twin.onnx"
-        shutil.copy(ctx.path("onnx"), dst)
-        return {"twin": {"path": dst}}
-
-    monkeypatch.setattr(builders, "build_twin", build_twin, raising=False)
     row = ExportFormat("twin", "ONNX twin", "model.twin.onnx", "onnxruntime", "fp32", "--format twin",
                        "rdd_edge.export.builders:build_twin", source="onnx", options=frozenset({"opt_batch"}))
     monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, row))
@@ -159,18 +162,6 @@ def test_a_format_row_without_a_flag_of_its_own_is_one_row_and_a_builder_from_th
     assert [f.key for f in requested(ExportSpec(format=["twin"]).normalised())] == ["onnx", "twin"]
     with pytest.raises(ConfigError, match="--opt-batch applies only to .*twin.*add .*--format twin"):
         check_options(ExportSpec(fp16=True, opt_batch=2).normalised())
-
-    torch.manual_seed(0)
-    run = tmp_path / "distill-x"
-    model = create_model("mbv2", num_classes=11, head_channels=8).eval()
-    data = DataSpec("synthetic", train_images=4, val_images=3, size=(48, 64), seed=5)
-    save_checkpoint(run / "best.pt", model, dataset=dataset_info("synthetic"), data=data.as_dict(), config={})
-    res = CliRunner().invoke(app, ["export", str(run), "--format", "twin"])
-    assert res.exit_code == 0, res.output
-    man = __import__("json").loads((run / "export" / "manifest.json").read_text())
-    assert set(man["artifacts"]) == {"onnx", "twin"}
-    assert man["artifacts"]["twin"]["agreement"]["label_agreement"] == 1.0
-    assert (run / "export" / "model.twin.onnx").read_bytes() == (run / "export" / "model.onnx").read_bytes()
 
 def test_one_split_opener_gives_training_export_and_check_the_same_images(tmp_path):
     from rdd_edge.deploy.check import load_eval_data
