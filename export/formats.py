@@ -152,9 +152,8 @@ def spec_for(flags: Iterable[str], **fields: Any) -> ExportSpec:
             fields[_field(option)] = True
         else:
             values.setdefault(option, []).append(value)
-    repeatable = {_field(f.name) for f in dataclasses.fields(ExportSpec) if f.default == ()}
     for option, vals in values.items():
-        if _field(option) in repeatable:  # --format KEY, once per value
+        if isinstance(getattr(ExportSpec, _field(option), None), tuple):  # a repeatable flag (--format KEY): every value
             fields[_field(option)] = tuple(vals)
             continue
         choices = table.flag_choices(option)

@@ -36,3 +36,16 @@ def synthetic_export_src(tmp_path_factory) -> Iterator[Path]:
     from deploy_utils import synthetic_export
 
     yield from read_only(synthetic_export(tmp_path_factory.mktemp("synthetic-export") / "runs" / "distill-x" / "export"))
+
+
+@pytest.fixture
+def add_format_rows(monkeypatch):
+    """Append made-up rows to the export formats table, and to BY_KEY and ORDER derived from it, for one test."""
+    from rdd_edge import formats
+
+    def add(*rows):
+        monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, *rows))
+        monkeypatch.setattr(formats, "BY_KEY", {**formats.BY_KEY, **{r.key: r for r in rows}})
+        monkeypatch.setattr(formats, "ORDER", (*formats.ORDER, *(r.key for r in rows)))
+
+    return add

@@ -72,7 +72,7 @@ def test_formats_table_drives_requests_and_option_checks():
     assert p == ((256, 512), (512, 1024), (1024, 2048))
 
 
-def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch):
+def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch, add_format_rows):
     """Adding an export format is a row + a builder: export_run builds, scores and lists it, check orders it;
     one with a flag of its own and one asked for by key (`--format twin`), both through the CLI."""
     import json
@@ -81,8 +81,6 @@ def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from rdd_edge.cli import app
-
-    from rdd_edge import formats
     from rdd_edge.deploy.check_rows import row_order
     from rdd_edge.export import builders
     from rdd_edge.formats import ExportFormat
@@ -110,9 +108,7 @@ def test_a_new_format_row_is_built_scored_and_listed(tmp_path, monkeypatch):
     # a row without a flag of its own: `rdd-edge export --format twin` asks for it
     twin = ExportFormat("twin", "ONNX twin", "model.twin.onnx", "onnxruntime", "fp32", "--format twin",
                         "rdd_edge.export.builders:build_twin", source="onnx")
-    monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, row, twin))
-    monkeypatch.setattr(formats, "BY_KEY", {**formats.BY_KEY, "copy": row, "twin": twin})
-    monkeypatch.setattr(formats, "ORDER", (*formats.ORDER, "copy", "twin"))
+    add_format_rows(row, twin)
     assert row_order()[-2:] == ("copy", "twin")  # check orders the rows after the others
     torch.manual_seed(0)
     run = tmp_path / "distill-x"
@@ -143,20 +139,17 @@ def test_format_by_key_is_the_same_as_its_flag_and_names_a_wrong_key():
         ExportSpec(format=["fp61"]).normalised()
 
 
-def test_a_format_row_without_a_flag_of_its_own_needs_no_spec_field_and_no_option(monkeypatch):
+def test_a_format_row_without_a_flag_of_its_own_needs_no_spec_field_and_no_option(add_format_rows):
     """A row whose flag is "--format KEY" needs no ExportSpec field and no CLI option: a spec asks for it by
     key (with its source), the pipeline's every-format spec asks for it, and an option that only it takes is
     refused without it, naming the flag to add. (The CLI builds one: test_a_new_format_row_is_built_scored_and_listed.)"""
-    from rdd_edge import formats
     from rdd_edge.cli.pipeline import every_format_spec
     from rdd_edge.export.formats import ExportSpec, check_options, requested
     from rdd_edge.formats import ExportFormat
 
     row = ExportFormat("twin", "ONNX twin", "model.twin.onnx", "onnxruntime", "fp32", "--format twin",
                        "rdd_edge.export.builders:build_twin", source="onnx", options=frozenset({"opt_batch"}))
-    monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, row))
-    monkeypatch.setattr(formats, "BY_KEY", {**formats.BY_KEY, "twin": row})
-    monkeypatch.setattr(formats, "ORDER", (*formats.ORDER, "twin"))
+    add_format_rows(row)
 
     assert row in requested(every_format_spec(False, calib=64).normalised())
     assert [f.key for f in requested(ExportSpec(format=["twin"]).normalised())] == ["onnx", "twin"]

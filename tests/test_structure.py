@@ -163,7 +163,7 @@ def test_the_pipeline_asks_for_every_format_this_machine_can_build():
     assert every_format_spec(False, calib=64).calib == 64
 
 
-def test_a_new_onnx_row_is_read_by_deploy_from_the_table_and_never_given_to_tensorrt(monkeypatch, tmp_path):
+def test_a_new_onnx_row_is_read_by_deploy_from_the_table_and_never_given_to_tensorrt(monkeypatch, tmp_path, add_format_rows):
     """A row appended to the table (and nothing else edited): deploy takes its precision from the table,
     by the manifest's key or the exact file name, and a row with trt_ep False never reaches TensorRT:
     not ONNX Runtime's TensorRT execution provider, not an engine build; check orders its row."""
@@ -181,9 +181,7 @@ def test_a_new_onnx_row_is_read_by_deploy_from_the_table_and_never_given_to_tens
     row = formats.ExportFormat("int8-madeup", "ONNX INT8 (made up)", "model.int8-madeup.onnx", "onnxruntime",
                                "int8", "--int8-madeup", "rdd_edge.export.builders:build_int8_madeup", source="onnx",
                                trt_ep=False)
-    monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, row))
-    monkeypatch.setattr(formats, "BY_KEY", {**formats.BY_KEY, row.key: row})
-    monkeypatch.setattr(formats, "ORDER", (*formats.ORDER, row.key))
+    add_format_rows(row)
     ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
     # no manifest: the table's exact file name

@@ -68,7 +68,7 @@ def export_cmd(
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write model.fp16.onnx (FP16 weights, FP32 I/O).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (TensorRT QDQ) and model.int8-cpu.onnx (ONNX Runtime CPU), from one calibration.")] = False,
     trt: Annotated[str, typer.Option("--trt", help="TensorRT engines to build: none, fp16, int8, all (needs TensorRT: the `trt` extra, JetPack on Jetson).")] = "none",
-    format: FormatKeys = None,
+    format_keys: FormatKeys = None,
     size: Annotated[Optional[str], typer.Option("--size", metavar="HxW", help="Input size (multiples of 8; PSPNet: of 48). Default: the data set's eval size.")] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic H and W as well as batch (not PSPNet).")] = False,
     outputs: Annotated[str, typer.Option("--outputs", help="Graph outputs: labels (N,H,W int64), logits (N,C,H,W) or both.")] = "labels",
@@ -99,7 +99,7 @@ def export_cmd(
 
     console = Console()
     spec = ExportSpec(source=source, out=out, runs_root=runs, size=size, outputs=outputs, embed_preprocess=embed_preprocess,
-                      dynamic=dynamic, opset=opset, fp16=fp16, int8=int8, trt=trt, format=tuple(format or ()), check_images=check_images, data=data,
+                      dynamic=dynamic, opset=opset, fp16=fp16, int8=int8, trt=trt, format=tuple(format_keys or ()), check_images=check_images, data=data,
                       calib=calib, calib_method=calib_method, calib_data=calib_data, keep_float=tuple(keep_float or ()),
                       int8_budget=int8_budget, int8_report=int8_report, int8_max_float=int8_max_float, int8_loo=int8_loo,
                       int8_max_drop=int8_max_drop, int8_float=int8_float, workspace=workspace, max_batch=max_batch,
