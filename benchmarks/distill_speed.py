@@ -213,9 +213,9 @@ def main(argv=None) -> int:
         t.add_row(r["variant"], f"{r['ms']:.1f}", "-" if r["vs_kd"] is None else f"{100 * r['vs_kd']:+.1f}%", f"{r['gflop_per_step']:.1f}",
                   f"{r['tflops']:.3f}", f"{100 * r['of_matmul_peak']:.1f}%")
     t.caption = f"matmul peak ({meta['matmul_dtype']}, n={meta['matmul_n']}): {meta['matmul_tflops']:.2f} TFLOP/s"
-    if meta.get("cpu"):
-        t.caption += f"\nCPU: {meta['cpu']['line']}"
     Console().print(t)
+    if meta.get("cpu"):  # a plain line, never wrapped by the console: whole on any terminal, as the other benchmarks print it
+        print(f"CPU: {meta['cpu']['line']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     return 0

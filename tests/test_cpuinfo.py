@@ -209,6 +209,11 @@ def test_deploy_latency_benchmark_prints_and_records_the_cpu(tmp_path, capsys):
 
 
 def test_distill_speed_benchmark_records_the_cpu(tmp_path, capsys, monkeypatch):
+    """The CPU line is whole in the JSON and on the terminal, whatever the CPU's name and the console's width.
+
+    A long model name (an Intel Xeon's is ~40 characters, plus the ISA note) once wrapped inside a rich
+    table caption, so the test passed on one machine and failed on another; the stand-in name here is
+    longer than any real one, so the check is the same on every machine."""
     import importlib.util
     import json
     from pathlib import Path
@@ -218,12 +223,13 @@ def test_distill_speed_benchmark_records_the_cpu(tmp_path, capsys, monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     monkeypatch.setattr(mod, "VARIANTS", [("KD", True, "kd", None)])  # one variant keeps it quick
-    monkeypatch.setenv("COLUMNS", "300")
+    here = cpuinfo.CpuInfo(model="Intel(R) Xeon(R) Platinum 8480+ Processor @ 2.80GHz " + "x" * 120, cores=2,
+                           isa="AVX512_VNNI", note="a stand-in CPU with a name longer than any terminal", arch="x86_64")
+    monkeypatch.setattr(cpuinfo, "detect", lambda: here)
     out = tmp_path / "s.json"
     mod.main(["--device", "cpu", "--size", "16x16", "--batch", "2", "--iters", "1", "--warmup", "0", "--student", "mbv2",
               "--teacher", "r18", "--head-channels", "8", "--classes", "3", "--matmul-n", "32", "--json", str(out)])
     meta = json.loads(out.read_text())["meta"]
-    here = cpuinfo.detect()
     assert meta["cpu"]["isa"] == here.isa and meta["cpu"]["model"] == here.model and meta["cpu"]["line"] == here.line()
     printed = capsys.readouterr().out
-    assert f"CPU: {here.model}" in printed and here.isa in printed
+    assert f"CPU: {here.line()}" in printed.splitlines()
