@@ -188,7 +188,7 @@ def open_test(root: Path, size: tuple[int, int]):
     """PATH's test split, resized like the study's val split (``--test``)."""
     from benchmarks.camvid_data import CachedReader
     from rdd_edge.data.camvid import find_splits
-    from rdd_edge.data.registry import open_split
+    from rdd_edge.data import open_split
     from rdd_edge.data.spec import DataSpec
 
     if "test" not in find_splits(root):
@@ -207,7 +207,7 @@ def run_config(run: Run, args, teacher: Path | None):
                   log_every=max(1, min(25, run.iters // 20)), runs_root=str(args.runs), name=run.id, tensorboard=False,
                   workers=0, pretrained=run.pretrained,
                   model_kwargs={"head_channels": run.head_channels} if run.head_channels else {})
-    if run.way in ("teacher", "alone"):
+    if run.way in ("teacher", "alone"):  # supervised; each network's own aux default (TFE reads the teacher's)
         return make_config("teacher", "camvid", **common)
     return make_config("distill", "camvid", teacher=str(teacher), **WAY_SETTINGS[run.way], **common)
 
@@ -338,8 +338,10 @@ def print_plan(plan: Sequence[Run], args, secs: dict[str, float] | None) -> floa
         done = finished(args, run) is not None
         total += 0 if est != est else est
         todo += 0 if done or est != est else est
-        print(f"{run.id:28} {run.iters:6d} {s if s else float('nan'):7.2f} {est:8.1f} {total:8.1f}  {'done' if done else 'to run'}")
-    print(f"estimated total {total:.0f} min ({total / 60:.1f} h) on this CPU; left to run: {todo:.0f} min")
+        timing = f"{s:7.2f} {est:8.1f} {total:8.1f}" if s else f"{'-':>7} {'-':>8} {'-':>8}"
+        print(f"{run.id:28} {run.iters:6d} {timing}  {'done' if done else 'to run'}")
+    if secs:
+        print(f"estimated total {total:.0f} min ({total / 60:.1f} h) on this CPU; left to run: {todo:.0f} min")
     return total
 
 
