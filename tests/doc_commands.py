@@ -157,7 +157,8 @@ def check_command(root_cmd: Any, command: Command) -> list[str]:
             return []  # `rdd-edge` or `rdd-edge data` alone: prints the help
         verb = args.pop(0)
         if verb not in cmd.commands:
-            return [f"{command}: `{' '.join(path)}` has no command {verb!r} (it has: {', '.join(sorted(cmd.commands))})"]
+            known = ", ".join(sorted(cmd.commands))
+            return [f"{command}: `{' '.join(path)}` has no command {verb!r} (it has: {known})"]
         cmd = cmd.commands[verb]
         path.append(verb)
     options = _option_table(cmd, help_names)
