@@ -65,7 +65,7 @@ def test_engine_command_without_tensorrt_says_how(run_dir):
 
 
 def test_check_on_cuda_with_a_cpu_only_onnx_runtime_runs_onnx_on_the_cpu_with_a_note(monkeypatch, run_dir):
-    """The README's `rdd-edge check export/ --device cuda` on a device whose ONNX Runtime is the CPU build:
+    """docs/devices.md's `rdd-edge check export/ --device cuda` on a device whose ONNX Runtime is the CPU build:
     engines on the (recording) GPU, ONNX rows on the CPU with a note, the FP32 reference has figures,
     and the gate decides on the engines' own drops."""
     import numpy as np
