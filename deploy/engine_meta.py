@@ -16,7 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from rdd_edge.deploy.cuda_mem import import_cudart
+from rdd_edge.deploy import board
+from rdd_edge.deploy.cuda_mem import CtypesRuntime, import_cudart, load_libcudart
 from rdd_edge.errors import DeployError, RddError
 from rdd_edge.formats import TRT_CHOICES, engine_for
 from rdd_edge.runs import write_json
@@ -146,6 +147,14 @@ def _gpu_cuda_python(device: int = 0) -> tuple[str, str | None] | None:
     return name.strip("\x00 "), compute_capability(f"{props.major}.{props.minor}")
 
 
+def _gpu_libcudart(device: int = 0) -> tuple[str, str | None] | None:
+    try:
+        found = CtypesRuntime(*load_libcudart()).device_identity(int(device))
+    except (OSError, AttributeError):
+        return None
+    return (found[0], compute_capability(f"{found[1][0]}.{found[1][1]}")) if found else None
+
+
 def _gpu_pycuda(device: int = 0) -> tuple[str, str | None] | None:
     try:
         import pycuda.driver as drv  # type: ignore[import-not-found]  # lazy: optional dependency (pycuda)
@@ -179,7 +188,12 @@ def _gpu_nvidia_smi(device: int = 0) -> tuple[str, str | None] | None:
 def runtime_identity(device: int = 0) -> dict[str, Any]:
     """This machine's TensorRT version and the name and compute capability of GPU ``device``
     (the ``N`` of ``cuda:N``; None where unknown)."""
-    gpu = _gpu_cuda_python(device) or _gpu_pycuda(device) or _gpu_nvidia_smi(device)
+    probes = ([_gpu_libcudart, _gpu_cuda_python] if board.is_jetson() else [_gpu_cuda_python, _gpu_libcudart])
+    gpu = None
+    for probe in (*probes, _gpu_pycuda, _gpu_nvidia_smi):  # the runtime the buffers use first (cuda_mem.binding_order)
+        gpu = probe(device)
+        if gpu:
+            break
     return {
         "tensorrt": _tensorrt_version(),
         "gpu": gpu[0] if gpu else None,

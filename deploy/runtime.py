@@ -125,7 +125,7 @@ def load(
     one, what the graph declares is used with ImageNet mean/std and a warning. ``providers``
     overrides ONNX Runtime's choice (TensorRT > CUDA > CPU), ``threads`` sets intra-op threads,
     ``device`` is ``auto``, ``cpu`` or ``cuda``; ``cuda_mem`` picks the engine's CUDA buffer binding
-    (``cuda-python`` default, ``pycuda``).
+    (``libcudart``, ``cuda-python``, ``pycuda``; default: the board's libcudart first on a Jetson).
     """
     device = parse_device(device)
     path = Path(path)

@@ -35,7 +35,7 @@ def test_both_engines_pass(monkeypatch, export_dir, capsys, version):
     # the version header comes first
     lines = out.splitlines()
     assert lines[0].startswith("machine: ") and any(line == f"TensorRT: {version}; numpy: {np.__version__}" for line in lines[:6])
-    assert any("CUDA runtime (cuda-python): 12.2" in line for line in lines[:6])
+    assert any("cuda-python 12.2" in line and line.startswith("CUDA runtimes: libcudart ") for line in lines[:7])
     assert any(line.startswith("ONNX Runtime: ") and "CPU" in line for line in lines[:6])
     assert sorted(p.name for p in export_dir.iterdir()) == before  # a trial: the export is left as it was
     assert rt.streams == {} and rt.device == {} and rt.pinned == {}  # the parent never touched CUDA buffers

@@ -247,7 +247,7 @@ def test_cuda_failures_are_one_deploy_line_and_leak_nothing(monkeypatch, export_
     from rdd_edge.deploy.backends.tensorrt import TrtBackend
 
     rt.fail["cudaMallocHost"] = CudaError.cudaErrorMemoryAllocation
-    with pytest.raises(DeployError, match=r"CUDA cudaMallocHost\(\d+ bytes\) failed: cudaErrorMemoryAllocation") as exc:
+    with pytest.raises(DeployError, match=r"CUDA cudaMallocHost\(\d+ bytes\) failed \(cuda-python\): cudaErrorMemoryAllocation") as exc:
         TrtBackend(eng)
     assert "\n" not in str(exc.value)
     assert rt.streams == {} and rt.device == {} and rt.pinned == {}

@@ -1047,7 +1047,48 @@ def install(monkeypatch: pytest.MonkeyPatch, version: str = "10.13.0.35", gpu: b
     for name, mod in (("tensorrt", d), ("cuda", cuda_pkg), ("cuda.bindings", bindings), ("cuda.bindings.runtime", rt),
                       ("cuda.bindings.utils", utils), ("pycuda", None), ("pycuda.driver", None)):
         monkeypatch.setitem(sys.modules, name, mod)
+    fake_board(monkeypatch, None)  # not a Jetson, no system libcudart: whatever machine runs the tests
     return d, rt
+
+
+def fake_board(monkeypatch: pytest.MonkeyPatch, root: Path | None, jetson: str | None = None, cuda: str | None = None,
+               libcudart: Path | None = None) -> None:
+    """Point ``deploy.board`` and the libcudart search at a made-up machine under ``root`` (None: nothing
+    there). ``jetson``: "release" (/etc/nv_tegra_release R36.4), "devicetree" (compatible nvidia,tegra234
+    only), "kernel" (uname -r ...-tegra only) or None; ``cuda``: /usr/local/cuda/version.json's version;
+    ``libcudart``: the library $RDD_CUDART names (None: a path that does not exist)."""
+    from rdd_edge.deploy import board
+
+    base = root if root is not None else Path("/nonexistent-rdd-edge-board")
+    if root is not None:
+        (base / "etc").mkdir(parents=True, exist_ok=True)
+        (base / "proc").mkdir(exist_ok=True)
+        (base / "cuda").mkdir(exist_ok=True)
+        if jetson == "release":
+            (base / "etc" / "nv_tegra_release").write_text(
+                "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n")
+        if jetson == "devicetree":
+            (base / "proc" / "compatible").write_bytes(b"nvidia,p3737-0000+p3701-0005\0nvidia,tegra234\0")
+        if cuda:
+            (base / "cuda" / "version.json").write_text(json.dumps({"cuda": {"name": "CUDA SDK", "version": cuda}}))
+    monkeypatch.setattr(board, "TEGRA_RELEASE", base / "etc" / "nv_tegra_release")
+    monkeypatch.setattr(board, "DEVICE_TREE_COMPATIBLE", base / "proc" / "compatible")
+    monkeypatch.setattr(board, "CUDA_HOME", base / "cuda")
+    monkeypatch.setattr(board, "_kernel_release", lambda: "5.15.148-tegra" if jetson == "kernel" else "6.8.0-generic")
+    monkeypatch.setenv("RDD_CUDART", str(libcudart or base / "libcudart.so.12"))
+
+
+def build_cudart_standin(folder: Path) -> Path:
+    """tests/cudart_standin.c compiled into ``folder/libcudart.so.12`` (skips without a C compiler)."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler for the libcudart stand-in")
+    out = folder / "libcudart.so.12"
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(out), str(ROOT / "tests" / "cudart_standin.c")], check=True)
+    return out
 
 
 def install_pycuda(monkeypatch: pytest.MonkeyPatch) -> FakePycudaDriver:
