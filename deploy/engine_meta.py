@@ -238,11 +238,20 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any] | None = None
     where = f"{engine}: " if engine else ""
     have_gpu = f"{cur_gpu} ({_sm(cur_cc)})" if cur_gpu else "no usable NVIDIA GPU"
     have_trt = f"TensorRT {cur_trt}" if cur_trt else "no TensorRT"
-    raise DeployError(
-        f"{where}engine built for {built_gpu or 'an unknown GPU'} ({_sm(built_cc)}) with TensorRT {built_trt or '?'}; "
-        f"this machine has {have_gpu} with {have_trt}: rebuild it here with `rdd-edge export {flag}` "
-        "(or run the ONNX file instead)"
-    )
+    built_for = f"{built_gpu or 'an unknown GPU'} ({_sm(built_cc)}) with TensorRT {built_trt or '?'}"
+    rebuild = f"rdd-edge engine {Path(engine).parent if engine else 'EXPORT'} {flag}"
+    raise ForeignEngineError(
+        f"{where}engine built for {built_for}; this machine has {have_gpu} with {have_trt}: rebuild it here with "
+        f"`{rebuild}` (or run the ONNX file instead)", built_for=built_for, rebuild=rebuild)
+
+
+class ForeignEngineError(DeployError):
+    """An intact engine made for another GPU or TensorRT release (or a machine without either): not a
+    fault of the file; ``built_for`` and ``rebuild`` (the command) say what and how."""
+
+    def __init__(self, message: str, built_for: str = "", rebuild: str = "rdd-edge engine") -> None:
+        super().__init__(message)
+        self.built_for, self.rebuild = built_for, rebuild
 
 
 # --- per-layer precision from the engine inspector ---------------------------------------------

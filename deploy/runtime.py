@@ -139,7 +139,7 @@ def load(
             export_dir = find_export_dir(path)
         except RddError:
             raise DeployError(f"{path}: is a folder without an export manifest; pass a model file inside it") from None
-        path, notes = choose_artifact(export_dir)
+        path, notes = choose_artifact(export_dir, device)
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DeployError(f"{path}: unknown model type {path.suffix!r}; expected one of {sorted(SUFFIXES)}")
