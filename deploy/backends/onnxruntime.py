@@ -10,6 +10,7 @@ by the key the manifest lists the file under (else its exact file name), never g
 from __future__ import annotations
 
 import importlib.metadata as md
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -205,6 +206,15 @@ def provider_options(
     return providers, options
 
 
+_LIVE: "weakref.WeakSet[Any]" = weakref.WeakSet()  # the sessions alive in this process (their thread pools)
+
+
+def sessions_opened() -> int:
+    """How many ONNX Runtime sessions are alive in this process (read before forking: their thread
+    pools make a fork unsafe)."""
+    return len(_LIVE)
+
+
 class OrtBackend:
     """One ``onnxruntime.InferenceSession`` with a thread count and provider choice."""
 
@@ -237,6 +247,7 @@ class OrtBackend:
         except Exception as exc:  # noqa: BLE001 - ORT raises several types for a bad file
             msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise DeployError(f"{self.path}: not a loadable ONNX model ({msg}); re-export it with `rdd-edge export`") from None
+        _LIVE.add(self.session)
         self.provider = self.session.get_providers()[0]
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
