@@ -104,3 +104,36 @@ def test_check_skips_a_foreign_engine_with_the_rebuild_command_and_fails_a_chang
     assert rows["engine-fp16"].status == "failed" and "sha256 differs" in rows["engine-fp16"].reason
     assert res.failures == [f"engine-fp16: {rows['engine-fp16'].reason}"]
     assert np.isfinite(rows["onnx"].miou)
+
+
+def test_a_bundle_of_an_export_with_engines_holds_no_engine_sidecar_or_timing_cache(monkeypatch, engines_src, tmp_path):
+    """Engines only run on the GPU and TensorRT release that built them: a bundle leaves them out, its
+    manifest says so, and the bundled export still checks (ONNX rows) on the device."""
+    from rdd_edge.deploy import bundle as bundle_mod
+    from rdd_edge.deploy.bundle import BundleSpec, make_bundle
+    from rdd_edge.deploy.check import CheckSpec, run_check
+
+    out = _export(engines_src, tmp_path, {})
+    (out / "timing-orin-sm87-trt10-3-0-26.cache").write_bytes(b"cache")  # as a build leaves it
+    man = json.loads((out / "manifest.json").read_text())
+    man["files"] = sorted([*man["files"], "timing-orin-sm87-trt10-3-0-26.cache"])
+    (out / "manifest.json").write_text(json.dumps(man))
+    assert any(f.endswith(".engine") for f in man["files"]) and any(f.endswith(".engine.json") for f in man["files"])
+
+    def fake_wheel(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "rdd_edge-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
+        return folder / "rdd_edge-0.1.0-py3-none-any.whl"
+
+    monkeypatch.setattr(bundle_mod, "build_wheel", fake_wheel)  # the wheel is test_bundle's business
+    monkeypatch.setattr(bundle_mod, "wheel_top_level", lambda wheel: ["rdd_edge"])
+    said = []
+    b = make_bundle(BundleSpec(source=out, out=tmp_path / "bundle", images=False), say=said.append)
+    names = sorted(p.name for p in (b / "export").iterdir())
+    assert not [n for n in names if n.endswith((".engine", ".engine.json", ".cache"))], names
+    bman = json.loads((b / "export" / "manifest.json").read_text())
+    assert not [k for k in bman["artifacts"] if k.startswith("engine")] and sorted(bman["files"]) == names
+    assert "model.fp16.engine" in bman["bundle_note"] and "rdd-edge engine" in bman["bundle_note"]
+    assert any("left out model.fp16.engine" in line for line in said)
+    res = run_check(CheckSpec(run=b / "export", min_time=0.01, max_drop=100, reference=False))
+    assert res.passed and {r.name for r in res.rows} == {"onnx", "fp16", "int8", "int8-cpu"}
