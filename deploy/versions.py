@@ -148,6 +148,8 @@ def header_lines(info: dict[str, Any]) -> list[str]:
     dists = info.get("onnxruntime_distributions") or {}
     if len(dists) > 1:
         lines.append("warning: both " + " and ".join(f"{k} {ver}" for k, ver in dists.items()) + " are installed; "
-                     "they share one import package and the one installed last owns it: pip uninstall -y onnxruntime "
-                     "onnxruntime-gpu, then install the one you want")
+                     "they share one import package and the one installed last owns it. In a bundle's venv, run "
+                     "its install.sh again (add --ort-wheel PATH|URL for an onnxruntime-gpu wheel): it removes the "
+                     "venv's own CPU build; elsewhere: python -m pip uninstall -y onnxruntime, then reinstall the "
+                     "GPU build")
     return lines
