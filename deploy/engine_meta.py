@@ -105,20 +105,48 @@ def trt_logger(trt: Any) -> Any:
     return _LOGGER[0][1]
 
 
-# DLA through TensorRT's ONNX path: supported up to 10.7 (JetPack 6 ships 10.3), absent from
-# 11.0 to 11.4.0 (NVIDIA's support matrices); 10.8-10.x: not documented either way.
-DLA_LAST_SUPPORTED = (10, 7)
-DLA_ABSENT = ((11, 0, 0), (11, 4, 0))
+# DLA per TensorRT release (NVIDIA's "Working with DLA" pages of 11.4.1 and 11.5.0, and the 11.4.1 release
+# notes): 10.0-10.7 build DLA the 10.x way, a weakly typed network with the FP16 / INT8 builder flags and GPU
+# fallback ("DLA support is currently limited to networks running in FP16 and INT8 mode", dla-build-and-run;
+# "TensorRT 10.7 was the last 10.x release that supported DLA"); none in 10.8+, 11.0-11.3 or 11.4.0 (Windows
+# on ARM only); 11.4.1 on Jetson AGX Orin with JetPack 7.2.2+, strongly typed ("Strongly Typed Networks for
+# DLA"); 11.5.0 does not support JetPack at all. Later releases: not documented here (warned).
+DLA_WEAK = ((10, 0, 0), (10, 7, 99))
+DLA_STRONG = ((11, 4, 1), (11, 4, 99))
+DLA_NONE = (((10, 8, 0), (10, 99, 99)), ((11, 0, 0), (11, 4, 0)), ((11, 5, 0), (11, 5, 99)))
 
 
 def dla_support(version: str | None) -> str:
-    """``"yes"``, ``"no"`` or ``"unknown"``: whether this TensorRT release builds for DLA."""
+    """How this TensorRT release builds for DLA: ``"weak"`` (10.0-10.7: weakly typed + precision flags),
+    ``"strong"`` (11.4.1+: strongly typed), ``"no"``, or ``"unknown"`` (not in NVIDIA's tables)."""
     v = parse_trt_version(version)
-    if v[:2] <= DLA_LAST_SUPPORTED:
-        return "yes"
-    if DLA_ABSENT[0] <= v <= DLA_ABSENT[1]:
+    if DLA_WEAK[0] <= v <= DLA_WEAK[1]:
+        return "weak"
+    if DLA_STRONG[0] <= v <= DLA_STRONG[1]:
+        return "strong"
+    if any(lo <= v <= hi for lo, hi in DLA_NONE):
         return "no"
     return "unknown"
+
+
+def dla_placement_after_build(inspector_json: str | dict | list) -> dict[str, Any] | None:
+    """Where the built engine's layers run, from the engine inspector (NVIDIA: read placement from the
+    engine, not from the network): ``{"source": "engine inspector", "dla": n, "gpu": m, "dla_layers": [...]}``.
+    An engine layer counts as DLA when its ``LayerType`` is ``DLA`` (a DLA subgraph, usually named
+    ``{ForeignNode[...]}``). None when the report names no layer types (built without detailed verbosity).
+    Not yet checked against a real DLA engine: the device script in benchmarks/README.md does that."""
+    data: Any = inspector_json
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError:
+            return None
+    layers = data.get("Layers") if isinstance(data, dict) else data
+    if not isinstance(layers, list) or not any(isinstance(x, dict) and x.get("LayerType") for x in layers):
+        return None
+    on_dla = [x for x in layers if isinstance(x, dict) and str(x.get("LayerType", "")).upper() == "DLA"]
+    return {"source": "engine inspector", "dla": len(on_dla), "gpu": len(layers) - len(on_dla),
+            "dla_layers": [str(x.get("Name", "?"))[:120] for x in on_dla[:8]]}
 
 
 def _tensorrt_version() -> str | None:

@@ -193,10 +193,14 @@ def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: 
             f"{meta.get('gpu')} (sm {meta.get('compute_capability')}); profile batch {prof['min'][0]}..{prof['max'][0]}; "
             f"timing cache {cache.get('file')} {cache_note}")
         say(f"  precision: {precision_summary(meta)}")
-        placement = meta.get("dla_layers")
-        if placement:
-            say(f"  DLA core {meta.get('dla_core')}: {placement['dla']} layers on DLA, {placement['gpu']} on the GPU"
-                + (f" (first: {', '.join(placement['gpu_layers'][:4])})" if placement["gpu"] else ""))
+        estimate, placement = meta.get("dla_estimate"), meta.get("dla_layers")
+        if meta.get("dla_core") is not None:
+            typing = "strongly typed" if meta.get("strongly_typed") else "weakly typed"
+            say(f"  DLA core {meta.get('dla_core')} ({typing}, builder flags {', '.join(meta.get('builder_flags') or [])}): "
+                + (f"engine inspector: {placement['dla']} engine layers on DLA, {placement['gpu']} on the GPU"
+                   if placement else "engine inspector: placement not reported")
+                + (f"; estimate before the build: {estimate['dla']} of {estimate['dla'] + estimate['gpu']} network "
+                   "layers can run on DLA" if estimate else ""))
         result.update(precision_layers=meta.get("precision_layers"), dla_layers=placement)
         with np.load(images_file) as z:
             images = [z[f"arr_{i}"] for i in range(len(z.files))]

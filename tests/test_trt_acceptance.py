@@ -76,7 +76,9 @@ def test_rebuild_line_repeats_every_option_and_dla_reports_placement(monkeypatch
             "--workspace", "0.5", "--dla-core", "1"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "DLA core 1: " in out and " layers on DLA, " in out and "profile batch 2..2" in out
+    assert "DLA core 1 (weakly typed, builder flags FP16, GPU_FALLBACK): engine inspector: 1 engine layers on DLA, " in out
+    assert "; estimate before the build: " in out and " network layers can run on DLA" in out
+    assert "DLA core 1 (weakly typed, builder flags INT8, FP16, GPU_FALLBACK)" in out and "profile batch 2..2" in out
     assert out.strip().endswith(f"rdd-edge engine {export_dir} --trt all --max-batch 4 --workspace 0.5 "
                                 "--opt-batch 2 --dla-core 1")
 

@@ -578,7 +578,8 @@ def install_behaviour(d: TrtDouble) -> None:
         layers = [("int8" if io["qdq"] and op == "Conv" else float_prec, name, op) for name, op in io["layers"]]
         profile = cv["_profiles"][0]
         spec = {"io": io, "profile": object.__getattribute__(profile, "_values")["_shape"], "layers": layers,
-                "verbosity": cv.get("profiling_verbosity"), "dla": cv.get("DLA_core")}
+                "verbosity": cv.get("profiling_verbosity"), "dla": cv.get("DLA_core"), "dla_ops": set(d.dla_ops),
+                "strongly_typed": strongly, "flags": sorted(set_flags)}
         key = f"spec{len(_SPECS)}"
         _SPECS[key] = spec
         return HostMemory(b"RDDENGINE:" + key.encode())
@@ -766,6 +767,17 @@ def inspector_json(spec: dict[str, Any], detailed: bool, major: int, json_format
                            "Inputs": [tensor(f"t{i}", prec)], "Outputs": [tensor(f"t{i + 1}", out_prec)],
                            "TacticName": "sm87_xmma_fprop_implicit_gemm" + (kernel if op == "Conv" else ""),
                            "StreamId": 0, "Metadata": f"[ONNX Layer: {name}]"})
+    if detailed and spec.get("dla") is not None:  # a DLA engine: runs of DLA-capable layers become one DLA layer
+        fused: list[Any] = []
+        for layer, (_, name, op) in zip(layers, spec["layers"]):
+            if op in spec["dla_ops"]:
+                if fused and fused[-1].get("LayerType") == "DLA":
+                    fused[-1]["Name"] = fused[-1]["Name"].split("...")[0].rstrip("]}") + f"...{name}]}}"
+                    fused[-1]["Outputs"] = layer["Outputs"]
+                    continue
+                layer = {**layer, "Name": f"{{ForeignNode[{name}]}}", "LayerType": "DLA", "TacticName": ""}
+            fused.append(layer)
+        layers = fused
     doc: dict[str, Any] = {"Layers": layers}
     if major >= 11:
         doc["I/O Tensors"] = [{"Name": n, "IOMode": "Input" if k < len(io["inputs"]) else "Output"} for k, n in enumerate(names)]
