@@ -69,6 +69,11 @@ class Segmenter:
         return out[self.info.output]
 
     @property
+    def fallback_note(self) -> str:
+        """Why an ONNX Runtime GPU provider that was asked for is not in use ('' when none fell back)."""
+        return str(getattr(self.backend, "fallback_note", "") or "")
+
+    @property
     def static_batch(self) -> int | None:
         """The one batch size the model takes (a static-batch graph; an engine whose profile is a single
         batch, as DLA requires), None when it takes a range. Shorter batches are padded by :meth:`run`."""
@@ -173,4 +178,6 @@ def load(
         if why:
             notes.append(f"{why}: running it as named")
     info.notes[:0] = notes
+    if getattr(backend, "fallback_note", ""):
+        info.notes.append(backend.fallback_note)
     return Segmenter(backend, info, path)
