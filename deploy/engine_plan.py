@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
 
 from rdd_edge import formats as table
-from rdd_edge.errors import ConfigError, ExportError, RddError
+from rdd_edge.errors import ConfigError, ExportError
 
-from rdd_edge.deploy.engine_meta import check_trt_version as _check_trt_version
+from rdd_edge.deploy.engine_meta import check_trt_version
 from rdd_edge.deploy.engine_meta import compute_capability as _cc  # timing_cache_name has an argument of that name
-from rdd_edge.deploy.engine_meta import dla_support, parse_trt_version, trt_release
+from rdd_edge.deploy.engine_meta import dla_support, trt_release
 
 DEFAULT_MAX_BATCH = 8
 
@@ -158,16 +158,6 @@ def dla_recipe(version: str | None, precision: str, warn: Any = None) -> dict[st
     return {"strongly_typed": True, "flags": []}
 
 
-def parse_version(version: str | None) -> tuple[int, int, int]:
-    """``"10.3.0.30"`` -> (10, 3, 0) (see :func:`deploy.engine_meta.parse_trt_version`)."""
-    return parse_trt_version(version)
-
-
-def check_trt_version(version: str | None, error: type[RddError] = ExportError, where: str = "") -> tuple[int, int, int]:
-    """Refuse TensorRT older than 10.0 with one line (ExportError here); return the parsed version."""
-    return _check_trt_version(version, error, where)
-
-
 def network_flags(trt_version: str | None, trt: Any) -> int:
     """Flags for ``Builder.create_network``: a strongly typed network on every supported version.
 
@@ -176,7 +166,7 @@ def network_flags(trt_version: str | None, trt: Any) -> int:
     flag). 11.x: every network is strongly typed; the flag is deprecated and ignored (its value
     moved to bit 0), so nothing is passed. Older than 10.0: ExportError.
     """
-    major = check_trt_version(trt_version)[0]
+    major = check_trt_version(trt_version, ExportError)[0]
     if major >= 11:
         return 0
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)

@@ -168,10 +168,6 @@ def rebuild_line(export_dir: Path, args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def _profile(text: str | None) -> Any:
-    return parse_profile(text or None, "--profile")
-
-
 # ---------------------------------------------------------------- one engine, in a child process
 def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: dict[str, Any], images_file: str,
                  log_file: str, result_file: str) -> None:
@@ -274,7 +270,7 @@ def _main(args: argparse.Namespace) -> int:
         manifest, _ = read_manifest(export_dir / MANIFEST_NAME)
         inp = (manifest or {}).get("input") or {}
         size = tuple(inp.get("size") or [d if isinstance(d, int) else 512 for d in (inp.get("shape") or [1, 3, 512, 1024])[2:]])
-        profile = _profile(args.profile)
+        profile = parse_profile(args.profile or None, "--profile")
         if profile is not None:
             size = profile[1]  # the opt H x W of a dynamic export
         images, which = load_images(args.images, args.num_images, (int(size[0]), int(size[1])), export_dir, manifest)
