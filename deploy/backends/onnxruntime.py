@@ -9,9 +9,12 @@ by the key the manifest lists the file under (else its exact file name), never g
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata as md
 import logging
+import os
 import re
+import tempfile
 import weakref
 from pathlib import Path
 from typing import Any, Sequence
@@ -257,9 +260,6 @@ PROVIDER_LIBS = {"TensorrtExecutionProvider": ("libnvinfer.so.10", "TensorRT 10'
 def _ort_log(ort: Any, path: Path, provider: str, options: dict[str, Any]) -> str:
     """What ONNX Runtime logs while it tries ``provider`` alone on ``path`` (its C++ log goes to fd 2,
     captured here): the first error or warning line, without its prefix."""
-    import os
-    import tempfile
-
     with tempfile.TemporaryFile(mode="w+b") as cap:
         saved = os.dup(2)
         try:
@@ -285,8 +285,6 @@ def fallback_note(ort: Any, path: Path, asked: Sequence[str], options: Sequence[
     """One line when a GPU provider that was asked for did not load (ONNX Runtime then falls back
     quietly), with the reason ONNX Runtime gives and what the loader misses; warned once per process
     and reason. '' when every provider asked for is in use."""
-    import ctypes
-
     notes = []
     for provider, opts in zip(asked, options):
         if provider not in GPU_PROVIDERS or provider in got:
