@@ -87,7 +87,8 @@ if [ -n "$JETSON" ]; then
   case "$L4T" in
     36) if [ "${REV%%.*}" -ge 4 ] 2>/dev/null; then KIND=jetpack6; else KIND=jetpack60; fi ;;
     38) KIND=jetpack7 ;;
-    35|32) die "Jetson Linux R$L4T${REV:+.$REV} (JetPack ${L4T/35/5}): not supported (Python 3.8, TensorRT 8.5; Xavier ends at JetPack 5). rdd-edge runs on Jetson Orin with JetPack 6.1+ (R36.4+) or JetPack 7" ;;
+    35|32) JP=5; [ "$L4T" = 32 ] && JP=4
+           die "Jetson Linux R$L4T${REV:+.$REV} (JetPack $JP): not supported (Python 3.8, TensorRT 8.5; Xavier ends at JetPack 5). rdd-edge runs on Jetson Orin with JetPack 6.1+ (R36.4+) or JetPack 7" ;;
     "") KIND=jetson-unknown ;;
     *) die "Jetson Linux R$L4T: rdd-edge supports JetPack 6.1+ (R36.4+, TensorRT 10.3) and JetPack 7 (R38)" ;;
   esac
