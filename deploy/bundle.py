@@ -1,8 +1,10 @@
 """``rdd-edge bundle``: the one folder a user copies from the workstation to the device.
 
     DIR/
-      export/              the export as `check` accepts it (artifacts, manifest, calibration cache,
-                           sidecars) plus check-data/: the val images the export scored on
+      export/              the export as `check` accepts it (ONNX artifacts, manifest, calibration
+                           cache) plus check-data/: the val images the export scored on; no TensorRT
+                           engines, sidecars or timing caches (tied to the GPU and TensorRT release
+                           that made them: the device builds its own with `rdd-edge engine`)
       wheels/              a wheel of this rdd-edge (the torch-free runtime, every extra declared);
                            put more wheels here for a device without an index
       install.sh           makes DIR/.venv for the machine it finds, then runs the acceptance check
@@ -78,6 +80,28 @@ def _check_images(manifest: dict[str, Any], spec: BundleSpec, say: Callable[[str
     return [p[0] for p in pairs], [p[1] for p in pairs], names, f"{data.name} val, {len(idx)} of {len(val)} images"
 
 
+ENGINE_FILES = (".engine", ".plan", ".engine.json", ".plan.json", ".cache")  # engines, their sidecars, timing caches
+
+
+def leave_out_engines(manifest: dict[str, Any]) -> list[str]:
+    """Drop the TensorRT engines, their sidecars and timing caches from a bundle's copy of the manifest
+    (artifacts and files); say so in it; return the names left out. An engine is only valid on the GPU
+    and the exact TensorRT release that built it (NVIDIA's TensorRT developer guide, "Serialized engines
+    are not portable across platforms or TensorRT versions")."""
+    arts = manifest.get("artifacts") or {}
+    out = []
+    for key in [k for k, a in arts.items() if isinstance(a, dict) and str(a.get("file", "")).endswith(ENGINE_FILES[:2])]:
+        out.append(str(arts.pop(key)["file"]))
+    files = [f for f in manifest.get("files") or [] if isinstance(f, str)]
+    out += [f for f in files if f.endswith(ENGINE_FILES) and f not in out]
+    manifest["files"] = [f for f in files if f not in out]
+    if out:
+        manifest["bundle_note"] = ("TensorRT engines, sidecars and timing caches left out (" + ", ".join(sorted(out)) +
+                                   "): they only run on the GPU and TensorRT release that built them; build them here "
+                                   "with `rdd-edge engine`")
+    return sorted(out)
+
+
 def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -> Path:
     """Write the bundle folder; return its path."""
     run = resolve_run(spec.source, "distill", "the export to bundle", root=spec.runs_root, must_contain=f"export/{MANIFEST_NAME}")
@@ -96,6 +120,9 @@ def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -
         # the export, as check accepts it: every file the manifest lists (reports of an earlier check left out)
         dst = stage / "export"
         dst.mkdir()
+        left_out = leave_out_engines(manifest)
+        if left_out:
+            say(f"export: left out {', '.join(left_out)} (engines are built on the device: rdd-edge engine)")
         listed = [f for f in manifest.get("files") or [] if isinstance(f, str)]
         for name in listed:
             src = export_dir / name
@@ -104,6 +131,7 @@ def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -
                                   "re-run `rdd-edge export`")
             shutil.copy2(src, dst / name)
         say(f"export: {len(listed)} files from {export_dir}")
+        write_json(dst / MANIFEST_NAME, manifest)  # the copy lists what the bundle holds
         if spec.images:
             images, labels, names, source = _check_images(manifest, spec, say)
             manifest["check_data"] = write_check_data(dst, images, labels, names, source)

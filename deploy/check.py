@@ -33,7 +33,7 @@ from rdd_edge.deploy.check_data import open_check_data
 from rdd_edge.deploy.check_report import cpu_meta, on_cpu, write_report
 from rdd_edge.deploy.check_rows import (FAILED, FAILED_GATE, PASSED, REFERENCE_KEY, SKIPPED,  # noqa: F401
                                         Row, row_order)  # the row model, re-exported for callers of the check
-from rdd_edge.deploy.engine_meta import precision_summary, sidecar_path, tensorrt_module
+from rdd_edge.deploy.engine_meta import ForeignEngineError, precision_summary, sidecar_path, tensorrt_module
 from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
 from rdd_edge.deploy.latency import measure_segmenter
 from rdd_edge.deploy.runtime import load
@@ -236,6 +236,8 @@ def evaluate_rows(
             row.status = FAILED_GATE if gate_fail else PASSED
             if gate_fail:
                 row.reason = f"mIoU drop {row.drop:.2f} > --max-drop {max_drop:g}"
+        except ForeignEngineError as exc:  # intact, sha256 as exported, made for another GPU / TensorRT release
+            row.status, row.reason = SKIPPED, f"built for {exc.built_for}; rebuild with `{exc.rebuild}`"
         except RddError as exc:
             row.status, row.reason = FAILED, str(exc)
         except Exception as exc:  # noqa: BLE001 - one broken artifact must not stop the table

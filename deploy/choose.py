@@ -6,6 +6,11 @@ artifact is chosen only when check.json says it passed, its name is a plain file
 export folder and its bytes match the manifest's sha256; when none qualifies the choice is
 refused in one line. A file a user names explicitly is theirs to run: it is only compared with
 the manifest, and a difference becomes a note.
+
+TensorRT engines count too (issue 26: on a Jetson the engine is the point): an engine qualifies when,
+besides the above, its sidecar says it was built here (same GPU compute capability and the exact
+TensorRT release, :func:`deploy.engine_meta.check_compatible`). A faster artifact passed over
+(failed, changed since the check, an engine built elsewhere) is named in one note with the reason.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rdd_edge.deploy.engine_meta import check_compatible, read_sidecar, runtime_identity
 from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
+from rdd_edge.devices import cuda_index
 from rdd_edge.errors import DeployError
 from rdd_edge.runs import inside, sha256_file
 
@@ -80,21 +87,75 @@ def fastest_passed(export_dir: Path, manifest: dict[str, Any] | None = None, suf
     return str(max(ok, key=_fps)["file"]) if ok else None
 
 
-def choose_artifact(export_dir: Path) -> tuple[Path, list[str]]:
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+
+def _engine_problem(path: Path, device: str, identity: dict[str, Any] | None) -> str | None:
+    """Why an intact engine cannot run here (None when it can): ``--device cpu``, no sidecar, built for
+    another GPU or TensorRT release."""
+    if device == "cpu":
+        return "an engine, and --device cpu"
+    try:
+        check_compatible(read_sidecar(path), identity)
+    except DeployError as exc:
+        text = str(exc)
+        return text.split(": ", 1)[1] if text.startswith(f"{path}: ") else text
+    return None
+
+
+def _skip_note(skipped: list[tuple[dict[str, Any], str]], chosen: str) -> str:
+    parts = [f"{r.get('file')} ({_fps(r):.0f} images/s at batch 1 in the check)" if _fps(r) else str(r.get("file"))
+             for r, _ in skipped]
+    why = "; ".join(f"{r.get('file')}: {reason}" for r, reason in skipped)
+    return f"running {chosen}; skipped faster {', '.join(parts)}: {why}"
+
+
+def choose_artifact(export_dir: Path, device: str = "auto") -> tuple[Path, list[str]]:
     """The artifact to run from an export folder and notes about the choice; DeployError when no
-    artifact qualifies (every one failed its check, or was changed since)."""
+    artifact qualifies (every one failed its check, or was changed since).
+
+    The fastest (batch-1 images/s of the last check) among the rows that passed, are still the
+    exported file, and, for an engine, were built for this GPU and TensorRT release; with
+    ``device="cpu"`` engines are passed over. Faster rows that were passed over are named in one note."""
     export_dir = Path(export_dir)
     manifest, mpath = read_manifest(export_dir / MANIFEST_NAME)
     if manifest is None:
         raise DeployError(f"{mpath}: no manifest; pass a model file, or export again")
     rows = passed_rows(export_dir)
     if rows is not None:
-        best = fastest_passed(export_dir, manifest)
-        if best is None:
-            failed = "; ".join(f"{r.get('name')}: {r.get('status')}" for r in rows[:4])
-            raise DeployError(f"{export_dir}: no ONNX artifact both passed the last check and still matches the "
-                              f"manifest ({failed}); run `rdd-edge check {export_dir}`, or name a model file")
-        return export_dir / best, []
+        identity: list[dict[str, Any]] = []  # probed once, and only when an engine is a candidate
+        ok: list[dict[str, Any]] = []
+        passed_over: list[tuple[dict[str, Any], str]] = []
+        for r in sorted(rows, key=_fps, reverse=True):
+            name = r.get("file")
+            if not isinstance(name, str) or not name.endswith((".onnx", *ENGINE_SUFFIXES)):
+                continue
+            try:
+                path = inside(export_dir, name, "check.json row")
+            except DeployError:
+                continue
+            if r.get("status") != "passed":
+                passed_over.append((r, f"{r.get('status')} in the last check"))
+                continue
+            if not path.is_file() or mismatch(path, manifest) is not None:
+                passed_over.append((r, "changed or missing since the check (sha256 differs from the manifest)"))
+                continue
+            if name.endswith(ENGINE_SUFFIXES):
+                if not identity and device != "cpu":
+                    identity.append(runtime_identity(cuda_index(device)))
+                why = _engine_problem(path, device, identity[0] if identity else None)
+                if why:
+                    passed_over.append((r, why))
+                    continue
+            ok.append(r)
+        if not ok:
+            why = "; ".join(f"{r.get('file')}: {reason}" for r, reason in passed_over[:4]) or "no model rows"
+            raise DeployError(f"{export_dir}: no artifact both passed the last check and still matches the "
+                              f"manifest, runnable here ({why}); run `rdd-edge check {export_dir}`, or name a model file")
+        best = ok[0]
+        faster = [(r, why) for r, why in passed_over
+                  if _fps(r) > _fps(best) or str(r.get("file", "")).endswith(ENGINE_SUFFIXES)]
+        return export_dir / str(best["file"]), ([_skip_note(faster, str(best["file"]))] if faster else [])
     path = inside(export_dir, "model.onnx", "FP32 model")
     if not path.is_file():
         raise DeployError(f"{path}: not found; export again, or name a model file")

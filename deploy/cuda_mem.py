@@ -1,8 +1,14 @@
 """Device buffers, page-locked host buffers and streams for TensorRT, behind one small interface.
 
-Two implementations: ``cuda-python`` (``cuda.bindings.runtime``: wheels for x86 and aarch64, what
-NVIDIA's current TensorRT samples use; the default) and ``pycuda`` (often a source build on
-Jetson). Both expose::
+Three implementations: ``libcudart`` (the system CUDA runtime through ctypes, as Polygraphy's
+``polygraphy.cuda`` does: on a Jetson the board's own ``/usr/local/cuda`` runtime, the one TensorRT and
+the driver were built with, so no version skew is possible; tried first there), ``cuda-python``
+(``cuda.bindings.runtime``: what NVIDIA's desktop TensorRT samples use; first elsewhere) and
+``pycuda``. A pip cuda-python 12.x links its own static CUDA runtime (cuda-python 12.x release notes:
+"Statically link CUDA Runtime instead of reimplementing it"); one newer than the board's CUDA fails
+on a Tegra driver with cudaErrorInsufficientDriver (35) unless cuda-compat is installed
+(NVlabs/FoundationStereo#207, anduril/jetpack-nixos#328). Any initialisation failure moves on to the
+next implementation. All expose::
 
     alloc(nbytes) -> int                device pointer;  free(ptr)
     pinned_empty(shape, dtype) -> array page-locked host array;  free_pinned(array)
@@ -21,19 +27,24 @@ pycuda runs on the device's primary context: pushed here, popped on :meth:`close
 from __future__ import annotations
 
 import ctypes
+import glob
+import os
+import platform
 import weakref
 from typing import Any, Callable
 
 import numpy as np
 
+from rdd_edge.deploy import board
 from rdd_edge.errors import DeployError, MissingDependencyError
 from rdd_edge.extras import install_hint
 
 # lazy imports in this module: cuda-python (cuda.bindings / cuda.cudart) and pycuda are optional
 # dependencies (the trt / jetson / pycuda extras), imported inside the functions that use them
 
-INSTALL_HINT = ("install cuda-python for your CUDA major: the `jetson` extra (JetPack 6, CUDA 12), `trt` (desktop "
-                "CUDA 12) or `trt-cuda13`, e.g. " + install_hint("jetson") + "; pycuda also works (the `pycuda` extra, "
+INSTALL_HINT = ("on a Jetson, JetPack's CUDA (/usr/local/cuda/lib64/libcudart.so, from the nvidia-jetpack / cuda-runtime "
+                "packages) is all it needs; on a desktop install cuda-python for the driver's CUDA major: the `trt` extra "
+                "(CUDA 12) or `trt-cuda13`, e.g. " + install_hint("trt") + "; pycuda also works (the `pycuda` extra, "
                 "needs nvcc)")
 
 
@@ -48,7 +59,9 @@ def import_cudart() -> Any:
 
 def native_handle(obj: Any) -> int:
     """The address behind a cuda-python handle (a ``cudaStream_t``) as an int: cuda-bindings 13's
-    ``utils.get_cuda_native_handle`` where present, else ``int(obj)`` as 12.x allows."""
+    ``utils.get_cuda_native_handle`` where present, else ``int(obj)`` as 12.x allows (a plain int: itself)."""
+    if isinstance(obj, int):
+        return obj
     try:
         from cuda.bindings.utils import get_cuda_native_handle
     except ImportError:
@@ -57,6 +70,164 @@ def native_handle(obj: Any) -> int:
         return int(get_cuda_native_handle(obj))
     except TypeError:  # a type the helper does not know (older bindings, plain ints)
         return int(obj)
+
+
+# ---------------------------------------------------------------- the system CUDA runtime, through ctypes
+
+CUDART_ENV = "RDD_CUDART"  # a libcudart.so to use instead of searching
+
+
+def cudart_dirs() -> list[str]:
+    """Where to look for ``libcudart.so*``, in order: the board's toolkit first (JetPack installs it under
+    /usr/local/cuda), then LD_LIBRARY_PATH, then the distribution's library folders."""
+    arch = platform.machine()
+    dirs = [str(board.CUDA_HOME / "lib64"), str(board.CUDA_HOME / "targets" / f"{arch}-linux" / "lib")]
+    dirs += [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d]
+    dirs += [f"/usr/lib/{arch}-linux-gnu", "/usr/lib64", "/usr/lib"]
+    return dirs
+
+
+def find_libcudart() -> list[str]:
+    """Candidate files for the CUDA runtime library ($RDD_CUDART alone when set)."""
+    explicit = os.environ.get(CUDART_ENV)
+    if explicit:
+        return [explicit]
+    found: list[str] = []
+    for d in cudart_dirs():
+        for f in sorted(glob.glob(os.path.join(d, "libcudart.so*"))):
+            if f not in found:
+                found.append(f)
+    return found
+
+
+_LIBS: dict[str, ctypes.CDLL] = {}
+
+
+def load_libcudart() -> tuple[ctypes.CDLL, str]:
+    """The CUDA runtime library and its path; OSError naming every place tried when none loads."""
+    tried = []
+    for path in find_libcudart():
+        if path in _LIBS:
+            return _LIBS[path], path
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as exc:
+            tried.append(f"{path} ({str(exc)[:80]})")
+            continue
+        _declare(lib)
+        _LIBS[path] = lib
+        return lib, path
+    where = "; ".join(tried) or f"no libcudart.so* in {', '.join(cudart_dirs()[:2])} or LD_LIBRARY_PATH"
+    raise OSError(f"no CUDA runtime library loaded ({where})")
+
+
+_c = ctypes
+_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {  # cuda_runtime_api.h; cudaError_t and enums are C ints
+    "cudaSetDevice": (_c.c_int, [_c.c_int]),
+    "cudaMalloc": (_c.c_int, [_c.POINTER(_c.c_void_p), _c.c_size_t]),
+    "cudaFree": (_c.c_int, [_c.c_void_p]),
+    "cudaMallocHost": (_c.c_int, [_c.POINTER(_c.c_void_p), _c.c_size_t]),
+    "cudaFreeHost": (_c.c_int, [_c.c_void_p]),
+    "cudaStreamCreateWithFlags": (_c.c_int, [_c.POINTER(_c.c_void_p), _c.c_uint]),
+    "cudaStreamDestroy": (_c.c_int, [_c.c_void_p]),
+    "cudaStreamSynchronize": (_c.c_int, [_c.c_void_p]),
+    "cudaMemcpyAsync": (_c.c_int, [_c.c_void_p, _c.c_void_p, _c.c_size_t, _c.c_int, _c.c_void_p]),
+    "cudaGetErrorName": (_c.c_char_p, [_c.c_int]),
+    "cudaRuntimeGetVersion": (_c.c_int, [_c.POINTER(_c.c_int)]),
+    "cudaDeviceGetAttribute": (_c.c_int, [_c.POINTER(_c.c_int), _c.c_int, _c.c_int]),
+    "cudaGetDeviceProperties": (_c.c_int, [_c.c_void_p, _c.c_int]),
+}
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        fn = getattr(lib, name)  # AttributeError: not a CUDA runtime
+        fn.restype, fn.argtypes = restype, argtypes
+
+
+class _Kinds:
+    cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2  # cudaMemcpyKind
+
+
+class CtypesRuntime:
+    """The few runtime calls rdd-edge makes, on a loaded libcudart, shaped like cuda-python's
+    (``(err, value)`` tuples), so one buffer manager serves both."""
+
+    cudaStreamNonBlocking = 1
+    cudaMemcpyKind = _Kinds
+    DEV_ATTR_CC_MAJOR, DEV_ATTR_CC_MINOR = 75, 76  # cudaDevAttrComputeCapabilityMajor / Minor
+
+    def __init__(self, lib: ctypes.CDLL, path: str) -> None:
+        self.lib, self.path = lib, path
+
+    def _out(self, fn: Any, *args: Any) -> tuple[int, int]:
+        p = ctypes.c_void_p()
+        err = fn(ctypes.byref(p), *args)
+        return int(err), int(p.value or 0)
+
+    def cudaSetDevice(self, device: int) -> tuple[int]:
+        return (int(self.lib.cudaSetDevice(int(device))),)
+
+    def cudaMalloc(self, n: int) -> tuple[int, int]:
+        return self._out(self.lib.cudaMalloc, ctypes.c_size_t(n))
+
+    def cudaMallocHost(self, n: int) -> tuple[int, int]:
+        return self._out(self.lib.cudaMallocHost, ctypes.c_size_t(n))
+
+    def cudaFree(self, ptr: int) -> tuple[int]:
+        return (int(self.lib.cudaFree(ctypes.c_void_p(int(ptr)))),)
+
+    def cudaFreeHost(self, ptr: int) -> tuple[int]:
+        return (int(self.lib.cudaFreeHost(ctypes.c_void_p(int(ptr)))),)
+
+    def cudaStreamCreateWithFlags(self, flags: int) -> tuple[int, int]:
+        return self._out(self.lib.cudaStreamCreateWithFlags, ctypes.c_uint(int(flags)))
+
+    def cudaStreamDestroy(self, stream: int) -> tuple[int]:
+        return (int(self.lib.cudaStreamDestroy(ctypes.c_void_p(int(stream)))),)
+
+    def cudaStreamSynchronize(self, stream: int) -> tuple[int]:
+        return (int(self.lib.cudaStreamSynchronize(ctypes.c_void_p(int(stream)))),)
+
+    def cudaMemcpyAsync(self, dst: int, src: int, n: int, kind: int, stream: int) -> tuple[int]:
+        return (int(self.lib.cudaMemcpyAsync(ctypes.c_void_p(int(dst)), ctypes.c_void_p(int(src)), ctypes.c_size_t(n),
+                                             int(kind), ctypes.c_void_p(int(stream)))),)
+
+    def cudaGetErrorName(self, err: int) -> tuple[int, bytes]:
+        return 0, self.lib.cudaGetErrorName(int(err)) or b"cudaError"
+
+    def cudaRuntimeGetVersion(self) -> tuple[int, int]:
+        v = ctypes.c_int()
+        return int(self.lib.cudaRuntimeGetVersion(ctypes.byref(v))), int(v.value)
+
+    def device_identity(self, device: int = 0) -> tuple[str, tuple[int, int]] | None:
+        """GPU name and compute capability. cudaDeviceProp starts with ``char name[256]`` in every CUDA
+        release; the struct grows between releases, so a generous buffer takes any of them."""
+        props = ctypes.create_string_buffer(16384)
+        if self.lib.cudaGetDeviceProperties(props, int(device)) != 0:
+            return None
+        cc = []
+        for attr in (self.DEV_ATTR_CC_MAJOR, self.DEV_ATTR_CC_MINOR):
+            v = ctypes.c_int()
+            if self.lib.cudaDeviceGetAttribute(ctypes.byref(v), attr, int(device)) != 0:
+                return None
+            cc.append(int(v.value))
+        return props.raw[:256].split(b"\0", 1)[0].decode(errors="replace"), (cc[0], cc[1])
+
+
+def cuda_version_text(number: int) -> str:
+    """12060 -> "12.6" (CUDA encodes 1000 * major + 10 * minor)."""
+    return f"{number // 1000}.{(number % 1000) // 10}"
+
+
+def libcudart_version() -> tuple[str, str] | None:
+    """(version, path) of the system CUDA runtime (``cudaRuntimeGetVersion`` creates no context); None without one."""
+    try:
+        rt = CtypesRuntime(*load_libcudart())
+        err, number = rt.cudaRuntimeGetVersion()
+    except (OSError, AttributeError):
+        return None
+    return (cuda_version_text(number), rt.path) if err == 0 else None
 
 
 class _Closable:
@@ -121,9 +292,12 @@ class CudaPythonMem(_Closable):
     every ``(err, value)`` result is checked."""
 
     name = "cuda-python"
+    hint = "and that cuda-python's CUDA runtime is not newer than the driver's CUDA (on a Jetson: the board's)"
 
     def __init__(self, device: int = 0) -> None:
-        rt = import_cudart()
+        self._open(import_cudart(), device)
+
+    def _open(self, rt: Any, device: int) -> None:
         self._rt = rt
         self._state = _CudaPythonState(rt)
         self._finalizer = weakref.finalize(self, self._state.release)
@@ -135,8 +309,9 @@ class CudaPythonMem(_Closable):
         else:
             err, rest = res, ()
         if int(err) != 0:
-            raise DeployError(f"CUDA {what} failed: {_cuda_python_error_name(self._rt, err)}; check the NVIDIA driver "
-                              "(nvidia-smi / tegrastats) and that cuda-python matches its CUDA major")
+            hint = f" {self.hint}" if what.startswith("cudaSetDevice") else ""
+            raise DeployError(f"CUDA {what} failed ({self.name}): {_cuda_python_error_name(self._rt, err)}; check the "
+                              f"NVIDIA driver (nvidia-smi / tegrastats){hint}")
         return rest[0] if len(rest) == 1 else (rest or None)
 
     def _check_open(self) -> None:
@@ -208,6 +383,17 @@ class CudaPythonMem(_Closable):
             raise DeployError(f"CUDA stream {handle} is not open (closed runner?)")
         return s
 
+
+class LibcudartMem(CudaPythonMem):
+    """The system CUDA runtime through ctypes (:class:`CtypesRuntime`), the same checked calls."""
+
+    name = "libcudart"
+    hint = "and the CUDA runtime library it loaded"
+
+    def __init__(self, device: int = 0) -> None:
+        rt = CtypesRuntime(*load_libcudart())
+        self.name = f"libcudart {rt.path}"
+        self._open(rt, device)
 
 
 NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING, pycuda's Stream(flags)
@@ -339,22 +525,41 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
-IMPLEMENTATIONS: dict[str, type[CudaPythonMem] | type[PycudaMem]] = {"cuda-python": CudaPythonMem, "pycuda": PycudaMem}
+IMPLEMENTATIONS: dict[str, Any] = {"libcudart": LibcudartMem, "cuda-python": CudaPythonMem, "pycuda": PycudaMem}
 
 
-def get_cuda_mem(prefer: str | None = None, device: int = 0) -> CudaPythonMem | PycudaMem:
-    """``prefer`` (only that binding: an explicit choice never switches silently), else the first
-    that imports of cuda-python, then pycuda.
+def binding_order(prefer: str | None = None) -> list[str]:
+    """Which implementations to try: ``prefer`` alone; on a Jetson the board's libcudart first (no skew
+    possible), elsewhere cuda-python first (the `trt` extra) and the system libcudart last."""
+    if prefer is not None:
+        if prefer not in IMPLEMENTATIONS:
+            raise DeployError(f"CUDA memory backend {prefer!r}: expected one of {list(IMPLEMENTATIONS)}")
+        return [prefer]
+    if board.is_jetson():
+        return ["libcudart", "cuda-python", "pycuda"]
+    return ["cuda-python", "pycuda", "libcudart"]
 
-    MissingDependencyError when none is installed; DeployError when one imports but CUDA itself
-    fails (no driver, wrong CUDA major): that message is the useful one."""
-    if prefer is not None and prefer not in IMPLEMENTATIONS:
-        raise DeployError(f"CUDA memory backend {prefer!r}: expected one of {list(IMPLEMENTATIONS)}")
-    order = [prefer] if prefer else list(IMPLEMENTATIONS)
-    errors = []
-    for name in order:
+
+def get_cuda_mem(prefer: str | None = None, device: int = 0) -> Any:
+    """The first implementation of :func:`binding_order` that opens ``device``.
+
+    Any failure moves on to the next (an absent binding, a library that does not load, a CUDA call
+    that fails: a cuda-python newer than the board's CUDA stops at cudaSetDevice). When none works:
+    MissingDependencyError if none was even present, else one DeployError line naming the board's
+    CUDA (/usr/local/cuda/version.json) and what each runtime said."""
+    missing: list[str] = []
+    failed: list[str] = []
+    for name in binding_order(prefer):
         try:
             return IMPLEMENTATIONS[name](device)
-        except ImportError as exc:
-            errors.append(f"{name}: {exc}")
-    raise MissingDependencyError(f"TensorRT engines need CUDA buffers; no usable binding ({'; '.join(errors)}): {INSTALL_HINT}")
+        except (ImportError, OSError, AttributeError) as exc:
+            missing.append(f"{name}: {_first_line(exc)}")
+        except Exception as exc:  # noqa: BLE001 - a CUDA failure in one runtime: try the next
+            failed.append(f"{name}: {_first_line(exc)}")
+    if not failed:
+        raise MissingDependencyError(f"TensorRT engines need CUDA buffers; no usable binding ({'; '.join(missing)}): "
+                                     f"{INSTALL_HINT}")
+    board_cuda = board.board_cuda_version()
+    cuda = f"CUDA {board_cuda} ({board.CUDA_HOME}/version.json)" if board_cuda else f"no {board.CUDA_HOME}/version.json"
+    raise DeployError(f"CUDA could not open device {device}; this machine has {cuda}; tried "
+                      f"{'; '.join(failed + missing)}")

@@ -522,18 +522,20 @@ class DemoSpec:
     threads: int | None = None
 
 
-def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAULT_ROOT) -> tuple[Path, list[str]]:
+def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAULT_ROOT,
+                     device: str = "auto") -> tuple[Path, list[str]]:
     """A model file as given, or for a run / export folder the artifact :func:`choose_artifact` picks
-    (passed its last check and still matches the manifest); with notes about the choice."""
+    (the fastest that passed its last check, still matches the manifest and, for an engine, was built
+    for this GPU and TensorRT); with notes about the choice."""
     if artifact is not None and Path(artifact).is_file():
         return Path(artifact), []
     run = resolve_run(artifact, "distill", "the model to run", root=runs_root, must_contain="export/manifest.json")
-    return choose_artifact(find_export_dir(run))
+    return choose_artifact(find_export_dir(run), parse_device(device))
 
 
 def demo(spec: DemoSpec, on_load: Any = None) -> DemoResult:
     """Load the artifact and segment the source; ``on_load(segmenter)`` is told what runs before frames flow."""
-    path, notes = resolve_artifact(spec.artifact, spec.runs_root)
+    path, notes = resolve_artifact(spec.artifact, spec.runs_root, spec.device)
     seg = load(path, device=parse_device(spec.device), threads=spec.threads)
     if on_load is not None:
         on_load(seg)

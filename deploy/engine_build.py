@@ -3,8 +3,9 @@
 Written for the TensorRT 10.x and 11.x Python API. The network is *strongly typed* on every
 version (10.x: ``1 << STRONGLY_TYPED``; 11.x: always, no flag), so precision comes from the file
 alone -- FP16 types in ``model.fp16.onnx``, Q/DQ nodes (and FP16 float math) in
-``model.int8.onnx`` -- and no precision builder flag and no INT8 calibrator is ever set (11.x
-removed both). One optimization profile (batch 1..max_batch, opt 1 by default; min/opt/max H x W
+``model.int8.onnx`` -- and no INT8 calibrator is ever set (11.x removed it). The one exception is
+DLA on TensorRT 10.0-10.7, built the way NVIDIA documents it for 10.x: weakly typed with the
+file's precision flag (:func:`deploy.engine_plan.dla_recipe`). One optimization profile (batch 1..max_batch, opt 1 by default; min/opt/max H x W
 for --dynamic graphs), a workspace limit, a timing cache named after the GPU and TensorRT release
 (a cache from elsewhere is refused, not trusted), DLA when asked, and a per-layer precision report
 from the engine inspector stored in the sidecar. TensorRT older than 10.0 is refused.
@@ -20,9 +21,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rdd_edge.deploy.engine_meta import layer_precisions, runtime_identity, tensorrt_module, trt_logger, write_sidecar
-from rdd_edge.deploy.engine_plan import (check_build_args, check_dla_core, check_dla_version, engine_precision,
-                                         network_flags, profile_shapes, sidecar_meta, timing_cache_name)
+from rdd_edge.deploy.engine_meta import (dla_placement_after_build, layer_precisions, runtime_identity, tensorrt_module,
+                                         trt_logger, write_sidecar)
+from rdd_edge.deploy.engine_plan import (check_build_args, check_dla_core, dla_recipe, engine_precision, network_flags,
+                                         profile_shapes, sidecar_meta, timing_cache_name)
 from rdd_edge.deploy.info import read_manifest
 from rdd_edge.deploy.onnx_graph import graph_io, load_export_onnx
 from rdd_edge.errors import ConfigError, DeployError, ExportError, MissingDependencyError, RddError
@@ -56,7 +58,7 @@ def _one_line(exc: BaseException) -> str:
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: int = 8, opt_batch: int = 1,
                  dynamic_hw: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None,
                  workspace_gb: float = 2.0, timing_cache_dir: Path | None = None, dla_core: int | None = None,
-                 allow_gpu_fallback: bool = False, device: int = 0, **legacy: Any) -> dict[str, Any]:
+                 allow_gpu_fallback: bool = False, device: int = 0) -> dict[str, Any]:
     """Build ``engine_path`` from ``onnx_path``; write the engine and ``<engine>.json`` atomically.
 
     Returns the sidecar dict: ``precision``, ``precision_layers`` (layers per precision from the
@@ -66,16 +68,12 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
 
     ``timing_cache_dir``: folder of the timing cache ``timing-<gpu>-sm<cc>-trt<release>.cache``; read
     when present and compatible, else started empty (with a warning), saved back after the build.
-    ``dla_core``: build for that DLA core with GPU fallback: one static shape (batch ``opt_batch``),
-    and the network's layers counted by where they will run (``config.can_run_on_DLA``); none on
-    DLA is an error unless ``allow_gpu_fallback``. ``legacy``: the pre-strong-typing keywords
-    ``timing_cache`` (a file: its folder is used) and ``fp16_flag`` (ignored) are still accepted.
+    ``dla_core``: build for that DLA core with GPU fallback, the way this TensorRT release documents
+    (:func:`deploy.engine_plan.dla_recipe`): one static shape (batch ``opt_batch``); the network's
+    layers DLA can take are counted before the build (``config.can_run_on_DLA``: an estimate, before
+    fusion; none is an error unless ``allow_gpu_fallback``) and the placement is read from the engine
+    inspector after it (``dla_layers`` in the sidecar).
     """
-    unknown = set(legacy) - {"timing_cache", "fp16_flag"}
-    if unknown:
-        raise TypeError(f"build_engine() got unexpected keyword arguments {sorted(unknown)}")
-    if timing_cache_dir is None and legacy.get("timing_cache"):
-        timing_cache_dir = Path(legacy["timing_cache"]).parent
     check_build_args(workspace_gb, dla_core, max_batch, opt_batch)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     precision = engine_precision(onnx_path.name, engine_path.name, _manifest_beside(onnx_path))
@@ -92,10 +90,13 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
     import tensorrt as trt  # lazy: optional dependency (tensorrt)
 
     placement: dict[str, Any] | None = None
+    recipe: dict[str, Any] = {"strongly_typed": True, "flags": []}
     try:
         flags = network_flags(trt.__version__, trt)  # refuses TensorRT < 10
         if dla_core is not None:
-            check_dla_version(trt.__version__, warn=log.warning)
+            recipe = dla_recipe(trt.__version__, precision, warn=log.warning)
+            if not recipe["strongly_typed"]:
+                flags = 0  # TensorRT 10.x DLA: a weakly typed network and the precision flags below
         identity = runtime_identity(device)
         logger = trt_logger(trt)
         builder = _builder(trt, logger, onnx_path)
@@ -112,8 +113,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
             check_dla_core(dla_core, builder.num_DLA_cores, f"{onnx_path}: ")
             config.default_device_type = trt.DeviceType.DLA
             config.DLA_core = int(dla_core)
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run stay on the GPU
-            builder_flags.append("GPU_FALLBACK")
+            for name in (*recipe["flags"], "GPU_FALLBACK"):  # GPU_FALLBACK: layers DLA cannot run stay on the GPU
+                config.set_flag(getattr(trt.BuilderFlag, name))
+                builder_flags.append(name)
             placement = dla_placement(config, network)
             _judge_placement(placement, dla_core, onnx_path, allow_gpu_fallback)
         opt = builder.create_optimization_profile()
@@ -133,7 +135,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
         if cache_info["file"]:
             atomic_write_bytes(Path(cache_info["path"]), bytes(memoryview(config.get_timing_cache().serialize())))
             cache_info["saved"] = True
-        layers = _precision_report(trt, logger, data, dla_core, input_name, profile["opt"])
+        layers, after = _precision_report(trt, logger, data, dla_core, input_name, profile["opt"])
     except RddError:
         raise
     except Exception as exc:  # noqa: BLE001 - TensorRT raises RuntimeError/TypeError from C++: one line
@@ -142,7 +144,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
     cache_info.pop("path", None)
     meta = sidecar_meta(None, sha256_file(onnx_path), identity, io, profile, workspace_gb, dla_core,
                         source_onnx=onnx_path.name, precision_layers=layers, timing_cache=cache_info,
-                        builder_flags=builder_flags, network_flags=flags, dla_layers=placement, precision=precision)
+                        builder_flags=builder_flags, network_flags=flags, dla_layers=after if dla_core is not None else None,
+                        dla_estimate=placement, precision=precision, strongly_typed=bool(recipe["strongly_typed"]))
     write_sidecar(engine_path, meta)
     return {"format": "rdd-edge-engine", "engine": str(engine_path), **meta}
 
@@ -170,9 +173,10 @@ def _builder(trt: Any, logger: Any, onnx_path: Path) -> Any:
 
 
 def dla_placement(config: Any, network: Any, keep: int = 8) -> dict[str, Any]:
-    """Where the network's layers will run on a DLA build with GPU fallback: ``{"dla": n, "gpu": m,
-    "gpu_layers": [first names]}`` from ``IBuilderConfig.can_run_on_DLA`` per layer (asked before
-    the build, with the DLA core and default device already set on ``config``)."""
+    """An estimate, before the build, of where the network's layers will run on a DLA build with GPU
+    fallback: ``{"dla": n, "gpu": m, "gpu_layers": [first names], "estimate": True}`` from
+    ``IBuilderConfig.can_run_on_DLA`` per network layer (before fusion; asked with the DLA core and
+    default device already set on ``config``). The engine inspector says after the build."""
     dla, gpu, names = 0, 0, list[str]()
     for i in range(int(network.num_layers)):
         layer = network.get_layer(i)
@@ -182,7 +186,7 @@ def dla_placement(config: Any, network: Any, keep: int = 8) -> dict[str, Any]:
             gpu += 1
             if len(names) < keep:
                 names.append(str(getattr(layer, "name", "") or f"layer {i}"))
-    return {"dla": dla, "gpu": gpu, "gpu_layers": names}
+    return {"dla": dla, "gpu": gpu, "gpu_layers": names, "estimate": True}
 
 
 def _judge_placement(placement: dict[str, Any], dla_core: int, onnx_path: Path, allow_gpu_fallback: bool) -> None:
@@ -229,8 +233,9 @@ def _attach_timing_cache(trt: Any, config: Any, cache_dir: Path | None, identity
 
 
 def _precision_report(trt: Any, logger: Any, data: bytes, dla_core: int | None, input_name: str,
-                      opt_shape: Any) -> dict[str, int] | None:
-    """Deserialize the built engine and count its layers by precision (engine inspector, JSON).
+                      opt_shape: Any) -> tuple[dict[str, int] | None, dict[str, Any] | None]:
+    """Deserialize the built engine and count its layers by precision (engine inspector, JSON); on a
+    DLA build also where they run (:func:`deploy.engine_meta.dla_placement_after_build`).
 
     The inspector reads an execution context whose input shape is set to the profile's opt shape:
     without one, TensorRT leaves the per-layer formats of a dynamic-shape engine out
@@ -245,7 +250,7 @@ def _precision_report(trt: Any, logger: Any, data: bytes, dla_core: int | None, 
     inspector = engine.create_engine_inspector()
     if inspector is None:
         log.warning("TensorRT gave no engine inspector: the sidecar has no per-layer precision report")
-        return None
+        return None, None
     context = engine.create_execution_context()
     try:
         if context is not None and context.set_input_shape(input_name, tuple(int(d) for d in opt_shape)):
@@ -253,9 +258,10 @@ def _precision_report(trt: Any, logger: Any, data: bytes, dla_core: int | None, 
         else:
             log.warning("could not set the engine's opt shape on an execution context: the precision report may "
                         "list layer formats as unknown")
-        return layer_precisions(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        report = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+        return layer_precisions(report), (dla_placement_after_build(report) if dla_core is not None else None)
     except RddError as exc:
         log.warning("engine inspector output not understood (%s): no per-layer precision report", exc)
-        return None
+        return None, None
     finally:
         del inspector, context  # before the engine: TensorRT frees a context before its engine

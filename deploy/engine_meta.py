@@ -16,7 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from rdd_edge.deploy.cuda_mem import import_cudart
+from rdd_edge.deploy import board
+from rdd_edge.deploy.cuda_mem import CtypesRuntime, import_cudart, load_libcudart
 from rdd_edge.errors import DeployError, RddError
 from rdd_edge.formats import TRT_CHOICES, engine_for
 from rdd_edge.runs import write_json
@@ -104,20 +105,48 @@ def trt_logger(trt: Any) -> Any:
     return _LOGGER[0][1]
 
 
-# DLA through TensorRT's ONNX path: supported up to 10.7 (JetPack 6 ships 10.3), absent from
-# 11.0 to 11.4.0 (NVIDIA's support matrices); 10.8-10.x: not documented either way.
-DLA_LAST_SUPPORTED = (10, 7)
-DLA_ABSENT = ((11, 0, 0), (11, 4, 0))
+# DLA per TensorRT release (NVIDIA's "Working with DLA" pages of 11.4.1 and 11.5.0, and the 11.4.1 release
+# notes): 10.0-10.7 build DLA the 10.x way, a weakly typed network with the FP16 / INT8 builder flags and GPU
+# fallback ("DLA support is currently limited to networks running in FP16 and INT8 mode", dla-build-and-run;
+# "TensorRT 10.7 was the last 10.x release that supported DLA"); none in 10.8+, 11.0-11.3 or 11.4.0 (Windows
+# on ARM only); 11.4.1 on Jetson AGX Orin with JetPack 7.2.2+, strongly typed ("Strongly Typed Networks for
+# DLA"); 11.5.0 does not support JetPack at all. Later releases: not documented here (warned).
+DLA_WEAK = ((10, 0, 0), (10, 7, 99))
+DLA_STRONG = ((11, 4, 1), (11, 4, 99))
+DLA_NONE = (((10, 8, 0), (10, 99, 99)), ((11, 0, 0), (11, 4, 0)), ((11, 5, 0), (11, 5, 99)))
 
 
 def dla_support(version: str | None) -> str:
-    """``"yes"``, ``"no"`` or ``"unknown"``: whether this TensorRT release builds for DLA."""
+    """How this TensorRT release builds for DLA: ``"weak"`` (10.0-10.7: weakly typed + precision flags),
+    ``"strong"`` (11.4.1+: strongly typed), ``"no"``, or ``"unknown"`` (not in NVIDIA's tables)."""
     v = parse_trt_version(version)
-    if v[:2] <= DLA_LAST_SUPPORTED:
-        return "yes"
-    if DLA_ABSENT[0] <= v <= DLA_ABSENT[1]:
+    if DLA_WEAK[0] <= v <= DLA_WEAK[1]:
+        return "weak"
+    if DLA_STRONG[0] <= v <= DLA_STRONG[1]:
+        return "strong"
+    if any(lo <= v <= hi for lo, hi in DLA_NONE):
         return "no"
     return "unknown"
+
+
+def dla_placement_after_build(inspector_json: str | dict | list) -> dict[str, Any] | None:
+    """Where the built engine's layers run, from the engine inspector (NVIDIA: read placement from the
+    engine, not from the network): ``{"source": "engine inspector", "dla": n, "gpu": m, "dla_layers": [...]}``.
+    An engine layer counts as DLA when its ``LayerType`` is ``DLA`` (a DLA subgraph, usually named
+    ``{ForeignNode[...]}``). None when the report names no layer types (built without detailed verbosity).
+    Not yet checked against a real DLA engine: the device script in benchmarks/README.md does that."""
+    data: Any = inspector_json
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError:
+            return None
+    layers = data.get("Layers") if isinstance(data, dict) else data
+    if not isinstance(layers, list) or not any(isinstance(x, dict) and x.get("LayerType") for x in layers):
+        return None
+    on_dla = [x for x in layers if isinstance(x, dict) and str(x.get("LayerType", "")).upper() == "DLA"]
+    return {"source": "engine inspector", "dla": len(on_dla), "gpu": len(layers) - len(on_dla),
+            "dla_layers": [str(x.get("Name", "?"))[:120] for x in on_dla[:8]]}
 
 
 def _tensorrt_version() -> str | None:
@@ -144,6 +173,14 @@ def _gpu_cuda_python(device: int = 0) -> tuple[str, str | None] | None:
         return None
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     return name.strip("\x00 "), compute_capability(f"{props.major}.{props.minor}")
+
+
+def _gpu_libcudart(device: int = 0) -> tuple[str, str | None] | None:
+    try:
+        found = CtypesRuntime(*load_libcudart()).device_identity(int(device))
+    except (OSError, AttributeError):
+        return None
+    return (found[0], compute_capability(f"{found[1][0]}.{found[1][1]}")) if found else None
 
 
 def _gpu_pycuda(device: int = 0) -> tuple[str, str | None] | None:
@@ -179,7 +216,12 @@ def _gpu_nvidia_smi(device: int = 0) -> tuple[str, str | None] | None:
 def runtime_identity(device: int = 0) -> dict[str, Any]:
     """This machine's TensorRT version and the name and compute capability of GPU ``device``
     (the ``N`` of ``cuda:N``; None where unknown)."""
-    gpu = _gpu_cuda_python(device) or _gpu_pycuda(device) or _gpu_nvidia_smi(device)
+    probes = ([_gpu_libcudart, _gpu_cuda_python] if board.is_jetson() else [_gpu_cuda_python, _gpu_libcudart])
+    gpu = None
+    for probe in (*probes, _gpu_pycuda, _gpu_nvidia_smi):  # the runtime the buffers use first (cuda_mem.binding_order)
+        gpu = probe(device)
+        if gpu:
+            break
     return {
         "tensorrt": _tensorrt_version(),
         "gpu": gpu[0] if gpu else None,
@@ -224,11 +266,20 @@ def check_compatible(meta: dict[str, Any], current: dict[str, Any] | None = None
     where = f"{engine}: " if engine else ""
     have_gpu = f"{cur_gpu} ({_sm(cur_cc)})" if cur_gpu else "no usable NVIDIA GPU"
     have_trt = f"TensorRT {cur_trt}" if cur_trt else "no TensorRT"
-    raise DeployError(
-        f"{where}engine built for {built_gpu or 'an unknown GPU'} ({_sm(built_cc)}) with TensorRT {built_trt or '?'}; "
-        f"this machine has {have_gpu} with {have_trt}: rebuild it here with `rdd-edge export {flag}` "
-        "(or run the ONNX file instead)"
-    )
+    built_for = f"{built_gpu or 'an unknown GPU'} ({_sm(built_cc)}) with TensorRT {built_trt or '?'}"
+    rebuild = f"rdd-edge engine {Path(engine).parent if engine else 'EXPORT'} {flag}"
+    raise ForeignEngineError(
+        f"{where}engine built for {built_for}; this machine has {have_gpu} with {have_trt}: rebuild it here with "
+        f"`{rebuild}` (or run the ONNX file instead)", built_for=built_for, rebuild=rebuild)
+
+
+class ForeignEngineError(DeployError):
+    """An intact engine made for another GPU or TensorRT release (or a machine without either): not a
+    fault of the file; ``built_for`` and ``rebuild`` (the command) say what and how."""
+
+    def __init__(self, message: str, built_for: str = "", rebuild: str = "rdd-edge engine") -> None:
+        super().__init__(message)
+        self.built_for, self.rebuild = built_for, rebuild
 
 
 # --- per-layer precision from the engine inspector ---------------------------------------------

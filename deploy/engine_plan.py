@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
 
 from rdd_edge import formats as table
-from rdd_edge.errors import ConfigError, ExportError, RddError
+from rdd_edge.errors import ConfigError, ExportError
 
-from rdd_edge.deploy.engine_meta import check_trt_version as _check_trt_version
+from rdd_edge.deploy.engine_meta import check_trt_version
 from rdd_edge.deploy.engine_meta import compute_capability as _cc  # timing_cache_name has an argument of that name
-from rdd_edge.deploy.engine_meta import dla_support, parse_trt_version, trt_release
+from rdd_edge.deploy.engine_meta import dla_support, trt_release
 
 DEFAULT_MAX_BATCH = 8
 
@@ -133,26 +133,29 @@ def check_dla_core(dla_core: int | None, num_dla_cores: int, where: str = "") ->
         raise ConfigError(f"{where}--dla-core {dla_core}: this device {have}; drop --dla-core to build for the GPU")
 
 
-def check_dla_version(version: str | None, warn: Any = None) -> None:
-    """Refuse ``--dla-core`` on a TensorRT release without DLA (11.0-11.4.0) in one line; warn where
-    NVIDIA documents neither (10.8 and later 10.x): the layer count says where layers went."""
+def dla_recipe(version: str | None, precision: str, warn: Any = None) -> dict[str, Any]:
+    """How to build for DLA with this TensorRT (:func:`deploy.engine_meta.dla_support` cites NVIDIA's tables):
+    ``{"strongly_typed": bool, "flags": [builder flag names]}``; GPU fallback is added by the caller.
+
+    10.0-10.7: weakly typed with the precision flag of the file (FP16 file: FP16; Q/DQ INT8 file: INT8 and
+    FP16, as ``trtexec --useDLACore=0 --int8 --fp16 --allowGPUFallback``; DLA runs only FP16 and INT8, so
+    an FP32 file is refused). 11.4.1+: strongly typed, no flag (11.x has none). Releases without DLA:
+    ConfigError in one line; releases NVIDIA does not list: a warning, built strongly typed."""
     support = dla_support(version)
     if support == "no":
-        raise ConfigError(f"--dla-core: TensorRT {version} has no DLA support (NVIDIA: DLA through 10.7, none in "
-                          "11.0-11.4.0); build for the GPU (drop --dla-core) or use JetPack 6's TensorRT 10.3")
+        raise ConfigError(f"--dla-core: TensorRT {version} has no DLA support on Jetson (NVIDIA: 10.0-10.7 and 11.4.1 "
+                          "on AGX Orin with JetPack 7.2.2+; none in 10.8+, 11.0-11.4.0, 11.5); build for the GPU "
+                          "(drop --dla-core), or use JetPack 6's TensorRT 10.3")
+    if support == "weak":
+        flags = {"fp16": ["FP16"], "int8": ["INT8", "FP16"]}.get(precision)
+        if flags is None:
+            raise ConfigError(f"--dla-core: DLA runs FP16 and INT8 networks only (TensorRT {version}); build from "
+                              "model.fp16.onnx or model.int8.onnx")
+        return {"strongly_typed": False, "flags": flags}
     if support == "unknown" and warn is not None:
-        warn(f"--dla-core: DLA support in TensorRT {version} is not documented (NVIDIA lists it through 10.7); "
-             "check the DLA/GPU layer count this build reports")
-
-
-def parse_version(version: str | None) -> tuple[int, int, int]:
-    """``"10.3.0.30"`` -> (10, 3, 0) (see :func:`deploy.engine_meta.parse_trt_version`)."""
-    return parse_trt_version(version)
-
-
-def check_trt_version(version: str | None, error: type[RddError] = ExportError, where: str = "") -> tuple[int, int, int]:
-    """Refuse TensorRT older than 10.0 with one line (ExportError here); return the parsed version."""
-    return _check_trt_version(version, error, where)
+        warn(f"--dla-core: DLA support in TensorRT {version} is not in NVIDIA's tables (10.0-10.7, 11.4.1); building "
+             "strongly typed: check the DLA/GPU placement this build reports")
+    return {"strongly_typed": True, "flags": []}
 
 
 def network_flags(trt_version: str | None, trt: Any) -> int:
@@ -163,7 +166,7 @@ def network_flags(trt_version: str | None, trt: Any) -> int:
     flag). 11.x: every network is strongly typed; the flag is deprecated and ignored (its value
     moved to bit 0), so nothing is passed. Older than 10.0: ExportError.
     """
-    major = check_trt_version(trt_version)[0]
+    major = check_trt_version(trt_version, ExportError)[0]
     if major >= 11:
         return 0
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -190,7 +193,8 @@ def sidecar_meta(engine_key: str | None, onnx_sha256: str, identity: dict[str, A
                  source_onnx: str | None = None, precision_layers: dict[str, int] | None = None,
                  timing_cache: dict[str, Any] | None = None, builder_flags: Sequence[str] = (),
                  network_flags: int | None = None, dla_layers: dict[str, Any] | None = None,
-                 precision: str | None = None) -> dict[str, Any]:
+                 dla_estimate: dict[str, Any] | None = None, precision: str | None = None,
+                 strongly_typed: bool = True) -> dict[str, Any]:
     """What ``deploy.engine_meta.write_sidecar`` stores beside an engine (and ``build_engine`` returns).
 
     ``engine_key``: the engine's row in the formats table (its precision and source file are the
@@ -211,8 +215,9 @@ def sidecar_meta(engine_key: str | None, onnx_sha256: str, identity: dict[str, A
         "max_batch": int(profile["max"][0]),
         "workspace_gb": workspace_gb,
         "dla_core": dla_core,
-        "dla_layers": dla_layers,  # {"dla": n, "gpu": m, "gpu_layers": [...]} on a DLA build, else None
-        "strongly_typed": True,
+        "dla_layers": dla_layers,  # after the build, from the engine inspector: {"source", "dla", "gpu", "dla_layers"}
+        "dla_estimate": dla_estimate,  # before the build, network layers can_run_on_DLA: an estimate (pre-fusion)
+        "strongly_typed": strongly_typed,
         "network_flags": network_flags,
         "builder_flags": list(builder_flags),
         "precision_layers": precision_layers,

@@ -69,6 +69,11 @@ class Segmenter:
         return out[self.info.output]
 
     @property
+    def fallback_note(self) -> str:
+        """Why an ONNX Runtime GPU provider that was asked for is not in use ('' when none fell back)."""
+        return str(getattr(self.backend, "fallback_note", "") or "")
+
+    @property
     def static_batch(self) -> int | None:
         """The one batch size the model takes (a static-batch graph; an engine whose profile is a single
         batch, as DLA requires), None when it takes a range. Shorter batches are padded by :meth:`run`."""
@@ -125,7 +130,7 @@ def load(
     one, what the graph declares is used with ImageNet mean/std and a warning. ``providers``
     overrides ONNX Runtime's choice (TensorRT > CUDA > CPU), ``threads`` sets intra-op threads,
     ``device`` is ``auto``, ``cpu`` or ``cuda``; ``cuda_mem`` picks the engine's CUDA buffer binding
-    (``cuda-python`` default, ``pycuda``).
+    (``libcudart``, ``cuda-python``, ``pycuda``; default: the board's libcudart first on a Jetson).
     """
     device = parse_device(device)
     path = Path(path)
@@ -139,7 +144,7 @@ def load(
             export_dir = find_export_dir(path)
         except RddError:
             raise DeployError(f"{path}: is a folder without an export manifest; pass a model file inside it") from None
-        path, notes = choose_artifact(export_dir)
+        path, notes = choose_artifact(export_dir, device)
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DeployError(f"{path}: unknown model type {path.suffix!r}; expected one of {sorted(SUFFIXES)}")
@@ -173,4 +178,6 @@ def load(
         if why:
             notes.append(f"{why}: running it as named")
     info.notes[:0] = notes
+    if getattr(backend, "fallback_note", ""):
+        info.notes.append(backend.fallback_note)
     return Segmenter(backend, info, path)

@@ -9,9 +9,17 @@ row of the formats table (``model.fp16.onnx``, ``model.int8.onnx``) in a scratch
 the engine (:func:`rdd_edge.deploy.engine_build.build_engine`, torch-free), prints its per-layer precision report
 (and, with ``--dla-core``, how many layers run on DLA), runs it on the check images and times it
 at batch 1 and at the max batch; a native crash in TensorRT or CUDA kills only that child and
-becomes one FAIL line naming the signal. The parent compares each engine's labels with ONNX
-Runtime (CPU) on the same source file and prints one PASS/FAIL line per engine, a summary, and
-the `rdd-edge engine` line that repeats every option used. Exit code 0 when every engine passed.
+becomes one FAIL line naming the signal, a child that outlives ``--timeout`` (default 15 minutes, a
+Jetson build) one FAIL line naming the timeout. Only after every child has ended does the parent
+compare each engine's labels with ONNX Runtime (CPU) on the same source file; it prints one
+PASS/FAIL line per engine, a summary, and the `rdd-edge engine` line that repeats every option used.
+Exit code 0 when every engine passed.
+
+Children and fork: OpenCV's thread pool and ONNX Runtime's sessions are not fork-safe (a child
+forked after either ran can hang on a lock a vanished thread held: opencv/opencv#5150,
+opencv-python#249). So the parent turns OpenCV's threading off before it decodes an image
+(``cv2.setNumThreads(0)``), creates no ONNX Runtime session until the children are done, and starts
+a child with ``spawn`` instead of ``fork`` whenever :func:`fork_hazards` finds either anyway.
 
 Images: ``--images DIR``, else the check images a bundle carries (``check-data/``), else the
 embedded synthetic street scenes at the model's input size; never random noise (argmax margins
@@ -41,6 +49,7 @@ from rdd_edge import formats as table
 from rdd_edge.data.base import read_image
 from rdd_edge.data.synthetic import render_scene
 from rdd_edge.deploy import versions
+from rdd_edge.deploy.backends.onnxruntime import sessions_opened
 from rdd_edge.deploy.check_data import open_check_data
 from rdd_edge.deploy.engine_build import INSTALL_HINT, build_engine
 from rdd_edge.deploy.engine_meta import precision_summary, report_is_readable, tensorrt_module
@@ -52,9 +61,27 @@ from rdd_edge.formats import ExportFormat
 from rdd_edge.sizes import parse_profile
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-# fork: the child inherits the parent's modules (the parent has created no CUDA context and no
-# ONNX Runtime session when it forks); elsewhere a fresh interpreter.
+# fork: the child inherits the parent's modules (cheap; the parent has created no CUDA context, no
+# ONNX Runtime session and no OpenCV worker thread when it forks: see fork_hazards); elsewhere, or
+# when a hazard is found, a fresh interpreter (spawn).
 START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+DEFAULT_TIMEOUT = 900.0  # s: one engine's build and run; an INT8 build on an Orin Nano takes minutes
+
+
+def fork_hazards() -> list[str]:
+    """What would make a forked child hang now: OpenCV with worker threads, an ONNX Runtime session."""
+    out = []
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and cv2.getNumThreads() > 1:
+        out.append(f"OpenCV runs {cv2.getNumThreads()} threads")
+    if sessions_opened():
+        out.append(f"{sessions_opened()} ONNX Runtime session(s) were created")
+    return out
+
+
+def start_method() -> str:
+    """``fork`` when it is safe here and now, else ``spawn``."""
+    return START_METHOD if START_METHOD != "fork" or not fork_hazards() else "spawn"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -74,7 +101,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--min-agreement-fp16", type=float, default=0.99, help="pixel agreement floor, FP16 engine")
     p.add_argument("--min-agreement-int8", type=float, default=0.95, help="pixel agreement floor, INT8 engine")
     p.add_argument("--latency-time", type=float, default=1.0, help="seconds of timed runs per latency figure")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds one engine's build and run may take")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds one engine's build and run may take (default {DEFAULT_TIMEOUT:g})")
     return p.parse_args(argv)
 
 
@@ -140,10 +168,6 @@ def rebuild_line(export_dir: Path, args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def _profile(text: str | None) -> Any:
-    return parse_profile(text or None, "--profile")
-
-
 # ---------------------------------------------------------------- one engine, in a child process
 def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: dict[str, Any], images_file: str,
                  log_file: str, result_file: str) -> None:
@@ -165,10 +189,14 @@ def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: 
             f"{meta.get('gpu')} (sm {meta.get('compute_capability')}); profile batch {prof['min'][0]}..{prof['max'][0]}; "
             f"timing cache {cache.get('file')} {cache_note}")
         say(f"  precision: {precision_summary(meta)}")
-        placement = meta.get("dla_layers")
-        if placement:
-            say(f"  DLA core {meta.get('dla_core')}: {placement['dla']} layers on DLA, {placement['gpu']} on the GPU"
-                + (f" (first: {', '.join(placement['gpu_layers'][:4])})" if placement["gpu"] else ""))
+        estimate, placement = meta.get("dla_estimate"), meta.get("dla_layers")
+        if meta.get("dla_core") is not None:
+            typing = "strongly typed" if meta.get("strongly_typed") else "weakly typed"
+            say(f"  DLA core {meta.get('dla_core')} ({typing}, builder flags {', '.join(meta.get('builder_flags') or [])}): "
+                + (f"engine inspector: {placement['dla']} engine layers on DLA, {placement['gpu']} on the GPU"
+                   if placement else "engine inspector: placement not reported")
+                + (f"; estimate before the build: {estimate['dla']} of {estimate['dla'] + estimate['gpu']} network "
+                   "layers can run on DLA" if estimate else ""))
         result.update(precision_layers=meta.get("precision_layers"), dla_layers=placement)
         with np.load(images_file) as z:
             images = [z[f"arr_{i}"] for i in range(len(z.files))]
@@ -192,7 +220,7 @@ def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: 
 def run_isolated(target: Callable[..., None], args: tuple, timeout: float) -> int | None:
     """Run ``target(*args)`` in a child process; its exit code (negative: killed by that signal),
     None when it outlived ``timeout`` (then it is killed)."""
-    proc = multiprocessing.get_context(START_METHOD).Process(target=target, args=args, daemon=True)
+    proc = multiprocessing.get_context(start_method()).Process(target=target, args=args, daemon=True)
     proc.start()
     proc.join(timeout)
     if proc.is_alive():
@@ -205,7 +233,7 @@ def run_isolated(target: Callable[..., None], args: tuple, timeout: float) -> in
 def death(code: int | None, timeout: float) -> str:
     """Why a child ended without a result, in words."""
     if code is None:
-        return f"the build and run took longer than --timeout {timeout:g} s and were stopped"
+        return f"timed out: the build and run took longer than --timeout {timeout:g} s and were stopped"
     if code < 0:
         try:
             name = signal.Signals(-code).name
@@ -217,7 +245,17 @@ def death(code: int | None, timeout: float) -> str:
 
 # ---------------------------------------------------------------- the whole check
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    import cv2  # lazy: only to turn its threads off before the first image is decoded
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(0)  # no OpenCV worker threads in the parent: its children are forked
+    try:
+        return _main(parse_args(argv))
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _main(args: argparse.Namespace) -> int:
     say: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
     for line in versions.header_lines(versions.collect()):
         say(line)
@@ -232,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest, _ = read_manifest(export_dir / MANIFEST_NAME)
         inp = (manifest or {}).get("input") or {}
         size = tuple(inp.get("size") or [d if isinstance(d, int) else 512 for d in (inp.get("shape") or [1, 3, 512, 1024])[2:]])
-        profile = _profile(args.profile)
+        profile = parse_profile(args.profile or None, "--profile")
         if profile is not None:
             size = profile[1]  # the opt H x W of a dynamic export
         images, which = load_images(args.images, args.num_images, (int(size[0]), int(size[1])), export_dir, manifest)
@@ -251,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (export_dir / f).is_file():
                 shutil.copy2(export_dir / f, scratch / f)
         np.savez(scratch / "images.npz", *images)  # arr_0, arr_1 ...: images of any sizes, no pickle
-        results = [check_engine(scratch, e, args, opts, images, say) for e in engines]
+        runs = [run_engine(scratch, e, args, opts) for e in engines]  # every child before any ONNX Runtime session
+        results = [judge_engine(scratch, e, run, args, images, say) for e, run in zip(engines, runs)]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     passed = sum(results)
@@ -261,24 +300,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if all(results) else 1
 
 
-def check_engine(scratch: Path, engine: ExportFormat, args: argparse.Namespace, opts: dict[str, Any],
+def _names(engine: ExportFormat) -> tuple[str, Any, str]:
+    key = engine.precision  # the engine's precision: fp16, int8
+    return key, table.BY_KEY[str(engine.source)], f"{key.upper()} engine"
+
+
+def run_engine(scratch: Path, engine: ExportFormat, args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
+    """Build and run one engine row of the formats table in a child: its exit code and log lines (no
+    child when the source file is missing)."""
+    key, source, _ = _names(engine)
+    if not (scratch / source.file).is_file():
+        return {"missing": True}
+    log_file, result_file = scratch / f"{key}.log", scratch / f"{key}.json"
+    code = run_isolated(engine_child, (str(scratch), key, source.file, engine.file, opts, str(scratch / "images.npz"),
+                                       str(log_file), str(result_file)), args.timeout)
+    return {"code": code, "log": log_file.read_text().splitlines() if log_file.is_file() else []}
+
+
+def judge_engine(scratch: Path, engine: ExportFormat, run: dict[str, Any], args: argparse.Namespace,
                  images: list[np.ndarray], say: Callable[[str], None]) -> bool:
-    """One engine row of the formats table: build and run it in a child, then compare with ONNX
-    Runtime here on its source file; print its lines."""
-    key, source = engine.precision, table.BY_KEY[str(engine.source)]  # key: the engine's precision (fp16, int8)
-    src_name, engine_name = source.file, engine.file
-    label = f"{key.upper()} engine"
-    src = scratch / src_name
-    if not src.is_file():
+    """One engine's lines: what its child said, then the comparison with ONNX Runtime here on its
+    source file, then PASS or one FAIL line."""
+    key, source, label = _names(engine)
+    src_name = source.file
+    src, result_file = scratch / src_name, scratch / f"{key}.json"
+    if run.get("missing"):
         say(f"FAIL {label}: {args.export_dir / src_name} not found; export it first (rdd-edge export {source.flag})")
         return False
     say(f"{label}:")
-    log_file, result_file = scratch / f"{key}.log", scratch / f"{key}.json"
-    code = run_isolated(engine_child, (str(scratch), key, src_name, engine_name, opts, str(scratch / "images.npz"),
-                                       str(log_file), str(result_file)), args.timeout)
-    if log_file.is_file():
-        for line in log_file.read_text().splitlines():
-            say(line)
+    for line in run["log"]:
+        say(line)
+    code = run["code"]
     if not result_file.is_file():
         say(f"FAIL {label}: {death(code, args.timeout)}")
         return False

@@ -103,7 +103,8 @@ def build_int8(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict
 
 
 def build_engines(ctx: BuildContext, keys: tuple[str, ...] = ("engine-fp16", "engine-int8")) -> dict[str, dict]:
-    """TensorRT engines from the FP16 / Q/DQ ONNX files (strongly typed: precision comes from the file)."""
+    """TensorRT engines from the FP16 / Q/DQ ONNX files (strongly typed: precision comes from the file;
+    DLA on TensorRT 10.x the 10.x way, see deploy.engine_plan.dla_recipe)."""
     from rdd_edge.deploy.engine_meta import precision_summary
     from rdd_edge.export.tensorrt import build_engine
 
@@ -117,5 +118,6 @@ def build_engines(ctx: BuildContext, keys: tuple[str, ...] = ("engine-fp16", "en
         ctx.log(f"  {p.name}: {precision_summary(meta)} (TensorRT {meta.get('tensorrt')}, {meta.get('gpu')})")
         out[key] = {"path": p, "source": src.name, "sidecar": p.name + ".json",
                     **{k: meta.get(k) for k in ("precision_layers", "profile", "max_batch", "tensorrt", "gpu",
-                                                "compute_capability", "dla_core", "dla_layers", "timing_cache")}}
+                                                "compute_capability", "dla_core", "dla_layers", "dla_estimate",
+                                                "strongly_typed", "timing_cache")}}
     return out

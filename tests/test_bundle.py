@@ -126,30 +126,129 @@ def _install(bundle: Path, *args: str, env: dict | None = None) -> subprocess.Co
                           timeout=900)
 
 
-@pytest.mark.parametrize("release, kind, extras", [
-    ("# R36 (release), REVISION: 4.3, GCID: 1, BOARD: generic, EABI: aarch64", "jetpack6", "jetson"),
-    ("# R38 (release), REVISION: 2.0, GCID: 1, BOARD: generic, EABI: aarch64", "jetpack7", "jetson-cuda13"),
-])
-def test_install_sh_knows_a_jetson(bundle, tmp_path, release, kind, extras):
-    (tmp_path / "nv_tegra_release").write_text(release + "\n")
-    r = _install(bundle, "--dry-run", env={"RDD_TEGRA_RELEASE": str(tmp_path / "nv_tegra_release")})
+@pytest.fixture
+def plan_dir(tmp_path) -> Path:
+    """install.sh beside a stand-in wheel: enough for --dry-run, which installs nothing (no bundle build)."""
+    import shutil
+
+    from rdd_edge.deploy.bundle import FILES
+
+    d = tmp_path / "bundle"
+    (d / "wheels").mkdir(parents=True)
+    (d / "wheels" / "rdd_edge-0.1.0-py3-none-any.whl").write_bytes(b"stand-in")
+    shutil.copy2(FILES / "install.sh", d / "install.sh")
+    return d
+
+
+def _machine(tmp_path: Path, release: str | None = None, device_tree: bytes | None = None, kernel: str = "6.8.0-generic",
+             cuda: str | None = None, smi: str | None = None, system_ort: str | None = None) -> dict:
+    """The environment that makes install.sh see a made-up machine (every probe it has pointed here)."""
+    m = tmp_path / "machine"
+    (m / "bin").mkdir(parents=True, exist_ok=True)
+    env = {"RDD_TEGRA_RELEASE": str(m / "nv_tegra_release"), "RDD_DEVICE_TREE": str(m / "compatible"),
+           "RDD_UNAME_R": kernel, "RDD_CUDA_VERSION_JSON": str(m / "version.json")}
+    if release:
+        (m / "nv_tegra_release").write_text(release + "\n")
+    if device_tree:
+        (m / "compatible").write_bytes(device_tree)
+    if cuda:
+        (m / "version.json").write_text(json.dumps({"cuda": {"name": "CUDA SDK", "version": cuda}}, indent=2))
+    # nvidia-smi: the desktop's (prints a CUDA version) or one that fails (no NVIDIA driver)
+    (m / "bin" / "nvidia-smi").write_text(f"#!/bin/sh\necho '{smi}'\n" if smi else "#!/bin/sh\nexit 9\n")
+    (m / "bin" / "nvidia-smi").chmod(0o755)
+    env["PATH"] = f"{m / 'bin'}:{os.environ['PATH']}"
+    if system_ort:  # an onnxruntime in the system Python with these providers (NVIDIA's Jetson wheel: CUDA, TensorRT)
+        pkg = m / "site" / "onnxruntime"
+        pkg.mkdir(parents=True, exist_ok=True)
+        (pkg / "__init__.py").write_text(f"__version__ = '1.20.0'\ndef get_available_providers():\n    return {system_ort!r}\n")
+        env["PYTHONPATH"] = str(m / "site")
+    return env
+
+
+R36_4 = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan 8 01:49:37 UTC 2025"
+R36_3 = "# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, DATE: Mon May 6 17:34:21 UTC 2024"
+R38_2 = "# R38 (release), REVISION: 2.0, GCID: 41844464, BOARD: generic, EABI: aarch64, DATE: Fri Aug 22 00:56:39 UTC 2025"
+R35_5 = "# R35 (release), REVISION: 5.0, GCID: 35550185, BOARD: t186ref, EABI: aarch64, DATE: Tue Feb 20 04:46:31 UTC 2024"
+ORT_EXTRA = "" if BASE_HAS_ORT else ",cpu"  # the CPU build only where this Python has no onnxruntime
+
+
+def _plan(d: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    r = _install(d, "--dry-run", *args, env=env)
+    assert not (d / ".venv").exists()  # a plan changes nothing
+    return r
+
+
+def test_plan_for_jetpack_6_1_r36_4(plan_dir, tmp_path):
+    r = _plan(plan_dir, _machine(tmp_path, release=R36_4, cuda="12.6.68"))
     assert r.returncode == 0, r.stderr
-    assert f"machine: {kind}" in r.stdout and "with the system site-packages" in r.stdout  # JetPack's TensorRT
-    assert f"[{extras}]" in r.stdout if BASE_HAS_ORT else f"[{extras},cpu]" in r.stdout
-    assert not (bundle / ".venv").exists()  # a dry run changes nothing
-    (tmp_path / "nv_tegra_release").write_text("# R35 (release), REVISION: 5.0\n")
-    r = _install(bundle, "--dry-run", env={"RDD_TEGRA_RELEASE": str(tmp_path / "nv_tegra_release")})
-    assert r.returncode == 1 and "supports JetPack 6 (R36" in r.stderr
+    out = r.stdout
+    assert "machine: jetpack6 (Jetson: " in out and "Jetson Linux R36.4.3" in out and "CUDA 12.6.68 in" in out
+    assert "TensorRT 10.3 from JetPack" in out and "engine buffers through JetPack's libcudart (no cuda-python)" in out
+    assert f"with the system site-packages and install rdd_edge-0.1.0-py3-none-any.whl[jetson{ORT_EXTRA}]" in out
+    assert f"when it passes: rdd-edge engine {plan_dir}/export --trt all --max-batch 4 --workspace 1, then rdd-edge " \
+           f"check {plan_dir}/export --device cuda, then a demo line that runs the engine" in out
 
 
-def test_install_sh_knows_a_desktop_gpu(bundle, tmp_path):
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "nvidia-smi").write_text("#!/bin/sh\necho '| NVIDIA-SMI 550.54   Driver Version: 550.54   CUDA Version: 12.4 |'\n")
-    (fake / "nvidia-smi").chmod(0o755)
-    r = _install(bundle, "--dry-run", env={"PATH": f"{fake}:{os.environ['PATH']}", "RDD_TEGRA_RELEASE": str(tmp_path / "none")})
-    assert r.returncode == 0 and "machine: cuda12" in r.stdout
+def test_plan_for_jetpack_6_0_r36_3_refuses_the_tensorrt_path_before_installing(plan_dir, tmp_path):
+    env = _machine(tmp_path, release=R36_3, cuda="12.2.140")
+    r = _install(plan_dir, env=env)  # not even a dry run: it stops before the venv
+    assert r.returncode == 1 and not (plan_dir / ".venv").exists()
+    err = r.stderr.strip()
+    assert err.count("\n") == 0 and "Jetson Linux R36.3.0 is JetPack 6.0: TensorRT 8.6.2 and CUDA 12.2" in err
+    assert "bash install.sh --onnx-only" in err
+    r = _plan(plan_dir, env, "--onnx-only")
+    assert r.returncode == 0 and "machine: jetson-onnx" in r.stdout and "no TensorRT engines" in r.stdout
+    assert "then: rdd-edge check" in r.stdout and "--device cpu" in r.stdout
+
+
+def test_plan_for_jetpack_7(plan_dir, tmp_path):
+    r = _plan(plan_dir, _machine(tmp_path, release=R38_2, cuda="13.0.48"))
+    assert r.returncode == 0 and "machine: jetpack7" in r.stdout and f"[jetson-cuda13{ORT_EXTRA}]" in r.stdout
+
+
+@pytest.mark.parametrize("sign", ["device tree", "kernel"])
+def test_a_container_without_nv_tegra_release_is_a_jetson(plan_dir, tmp_path, sign):
+    """JetPack containers often lack /etc/nv_tegra_release; the SoC in the device tree (or a -tegra kernel)
+    says Jetson, and the board's CUDA says which JetPack. Without nvidia-smi's word it would be a desktop."""
+    env = _machine(tmp_path, device_tree=b"nvidia,p3768-0000+p3767-0005\0nvidia,tegra234\0" if sign == "device tree" else None,
+                   kernel="5.15.148-tegra" if sign == "kernel" else "6.8.0-generic", cuda="12.6.68",
+                   smi="| NVIDIA-SMI 540.4.0   Driver Version: 540.4.0   CUDA Version: 12.6 |")
+    r = _plan(plan_dir, env)
+    assert r.returncode == 0, r.stderr
+    assert "machine: jetpack6 (Jetson: " in r.stdout and "(release inferred from CUDA 12.6.68)" in r.stdout
+    env = _machine(tmp_path / "no-cuda", kernel="5.15.148-tegra")  # a Jetson that says nothing of its JetPack
+    r = _plan(plan_dir, env)
+    assert r.returncode == 1 and "cannot tell its JetPack" in r.stderr and "--onnx-only" in r.stderr
+
+
+def test_jetpack_5_is_refused(plan_dir, tmp_path):
+    r = _plan(plan_dir, _machine(tmp_path, release=R35_5))
+    assert r.returncode == 1 and "R35.5.0 (JetPack 5): not supported" in r.stderr and "JetPack 6.1+ (R36.4+)" in r.stderr
+
+
+def test_plan_for_a_desktop_with_cuda_12(plan_dir, tmp_path):
+    env = _machine(tmp_path, smi="| NVIDIA-SMI 550.54   Driver Version: 550.54   CUDA Version: 12.4 |")
+    r = _plan(plan_dir, env)
+    assert r.returncode == 0 and "machine: cuda12" in r.stdout and "TensorRT and cuda-python from pip" in r.stdout
     assert "whl[trt]" in r.stdout if BASE_HAS_ORT else "whl[trt,gpu]" in r.stdout  # TensorRT 10 + onnxruntime-gpu
+
+
+def test_plan_for_a_cpu_machine(plan_dir, tmp_path):
+    r = _plan(plan_dir, _machine(tmp_path))
+    assert r.returncode == 0 and "machine: cpu" in r.stdout and "ONNX Runtime on the CPU" in r.stdout
+    assert f"install rdd_edge-0.1.0-py3-none-any.whl[{ORT_EXTRA.lstrip(',')}]" in r.stdout
+    assert "then: rdd-edge check" in r.stdout and "trt_acceptance" not in r.stdout
+
+
+def test_a_system_onnxruntime_gpu_is_never_shadowed_and_a_wheel_can_be_named(plan_dir, tmp_path):
+    env = _machine(tmp_path, release=R36_4, cuda="12.6.68", system_ort=["TensorrtExecutionProvider",
+                                                                          "CUDAExecutionProvider", "CPUExecutionProvider"])
+    r = _plan(plan_dir, env)
+    assert r.returncode == 0 and "would keep the system's onnxruntime-gpu" in r.stdout and "whl[jetson]" in r.stdout
+    r = _plan(plan_dir, _machine(tmp_path / "w", release=R36_4, cuda="12.6.68"), "--ort-wheel",
+              "https://example.invalid/onnxruntime_gpu-1.20.0-cp310-cp310-linux_aarch64.whl")
+    assert "would install the ONNX Runtime wheel https://example.invalid/onnxruntime_gpu" in r.stdout
+    assert "whl[jetson]" in r.stdout  # no CPU build beside it
 
 
 @pytest.mark.slow

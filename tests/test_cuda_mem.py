@@ -10,7 +10,21 @@ import pytest
 
 from rdd_edge.errors import DeployError, MissingDependencyError
 
-from trt_double import CudaError, install, install_pycuda
+from trt_double import CudaError, build_cudart_standin, fake_board, install, install_pycuda
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    """A libcudart.so.12 stand-in (tests/cudart_standin.c: the runtime's C signatures over host memory)."""
+    return build_cudart_standin(tmp_path_factory.mktemp("cudart"))
+
+
+def _lib(path):
+    import ctypes
+
+    lib = ctypes.CDLL(str(path))  # the same handle cuda_mem loaded: its counters
+    lib.standin_fail.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    return lib
 
 
 def test_cuda_python_round_trip_through_pinned_memory(monkeypatch):
@@ -71,12 +85,12 @@ def test_cuda_python_errors_are_one_line(monkeypatch):
     from rdd_edge.deploy.cuda_mem import get_cuda_mem
 
     rt.fail["cudaSetDevice"] = CudaError.cudaErrorInsufficientDriver
-    with pytest.raises(DeployError, match=r"CUDA cudaSetDevice\(0\) failed: cudaErrorInsufficientDriver \(35\)") as e:
+    with pytest.raises(DeployError, match=r"CUDA cudaSetDevice\(0\) failed \(cuda-python\): cudaErrorInsufficientDriver \(35\)") as e:
         get_cuda_mem()
     assert "\n" not in str(e.value)
     mem = get_cuda_mem()
     rt.fail["cudaMalloc"] = CudaError.cudaErrorMemoryAllocation
-    with pytest.raises(DeployError, match=r"cudaMalloc\(64 bytes\) failed: cudaErrorMemoryAllocation"):
+    with pytest.raises(DeployError, match=r"cudaMalloc\(64 bytes\) failed \(cuda-python\): cudaErrorMemoryAllocation"):
         mem.alloc(64)
     with pytest.raises(DeployError, match="stream 7 is not open"):
         mem.synchronize(7)
@@ -139,5 +153,96 @@ def test_binding_choice(monkeypatch):
     assert isinstance(get_cuda_mem(), CudaPythonMem)  # the default order
     for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime"):
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(MissingDependencyError, match=r"cuda-python: .*pycuda: .*the `jetson` extra"):
+    with pytest.raises(MissingDependencyError, match=r"cuda-python: .*pycuda: .*libcudart: .*JetPack's CUDA"):
         get_cuda_mem()
+
+
+def test_a_jetson_uses_the_boards_libcudart_so_a_newer_cuda_python_cannot_skew(monkeypatch, tmp_path, standin):
+    """R36.4 with CUDA 12.6 in version.json and a pip cuda-python whose static runtime the Tegra driver refuses
+    (cudaErrorInsufficientDriver, 35): buffers come from the board's libcudart and cuda-python is never tried."""
+    _, rt = install(monkeypatch)
+    fake_board(monkeypatch, tmp_path, jetson="release", cuda="12.6.68", libcudart=standin)
+    rt.fail["cudaSetDevice"] = CudaError.cudaErrorInsufficientDriver
+    from rdd_edge.deploy.cuda_mem import LibcudartMem, binding_order, get_cuda_mem
+
+    assert binding_order() == ["libcudart", "cuda-python", "pycuda"]
+    lib = _lib(standin)
+    with get_cuda_mem() as mem:
+        assert isinstance(mem, LibcudartMem) and str(standin) in mem.name
+        s = mem.stream()
+        host = mem.pinned_empty((2, 3), np.float32)
+        host[:] = np.arange(6).reshape(2, 3)
+        dev = mem.alloc(host.nbytes)
+        mem.htod(dev, host, s)
+        back = mem.pinned_empty(6, np.float32)
+        mem.dtoh(back, dev, s)
+        mem.synchronize(s)
+        assert back.tolist() == list(range(6)) and mem.is_pinned(back)
+        assert [lib.standin_live(i) for i in range(4)] == [1, 2, 1, 1]  # device, pinned, streams, non-blocking flag
+    assert [lib.standin_live(i) for i in range(3)] == [0, 0, 0]
+    assert "cudaSetDevice" not in rt.log  # cuda-python was not needed
+
+
+@pytest.mark.parametrize("sign", ["devicetree", "kernel"])
+def test_a_container_without_nv_tegra_release_is_a_jetson(monkeypatch, tmp_path, sign):
+    from rdd_edge.deploy import board, versions
+
+    install(monkeypatch)
+    fake_board(monkeypatch, tmp_path, jetson=sign, cuda="12.6.68")
+    assert board.is_jetson() and not board.TEGRA_RELEASE.exists()
+    header = versions.header_lines(versions.collect())
+    assert any(line.startswith("L4T: no /etc/nv_tegra_release, but a Jetson") for line in header)
+    fake_board(monkeypatch, tmp_path / "desktop", jetson=None)
+    assert not board.is_jetson()
+
+
+def test_any_cuda_failure_falls_back_to_the_next_runtime(monkeypatch, tmp_path, standin):
+    """Off a Jetson cuda-python comes first; when CUDA refuses it (not an ImportError) the system libcudart is tried."""
+    _, rt = install(monkeypatch)
+    fake_board(monkeypatch, tmp_path, jetson=None, libcudart=standin)
+    rt.fail["cudaSetDevice"] = CudaError.cudaErrorInsufficientDriver
+    from rdd_edge.deploy.cuda_mem import LibcudartMem, get_cuda_mem
+
+    with get_cuda_mem() as mem:
+        assert isinstance(mem, LibcudartMem)
+    assert rt.log[0] == "cudaSetDevice"  # tried first, failed, passed over
+
+
+def test_when_nothing_opens_one_line_names_the_boards_cuda_and_every_runtime_tried(monkeypatch, tmp_path, standin):
+    _, rt = install(monkeypatch)
+    fake_board(monkeypatch, tmp_path, jetson="release", cuda="12.6.68", libcudart=standin)
+    rt.fail["cudaSetDevice"] = CudaError.cudaErrorInsufficientDriver
+    _lib(standin).standin_fail(b"cudaSetDevice", 35)
+    from rdd_edge.deploy.cuda_mem import get_cuda_mem
+
+    with pytest.raises(DeployError) as e:
+        get_cuda_mem()
+    msg = str(e.value)
+    assert "\n" not in msg and "this machine has CUDA 12.6.68 (" in msg and "version.json" in msg
+    assert f"libcudart: CUDA cudaSetDevice(0) failed (libcudart {standin}): cudaErrorInsufficientDriver (35)" in msg
+    assert "cuda-python: CUDA cudaSetDevice(0) failed (cuda-python): cudaErrorInsufficientDriver (35)" in msg
+    assert "pycuda: " in msg
+
+
+def test_the_header_names_the_boards_cuda_and_each_runtime(monkeypatch, tmp_path, standin):
+    """The acceptance header: version.json's CUDA next to the runtimes'; a newer cuda-python is a warning on a Jetson."""
+    from rdd_edge.deploy import versions
+
+    _, rt = install(monkeypatch)
+    fake_board(monkeypatch, tmp_path, jetson="release", cuda="12.6.68", libcudart=standin)
+    monkeypatch.setattr(rt, "cudaRuntimeGetVersion", lambda: (0, 12090))  # a pip cuda-bindings 12.9
+    header = versions.header_lines(versions.collect())
+    text = "\n".join(header)
+    assert "CUDA on this machine (/usr/local/cuda/version.json): 12.6.68" in text
+    assert f"CUDA runtimes: libcudart 12.6 ({standin}); cuda-python 12.9" in text
+    assert "engines' buffers try libcudart, cuda-python, pycuda" in text
+    assert "warning: cuda-python's CUDA runtime 12.9 is newer than this machine's CUDA 12.6.68" in text
+
+
+def test_the_gpu_identity_comes_from_libcudart_on_a_jetson(monkeypatch, tmp_path, standin):
+    from rdd_edge.deploy.engine_meta import runtime_identity
+
+    _, rt = install(monkeypatch, gpu=b"Other")
+    fake_board(monkeypatch, tmp_path, jetson="kernel", libcudart=standin)
+    ident = runtime_identity()
+    assert ident["gpu"] == "Orin (stand-in)" and ident["compute_capability"] == "8.7"

@@ -181,7 +181,7 @@ def test_engine_sidecar_for_another_gpu_gives_rebuild_message(tmp_path):
     msg = str(e.value)
     assert "engine built for Orin (sm_87) with TensorRT 10.3.0" in msg
     assert "this machine has NVIDIA H100 (sm_90) with TensorRT 11.0.1" in msg
-    assert "rdd-edge export --trt int8" in msg
+    assert "rdd-edge engine EXPORT --trt int8" in msg
     # same TensorRT release and capability (other GPU model, other build number): fine
     check_compatible(meta, {"tensorrt": "10.3.0.30", "gpu": "Orin NX", "compute_capability": "8.7"})
     with pytest.raises(DeployError, match="no TensorRT"):
@@ -193,7 +193,7 @@ def test_load_engine_here_fails_clearly(tmp_path):
     eng = tmp_path / "model.fp16.engine"
     eng.write_bytes(b"\x00" * 16)
     write_sidecar(eng, {"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7", "precision": "fp16"})
-    with pytest.raises(DeployError, match=r"engine built for Orin \(sm_87\) with TensorRT 10.3.0; this machine has .*: rebuild it here with `rdd-edge export --trt fp16`"):
+    with pytest.raises(DeployError, match=r"engine built for Orin \(sm_87\) with TensorRT 10.3.0; this machine has .*: rebuild it here with `rdd-edge engine \S+ --trt fp16`"):
         deploy.load(eng)  # no TensorRT / GPU here: the sidecar check says what to do
     with pytest.raises(DeployError, match="needs an NVIDIA GPU"):
         deploy.load(eng, device="cpu")

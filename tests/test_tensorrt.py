@@ -14,7 +14,7 @@ import pytest
 from rdd_edge.errors import ConfigError, DeployError, ExportError, MissingDependencyError
 
 from rdd_edge.deploy.engine_meta import check_compatible, runtime_identity, tensorrt_module
-from rdd_edge.deploy.engine_plan import (check_build_args, check_dla_core, check_trt_version, engine_precision, engine_source,
+from rdd_edge.deploy.engine_plan import (check_build_args, check_dla_core, engine_precision, engine_source,
                                          network_flags, profile_shapes, sidecar_meta, timing_cache_name)
 from rdd_edge.formats import BY_KEY
 
@@ -52,7 +52,9 @@ def test_network_flags_by_version():
     for old in ("8.6.1", "9.3.0", None):
         with pytest.raises(ExportError, match="needs TensorRT 10.0 or newer"):
             network_flags(old, trt10)
-    assert check_trt_version("10.3.0.30") == (10, 3, 0)
+    from rdd_edge.deploy.engine_meta import check_trt_version
+
+    assert check_trt_version("10.3.0.30", ExportError) == (10, 3, 0)
 
 
 def test_timing_cache_name_carries_gpu_and_exact_release_and_stays_one_safe_name():

@@ -35,7 +35,7 @@ def test_both_engines_pass(monkeypatch, export_dir, capsys, version):
     # the version header comes first
     lines = out.splitlines()
     assert lines[0].startswith("machine: ") and any(line == f"TensorRT: {version}; numpy: {np.__version__}" for line in lines[:6])
-    assert any("CUDA runtime (cuda-python): 12.2" in line for line in lines[:6])
+    assert any("cuda-python 12.2" in line and line.startswith("CUDA runtimes: libcudart ") for line in lines[:7])
     assert any(line.startswith("ONNX Runtime: ") and "CPU" in line for line in lines[:6])
     assert sorted(p.name for p in export_dir.iterdir()) == before  # a trial: the export is left as it was
     assert rt.streams == {} and rt.device == {} and rt.pinned == {}  # the parent never touched CUDA buffers
@@ -76,7 +76,9 @@ def test_rebuild_line_repeats_every_option_and_dla_reports_placement(monkeypatch
             "--workspace", "0.5", "--dla-core", "1"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "DLA core 1: " in out and " layers on DLA, " in out and "profile batch 2..2" in out
+    assert "DLA core 1 (weakly typed, builder flags FP16, GPU_FALLBACK): engine inspector: 1 engine layers on DLA, " in out
+    assert "; estimate before the build: " in out and " network layers can run on DLA" in out
+    assert "DLA core 1 (weakly typed, builder flags INT8, FP16, GPU_FALLBACK)" in out and "profile batch 2..2" in out
     assert out.strip().endswith(f"rdd-edge engine {export_dir} --trt all --max-batch 4 --workspace 0.5 "
                                 "--opt-batch 2 --dla-core 1")
 
@@ -144,3 +146,68 @@ def test_no_tensorrt_is_one_fail_line(monkeypatch, export_dir, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("FAIL: no TensorRT on this machine: ") and "[trt]" in out[-1]
     assert [line for line in out if line.startswith("FAIL")] == [out[-1]] and out[0].startswith("machine: ")
+
+
+def test_children_are_never_forked_after_opencv_threads_or_an_onnx_runtime_session(monkeypatch, export_dir, capsys):
+    """OpenCV's pool and ONNX Runtime's sessions are not fork-safe (opencv/opencv#5150): at every child's
+    start the parent runs no OpenCV worker threads and has no ONNX Runtime session alive (counted here,
+    independently, around onnxruntime.InferenceSession), else the child is spawned."""
+    import multiprocessing
+
+    import cv2
+    import onnxruntime
+
+    from rdd_edge.deploy import trt_acceptance
+
+    install(monkeypatch, "10.3.0.26")
+    made = []
+    real_session = onnxruntime.InferenceSession
+
+    def counting(*a, **k):
+        made.append(1)
+        return real_session(*a, **k)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", counting)
+    starts = []
+    real_get_context = multiprocessing.get_context
+
+    def recording(method=None):
+        ctx = real_get_context(method)
+        starts.append({"method": method, "cv2_threads": cv2.getNumThreads(), "sessions_so_far": len(made)})
+        return ctx
+
+    monkeypatch.setattr(trt_acceptance.multiprocessing, "get_context", recording)
+    threads = cv2.getNumThreads()
+    assert main([str(export_dir), *FAST]) == 0
+    assert len(starts) == 2 and all(s == {"method": "fork", "cv2_threads": 1, "sessions_so_far": 0} for s in starts)
+    assert len(made) == 2  # the comparisons ran, after both children
+    assert cv2.getNumThreads() == threads  # restored for whoever called main()
+    # with a hazard present, a child is spawned (a fresh interpreter), never forked
+    cv2.setNumThreads(2)
+    try:
+        assert trt_acceptance.fork_hazards() == ["OpenCV runs 2 threads"] and trt_acceptance.start_method() == "spawn"
+    finally:
+        cv2.setNumThreads(threads)
+    from rdd_edge import deploy
+
+    with deploy.load(export_dir / "model.onnx", device="cpu"):
+        assert "1 ONNX Runtime session(s) were created" in trt_acceptance.fork_hazards()
+        assert trt_acceptance.start_method() == "spawn"
+
+
+def _sleeps(*args):
+    import time
+
+    time.sleep(60)
+
+
+def test_a_child_that_outlives_the_timeout_is_one_fail_line_naming_it(monkeypatch, export_dir, capsys):
+    from rdd_edge.deploy import trt_acceptance
+
+    install(monkeypatch, "10.3.0.26")
+    assert trt_acceptance.parse_args([str(export_dir)]).timeout == 900  # a Jetson build fits; an hour was a hang
+    monkeypatch.setattr(trt_acceptance, "engine_child", _sleeps)
+    assert main([str(export_dir), *FAST, "--timeout", "0.5"]) == 1
+    out = capsys.readouterr().out
+    fails = [line for line in out.splitlines() if line.startswith("FAIL FP16 engine")]
+    assert fails == ["FAIL FP16 engine: timed out: the build and run took longer than --timeout 0.5 s and were stopped"]

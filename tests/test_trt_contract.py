@@ -122,16 +122,24 @@ def test_dla_core_checked_and_set_on_both_sides(monkeypatch, export_dir, tmp_pat
     meta, eng = _build(export_dir, tmp_path, dla_core=1, max_batch=8, opt_batch=2)
     assert d.sets("IBuilderConfig", "DLA_core") == [1]
     assert d.sets("IBuilderConfig", "default_device_type") == [d.DeviceType.DLA]
-    assert [c["flag"].name for c in d.calls("IBuilderConfig", "set_flag")] == ["GPU_FALLBACK"]
-    assert meta["dla_core"] == 1 and meta["builder_flags"] == ["GPU_FALLBACK"]
+    # TensorRT 10.x's DLA recipe (trtexec --useDLACore=0 --fp16 --allowGPUFallback): weakly typed, the FP16 flag
+    assert [c["flag"].name for c in d.calls("IBuilderConfig", "set_flag")] == ["FP16", "GPU_FALLBACK"]
+    assert d.calls("Builder", "create_network")[-1]["flags"] == 0 and meta["strongly_typed"] is False
+    assert meta["dla_core"] == 1 and meta["builder_flags"] == ["FP16", "GPU_FALLBACK"]
+    assert meta["precision_layers"]["fp16"] > 0 and meta["precision_layers"]["fp32"] == 0
     # DLA takes no dynamic dimension (NVIDIA's DLA restrictions): min = opt = max at the opt batch
     (shape,) = d.calls("IOptimizationProfile", "set_shape")
     assert [tuple(shape[k]) for k in ("min", "opt", "max")] == [(2, 3, *SIZE)] * 3 and meta["max_batch"] == 2
     # where the layers go, counted with IBuilderConfig.can_run_on_DLA before the build: the tiny
     # export's convolutions and ReLUs run on DLA, its Resize / ArgMax fall back to the GPU
     asked = d.calls("IBuilderConfig", "can_run_on_DLA")
-    placement = meta["dla_layers"]
-    assert placement["dla"] + placement["gpu"] == len(asked) > 0 and placement["dla"] > 0 and placement["gpu"] > 0
+    estimate = meta["dla_estimate"]
+    assert estimate["dla"] + estimate["gpu"] == len(asked) > 0 and estimate["dla"] > 0 and estimate["gpu"] > 0
+    assert estimate["estimate"] is True
+    # after the build, from the engine inspector: the DLA-capable layers fused into one DLA layer
+    after = meta["dla_layers"]
+    assert after["source"] == "engine inspector" and after["dla"] == 1 and after["gpu"] == estimate["gpu"]
+    assert after["dla_layers"][0].startswith("{ForeignNode[")
     d.journal.clear()
     from rdd_edge.deploy.backends.tensorrt import TrtBackend
 
@@ -151,11 +159,14 @@ def test_dla_build_with_no_layer_on_dla_is_an_error_unless_allowed(monkeypatch, 
         _build(export_dir, tmp_path, dla_core=0)
     with caplog.at_level(logging.WARNING):
         meta, _ = _build(export_dir, tmp_path, dla_core=0, allow_gpu_fallback=True)
-    assert meta["dla_layers"]["dla"] == 0 and "this engine runs on the GPU" in caplog.text
+    assert meta["dla_estimate"]["dla"] == 0 and meta["dla_layers"]["dla"] == 0
+    assert "this engine runs on the GPU" in caplog.text
 
 
-@pytest.mark.parametrize("version, refused", [("11.0.0.1", True), ("11.4.0.9", True), ("11.5.0.1", False)])
+@pytest.mark.parametrize("version, refused", [("10.8.0.43", True), ("11.0.0.1", True), ("11.4.0.9", True),
+                                              ("11.5.0.1", True), ("11.6.0.1", False)])
 def test_dla_on_a_tensorrt_without_dla_is_refused_in_one_line(monkeypatch, export_dir, tmp_path, version, refused, caplog):
+    """NVIDIA's tables: DLA through 10.7, then only 11.4.1 (AGX Orin, JetPack 7.2.2+); 11.5.0 supports no JetPack."""
     d, _ = install(monkeypatch, version)
     d.num_dla_cores = 2
     if refused:
@@ -165,7 +176,24 @@ def test_dla_on_a_tensorrt_without_dla_is_refused_in_one_line(monkeypatch, expor
     else:
         with caplog.at_level(logging.WARNING):
             _build(export_dir, tmp_path, dla_core=0)
-        assert "not documented" in caplog.text  # built, with the placement count as the evidence
+        assert "not in NVIDIA's tables" in caplog.text  # built, with the placement as the evidence
+
+
+@pytest.mark.parametrize("version, src, flags, strongly", [
+    ("10.3.0.26", "model.int8.onnx", ["INT8", "FP16", "GPU_FALLBACK"], False),
+    ("11.4.1.3", "model.fp16.onnx", ["GPU_FALLBACK"], True),
+    ("11.4.1.3", "model.int8.onnx", ["GPU_FALLBACK"], True),
+])
+def test_dla_recipe_per_tensorrt_release(monkeypatch, export_dir, tmp_path, version, src, flags, strongly):
+    """10.x: weakly typed + the file's precision flag (Q/DQ file: INT8, FP16 for what is not quantized);
+    11.4.1: strongly typed, no precision flag (11.x has none: "Strongly Typed Networks for DLA")."""
+    d, _ = install(monkeypatch, version)
+    d.num_dla_cores = 1
+    meta, _ = _build(export_dir, tmp_path, src=src, dla_core=0)
+    assert [c["flag"].name for c in d.calls("IBuilderConfig", "set_flag")] == flags == meta["builder_flags"]
+    assert meta["strongly_typed"] is strongly
+    if src == "model.int8.onnx":
+        assert meta["precision_layers"]["int8"] > 0
 
 
 def test_a_missing_gpu_is_one_line_not_a_pybind_type_error(monkeypatch, export_dir, tmp_path):
@@ -247,7 +275,7 @@ def test_cuda_failures_are_one_deploy_line_and_leak_nothing(monkeypatch, export_
     from rdd_edge.deploy.backends.tensorrt import TrtBackend
 
     rt.fail["cudaMallocHost"] = CudaError.cudaErrorMemoryAllocation
-    with pytest.raises(DeployError, match=r"CUDA cudaMallocHost\(\d+ bytes\) failed: cudaErrorMemoryAllocation") as exc:
+    with pytest.raises(DeployError, match=r"CUDA cudaMallocHost\(\d+ bytes\) failed \(cuda-python\): cudaErrorMemoryAllocation") as exc:
         TrtBackend(eng)
     assert "\n" not in str(exc.value)
     assert rt.streams == {} and rt.device == {} and rt.pinned == {}
@@ -275,15 +303,16 @@ def test_garbage_collected_runner_releases_its_buffers(monkeypatch, export_dir, 
     assert rt.streams == {} and rt.device == {} and rt.pinned == {}
 
 
-def test_pipeline_keywords_of_the_old_api_still_build_strongly_typed(monkeypatch, export_dir, tmp_path):
-    """export/pipeline.py still calls build_engine(..., timing_cache=FILE, fp16_flag=...): it keeps working,
-    the flag is ignored (precision comes from the file) and the cache goes to FILE's folder under its new name."""
+def test_the_pre_strong_typing_keywords_are_gone(monkeypatch, export_dir, tmp_path):
+    """build_engine(timing_cache=FILE, fp16_flag=...) was kept for a caller that no longer exists (issue 26):
+    a TypeError now; the timing cache's folder is timing_cache_dir."""
     d, _ = install(monkeypatch, "10.3.0.26")
     from rdd_edge.export.tensorrt import build_engine
 
+    for legacy in ({"timing_cache": tmp_path / "timing.cache"}, {"fp16_flag": True}):
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            build_engine(export_dir / "model.int8.onnx", tmp_path / "x.engine", **legacy)
     meta = build_engine(export_dir / "model.int8.onnx", tmp_path / "model.int8.engine", workspace_gb=1.0,
-                        timing_cache=tmp_path / "timing.cache", fp16_flag=True)
+                        timing_cache_dir=tmp_path)
     assert d.calls("IBuilderConfig", "set_flag") == [] and d.calls("Builder", "create_network")[0]["flags"] == 2
     assert (tmp_path / meta["timing_cache"]["file"]).is_file() and meta["max_batch"] == 8
-    with pytest.raises(TypeError, match="unexpected keyword"):
-        build_engine(export_dir / "model.int8.onnx", tmp_path / "x.engine", fp32_flag=True)

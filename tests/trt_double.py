@@ -578,7 +578,8 @@ def install_behaviour(d: TrtDouble) -> None:
         layers = [("int8" if io["qdq"] and op == "Conv" else float_prec, name, op) for name, op in io["layers"]]
         profile = cv["_profiles"][0]
         spec = {"io": io, "profile": object.__getattribute__(profile, "_values")["_shape"], "layers": layers,
-                "verbosity": cv.get("profiling_verbosity"), "dla": cv.get("DLA_core")}
+                "verbosity": cv.get("profiling_verbosity"), "dla": cv.get("DLA_core"), "dla_ops": set(d.dla_ops),
+                "strongly_typed": strongly, "flags": sorted(set_flags)}
         key = f"spec{len(_SPECS)}"
         _SPECS[key] = spec
         return HostMemory(b"RDDENGINE:" + key.encode())
@@ -766,6 +767,17 @@ def inspector_json(spec: dict[str, Any], detailed: bool, major: int, json_format
                            "Inputs": [tensor(f"t{i}", prec)], "Outputs": [tensor(f"t{i + 1}", out_prec)],
                            "TacticName": "sm87_xmma_fprop_implicit_gemm" + (kernel if op == "Conv" else ""),
                            "StreamId": 0, "Metadata": f"[ONNX Layer: {name}]"})
+    if detailed and spec.get("dla") is not None:  # a DLA engine: runs of DLA-capable layers become one DLA layer
+        fused: list[Any] = []
+        for layer, (_, name, op) in zip(layers, spec["layers"]):
+            if op in spec["dla_ops"]:
+                if fused and fused[-1].get("LayerType") == "DLA":
+                    fused[-1]["Name"] = fused[-1]["Name"].split("...")[0].rstrip("]}") + f"...{name}]}}"
+                    fused[-1]["Outputs"] = layer["Outputs"]
+                    continue
+                layer = {**layer, "Name": f"{{ForeignNode[{name}]}}", "LayerType": "DLA", "TacticName": ""}
+            fused.append(layer)
+        layers = fused
     doc: dict[str, Any] = {"Layers": layers}
     if major >= 11:
         doc["I/O Tensors"] = [{"Name": n, "IOMode": "Input" if k < len(io["inputs"]) else "Output"} for k, n in enumerate(names)]
@@ -1047,7 +1059,51 @@ def install(monkeypatch: pytest.MonkeyPatch, version: str = "10.13.0.35", gpu: b
     for name, mod in (("tensorrt", d), ("cuda", cuda_pkg), ("cuda.bindings", bindings), ("cuda.bindings.runtime", rt),
                       ("cuda.bindings.utils", utils), ("pycuda", None), ("pycuda.driver", None)):
         monkeypatch.setitem(sys.modules, name, mod)
+    fake_board(monkeypatch, None)  # not a Jetson, no system libcudart: whatever machine runs the tests
+    import gc
+
+    gc.collect()  # ONNX Runtime sessions other tests dropped: none alive makes the acceptance check fork
     return d, rt
+
+
+def fake_board(monkeypatch: pytest.MonkeyPatch, root: Path | None, jetson: str | None = None, cuda: str | None = None,
+               libcudart: Path | None = None) -> None:
+    """Point ``deploy.board`` and the libcudart search at a made-up machine under ``root`` (None: nothing
+    there). ``jetson``: "release" (/etc/nv_tegra_release R36.4), "devicetree" (compatible nvidia,tegra234
+    only), "kernel" (uname -r ...-tegra only) or None; ``cuda``: /usr/local/cuda/version.json's version;
+    ``libcudart``: the library $RDD_CUDART names (None: a path that does not exist)."""
+    from rdd_edge.deploy import board
+
+    base = root if root is not None else Path("/nonexistent-rdd-edge-board")
+    if root is not None:
+        (base / "etc").mkdir(parents=True, exist_ok=True)
+        (base / "proc").mkdir(exist_ok=True)
+        (base / "cuda").mkdir(exist_ok=True)
+        if jetson == "release":
+            (base / "etc" / "nv_tegra_release").write_text(
+                "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n")
+        if jetson == "devicetree":
+            (base / "proc" / "compatible").write_bytes(b"nvidia,p3737-0000+p3701-0005\0nvidia,tegra234\0")
+        if cuda:
+            (base / "cuda" / "version.json").write_text(json.dumps({"cuda": {"name": "CUDA SDK", "version": cuda}}))
+    monkeypatch.setattr(board, "TEGRA_RELEASE", base / "etc" / "nv_tegra_release")
+    monkeypatch.setattr(board, "DEVICE_TREE_COMPATIBLE", base / "proc" / "compatible")
+    monkeypatch.setattr(board, "CUDA_HOME", base / "cuda")
+    monkeypatch.setattr(board, "_kernel_release", lambda: "5.15.148-tegra" if jetson == "kernel" else "6.8.0-generic")
+    monkeypatch.setenv("RDD_CUDART", str(libcudart or base / "libcudart.so.12"))
+
+
+def build_cudart_standin(folder: Path) -> Path:
+    """tests/cudart_standin.c compiled into ``folder/libcudart.so.12`` (skips without a C compiler)."""
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler for the libcudart stand-in")
+    out = folder / "libcudart.so.12"
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(out), str(ROOT / "tests" / "cudart_standin.c")], check=True)
+    return out
 
 
 def install_pycuda(monkeypatch: pytest.MonkeyPatch) -> FakePycudaDriver:

@@ -9,7 +9,13 @@ by the key the manifest lists the file under (else its exact file name), never g
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata as md
+import logging
+import os
+import re
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,6 +38,11 @@ EXACT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
 
 # the precisions TensorRT's execution provider is told (trt_fp16_enable / trt_int8_enable)
 TRT_EP_PRECISIONS = ("fp32", "fp16", "int8")
+# ONNX Runtime's TensorRT EP builds a weakly typed network whenever trt_fp16_enable or trt_int8_enable
+# is set, and a strongly typed one with both off (onnxruntime PR #24298, released in 1.22): from there
+# the FP16 and Q/DQ files keep the precision written in them (their FP16 islands stay FP16, not hints).
+ORT_STRONGLY_TYPED = (1, 22)
+TRT_EP_MAX_BATCH = 4  # the TensorRT EP's default profile: batch 1..4 (an engine per profile: keep it small)
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -142,6 +153,22 @@ def _trt_float(path: Path) -> str:
     return str(entry.get("trt_float") or entry.get("int8_float") or "fp16")
 
 
+def installed_ort_version() -> str | None:
+    """The installed ONNX Runtime's version, from its distribution (no import)."""
+    for name in ORT_DISTRIBUTIONS[::-1]:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return None
+
+
+def ort_builds_strongly_typed(version: str | None) -> bool:
+    """Whether this ONNX Runtime's TensorRT EP builds strongly typed with both precision flags off (>= 1.22)."""
+    nums = [int(x) for x in re.findall(r"\d+", str(version or ""))[:2]]
+    return len(nums) == 2 and (nums[0], nums[1]) >= ORT_STRONGLY_TYPED
+
+
 def provider_options(
     path: str | Path,
     available: Sequence[str],
@@ -153,12 +180,16 @@ def provider_options(
     profile: dict[str, Any] | None = None,
     workspace_gb: float | None = None,
     trt_ep: bool | None = None,
+    ort_version: str | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Providers and their options for ``onnxruntime.InferenceSession`` (pure: no session made).
 
     On NVIDIA (onnxruntime-gpu with TensorRT): TensorRT EP first with an engine and timing cache in
-    ``cache_dir`` (default ``<file's folder>/trt-cache``), FP16 for the FP16 file, INT8 (plus FP16
-    for the float layers unless the file keeps them FP32) for the Q/DQ file; then CUDA, then CPU.
+    ``cache_dir`` (default ``<file's folder>/trt-cache``); then CUDA, then CPU. Precision flags: on an
+    ONNX Runtime that builds strongly typed with both flags off (>= 1.22, ``ort_version``, default the
+    installed one) none for the FP16 and Q/DQ files, whose precision is in the graph; before that,
+    FP16 for the FP16 file and INT8 (plus FP16 for the float layers unless the file keeps them FP32)
+    for the Q/DQ file.
     The formats table decides (:func:`artifact_format`: the manifest's key for the file, else its exact
     name): a row with ``trt_ep`` False (the uint8 CPU INT8 file) never goes to TensorRT, and its
     ``precision`` sets the FP16 / INT8 flags; a file the table does not know runs as plain FP32.
@@ -182,6 +213,9 @@ def provider_options(
         if p == "TensorrtExecutionProvider":
             int8 = prec == "int8"
             fp16 = prec == "fp16" or (int8 and _trt_float(path) != "fp32")
+            if prec in ("fp16", "int8") and ort_builds_strongly_typed(
+                    ort_version if ort_version is not None else installed_ort_version()):
+                fp16 = int8 = False  # strongly typed: the file's own FP16 types and Q/DQ nodes decide
             o: dict[str, Any] = {
                 "device_id": int(device_id),
                 "trt_fp16_enable": fp16,
@@ -205,6 +239,71 @@ def provider_options(
     return providers, options
 
 
+_LIVE: "weakref.WeakSet[Any]" = weakref.WeakSet()  # the sessions alive in this process (their thread pools)
+
+
+def sessions_opened() -> int:
+    """How many ONNX Runtime sessions are alive in this process (read before forking: their thread
+    pools make a fork unsafe)."""
+    return len(_LIVE)
+
+
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
+# what a GPU provider needs from the loader (onnxruntime-gpu's CUDA 12 builds): TensorRT 10's libnvinfer
+# (pip TensorRT keeps it in site-packages/tensorrt_libs, off the loader path) and cuDNN 9
+PROVIDER_LIBS = {"TensorrtExecutionProvider": ("libnvinfer.so.10", "TensorRT 10's libnvinfer (pip TensorRT keeps it "
+                                                "in site-packages/tensorrt_libs: add that folder to LD_LIBRARY_PATH)"),
+                 "CUDAExecutionProvider": ("libcudnn.so.9", "cuDNN 9 (pip install nvidia-cudnn-cu12, or the system's)")}
+
+
+def _ort_log(ort: Any, path: Path, provider: str, options: dict[str, Any]) -> str:
+    """What ONNX Runtime logs while it tries ``provider`` alone on ``path`` (its C++ log goes to fd 2,
+    captured here): the first error or warning line, without its prefix."""
+    with tempfile.TemporaryFile(mode="w+b") as cap:
+        saved = os.dup(2)
+        try:
+            os.dup2(cap.fileno(), 2)
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 2
+            try:
+                ort.InferenceSession(str(path), sess_options=opts, providers=[provider], provider_options=[options])
+            except Exception as exc:  # noqa: BLE001 - its message is the reason
+                os.write(2, f"[E:python] {exc}".encode())
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        cap.seek(0)
+        text = cap.read().decode(errors="replace")
+    lines = [ln for ln in text.splitlines() if re.match(r"\s*\S*\[[EW]:", ln) or "rror" in ln]
+    line = lines[0] if lines else ""
+    return re.sub(r"^.*?\]\s*(?:\S+\.cc:\d+\s+\S+\]\s*)?", "", line).strip()[:300]
+
+
+def fallback_note(ort: Any, path: Path, asked: Sequence[str], options: Sequence[dict[str, Any]],
+                  got: Sequence[str]) -> str:
+    """One line when a GPU provider that was asked for did not load (ONNX Runtime then falls back
+    quietly), with the reason ONNX Runtime gives and what the loader misses; warned once per process
+    and reason. '' when every provider asked for is in use."""
+    notes = []
+    for provider, opts in zip(asked, options):
+        if provider not in GPU_PROVIDERS or provider in got:
+            continue
+        why = _ort_log(ort, path, provider, opts)
+        lib, what = PROVIDER_LIBS[provider]
+        try:
+            ctypes.CDLL(lib)
+        except OSError:
+            why = f"{why}; " if why else ""
+            why += f"{lib} does not load: needs {what}"
+        notes.append(f"{provider.replace('ExecutionProvider', '')} provider not used ({why or 'no reason given'})")
+    note = "; ".join(notes)
+    if note and note not in _WARNED:
+        _WARNED.add(note)
+        log.warning("%s: %s; running on %s", path.name, note, got[0] if got else "?")
+    return f"{note}; ran on {got[0] if got else '?'}" if note else ""
+
+
 class OrtBackend:
     """One ``onnxruntime.InferenceSession`` with a thread count and provider choice."""
 
@@ -214,7 +313,7 @@ class OrtBackend:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         device: str = "auto",
-        max_batch: int = 8,
+        max_batch: int = TRT_EP_MAX_BATCH,
     ):
         ort = import_onnxruntime()
         self.path = Path(path)
@@ -237,7 +336,9 @@ class OrtBackend:
         except Exception as exc:  # noqa: BLE001 - ORT raises several types for a bad file
             msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise DeployError(f"{self.path}: not a loadable ONNX model ({msg}); re-export it with `rdd-edge export`") from None
+        _LIVE.add(self.session)
         self.provider = self.session.get_providers()[0]
+        self.fallback_note = fallback_note(ort, self.path, chosen, chosen_opts, self.session.get_providers())
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise DeployError(f"{self.path}: expected one image input, the graph has {len(inputs)}: {[i.name for i in inputs]}")

@@ -3,8 +3,8 @@
 The engine's sidecar (``<engine>.json``) is checked against this machine first, so a foreign
 engine fails with a rebuild instruction instead of "Version tag does not match"; TensorRT older
 than 10.0 is refused in one line. A DLA engine gets ``Runtime.DLA_core`` from the sidecar before
-it is deserialized. Buffers come from :mod:`deploy.cuda_mem` (cuda-python by default, pycuda as the
-alternative): one stream per runner, device buffers and page-locked host buffers allocated once
+it is deserialized. Buffers come from :mod:`deploy.cuda_mem` (on a Jetson the board's libcudart,
+elsewhere cuda-python first; pycuda as an alternative): one stream per runner, device buffers and page-locked host buffers allocated once
 at the profile's maximum shape, copies through the page-locked buffers, everything released by
 :meth:`TrtBackend.close` (also a context manager, and a finalizer at garbage collection / exit).
 Every CUDA or TensorRT failure becomes one DeployError line. ``tensorrt`` is imported inside.
@@ -75,8 +75,8 @@ class TrtBackend:
     """One engine + execution context + stream, with buffers sized to the profile's maximum.
 
     ``max_batch``: the largest batch the engine accepts (profile max, or its static batch), so
-    :class:`deploy.Segmenter` can split larger batches. ``cuda_mem``: ``"cuda-python"`` (default
-    order) or ``"pycuda"``.
+    :class:`deploy.Segmenter` can split larger batches. ``cuda_mem``: ``"libcudart"``, ``"cuda-python"`` or
+    ``"pycuda"`` (None: :func:`deploy.cuda_mem.binding_order`).
     """
 
     def __init__(self, path: str | Path, cuda_mem: str | None = None, device: int = 0):
