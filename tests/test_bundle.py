@@ -277,3 +277,13 @@ def test_install_sh_makes_a_torch_free_venv_whose_check_passes(bundle, tmp_path)
             "source_root; assert source_root() is None; w = build_wheel(Path(sys.argv[1])); print(wheel_top_level(w))")
     out = subprocess.run([str(vpy), "-c", code, str(tmp_path / "w")], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "['rdd_edge']", out.stderr
+
+
+def test_install_sh_help_works_by_a_relative_path_from_another_folder(plan_dir):
+    """`bash rdd-bundle/install.sh --help` from the folder above: the script changes into its own folder
+    first, so reading its help through a relative $0 failed (exit 2); only the comment block is printed."""
+    res = subprocess.run(["bash", f"{plan_dir.name}/install.sh", "--help"], cwd=plan_dir.parent, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("Install this bundle's rdd-edge") and "--dry-run prints" in res.stdout
+    assert "set -euo pipefail" not in res.stdout
