@@ -1,7 +1,9 @@
 """ONNX Runtime backend: the portable path (CPU everywhere; CUDA/TensorRT providers when installed).
 
 With onnxruntime-gpu, an ``.onnx`` file runs on the TensorRT execution provider first (engine and
-timing cache in ``trt-cache/`` beside the file, FP16 for the FP16 file, INT8 for the Q/DQ file),
+timing cache in ``trt-cache/`` beside the file; on ONNX Runtime >= 1.22 no precision flag for the FP16
+and Q/DQ files, whose precision is in the graph, so the provider builds them strongly typed; before
+1.22, FP16 for the FP16 file and INT8 for the Q/DQ file),
 then CUDA, then CPU; :func:`provider_options` computes that choice as a pure function. Which file
 may go to TensorRT, and at what precision, is the formats table's word (``rdd_edge.formats``), read
 by the key the manifest lists the file under (else its exact file name), never guessed from a name.
