@@ -10,13 +10,13 @@ from rdd_edge.errors import ConfigError
 # Tolerances (issue 33). The losses run in float32, the NumPy references in float64, so the gap is float32
 # rounding; its size depends on the order torch sums in, which depends on the CPU's vector width (AVX-512,
 # AVX2 and scalar kernels sum in different orders). A mean of n terms of order 1 is off by about
-# sqrt(n) * 6e-8 relative: ~1.5e-6 for the 480..1536 terms here. Largest relative gap seen with torch's
+# sqrt(n) * 6e-8 relative: ~1e-6 for the few hundred terms here. Largest relative gap seen with torch's
 # AVX-512, AVX2 and scalar kernels (ATEN_CPU_CAPABILITY=avx2 / default): 3.4e-7 (kd, cwd, at, released terms).
 F32 = 1e-5  # a wrong formula (T or tau applied once too often, a mean over the wrong axis) moves a loss by percent
 # float16 inputs: the reference rounds them the same way; left is float32 softmax of values up to ~8 (seen 1.1e-7)
 F16_IN = 1e-4
-# attention maps: |f|^p averaged over channels, then L2-normalised per image before the squared difference,
-# a difference of two unit vectors' entries (~1/sqrt(HW)) (seen: 0, i.e. below 1e-11 relative)
+# attention maps: |f|^p averaged over channels, L2-normalised per image, then squared differences of two unit
+# vectors' entries (~1/sqrt(HW)), whose cancellation can cost a decade over F32's case (seen equal on every ISA)
 AT = 1e-4
 
 
