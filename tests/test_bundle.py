@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from console_width import wide_runner
 from rdd_edge.cli import app
 from rdd_edge.runs import sha256_file
 
@@ -27,7 +28,7 @@ def export_src(synthetic_export_src) -> Path:
 @pytest.fixture(scope="module")
 def bundle(export_src, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "B"
-    res = CliRunner().invoke(app, ["bundle", str(export_src.parent), "--out", str(out)])
+    res = wide_runner().invoke(app, ["bundle", str(export_src.parent), "--out", str(out)])  # the path in one line
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert res.output.strip().endswith(f"wrote {out}") and "install.sh" in res.output
     return out

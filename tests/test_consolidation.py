@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from console_width import wide_env
 from rdd_edge.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +22,7 @@ def test_python_m_finds_our_packages_before_a_users_folders(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text(f"raise ImportError('the user project {name} was imported')\n")
     r = subprocess.run([sys.executable, "-m", "rdd_edge", "models", "--filter", "mbv2", "--size", "64x64"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300, env=wide_env())  # names unfolded
     assert r.returncode == 0, r.stderr[-2000:]
     assert "deeplabv3_mbv2" in r.stdout and "user project" not in r.stderr
 

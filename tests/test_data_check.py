@@ -9,9 +9,9 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import data_utils as du
+from console_width import wide_runner
 from rdd_edge.data.check import check_dataset
 from rdd_edge.errors import ConfigError, DataError
 
@@ -19,7 +19,7 @@ from rdd_edge.errors import ConfigError, DataError
 def _cli(*args: str):
     from rdd_edge.cli import app
 
-    return CliRunner().invoke(app, list(args))
+    return wide_runner().invoke(app, list(args))  # table cells and paths unfolded (console_width.py)
 
 
 def test_clean_folder_counts_and_histogram_match_the_labels(tmp_path):

@@ -105,6 +105,8 @@ def test_manifest_and_fp32_parity(mbv2_export, data_root):
 
     logits, labels = ort.InferenceSession(str(out / "model.onnx")).run(["logits", "labels"], {"images": x})
     assert logits.shape == (3, 11, *SIZE) and labels.shape == (3, *SIZE) and labels.dtype == np.int64
+    # this untrained network's logits are ~0.3; torch and ONNX Runtime differ by float32 summation order, ~1e-6
+    # (7.6e-7 with AVX-512, AVX2 and scalar torch kernels on a standard-normal batch): 1e-3 checks the graph
     assert np.abs(logits - ref).max() < 1e-3
     assert (labels == ref.argmax(1)).mean() >= 0.999
     assert not list(out.glob(".*"))  # no temporary files left behind

@@ -60,7 +60,9 @@ def test_device_path_draws_the_cpu_paths_crops_and_flips():
     cpu, dev = _batches(0, False, cfg=cfg), _batches(0, True, cfg=cfg)
     for (xc, yc), (xd, yd) in zip(cpu, dev):
         assert torch.equal(yc, yd)
-        torch.testing.assert_close(xc, xd, atol=1e-5, rtol=0)
+        # the device path samples pixel centres with grid_sample through float32 coordinates (test_benchmark_camvid's
+        # GRID_ATOL: <= 64 * 2**-22 px, times a neighbour up to 1 / 0.224 away = 6.8e-5); seen 4.1e-6 on AVX-512, AVX2, scalar
+        torch.testing.assert_close(xc, xd, atol=64 * 2**-22 / min(IMAGENET.std), rtol=0)
 
 
 def test_device_collate_pads_images_of_different_sizes():
@@ -128,4 +130,4 @@ def test_device_path_on_a_gpu_matches_this_cpu_and_is_pinned():
         xc, yc = D.device_batch(batch, torch.device("cpu"), CFG.crop, IMAGENET)
         xg, yg = D.device_batch(batch, torch.device("cuda"), CFG.crop, IMAGENET)
         assert torch.equal(yg.cpu(), yc)
-        torch.testing.assert_close(xg.cpu(), xc, atol=1e-4, rtol=0)
+        torch.testing.assert_close(xg.cpu(), xc, atol=1e-4, rtol=0)  # CUDA rounds the coordinates its own way: ~1.5x that bound

@@ -322,11 +322,10 @@ def test_save_needs_a_registry_model(tmp_path):
 
 
 def test_models_command_table():
-    from typer.testing import CliRunner
-
+    from console_width import wide_runner
     from rdd_edge.cli import app
 
-    runner = CliRunner()
+    runner = wide_runner()  # rows unfolded, one line each (80 columns: test_widths.py)
     res = runner.invoke(app, ["models", "--size", "64x128", "--classes", "5"])
     assert res.exit_code == 0, res.output
     for name in NAMES + [a for n in NAMES for a in aliases_of(n)] + ["mobilenetv2_100", "ASPP", "PSP", "61.12/2371",

@@ -21,10 +21,11 @@ def test_presets_against_their_formulas():
     chw = img.transpose(2, 0, 1).astype(np.float64)
     x = IMAGENET.apply(img.transpose(2, 0, 1))
     for c in range(3):  # RGB, 0..1, ImageNet mean/std
+        # float32 values up to 2.64: a few ulps of 2.4e-7 (seen 5.9e-7)
         np.testing.assert_allclose(x[c], (chw[c] / 255 - IMAGENET.mean[c]) / IMAGENET.std[c], atol=1e-5)
     x = CAFFE.apply(img.transpose(2, 0, 1))
     for k, (c, m) in enumerate(zip((2, 1, 0), (104.00698793, 116.66876762, 122.67891434))):  # BGR, 0..255, caffe mean
-        np.testing.assert_allclose(x[k], chw[c] - m, atol=1e-4)
+        np.testing.assert_allclose(x[k], chw[c] - m, atol=1e-4)  # float32 values up to 152: ulp 1.5e-5 (seen 9.1e-6)
     assert CAFFE.fill_rgb() == (123, 117, 104) and IMAGENET.fill_rgb() == (124, 116, 104)
     assert "BGR 0-255 minus mean (104.01, 116.67, 122.68), no std" in CAFFE.describe()
 
@@ -49,10 +50,12 @@ def test_renormalizer_turns_a_students_input_into_its_teachers():
 
     img = torch.from_numpy(_image().transpose(2, 0, 1)).unsqueeze(0)
     x_student, x_teacher = normalize_tensor(img, IMAGENET), normalize_tensor(img, CAFFE)
-    np.testing.assert_allclose(x_teacher[0].numpy(), CAFFE.apply(img[0].numpy()), atol=1e-4)
+    np.testing.assert_allclose(x_teacher[0].numpy(), CAFFE.apply(img[0].numpy()), atol=1e-4)  # float32 up to 152 (ulp 1.5e-5; seen 0)
     convert = renormalizer(IMAGENET, CAFFE)
+    # ImageNet -> caffe multiplies the student tensor's float32 error (2.4e-7 at 2.6) by 255 * std (~58) and adds the
+    # rounding of values up to 152 (ulp 1.5e-5): ~3e-5 (seen 3.1e-5 with AVX-512, AVX2 and scalar torch kernels)
     torch.testing.assert_close(convert(x_student), x_teacher, atol=2e-3, rtol=0)
-    torch.testing.assert_close(renormalizer(CAFFE, IMAGENET)(x_teacher), x_student, atol=1e-4, rtol=0)
+    torch.testing.assert_close(renormalizer(CAFFE, IMAGENET)(x_teacher), x_student, atol=1e-4, rtol=0)  # back: /58 (seen 0)
     assert renormalizer(CAFFE, normalization_of(CAFFE.as_dict())) is None  # alike: the teacher takes the same tensor
 
 
@@ -63,10 +66,12 @@ def test_training_pipelines_normalise_as_recorded():
     img = _image(24, 32)
     label = np.zeros((24, 32), np.uint8)
     x, _ = EvalPreset(None, CAFFE)(img, label, None)
-    np.testing.assert_allclose(x.numpy(), CAFFE.apply(img.transpose(2, 0, 1)), atol=1e-4)
+    np.testing.assert_allclose(x.numpy(), CAFFE.apply(img.transpose(2, 0, 1)), atol=1e-4)  # float32 up to 152 (seen 0)
     images = torch.from_numpy(img.transpose(2, 0, 1)).unsqueeze(0)
     xg, _ = gpu_augment(images, torch.from_numpy(label)[None], torch.tensor([[24, 32]]), None, [1.0], [(0, 0)], [False],
                         (24, 32), CAFFE)
+    # grid_sample at pixel centres: float32 sample coordinates leave a neighbour's bilinear weight at ~1e-6, and a
+    # neighbour is up to 255 away in caffe units (~2.6e-4; seen 1.1e-4 with AVX-512, AVX2 and scalar kernels)
     torch.testing.assert_close(xg[0], x, atol=1e-3, rtol=0)
 
 
@@ -103,6 +108,9 @@ def test_deploy_and_the_uint8_graph_apply_the_manifests_normalisation(tmp_path):
             assert seg.info.normalization == CAFFE
             x = seg.preprocess(img)
             got = run_onnx(out / "model.onnx", x)["logits"]
+        # logits ~50 from 27-term float32 dot products of inputs up to 152, summed in different orders by torch (oneDNN)
+        # and ONNX Runtime (MLAS): typically sqrt(27) * 6e-8 * 50 = 1.5e-5; the largest seen over 6144 logits was
+        # 1.5e-5 (AVX-512, AVX2 torch kernels) and 2.3e-5 (scalar): 1e-4 leaves 4x; the wrong normalisation is off by > 1e-2
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
     wrong = run_onnx(tmp_path / "f32" / "model.onnx", IMAGENET.apply(img.transpose(2, 0, 1))[None])["logits"]
     assert np.abs(wrong - ref).max() > 1e-2

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
+from console_width import wide_runner
 from rdd_edge.cli import app
 from rdd_edge.errors import CheckpointError, ConfigError, DataError
 from train_helpers import INFO, readers, tiny_config
@@ -46,7 +46,7 @@ def _crafted(tmp_path: Path, marker: Path, name: str = "best.pt", model: str = "
 
 
 def _run(args: list[str]) -> tuple[int, str]:
-    res = CliRunner().invoke(app, args)
+    res = wide_runner().invoke(app, args)  # usage errors in typer's panel unwrapped (console_width.py)
     real_error = res.exception is not None and not isinstance(res.exception, SystemExit)
     return res.exit_code, str(res.exception) if real_error else res.output
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from console_width import wide_runner
 from rdd_edge.cli import app
 from rdd_edge.errors import ConfigError, DataError, DeployError
 from rdd_edge.runs import sha256_file
@@ -260,7 +261,7 @@ def test_a_truncated_jpeg_is_caught_by_data_check_and_the_readers(tmp_path):
     bad.write_bytes(bad.read_bytes()[:500])  # head -c 500
     with pytest.raises(DataError, match="a1.jpg: truncated: no JPEG end-of-image marker"):
         read_image(bad)
-    res = CliRunner().invoke(app, ["data", "check", str(root), "--dataset", "camvid"])
+    res = wide_runner().invoke(app, ["data", "check", str(root), "--dataset", "camvid"])  # file names unfolded
     assert res.exit_code != 0 and "a1.jpg" in res.output and "truncated" in res.output
     from rdd_edge.data import dataset_info
     from rdd_edge.data.base import SegDataset
@@ -279,7 +280,7 @@ def test_an_empty_val_split_fails_data_check_as_training_would(tmp_path):
     write_label(root / "train" / "labels" / "a.png", lbl)
     (root / "val" / "images").mkdir(parents=True)
     (root / "val" / "labels").mkdir(parents=True)
-    res = CliRunner().invoke(app, ["data", "check", str(root), "--dataset", "camvid"])
+    res = wide_runner().invoke(app, ["data", "check", str(root), "--dataset", "camvid"])  # file names unfolded
     assert res.exit_code != 0 and "empty-split" in res.output and "'val' split has no" in " ".join(res.output.split())
 
 
