@@ -44,7 +44,7 @@ def print_check(console: Any, result: Any) -> None:
 
             console.print(budget_line(r), markup=False, highlight=False)
     if result.meta.get("cpu"):
-        console.print(f"CPU: {result.meta['cpu']['line']}")
+        console.print(f"CPU: {result.meta['cpu']['line']}", soft_wrap=True, markup=False, highlight=False)  # whole, on any width
     console.print(f"wrote {result.paths['json']}, {result.paths['md'].name}, {result.paths['png'].name}")
     if result.failures:
         console.print("[red]gate failed[/]: " + "; ".join(result.failures))
