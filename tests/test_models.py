@@ -290,6 +290,14 @@ def test_corrupt_or_foreign_files(tmp_path, mbv2_ckpt):
             load_checkpoint(p)
         assert str(p) in str(exc.value)
 
+    # a truncated legacy-format (non-zip) torch file: read, and its failure is one line naming it
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"a": torch.zeros(64)}, legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="could not read") as exc:
+        load_checkpoint(legacy)
+    assert str(legacy) in str(exc.value) and "\n" not in str(exc.value)
+
     # a zip that is not a torch file
     zp = tmp_path / "zip.pt"
     with zipfile.ZipFile(zp, "w") as z:
