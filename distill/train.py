@@ -125,7 +125,11 @@ def set_rng_state(state: dict) -> None:
 def amp_setup(cfg: TrainConfig, device: torch.device):
     """(autocast context factory, GradScaler): no-op objects unless AMP runs on CUDA."""
     use = cfg.amp and device.type == "cuda"
-    dtype = torch.bfloat16 if use and torch.cuda.is_bf16_supported() else torch.float16
+    choice = cfg.amp_dtype
+    if choice == "auto":
+        dtype = torch.bfloat16 if use and torch.cuda.is_bf16_supported() else torch.float16
+    else:  # fp16 on any GPU (the released scripts' torch.cuda.amp.autocast()), or bf16 as asked
+        dtype = torch.float16 if choice == "fp16" else torch.bfloat16
     scaler = torch.amp.GradScaler("cuda", enabled=use and dtype == torch.float16)
     if not use:
         return contextlib.nullcontext, scaler, None
@@ -371,7 +375,8 @@ def build_step_context(cfg: TrainConfig, student: nn.Module, teacher: nn.Module 
     rdd = RDDWeighting(enabled=cfg.mode == "distill" and cfg.rdd, tfe_fraction=cfg.tfe_fraction,
                        threshold=cfg.rdd_threshold, mode=cfg.rdd_mode, confidence=cfg.confidence,
                        min_kept=cfg.rdd_min_kept, class_weights=resolve_class_weights(cfg.rdd_class_weights, student.num_classes),
-                       ignore_index=ignore_index, aux_weight=cfg.aux_weight, tfe_average=cfg.tfe_average)
+                       ignore_index=ignore_index, aux_weight=cfg.aux_weight, tfe_average=cfg.tfe_average,
+                       tfe_kl=cfg.tfe_kl, align_corners=cfg.align_corners)
     kd = build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options) if cfg.mode == "distill" else None
     if kd is not None and teacher is not None:
         kd.bind(student, teacher)  # the KD term's own trainable parts (cwd: 1x1 connector), sized for these models

@@ -1,0 +1,115 @@
+"""--recipe release: every option of the released scripts at once, and the options it needs (TFE KL direction,
+align_corners upsampling, discrete scales, fp16 autocast); the defaults stay the paper's variant."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rdd_edge.distill.config import make_config
+from rdd_edge.distill.data import draw_scale
+from rdd_edge.distill.rdd import tfe_weights, weighted_ce
+
+# Read by hand from the released scripts (github.com/sunyueue/RDD train_onlykd_two_stage_diff.py argparse defaults,
+# train_scripts/exp_table_1/train_different_student_two_stage.sh, dataset/cityscapes.py, losses/loss.py), written
+# here independently of distill/recipes.py: a change to either shows as a difference.
+RELEASED_DISTILL = {
+    "iters": 40000, "batch": 16, "lr": 0.02, "momentum": 0.9, "weight_decay": 1e-4, "poly_power": 0.9,
+    "crop": (512, 1024), "scale_min": 0.5, "scale_max": 2.0, "scale_step": 0.1, "val_every": 1600,
+    "method": "kd", "kd_weight": 1.0, "kd_options": {"T": 1.0}, "rdd": True, "tfe_fraction": 0.1, "rdd_mode": "xor",
+    "rdd_threshold": 0.7, "confidence": "gt", "rdd_class_weights": "cityscapes", "tfe_kl": "aux_main",
+    "tfe_average": "all", "aux_weight": 0.4, "amp": True, "amp_dtype": "fp16", "align_corners": True,
+    "rdd_min_kept": 400000,  # 100000 per GPU of 4 crops; one process holds all 16
+}
+# CIRKD at 91735ef: train_baseline.py defaults and train_scripts/train_baseline/citys/deeplabv3_res101.sh
+RELEASED_TEACHER = {
+    "iters": 40000, "batch": 16, "lr": 0.02, "momentum": 0.9, "weight_decay": 1e-4, "poly_power": 0.9,
+    "crop": (512, 1024), "scale_min": 0.5, "scale_max": 2.0, "scale_step": 0.1, "aux": True, "aux_weight": 0.4,
+    "val_every": 800, "amp": False, "align_corners": True,
+}
+
+
+@pytest.mark.parametrize("mode,expected", [("distill", RELEASED_DISTILL), ("teacher", RELEASED_TEACHER)])
+def test_recipe_release_sets_every_released_option(mode, expected, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = make_config(mode, "cityscapes", recipe="release")
+    got = {k: getattr(cfg, k) for k in expected}
+    assert got == expected
+    base = make_config(mode, "cityscapes")
+    changed = {line.split(":")[0] for line in cfg.recipe_changes}
+    assert changed == {k for k in expected if getattr(base, k) != expected[k]}  # the printed list is exactly the changes
+    assert all("\n" not in line and "->" in line for line in cfg.recipe_changes)
+
+
+def test_explicit_options_win_and_min_kept_scales_per_process(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    cfg = make_config("distill", "cityscapes", recipe="release", iters=500, tfe_kl="main_aux")
+    assert (cfg.iters, cfg.tfe_kl, cfg.rdd_min_kept) == (500, "main_aux", 100000)  # 4 crops per process, as released
+    assert not any(line.startswith(("iters:", "tfe_kl:")) for line in cfg.recipe_changes)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert make_config("distill", "cityscapes", recipe="release", batch=8).rdd_min_kept == 100000
+
+
+def test_defaults_stay_the_papers_variant():
+    cfg = make_config("distill", "cityscapes")
+    assert (cfg.recipe, cfg.tfe_kl, cfg.tfe_average, cfg.align_corners, cfg.scale_step, cfg.amp_dtype, cfg.rdd_min_kept,
+            cfg.rdd_class_weights, cfg.recipe_changes) == (None, "main_aux", "valid", False, 0.0, "auto", 0, None, [])
+
+
+def test_the_cli_prints_what_the_recipe_changed(tmp_path):
+    from typer.testing import CliRunner
+
+    from rdd_edge.cli import app
+
+    res = CliRunner().invoke(app, ["distill", "--recipe", "release", "--dataset", "synthetic", "--teacher",
+                                   str(tmp_path / "none.pt"), "--runs", str(tmp_path / "runs"), "--iters", "2"])
+    lines = res.output.splitlines()
+    assert lines[0].startswith("recipe release: ") and "settings changed" in lines[0]
+    assert any(line.strip().startswith("tfe_kl: 'main_aux' -> 'aux_main'") for line in lines)
+    assert not any(line.strip().startswith("iters:") for line in lines)  # --iters 2 is the user's
+
+
+def test_tfe_kl_aux_main_is_the_released_kl_direction():
+    """The release: variance = sum_c KLDivLoss(reduction='none')(log_softmax(main), softmax(aux)), w = exp(-variance)."""
+    g = torch.Generator().manual_seed(0)
+    main, aux = torch.randn(2, 5, 6, 7, generator=g) * 3, torch.randn(2, 5, 6, 7, generator=g) * 3
+    released = torch.exp(-torch.nn.KLDivLoss(reduction="none")(F.log_softmax(main, 1), F.softmax(aux, 1)).sum(1))
+    torch.testing.assert_close(tfe_weights(main, aux, (6, 7), kl="aux_main"), released, rtol=0, atol=1e-6)
+    assert (tfe_weights(main, aux, (6, 7)) - released).abs().max() > 1e-2  # the paper's direction differs
+    # resized to the label size the released way (bilinear, align_corners=True)
+    up = F.interpolate(released.unsqueeze(1), (12, 14), mode="bilinear", align_corners=True).squeeze(1)
+    torch.testing.assert_close(tfe_weights(main, aux, (12, 14), kl="aux_main", align_corners=True), up,
+                               rtol=0, atol=1e-6)
+
+
+def test_align_corners_upsamples_logits_as_the_release():
+    g = torch.Generator().manual_seed(1)
+    logits, target = torch.randn(2, 4, 5, 6, generator=g), torch.randint(0, 4, (2, 20, 24), generator=g)
+    ones = torch.ones(target.shape)
+    released = F.cross_entropy(F.interpolate(logits, (20, 24), mode="bilinear", align_corners=True), target)
+    torch.testing.assert_close(weighted_ce(logits, target, ones, align_corners=True), released, rtol=0, atol=1e-6)
+    assert abs(float(weighted_ce(logits, target, ones)) - float(released)) > 1e-4
+
+
+def test_scale_step_draws_the_released_scale_set():
+    rng = np.random.default_rng(0)
+    draws = {draw_scale(rng, 0.5, 2.0, 0.1) for _ in range(2000)}
+    assert draws == {round(0.5 + i / 10, 10) for i in range(16)}  # 0.5 + randint(0, 15) / 10
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert draw_scale(a, 0.5, 2.0) == b.uniform(0.5, 2.0)  # step 0: the continuous draw, unchanged
+
+
+def test_amp_dtype_fp16_on_a_bf16_capable_gpu(monkeypatch):
+    from rdd_edge.distill import train as T
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    for choice, expected in (("auto", torch.bfloat16), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        cfg = make_config("distill", "synthetic", amp_dtype=choice)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # GradScaler("cuda") on a machine without CUDA warns and disables itself
+            _, _, dtype = T.amp_setup(cfg, torch.device("cuda"))
+        assert dtype == expected, choice
