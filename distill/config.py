@@ -34,6 +34,7 @@ from rdd_edge.sizes import parse_hw
 
 MODES = ("teacher", "distill")
 AMP_DTYPES = ("auto", "fp16", "bf16")
+INITS = ("timm", "release")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class TrainConfig:
     aux: bool | None = None  # aux head on the trained model; None: on for teachers and ResNet students
     model_kwargs: dict = field(default_factory=dict)  # extra create_model kwargs (e.g. head_channels)
     pretrained: str | None = None  # backbone init: imagenet, a backbone file (released or timm layout) or none; None: imagenet for real data sets, none for synthetic
+    init: str = "timm"  # random init without pretrained weights: timm's (default) or release (models/init.py: He fan-out, no zero-init)
     normalization: str | None = None  # input normalisation, imagenet or caffe; None: what the initial weights expect (the trainer fills it in)
     pretrained_report: dict | None = None  # filled by the trainer: what --pretrained loaded, skipped and missed
     teacher: str | None = None  # teacher checkpoint (distill only); None: latest teacher run's best.pt
@@ -201,6 +203,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.confidence in CONFIDENCES, f"--confidence {cfg.confidence!r}: use one of {', '.join(CONFIDENCES)}"),
         (cfg.tfe_average in TFE_AVERAGES, f"--set tfe_average={cfg.tfe_average!r}: use one of {', '.join(TFE_AVERAGES)}"),
         (cfg.tfe_kl in TFE_KL, f"--set tfe_kl={cfg.tfe_kl!r}: use one of {', '.join(TFE_KL)}"),
+        (cfg.init in INITS, f"--set init={cfg.init!r}: use one of {', '.join(INITS)}"),
         (cfg.amp_dtype in AMP_DTYPES, f"--set amp_dtype={cfg.amp_dtype!r}: use one of {', '.join(AMP_DTYPES)}"),
         (cfg.scale_step >= 0, f"--set scale_step={cfg.scale_step}: must be >= 0 (0: a continuous scale range)"),
         (0.0 <= cfg.tfe_fraction <= 1.0, f"--tfe-fraction {cfg.tfe_fraction}: must lie in [0, 1]"),

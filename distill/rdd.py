@@ -26,8 +26,11 @@ from rdd_edge.errors import ConfigError
 
 MODES = ("xor", "or", "and")
 CONFIDENCES = ("gt", "max")
-NORMALIZE = ("valid", "selected", "all")
-TFE_AVERAGES = ("valid", "all")  # the TFE loss's denominator: valid pixels (here), or all pixels (the released main script)
+NORMALIZE = ("valid", "selected", "all", "batch")
+# the TFE loss's averaging: weighted CE over valid pixels (here), over all pixels (the released KD script), or
+# batch: the plain CE (mean over valid pixels) times the mean weight over all pixels (the released AT / CWD / ...
+# script train_other_kd_two_stage_diff.py, whose losses/task.py CE ignores reduction='none' and returns the mean)
+TFE_AVERAGES = ("valid", "all", "batch")
 TFE_KL = ("main_aux", "aux_main")  # TFE's KL direction: KL(main || aux) (the paper), or KL(aux || main) (the released code)
 AUX_WEIGHT = 0.4  # weight of the auxiliary head's CE, as for the teacher (METHOD.md)
 
@@ -228,6 +231,8 @@ def weighted_ce(
     counted either, whatever their weight), ``"all"`` by every pixel, ignored ones included (the
     released main script's TFE: ``torch.mean`` of the weighted per-pixel CE); the denominators are
     at least 1, so an empty selection gives 0 (not NaN) and still backpropagates (zero gradients).
+    ``"batch"`` is no per-pixel weighting: the CE averaged over valid pixels times the mean weight over
+    all pixels (the released AT / CWD script's TFE, see ``TFE_AVERAGES``).
 
     ``class_weight`` (C,) optionally weights each pixel's CE by its true class, as
     ``nn.CrossEntropyLoss(weight=...)`` does: each counted pixel then counts ``class_weight[y]``
@@ -246,6 +251,10 @@ def weighted_ce(
     ce = F.cross_entropy(up, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
     w = weight.to(ce.dtype)
     valid = target != ignore_index
+    if normalize == "batch":
+        if class_weight is not None:
+            raise ConfigError("weighted_ce: normalize='batch' (TFE) takes no class weights")
+        return ce.sum() / valid.sum().clamp_min(1).to(ce.dtype) * w.mean()
     if normalize == "all":
         counted = torch.ones_like(valid)
     else:

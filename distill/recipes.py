@@ -38,6 +38,7 @@ RELEASE: dict[str, tuple[tuple[str, Any, str], ...]] = {
         ("val_every", 800, "train_baseline.py --val-per-iters 800 (the teacher script sets none)"),
         ("amp", False, "train_baseline.py: no autocast (float32)"),
         ("align_corners", True, "losses/loss.py SegCrossEntropyLoss: interpolate(align_corners=True)"),
+        ("init", "release", "models/base_models/resnetv1b.py: He fan-out convs, BN 1/0, no zero-init (without ImageNet)"),
     ),
     "distill": (
         ("iters", 40000, "exp_table_1 scripts max_iterations=40000"),
@@ -67,6 +68,7 @@ RELEASE: dict[str, tuple[tuple[str, Any, str], ...]] = {
         ("amp", True, "train_onlykd_two_stage_diff.py torch.cuda.amp.autocast() + GradScaler"),
         ("amp_dtype", "fp16", "torch.cuda.amp.autocast(): float16 on any GPU"),
         ("align_corners", True, "interpolate(..., align_corners=True) for logits and TFE weights"),
+        ("init", "release", "models/base_models/{resnetv1b,mobilenetv2}.py init (only without ImageNet weights)"),
     ),
 }
 RECIPES = ("release",)
@@ -103,6 +105,21 @@ def apply_recipe(values: dict[str, Any], name: str, mode: str, dataset: str, ove
         rec.pop("crop", None)
         rec.pop("rdd_class_weights", None)
     where = recipe_sources(mode)
+    method = overrides.get("method")
+    if mode == "distill" and method is not None and method != "kd":
+        for key in ("method", "kd_weight", "kd_options"):  # the method's registered weights are CIRKD's scripts'
+            rec.pop(key, None)
+        if method == "none":  # the release's baseline, train_baselinev2.py: CE (+ 0.4 aux), no RDD
+            rdd_keys = ("rdd", "tfe_fraction", "rdd_mode", "rdd_threshold", "confidence", "rdd_min_kept",
+                        "rdd_class_weights", "tfe_kl", "tfe_average")
+            for key in rdd_keys:
+                rec.pop(key, None)
+            rec["rdd"] = False
+            where = {**where, "rdd": "train_baselinev2.py: plain CE, no RDD"}
+        else:  # AT / CWD ... + RDD: train_other_kd_two_stage_diff.py, whose TFE loss is CE mean x mean weight
+            rec["tfe_average"] = "batch"
+            where = {**where, "tfe_average": "train_other_kd_two_stage_diff.py: losses/task.py CE returns its mean, "
+                                             "torch.mean(CE * weights) = CE x mean weight"}
     changed = []
     for key, new in rec.items():
         if overrides.get(key) is not None:

@@ -61,7 +61,8 @@ from rdd_edge.errors import CheckpointError, ConfigError, RddError, TrainingErro
 from rdd_edge.interrupts import StepBoundary, Terminated, deferred, terminate_like_ctrl_c
 from rdd_edge.models import create_model, load_checkpoint, load_weights, model_cfg, model_from_checkpoint
 from rdd_edge.models.checkpoint import nonfinite_tensors, resolve_checkpoint, save_checkpoint
-from rdd_edge.models.pretrained import normalization_for
+from rdd_edge.models.init import release_init
+from rdd_edge.models.pretrained import is_none, normalization_for
 from rdd_edge.normalize import recorded_normalization
 from rdd_edge.runs import folder_lock, latest_run, new_run_dir, remove_temp_files, write_json
 
@@ -195,10 +196,14 @@ def crop_warning(cfg: TrainConfig, sizes: list[tuple[int, int]]) -> str | None:
 
 # ---------------------------------------------------------------- models
 def build_model(cfg: TrainConfig, num_classes: int, init: bool = False) -> nn.Module:
-    """The trained model; with ``init`` its backbone starts from ``cfg.pretrained`` (``model.init_report`` says how)."""
+    """The trained model; with ``init`` its backbone starts from ``cfg.pretrained`` (``model.init_report`` says how),
+    or, without pretrained weights and with ``cfg.init == "release"``, from the release's random init (models.init)."""
 
-    return create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), pretrained=cfg.pretrained if init else None,
-                        **cfg.model_kwargs)
+    model = create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg),
+                         pretrained=cfg.pretrained if init else None, **cfg.model_kwargs)
+    if init and cfg.init == "release" and is_none(cfg.pretrained):  # only a random start is re-drawn
+        release_init(model)
+    return model
 
 
 def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: torch.device) -> tuple[nn.Module, dict]:

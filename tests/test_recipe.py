@@ -24,12 +24,13 @@ RELEASED_DISTILL = {
     "rdd_threshold": 0.7, "confidence": "gt", "rdd_class_weights": "cityscapes", "tfe_kl": "aux_main",
     "tfe_average": "all", "aux_weight": 0.4, "amp": True, "amp_dtype": "fp16", "align_corners": True,
     "rdd_min_kept": 400000,  # 100000 per GPU of 4 crops; one process holds all 16
+    "init": "release",
 }
 # CIRKD at 91735ef: train_baseline.py defaults and train_scripts/train_baseline/citys/deeplabv3_res101.sh
 RELEASED_TEACHER = {
     "iters": 40000, "batch": 16, "lr": 0.02, "momentum": 0.9, "weight_decay": 1e-4, "poly_power": 0.9,
     "crop": (512, 1024), "scale_min": 0.5, "scale_max": 2.0, "scale_step": 0.1, "aux": True, "aux_weight": 0.4,
-    "val_every": 800, "amp": False, "align_corners": True,
+    "val_every": 800, "amp": False, "align_corners": True, "init": "release",
 }
 
 
@@ -57,7 +58,8 @@ def test_explicit_options_win_and_min_kept_scales_per_process(monkeypatch):
 def test_defaults_stay_the_papers_variant():
     cfg = make_config("distill", "cityscapes")
     assert (cfg.recipe, cfg.tfe_kl, cfg.tfe_average, cfg.align_corners, cfg.scale_step, cfg.amp_dtype, cfg.rdd_min_kept,
-            cfg.rdd_class_weights, cfg.recipe_changes) == (None, "main_aux", "valid", False, 0.0, "auto", 0, None, [])
+            cfg.rdd_class_weights, cfg.recipe_changes, cfg.init) == (None, "main_aux", "valid", False, 0.0, "auto", 0, None, [],
+                                                           "timm")
 
 
 def test_the_cli_prints_what_the_recipe_changed(tmp_path):
@@ -113,3 +115,63 @@ def test_amp_dtype_fp16_on_a_bf16_capable_gpu(monkeypatch):
             warnings.simplefilter("ignore")  # GradScaler("cuda") on a machine without CUDA warns and disables itself
             _, _, dtype = T.amp_setup(cfg, torch.device("cuda"))
         assert dtype == expected, choice
+
+
+def test_tfe_average_batch_is_the_released_at_cwd_scripts_loss():
+    """train_other_kd_two_stage_diff.py: its CE (losses/task.py) returns the mean over valid pixels whatever the
+    reduction asked, so the TFE loss is (CE_main + 0.4 CE_aux) x the mean TFE weight over all pixels."""
+    from rdd_edge.distill.rdd import RDDWeighting
+
+    g = torch.Generator().manual_seed(2)
+    s_out, s_aux = torch.randn(2, 4, 5, 6, generator=g), torch.randn(2, 4, 5, 6, generator=g)
+    t_out, t_aux = torch.randn(2, 4, 5, 6, generator=g) * 2, torch.randn(2, 4, 5, 6, generator=g) * 2
+    target = torch.randint(0, 4, (2, 20, 24), generator=g)
+    target[0, :5] = 255
+    rdd = RDDWeighting(tfe_fraction=1.0, tfe_average="batch", tfe_kl="aux_main", align_corners=True)
+    loss, _ = rdd.task_loss({"out": s_out, "aux": s_aux}, {"out": t_out, "aux": t_aux}, target, stage="tfe")
+
+    def ce(x):  # the release's SegCrossEntropyLoss (losses/task.py)
+        up = F.interpolate(x, (20, 24), mode="bilinear", align_corners=True)
+        return torch.nn.CrossEntropyLoss(ignore_index=255)(up, target)
+
+    variance = torch.sum(torch.nn.KLDivLoss(reduction="none")(F.log_softmax(t_out, 1), F.softmax(t_aux, 1)), dim=1)
+    scale = F.interpolate(torch.exp(-variance).unsqueeze(1), (20, 24), mode="bilinear", align_corners=True).squeeze()
+    released = torch.mean((ce(s_out) + 0.4 * ce(s_aux)) * scale)
+    torch.testing.assert_close(loss, released, rtol=1e-6, atol=1e-6)
+    per_pixel = RDDWeighting(tfe_fraction=1.0, tfe_average="all", tfe_kl="aux_main", align_corners=True)
+    other, _ = per_pixel.task_loss({"out": s_out, "aux": s_aux}, {"out": t_out, "aux": t_aux}, target, stage="tfe")
+    assert abs(float(other) - float(released)) > 1e-3
+
+
+def test_recipe_release_with_another_kd_method_or_none():
+    at = make_config("distill", "cityscapes", recipe="release", method="at")
+    assert (at.method, at.tfe_average, at.kd_options, at.rdd) == ("at", "batch", {}, True)
+    base = make_config("distill", "cityscapes", recipe="release", method="none", rdd=False)
+    assert (base.rdd, base.tfe_kl, base.amp_dtype, base.align_corners) == (False, "main_aux", "fp16", True)
+
+
+@pytest.mark.parametrize("model", ["deeplabv3_r18", "deeplabv3_mbv2"])
+def test_release_init_statistics(model):
+    """He fan-out over every output channel (depthwise convs too), BatchNorm 1/0, no zero-initialised last BN;
+    timm's own init differs in exactly those places."""
+    import torch.nn as nn
+
+    from rdd_edge.distill.train import build_model
+
+    torch.manual_seed(0)
+    cfg = make_config("distill", "synthetic", model=model, pretrained="none", init="release")
+    net = build_model(cfg, 5, init=True)
+    timm_net = build_model(make_config("distill", "synthetic", model=model, pretrained="none"), 5, init=True)
+    convs = [(n, m) for n, m in net.backbone.named_modules() if isinstance(m, nn.Conv2d) and m.weight.numel() >= 2000]
+    for name, m in convs:
+        k, out = m.kernel_size[0] * m.kernel_size[1], m.out_channels
+        expected = (2.0 / (k * out)) ** 0.5  # the release: normal_(0, sqrt(2 / n)), n = k * k * out_channels
+        assert float(m.weight.detach().std()) == pytest.approx(expected, rel=0.1), name
+    bns = [m for m in net.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(bool((b.weight == 1).all() and (b.bias == 0).all()) for b in bns)
+    timm_modules = dict(timm_net.backbone.named_modules())
+    if model == "deeplabv3_r18":  # timm zero-initialises each residual block's last BN
+        assert any(bool((m.weight == 0).all()) for m in timm_modules.values() if isinstance(m, nn.BatchNorm2d))
+    else:  # timm's depthwise convs: fan-out k*k only, about sqrt(channels) wider than the release's
+        dw = [(n, m) for n, m in convs if m.groups > 1]
+        assert dw and all(float(timm_modules[n].weight.detach().std()) > 5 * float(m.weight.detach().std()) for n, m in dw)
