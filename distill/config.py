@@ -257,11 +257,12 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in _FIELDS or key == "mode":
-            close = difflib.get_close_matches(key, sorted(_FIELDS - {"mode"}), n=1)
+        settable = _FIELDS - {"mode", "recipe_changes"}  # recipe_changes is filled by make_config
+        if not sep or key not in settable:
+            close = difflib.get_close_matches(key, sorted(settable), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY a config field.{hint} "
-                              f"Fields: {', '.join(sorted(_FIELDS - {'mode'}))}")
+                              f"Fields: {', '.join(sorted(settable))}")
         # --set pretrained=none means random weights (the text), not "unset" (None: the data set's default)
         out[key] = raw.strip() if key == "pretrained" else _coerce(item, key, raw.strip(), hints[key])
     return out

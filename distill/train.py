@@ -902,7 +902,7 @@ def validate_and_save(cfg: TrainConfig, ctx: StepContext, model: nn.Module, val_
     t_val = time.perf_counter()
     display.state("val")
     try:
-        metrics = validate(model, val_loader, ctx.autocast, logger, step)
+        metrics = validate(model, val_loader, ctx.autocast, logger, step, cfg.align_corners)
     except (RddError, OSError):
         saver.save("last.pt", step, gather=False)
         raise
@@ -912,9 +912,11 @@ def validate_and_save(cfg: TrainConfig, ctx: StepContext, model: nn.Module, val_
     return metrics.miou, time.perf_counter() - t_val
 
 
-def validate(model: nn.Module, val_loader: Any, autocast: Callable[[], Any], logger: RunLogger, step: int) -> Any:
+def validate(model: nn.Module, val_loader: Any, autocast: Callable[[], Any], logger: RunLogger, step: int,
+             align_corners: bool = False) -> Any:
     """Score ``model`` on the val split (each process its shard, the counts summed) and log the row; the metrics."""
-    metrics = evaluate(model, val_loader, model.num_classes, next(model.parameters()).device, autocast=autocast())
+    metrics = evaluate(model, val_loader, model.num_classes, next(model.parameters()).device, autocast=autocast(),
+                       align_corners=align_corners)
     logger.val({"step": step, "miou": metrics.miou, "pixel_acc": metrics.pixel_acc,
                 "mean_class_acc": metrics.mean_class_acc, "images_per_s": metrics.images_per_s})
     return metrics

@@ -175,3 +175,18 @@ def test_release_init_statistics(model):
     else:  # timm's depthwise convs: fan-out k*k only, about sqrt(channels) wider than the release's
         dw = [(n, m) for n, m in convs if m.groups > 1]
         assert dw and all(float(timm_modules[n].weight.detach().std()) > 5 * float(m.weight.detach().std()) for n, m in dw)
+
+
+def test_eval_upsamples_logits_with_align_corners_when_asked():
+    """The released eval.py: interpolate(outputs[0], (H, W), bilinear, align_corners=True) before the argmax."""
+    from rdd_edge.distill.evaluate import predict_logits
+
+    class EighthRes(torch.nn.Module):
+        def forward(self, x):
+            return {"out": F.avg_pool2d(x, 8) * torch.tensor([1.0, -2.0, 3.0]).view(1, 3, 1, 1)}
+
+    x = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(4))
+    logits = EighthRes()(x)["out"]
+    for align in (True, False):
+        expected = F.interpolate(logits, (32, 48), mode="bilinear", align_corners=align).softmax(1)
+        torch.testing.assert_close(predict_logits(EighthRes(), x, align_corners=align), expected, rtol=0, atol=1e-6)

@@ -226,13 +226,18 @@ def eval_cmd(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per forward pass.")] = 4,
     images: Annotated[Optional[int], typer.Option("--images", min=1, help="Synthetic only: number of generated scenes.")] = None,
     trust_checkpoint: TrustCheckpoint = False,
+    align_corners: Annotated[Optional[bool], typer.Option(
+        "--align-corners/--no-align-corners",
+        help="Upsample logits with align_corners=True, as the released eval.py does (default: as the checkpoint "
+             "was trained: on for --recipe release runs, else off).")] = None,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, mIoU, pixel accuracy and images/s."""
     from rdd_edge.distill.evaluate import EvalSpec, evaluate_checkpoint
 
     with checkpoint_trust(trust_checkpoint):
         r = evaluate_checkpoint(EvalSpec(checkpoint, dataset, data, split, flip, _parse_scales(scales),
-                                         parse_hw(eval_size, "--eval-size"), device or "auto", batch, images))
+                                         parse_hw(eval_size, "--eval-size"), device or "auto", batch, images,
+                                         align_corners))
     m = r.metrics
     size = f"{r.size[0]}x{r.size[1]}" if r.size else "each at its own size"
     t = Table(title=f"{r.model_name} on {r.info.name} {r.split} ({r.images} images, {size})")
