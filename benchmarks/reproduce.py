@@ -31,6 +31,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+# lazy imports: the trainer, the importer and eval (torch) are imported inside the functions that run them,
+# so --dry-run prints the plan without loading torch
 from rdd_edge.errors import RddError
 from rdd_edge.runs import atomic_write_text, read_json, write_json
 from rdd_edge.sizes import parse_hw
