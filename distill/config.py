@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,8 @@ from typing import Any
 from rdd_edge.data.registry import dataset_info, detect_dataset
 from rdd_edge.data.spec import DataSpec
 from rdd_edge.distill.losses import build_kd_loss
-from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES, TFE_AVERAGES, parse_class_weights
+from rdd_edge.distill.recipes import apply_recipe
+from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES, TFE_AVERAGES, TFE_KL, parse_class_weights
 from rdd_edge.distill.rdd import MODES as RDD_MODES
 from rdd_edge.errors import CheckpointError, ConfigError
 from rdd_edge.models.checkpoint import load_checkpoint, resolve_checkpoint
@@ -31,6 +33,8 @@ from rdd_edge.runs import DEFAULT_ROOT
 from rdd_edge.sizes import parse_hw
 
 MODES = ("teacher", "distill")
+AMP_DTYPES = ("auto", "fp16", "bf16")
+INITS = ("timm", "release")
 
 
 @dataclass
@@ -43,6 +47,7 @@ class TrainConfig:
     aux: bool | None = None  # aux head on the trained model; None: on for teachers and ResNet students
     model_kwargs: dict = field(default_factory=dict)  # extra create_model kwargs (e.g. head_channels)
     pretrained: str | None = None  # backbone init: imagenet, a backbone file (released or timm layout) or none; None: imagenet for real data sets, none for synthetic
+    init: str = "timm"  # random init without pretrained weights: timm's (default) or release (models/init.py: He fan-out, no zero-init)
     normalization: str | None = None  # input normalisation, imagenet or caffe; None: what the initial weights expect (the trainer fills it in)
     pretrained_report: dict | None = None  # filled by the trainer: what --pretrained loaded, skipped and missed
     teacher: str | None = None  # teacher checkpoint (distill only); None: latest teacher run's best.pt
@@ -55,6 +60,8 @@ class TrainConfig:
     eval_size: tuple[int, int] | None = None  # (H, W) images are resized to for eval; None: data set default (VOC/ADE20K: whole images)
     scale_min: float = 0.5  # random scale range of the train augmentation
     scale_max: float = 2.0
+    scale_step: float = 0.0  # 0: scales drawn uniformly from [min, max]; > 0: from min, min + step, ... max (released: 0.1)
+    align_corners: bool = False  # bilinear upsampling of logits in the task loss and RDD (released code: True)
     hflip: bool = True  # random horizontal flip
     workers: int | str = "auto"  # DataLoader worker processes per training process; auto: distill.data.resolve_workers
     # -- method (distill only)
@@ -66,6 +73,7 @@ class TrainConfig:
     rdd_threshold: float = 0.7  # confidence at or below which a pixel counts as hard
     tfe_fraction: float = 0.1  # fraction of iterations in the TFE stage before switching to TSE
     confidence: str = "gt"  # pixel confidence: probability of the gt class ("gt") or the max ("max")
+    tfe_kl: str = "main_aux"  # TFE's KL direction: main_aux = KL(main || aux) (the paper), aux_main = KL(aux || main) (the released code)
     tfe_average: str = "valid"  # TFE loss denominator: "valid" pixels, or "all" pixels, ignored ones included (the released main script)
     rdd_min_kept: int = 0  # TSE OHEM floor: at least this many hard pixels per process batch (released code: 100000; 0 = off)
     rdd_class_weights: Any = None  # TSE CE class weights: None/"none" (off), "cityscapes" (released code) or one number per class
@@ -80,6 +88,9 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     freeze_bn: bool = False  # keep BatchNorm on its running statistics while training (tiny per-process batches)
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler); off on CPU
+    amp_dtype: str = "auto"  # AMP's compute type: auto (bf16 where supported, else fp16), fp16 (+ GradScaler, as released), bf16
+    recipe: str | None = None  # a named recipe applied under the options (--recipe release: the released scripts' settings)
+    recipe_changes: list = field(default_factory=list)  # filled by make_config: what the recipe changed, one line each
     compile: bool = False  # torch.compile the trained model
     channels_last: bool = True  # NHWC memory format where it is the fast one: CUDA, and CPUs with AVX2 or wider
     # -- bookkeeping
@@ -128,6 +139,10 @@ def make_config(mode: str = "distill", dataset: str | None = None, **overrides: 
     values.update(MODE_DEFAULTS[mode])
     info = dataset_info(dataset)  # the data set's own recipe: its crop and schedule (rdd_edge.data)
     values.update(crop=tuple(info.crop_size), **info.recipe.overrides())
+    if overrides.get("recipe"):  # under the explicit options; what it changed is kept, for the console and config.json
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+        values["recipe_changes"] = apply_recipe(values, overrides["recipe"], mode, dataset, overrides,
+                                                int(os.environ.get("WORLD_SIZE", "1")), defaults)
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["pretrained"] = resolve_pretrained(values.get("pretrained"), dataset)
     cfg = TrainConfig(**values)
@@ -187,6 +202,10 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.rdd_mode in RDD_MODES, f"--rdd-mode {cfg.rdd_mode!r}: use one of {', '.join(RDD_MODES)}"),
         (cfg.confidence in CONFIDENCES, f"--confidence {cfg.confidence!r}: use one of {', '.join(CONFIDENCES)}"),
         (cfg.tfe_average in TFE_AVERAGES, f"--set tfe_average={cfg.tfe_average!r}: use one of {', '.join(TFE_AVERAGES)}"),
+        (cfg.tfe_kl in TFE_KL, f"--set tfe_kl={cfg.tfe_kl!r}: use one of {', '.join(TFE_KL)}"),
+        (cfg.init in INITS, f"--set init={cfg.init!r}: use one of {', '.join(INITS)}"),
+        (cfg.amp_dtype in AMP_DTYPES, f"--set amp_dtype={cfg.amp_dtype!r}: use one of {', '.join(AMP_DTYPES)}"),
+        (cfg.scale_step >= 0, f"--set scale_step={cfg.scale_step}: must be >= 0 (0: a continuous scale range)"),
         (0.0 <= cfg.tfe_fraction <= 1.0, f"--tfe-fraction {cfg.tfe_fraction}: must lie in [0, 1]"),
         (0.0 < cfg.rdd_threshold < 1.0, f"--rdd-threshold {cfg.rdd_threshold}: must lie in (0, 1)"),
         (cfg.workers == "auto" or cfg.workers >= 0, f"--workers {cfg.workers}: must be >= 0 or auto"),
@@ -238,11 +257,12 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in _FIELDS or key == "mode":
-            close = difflib.get_close_matches(key, sorted(_FIELDS - {"mode"}), n=1)
+        settable = _FIELDS - {"mode", "recipe_changes"}  # recipe_changes is filled by make_config
+        if not sep or key not in settable:
+            close = difflib.get_close_matches(key, sorted(settable), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY a config field.{hint} "
-                              f"Fields: {', '.join(sorted(_FIELDS - {'mode'}))}")
+                              f"Fields: {', '.join(sorted(settable))}")
         # --set pretrained=none means random weights (the text), not "unset" (None: the data set's default)
         out[key] = raw.strip() if key == "pretrained" else _coerce(item, key, raw.strip(), hints[key])
     return out

@@ -54,14 +54,25 @@ PairTransform = Callable[[np.ndarray, np.ndarray, np.random.Generator], "tuple[n
 
 
 # ---------------------------------------------------------------- pair transforms (numpy)
-class RandomScale:
-    """Resize image (bilinear) and label (nearest) by a factor drawn from [lo, hi]."""
+def draw_scale(rng, lo: float, hi: float, step: float = 0.0) -> float:
+    """A scale factor: uniform in [lo, hi] (``step`` 0), or one of lo, lo + step, ..., hi with equal chance
+    (the released code's ``0.5 + randint(0, 15) / 10``: ``step=0.1`` over 0.5..2.0)."""
+    if hi <= lo:
+        return float(lo)
+    if step > 0:
+        n = int(round((hi - lo) / step))
+        return float(round(lo + step * int(rng.integers(0, n + 1)), 10))
+    return float(rng.uniform(lo, hi))
 
-    def __init__(self, lo: float, hi: float):
-        self.lo, self.hi = lo, hi
+
+class RandomScale:
+    """Resize image (bilinear) and label (nearest) by a factor drawn from [lo, hi] (on a grid of ``step`` if > 0)."""
+
+    def __init__(self, lo: float, hi: float, step: float = 0.0):
+        self.lo, self.hi, self.step = lo, hi, step
 
     def __call__(self, image, label, rng):
-        s = rng.uniform(self.lo, self.hi) if self.hi > self.lo else self.lo
+        s = draw_scale(rng, self.lo, self.hi, self.step)
         if s == 1.0:
             return image, label
         h, w = label.shape
@@ -151,7 +162,7 @@ class Compose:
 class TrainPreset(Compose):
     """Random scale, pad, random crop, horizontal flip, normalise (the paper's augmentation)."""
 
-    def __init__(self, crop: tuple[int, int], normalization: Normalization, scale: tuple[float, float] = (0.5, 2.0),
+    def __init__(self, crop: tuple[int, int], normalization: Normalization, scale: tuple[float, ...] = (0.5, 2.0),
                  hflip: bool = True):
         ts: list = [RandomScale(*scale), PadIfNeeded(crop, normalization.fill_rgb()), RandomCrop(crop)]
         if hflip:
@@ -179,21 +190,21 @@ class AugmentDraws:
     The draws are :func:`draw_params`' from the sample's own generator, so a sample gets the
     same scale, crop and flip as :class:`TrainPreset` would give it on the CPU."""
 
-    def __init__(self, crop: tuple[int, int], scale: tuple[float, float] = (0.5, 2.0), hflip: bool = True):
+    def __init__(self, crop: tuple[int, int], scale: tuple[float, ...] = (0.5, 2.0), hflip: bool = True):
         self.crop, self.scale, self.hflip = tuple(crop), tuple(scale), hflip
 
     def __call__(self, image, label, rng):
         return image, label, draw_params(rng, label.shape, self.crop, self.scale, self.hflip)
 
 
-def draw_params(rng, size: tuple[int, int], crop: tuple[int, int], scale: tuple[float, float],
+def draw_params(rng, size: tuple[int, int], crop: tuple[int, int], scale: tuple[float, ...],
                 hflip: bool) -> tuple[float, tuple[int, int], bool]:
     """(scale, (y0, x0), flip) of one sample of ``size`` (H, W), in the CPU pipeline's order of draws
     (:class:`RandomScale`, :class:`PadIfNeeded` + :class:`RandomCrop`, :class:`RandomHFlip`).
 
     ``rng``: the sample's generator or its seed."""
     rng = np.random.default_rng(rng)
-    s = float(rng.uniform(*scale)) if scale[1] > scale[0] else float(scale[0])
+    s = draw_scale(rng, *scale)
     hs, ws = max(1, round(size[0] * s)), max(1, round(size[1] * s))
     y0 = int(rng.integers(0, max(hs, crop[0]) - crop[0] + 1))
     x0 = int(rng.integers(0, max(ws, crop[1]) - crop[1] + 1))
@@ -402,7 +413,7 @@ def train_loader(reader, cfg, normalization: Normalization, start_step: int, ran
     flip and normalise on the training device; otherwise :class:`TrainPreset` does all of it here.
     ``pin_memory`` (default: CUDA is present) pins batches for asynchronous copies to the GPU.
     """
-    crop, scale = tuple(cfg.crop), (cfg.scale_min, cfg.scale_max)
+    crop, scale = tuple(cfg.crop), (cfg.scale_min, cfg.scale_max, cfg.scale_step)
     if device_augment:
         tf: PairTransform = AugmentDraws(crop, scale, cfg.hflip)
     else:

@@ -40,12 +40,13 @@ def _pad_to(x: torch.Tensor, stride: int) -> torch.Tensor:
 
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, flip: bool = False,
                    scales: Sequence[float] = (1.0,), out_size: tuple[int, int] | None = None,
-                   stride: int = STRIDE) -> torch.Tensor:
+                   stride: int = STRIDE, align_corners: bool = False) -> torch.Tensor:
     """Averaged softmax (N, C, H, W) at ``out_size`` (default: input size) over scales and flips.
 
     Each (scaled, maybe flipped) view whose sides are not multiples of ``stride`` is padded at the
     bottom/right, its logits are upsampled to the padded size and cropped back to the view, so the
     logit grid stays aligned with the pixels (whole-image evaluation of odd-sized VOC/ADE20K images).
+    ``align_corners``: how logits are upsampled (True: as the released eval.py does).
     """
     h, w = images.shape[-2:]
     out_size = tuple(out_size or (h, w))
@@ -59,12 +60,12 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, flip: bool = Fa
             padded = _pad_to(v, max(1, int(stride)))
             logits = model(padded)["out"].float()
             if padded is not v:  # upsample to the padded input, keep the part that covers the view
-                logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+                logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=align_corners)
                 logits = logits[..., :vh, :vw]
             if k == 1:
                 logits = logits.flip(-1)
             if tuple(logits.shape[-2:]) != out_size:
-                logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+                logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=align_corners)
             prob = logits.softmax(1)
             total = prob if total is None else total + prob
     return total
@@ -73,7 +74,8 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, flip: bool = Fa
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader: Iterable, num_classes: int, device: torch.device | str = "cpu",
              flip: bool = False, scales: Sequence[float] = (1.0,), ignore_index: int = 255,
-             autocast: contextlib.AbstractContextManager | None = None, progress=None) -> SegMetrics:
+             autocast: contextlib.AbstractContextManager | None = None, progress=None,
+             align_corners: bool = False) -> SegMetrics:
     """mIoU of ``model`` over ``loader`` (items ``(images, [labels])``, see ``distill.data.eval_loader``).
 
     Returns :class:`~rdd_edge.metrics.SegMetrics` with an extra attribute ``images_per_s``
@@ -92,10 +94,11 @@ def evaluate(model: torch.nn.Module, loader: Iterable, num_classes: int, device:
                 images = images.to(device, non_blocking=True)
                 t0 = time.perf_counter()
                 if len({tuple(lb.shape) for lb in labels}) == 1:
-                    prob = predict_logits(model, images, flip, scales, tuple(labels[0].shape))
+                    prob = predict_logits(model, images, flip, scales, tuple(labels[0].shape), align_corners=align_corners)
                     preds = list(prob.argmax(1).cpu().numpy())
                 else:  # labels of different sizes: one image at a time
-                    preds = [predict_logits(model, images[i:i + 1], flip, scales, tuple(lb.shape)).argmax(1)[0].cpu().numpy()
+                    preds = [predict_logits(model, images[i:i + 1], flip, scales, tuple(lb.shape),
+                                            align_corners=align_corners).argmax(1)[0].cpu().numpy()
                              for i, lb in enumerate(labels)]
                 t_total += time.perf_counter() - t0
                 for lb, pr in zip(labels, preds):
@@ -150,6 +153,7 @@ class EvalSpec:
     device: str = "auto"
     batch: int = 4
     images: int | None = None  # synthetic only: scenes generated
+    align_corners: bool | None = None  # logit upsampling; None: as the checkpoint's training config says (default False)
 
 
 @dataclass
@@ -176,5 +180,8 @@ def evaluate_checkpoint(spec: EvalSpec) -> EvalResult:
     dev = dist.init_distributed(spec.device)
 
     loader = eval_loader(reader, recorded_normalization(ckpt), size, batch=spec.batch)  # the input its weights were trained on
-    m = evaluate(model.to(dev), loader, info.num_classes, dev, flip=spec.flip, scales=scales)
+    align = spec.align_corners
+    if align is None:
+        align = bool((ckpt.get("config") or {}).get("align_corners", False))
+    m = evaluate(model.to(dev), loader, info.num_classes, dev, flip=spec.flip, scales=scales, align_corners=align)
     return EvalResult(ckpt["model_name"], info, spec.split, len(reader), size, m)

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from rdd_edge.data import dataset_info
 from rdd_edge.distill.config import make_config
-from rdd_edge.errors import ConfigError
+from rdd_edge.errors import CheckpointError, ConfigError
 from rdd_edge.models import create_model, model_cfg, resolve_name, save_checkpoint
 from rdd_edge.models.pretrained import read_weights
 from rdd_edge.models.released import load_released
+from rdd_edge.sources import describe_layout
 from rdd_edge.normalize import CAFFE
 from rdd_edge.runs import DEFAULT_ROOT, new_run_dir, sha256_file, write_json
 
@@ -35,6 +36,7 @@ class ImportSpec:
     data: str | Path | None = None  # the data set's folder, recorded so eval / export find it
     name: str | None = None  # run folder name: runs/<stage>-<name>; default "imported"
     runs_root: str | Path = DEFAULT_ROOT
+    head_channels: int | None = None  # None: the paper's width; 512 for a CIRKDv2 checkpoint (rdd_edge.sources)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class ImportResult:
     aux: bool
     tensors: int
     normalization: object  # rdd_edge.normalize.Normalization
+    params: int = 0  # the network's parameter count (differs from the paper's with --head-channels)
 
 
 def import_released(spec: ImportSpec) -> ImportResult:
@@ -59,13 +62,20 @@ def import_released(spec: ImportSpec) -> ImportResult:
     source = Path(spec.checkpoint)
     state = read_weights(source)
     aux = bool(cfg["aux_head"]) and any(k.startswith("auxlayer.") for k in state)
-    model = create_model(name, num_classes=info.num_classes, aux=aux)
-    tensors = load_released(model, state, str(source))
+    width = {} if spec.head_channels is None else {"head_channels": int(spec.head_channels)}
+    model = create_model(name, num_classes=info.num_classes, aux=aux, **width)
+    try:
+        tensors = load_released(model, state, str(source))
+    except CheckpointError:
+        other = describe_layout(state)  # a CIRKDv2 / torchvision / timm file: name it instead of blaming --model
+        if other is None:
+            raise
+        raise CheckpointError(f"{source}: {other}") from None
 
     mode = "teacher" if cfg.get("role") == "teacher" else "distill"
     config = make_config(mode, info.name, model=name, aux=aux, data=str(spec.data) if spec.data is not None else None,
                          pretrained="none", normalization=CAFFE.name, name=spec.name or "imported",
-                         runs_root=str(spec.runs_root))
+                         runs_root=str(spec.runs_root), model_kwargs=width or None)
     run = new_run_dir(mode, config.name, root=spec.runs_root)
     imported = {"file": str(source.resolve()), "sha256": sha256_file(source), "layout": "released", "tensors": tensors}
     ckpt = save_checkpoint(run / "best.pt", model, dataset=info, data=config.data_spec().as_dict(), config=config.as_dict(),
@@ -73,4 +83,5 @@ def import_released(spec: ImportSpec) -> ImportResult:
     write_json(run / "config.json", config.as_dict())
     write_json(run / "import.json", {**imported, "model": name, "dataset": info.name, "aux": aux,
                                      "normalization": CAFFE.as_dict(), "checkpoint": str(ckpt)})
-    return ImportResult(run, ckpt, name, info.num_classes, aux, tensors, CAFFE)
+    params = sum(p.numel() for p in model.parameters())
+    return ImportResult(run, ckpt, name, info.num_classes, aux, tensors, CAFFE, params)

@@ -26,8 +26,12 @@ from rdd_edge.errors import ConfigError
 
 MODES = ("xor", "or", "and")
 CONFIDENCES = ("gt", "max")
-NORMALIZE = ("valid", "selected", "all")
-TFE_AVERAGES = ("valid", "all")  # the TFE loss's denominator: valid pixels (here), or all pixels (the released main script)
+NORMALIZE = ("valid", "selected", "all", "batch")
+# the TFE loss's averaging: weighted CE over valid pixels (here), over all pixels (the released KD script), or
+# batch: the plain CE (mean over valid pixels) times the mean weight over all pixels (the released AT / CWD / ...
+# script train_other_kd_two_stage_diff.py, whose losses/task.py CE ignores reduction='none' and returns the mean)
+TFE_AVERAGES = ("valid", "all", "batch")
+TFE_KL = ("main_aux", "aux_main")  # TFE's KL direction: KL(main || aux) (the paper), or KL(aux || main) (the released code)
 AUX_WEIGHT = 0.4  # weight of the auxiliary head's CE, as for the teacher (METHOD.md)
 
 # Per-class CE weights of the released TSE loss (Cityscapes' 19 train ids, in order); github.com/sunyueue/RDD,
@@ -87,12 +91,13 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t.clone() if t.is_inference() else t
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear (align_corners=False) resize of (N, C, h, w) to ``size``; identity when equal."""
+def _resize(x: torch.Tensor, size: tuple[int, int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of (N, C, h, w) to ``size``; identity when equal. ``align_corners=True``: as the
+    released code upsamples logits and TFE weights."""
     size = (int(size[0]), int(size[1]))
     if tuple(x.shape[-2:]) == size:
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
 def _check_logits(name: str, logits: torch.Tensor) -> None:
@@ -114,9 +119,11 @@ def _choice(option: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 def tfe_weights(
-    teacher_logits: torch.Tensor, teacher_aux_logits: torch.Tensor, size: tuple[int, int]
+    teacher_logits: torch.Tensor, teacher_aux_logits: torch.Tensor, size: tuple[int, int],
+    kl: str = "main_aux", align_corners: bool = False,
 ) -> torch.Tensor:
-    """TFE-RDD weights (N, H, W) in (0, 1]: ``exp(-KL(p_main || p_aux))`` per pixel.
+    """TFE-RDD weights (N, H, W) in (0, 1]: ``exp(-KL(p_main || p_aux))`` per pixel (``kl="main_aux"``, the
+    paper), or ``exp(-KL(p_aux || p_main))`` (``kl="aux_main"``: the released code's ``KLDivLoss(log p_main, p_aux)``).
 
     Computed in float32 at logit resolution, then resized bilinearly to ``size`` (the label
     size). Pixels where the teacher's two heads agree (easy) get a weight near 1. No gradient.
@@ -132,14 +139,16 @@ def tfe_weights(
     with torch.no_grad():
         log_main = F.log_softmax(_plain(teacher_logits).float(), dim=1)
         log_aux = F.log_softmax(_plain(teacher_aux_logits).float(), dim=1)
-        kl = (log_main.exp() * (log_main - log_aux)).sum(dim=1).clamp_min(0.0)
-        w = torch.exp(-kl).unsqueeze(1)
-        return _resize(w, size).squeeze(1)
+        first, second = (log_main, log_aux) if _choice("rdd tfe_kl", kl, TFE_KL) == "main_aux" else (log_aux, log_main)
+        div = (first.exp() * (first - second)).sum(dim=1).clamp_min(0.0)
+        w = torch.exp(-div).unsqueeze(1)
+        return _resize(w, size, align_corners).squeeze(1)
 
 
-def _confidence(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, confidence: str) -> torch.Tensor:
+def _confidence(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, confidence: str,
+                align_corners: bool = False) -> torch.Tensor:
     """(N, H, W) float32 confidence at label size; 1.0 on ignored pixels (never 'hard')."""
-    prob = F.softmax(_resize(_plain(logits).float(), target.shape[-2:]), dim=1)
+    prob = F.softmax(_resize(_plain(logits).float(), target.shape[-2:], align_corners), dim=1)
     if confidence == "max":
         conf = prob.amax(dim=1)
     else:
@@ -169,6 +178,7 @@ def tse_mask(
     confidence: str = "gt",
     ignore_index: int = 255,
     min_kept: int = 0,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """TSE-RDD selection (N, H, W) bool: pixels whose difficulty student and teacher judge differently.
 
@@ -193,8 +203,8 @@ def tse_mask(
     with torch.no_grad():
         target = _plain(target)
         valid = target != ignore_index
-        hard_s = _hard(_confidence(student_logits, target, valid, confidence), valid, threshold, min_kept)
-        hard_t = _hard(_confidence(teacher_logits, target, valid, confidence), valid, threshold, min_kept)
+        hard_s = _hard(_confidence(student_logits, target, valid, confidence, align_corners), valid, threshold, min_kept)
+        hard_t = _hard(_confidence(teacher_logits, target, valid, confidence, align_corners), valid, threshold, min_kept)
         if mode == "xor":
             mask = hard_s ^ hard_t
         elif mode == "or":
@@ -211,6 +221,7 @@ def weighted_ce(
     ignore_index: int = 255,
     normalize: str = "valid",
     class_weight: torch.Tensor | None = None,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Per-pixel weighted cross entropy (scalar), logits upsampled to the label size.
 
@@ -220,6 +231,8 @@ def weighted_ce(
     counted either, whatever their weight), ``"all"`` by every pixel, ignored ones included (the
     released main script's TFE: ``torch.mean`` of the weighted per-pixel CE); the denominators are
     at least 1, so an empty selection gives 0 (not NaN) and still backpropagates (zero gradients).
+    ``"batch"`` is no per-pixel weighting: the CE averaged over valid pixels times the mean weight over
+    all pixels (the released AT / CWD script's TFE, see ``TFE_AVERAGES``).
 
     ``class_weight`` (C,) optionally weights each pixel's CE by its true class, as
     ``nn.CrossEntropyLoss(weight=...)`` does: each counted pixel then counts ``class_weight[y]``
@@ -234,10 +247,14 @@ def weighted_ce(
             f"weighted_ce: weight shape {tuple(weight.shape)} must equal the label shape {tuple(target.shape)}"
         )
     weight = _plain(weight)
-    up = _resize(logits.float(), target.shape[-2:])
+    up = _resize(logits.float(), target.shape[-2:], align_corners)
     ce = F.cross_entropy(up, target, ignore_index=ignore_index, reduction="none")  # 0 where ignored
     w = weight.to(ce.dtype)
     valid = target != ignore_index
+    if normalize == "batch":
+        if class_weight is not None:
+            raise ConfigError("weighted_ce: normalize='batch' (TFE) takes no class weights")
+        return ce.sum() / valid.sum().clamp_min(1).to(ce.dtype) * w.mean()
     if normalize == "all":
         counted = torch.ones_like(valid)
     else:
@@ -282,6 +299,8 @@ class RDDWeighting:
         aux_weight: float = AUX_WEIGHT,
         class_weights: Sequence[float] | None = None,
         tfe_average: str = "valid",
+        tfe_kl: str = "main_aux",
+        align_corners: bool = False,
     ) -> None:
         if not 0.0 <= float(tfe_fraction) <= 1.0:
             raise ConfigError(f"rdd tfe_fraction={tfe_fraction} must be in [0, 1] (0.1 in the paper)")
@@ -298,6 +317,8 @@ class RDDWeighting:
         self.ignore_index = int(ignore_index)
         self.aux_weight = float(aux_weight)
         self.tfe_average = _choice("rdd tfe_average", tfe_average, TFE_AVERAGES)
+        self.tfe_kl = _choice("rdd tfe_kl", tfe_kl, TFE_KL)
+        self.align_corners = bool(align_corners)
         self.class_weights = None
         if class_weights is not None:
             cw = parse_class_weights(list(class_weights))
@@ -318,9 +339,10 @@ class RDDWeighting:
 
     def _head_weight(self, stage: Stage, s_logits, t_logits, t_aux, target) -> tuple[torch.Tensor, str]:
         if stage == "tfe":
-            return tfe_weights(t_logits, t_aux, target.shape[-2:]), self.tfe_average
+            return tfe_weights(t_logits, t_aux, target.shape[-2:], self.tfe_kl, self.align_corners), self.tfe_average
         mask = tse_mask(
-            s_logits, t_logits, target, self.threshold, self.mode, self.confidence, self.ignore_index, self.min_kept
+            s_logits, t_logits, target, self.threshold, self.mode, self.confidence, self.ignore_index, self.min_kept,
+            self.align_corners,
         )
         return mask, "selected"
 
@@ -352,9 +374,10 @@ class RDDWeighting:
 
         if not use_rdd:
             w = valid.float()
-            loss = main = weighted_ce(s_out, target, w, self.ignore_index, "valid")
+            ac = self.align_corners
+            loss = main = weighted_ce(s_out, target, w, self.ignore_index, "valid", align_corners=ac)
             if s_aux is not None:
-                loss = loss + self.aux_weight * weighted_ce(s_aux, target, w, self.ignore_index, "valid")
+                loss = loss + self.aux_weight * weighted_ce(s_aux, target, w, self.ignore_index, "valid", align_corners=ac)
             one = torch.ones((), device=main.device)
             return loss, {"stage": None, "selected": one, "weight": one, "ce": main.detach()}
 
@@ -366,13 +389,13 @@ class RDDWeighting:
             if cw.device != s_out.device:  # moved once, not every step
                 self.class_weights = cw = cw.to(s_out.device)
         w, norm = self._head_weight(stage, s_out, t_out, t_aux, target)
-        loss = main = weighted_ce(s_out, target, w, self.ignore_index, norm, cw)
+        loss = main = weighted_ce(s_out, target, w, self.ignore_index, norm, cw, self.align_corners)
         if s_aux is not None:
             if stage == "tfe":
                 w_aux = w  # the teacher's main-vs-aux agreement, same for both student heads
             else:
                 w_aux, _ = self._head_weight(stage, s_aux, t_aux, t_aux, target)
-            loss = loss + self.aux_weight * weighted_ce(s_aux, target, w_aux, self.ignore_index, norm, cw)
+            loss = loss + self.aux_weight * weighted_ce(s_aux, target, w_aux, self.ignore_index, norm, cw, self.align_corners)
 
         with torch.no_grad():  # 0-d tensors, not floats: no host sync in the training step
             n_valid = valid.sum().clamp_min(1)

@@ -61,7 +61,8 @@ from rdd_edge.errors import CheckpointError, ConfigError, RddError, TrainingErro
 from rdd_edge.interrupts import StepBoundary, Terminated, deferred, terminate_like_ctrl_c
 from rdd_edge.models import create_model, load_checkpoint, load_weights, model_cfg, model_from_checkpoint
 from rdd_edge.models.checkpoint import nonfinite_tensors, resolve_checkpoint, save_checkpoint
-from rdd_edge.models.pretrained import normalization_for
+from rdd_edge.models.init import release_init
+from rdd_edge.models.pretrained import is_none, normalization_for
 from rdd_edge.normalize import recorded_normalization
 from rdd_edge.runs import folder_lock, latest_run, new_run_dir, remove_temp_files, write_json
 
@@ -125,7 +126,11 @@ def set_rng_state(state: dict) -> None:
 def amp_setup(cfg: TrainConfig, device: torch.device):
     """(autocast context factory, GradScaler): no-op objects unless AMP runs on CUDA."""
     use = cfg.amp and device.type == "cuda"
-    dtype = torch.bfloat16 if use and torch.cuda.is_bf16_supported() else torch.float16
+    choice = cfg.amp_dtype
+    if choice == "auto":
+        dtype = torch.bfloat16 if use and torch.cuda.is_bf16_supported() else torch.float16
+    else:  # fp16 on any GPU (the released scripts' torch.cuda.amp.autocast()), or bf16 as asked
+        dtype = torch.float16 if choice == "fp16" else torch.bfloat16
     scaler = torch.amp.GradScaler("cuda", enabled=use and dtype == torch.float16)
     if not use:
         return contextlib.nullcontext, scaler, None
@@ -191,10 +196,14 @@ def crop_warning(cfg: TrainConfig, sizes: list[tuple[int, int]]) -> str | None:
 
 # ---------------------------------------------------------------- models
 def build_model(cfg: TrainConfig, num_classes: int, init: bool = False) -> nn.Module:
-    """The trained model; with ``init`` its backbone starts from ``cfg.pretrained`` (``model.init_report`` says how)."""
+    """The trained model; with ``init`` its backbone starts from ``cfg.pretrained`` (``model.init_report`` says how),
+    or, without pretrained weights and with ``cfg.init == "release"``, from the release's random init (models.init)."""
 
-    return create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), pretrained=cfg.pretrained if init else None,
-                        **cfg.model_kwargs)
+    model = create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg),
+                         pretrained=cfg.pretrained if init else None, **cfg.model_kwargs)
+    if init and cfg.init == "release" and is_none(cfg.pretrained):  # only a random start is re-drawn
+        release_init(model)
+    return model
 
 
 def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: torch.device) -> tuple[nn.Module, dict]:
@@ -371,7 +380,8 @@ def build_step_context(cfg: TrainConfig, student: nn.Module, teacher: nn.Module 
     rdd = RDDWeighting(enabled=cfg.mode == "distill" and cfg.rdd, tfe_fraction=cfg.tfe_fraction,
                        threshold=cfg.rdd_threshold, mode=cfg.rdd_mode, confidence=cfg.confidence,
                        min_kept=cfg.rdd_min_kept, class_weights=resolve_class_weights(cfg.rdd_class_weights, student.num_classes),
-                       ignore_index=ignore_index, aux_weight=cfg.aux_weight, tfe_average=cfg.tfe_average)
+                       ignore_index=ignore_index, aux_weight=cfg.aux_weight, tfe_average=cfg.tfe_average,
+                       tfe_kl=cfg.tfe_kl, align_corners=cfg.align_corners)
     kd = build_kd_loss(cfg.method, cfg.kd_weight, cfg.kd_options) if cfg.mode == "distill" else None
     if kd is not None and teacher is not None:
         kd.bind(student, teacher)  # the KD term's own trainable parts (cwd: 1x1 connector), sized for these models
@@ -892,7 +902,7 @@ def validate_and_save(cfg: TrainConfig, ctx: StepContext, model: nn.Module, val_
     t_val = time.perf_counter()
     display.state("val")
     try:
-        metrics = validate(model, val_loader, ctx.autocast, logger, step)
+        metrics = validate(model, val_loader, ctx.autocast, logger, step, cfg.align_corners)
     except (RddError, OSError):
         saver.save("last.pt", step, gather=False)
         raise
@@ -902,9 +912,11 @@ def validate_and_save(cfg: TrainConfig, ctx: StepContext, model: nn.Module, val_
     return metrics.miou, time.perf_counter() - t_val
 
 
-def validate(model: nn.Module, val_loader: Any, autocast: Callable[[], Any], logger: RunLogger, step: int) -> Any:
+def validate(model: nn.Module, val_loader: Any, autocast: Callable[[], Any], logger: RunLogger, step: int,
+             align_corners: bool = False) -> Any:
     """Score ``model`` on the val split (each process its shard, the counts summed) and log the row; the metrics."""
-    metrics = evaluate(model, val_loader, model.num_classes, next(model.parameters()).device, autocast=autocast())
+    metrics = evaluate(model, val_loader, model.num_classes, next(model.parameters()).device, autocast=autocast(),
+                       align_corners=align_corners)
     logger.val({"step": step, "miou": metrics.miou, "pixel_acc": metrics.pixel_acc,
                 "mean_class_acc": metrics.mean_class_acc, "images_per_s": metrics.images_per_s})
     return metrics

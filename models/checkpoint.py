@@ -88,8 +88,28 @@ def trusted_checkpoints(enabled: bool = True) -> Iterator[None]:
         _TRUSTED.reset(token)
 
 
+# torch's legacy (pre-1.6, ``_use_new_zipfile_serialization=False``) files open with a pickled magic number:
+# the 10-byte integer 0x1950a86a20f9469cfc6c (torch/serialization.py MAGIC_NUMBER), written with the LONG1 opcode
+# (0x8a, length 10, little-endian) by every pickle protocol torch.save uses (2 and above).
+LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def is_legacy_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a file of torch's legacy serialisation (the magic number in its first bytes).
+
+    Those files load through the same safe ``weights_only`` unpickler as zip archives: the safety is
+    the unpickler's (it builds tensors and plain containers only), not the container's.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        return False
+    return LEGACY_MAGIC in head
+
+
 def _torch_load(path: Path, map_location: Any) -> Any:
-    """``torch.load`` of a file already known to be a torch zip archive, through the safe unpickler.
+    """``torch.load`` of a file known to be a torch zip archive or legacy file, through the safe unpickler.
 
     A file that needs more (any Python object: that is how a pickle carries code) is refused with
     one line, unless the caller is inside :func:`trusted_checkpoints`.
@@ -125,7 +145,7 @@ def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(path) and not is_legacy_torch_file(path):
         raise CheckpointError(f"{path}: not a torch checkpoint (not a torch.save zip archive); "
                               "the file is truncated or corrupt, or was not written by torch.save")
     try:

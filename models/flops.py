@@ -9,6 +9,7 @@ no arithmetic happens, so even the ResNet-101 teacher at 1024x2048 is instant.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -57,3 +58,37 @@ def count_flops(model: nn.Module, size: tuple[int, int] = (1024, 2048), batch: i
         finally:
             model.train(was_training)
     return flops, flops // 2
+
+
+def count_release_macs(model: nn.Module, size: tuple[int, int] = (1024, 2048), batch: int = 1) -> int:
+    """Multiply-adds as the released code's counter (``utils/flops.py`` ``cal_multi_adds``) reports them.
+
+    It visits the leaf Conv2d and Linear layers and sizes a conv's output as
+    ``(in + 2 * padding - kernel) // stride + 1``, without the dilation: a dilated 3x3 conv (padding =
+    dilation) is counted over a map ``2 * (dilation - 1)`` rows and columns larger than the one it
+    computes. In the paper's networks (dilated layers 3-4, ASPP rates 12 / 24 / 36) that overstates
+    the work; it is the source of the paper's "FLOPs" column, which these figures reproduce.
+    Our :func:`count_flops` MACs are the true figures.
+    """
+    total = 0
+
+    def hook(m: nn.Module, inputs: tuple, _out: Any) -> None:
+        nonlocal total
+        x = inputs[0]
+        if isinstance(m, nn.Conv2d):
+            oh = (x.shape[2] + 2 * m.padding[0] - m.kernel_size[0]) // m.stride[0] + 1
+            ow = (x.shape[3] + 2 * m.padding[1] - m.kernel_size[1]) // m.stride[1] + 1
+            total += m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] * oh * ow // m.groups
+        elif isinstance(m, nn.Linear):
+            total += m.weight.numel()
+
+    meta = _meta_copy(model).eval()
+    handles = [m.register_forward_hook(hook) for m in meta.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear)) and not any(True for _ in m.children())]
+    try:
+        with torch.no_grad():
+            meta(torch.empty(batch, 3, int(size[0]), int(size[1]), device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return int(total)

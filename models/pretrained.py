@@ -34,10 +34,10 @@ from rdd_edge.models.checkpoint import FORMAT, read_torch_file
 from rdd_edge.models.registry import model_cfg
 from rdd_edge.models.released import BACKBONE_PREFIX, backbone_names, strip_module
 from rdd_edge.normalize import CAFFE, DEFAULT, IMAGENET, Normalization, normalization_of
+from rdd_edge.sources import describe_layout, where
 
 NONE_VALUES = ("none", "")
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's hub repositories hold, preferred first
-RELEASED_README = "in the README of github.com/winycg/CIRKD, the code base of the RDD release, under 'Backbones pretrained on ImageNet'"
 
 
 @dataclass
@@ -77,7 +77,7 @@ def init_backbone(model: nn.Module, source: str | Path) -> InitReport:
         if not tag and cfg.get("imagenet_file"):
             raise ModelError(
                 f"--pretrained imagenet: timm has no ImageNet weights for {model.model_name}'s backbone ({cfg.get('arch')}, "
-                f"the released code's); download the released {cfg['imagenet_file']} (listed {RELEASED_README}) "
+                f"the released code's); download the released {where(cfg['imagenet_file'])} "
                 f"and pass it as --pretrained PATH, or --pretrained none to start from random weights")
         if not tag:
             raise ModelError(
@@ -137,8 +137,10 @@ def load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], source: s
         layout = max(cands, key=lambda name: (fits(cands[name]), name == "released"))
     names = cands[layout]
     if fits(names) == 0:
+        other = describe_layout(state)
         raise CheckpointError(
-            f"{source}: no tensor fits the backbone of {model.model_name} in "
+            (f"{source}: {other}; " if other and "backbone" not in other else f"{source}: ")
+            + f"no tensor fits the backbone of {model.model_name} in "
             + " or ".join(f"the {name} layout (e.g. {next(iter(c))})" for name, c in sorted(cands.items()))
             + f"; pass backbone weights of this network ({model_cfg_text(model)})")
     mismatched = [f"{k} {tuple(state[k].shape)} in the file vs {tuple(own[names[k]].shape)} here" for k in state
@@ -158,11 +160,11 @@ def load_backbone(model: nn.Module, state: Mapping[str, torch.Tensor], source: s
 
 
 def model_cfg_text(model: nn.Module) -> str:
-    """``arch; the released code's FILE or timm's TAG``: where backbone weights of this network come from."""
+    """``arch; the released code's FILE (LINK) or timm's TAG``: where backbone weights of this network come from."""
     cfg = model_cfg(model.model_name)
-    where = [f"the released code's {cfg['imagenet_file']}" if cfg.get("imagenet_file") else "",
-             f"timm's {cfg['imagenet_timm']}" if cfg.get("imagenet_timm") else ""]
-    return f"{cfg.get('arch')}" + ("; " + " or ".join(w for w in where if w) if any(where) else "")
+    sources = [f"the released code's {where(cfg['imagenet_file'])}" if cfg.get("imagenet_file") else "",
+               f"timm's {cfg['imagenet_timm']}" if cfg.get("imagenet_timm") else ""]
+    return f"{cfg.get('arch')}" + ("; " + " or ".join(w for w in sources if w) if any(sources) else "")
 
 
 # ---------------------------------------------------------------- timm's hub
@@ -184,7 +186,7 @@ def hub_file(tag: str, released_file: str | None) -> Path:
         return cached
     offline = ("--pretrained imagenet: cannot download timm's ImageNet weights {tag} ({why}); download them where there "
                "is internet (they are then cached), or pass --pretrained PATH (a backbone state dict"
-               + (f", e.g. the released {released_file}, listed {RELEASED_README}" if released_file else "")
+               + (f", e.g. the released {where(released_file)}" if released_file else "")
                + ") or --pretrained none to start from random weights")
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise ModelError(offline.format(tag=tag, why="HF_HUB_OFFLINE is set and they are not in the local cache"))

@@ -16,7 +16,8 @@ from train_helpers import Blobs
 
 from rdd_edge.normalize import IMAGENET
 
-CFG = SimpleNamespace(batch=4, iters=3, seed=5, crop=(24, 32), scale_min=0.5, scale_max=2.0, hflip=True, workers=0)
+CFG = SimpleNamespace(batch=4, iters=3, seed=5, crop=(24, 32), scale_min=0.5, scale_max=2.0, scale_step=0.0, hflip=True,
+                      workers=0)
 
 
 def _batches(workers: int, device_augment: bool, reader=None, start: int = 0, rank: int = 0, world: int = 1, cfg=CFG):

@@ -290,6 +290,14 @@ def test_corrupt_or_foreign_files(tmp_path, mbv2_ckpt):
             load_checkpoint(p)
         assert str(p) in str(exc.value)
 
+    # a truncated legacy-format (non-zip) torch file: read, and its failure is one line naming it
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"a": torch.zeros(64)}, legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="could not read") as exc:
+        load_checkpoint(legacy)
+    assert str(legacy) in str(exc.value) and "\n" not in str(exc.value)
+
     # a zip that is not a torch file
     zp = tmp_path / "zip.pt"
     with zipfile.ZipFile(zp, "w") as z:
@@ -339,9 +347,28 @@ def test_models_command_table():
 
     res = runner.invoke(app, ["models", "--filter", "r1*"])
     assert res.exit_code == 0 and "deeplabv3_r18" in res.output and "deeplabv3_mbv2" not in res.output
+    row = next(line for line in res.output.splitlines() if "deeplabv3_r18" in line)
+    assert " 572.0 " in row  # the release's counter at 1024x2048: the paper's "FLOPs" figure
 
     res = runner.invoke(app, ["models", "--size", "big"])
     assert res.exit_code == 1 and "--size 'big': expected HxW" in str(res.exception)
 
     res = runner.invoke(app, ["models", "--filter", "zz*"])
     assert isinstance(res.exception, ConfigError) and "zz*" in str(res.exception)
+
+
+@pytest.mark.parametrize("model,aux,paper", [("r101", True, 2371.7), ("r18", True, 572.0), ("mbv2", False, 128.9),
+                                             ("psp18", True, 507.3)])
+def test_the_release_counter_gives_the_papers_flops_and_ignores_dilation(model, aux, paper):
+    """The release's utils/flops.py sizes a conv's output as (in + 2p - k) // s + 1: for a dilated conv (p = d) the
+    map is 2(d - 1) larger than computed. Reproduced, it gives the paper's figures; torch's counter gives less."""
+    from rdd_edge.models.flops import count_release_macs
+
+    with torch.device("meta"):
+        net = create_model(model, num_classes=19, aux=aux)
+    release = count_release_macs(net)
+    assert round(release / 1e9, 1) == paper
+    assert count_flops(net)[1] < 0.97 * release
+    conv = nn.Conv2d(3, 6, 3, padding=2, dilation=2, bias=False)
+    assert count_release_macs(conv, (10, 12)) == 3 * 6 * 9 * 12 * 14  # output counted 12x14, computed 10x12
+    assert count_flops(conv, (10, 12))[1] == 3 * 6 * 9 * 10 * 12

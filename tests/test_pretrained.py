@@ -16,16 +16,17 @@ CLASSIFIER = {"resnet": {"fc.weight": (1000, 512), "fc.bias": (1000,)},
               "mobilenetv2": {"features.18.0.weight": (1280, 320, 1, 1), "classifier.1.weight": (1000, 1280)}}
 
 
-def released_backbone_file(tmp_path, model: str) -> tuple:
+def released_backbone_file(tmp_path, model: str, legacy: bool = False) -> tuple:
     """What the released code's ImageNet files hold: the backbone's keys without ``pretrained.`` (ResNets) or
-    ``pretrained.net.`` (MobileNetV2), plus an ImageNet classifier; values from the fixture formula."""
+    ``pretrained.net.`` (MobileNetV2), plus an ImageNet classifier; values from the fixture formula.
+    ``legacy``: written in torch's pre-1.6 format, as 2018-era files may be."""
     layout = NETS[model]
     prefix = BACKBONE_PREFIX[layout]
     meta, _ = load_fixture(model)
     state = {k[len(prefix):]: torch.from_numpy(v) for k, v in state_dict_values(meta["keys"]).items() if k.startswith(prefix)}
     state.update({k: torch.zeros(s) for k, s in CLASSIFIER[layout].items()})
     path = tmp_path / f"{model}-imagenet.pth"
-    torch.save(state, path)
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
     return path, state
 
 
@@ -43,6 +44,34 @@ def test_released_imagenet_file_initialises_the_backbone(tmp_path, model):
     line = r.line()
     assert "\n" not in line and f"loaded {r.loaded} backbone tensors from {path} (released layout)" in line
     assert "skipped 2 (" in line and "missing 0" in line
+
+
+def test_a_legacy_format_backbone_file_loads_through_the_safe_unpickler(tmp_path):
+    """A pre-1.6 (non-zip) torch file, as the released ImageNet files may be, loads with --pretrained PATH."""
+    import zipfile
+
+    path, state = released_backbone_file(tmp_path, "deeplabv3_r18", legacy=True)
+    assert not zipfile.is_zipfile(path)  # really the legacy container
+    net = create_model("r18", num_classes=3, head_channels=8, pretrained=str(path))
+    assert (net.init_report.layout, net.init_report.loaded) == ("released", len(state) - 2)
+    assert torch.equal(net.state_dict()["backbone.conv1.0.weight"], state["conv1.weight"])
+
+
+def test_a_legacy_file_carrying_code_is_refused_in_one_line(tmp_path):
+    """The legacy container changes nothing: a pickled object whose reduce calls a function is refused, not run."""
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "ran"),))
+
+    path = tmp_path / "evil-imagenet.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "x": Payload()}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError) as exc:
+        create_model("r18", num_classes=3, head_channels=8, pretrained=str(path))
+    msg = str(exc.value)
+    assert msg.startswith(f"{path}: refused:") and "\n" not in msg and "system" in msg
+    assert not (tmp_path / "ran").exists()
 
 
 def test_none_is_random_weights():

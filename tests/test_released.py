@@ -110,10 +110,46 @@ def test_misfit_names_missing_unexpected_and_the_first_shape_mismatch():
 # ---------------------------------------------------------------- rdd-edge import
 
 
-def _save_released(tmp_path, model: str, prefix: str = "module.") -> "Path":  # noqa: F821
+def _save_released(tmp_path, model: str, prefix: str = "module.", legacy: bool = False) -> "Path":  # noqa: F821
     path = tmp_path / f"{model}.pth"
-    torch.save(released_state(model, prefix), path)
+    torch.save(released_state(model, prefix), path, _use_new_zipfile_serialization=not legacy)
     return path
+
+
+def test_import_reads_a_legacy_format_file(tmp_path):
+    """A released checkpoint in torch's pre-1.6 (non-zip) format imports like a zip archive, tensor for tensor."""
+    import zipfile
+
+    from rdd_edge.cli import main
+
+    src = _save_released(tmp_path, "deeplabv3_r18", legacy=True)
+    assert not zipfile.is_zipfile(src)
+    with pytest.raises(SystemExit) as exc:
+        main(["import", str(src), "--model", "r18", "--dataset", "cityscapes", "--name", "legacy", "--runs",
+              str(tmp_path / "runs")])
+    assert exc.value.code == 0
+    model, ckpt = model_from_checkpoint(tmp_path / "runs" / "distill-legacy" / "best.pt")
+    assert ckpt["imported"]["tensors"] == 190
+    state = released_state("deeplabv3_r18", "")
+    assert torch.equal(model.state_dict()["backbone.conv1.0.weight"], state["pretrained.conv1.weight"])
+
+
+def test_import_refuses_a_legacy_file_carrying_code(tmp_path, capsys):
+    import os
+
+    from rdd_edge.cli import main
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "ran"),))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"pretrained.conv1.weight": torch.zeros(1), "x": Payload()}, evil, _use_new_zipfile_serialization=False)
+    with pytest.raises(SystemExit):
+        main(["import", str(evil), "--model", "r18", "--dataset", "cityscapes", "--runs", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {evil}: refused:") and "system" in err
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "runs").exists()
 
 
 def test_import_command_writes_a_run_that_reproduces_the_released_logits(tmp_path):

@@ -46,6 +46,10 @@ Workers = Annotated[Optional[str], typer.Option("--workers", metavar="N|auto", h
 TrainImages = Annotated[Optional[int], typer.Option("--train-images", help="Synthetic only: number of generated train scenes.")]
 ValImages = Annotated[Optional[int], typer.Option("--val-images", help="Synthetic only: number of generated val scenes.")]
 StopAfter = Annotated[Optional[int], typer.Option("--stop-after", hidden=True, help="Stop (saving last.pt) after this many iterations.")]
+Recipe = Annotated[Optional[str], typer.Option(
+    "--recipe", metavar="release",
+    help="Set at once every option the released scripts use (release: github.com/sunyueue/RDD, CIRKD at 91735ef); "
+         "explicit options still win; prints the settings it changed. Default: none (the paper's variant).")]
 Set = Annotated[Optional[list[str]], typer.Option("--set", help="Override any config value, e.g. --set weight_decay=5e-4 (repeatable).")]
 Pretrained = Annotated[Optional[str], typer.Option(
     "--pretrained", metavar="imagenet|PATH|none",
@@ -84,6 +88,10 @@ def _run_training(mode: str, resume: Optional[str], gpus: int, stop_after: Optio
 
     with checkpoint_trust(trust):
         cfg = resolve_config(mode, resume=resume, dataset=dataset, sets=sets, **opts)
+        if cfg.recipe and not resume and dist.is_main():
+            typer.echo(f"recipe {cfg.recipe}: {len(cfg.recipe_changes)} settings changed")
+            for line in cfg.recipe_changes:
+                typer.echo(f"  {line}")
         summary = train(cfg, resume=resume, stop_after=stop_after, progress=not quiet)
     if dist.is_main():
         _print_summary(summary)
@@ -150,14 +158,15 @@ def train_teacher(
     device: Device = None, name: Name = None, resume: Resume = None, seed: Seed = None, head_channels: HeadChannels = None,
     workers: Workers = None, train_images: TrainImages = None, val_images: ValImages = None, runs: Runs = DEFAULT_RUNS,
     stop_after: StopAfter = None, sets: Set = None, quiet: Quiet = False, trust_checkpoint: TrustCheckpoint = False,
-    pretrained: Pretrained = None,
+    pretrained: Pretrained = None, recipe: Recipe = None,
 ) -> None:
     """Train the teacher (DeepLabV3-R101 with an aux head by default) on a data set."""
     _run_training("teacher", resume, gpus, stop_after, quiet, sets, dataset, trust_checkpoint, data=data, model=model,
                   pretrained=pretrained,
                   iters=iters, batch=batch, lr=lr, crop=crop, eval_size=eval_size, val_every=val_every, log_every=log_every,
                   amp=amp, compile=compile or None, device=device, name=name, seed=seed, head_channels=head_channels,
-                  workers=workers, synthetic_train=train_images, synthetic_val=val_images, runs_root=str(runs))
+                  workers=workers, synthetic_train=train_images, synthetic_val=val_images, runs_root=str(runs),
+                  recipe=recipe)
 
 
 @app.command("distill")
@@ -185,6 +194,7 @@ def distill_cmd(
         "--pretrained", metavar="imagenet|PATH|none",
         help="The student's backbone init (the teacher is a trained checkpoint): imagenet, PATH (a backbone state dict, "
              "released or timm key layout) or none. Default: imagenet for real data sets, none for synthetic.")] = None,
+    recipe: Recipe = None,
 ) -> None:
     """Distill a student from a frozen teacher with a KD loss and RDD-weighted task loss."""
     _run_training("distill", resume, gpus, stop_after, quiet, sets, dataset, trust_checkpoint, data=data, model=student, teacher=teacher,
@@ -194,7 +204,8 @@ def distill_cmd(
                   rdd_min_kept=rdd_min_kept, rdd_class_weights=_class_weights(rdd_class_weights), iters=iters, batch=batch,
                   lr=lr, crop=crop, eval_size=eval_size, val_every=val_every, log_every=log_every, amp=amp,
                   compile=compile or None, device=device, name=name, seed=seed, head_channels=head_channels,
-                  workers=workers, synthetic_train=train_images, synthetic_val=val_images, runs_root=str(runs))
+                  workers=workers, synthetic_train=train_images, synthetic_val=val_images, runs_root=str(runs),
+                  recipe=recipe)
 
 
 def _parse_scales(text: str) -> tuple[float, ...]:
@@ -215,13 +226,18 @@ def eval_cmd(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per forward pass.")] = 4,
     images: Annotated[Optional[int], typer.Option("--images", min=1, help="Synthetic only: number of generated scenes.")] = None,
     trust_checkpoint: TrustCheckpoint = False,
+    align_corners: Annotated[Optional[bool], typer.Option(
+        "--align-corners/--no-align-corners",
+        help="Upsample logits with align_corners=True, as the released eval.py does (default: as the checkpoint "
+             "was trained: on for --recipe release runs, else off).")] = None,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, mIoU, pixel accuracy and images/s."""
     from rdd_edge.distill.evaluate import EvalSpec, evaluate_checkpoint
 
     with checkpoint_trust(trust_checkpoint):
         r = evaluate_checkpoint(EvalSpec(checkpoint, dataset, data, split, flip, _parse_scales(scales),
-                                         parse_hw(eval_size, "--eval-size"), device or "auto", batch, images))
+                                         parse_hw(eval_size, "--eval-size"), device or "auto", batch, images,
+                                         align_corners))
     m = r.metrics
     size = f"{r.size[0]}x{r.size[1]}" if r.size else "each at its own size"
     t = Table(title=f"{r.model_name} on {r.info.name} {r.split} ({r.images} images, {size})")

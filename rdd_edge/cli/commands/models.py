@@ -29,7 +29,7 @@ def models_cmd(
     import torch
 
     # submodules, not the package: works even where an old editable install maps `models` as a namespace
-    from rdd_edge.models.flops import count_flops, count_params
+    from rdd_edge.models.flops import count_flops, count_params, count_release_macs
     from rdd_edge.models.registry import aliases_of, create_model, list_models, model_cfg
 
     names = list_models(filter)
@@ -39,8 +39,9 @@ def models_cmd(
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=f"rdd-edge models at {hw[0]}x{hw[1]}, {classes} classes",
                   caption="params count the ResNets' FCN aux head, as the paper does (export drops it: 'w/o aux'). "
                           "FLOPs = 2 x MACs (conv + matmul only). The paper's networks are its released architectures "
-                          "(ResNet-v1s deep stem); paper: 19 classes, 1024x2048, its 'G' figures are MACs.")
-    for col in ("model", "alias", "params M", "w/o aux", "MACs G", "FLOPs G", "paper M/G"):
+                          "(ResNet-v1s deep stem); paper: 19 classes, 1024x2048, its 'G' figures are MACs from the "
+                          "release's counter, which sizes dilated convs without the dilation ('rel G': that counter).")
+    for col in ("model", "alias", "params M", "w/o aux", "MACs G", "FLOPs G", "rel G", "paper M/G"):
         # names and backbones fold on a narrow terminal (a new network's backbone may be long); figures never do
         text = col in ("model", "alias")
         table.add_column(col, no_wrap=not text, overflow="fold" if text else "ellipsis", justify="left" if text else "right")
@@ -55,6 +56,7 @@ def models_cmd(
         table.add_row(
             f"[bold]{name}[/]\n[dim]{arch}[/]", ", ".join(aliases_of(name)),
             f"{count_params(model) / 1e6:.2f}", f"{plain / 1e6:.2f}", f"{macs / 1e9:.1f}", f"{flops / 1e9:.1f}",
+            f"{count_release_macs(model, hw) / 1e9:.1f}",
             f"{cfg['paper_params_m']:g}/{cfg['paper_gflops']:g}" if cfg.get("paper_params_m") else "-",
         )
     console.print(table)
