@@ -220,7 +220,11 @@ def evaluate_rows(
             preds = _predict_all(seg, images, max(1, batch))
             cm = ConfusionMatrix(num_classes, ignore_index)
             for lab, pred in zip(labels, preds):
-                cm.update(lab, np.minimum(pred, num_classes - 1) if pred.size else pred)
+                top = int(pred.max()) if pred.size else 0
+                if top >= num_classes:  # never clamped into a class: the manifest's class list is not this model's
+                    raise DeployError(f"the model predicts class {top} but the manifest lists {num_classes} classes "
+                                      "(edited, or another model's); re-export")
+                cm.update(lab, pred)
             row.miou = 100.0 * cm.compute().miou
             if cand.name == REFERENCE_KEY:
                 ref_preds, ref_miou = preds, row.miou

@@ -153,7 +153,25 @@ def validate_checkpoint(ckpt: Any, source: str | Path = "<checkpoint>") -> dict:
     except RddError as exc:
         raise CheckpointError(f"{source}: made for a model this version does not know: {exc}") from None
     _check_model_kwargs(ckpt["model_kwargs"], ckpt["state_dict"], source)
+    _check_dataset_classes(ckpt, source)
     return ckpt
+
+
+def _check_dataset_classes(ckpt: Mapping[str, Any], source: str | Path) -> None:
+    """The ``dataset`` record's class list must have as many names as the model has outputs (model_kwargs
+    num_classes, which the weights' shapes confirm when loaded): an edited record would otherwise become an
+    export's class list and the gate's denominator."""
+    dataset = ckpt.get("dataset")
+    classes = dataset.get("classes") if isinstance(dataset, Mapping) else None
+    if dataset is None or (isinstance(dataset, Mapping) and classes is None):
+        return
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{source}: its dataset record has no list of class names; the checkpoint's metadata "
+                              "was edited or is corrupt")
+    n = ckpt["model_kwargs"]["num_classes"]
+    if classes and len(classes) != n:
+        raise CheckpointError(f"{source}: its dataset record lists {len(classes)} classes but the model outputs {n}; "
+                              "the checkpoint's metadata was edited or belongs to other weights")
 
 
 MAX_CLASSES = 1024  # far above any segmentation label set (ADE20K 150, COCO-Stuff 171, Mapillary 124)
