@@ -137,3 +137,21 @@ def test_an_edited_dataset_record_in_a_checkpoint_is_refused_before_export(tiny_
     assert res.exit_code == 1 and "lists 1 classes but the model outputs 11" in str(res.exception)
     assert not (bad.parent / "export").exists()
     assert load_checkpoint(tiny_ckpt)["dataset"]["name"] == "synthetic"  # the record as saved stays accepted
+
+
+# ---------------------------------------------------------------- 3. bundle verifies the export it copies
+@pytest.mark.parametrize("attack, says", [
+    ("replaced", "model.onnx: sha256 differs from the manifest's"),
+    ("no-sha", "artifact onnx (model.onnx) has no sha256"),
+    ("passwd", "is not a plain file name inside the folder"),
+])
+def test_bundle_refuses_an_export_that_is_not_as_exported(export, tmp_path, attack, says):
+    if attack == "replaced":
+        (export / "model.onnx").write_bytes((export / "model.onnx").read_bytes() + b"\0")
+    elif attack == "no-sha":
+        _edit(export, lambda m: m["artifacts"]["onnx"].pop("sha256"))
+    else:
+        _edit(export, lambda m: m["artifacts"]["onnx"].update(file="/etc/passwd"))
+    res = CliRunner().invoke(app, ["bundle", str(export), "--out", str(tmp_path / "B")])
+    assert res.exit_code == 1 and says in str(res.exception), res.output + repr(res.exception)
+    assert not (tmp_path / "B").exists() and not list(tmp_path.glob(".B.*"))

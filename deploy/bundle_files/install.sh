@@ -39,8 +39,38 @@ command -v "$PY" >/dev/null 2>&1 || die "$PY not found; install Python 3.10+ (Je
 # inside an activated venv, python3 is that venv's: the new venv (and "the system site-packages") are its base's
 PY="$("$PY" -c 'import sys; print(getattr(sys, "_base_executable", "") or sys.executable)')"
 
-WHEEL="$(find "$HERE/wheels" -maxdepth 1 -name 'rdd_edge-*.whl' 2>/dev/null | sort | head -n 1)"
-[ -n "$WHEEL" ] || die "no rdd_edge wheel in $HERE/wheels; is this a whole bundle?"
+# Every file bundle.json lists must be here, inside this folder, with the sha256 it records; the wheel
+# installed is exactly the one it names (never another rdd_edge-*.whl someone put into wheels/).
+[ -f "$HERE/bundle.json" ] || die "no bundle.json in $HERE; is this a whole bundle?"
+WHEEL="$("$PY" - "$HERE" <<'PYEOF'
+import hashlib, json, pathlib, sys
+here = pathlib.Path(sys.argv[1]).resolve()
+def die(msg):
+    sys.exit(f"install.sh: error: {msg}")
+try:
+    doc = json.loads((here / "bundle.json").read_text())
+except (OSError, ValueError) as exc:
+    die(f"{here / 'bundle.json'}: unreadable ({exc}); copy the bundle again")
+files, wheel = (doc.get("files"), doc.get("wheel")) if isinstance(doc, dict) else (None, None)
+if not isinstance(files, dict) or not files or not isinstance(wheel, str) or wheel not in files:
+    die(f"{here / 'bundle.json'}: no files list naming the wheel; copy the bundle again")
+bad = []
+for rel, want in files.items():
+    p = here / rel
+    if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/") or not p.resolve().is_relative_to(here):
+        die(f"{here / 'bundle.json'}: lists {rel!r}, which is not a file inside the bundle; refusing it")
+    try:
+        ok = p.is_file() and not p.is_symlink() and hashlib.sha256(p.read_bytes()).hexdigest() == want
+    except OSError:
+        ok = False
+    if not ok:
+        bad.append(rel)
+if bad:
+    die(f"{len(bad)} files differ from bundle.json's sha256 or are missing ({', '.join(bad[:5])}); "
+        "the bundle was edited or damaged on the way: copy it again")
+print(here / wheel)
+PYEOF
+)" || exit 1
 
 # -- what machine is this: Jetson (JetPack 6 / 7), desktop NVIDIA GPU (CUDA 12 / 13) or CPU only
 TEGRA="${RDD_TEGRA_RELEASE:-/etc/nv_tegra_release}"  # a test can point this elsewhere
