@@ -28,7 +28,7 @@ from rdd_edge.data import DataSpec, open_split
 from rdd_edge.deploy.check import find_export_dir
 from rdd_edge.deploy.check_data import write_check_data
 from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
-from rdd_edge.deploy.integrity import verify_artifacts
+from rdd_edge.deploy.integrity import refuse_inside_export, verify_artifacts
 from rdd_edge.deploy.versions import dist_version
 from rdd_edge.deploy.wheel import build_wheel, wheel_top_level
 from rdd_edge.errors import ConfigError
@@ -86,7 +86,8 @@ def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -
     manifest, _ = read_manifest(export_dir / MANIFEST_NAME)
     assert manifest is not None
     verify_artifacts(export_dir, manifest)  # a bundle never carries an export its check would fail
-    out = Path(spec.out) if spec.out is not None else export_dir.parent / "bundle"
+    out = Path(spec.out).resolve() if spec.out is not None else export_dir.parent / "bundle"  # `--out .` has a name
+    refuse_inside_export(out)  # the next export of that run would delete it
     if out.exists():
         if not spec.overwrite:
             raise ConfigError(f"--out {out}: exists; choose a new folder or add --overwrite")

@@ -211,6 +211,7 @@ def evaluate_rows(
         seg, intact = None, False
         try:
             verify_file(cand)
+            row.sha256 = cand.sha256
             intact = True  # present, readable and as exported: whatever fails now is the runtime's
             if cand.file is not None and cand.file.suffix == ".engine":
                 row.detail = _engine_precisions(cand.file)
@@ -376,6 +377,7 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
     manifest, _ = read_manifest(export_dir / MANIFEST_NAME)
     if manifest is None:
         raise ConfigError(f"{export_dir}: no {MANIFEST_NAME}; run `rdd-edge export` first")
+    manifest_sha = sha256_file(export_dir / MANIFEST_NAME)  # the report names the manifest it checked
     ds, imgs, lbls = load_eval_data(manifest, spec.dataset, spec.data, spec.images, export_dir=export_dir)
     refs = reference_candidates(export_dir, spec.threads) if spec.reference else []
     cands = [*refs, *extra, *manifest_candidates(export_dir, manifest, device=device, threads=spec.threads)]
@@ -387,7 +389,8 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
     meta = {"run": str(run_dir), "export_dir": str(export_dir), "model_name": manifest.get("model_name"),
             "dataset": ds.info.name, "split": getattr(ds, "split", "val"), "images": len(imgs),
             "input_size": list(inp.get("size") or inp.get("shape", [0, 0, 0, 0])[2:]),
-            "max_drop": spec.max_drop, "batch": spec.batch, "device": device, "threads": spec.threads}
+            "max_drop": spec.max_drop, "batch": spec.batch, "device": device, "threads": spec.threads,
+            "manifest_sha256": manifest_sha}
     failures = gate(rows, spec.max_drop)
     meta.update(failures=failures, gate_failed=bool(failures))
     if on_cpu(rows, meta):  # CPU latencies: name the CPU and the INT8 instruction set they depend on

@@ -14,6 +14,7 @@ from rdd_edge.cpuinfo import detect
 from rdd_edge.runs import atomic_path, atomic_write_text, write_json
 
 from rdd_edge.deploy.check_rows import FAILED_GATE, PASSED, REFERENCE_KEY, Row
+from rdd_edge.deploy.integrity import SEAL_KEY, seal
 
 
 def _num(v: Any, spec: str = ".2f") -> str:
@@ -418,7 +419,8 @@ def write_report(export_dir: Path, rows: Sequence[Row], meta: dict[str, Any]) ->
     if "cpu" not in meta and on_cpu(rows, meta):  # CPU latencies: say which CPU and INT8 instruction set
         meta["cpu"] = cpu_meta()
     out = {"json": export_dir / "check.json", "md": export_dir / "check.md", "png": export_dir / "check.png"}
-    write_json(out["json"], {"format": "rdd-edge-check", "version": 1, **meta, "rows": [r.as_dict() for r in rows]})
+    doc = {"format": "rdd-edge-check", "version": 1, **meta, "rows": [r.as_dict() for r in rows]}
+    write_json(out["json"], {**doc, SEAL_KEY: seal(doc)})  # demo runs only what this very report passed
     atomic_write_text(out["md"], to_markdown(rows, meta))
     plot(rows, out["png"], meta)
     return out

@@ -10,11 +10,11 @@ the manifest, and a difference becomes a note.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
+from rdd_edge.deploy.integrity import sealed_rows
 from rdd_edge.errors import DeployError
 from rdd_edge.runs import inside, sha256_file
 
@@ -44,12 +44,7 @@ def mismatch(path: Path, manifest: dict[str, Any] | None) -> str | None:
 
 def passed_rows(export_dir: Path) -> list[dict[str, Any]] | None:
     """The rows of the last ``check.json`` here (None when no check has run or it is unreadable)."""
-    try:
-        doc = json.loads((Path(export_dir) / "check.json").read_text())
-    except (OSError, ValueError):
-        return None
-    rows = doc.get("rows") if isinstance(doc, dict) else None
-    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else None
+    return sealed_rows(Path(export_dir))  # DeployError when check.json was edited or the manifest changed since
 
 
 def _fps(row: dict[str, Any]) -> float:
@@ -75,7 +70,7 @@ def fastest_passed(export_dir: Path, manifest: dict[str, Any] | None = None, suf
             path = inside(export_dir, name, "check.json row")
         except DeployError:
             continue
-        if path.is_file() and mismatch(path, manifest) is None:
+        if path.is_file() and mismatch(path, manifest) is None and r.get("sha256") == (manifest_entry(manifest, name) or {}).get("sha256"):
             ok.append(r)
     return str(max(ok, key=_fps)["file"]) if ok else None
 

@@ -8,10 +8,12 @@ records, and that record must be there. ``rdd-edge bundle`` runs this before cop
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
-from rdd_edge.errors import DeployError
+from rdd_edge.errors import ConfigError, DeployError
 from rdd_edge.runs import inside, sha256_file
 
 
@@ -43,3 +45,64 @@ def verify_artifacts(export_dir: Path, manifest: dict[str, Any], where: str = "m
                               "(edited?); re-export")
         out.append(f)
     return out
+
+
+# ---------------------------------------------------------------- check.json bound to what it checked
+SEAL_KEY = "seal"
+
+
+def seal(doc: dict[str, Any]) -> str:
+    """sha256 of a check.json document without its seal, in one canonical JSON form: an edited row
+    (a failed artifact marked "passed") no longer matches. Rows carry each artifact's sha256 and the
+    document the manifest's, so the seal binds the verdicts to those exact bytes."""
+    body = json.loads(json.dumps({k: v for k, v in doc.items() if k != SEAL_KEY}))
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sealed_rows(export_dir: Path, manifest_name: str = "manifest.json") -> list[dict[str, Any]] | None:
+    """The rows of ``export_dir``'s check.json when its seal holds and it checked the manifest that is
+    there now; None when no check has run (or its report is unreadable); DeployError naming the
+    problem when check.json was edited or the manifest changed since."""
+    path = Path(export_dir) / "check.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    if not isinstance(rows, list):
+        return None
+    if doc.get(SEAL_KEY) != seal(doc):
+        raise DeployError(f"{path}: edited since `rdd-edge check` wrote it (its seal does not match its rows); "
+                          f"run `rdd-edge check {export_dir}` again")
+    try:
+        current = sha256_file(Path(export_dir) / manifest_name)
+    except OSError:
+        current = None
+    if doc.get("manifest_sha256") != current:
+        raise DeployError(f"{path}: checked another {manifest_name} (changed since the check); "
+                          f"run `rdd-edge check {export_dir}` again")
+    return [r for r in rows if isinstance(r, dict)]
+
+
+# ---------------------------------------------------------------- outputs never inside an export
+def export_above(out: str | Path) -> Path | None:
+    """The export folder ``out`` would sit inside (a parent holding an rdd-edge export manifest), else None.
+
+    The next export of that run replaces its folder whole, deleting whatever was written inside it, so
+    ``bundle --out`` and ``export --out`` refuse such a place (issue 32)."""
+    for parent in Path(out).resolve().parents:
+        try:
+            doc = json.loads((parent / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("format") == "rdd-edge-export":
+            return parent
+    return None
+
+
+def refuse_inside_export(out: str | Path, option: str = "--out") -> None:
+    """ConfigError naming the export when ``out`` lies inside one."""
+    above = export_above(out)
+    if above is not None:
+        raise ConfigError(f"{option} {out}: is inside the export folder {above}, which the next export of that run "
+                          "replaces whole (deleting it); choose a folder outside it")

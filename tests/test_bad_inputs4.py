@@ -155,3 +155,76 @@ def test_bundle_refuses_an_export_that_is_not_as_exported(export, tmp_path, atta
     res = CliRunner().invoke(app, ["bundle", str(export), "--out", str(tmp_path / "B")])
     assert res.exit_code == 1 and says in str(res.exception), res.output + repr(res.exception)
     assert not (tmp_path / "B").exists() and not list(tmp_path.glob(".B.*"))
+
+
+# ---------------------------------------------------------------- 4. check.json is bound to the bytes it checked
+def _frames(folder: Path) -> Path:
+    from rdd_edge.data.base import write_image
+    from rdd_edge.data.synthetic import render_scene
+
+    folder.mkdir(parents=True)
+    write_image(folder / "0.png", render_scene(0, (16, 24))[0])
+    return folder
+
+
+def test_an_edited_check_json_cannot_choose_what_demo_runs(export, tmp_path):
+    from rdd_edge.deploy.choose import choose_artifact
+
+    (export / "model.int8.onnx").write_bytes((export / "model.int8.onnx").read_bytes() + b"\0")  # fails its row
+    assert _check(export).exit_code == 1
+    doc = json.loads((export / "check.json").read_text())
+    for r in doc["rows"]:  # every row "passed", the broken file the fastest
+        r["status"] = "passed"
+        r["latency"] = {"b1": {"fps": 1e9 if r["file"] == "model.int8.onnx" else 1.0}}
+    (export / "check.json").write_text(json.dumps(doc))
+    with pytest.raises(DeployError, match="check.json: edited since `rdd-edge check` wrote it"):
+        choose_artifact(export)
+    res = CliRunner().invoke(app, ["demo", str(export), "--source", str(_frames(tmp_path / "f")), "--max-frames", "1"])
+    assert res.exit_code == 1 and "edited since `rdd-edge check` wrote it" in str(res.exception)
+
+
+def test_a_check_json_row_runs_only_the_bytes_it_scored(export):
+    from rdd_edge.deploy.choose import choose_artifact
+    from rdd_edge.deploy.integrity import seal
+
+    assert _check(export).exit_code == 0
+    doc = json.loads((export / "check.json").read_text())
+    assert doc["manifest_sha256"] == sha256_file(export / "manifest.json")
+    assert all(r["sha256"] == sha256_file(export / r["file"]) for r in doc["rows"])
+    best, _ = choose_artifact(export)
+    # the same verdicts recorded for other bytes (a forged row with a recomputed seal): never chosen
+    for r in doc["rows"]:
+        r["sha256"] = "0" * 64 if r["file"] == best.name else r["sha256"]
+    doc["seal"] = seal(doc)
+    (export / "check.json").write_text(json.dumps(doc))
+    assert choose_artifact(export)[0].name != best.name
+    _edit(export, lambda m: m.update(model_name="other"))  # the manifest changed after the check
+    with pytest.raises(DeployError, match="checked another manifest.json"):
+        choose_artifact(export)
+
+
+def test_a_check_data_link_leading_out_of_the_export_is_refused(export, tmp_path):
+    from rdd_edge.deploy.check_data import write_check_data
+    from rdd_edge.data.synthetic import render_scene
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    img, lbl = render_scene(0, (16, 24))
+    entry = write_check_data(outside, [img], [lbl], ["x"], "test")
+    (export / "check-data").symlink_to(outside / "check-data")  # contents and checksums all consistent
+    _edit(export, lambda m: m.update(check_data=entry))
+    res = _check(export)
+    assert res.exit_code == 1 and "check-data: leads outside" in str(res.exception)
+
+
+# ---------------------------------------------------------------- 5. no output inside an export folder
+def test_bundle_out_inside_an_export_is_refused(export, tmp_path, monkeypatch):
+    res = CliRunner().invoke(app, ["bundle", str(export.parent), "--out", str(export / "mybundle")])
+    assert res.exit_code == 1 and f"is inside the export folder {export.resolve()}" in str(res.exception)
+    assert not (export / "mybundle").exists() and not list(export.glob(".mybundle*"))
+
+
+def test_export_out_inside_another_export_is_refused(export, tiny_ckpt, tmp_path):
+    res = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(export / "nested")])
+    assert res.exit_code == 1 and "is inside the export folder" in str(res.exception)
+    assert not (export / "nested").exists()
