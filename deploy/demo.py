@@ -33,7 +33,7 @@ from rdd_edge.deploy.choose import choose_artifact
 from rdd_edge.deploy.runtime import load
 from rdd_edge.devices import parse_device
 from rdd_edge.errors import DeployError
-from rdd_edge.runs import DEFAULT_ROOT, atomic_path, resolve_run
+from rdd_edge.runs import DEFAULT_ROOT, atomic_path, atomic_write_bytes, resolve_run
 from rdd_edge.viz import draw_legend, overlay
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -303,9 +303,12 @@ class _VideoSink:
     run leaves no file."""
 
     def __init__(self, path: Path, fps: float):
-        self.path, self.fps, self.writer = path, fps, None
+        self.path, self.fps, self.writer, self.n = path, fps, None, 0
         self._tmp = atomic_path(path, suffix=".tmp" + path.suffix)
-        self.tmp = self._tmp.__enter__()
+        try:
+            self.tmp = self._tmp.__enter__()
+        except OSError as exc:  # a read-only or full file system, a file where a folder should be
+            raise DeployError(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
 
     def write(self, rgb: np.ndarray) -> None:
         if self.writer is None:
@@ -315,13 +318,22 @@ class _VideoSink:
             if not self.writer.isOpened():
                 raise DeployError(f"{self.path}: cannot open a video writer for it (try an .mp4 or .avi name, or --out DIR)")
         self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.n += 1
 
     def finish(self, keep: bool) -> Path | None:
-        """Release the writer; rename the video into place when ``keep``, else remove it."""
+        """Release the writer; rename the video into place when ``keep`` and it plays back whole, else remove it."""
         if self.writer is not None:
             self.writer.release()
         if keep:
-            self._tmp.__exit__(None, None, None)
+            # OpenCV's writer reports no write error (a full disk leaves a truncated, unplayable file): read it back
+            if self.n and not video_is_whole(self.tmp, self.n):
+                self._tmp.__exit__(DeployError, DeployError("incomplete"), None)
+                raise DeployError(f"--out {self.path}: the video could not be written whole ({self.n} frames; disk full "
+                                  "or not writable?); the partial file was removed")
+            try:
+                self._tmp.__exit__(None, None, None)
+            except OSError as exc:
+                raise DeployError(f"--out {self.path}: cannot write it ({exc.strerror or exc}); nothing was kept") from None
             return self.path if self.path.exists() else None
         self._tmp.__exit__(DeployError, DeployError("discarded"), None)
         return None
@@ -332,10 +344,22 @@ class _FolderSink:
 
     def __init__(self, folder: Path):
         self.folder, self.n = folder, 0
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DeployError(f"--out {folder}: cannot create the folder ({exc.strerror or exc})") from None
 
     def write(self, rgb: np.ndarray) -> None:
-        cv2.imwrite(str(self.folder / f"frame_{self.n:06d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        # encoded here, written by Python: a full disk raises (cv2.imwrite only returns False, or leaves empty files)
+        name = self.folder / f"frame_{self.n:06d}.png"
+        ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        try:
+            if not ok:
+                raise OSError("PNG encoding failed")
+            atomic_write_bytes(name, png.tobytes())
+        except OSError as exc:
+            raise DeployError(f"--out {self.folder}: could not write {name.name} ({exc.strerror or exc}); the {self.n} "
+                              f"frames before it are complete in {self.folder}") from None
         self.n += 1
 
     def finish(self, keep: bool) -> Path | None:
@@ -350,6 +374,15 @@ class _NullSink:
 
     def finish(self, keep: bool) -> Path | None:
         return None
+
+
+def video_is_whole(path: Path, frames: int) -> bool:
+    """Whether the video file at ``path`` opens and holds about ``frames`` frames (its container's count)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return bool(cap.isOpened()) and cap.get(cv2.CAP_PROP_FRAME_COUNT) >= max(1, frames - 1)
+    finally:
+        cap.release()
 
 
 def open_sink(out: str | Path | None, fps: float) -> _VideoSink | _FolderSink | _NullSink:

@@ -228,3 +228,76 @@ def test_export_out_inside_another_export_is_refused(export, tiny_ckpt, tmp_path
     res = CliRunner().invoke(app, ["export", str(tiny_ckpt), "--out", str(export / "nested")])
     assert res.exit_code == 1 and "is inside the export folder" in str(res.exception)
     assert not (export / "nested").exists()
+
+
+# ---------------------------------------------------------------- 6 / 16. demo --out: failed writes are one line
+def _many_frames(folder: Path, n: int = 4) -> Path:
+    from rdd_edge.data.base import write_image
+    from rdd_edge.data.synthetic import render_scene
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        write_image(folder / f"{i}.png", render_scene(i, (16, 24))[0])
+    return folder
+
+
+def _demo(export: Path, source: Path, out: Path):
+    return CliRunner().invoke(app, ["demo", str(export / "model.onnx"), "--source", str(source), "--out", str(out)])
+
+
+def test_demo_png_frames_onto_a_full_disk_stop_with_one_line(export, tmp_path, monkeypatch):
+    import errno
+
+    from rdd_edge.deploy import demo as demo_mod
+
+    real, calls = demo_mod.atomic_write_bytes, []
+
+    def full_after_two(path, data):
+        calls.append(path)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(demo_mod, "atomic_write_bytes", full_after_two)
+    out = tmp_path / "frames-out"
+    res = _demo(export, _many_frames(tmp_path / "src"), out)
+    assert res.exit_code == 1, res.output
+    msg = str(res.exception)
+    assert "could not write frame_000002.png (No space left on device); the 2 frames before it are complete" in msg
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000000.png", "frame_000001.png"]  # no empty files
+    assert all(p.stat().st_size > 0 for p in out.iterdir())
+
+
+def test_demo_video_that_could_not_be_written_whole_is_removed(export, tmp_path, monkeypatch):
+    import cv2
+
+    from rdd_edge.deploy import demo as demo_mod
+
+    class Truncating:  # what OpenCV's writer leaves on a full disk: a file that does not play
+        def __init__(self, path, *a):
+            self.path = path
+
+        def isOpened(self):
+            return True
+
+        def write(self, frame):
+            with open(self.path, "ab") as f:
+                f.write(b"\0" * 16)
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(demo_mod.cv2, "VideoWriter", Truncating)
+    monkeypatch.setattr(demo_mod.cv2, "VideoWriter_fourcc", cv2.VideoWriter_fourcc)
+    out = tmp_path / "v.mp4"
+    res = _demo(export, _many_frames(tmp_path / "src"), out)
+    assert res.exit_code == 1 and "could not be written whole (4 frames" in str(res.exception), res.output
+    assert not out.exists() and not list(tmp_path.glob(".v.mp4*"))
+
+
+def test_demo_out_where_no_folder_can_be_made_is_one_line(export, tmp_path):
+    (tmp_path / "file").write_text("x")
+    res = _demo(export, _many_frames(tmp_path / "src", 1), tmp_path / "file" / "frames")
+    assert res.exit_code == 1 and "cannot create the folder" in str(res.exception)
+    res = _demo(export, tmp_path / "src", tmp_path / "file" / "v.mp4")
+    assert res.exit_code == 1 and "cannot write there" in str(res.exception)
