@@ -93,8 +93,11 @@ def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -
             raise ConfigError(f"--out {out}: exists; choose a new folder or add --overwrite")
         if not (out / "bundle.json").is_file():
             raise ConfigError(f"--out {out}: exists and is not an rdd-edge bundle; --overwrite replaces bundles only")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     try:
         # the export, as check accepts it: every file the manifest lists (reports of an earlier check left out)
         dst = stage / "export"
@@ -134,7 +137,9 @@ def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -
             shutil.rmtree(old, ignore_errors=True)
         else:
             stage.rename(out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full or read-only file system while writing: nothing is left half-written
+            raise ConfigError(f"--out {out}: could not write the bundle ({exc.strerror or exc}); nothing was written") from None
         raise
     return out

@@ -395,5 +395,22 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
     meta.update(failures=failures, gate_failed=bool(failures))
     if on_cpu(rows, meta):  # CPU latencies: name the CPU and the INT8 instruction set they depend on
         meta["cpu"] = cpu_meta()
-    paths = write_report(export_dir, rows, meta)
+    try:
+        paths = write_report(export_dir, rows, meta)
+    except OSError as exc:  # a read-only or full file system: the verdict stands, the report is what is lost
+        paths = {}
+        meta["report_error"] = (f"could not write check.json / check.md / check.png into {export_dir} "
+                                f"({exc.strerror or exc}){_drop_stale_report(export_dir)}")
     return CheckResult(rows, meta, paths, failures)
+
+
+def _drop_stale_report(export_dir: Path) -> str:
+    """Remove an earlier check.json (it must not speak for this check); what became of it, for the message."""
+    old = export_dir / "check.json"
+    if not old.exists():
+        return ""
+    try:
+        old.unlink()
+        return "; the earlier check.json was removed"
+    except OSError:
+        return "; an earlier check.json is still there and describes an earlier check"

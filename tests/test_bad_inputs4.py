@@ -301,3 +301,69 @@ def test_demo_out_where_no_folder_can_be_made_is_one_line(export, tmp_path):
     assert res.exit_code == 1 and "cannot create the folder" in str(res.exception)
     res = _demo(export, tmp_path / "src", tmp_path / "file" / "v.mp4")
     assert res.exit_code == 1 and "cannot write there" in str(res.exception)
+
+
+# ---------------------------------------------------------------- 16. read-only / full file systems: one line
+def _oserror(code: int):
+    import errno
+    import os
+
+    def fail(*a, **k):
+        raise OSError(code, os.strerror(code), str(a[0]) if a else "")
+
+    return fail, errno
+
+
+def test_check_prints_its_verdict_and_exits_by_it_when_the_report_cannot_be_written(export, monkeypatch):
+    import errno
+
+    from rdd_edge.deploy import check as check_mod
+
+    assert _check(export).exit_code == 0 and (export / "check.json").is_file()
+    fail, _ = _oserror(errno.EROFS)
+    monkeypatch.setattr(check_mod, "write_report", fail)
+    res = _check(export)
+    assert res.exit_code == 0 and "gate passed" in res.output, res.output + repr(res.exception)
+    assert "could not write check.json / check.md / check.png" in res.output and "Read-only file system" in res.output
+    assert "the earlier check.json was removed" in res.output and not (export / "check.json").exists()
+    (export / "model.fp16.onnx").write_bytes(b"garbage")
+    res = _check(export)
+    assert res.exit_code == 1 and "gate failed" in res.output and "Traceback" not in res.output
+
+
+def test_a_lock_file_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from rdd_edge import runs
+    from rdd_edge.errors import ConfigError
+
+    fail, _ = _oserror(errno.EROFS)
+    monkeypatch.setattr(runs, "open", fail, raising=False)
+    with pytest.raises(ConfigError, match=r"cannot write its lock file \.export\.lock beside it \(Read-only file system\); "
+                                          "the engine build needs a writable folder"):
+        with runs.folder_lock(tmp_path / "export", "engine build"):
+            pass
+
+
+def test_bundle_onto_a_full_or_unwritable_place_is_one_line(export, tmp_path, monkeypatch):
+    import errno
+
+    from rdd_edge.deploy import bundle as bundle_mod
+
+    (tmp_path / "file").write_text("x")
+    res = CliRunner().invoke(app, ["bundle", str(export), "--out", str(tmp_path / "file" / "B"), "--no-check-images"])
+    assert res.exit_code == 1 and "cannot write there" in str(res.exception)
+    fail, _ = _oserror(errno.ENOSPC)
+    monkeypatch.setattr(bundle_mod, "build_wheel", fail)
+    res = CliRunner().invoke(app, ["bundle", str(export), "--out", str(tmp_path / "B"), "--no-check-images"])
+    assert res.exit_code == 1 and "could not write the bundle (No space left on device); nothing was written" in str(res.exception)
+    assert not (tmp_path / "B").exists() and not list(tmp_path.glob(".B.*"))
+
+
+def test_bundle_out_dot_inside_a_bundle_replaces_it(export, tmp_path, monkeypatch):
+    b = tmp_path / "B"
+    assert CliRunner().invoke(app, ["bundle", str(export), "--out", str(b), "--no-check-images"]).exit_code == 0
+    monkeypatch.chdir(b)
+    res = CliRunner().invoke(app, ["bundle", str(export), "--out", ".", "--overwrite", "--no-check-images"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert (b / "bundle.json").is_file() and not list(tmp_path.glob(".B.*"))

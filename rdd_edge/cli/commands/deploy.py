@@ -45,7 +45,12 @@ def print_check(console: Any, result: Any) -> None:
             console.print(budget_line(r), markup=False, highlight=False)
     if result.meta.get("cpu"):
         console.print(f"CPU: {result.meta['cpu']['line']}")
-    console.print(f"wrote {result.paths['json']}, {result.paths['md'].name}, {result.paths['png'].name}")
+    if result.paths:
+        console.print(f"wrote {result.paths['json']}, {result.paths['md'].name}, {result.paths['png'].name}")
+    else:  # the reports could not be written: the verdict is printed either way, and the exit code follows it
+        console.print(f"warning: {result.meta.get('report_error')}", markup=False, highlight=False)
+        if not result.failures:
+            console.print("[green]gate passed[/]")
     if result.failures:
         console.print("[red]gate failed[/]: " + "; ".join(result.failures))
 
