@@ -20,6 +20,7 @@ from typing import Any
 
 from rdd_edge.data.registry import dataset_info, detect_dataset
 from rdd_edge.data.spec import DataSpec
+from rdd_edge.distill.bounds import check_sizes
 from rdd_edge.distill.losses import build_kd_loss
 from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES, TFE_AVERAGES, parse_class_weights
 from rdd_edge.distill.rdd import MODES as RDD_MODES
@@ -196,6 +197,7 @@ def validate(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    check_sizes(cfg, dataset_info(cfg.dataset).num_classes)  # crop / eval size / head width: before any allocation
 
     resolve_name(cfg.model)  # --student mbv9: one line now, not after the data is opened and the teacher loaded
 

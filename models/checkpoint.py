@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from rdd_edge.models.registry import create_model, resolve_name
+from rdd_edge.models.tensor_check import check_state
 from rdd_edge.errors import CheckpointError, RddError
 from rdd_edge.runs import atomic_path
 
@@ -148,6 +149,7 @@ def validate_checkpoint(ckpt: Any, source: str | Path = "<checkpoint>") -> dict:
     for key, typ in (("model_name", str), ("model_kwargs", dict), ("state_dict", Mapping)):
         if not isinstance(ckpt.get(key), typ):
             raise CheckpointError(f"{source}: checkpoint field '{key}' is missing or not a {typ.__name__}")
+    check_state(ckpt["state_dict"], source)  # sizes and kinds first: nothing below may materialise a tensor
     try:
         ckpt["model_name"] = resolve_name(ckpt["model_name"])
     except RddError as exc:
@@ -225,6 +227,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], name:
         obj = validate_checkpoint(obj, label)["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{label}: holds neither an rdd-edge checkpoint nor a state_dict of tensors")
+    check_state(obj, label)
     state = dict(obj)
     if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
         state = {k[len("module."):]: v for k, v in state.items()}

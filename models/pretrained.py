@@ -33,6 +33,7 @@ from rdd_edge.errors import CheckpointError, ModelError
 from rdd_edge.models.checkpoint import FORMAT, read_torch_file
 from rdd_edge.models.registry import model_cfg
 from rdd_edge.models.released import BACKBONE_PREFIX, backbone_names, strip_module
+from rdd_edge.models.tensor_check import check_state
 from rdd_edge.normalize import CAFFE, DEFAULT, IMAGENET, Normalization, normalization_of
 
 NONE_VALUES = ("none", "")
@@ -107,6 +108,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: holds no state dict of tensors (expected backbone weights saved with torch.save)")
+    check_state(obj, path, finite=True)  # names, plain dense float tensors of sane size, no inf/NaN: before any use
     return strip_module(obj)
 
 

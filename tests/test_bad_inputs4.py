@@ -367,3 +367,97 @@ def test_bundle_out_dot_inside_a_bundle_replaces_it(export, tmp_path, monkeypatc
     res = CliRunner().invoke(app, ["bundle", str(export), "--out", ".", "--overwrite", "--no-check-images"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert (b / "bundle.json").is_file() and not list(tmp_path.glob(".B.*"))
+
+
+# ---------------------------------------------------------------- 7 / 13 / 14. what a weights file may hold
+def _weights(path: Path, state) -> Path:
+    import torch
+
+    torch.save(state, path)
+    return path
+
+
+def _odd_states():
+    import torch
+
+    w = torch.ones(4, 3)
+    return {
+        "int key": ({0: w}, "has a int key 0"),
+        "tuple key": ({("a", 1): w}, "has a tuple key"),
+        "meta": ({"w": torch.empty(4, 3, device="meta")}, "w is a meta (data-less) tensor"),
+        "sparse": ({"w": w.to_sparse()}, "w is a sparse tensor"),
+        "quantized": (lambda: {"w": torch.quantize_per_tensor(w, 0.1, 0, torch.qint8)}, "w is a quantized tensor"),
+        "expanded": ({"w": torch.zeros(1).expand(10**6, 10**6)}, "w declares shape (1000000, 1000000)"),
+        "nan": ({"w": torch.full((4, 3), float("nan"))}, "1 tensors hold inf/NaN (w): the file is damaged"),
+        "int": ({"w": torch.ones(4, 3, dtype=torch.int64)}, "w is a int64 tensor; weights are floating point"),
+        "bool": ({"w": torch.ones(4, 3, dtype=torch.bool)}, "w is a bool tensor"),
+        "complex": ({"w": torch.ones(4, 3, dtype=torch.complex64)}, "w is a complex64 tensor"),
+    }
+
+
+@pytest.mark.parametrize("case", ["int key", "tuple key", "meta", "sparse", "quantized", "expanded", "nan", "int", "bool",
+                                  "complex"])
+def test_a_weights_file_is_checked_before_anything_is_computed_from_it(tmp_path, case):
+    from rdd_edge.errors import CheckpointError
+    from rdd_edge.models.pretrained import read_weights
+
+    state, says = _odd_states()[case]
+    try:
+        state = state() if callable(state) else state
+        f = _weights(tmp_path / "w.pth", state)
+    except Exception:  # this torch cannot save it: it cannot arrive as a file either
+        pytest.skip(f"torch cannot save a {case} state dict")
+    try:
+        read_weights(f)
+    except CheckpointError as exc:
+        assert says in str(exc) and str(f) in str(exc) and "\n" not in str(exc)
+    else:
+        raise AssertionError(f"{case}: accepted")
+
+
+def test_import_of_nan_weights_is_one_line_naming_the_file(tmp_path):
+    import torch
+
+    f = _weights(tmp_path / "released.pth", {"pretrained.conv1.weight": torch.full((2, 2), float("inf"))})
+    res = CliRunner().invoke(app, ["import", str(f), "--model", "r18", "--dataset", "camvid", "--runs", str(tmp_path / "runs")])
+    assert res.exit_code == 1 and "hold inf/NaN" in str(res.exception) and "diverged; use another copy" in str(res.exception)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_checkpoint_with_an_expanded_huge_tensor_is_refused_before_the_finite_check(tiny_ckpt, tmp_path):
+    import torch
+
+    from rdd_edge.errors import CheckpointError
+    from rdd_edge.models import model_from_checkpoint
+
+    def huge(c):
+        c["state_dict"]["head.extra"] = torch.zeros(1).expand(10**6, 10**6)
+
+    bad = _resaved(tiny_ckpt, tmp_path / "best.pt", huge)
+    with pytest.raises(CheckpointError, match=r"head.extra declares shape \(1000000, 1000000\) \(1e\+12 elements"):
+        model_from_checkpoint(bad)
+
+
+# ---------------------------------------------------------------- 15. memory-sizing options bounded before work
+@pytest.mark.parametrize("options, says", [
+    ({"crop": "20000x20000"}, "--crop 20000x20000: sides are at most 2048"),
+    ({"head_channels": 1000000}, "--head-channels 1000000: must be a whole number in 1..4096; its 3x3 convolutions "
+                                 "alone would hold 1.44e+05 GB"),
+    ({"sets": ['model_kwargs={"num_classes": 100000000}']}, "--set model_kwargs: num_classes cannot be set here"),
+])
+def test_options_that_size_memory_are_bounded_before_any_work(tmp_path, options, says):
+    from rdd_edge.distill.config import resolve_config
+    from rdd_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        resolve_config("distill", dataset="synthetic", runs_root=str(tmp_path / "runs"), **options)
+    assert says in str(exc.value), str(exc.value)
+    if "crop" in options:
+        # synthetic: 11 classes, batch 8; FP32 input (3 planes) and logits (11 planes) of 20000x20000
+        assert f"the input and logits alone would need {8 * (3 + 11) * 20000 * 20000 * 4 / 1e9:.3g} GB at batch 8" in str(exc.value)
+
+
+def test_crop_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):
+    res = CliRunner().invoke(app, ["distill", "--runs", str(tmp_path / "runs"), "--crop", "20000x20000", "--iters", "1"])
+    assert res.exit_code == 1 and "sides are at most 2048" in str(res.exception)
+    assert not (tmp_path / "runs").exists()
