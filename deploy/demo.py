@@ -59,10 +59,13 @@ def _quiet_opencv() -> None:
 class FrameSource:
     """Frames (uint8 RGB) from a camera index, a video file, a URL or a folder of images."""
 
-    def __init__(self, source: str | int, reconnects: int = 3, backoff: float = 0.5):
+    STABLE = 30.0  # seconds of frames after a reconnect before a later drop gets its own reconnects again
+
+    def __init__(self, source: str | int, reconnects: int = 3, backoff: float = 0.5, read_timeout: float = 10.0):
         self.source = source
         self.reconnects = reconnects
         self.backoff = backoff
+        self.read_timeout = read_timeout  # a live source silent this long has stalled (issue 32)
         self.folder: list[Path] | None = None
         self.cap: Any = None
         self.fps = 25.0
@@ -85,7 +88,14 @@ class FrameSource:
     def _open(self) -> Any:
         s = str(self.source)
         _quiet_opencv()  # a failed open is reported once, as a DeployError, not as OpenCV's own warnings
-        cap = cv2.VideoCapture(int(s)) if s.isdigit() else cv2.VideoCapture(s)
+        ms = int(self.read_timeout * 1000)
+        timeouts = [getattr(cv2, p) for p in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC") if hasattr(cv2, p)]
+        if s.isdigit():
+            cap = cv2.VideoCapture(int(s))
+        elif self.live and timeouts:  # a stream that stalls makes read() return False instead of blocking forever
+            cap = cv2.VideoCapture(s, cv2.CAP_ANY, [v for p in timeouts for v in (p, ms)])
+        else:
+            cap = cv2.VideoCapture(s)
         if not cap.isOpened():
             cap.release()
             return None
@@ -100,11 +110,12 @@ class FrameSource:
                     continue
                 yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
             return
-        tries = 0
+        tries, since = 0, time.monotonic()
         while True:
             ok, frame = self.cap.read()
             if ok and frame is not None:
-                tries = 0
+                if tries and time.monotonic() - since >= self.STABLE:
+                    tries = 0  # flowing again for a while: a later drop is a new outage
                 yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 continue
             if not self.live:
@@ -116,6 +127,7 @@ class FrameSource:
                 tries += 1
                 self.cap = self._open()
                 if self.cap is not None:
+                    since = time.monotonic()
                     break
             else:
                 raise DeployError(f"--source {self.source}: stream lost and {self.reconnects} reconnects failed; output kept up to the last frame")
@@ -446,8 +458,14 @@ class _Frames:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         self.thread.start()
+        wait = self.src.read_timeout * 2 if self.src.live else None  # a read blocked past OpenCV's own timeout
         while True:
-            item = self.q.get()
+            try:
+                item = self.q.get(timeout=wait)
+            except queue.Empty:
+                self.error = DeployError(f"--source {self.src.source}: no frame for {wait:g} s (the stream stalled); "
+                                         "output kept up to the last frame")
+                return
             if item is _END:
                 return
             if isinstance(item, DeployError):
@@ -459,7 +477,8 @@ class _Frames:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join(timeout=2.0)
-        self.src.release()
+        if not self.thread.is_alive():  # a reader still blocked in read() keeps its capture (a daemon thread)
+            self.src.release()
 
 
 class _FpsMeter:

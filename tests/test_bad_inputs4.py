@@ -461,3 +461,122 @@ def test_crop_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):
     res = CliRunner().invoke(app, ["distill", "--runs", str(tmp_path / "runs"), "--crop", "20000x20000", "--iters", "1"])
     assert res.exit_code == 1 and "sides are at most 2048" in str(res.exception)
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- 17. threads and search sizes bounded
+def test_threads_are_bounded_by_the_usable_cpus(export, monkeypatch):
+    from rdd_edge import devices
+
+    monkeypatch.setattr(devices, "usable_cpus", lambda: 2)
+    res = _check(export, "--threads", "5000")
+    assert res.exit_code != 0 and "--threads 5000: this process may use 2 CPUs; give 1..2" in str(res.exception)
+    assert not (export / "check.json").exists()  # refused before any work
+    res = CliRunner().invoke(app, ["demo", str(export), "--source", "nowhere", "--threads", "100000"])
+    assert res.exit_code != 0 and "--threads 100000: this process may use 2 CPUs" in str(res.exception)
+    from rdd_edge import deploy
+    from rdd_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--threads 3: this process may use 2 CPUs"):
+        deploy.load(export / "model.onnx", device="cpu", threads=3)  # the API too
+    assert deploy.load(export / "model.onnx", device="cpu", threads=2).info.num_classes == 11
+
+
+def test_int8_search_sizes_are_clamped_to_the_graph_with_a_line():
+    from rdd_edge.export.int8_budget import search_sizes
+
+    said: list[str] = []
+    assert search_sizes(10000, 1000000, 40, said.append) == (40, 40)
+    assert said == ["  --int8-max-float 10000: the graph has 40 Conv layers; using 40",
+                    "  --int8-loo 1000000: the graph has 40 Conv layers; measuring all 40 (as -1 does)"]
+    said.clear()
+    assert search_sizes(None, None, 40, said.append) == (4, 4) and said == []  # 10% of 40
+    assert search_sizes(3, -1, 40, said.append) == (3, 40) and said == []
+
+
+# ---------------------------------------------------------------- 18. stalls and a second resume end at once
+class _StallingCapture:
+    """A stream that opens, gives ``frames`` frames, then times out on every read (what a stalled MJPEG gives)."""
+
+    opened = 0
+
+    def __init__(self, *args, frames: int = 2):
+        type(self).opened += 1
+        self.left = frames
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        import numpy as np
+
+        if self.left:
+            self.left -= 1
+            return True, np.zeros((8, 8, 3), np.uint8)
+        return False, None
+
+    def get(self, prop):
+        return 25.0
+
+    def release(self):
+        pass
+
+
+def test_a_stream_that_keeps_stalling_ends_after_bounded_reconnects(monkeypatch):
+    from rdd_edge.deploy import demo as demo_mod
+
+    _StallingCapture.opened = 0
+    monkeypatch.setattr(demo_mod.cv2, "VideoCapture", _StallingCapture)
+    src = demo_mod.FrameSource("http://camera.invalid/video.mjpg", reconnects=3, backoff=0.001)
+    frames = 0
+    with pytest.raises(DeployError, match="stream lost and 3 reconnects failed"):
+        for _ in src:
+            frames += 1
+            assert frames < 1000, "reconnects forever"
+    assert frames == 2 * 4 and _StallingCapture.opened == 4  # the first open and 3 reconnects, never more
+
+
+def test_a_read_that_blocks_is_a_stall_not_a_hang(monkeypatch):
+    import threading
+
+    from rdd_edge.deploy import demo as demo_mod
+
+    release = threading.Event()
+
+    class Blocking(_StallingCapture):
+        def read(self):
+            if self.left:
+                return super().read()
+            release.wait(30)  # an OpenCV without read timeouts blocks here
+            return False, None
+
+    monkeypatch.setattr(demo_mod.cv2, "VideoCapture", Blocking)
+    src = demo_mod.FrameSource("http://camera.invalid/video.mjpg", read_timeout=0.2)
+    frames = demo_mod._Frames(src, 2)
+    try:
+        assert len(list(frames)) == 2
+        assert "no frame for 0.4 s (the stream stalled)" in str(frames.error)
+    finally:
+        release.set()
+        frames.close()
+
+
+def test_a_second_resume_of_a_run_is_refused_before_any_setup(tmp_path, monkeypatch):
+    import torch
+
+    from rdd_edge.distill import train as train_mod
+    from rdd_edge.distill.config import make_config
+    from rdd_edge.errors import ConfigError
+    from rdd_edge.runs import folder_lock
+
+    run = tmp_path / "runs" / "teacher-x"
+    run.mkdir(parents=True)
+    monkeypatch.setattr(train_mod, "setup_processes", lambda cfg: (torch.device("cpu"), 0, 1, True))
+    monkeypatch.setattr(train_mod, "read_resume", lambda cfg, resume: {"path": str(run / "last.pt"), "step": 1})
+
+    def setup(*a, **k):
+        raise AssertionError("the second resume built its data before asking for the lock")
+
+    monkeypatch.setattr(train_mod, "build_data", setup)
+    with folder_lock(run, "training"):  # the first resume, still running
+        with pytest.raises(ConfigError, match="another training is writing this folder"):
+            train_mod.train(make_config("teacher", "synthetic"), resume=run / "last.pt")
