@@ -12,7 +12,7 @@ from typing import Any
 
 from rdd_edge.errors import ConfigError
 
-MAX_SIDE = 2048  # Cityscapes' full frame is 1024x2048, the largest any of these data sets trains on
+MAX_SIDE = 4096  # a 4K frame (2160x3840) fits; Cityscapes' full frame, the largest these data sets train on, is 1024x2048
 MAX_HEAD_CHANNELS = 4096  # as a checkpoint's model_kwargs (models.checkpoint); the released heads use 128..512
 MODEL_KWARGS = ("head_channels",)
 
@@ -31,7 +31,7 @@ def check_sizes(cfg: Any, num_classes: int) -> None:
         if max(h, w) > MAX_SIDE:
             batch = cfg.batch if name == "crop" else 1
             need = batch * (3 + num_classes) * h * w * 4  # FP32 input and logits alone, before any activation
-            raise ConfigError(f"{flag} {h}x{w}: sides are at most {MAX_SIDE} (Cityscapes' full frame is 1024x2048); "
+            raise ConfigError(f"{flag} {h}x{w}: sides are at most {MAX_SIDE} (a 4K frame is 2160x3840); "
                               f"the input and logits alone would need {_gb(need)} at batch {batch}, the network's "
                               "activations many times more")
     kwargs = cfg.model_kwargs or {}

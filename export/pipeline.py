@@ -156,6 +156,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     """
     from rdd_edge.export.onnx_export import check_size  # lazy: torch; `rdd-edge engine` stays torch-free
     from rdd_edge.models import model_from_checkpoint  # lazy: torch; `rdd-edge engine` stays torch-free
+    from rdd_edge.models.checkpoint import check_dataset_classes  # lazy: torch, as above
 
     def log(msg: str) -> None:
         if console is not None:
@@ -170,6 +171,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
         require_tensorrt(f"--trt {spec.trt}")
     ckpt_path = find_checkpoint(spec.source, spec.runs_root)
     model, ckpt = model_from_checkpoint(ckpt_path, aux=False)
+    check_dataset_classes(ckpt, ckpt_path)  # the manifest's class list is the model's, never an edited record's
     dataset = dict(ckpt.get("dataset") or {})
     if not dataset.get("classes"):
         raise ExportError(f"{ckpt_path}: checkpoint has no dataset description (classes, mean/std); re-save it with rdd-edge")

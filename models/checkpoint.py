@@ -155,14 +155,13 @@ def validate_checkpoint(ckpt: Any, source: str | Path = "<checkpoint>") -> dict:
     except RddError as exc:
         raise CheckpointError(f"{source}: made for a model this version does not know: {exc}") from None
     _check_model_kwargs(ckpt["model_kwargs"], ckpt["state_dict"], source)
-    _check_dataset_classes(ckpt, source)
     return ckpt
 
 
-def _check_dataset_classes(ckpt: Mapping[str, Any], source: str | Path) -> None:
+def check_dataset_classes(ckpt: Mapping[str, Any], source: str | Path) -> None:
     """The ``dataset`` record's class list must have as many names as the model has outputs (model_kwargs
     num_classes, which the weights' shapes confirm when loaded): an edited record would otherwise become an
-    export's class list and the gate's denominator."""
+    export's class list and the gate's denominator (export calls this; nothing else reads the record's classes)."""
     dataset = ckpt.get("dataset")
     classes = dataset.get("classes") if isinstance(dataset, Mapping) else None
     if dataset is None or (isinstance(dataset, Mapping) and classes is None):

@@ -125,14 +125,14 @@ def _resaved(ckpt: Path, dst: Path, change) -> Path:
 
 def test_an_edited_dataset_record_in_a_checkpoint_is_refused_before_export(tiny_ckpt, tmp_path):
     from rdd_edge.errors import CheckpointError
-    from rdd_edge.models.checkpoint import load_checkpoint
+    from rdd_edge.models.checkpoint import check_dataset_classes, load_checkpoint
 
     def one_class(c):
         c["dataset"]["classes"], c["dataset"]["palette"] = ["road"], [[1, 2, 3]]
 
     bad = _resaved(tiny_ckpt, tmp_path / "runs" / "distill-x" / "best.pt", one_class)
     with pytest.raises(CheckpointError, match="dataset record lists 1 classes but the model outputs 11"):
-        load_checkpoint(bad)
+        check_dataset_classes(load_checkpoint(bad), bad)
     res = CliRunner().invoke(app, ["export", str(bad), "--runs", str(tmp_path / "runs")])
     assert res.exit_code == 1 and "lists 1 classes but the model outputs 11" in str(res.exception)
     assert not (bad.parent / "export").exists()
@@ -440,7 +440,7 @@ def test_a_checkpoint_with_an_expanded_huge_tensor_is_refused_before_the_finite_
 
 # ---------------------------------------------------------------- 15. memory-sizing options bounded before work
 @pytest.mark.parametrize("options, says", [
-    ({"crop": "20000x20000"}, "--crop 20000x20000: sides are at most 2048"),
+    ({"crop": "20000x20000"}, "--crop 20000x20000: sides are at most 4096"),
     ({"head_channels": 1000000}, "--head-channels 1000000: must be a whole number in 1..4096; its 3x3 convolutions "
                                  "alone would hold 1.44e+05 GB"),
     ({"sets": ['model_kwargs={"num_classes": 100000000}']}, "--set model_kwargs: num_classes cannot be set here"),
@@ -459,7 +459,7 @@ def test_options_that_size_memory_are_bounded_before_any_work(tmp_path, options,
 
 def test_crop_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):
     res = CliRunner().invoke(app, ["distill", "--runs", str(tmp_path / "runs"), "--crop", "20000x20000", "--iters", "1"])
-    assert res.exit_code == 1 and "sides are at most 2048" in str(res.exception)
+    assert res.exit_code == 1 and "sides are at most 4096" in str(res.exception)
     assert not (tmp_path / "runs").exists()
 
 
