@@ -21,6 +21,7 @@ import torch.nn as nn
 from rdd_edge.models.registry import create_model, resolve_name
 from rdd_edge.models.tensor_check import check_state
 from rdd_edge.errors import CheckpointError, RddError
+from rdd_edge.normalize import recorded_normalization
 from rdd_edge.runs import atomic_path
 
 FORMAT = "rdd-edge-checkpoint"
@@ -155,6 +156,11 @@ def validate_checkpoint(ckpt: Any, source: str | Path = "<checkpoint>") -> dict:
     except RddError as exc:
         raise CheckpointError(f"{source}: made for a model this version does not know: {exc}") from None
     _check_model_kwargs(ckpt["model_kwargs"], ckpt["state_dict"], source)
+    try:  # the input the weights expect: a bad record is named with its file here, not later without it
+        recorded_normalization(ckpt)
+    except (RddError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{source}: its normalization record is not usable ({exc}); the checkpoint's metadata "
+                              "was edited or is corrupt") from None
     return ckpt
 
 

@@ -580,3 +580,41 @@ def test_a_second_resume_of_a_run_is_refused_before_any_setup(tmp_path, monkeypa
     with folder_lock(run, "training"):  # the first resume, still running
         with pytest.raises(ConfigError, match="another training is writing this folder"):
             train_mod.train(make_config("teacher", "synthetic"), resume=run / "last.pt")
+
+
+# ---------------------------------------------------------------- 9 / 10. imported runs: normalisation, data path
+def test_pretrained_from_an_imported_checkpoint_takes_its_recorded_normalisation(tiny_ckpt, tmp_path):
+    from rdd_edge.models import create_model
+    from rdd_edge.models.pretrained import normalization_for
+    from rdd_edge.normalize import CAFFE, IMAGENET
+
+    caffe = _resaved(tiny_ckpt, tmp_path / "imported.pt", lambda c: c.update(normalization=CAFFE.as_dict()))
+    model = create_model("mbv2", num_classes=11, head_channels=16, pretrained=str(caffe))
+    assert model.init_report.loaded > 100 and normalization_for(model.init_report) == CAFFE
+    plain = create_model("mbv2", num_classes=11, head_channels=16, pretrained=str(tiny_ckpt))
+    assert normalization_for(plain.init_report) == IMAGENET  # what that checkpoint records (the default)
+
+
+def test_a_bad_normalisation_record_names_the_checkpoint(tiny_ckpt, tmp_path):
+    from rdd_edge.errors import CheckpointError
+    from rdd_edge.models.checkpoint import load_checkpoint
+
+    bad = _resaved(tiny_ckpt, tmp_path / "bad-norm.pt", lambda c: c.update(normalization={"order": "xyz"}))
+    with pytest.raises(CheckpointError, match=r"bad-norm.pt: its normalization record is not usable"):
+        load_checkpoint(bad)
+
+
+def test_import_stores_the_data_folder_absolute(tmp_path, monkeypatch):
+    import torch
+    from test_released import released_state
+
+    from rdd_edge.models.checkpoint import load_checkpoint
+
+    torch.save(released_state("deeplabv3_r18", "module."), tmp_path / "r18.pth")
+    (tmp_path / "cs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["import", "r18.pth", "--model", "r18", "--dataset", "cityscapes", "--data", "cs",
+                                   "--runs", "runs"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    ckpt = load_checkpoint(tmp_path / "runs" / "distill-imported" / "best.pt")
+    assert ckpt["data"]["root"] == str((tmp_path / "cs").resolve()) == ckpt["config"]["data"]
