@@ -46,6 +46,7 @@ class TrainConfig:
     pretrained: str | None = None  # backbone init: imagenet, a backbone file (released or timm layout) or none; None: imagenet for real data sets, none for synthetic
     normalization: str | None = None  # input normalisation, imagenet or caffe; None: what the initial weights expect (the trainer fills it in)
     pretrained_report: dict | None = None  # filled by the trainer: what --pretrained loaded, skipped and missed
+    pretrained_partial: bool = False  # accept --pretrained weights that cover under half of the backbone
     teacher: str | None = None  # teacher checkpoint (distill only); None: latest teacher run's best.pt
     # -- data
     dataset: str = "synthetic"  # reader name: synthetic, camvid, cityscapes, voc, ade20k

@@ -61,7 +61,7 @@ from rdd_edge.errors import CheckpointError, ConfigError, RddError, TrainingErro
 from rdd_edge.interrupts import StepBoundary, Terminated, deferred, terminate_like_ctrl_c
 from rdd_edge.models import create_model, load_checkpoint, load_weights, model_cfg, model_from_checkpoint
 from rdd_edge.models.checkpoint import nonfinite_tensors, resolve_checkpoint, save_checkpoint
-from rdd_edge.models.pretrained import normalization_for
+from rdd_edge.models.pretrained import check_coverage, normalization_for
 from rdd_edge.normalize import recorded_normalization
 from rdd_edge.runs import folder_lock, latest_run, new_run_dir, remove_temp_files, write_json
 
@@ -193,8 +193,11 @@ def crop_warning(cfg: TrainConfig, sizes: list[tuple[int, int]]) -> str | None:
 def build_model(cfg: TrainConfig, num_classes: int, init: bool = False) -> nn.Module:
     """The trained model; with ``init`` its backbone starts from ``cfg.pretrained`` (``model.init_report`` says how)."""
 
-    return create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), pretrained=cfg.pretrained if init else None,
-                        **cfg.model_kwargs)
+    model = create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg), pretrained=cfg.pretrained if init else None,
+                         **cfg.model_kwargs)
+    if init and getattr(model, "init_report", None) is not None and not cfg.pretrained_partial:
+        check_coverage(model.init_report)  # nothing starts from (mostly) random weights unless asked to
+    return model
 
 
 def load_teacher(path: str | Path, num_classes: int, need_aux: bool, device: torch.device) -> tuple[nn.Module, dict]:

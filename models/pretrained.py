@@ -254,6 +254,20 @@ def _reachable(url: str, timeout: float = 5.0) -> bool:
         return False
 
 
+MIN_COVERAGE = 0.5  # --pretrained must fill at least this share of the backbone's tensors (--pretrained-partial: any)
+
+
+def check_coverage(report: InitReport, floor: float = MIN_COVERAGE) -> None:
+    """ModelError when ``report`` loaded under ``floor`` of the backbone's tensors: the rest would train from
+    random weights without anyone having asked for that."""
+    total = report.loaded + len(report.missing)
+    if total and report.loaded < floor * total:
+        raise ModelError(f"--pretrained {report.source}: loaded {report.loaded} of the backbone's {total} tensors "
+                         f"({100 * report.loaded / total:.0f}%); the other {len(report.missing)} would start from random "
+                         "weights. Pass this network's backbone weights, or add --pretrained-partial to train from "
+                         "them anyway")
+
+
 def normalization_for(report: InitReport | None, override: Any = None) -> Normalization:
     """The input normalisation a run trains with: ``override`` (a preset name) if given, else the one its
     initial weights expect, else the default (random init)."""

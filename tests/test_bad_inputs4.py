@@ -618,3 +618,27 @@ def test_import_stores_the_data_folder_absolute(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output + repr(res.exception)
     ckpt = load_checkpoint(tmp_path / "runs" / "distill-imported" / "best.pt")
     assert ckpt["data"]["root"] == str((tmp_path / "cs").resolve()) == ckpt["config"]["data"]
+
+
+# ---------------------------------------------------------------- 8. --pretrained that covers almost nothing
+def test_pretrained_weights_covering_almost_nothing_are_refused_unless_asked(tmp_path):
+    import torch
+
+    from rdd_edge.distill.config import make_config
+    from rdd_edge.distill.train import build_model
+    from rdd_edge.errors import ModelError
+    from rdd_edge.models import create_model
+
+    own = create_model("mbv2", num_classes=11, head_channels=16).state_dict()
+    f = tmp_path / "one-tensor.pth"
+    torch.save({"conv_stem.weight": own["backbone.conv_stem.weight"].clone()}, f)  # timm layout, 1 tensor
+    n_backbone = sum(1 for k in own if k.startswith("backbone.") and not k.endswith("num_batches_tracked"))
+    cfg = make_config("distill", "synthetic", model="mbv2", pretrained=str(f), model_kwargs={"head_channels": 16})
+    with pytest.raises(ModelError, match=rf"loaded 1 of the backbone's {n_backbone} tensors \(0%\); the other "
+                                         rf"{n_backbone - 1} would start from random weights.*--pretrained-partial"):
+        build_model(cfg, 11, init=True)
+    cfg.pretrained_partial = True
+    assert build_model(cfg, 11, init=True).init_report.loaded == 1  # asked for: trains from them
+    res = CliRunner().invoke(app, ["distill", "--pretrained", str(f), "--pretrained-partial", "--iters", "0",
+                                   "--runs", str(tmp_path / "runs")])
+    assert "--pretrained-partial" not in str(res.exception)  # the option exists (--iters 0 is refused on its own)
