@@ -43,7 +43,9 @@ def budget_line(r: Row) -> str:
             f"{_num(b.get('budget'), 'g')} ({str(b.get('calibration'))[:20]} calibration); at export, on "
             f"{_num(b.get('check_images'), 'd')} check images: drop {_num(b.get('drop_full'))} -> {_num(b.get('drop'))}")
     lat = b.get("latency_ms") if isinstance(b.get("latency_ms"), dict) else {}
-    if lat.get("full") and lat.get("budgeted"):
+    if not floats:  # no layer in float: the full INT8 file itself; two timings of it are no gain
+        line += "; no layer in float: the file is the full INT8 one"
+    elif lat.get("full") and lat.get("budgeted"):
         line += (f"; latency p50 FP32 {_num(lat.get('fp32'), '.1f')} ms, full INT8 {_num(lat['full'], '.1f')} ms, "
                  f"budgeted {_num(lat['budgeted'], '.1f')} ms" + (f" ({str(b['cpu'])[:60]})" if b.get("cpu") else ""))
     named = _names(b.get("float_modules")) or floats  # "head.classifier (node_conv2d_11)", or the nodes alone

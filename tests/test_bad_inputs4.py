@@ -642,3 +642,30 @@ def test_pretrained_weights_covering_almost_nothing_are_refused_unless_asked(tmp
     res = CliRunner().invoke(app, ["distill", "--pretrained", str(f), "--pretrained-partial", "--iters", "0",
                                    "--runs", str(tmp_path / "runs")])
     assert "--pretrained-partial" not in str(res.exception)  # the option exists (--iters 0 is refused on its own)
+
+
+# ---------------------------------------------------------------- 11. two timings of one file are no gain
+def test_a_budget_met_with_no_layer_in_float_claims_no_latency_gain():
+    from rdd_edge.deploy.check_rows import Row
+    from rdd_edge.deploy.check_report import budget_line
+    from rdd_edge.export.int8_report import summary_lines
+
+    plan = {"budget": 0.0, "layers": [{"name": f"conv{i}"} for i in range(4)], "fp32": {"latency_ms": 14.0},
+            "flavours": {"int8-cpu": {"full": {"drop": 0.0, "agreement": 100.0, "latency_ms": 10.5},
+                                      "final": {"float_layers": [], "drop": 0.0, "agreement": 100.0, "latency_ms": 8.6},
+                                      "steps": []}}}
+    text = " ".join(summary_lines(plan, width=200))
+    assert "budgeted = full INT8 (no layer in float: the same file)" in text and "vs full INT8" not in text
+    row = Row(name="int8-cpu", file="model.int8-cpu.onnx", precision="int8", int8_budget={
+        "float_layers": [], "layers": 4, "budget": 0.0, "drop_full": 0.0, "drop": 0.0,
+        "latency_ms": {"fp32": 14.0, "full": 10.5, "budgeted": 8.6}})
+    line = budget_line(row)
+    assert "no layer in float: the file is the full INT8 one" in line and "budgeted 8.6" not in line
+
+
+# ---------------------------------------------------------------- 12. --gpus 0
+@pytest.mark.parametrize("command", ["distill", "train-teacher"])
+def test_gpus_zero_is_refused(tmp_path, command):
+    res = CliRunner().invoke(app, [command, "--gpus", "0", "--iters", "1", "--runs", str(tmp_path / "runs")])
+    assert res.exit_code == 1 and "--gpus 0: processes to launch, at least 1" in str(res.exception)
+    assert not (tmp_path / "runs").exists()

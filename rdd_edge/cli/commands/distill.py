@@ -39,7 +39,13 @@ ValEvery = Annotated[Optional[int], typer.Option("--val-every", help="Validate a
 LogEvery = Annotated[Optional[int], typer.Option("--log-every", help="Log a CSV/TensorBoard row every N iterations.")]
 Amp = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16 if supported, else fp16).")]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the trained model.")]
-Gpus = Annotated[int, typer.Option("--gpus", help="Processes to launch through torchrun (one per GPU; with --device cpu: gloo).")]
+def _gpus(value: int) -> int:
+    if value < 1:  # 0 or fewer processes is no training at all, not one process
+        raise ConfigError(f"--gpus {value}: processes to launch, at least 1 (1: this process alone, no torchrun)")
+    return value
+
+
+Gpus = Annotated[int, typer.Option("--gpus", callback=_gpus, help="Processes to launch through torchrun (one per GPU; with --device cpu: gloo).")]
 Resume = Annotated[Optional[str], typer.Option("--resume", help="Continue a run exactly: its folder or a last.pt.")]
 HeadChannels = Annotated[Optional[int], typer.Option("--head-channels", help="Width of the segmentation head (default: the model's).")]
 Workers = Annotated[Optional[str], typer.Option("--workers", metavar="N|auto", help="DataLoader worker processes per training process; auto (default): on CUDA the CPUs per process less one (at most 12), on a CPU 2.")]
