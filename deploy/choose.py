@@ -75,6 +75,23 @@ def fastest_passed(export_dir: Path, manifest: dict[str, Any] | None = None, suf
     return str(max(ok, key=_fps)["file"]) if ok else None
 
 
+def changed_since_check(export_dir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """A note naming the artifacts that passed the last check but were changed since (skipped), if any."""
+    changed = []
+    for r in rows:
+        name = r.get("file")
+        if r.get("status") != "passed" or not isinstance(name, str) or not name.endswith(".onnx"):
+            continue
+        try:
+            path = inside(export_dir, name, "check.json row")
+        except DeployError:
+            continue
+        if not path.is_file() or mismatch(path, manifest) is not None:
+            changed.append(name)
+    return [f"skipped {', '.join(changed)}: passed the last check but changed since (sha256 differs from the manifest); "
+            f"run `rdd-edge check {export_dir}` again"] if changed else []
+
+
 def choose_artifact(export_dir: Path) -> tuple[Path, list[str]]:
     """The artifact to run from an export folder and notes about the choice; DeployError when no
     artifact qualifies (every one failed its check, or was changed since)."""
@@ -89,7 +106,7 @@ def choose_artifact(export_dir: Path) -> tuple[Path, list[str]]:
             failed = "; ".join(f"{r.get('name')}: {r.get('status')}" for r in rows[:4])
             raise DeployError(f"{export_dir}: no ONNX artifact both passed the last check and still matches the "
                               f"manifest ({failed}); run `rdd-edge check {export_dir}`, or name a model file")
-        return export_dir / best, []
+        return export_dir / best, changed_since_check(export_dir, manifest, rows)
     path = inside(export_dir, "model.onnx", "FP32 model")
     if not path.is_file():
         raise DeployError(f"{path}: not found; export again, or name a model file")

@@ -166,8 +166,12 @@ def config_from_dict(d: dict[str, Any], **overrides: Any) -> TrainConfig:
     return cfg
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+NUMBER_FLAGS = {"lr", "kd_weight", "rdd_threshold", "tfe_fraction"}  # number fields with a command-line option of their own
+
+
+def _flag(name: str, value: Any) -> str:
+    """How a user gave the value: its own option (``--lr inf``), else ``--set weight_decay=nan``."""
+    return f"--{name.replace('_', '-')} {value}" if name in NUMBER_FLAGS else f"--set {name}={value}"
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -175,7 +179,7 @@ def validate(cfg: TrainConfig) -> None:
     for f in dataclasses.fields(cfg):  # inf / nan in any number (--lr inf trains to non-finite weights)
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{_flag(f.name)} {value}: must be a finite number")
+            raise ConfigError(f"{_flag(f.name, value)}: must be a finite number")
     checks = [
         (cfg.iters >= 1, f"--iters {cfg.iters}: must be >= 1"),
         (cfg.batch >= 1, f"--batch {cfg.batch}: must be >= 1"),
@@ -228,6 +232,11 @@ def parse_workers(value: Any) -> int | str:
     raise ConfigError(f"--workers {value!r}: use a number of loader processes (0 = load in the training process) or auto")
 
 
+TRAINER_FILLED = {"pretrained_report": "what --pretrained loaded, skipped and missed"}
+DICT_EXAMPLES = {"kd_options": 'a JSON object of the KD method\'s hyperparameters, e.g. {"T": 2} (or --kd-option T=2)',
+                 "model_kwargs": 'a JSON object, e.g. {"head_channels": 64}'}
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["weight_decay=5e-4", "crop=64x96", "hflip=false"]`` -> values of each config field's type.
 
@@ -246,6 +255,8 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY a config field.{hint} "
                               f"Fields: {', '.join(sorted(_FIELDS - {'mode'}))}")
+        if key in TRAINER_FILLED:
+            raise ConfigError(f"--set {key}: filled in by the trainer ({TRAINER_FILLED[key]}); it cannot be set")
         # --set pretrained=none means random weights (the text), not "unset" (None: the data set's default)
         out[key] = raw.strip() if key == "pretrained" else _coerce(item, key, raw.strip(), hints[key])
     return out
@@ -280,7 +291,7 @@ def _coerce(item: str, key: str, raw: str, hint: Any) -> Any:
             return value
     except (ValueError, json.JSONDecodeError):
         example = {bool: "true or false", int: "a whole number", float: "a number, e.g. 5e-4", tuple: "HxW, e.g. 360x480",
-                   dict: 'a JSON object, e.g. {"head_channels": 64}'}.get(origin, str(base))
+                   dict: DICT_EXAMPLES.get(key, "a JSON object")}.get(origin, str(base))
         raise ConfigError(f"--set {item!r}: {key} takes {example}") from None
     return raw
 

@@ -122,13 +122,26 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
     return p
 
 
+# torch.save's format before 1.6 (``_use_new_zipfile_serialization=False``): a pickle (protocol 2) that opens with
+# torch's magic number 0x1950a86a20f9469cfc6c; torch.load reads it, the safe unpickler included
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _legacy_torch_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(LEGACY_MAGIC)) == LEGACY_MAGIC
+    except OSError:
+        return False
+
+
 def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
     """Load any torch file with a ``CheckpointError`` naming it when it is missing or not a torch file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: not a torch checkpoint (not a torch.save zip archive); "
+    if not zipfile.is_zipfile(path) and not _legacy_torch_file(path):
+        raise CheckpointError(f"{path}: not a torch checkpoint (neither torch.save's zip archive nor its legacy format); "
                               "the file is truncated or corrupt, or was not written by torch.save")
     try:
         return _torch_load(path, map_location)

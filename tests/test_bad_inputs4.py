@@ -669,3 +669,81 @@ def test_gpus_zero_is_refused(tmp_path, command):
     res = CliRunner().invoke(app, [command, "--gpus", "0", "--iters", "1", "--runs", str(tmp_path / "runs")])
     assert res.exit_code == 1 and "--gpus 0: processes to launch, at least 1" in str(res.exception)
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- 19. clear messages
+def test_a_legacy_torch_file_is_read_not_refused(tmp_path):
+    import torch
+
+    from rdd_edge.models.checkpoint import read_torch_file
+    from rdd_edge.models.pretrained import read_weights
+
+    f = tmp_path / "old.pth"
+    torch.save({"w": torch.ones(2, 2)}, f, _use_new_zipfile_serialization=False)  # torch < 1.6's format
+    assert torch.equal(read_torch_file(f)["w"], torch.ones(2, 2)) and list(read_weights(f)) == ["w"]
+
+
+@pytest.mark.parametrize("sets, says", [
+    (["weight_decay=nan"], "--set weight_decay=nan: must be a finite number"),
+    (["kd_options=1"], 'kd_options takes a JSON object of the KD method\'s hyperparameters, e.g. {"T": 2}'),
+    (["pretrained_report=abc"], "--set pretrained_report: filled in by the trainer"),
+])
+def test_set_messages_name_what_exists(sets, says):
+    from rdd_edge.distill.config import resolve_config
+    from rdd_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        resolve_config("distill", dataset="synthetic", sets=sets)
+    assert says in str(exc.value) and "--weight-decay" not in str(exc.value) and "head_channels" not in str(exc.value)
+
+
+def test_demo_names_the_artifacts_it_skips_as_changed_since_the_check(export, tmp_path):
+    from rdd_edge.deploy.choose import choose_artifact
+
+    assert _check(export).exit_code == 0
+    best, notes = choose_artifact(export)
+    assert notes == []
+    (export / best.name).write_bytes((export / best.name).read_bytes() + b"\0")
+    second, notes = choose_artifact(export)
+    assert second != best and len(notes) == 1
+    assert notes[0].startswith(f"skipped {best.name}: passed the last check but changed since")
+
+
+def test_install_sh_options_without_a_value_are_one_line(tmp_path):
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "deploy" / "bundle_files" / "install.sh"
+    for opt in ("--venv", "--max-batch", "--workspace"):
+        r = subprocess.run(["bash", str(script), opt], capture_output=True, text=True, cwd=tmp_path,
+                           env={**os.environ, "RDD_TEGRA_RELEASE": str(tmp_path / "none")})
+        assert r.returncode == 2 and r.stderr.strip() == f"install.sh: {opt} needs a value (see --help)"
+
+
+def test_install_sh_failed_check_points_at_this_checks_output(tmp_path):
+    """The end of install.sh, run with a check that fails before writing its report: the stale check.md of an
+    earlier passing check is removed, the line names check.txt, and no demo is suggested."""
+    import subprocess
+
+    script = (Path(__file__).resolve().parents[1] / "deploy" / "bundle_files" / "install.sh").read_text()
+    tail = script[script.index('  REPORT="$HERE/export/check.md"'):]
+    b = tmp_path / "my bundle"
+    (b / "export").mkdir(parents=True)
+    (b / "export" / "check.md").write_text("all passed (an earlier check)")
+    (b / ".venv" / "bin").mkdir(parents=True)
+    (b / ".venv" / "bin" / "rdd-edge").write_text("#!/bin/sh\necho 'error: boom'; exit 1\n")
+    (b / ".venv" / "bin" / "rdd-edge").chmod(0o755)
+    prog = (f'set -euo pipefail\nHERE={json.dumps(str(b))}\nVENV="$HERE/.venv"\nsay() {{ echo "install.sh: $*"; }}\n'
+            "if false; then :\nelse\n" + tail)
+    r = subprocess.run(["bash", "-c", prog], capture_output=True, text=True)
+    assert r.returncode == 1 and not (b / "export" / "check.md").exists()
+    assert f"acceptance check FAILED (exit 1); report: {b}/check.txt" in r.stdout
+    assert "rdd-edge demo" not in r.stdout and "my\\ bundle/check.txt" in r.stdout  # quoted for the shell
+
+
+def test_bundle_next_step_quotes_a_path_with_spaces(export, tmp_path, monkeypatch):
+    from rdd_edge.deploy import bundle as bundle_mod
+
+    monkeypatch.setattr(bundle_mod, "make_bundle", lambda spec, say: Path(tmp_path / "my bundle"))
+    res = CliRunner().invoke(app, ["bundle", str(export)])
+    assert "then run: bash 'my bundle/install.sh'" in res.output

@@ -19,6 +19,10 @@ MAX_BATCH=4
 WORKSPACE=1
 while [ $# -gt 0 ]; do
   case "$1" in
+    --venv|--max-batch|--workspace)
+      [ $# -ge 2 ] && [ -n "$2" ] || { echo "install.sh: $1 needs a value (see --help)" >&2; exit 2; } ;;
+  esac
+  case "$1" in
     --venv) VENV="$2"; shift 2 ;;
     --no-check) CHECK=0; shift ;;
     --dry-run) DRY=1; shift ;;
@@ -159,6 +163,7 @@ if "$VPY" -c 'import sys; from rdd_edge.deploy.engine_meta import tensorrt_modul
   tail -n 3 "$REPORT"
 else
   REPORT="$HERE/export/check.md"
+  rm -f "$REPORT" "$HERE/export/check.json"  # a report left by an earlier check never stands for this one
   say "no TensorRT here: checking the ONNX artifacts on this CPU ..."
   set +e
   "$VENV/bin/rdd-edge" check "$HERE/export" --device cpu > "$HERE/check.txt" 2>&1
@@ -168,8 +173,10 @@ else
 fi
 if [ "$rc" = 0 ]; then
   say "acceptance check passed; report: $REPORT"
+  say "next: . $(printf '%q' "$VENV/bin/activate") && rdd-edge demo $(printf '%q' "$HERE/export") --source 0"
 else
+  [ -f "$REPORT" ] || REPORT="$HERE/check.txt"  # the check stopped before writing its report: its output says why
   say "acceptance check FAILED (exit $rc); report: $REPORT"
+  say "next: read $(printf '%q' "$REPORT"), fix what it names, then run $(printf '%q' "$HERE/install.sh") again"
 fi
-say "next: . $VENV/bin/activate && rdd-edge demo $HERE/export --source 0"
 exit "$rc"

@@ -7,6 +7,7 @@ installed, so ``deploy/`` itself stays torch-free.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -141,5 +142,6 @@ def bundle(
     spec = BundleSpec(source=run, out=out, runs_root=runs, data=data, check_images=check_images,
                       images=not no_check_images, overwrite=overwrite)
     path = make_bundle(spec, say=lambda line: console.print(line))
-    console.print(f"copy {path} to the device, then run: bash {path.name}/install.sh")
+    console.print(f"copy {path} to the device, then run: bash {shlex.quote(path.name + '/install.sh')}",
+                  markup=False, highlight=False)
     console.print(f"wrote {path}")
