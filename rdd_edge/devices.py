@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from rdd_edge.errors import ConfigError
@@ -31,8 +32,6 @@ def wants_gpu(device: str) -> bool:
 
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity mask, e.g. a container's or taskset's share)."""
-    import os  # lazy: only --threads needs it
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from rdd_edge.devices import DEVICE_CHOICES
+from rdd_edge.devices import DEVICE_CHOICES, check_threads
 from rdd_edge.runs import DEFAULT_ROOT, check_run_name
 
 DATASET_HELP = ("Data set name, one of `rdd-edge data list` (default: the run's, else synthetic; "
@@ -26,9 +26,7 @@ Data = Annotated[Optional[Path], typer.Option(
 Runs = Annotated[Path, typer.Option("--runs", help="Parent folder of run folders.")]
 Device = Annotated[Optional[str], typer.Option("--device", help=f"Where to run: {DEVICE_CHOICES} (default auto).")]
 def _threads(value: Optional[int]) -> Optional[int]:
-    from rdd_edge.devices import check_threads  # lazy: the CLI's module imports stay light
-
-    return check_threads(value)
+    return check_threads(value)  # ConfigError: 1..the usable CPUs, before any work
 
 
 Threads = Annotated[Optional[int], typer.Option("--threads", min=1, callback=_threads,
