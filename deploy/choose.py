@@ -70,7 +70,8 @@ def fastest_passed(export_dir: Path, manifest: dict[str, Any] | None = None, suf
             path = inside(export_dir, name, "check.json row")
         except DeployError:
             continue
-        if path.is_file() and mismatch(path, manifest) is None and r.get("sha256") == (manifest_entry(manifest, name) or {}).get("sha256"):
+        scored = r.get("sha256") == (manifest_entry(manifest, name) or {}).get("sha256")  # the row scored these bytes
+        if path.is_file() and mismatch(path, manifest) is None and scored:
             ok.append(r)
     return str(max(ok, key=_fps)["file"]) if ok else None
 

@@ -44,5 +44,7 @@ def check_sizes(cfg: Any, num_classes: int) -> None:
     hc = kwargs.get("head_channels")
     if hc is not None:
         if not isinstance(hc, int) or isinstance(hc, bool) or not 1 <= hc <= MAX_HEAD_CHANNELS:
-            need = f"; its 3x3 convolutions alone would hold {_gb(4 * 9 * float(hc) ** 2 * 4)} of weights" if isinstance(hc, int) and hc > 0 else ""
+            big = isinstance(hc, int) and not isinstance(hc, bool) and hc > MAX_HEAD_CHANNELS
+            # four 3x3 hc->hc convolutions (ASPP's three dilated branches and the head's), FP32
+            need = f"; its 3x3 convolutions alone would hold {_gb(4 * 9 * float(hc) ** 2 * 4)} of weights" if big else ""
             raise ConfigError(f"--head-channels {hc}: must be a whole number in 1..{MAX_HEAD_CHANNELS}{need}")
