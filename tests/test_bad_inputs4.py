@@ -360,9 +360,25 @@ def test_bundle_onto_a_full_or_unwritable_place_is_one_line(export, tmp_path, mo
     assert not (tmp_path / "B").exists() and not list(tmp_path.glob(".B.*"))
 
 
+def _fake_wheel(folder: Path) -> Path:
+    """A wheel holding rdd_edge alone, made in no time (bundle's own wheel build is tested in test_bundle)."""
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / "rdd_edge-0.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("rdd_edge/__init__.py", "")
+        zf.writestr("rdd_edge-0.0.0.dist-info/METADATA", "Name: rdd-edge\n")
+    return wheel
+
+
 def test_bundle_out_dot_inside_a_bundle_replaces_it(export, tmp_path, monkeypatch):
+    from rdd_edge.deploy import bundle as bundle_mod
+
+    monkeypatch.setattr(bundle_mod, "build_wheel", _fake_wheel)
     b = tmp_path / "B"
-    assert CliRunner().invoke(app, ["bundle", str(export), "--out", str(b), "--no-check-images"]).exit_code == 0
+    b.mkdir()
+    (b / "bundle.json").write_text("{}")  # an earlier bundle: what --overwrite may replace
     monkeypatch.chdir(b)
     res = CliRunner().invoke(app, ["bundle", str(export), "--out", ".", "--overwrite", "--no-check-images"])
     assert res.exit_code == 0, res.output + repr(res.exception)
