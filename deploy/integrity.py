@@ -71,6 +71,9 @@ def sealed_rows(export_dir: Path, manifest_name: str = "manifest.json") -> list[
     rows = doc.get("rows") if isinstance(doc, dict) else None
     if not isinstance(rows, list):
         return None
+    if SEAL_KEY not in doc:
+        raise DeployError(f"{path}: has no seal (an older rdd-edge wrote it, or it was edited); "
+                          f"run `rdd-edge check {export_dir}` again")
     if doc.get(SEAL_KEY) != seal(doc):
         raise DeployError(f"{path}: edited since `rdd-edge check` wrote it (its seal does not match its rows); "
                           f"run `rdd-edge check {export_dir}` again")
