@@ -30,6 +30,7 @@ from rdd_edge.data import DataSpec, open_split
 from rdd_edge.deploy.check import find_export_dir
 from rdd_edge.deploy.check_data import write_check_data
 from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
+from rdd_edge.deploy.integrity import refuse_inside_export, verify_artifacts
 from rdd_edge.deploy.versions import dist_version
 from rdd_edge.deploy.wheel import build_wheel, wheel_top_level
 from rdd_edge.errors import ConfigError
@@ -108,14 +109,19 @@ def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -
     export_dir = find_export_dir(run)
     manifest, _ = read_manifest(export_dir / MANIFEST_NAME)
     assert manifest is not None
-    out = Path(spec.out) if spec.out is not None else export_dir.parent / "bundle"
+    verify_artifacts(export_dir, manifest)  # a bundle never carries an export its check would fail
+    out = Path(spec.out).resolve() if spec.out is not None else export_dir.parent / "bundle"  # `--out .` has a name
+    refuse_inside_export(out)  # the next export of that run would delete it
     if out.exists():
         if not spec.overwrite:
             raise ConfigError(f"--out {out}: exists; choose a new folder or add --overwrite")
         if not (out / "bundle.json").is_file():
             raise ConfigError(f"--out {out}: exists and is not an rdd-edge bundle; --overwrite replaces bundles only")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     try:
         # the export, as check accepts it: every file the manifest lists (reports of an earlier check left out)
         dst = stage / "export"
@@ -159,7 +165,9 @@ def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -
             shutil.rmtree(old, ignore_errors=True)
         else:
             stage.rename(out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full or read-only file system while writing: nothing is left half-written
+            raise ConfigError(f"--out {out}: could not write the bundle ({exc.strerror or exc}); nothing was written") from None
         raise
     return out

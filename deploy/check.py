@@ -211,6 +211,7 @@ def evaluate_rows(
         seg, intact = None, False
         try:
             verify_file(cand)
+            row.sha256 = cand.sha256
             intact = True  # present, readable and as exported: whatever fails now is the runtime's
             if cand.file is not None and cand.file.suffix == ".engine":
                 row.detail = _engine_precisions(cand.file)
@@ -220,7 +221,11 @@ def evaluate_rows(
             preds = _predict_all(seg, images, max(1, batch))
             cm = ConfusionMatrix(num_classes, ignore_index)
             for lab, pred in zip(labels, preds):
-                cm.update(lab, np.minimum(pred, num_classes - 1) if pred.size else pred)
+                top = int(pred.max()) if pred.size else 0
+                if top >= num_classes:  # never clamped into a class: the manifest's class list is not this model's
+                    raise DeployError(f"the model predicts class {top} but the manifest lists {num_classes} classes "
+                                      "(edited, or another model's); re-export")
+                cm.update(lab, pred)
             row.miou = 100.0 * cm.compute().miou
             if cand.name == REFERENCE_KEY:
                 ref_preds, ref_miou = preds, row.miou
@@ -374,6 +379,7 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
     manifest, _ = read_manifest(export_dir / MANIFEST_NAME)
     if manifest is None:
         raise ConfigError(f"{export_dir}: no {MANIFEST_NAME}; run `rdd-edge export` first")
+    manifest_sha = sha256_file(export_dir / MANIFEST_NAME)  # the report names the manifest it checked
     ds, imgs, lbls = load_eval_data(manifest, spec.dataset, spec.data, spec.images, export_dir=export_dir)
     refs = reference_candidates(export_dir, spec.threads) if spec.reference else []
     cands = [*refs, *extra, *manifest_candidates(export_dir, manifest, device=device, threads=spec.threads)]
@@ -385,10 +391,28 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
     meta = {"run": str(run_dir), "export_dir": str(export_dir), "model_name": manifest.get("model_name"),
             "dataset": ds.info.name, "split": getattr(ds, "split", "val"), "images": len(imgs),
             "input_size": list(inp.get("size") or inp.get("shape", [0, 0, 0, 0])[2:]),
-            "max_drop": spec.max_drop, "batch": spec.batch, "device": device, "threads": spec.threads}
+            "max_drop": spec.max_drop, "batch": spec.batch, "device": device, "threads": spec.threads,
+            "manifest_sha256": manifest_sha}
     failures = gate(rows, spec.max_drop)
     meta.update(failures=failures, gate_failed=bool(failures))
     if on_cpu(rows, meta):  # CPU latencies: name the CPU and the INT8 instruction set they depend on
         meta["cpu"] = cpu_meta()
-    paths = write_report(export_dir, rows, meta)
+    try:
+        paths = write_report(export_dir, rows, meta)
+    except OSError as exc:  # a read-only or full file system: the verdict stands, the report is what is lost
+        paths = {}
+        meta["report_error"] = (f"could not write check.json / check.md / check.png into {export_dir} "
+                                f"({exc.strerror or exc}){_drop_stale_report(export_dir)}")
     return CheckResult(rows, meta, paths, failures)
+
+
+def _drop_stale_report(export_dir: Path) -> str:
+    """Remove an earlier check.json (it must not speak for this check); what became of it, for the message."""
+    old = export_dir / "check.json"
+    if not old.exists():
+        return ""
+    try:
+        old.unlink()
+        return "; the earlier check.json was removed"
+    except OSError:
+        return "; an earlier check.json is still there and describes an earlier check"

@@ -63,6 +63,8 @@ class CheckData:
         self.info = info
         self.split = "check"
         index = self.folder / INDEX
+        if self.folder.is_symlink() or self.folder.resolve().parent != Path(export_dir).resolve():
+            raise DeployError(f"{self.folder}: leads outside {export_dir} (a link to {self.folder.resolve()}); refusing it")
         if not isinstance(entry, dict) or entry.get("folder") != FOLDER:
             raise DeployError(f"{Path(export_dir) / 'manifest.json'}: check_data must name the folder {FOLDER!r}")
         if not index.is_file():

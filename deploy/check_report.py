@@ -14,6 +14,7 @@ from rdd_edge.cpuinfo import detect
 from rdd_edge.runs import atomic_path, atomic_write_text, write_json
 
 from rdd_edge.deploy.check_rows import FAILED_GATE, PASSED, REFERENCE_KEY, Row
+from rdd_edge.deploy.integrity import SEAL_KEY, seal
 
 
 def _num(v: Any, spec: str = ".2f") -> str:
@@ -42,7 +43,9 @@ def budget_line(r: Row) -> str:
             f"{_num(b.get('budget'), 'g')} ({str(b.get('calibration'))[:20]} calibration); at export, on "
             f"{_num(b.get('check_images'), 'd')} check images: drop {_num(b.get('drop_full'))} -> {_num(b.get('drop'))}")
     lat = b.get("latency_ms") if isinstance(b.get("latency_ms"), dict) else {}
-    if lat.get("full") and lat.get("budgeted"):
+    if not floats:  # no layer in float: the full INT8 file itself; two timings of it are no gain
+        line += "; no layer in float: the file is the full INT8 one"
+    elif lat.get("full") and lat.get("budgeted"):
         line += (f"; latency p50 FP32 {_num(lat.get('fp32'), '.1f')} ms, full INT8 {_num(lat['full'], '.1f')} ms, "
                  f"budgeted {_num(lat['budgeted'], '.1f')} ms" + (f" ({str(b['cpu'])[:60]})" if b.get("cpu") else ""))
     named = _names(b.get("float_modules")) or floats  # "head.classifier (node_conv2d_11)", or the nodes alone
@@ -418,7 +421,8 @@ def write_report(export_dir: Path, rows: Sequence[Row], meta: dict[str, Any]) ->
     if "cpu" not in meta and on_cpu(rows, meta):  # CPU latencies: say which CPU and INT8 instruction set
         meta["cpu"] = cpu_meta()
     out = {"json": export_dir / "check.json", "md": export_dir / "check.md", "png": export_dir / "check.png"}
-    write_json(out["json"], {"format": "rdd-edge-check", "version": 1, **meta, "rows": [r.as_dict() for r in rows]})
+    doc = {"format": "rdd-edge-check", "version": 1, **meta, "rows": [r.as_dict() for r in rows]}
+    write_json(out["json"], {**doc, SEAL_KEY: seal(doc)})  # demo runs only what this very report passed
     atomic_write_text(out["md"], to_markdown(rows, meta))
     plot(rows, out["png"], meta)
     return out

@@ -15,12 +15,12 @@ TensorRT release, :func:`deploy.engine_meta.check_compatible`). A faster artifac
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rdd_edge.deploy.engine_meta import check_compatible, read_sidecar, runtime_identity
 from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
+from rdd_edge.deploy.integrity import sealed_rows
 from rdd_edge.devices import cuda_index
 from rdd_edge.errors import DeployError
 from rdd_edge.runs import inside, sha256_file
@@ -51,12 +51,12 @@ def mismatch(path: Path, manifest: dict[str, Any] | None) -> str | None:
 
 def passed_rows(export_dir: Path) -> list[dict[str, Any]] | None:
     """The rows of the last ``check.json`` here (None when no check has run or it is unreadable)."""
-    try:
-        doc = json.loads((Path(export_dir) / "check.json").read_text())
-    except (OSError, ValueError):
-        return None
-    rows = doc.get("rows") if isinstance(doc, dict) else None
-    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else None
+    return sealed_rows(Path(export_dir))  # DeployError when check.json was edited or the manifest changed since
+
+
+def scored_these_bytes(row: dict[str, Any], manifest: dict[str, Any] | None, name: str) -> bool:
+    """Whether the check row recorded the sha256 the manifest lists for ``name`` (the row scored these bytes)."""
+    return row.get("sha256") == (manifest_entry(manifest, name) or {}).get("sha256")
 
 
 def _fps(row: dict[str, Any]) -> float:
@@ -82,7 +82,7 @@ def fastest_passed(export_dir: Path, manifest: dict[str, Any] | None = None, suf
             path = inside(export_dir, name, "check.json row")
         except DeployError:
             continue
-        if path.is_file() and mismatch(path, manifest) is None:
+        if path.is_file() and mismatch(path, manifest) is None and scored_these_bytes(r, manifest, name):
             ok.append(r)
     return str(max(ok, key=_fps)["file"]) if ok else None
 
@@ -139,6 +139,9 @@ def choose_artifact(export_dir: Path, device: str = "auto") -> tuple[Path, list[
                 continue
             if not path.is_file() or mismatch(path, manifest) is not None:
                 passed_over.append((r, "changed or missing since the check (sha256 differs from the manifest)"))
+                continue
+            if not scored_these_bytes(r, manifest, name):
+                passed_over.append((r, "the check scored other bytes than the manifest lists"))
                 continue
             if name.endswith(ENGINE_SUFFIXES):
                 if not identity and device != "cpu":

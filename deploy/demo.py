@@ -33,7 +33,7 @@ from rdd_edge.deploy.choose import choose_artifact
 from rdd_edge.deploy.runtime import load
 from rdd_edge.devices import parse_device
 from rdd_edge.errors import DeployError
-from rdd_edge.runs import DEFAULT_ROOT, atomic_path, resolve_run
+from rdd_edge.runs import DEFAULT_ROOT, atomic_path, atomic_write_bytes, resolve_run
 from rdd_edge.viz import draw_legend, overlay
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -59,10 +59,13 @@ def _quiet_opencv() -> None:
 class FrameSource:
     """Frames (uint8 RGB) from a camera index, a video file, a URL or a folder of images."""
 
-    def __init__(self, source: str | int, reconnects: int = 3, backoff: float = 0.5):
+    STABLE = 30.0  # seconds of frames after a reconnect before a later drop gets its own reconnects again
+
+    def __init__(self, source: str | int, reconnects: int = 3, backoff: float = 0.5, read_timeout: float = 10.0):
         self.source = source
         self.reconnects = reconnects
         self.backoff = backoff
+        self.read_timeout = read_timeout  # a live source silent this long has stalled (issue 32)
         self.folder: list[Path] | None = None
         self.cap: Any = None
         self.fps = 25.0
@@ -85,7 +88,14 @@ class FrameSource:
     def _open(self) -> Any:
         s = str(self.source)
         _quiet_opencv()  # a failed open is reported once, as a DeployError, not as OpenCV's own warnings
-        cap = cv2.VideoCapture(int(s)) if s.isdigit() else cv2.VideoCapture(s)
+        ms = int(self.read_timeout * 1000)
+        timeouts = [getattr(cv2, p) for p in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC") if hasattr(cv2, p)]
+        if s.isdigit():
+            cap = cv2.VideoCapture(int(s))
+        elif self.live and timeouts:  # a stream that stalls makes read() return False instead of blocking forever
+            cap = cv2.VideoCapture(s, cv2.CAP_ANY, [v for p in timeouts for v in (p, ms)])
+        else:
+            cap = cv2.VideoCapture(s)
         if not cap.isOpened():
             cap.release()
             return None
@@ -100,11 +110,12 @@ class FrameSource:
                     continue
                 yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
             return
-        tries = 0
+        tries, since = 0, time.monotonic()
         while True:
             ok, frame = self.cap.read()
             if ok and frame is not None:
-                tries = 0
+                if tries and time.monotonic() - since >= self.STABLE:
+                    tries = 0  # flowing again for a while: a later drop is a new outage
                 yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 continue
             if not self.live:
@@ -116,6 +127,7 @@ class FrameSource:
                 tries += 1
                 self.cap = self._open()
                 if self.cap is not None:
+                    since = time.monotonic()
                     break
             else:
                 raise DeployError(f"--source {self.source}: stream lost and {self.reconnects} reconnects failed; output kept up to the last frame")
@@ -303,9 +315,12 @@ class _VideoSink:
     run leaves no file."""
 
     def __init__(self, path: Path, fps: float):
-        self.path, self.fps, self.writer = path, fps, None
+        self.path, self.fps, self.writer, self.n = path, fps, None, 0
         self._tmp = atomic_path(path, suffix=".tmp" + path.suffix)
-        self.tmp = self._tmp.__enter__()
+        try:
+            self.tmp = self._tmp.__enter__()
+        except OSError as exc:  # a read-only or full file system, a file where a folder should be
+            raise DeployError(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
 
     def write(self, rgb: np.ndarray) -> None:
         if self.writer is None:
@@ -315,13 +330,22 @@ class _VideoSink:
             if not self.writer.isOpened():
                 raise DeployError(f"{self.path}: cannot open a video writer for it (try an .mp4 or .avi name, or --out DIR)")
         self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.n += 1
 
     def finish(self, keep: bool) -> Path | None:
-        """Release the writer; rename the video into place when ``keep``, else remove it."""
+        """Release the writer; rename the video into place when ``keep`` and it plays back whole, else remove it."""
         if self.writer is not None:
             self.writer.release()
         if keep:
-            self._tmp.__exit__(None, None, None)
+            # OpenCV's writer reports no write error (a full disk leaves a truncated, unplayable file): read it back
+            if self.n and not video_is_whole(self.tmp, self.n):
+                self._tmp.__exit__(DeployError, DeployError("incomplete"), None)
+                raise DeployError(f"--out {self.path}: the video could not be written whole ({self.n} frames; disk full "
+                                  "or not writable?); the partial file was removed")
+            try:
+                self._tmp.__exit__(None, None, None)
+            except OSError as exc:
+                raise DeployError(f"--out {self.path}: cannot write it ({exc.strerror or exc}); nothing was kept") from None
             return self.path if self.path.exists() else None
         self._tmp.__exit__(DeployError, DeployError("discarded"), None)
         return None
@@ -332,10 +356,22 @@ class _FolderSink:
 
     def __init__(self, folder: Path):
         self.folder, self.n = folder, 0
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DeployError(f"--out {folder}: cannot create the folder ({exc.strerror or exc})") from None
 
     def write(self, rgb: np.ndarray) -> None:
-        cv2.imwrite(str(self.folder / f"frame_{self.n:06d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        # encoded here, written by Python: a full disk raises (cv2.imwrite only returns False, or leaves empty files)
+        name = self.folder / f"frame_{self.n:06d}.png"
+        ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        try:
+            if not ok:
+                raise OSError("PNG encoding failed")
+            atomic_write_bytes(name, png.tobytes())
+        except OSError as exc:
+            raise DeployError(f"--out {self.folder}: could not write {name.name} ({exc.strerror or exc}); the {self.n} "
+                              f"frames before it are complete in {self.folder}") from None
         self.n += 1
 
     def finish(self, keep: bool) -> Path | None:
@@ -350,6 +386,15 @@ class _NullSink:
 
     def finish(self, keep: bool) -> Path | None:
         return None
+
+
+def video_is_whole(path: Path, frames: int) -> bool:
+    """Whether the video file at ``path`` opens and holds about ``frames`` frames (its container's count)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return bool(cap.isOpened()) and cap.get(cv2.CAP_PROP_FRAME_COUNT) >= max(1, frames - 1)
+    finally:
+        cap.release()
 
 
 def open_sink(out: str | Path | None, fps: float) -> _VideoSink | _FolderSink | _NullSink:
@@ -413,8 +458,14 @@ class _Frames:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         self.thread.start()
+        wait = self.src.read_timeout * 2 if self.src.live else None  # a read blocked past OpenCV's own timeout
         while True:
-            item = self.q.get()
+            try:
+                item = self.q.get(timeout=wait)
+            except queue.Empty:
+                self.error = DeployError(f"--source {self.src.source}: no frame for {wait:g} s (the stream stalled); "
+                                         "output kept up to the last frame")
+                return
             if item is _END:
                 return
             if isinstance(item, DeployError):
@@ -426,7 +477,8 @@ class _Frames:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join(timeout=2.0)
-        self.src.release()
+        if not self.thread.is_alive():  # a reader still blocked in read() keeps its capture (a daemon thread)
+            self.src.release()
 
 
 class _FpsMeter:

@@ -166,11 +166,14 @@ def build_info(
     output_names: Sequence[str],
     output_shapes: dict[str, Sequence[Any]],
     probe: Callable[[tuple[int, int]], dict[str, np.ndarray]] | None = None,
+    graph_classes: int | None = None,
 ) -> ModelInfo:
     """Combine the manifest (when present) with what the graph/engine itself declares.
 
     ``probe((H, W))`` runs the model once on zeros; used only without a manifest when the graph
-    does not declare its class count statically."""
+    does not declare its class count statically. ``graph_classes`` is the class count read from the
+    graph itself (:mod:`deploy.class_count`; labels-only graphs too): a manifest listing another
+    count belongs to another model, or was edited, and is refused."""
     manifest, mpath = read_manifest(artifact)
     artifact = Path(artifact)
     if len(input_shape) != 4:
@@ -198,6 +201,8 @@ def build_info(
         n = None
         if "logits" in output_shapes and len(output_shapes["logits"]) == 4:
             n = _dim(output_shapes["logits"][1])
+        if n is None:
+            n = graph_classes
         if n is None and probe is not None and "logits" in output_names and g_h and g_w:
             n = int(probe((g_h, g_w))["logits"].shape[1])  # one dummy run tells the class count
         if n is None:
@@ -221,8 +226,9 @@ def build_info(
         )
     if not any(o in ("labels", "logits") for o in output_names):
         raise DeployError(f"{artifact}: graph outputs {list(output_names)}; expected `logits` and/or `labels`")
-    if manifest is not None and "logits" in output_shapes and len(output_shapes["logits"]) == 4:
-        out_c = _dim(output_shapes["logits"][1])
+    if manifest is not None:
+        out_c = _dim(output_shapes["logits"][1]) if len(output_shapes.get("logits") or []) == 4 else None
+        out_c = out_c or graph_classes
         if out_c is not None and out_c != len(classes):
             raise DeployError(f"{artifact}: the model outputs {out_c} classes but {mpath} lists {len(classes)}; "
                               "the manifest belongs to another model (re-export, or restore it)")

@@ -13,6 +13,7 @@ from rdd_edge.errors import DeployError, RddError
 from rdd_edge.deploy.backends.onnxruntime import OrtBackend
 from rdd_edge.deploy.backends.tensorrt import TrtBackend
 from rdd_edge.deploy.choose import choose_artifact, mismatch
+from rdd_edge.deploy.class_count import file_class_count
 from rdd_edge.deploy.info import ModelInfo, build_info
 from rdd_edge.deploy.postprocess import resize_labels, to_labels
 from rdd_edge.deploy.preprocess import check_image, preprocess
@@ -166,7 +167,8 @@ def load(
 
     try:
         info = build_info(
-            path, backend.input_name, backend.input_shape, backend.input_dtype, backend.output_names, backend.output_shapes, probe
+            path, backend.input_name, backend.input_shape, backend.input_dtype, backend.output_names, backend.output_shapes, probe,
+            graph_classes=file_class_count(path) if kind == "onnxruntime" else None,
         )
     except BaseException:
         close = getattr(backend, "close", None)

@@ -21,6 +21,7 @@ from typing import Any
 
 from rdd_edge.data.registry import dataset_info, detect_dataset
 from rdd_edge.data.spec import DataSpec
+from rdd_edge.distill.bounds import check_sizes
 from rdd_edge.distill.losses import build_kd_loss
 from rdd_edge.distill.recipes import apply_recipe
 from rdd_edge.distill.rdd import AUX_WEIGHT, CONFIDENCES, TFE_AVERAGES, TFE_KL, parse_class_weights
@@ -50,6 +51,7 @@ class TrainConfig:
     init: str = "timm"  # random init without pretrained weights: timm's (default) or release (models/init.py: He fan-out, no zero-init)
     normalization: str | None = None  # input normalisation, imagenet or caffe; None: what the initial weights expect (the trainer fills it in)
     pretrained_report: dict | None = None  # filled by the trainer: what --pretrained loaded, skipped and missed
+    pretrained_partial: bool = False  # accept --pretrained weights that cover under half of the backbone
     teacher: str | None = None  # teacher checkpoint (distill only); None: latest teacher run's best.pt
     # -- data
     dataset: str = "synthetic"  # reader name: synthetic, camvid, cityscapes, voc, ade20k
@@ -179,8 +181,12 @@ def config_from_dict(d: dict[str, Any], **overrides: Any) -> TrainConfig:
     return cfg
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+NUMBER_FLAGS = {"lr", "kd_weight", "rdd_threshold", "tfe_fraction"}  # number fields with a command-line option of their own
+
+
+def _flag(name: str, value: Any) -> str:
+    """How a user gave the value: its own option (``--lr inf``), else ``--set weight_decay=nan``."""
+    return f"--{name.replace('_', '-')} {value}" if name in NUMBER_FLAGS else f"--set {name}={value}"
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -188,7 +194,7 @@ def validate(cfg: TrainConfig) -> None:
     for f in dataclasses.fields(cfg):  # inf / nan in any number (--lr inf trains to non-finite weights)
         value = getattr(cfg, f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{_flag(f.name)} {value}: must be a finite number")
+            raise ConfigError(f"{_flag(f.name, value)}: must be a finite number")
     checks = [
         (cfg.iters >= 1, f"--iters {cfg.iters}: must be >= 1"),
         (cfg.batch >= 1, f"--batch {cfg.batch}: must be >= 1"),
@@ -215,6 +221,7 @@ def validate(cfg: TrainConfig) -> None:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    check_sizes(cfg, dataset_info(cfg.dataset).num_classes)  # crop / eval size / head width: before any allocation
 
     resolve_name(cfg.model)  # --student mbv9: one line now, not after the data is opened and the teacher loaded
 
@@ -244,6 +251,11 @@ def parse_workers(value: Any) -> int | str:
     raise ConfigError(f"--workers {value!r}: use a number of loader processes (0 = load in the training process) or auto")
 
 
+TRAINER_FILLED = {"pretrained_report": "what --pretrained loaded, skipped and missed"}
+DICT_EXAMPLES = {"kd_options": 'a JSON object of the KD method\'s hyperparameters, e.g. {"T": 2} (or --kd-option T=2)',
+                 "model_kwargs": 'a JSON object, e.g. {"head_channels": 64}'}
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["weight_decay=5e-4", "crop=64x96", "hflip=false"]`` -> values of each config field's type.
 
@@ -263,6 +275,8 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY a config field.{hint} "
                               f"Fields: {', '.join(sorted(settable))}")
+        if key in TRAINER_FILLED:
+            raise ConfigError(f"--set {key}: filled in by the trainer ({TRAINER_FILLED[key]}); it cannot be set")
         # --set pretrained=none means random weights (the text), not "unset" (None: the data set's default)
         out[key] = raw.strip() if key == "pretrained" else _coerce(item, key, raw.strip(), hints[key])
     return out
@@ -297,7 +311,7 @@ def _coerce(item: str, key: str, raw: str, hint: Any) -> Any:
             return value
     except (ValueError, json.JSONDecodeError):
         example = {bool: "true or false", int: "a whole number", float: "a number, e.g. 5e-4", tuple: "HxW, e.g. 360x480",
-                   dict: 'a JSON object, e.g. {"head_channels": 64}'}.get(origin, str(base))
+                   dict: DICT_EXAMPLES.get(key, "a JSON object")}.get(origin, str(base))
         raise ConfigError(f"--set {item!r}: {key} takes {example}") from None
     return raw
 

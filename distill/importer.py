@@ -73,7 +73,8 @@ def import_released(spec: ImportSpec) -> ImportResult:
         raise CheckpointError(f"{source}: {other}") from None
 
     mode = "teacher" if cfg.get("role") == "teacher" else "distill"
-    config = make_config(mode, info.name, model=name, aux=aux, data=str(spec.data) if spec.data is not None else None,
+    data = str(Path(spec.data).expanduser().resolve()) if spec.data is not None else None  # absolute, as training stores it
+    config = make_config(mode, info.name, model=name, aux=aux, data=data,
                          pretrained="none", normalization=CAFFE.name, name=spec.name or "imported",
                          runs_root=str(spec.runs_root), model_kwargs=width or None)
     run = new_run_dir(mode, config.name, root=spec.runs_root)

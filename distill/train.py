@@ -62,7 +62,7 @@ from rdd_edge.interrupts import StepBoundary, Terminated, deferred, terminate_li
 from rdd_edge.models import create_model, load_checkpoint, load_weights, model_cfg, model_from_checkpoint
 from rdd_edge.models.checkpoint import nonfinite_tensors, resolve_checkpoint, save_checkpoint
 from rdd_edge.models.init import release_init
-from rdd_edge.models.pretrained import is_none, normalization_for
+from rdd_edge.models.pretrained import check_coverage, is_none, normalization_for
 from rdd_edge.normalize import recorded_normalization
 from rdd_edge.runs import folder_lock, latest_run, new_run_dir, remove_temp_files, write_json
 
@@ -201,6 +201,8 @@ def build_model(cfg: TrainConfig, num_classes: int, init: bool = False) -> nn.Mo
 
     model = create_model(cfg.model, num_classes=num_classes, aux=student_aux(cfg),
                          pretrained=cfg.pretrained if init else None, **cfg.model_kwargs)
+    if init and getattr(model, "init_report", None) is not None and not cfg.pretrained_partial:
+        check_coverage(model.init_report)  # nothing starts from (mostly) random weights unless asked to
     if init and cfg.init == "release" and is_none(cfg.pretrained):  # only a random start is re-drawn
         release_init(model)
     return model
@@ -591,34 +593,40 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, stop_after: int | 
     device, rank, world, main = setup_processes(cfg)
     resumed = read_resume(cfg, resume)  # read and checked before anything else is built
     start = int(resumed["step"]) if resumed is not None else 0
+    held = contextlib.ExitStack()  # the run folder's lock, held to the end
     if resumed is not None:
         run_dir = Path(resumed["path"]).parent
-    data = data if data is not None else build_data(cfg)  # a bad data folder fails before any model is built
-    if main:
-        for note in data.notes:
-            print(f"warning: {note}", flush=True)
-    models = build_models(cfg, data.info.num_classes, device, init=resumed is None)
-    ctx = build_step_context(cfg, models.trained, models.teacher, ignore_index=data.info.ignore_index,
-                             teacher_input=models.teacher_input(), start=start)
-    if resumed is not None and main:
-        for note in resume_changes(resumed.get("config") or {}, cfg, start, ctx.rdd):
-            print(f"resume: {note}", flush=True)
-    run_dir = open_run_dir(cfg, run_dir, main)
-    saver = Checkpoints(cfg, run_dir, models, ctx, data.info, world=world, main=main)
-    if resumed is not None:
-        saver.restore(resumed)
-    torch.manual_seed(cfg.seed + 1000 * rank)  # per-process stream (dropout) from here on
-    feed, val_loader, workers = open_loaders(cfg, data, models.norm, device, start, rank, world)
-    logger = RunLogger(run_dir, start, cfg.tensorboard, main)
-    if resumed is not None and resumed.get("rng"):
-        states = resumed["rng"]
-        set_rng_state(states[rank] if rank < len(states) else states[0])
-
+        if main:  # a second resume of this run is refused at once, not after minutes of setup
+            held.enter_context(folder_lock(run_dir, "training"))
+    try:
+        data = data if data is not None else build_data(cfg)  # a bad data folder fails before any model is built
+        if main:
+            for note in data.notes:
+                print(f"warning: {note}", flush=True)
+        models = build_models(cfg, data.info.num_classes, device, init=resumed is None)
+        ctx = build_step_context(cfg, models.trained, models.teacher, ignore_index=data.info.ignore_index,
+                                 teacher_input=models.teacher_input(), start=start)
+        if resumed is not None and main:
+            for note in resume_changes(resumed.get("config") or {}, cfg, start, ctx.rdd):
+                print(f"resume: {note}", flush=True)
+        run_dir = open_run_dir(cfg, run_dir, main)
+        saver = Checkpoints(cfg, run_dir, models, ctx, data.info, world=world, main=main)
+        if resumed is not None:
+            saver.restore(resumed)
+        torch.manual_seed(cfg.seed + 1000 * rank)  # per-process stream (dropout) from here on
+        feed, val_loader, workers = open_loaders(cfg, data, models.norm, device, start, rank, world)
+        logger = RunLogger(run_dir, start, cfg.tensorboard, main)
+        if resumed is not None and resumed.get("rng"):
+            states = resumed["rng"]
+            set_rng_state(states[rank] if rank < len(states) else states[0])
+    except BaseException:
+        held.close()
+        raise
     t_start = time.perf_counter()
-    held = contextlib.ExitStack()
     try:
         if main:  # one training per run folder; what a killed save left behind goes
-            held.enter_context(folder_lock(run_dir, "training"))
+            if resumed is None:
+                held.enter_context(folder_lock(run_dir, "training"))
             remove_temp_files(run_dir)
         steps, last_miou = train_steps(cfg, ctx, models.trained, feed, val_loader, logger, saver, start=start,
                                        stop_after=stop_after, progress=progress and main)

@@ -54,6 +54,19 @@ def default_max_float(n_layers: int) -> int:
     return max(MIN_FLOAT, math.ceil(MAX_FLOAT_SHARE * n_layers))
 
 
+def search_sizes(max_float: int | None, loo: int | None, n_layers: int, log: Callable[[str], None]) -> tuple[int, int]:
+    """(layers a budget may keep in float, layers measured leave-one-out), each clamped to the graph's
+    ``n_layers`` with a line saying so: more than every layer means every layer, never minutes of search."""
+    cap = max_float if max_float is not None else default_max_float(n_layers)
+    if cap > n_layers:
+        log(f"  --int8-max-float {cap}: the graph has {n_layers} Conv layers; using {n_layers}")
+        cap = n_layers
+    if loo is not None and loo > n_layers:
+        log(f"  --int8-loo {loo}: the graph has {n_layers} Conv layers; measuring all {n_layers} (as -1 does)")
+    n_loo = min(cap, n_layers) if loo is None else (n_layers if loo < 0 else min(loo, n_layers))
+    return cap, n_loo
+
+
 def _points(score: dict, fp32: dict) -> float:
     """mIoU points lost vs FP32 (positive: worse)."""
     return 100.0 * (float(fp32["miou"] or 0.0) - float(score["miou"] or 0.0))
@@ -223,8 +236,7 @@ def plan_int8(prep: Path, onnx_path: Path, out_files: dict[str, Path], caches: d
     layers = quant_layers(onnx.load(str(prep)))
     if not layers:
         raise ExportError(f"{onnx_path}: no Conv layer to quantize")
-    cap = max_float if max_float is not None else default_max_float(len(layers))
-    n_loo = min(cap, len(layers)) if loo is None else (len(layers) if loo < 0 else min(loo, len(layers)))
+    cap, n_loo = search_sizes(max_float, loo, len(layers), log)
 
     def inputs():
         return (preprocess(im, scorer.size, scorer.normalization, embedded=scorer.embedded) for im in scorer.images)

@@ -77,9 +77,11 @@ def summary_lines(plan: dict, width: int = WIDTH) -> list[str]:
                    else f"; final file drop {fin['drop']:.2f}"))
         out += textwrap.wrap(head, width, subsequent_indent="  ")
         if f == "int8-cpu":
+            same = budget is not None and not floats  # no layer in float: the full INT8 file itself, timed twice
             lat = (f"latency, ms (ORT, batch 1, p50): FP32 {_ms(fp32_ms)}, full INT8 {_ms(full.get('latency_ms'))}"
-                   + (f", budgeted {_ms(fin.get('latency_ms'))}" if budget is not None else ""))
-            if full.get("latency_ms") and fin.get("latency_ms") and budget is not None:
+                   + (", budgeted = full INT8 (no layer in float: the same file)" if same else
+                      f", budgeted {_ms(fin.get('latency_ms'))}" if budget is not None else ""))
+            if full.get("latency_ms") and fin.get("latency_ms") and budget is not None and not same:
                 lat += f" ({100 * (fin['latency_ms'] / full['latency_ms'] - 1):+.0f}% vs full INT8)"
             out += textwrap.wrap(lat, width, initial_indent="  ", subsequent_indent="  ")
         else:

@@ -28,6 +28,7 @@ from rdd_edge.deploy.check import find_export_dir
 from rdd_edge.deploy.engine_meta import precision_summary
 from rdd_edge.deploy.engine_plan import engine_source
 from rdd_edge.deploy.info import read_manifest
+from rdd_edge.deploy.integrity import refuse_inside_export
 from rdd_edge.deploy.postprocess import resize_labels
 from rdd_edge.deploy.preprocess import preprocess
 from rdd_edge.errors import ConfigError, ExportError
@@ -155,6 +156,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     """
     from rdd_edge.export.onnx_export import check_size  # lazy: torch; `rdd-edge engine` stays torch-free
     from rdd_edge.models import model_from_checkpoint  # lazy: torch; `rdd-edge engine` stays torch-free
+    from rdd_edge.models.checkpoint import check_dataset_classes  # lazy: torch, as above
 
     def log(msg: str) -> None:
         if console is not None:
@@ -169,6 +171,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
         require_tensorrt(f"--trt {spec.trt}")
     ckpt_path = find_checkpoint(spec.source, spec.runs_root)
     model, ckpt = model_from_checkpoint(ckpt_path, aux=False)
+    check_dataset_classes(ckpt, ckpt_path)  # the manifest's class list is the model's, never an edited record's
     dataset = dict(ckpt.get("dataset") or {})
     if not dataset.get("classes"):
         raise ExportError(f"{ckpt_path}: checkpoint has no dataset description (classes, mean/std); re-save it with rdd-edge")
@@ -178,6 +181,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     num_classes = len(dataset["classes"])
     out = Path(spec.out) if spec.out is not None else ckpt_path.parent / "export"
     _check_out_dir(out)
+    refuse_inside_export(out)  # the next export of the outer one would delete it
     _check_other_run(out, ckpt_path, spec.overwrite)
     with folder_lock(out, "export"):  # a second export into this folder is refused by name, not interleaved
         remove_leftovers(out)  # staging folders an interrupted export left beside it

@@ -19,7 +19,9 @@ import torch
 import torch.nn as nn
 
 from rdd_edge.models.registry import create_model, resolve_name
+from rdd_edge.models.tensor_check import check_state
 from rdd_edge.errors import CheckpointError, RddError
+from rdd_edge.normalize import recorded_normalization
 from rdd_edge.runs import atomic_path
 
 FORMAT = "rdd-edge-checkpoint"
@@ -146,7 +148,7 @@ def read_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
     if not zipfile.is_zipfile(path) and not is_legacy_torch_file(path):
-        raise CheckpointError(f"{path}: not a torch checkpoint (not a torch.save zip archive); "
+        raise CheckpointError(f"{path}: not a torch checkpoint (neither torch.save's zip archive nor its legacy format); "
                               "the file is truncated or corrupt, or was not written by torch.save")
     try:
         return _torch_load(path, map_location)
@@ -168,12 +170,35 @@ def validate_checkpoint(ckpt: Any, source: str | Path = "<checkpoint>") -> dict:
     for key, typ in (("model_name", str), ("model_kwargs", dict), ("state_dict", Mapping)):
         if not isinstance(ckpt.get(key), typ):
             raise CheckpointError(f"{source}: checkpoint field '{key}' is missing or not a {typ.__name__}")
+    check_state(ckpt["state_dict"], source)  # sizes and kinds first: nothing below may materialise a tensor
     try:
         ckpt["model_name"] = resolve_name(ckpt["model_name"])
     except RddError as exc:
         raise CheckpointError(f"{source}: made for a model this version does not know: {exc}") from None
     _check_model_kwargs(ckpt["model_kwargs"], ckpt["state_dict"], source)
+    try:  # the input the weights expect: a bad record is named with its file here, not later without it
+        recorded_normalization(ckpt)
+    except (RddError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{source}: its normalization record is not usable ({exc}); the checkpoint's metadata "
+                              "was edited or is corrupt") from None
     return ckpt
+
+
+def check_dataset_classes(ckpt: Mapping[str, Any], source: str | Path) -> None:
+    """The ``dataset`` record's class list must have as many names as the model has outputs (model_kwargs
+    num_classes, which the weights' shapes confirm when loaded): an edited record would otherwise become an
+    export's class list and the gate's denominator (export calls this; nothing else reads the record's classes)."""
+    dataset = ckpt.get("dataset")
+    classes = dataset.get("classes") if isinstance(dataset, Mapping) else None
+    if dataset is None or (isinstance(dataset, Mapping) and classes is None):
+        return
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{source}: its dataset record has no list of class names; the checkpoint's metadata "
+                              "was edited or is corrupt")
+    n = ckpt["model_kwargs"]["num_classes"]
+    if classes and len(classes) != n:
+        raise CheckpointError(f"{source}: its dataset record lists {len(classes)} classes but the model outputs {n}; "
+                              "the checkpoint's metadata was edited or belongs to other weights")
 
 
 MAX_CLASSES = 1024  # far above any segmentation label set (ADE20K 150, COCO-Stuff 171, Mapillary 124)
@@ -227,6 +252,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, Any], name:
         obj = validate_checkpoint(obj, label)["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{label}: holds neither an rdd-edge checkpoint nor a state_dict of tensors")
+    check_state(obj, label)
     state = dict(obj)
     if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
         state = {k[len("module."):]: v for k, v in state.items()}

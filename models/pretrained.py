@@ -30,10 +30,11 @@ import torch
 import torch.nn as nn
 
 from rdd_edge.errors import CheckpointError, ModelError
-from rdd_edge.models.checkpoint import FORMAT, read_torch_file
+from rdd_edge.models.checkpoint import FORMAT, read_torch_file, validate_checkpoint
 from rdd_edge.models.registry import model_cfg
 from rdd_edge.models.released import BACKBONE_PREFIX, backbone_names, strip_module
-from rdd_edge.normalize import CAFFE, DEFAULT, IMAGENET, Normalization, normalization_of
+from rdd_edge.models.tensor_check import check_state
+from rdd_edge.normalize import CAFFE, DEFAULT, IMAGENET, Normalization, normalization_of, recorded_normalization
 from rdd_edge.sources import describe_layout, where
 
 NONE_VALUES = ("none", "")
@@ -86,12 +87,22 @@ def init_backbone(model: nn.Module, source: str | Path) -> InitReport:
         path = hub_file(tag, cfg.get("imagenet_file"))
         return load_backbone(model, read_weights(path), f"timm {tag}", layout="timm")
     path = Path(source)
-    return load_backbone(model, read_weights(path), str(path))
+    state, record = read_weights_and_record(path)
+    report = load_backbone(model, state, str(path))
+    if record is not None:  # one of our checkpoints: its weights expect what it records (an imported one: caffe)
+        report.normalization = recorded_normalization(record)
+    return report
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict of tensors from a torch file (safe unpickler) or a safetensors file; ``module.`` dropped."""
+    return read_weights_and_record(path)[0]
+
+
+def read_weights_and_record(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """:func:`read_weights`, and the rdd-edge checkpoint it came from (None for a plain state dict)."""
     path = Path(path)
+    record = None
     if path.suffix == ".safetensors" and path.is_file():
         from safetensors.torch import load_file  # lazy: optional dependency (safetensors, comes with timm)
 
@@ -102,12 +113,14 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         obj = read_torch_file(path)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        record = validate_checkpoint(dict(obj), path)
         obj = obj.get("state_dict")
     elif isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: holds no state dict of tensors (expected backbone weights saved with torch.save)")
-    return strip_module(obj)
+    check_state(obj, path, finite=True)  # names, plain dense float tensors of sane size, no inf/NaN: before any use
+    return strip_module(obj), record
 
 
 def _candidates(model: nn.Module) -> dict[str, dict[str, str]]:
@@ -241,6 +254,20 @@ def _reachable(url: str, timeout: float = 5.0) -> bool:
             return True
     except OSError:
         return False
+
+
+MIN_COVERAGE = 0.5  # --pretrained must fill at least this share of the backbone's tensors (--pretrained-partial: any)
+
+
+def check_coverage(report: InitReport, floor: float = MIN_COVERAGE) -> None:
+    """ModelError when ``report`` loaded under ``floor`` of the backbone's tensors: the rest would train from
+    random weights without anyone having asked for that."""
+    total = report.loaded + len(report.missing)
+    if total and report.loaded < floor * total:
+        raise ModelError(f"--pretrained {report.source}: loaded {report.loaded} of the backbone's {total} tensors "
+                         f"({100 * report.loaded / total:.0f}%); the other {len(report.missing)} would start from random "
+                         "weights. Pass this network's backbone weights, or add --pretrained-partial to train from "
+                         "them anyway")
 
 
 def normalization_for(report: InitReport | None, override: Any = None) -> Normalization:

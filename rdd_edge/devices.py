@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from rdd_edge.errors import ConfigError
@@ -27,3 +28,19 @@ def cuda_index(device: str) -> int:
 def wants_gpu(device: str) -> bool:
     """True for ``cuda`` / ``cuda:N``: a GPU is required, not just preferred."""
     return parse_device(device).startswith("cuda")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. a container's or taskset's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None, flag: str = "--threads") -> int | None:
+    """``--threads`` within 1..the usable CPUs (thousands of threads on two cores only thrash: issue 32)."""
+    if threads is None:
+        return None
+    cpus = usable_cpus()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cpus:
+        raise ConfigError(f"{flag} {threads}: this process may use {cpus} CPUs; give 1..{cpus} (or leave it out for "
+                          "the runtime's choice)")
+    return threads

@@ -180,14 +180,20 @@ def folder_lock(folder: str | Path, what: str = "export") -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (``.<name>.lock`` beside it) for the block; a second
     process asking for it is refused at once, by name, instead of both writing the same folder."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     lock = folder.parent / f".{folder.name}.lock"
     try:
         import fcntl  # lazy: optional (no POSIX locks on Windows)
     except ImportError:  # no POSIX locks (Windows): nothing to hold
+        folder.parent.mkdir(parents=True, exist_ok=True)
         yield
         return
-    with open(lock, "a+") as f:
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+")
+    except OSError as exc:  # a read-only or full file system: one line, before any work
+        raise ConfigError(f"{folder}: cannot write its lock file {lock.name} beside it ({exc.strerror or exc}); "
+                          f"the {what} needs a writable folder") from None
+    with handle as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -288,3 +288,24 @@ def test_install_sh_help_works_by_a_relative_path_from_another_folder(plan_dir):
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("Install this bundle's rdd-edge") and "--dry-run prints" in res.stdout
     assert "set -euo pipefail" not in res.stdout
+
+
+def test_install_sh_verifies_every_file_and_installs_exactly_the_named_wheel(bundle, tmp_path):
+    """Issue 32 #3: bundle.json's sha256 list is read; another rdd_edge-*.whl in wheels/ is never chosen."""
+    import shutil
+
+    b = tmp_path / "B"
+    shutil.copytree(bundle, b)
+    named = json.loads((b / "bundle.json").read_text())["wheel"]
+    (b / "wheels" / "rdd_edge-0.0.9-py3-none-any.whl").write_bytes((b / named).read_bytes())  # sorts first
+    r = _install(b, "--dry-run", env={"RDD_TEGRA_RELEASE": str(tmp_path / "none")})
+    assert r.returncode == 0 and f"install {Path(named).name}[" in r.stdout, r.stdout + r.stderr
+    (b / named).write_bytes((b / named).read_bytes() + b"\0")  # a modified wheel
+    r = _install(b, "--dry-run", env={"RDD_TEGRA_RELEASE": str(tmp_path / "none")})
+    assert r.returncode == 1 and "differ from bundle.json's sha256" in r.stderr and named in r.stderr
+    assert "Traceback" not in r.stderr and not (b / ".venv").exists()
+    doc = json.loads((b / "bundle.json").read_text())
+    doc["files"]["../../etc/passwd"] = "0" * 64
+    (b / "bundle.json").write_text(json.dumps(doc))
+    r = _install(b, "--dry-run", env={"RDD_TEGRA_RELEASE": str(tmp_path / "none")})
+    assert r.returncode == 1 and "not a file inside the bundle" in r.stderr

@@ -141,6 +141,9 @@ def test_demo_ignores_a_check_json_row_that_points_outside(export, tmp_path):
     doc = json.loads((export / "check.json").read_text())
     doc["rows"].append({"name": "evil", "file": "../../outside/evil.onnx", "status": "passed",
                         "latency": {"b1": {"fps": 1e9}}})
+    from rdd_edge.deploy.integrity import seal
+
+    doc["seal"] = seal(doc)  # even with the seal recomputed (an edit without it is refused outright: issue 32)
     (export / "check.json").write_text(json.dumps(doc))
     from rdd_edge.deploy.choose import choose_artifact
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from rdd_edge import formats
 from rdd_edge.deploy.info import read_manifest
-from rdd_edge.devices import cuda_index, parse_device
+from rdd_edge.devices import check_threads, cuda_index, parse_device
 from rdd_edge.errors import DeployError, MissingDependencyError
 from rdd_edge.extras import install_hint
 from rdd_edge.formats import ExportFormat
@@ -320,10 +320,8 @@ class OrtBackend:
         ort = import_onnxruntime()
         self.path = Path(path)
         opts = ort.SessionOptions()
-        if threads:
-            if threads < 1:
-                raise DeployError(f"--threads {threads}: must be >= 1")
-            opts.intra_op_num_threads = int(threads)
+        if threads is not None:
+            opts.intra_op_num_threads = check_threads(threads)  # 1..the usable CPUs
         opts.log_severity_level = 3
         device = parse_device(device)
         kind = "cuda" if device.startswith("cuda") else device  # cuda:N -> the GPU providers on device N

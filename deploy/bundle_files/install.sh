@@ -24,6 +24,10 @@ ORT_WHEEL=""
 ONNX_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --venv|--max-batch|--workspace)
+      [ $# -ge 2 ] && [ -n "$2" ] || { echo "install.sh: $1 needs a value (see --help)" >&2; exit 2; } ;;
+  esac
+  case "$1" in
     --venv) VENV="$2"; shift 2 ;;
     --no-check) CHECK=0; shift ;;
     --dry-run) DRY=1; shift ;;
@@ -46,8 +50,38 @@ command -v "$PY" >/dev/null 2>&1 || die "$PY not found; install Python 3.10+ (Je
 # inside an activated venv, python3 is that venv's: the new venv (and "the system site-packages") are its base's
 PY="$("$PY" -c 'import sys; print(getattr(sys, "_base_executable", "") or sys.executable)')"
 
-WHEEL="$(find "$HERE/wheels" -maxdepth 1 -name 'rdd_edge-*.whl' 2>/dev/null | sort | head -n 1)"
-[ -n "$WHEEL" ] || die "no rdd_edge wheel in $HERE/wheels; is this a whole bundle?"
+# Every file bundle.json lists must be here, inside this folder, with the sha256 it records; the wheel
+# installed is exactly the one it names (never another rdd_edge-*.whl someone put into wheels/).
+[ -f "$HERE/bundle.json" ] || die "no bundle.json in $HERE; is this a whole bundle?"
+WHEEL="$("$PY" - "$HERE" <<'PYEOF'
+import hashlib, json, pathlib, sys
+here = pathlib.Path(sys.argv[1]).resolve()
+def die(msg):
+    sys.exit(f"install.sh: error: {msg}")
+try:
+    doc = json.loads((here / "bundle.json").read_text())
+except (OSError, ValueError) as exc:
+    die(f"{here / 'bundle.json'}: unreadable ({exc}); copy the bundle again")
+files, wheel = (doc.get("files"), doc.get("wheel")) if isinstance(doc, dict) else (None, None)
+if not isinstance(files, dict) or not files or not isinstance(wheel, str) or wheel not in files:
+    die(f"{here / 'bundle.json'}: no files list naming the wheel; copy the bundle again")
+bad = []
+for rel, want in files.items():
+    p = here / rel
+    if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/") or not p.resolve().is_relative_to(here):
+        die(f"{here / 'bundle.json'}: lists {rel!r}, which is not a file inside the bundle; refusing it")
+    try:
+        ok = p.is_file() and not p.is_symlink() and hashlib.sha256(p.read_bytes()).hexdigest() == want
+    except OSError:
+        ok = False
+    if not ok:
+        bad.append(rel)
+if bad:
+    die(f"{len(bad)} files differ from bundle.json's sha256 or are missing ({', '.join(bad[:5])}); "
+        "the bundle was edited or damaged on the way: copy it again")
+print(here / wheel)
+PYEOF
+)" || exit 1
 
 # -- what machine is this. A test points these at a made-up machine.
 TEGRA="${RDD_TEGRA_RELEASE:-/etc/nv_tegra_release}"
@@ -231,7 +265,7 @@ if "$VPY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("tor
 fi
 
 [ "$CHECK" = 1 ] || { say "skipped the acceptance check (--no-check)"; exit 0; }
-DEMO="rdd-edge demo $HERE/export --source 0"
+DEMO="rdd-edge demo $(printf '%q' "$HERE/export") --source 0"
 if [ "$TRT_PATH" = 1 ] && "$VPY" -c 'import sys; from rdd_edge.deploy.engine_meta import tensorrt_module; sys.exit(tensorrt_module() is None)' 2>/dev/null; then
   REPORT="$HERE/acceptance.txt"
   say "TensorRT found: building and checking both engines (this takes minutes on a Jetson) ..."
@@ -263,6 +297,7 @@ if [ "$TRT_PATH" = 1 ] && "$VPY" -c 'import sys; from rdd_edge.deploy.engine_met
   fi
 else
   REPORT="$HERE/export/check.md"
+  rm -f "$REPORT" "$HERE/export/check.json"  # a report left by an earlier check never stands for this one
   say "no TensorRT here: checking the ONNX artifacts on this CPU ..."
   set +e
   "$VENV/bin/rdd-edge" check "$HERE/export" --device cpu > "$HERE/check.txt" 2>&1
@@ -272,8 +307,10 @@ else
 fi
 if [ "$rc" = 0 ]; then
   say "acceptance check passed; report: $REPORT"
+  say "next: . $(printf '%q' "$VENV/bin/activate") && $DEMO"
 else
+  [ -f "$REPORT" ] || REPORT="$HERE/check.txt"  # the check stopped before writing its report: its output says why
   say "acceptance check FAILED (exit $rc); report: $REPORT"
+  say "next: read $(printf '%q' "$REPORT"), fix what it names, then run $(printf '%q' "$HERE/install.sh") again"
 fi
-say "next: . $VENV/bin/activate && $DEMO"
 exit "$rc"

@@ -7,6 +7,7 @@ installed, so ``deploy/`` itself stays torch-free.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -45,7 +46,12 @@ def print_check(console: Any, result: Any) -> None:
             console.print(budget_line(r), markup=False, highlight=False)
     if result.meta.get("cpu"):
         console.print(f"CPU: {result.meta['cpu']['line']}", soft_wrap=True, markup=False, highlight=False)  # whole, on any width
-    console.print(f"wrote {result.paths['json']}, {result.paths['md'].name}, {result.paths['png'].name}")
+    if result.paths:
+        console.print(f"wrote {result.paths['json']}, {result.paths['md'].name}, {result.paths['png'].name}")
+    else:  # the reports could not be written: the verdict is printed either way, and the exit code follows it
+        console.print(f"warning: {result.meta.get('report_error')}", markup=False, highlight=False)
+        if not result.failures:
+            console.print("[green]gate passed[/]")
     if result.failures:
         console.print("[red]gate failed[/]: " + "; ".join(result.failures))
 
@@ -136,5 +142,6 @@ def bundle(
     spec = BundleSpec(source=run, out=out, runs_root=runs, data=data, check_images=check_images,
                       images=not no_check_images, overwrite=overwrite)
     path = make_bundle(spec, say=lambda line: console.print(line))
-    console.print(f"copy {path} to the device, then run: bash {path.name}/install.sh")
+    console.print(f"copy {path} to the device, then run: bash {shlex.quote(path.name + '/install.sh')}",
+                  markup=False, highlight=False)
     console.print(f"wrote {path}")

@@ -39,7 +39,13 @@ ValEvery = Annotated[Optional[int], typer.Option("--val-every", help="Validate a
 LogEvery = Annotated[Optional[int], typer.Option("--log-every", help="Log a CSV/TensorBoard row every N iterations.")]
 Amp = Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16 if supported, else fp16).")]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the trained model.")]
-Gpus = Annotated[int, typer.Option("--gpus", help="Processes to launch through torchrun (one per GPU; with --device cpu: gloo).")]
+def _gpus(value: int) -> int:
+    if value < 1:  # 0 or fewer processes is no training at all, not one process
+        raise ConfigError(f"--gpus {value}: processes to launch, at least 1 (1: this process alone, no torchrun)")
+    return value
+
+
+Gpus = Annotated[int, typer.Option("--gpus", callback=_gpus, help="Processes to launch through torchrun (one per GPU; with --device cpu: gloo).")]
 Resume = Annotated[Optional[str], typer.Option("--resume", help="Continue a run exactly: its folder or a last.pt.")]
 HeadChannels = Annotated[Optional[int], typer.Option("--head-channels", help="Width of the segmentation head (default: the model's).")]
 Workers = Annotated[Optional[str], typer.Option("--workers", metavar="N|auto", help="DataLoader worker processes per training process; auto (default): on CUDA the CPUs per process less one (at most 12), on a CPU 2.")]
@@ -56,6 +62,8 @@ Pretrained = Annotated[Optional[str], typer.Option(
     help="Backbone init: imagenet (timm's ImageNet weights; for the ResNet-18s it names the released file to download), "
          "PATH (a backbone state dict in the released code's or timm's key layout) or none (random). Default: imagenet "
          "for real data sets, none for synthetic. The weights decide the input normalisation (--set normalization=...).")]
+PretrainedPartial = Annotated[bool, typer.Option(
+    "--pretrained-partial", help="Train from --pretrained PATH even when it fills under half of the backbone (the rest random).")]
 Checkpoint = Annotated[str, typer.Argument(metavar="CKPT_OR_RUN", help="Checkpoint file or run folder (its best.pt).")]
 
 
@@ -159,10 +167,11 @@ def train_teacher(
     workers: Workers = None, train_images: TrainImages = None, val_images: ValImages = None, runs: Runs = DEFAULT_RUNS,
     stop_after: StopAfter = None, sets: Set = None, quiet: Quiet = False, trust_checkpoint: TrustCheckpoint = False,
     pretrained: Pretrained = None, recipe: Recipe = None,
+    pretrained_partial: PretrainedPartial = False,
 ) -> None:
     """Train the teacher (DeepLabV3-R101 with an aux head by default) on a data set."""
     _run_training("teacher", resume, gpus, stop_after, quiet, sets, dataset, trust_checkpoint, data=data, model=model,
-                  pretrained=pretrained,
+                  pretrained=pretrained, pretrained_partial=pretrained_partial or None,
                   iters=iters, batch=batch, lr=lr, crop=crop, eval_size=eval_size, val_every=val_every, log_every=log_every,
                   amp=amp, compile=compile or None, device=device, name=name, seed=seed, head_channels=head_channels,
                   workers=workers, synthetic_train=train_images, synthetic_val=val_images, runs_root=str(runs),
@@ -195,10 +204,11 @@ def distill_cmd(
         help="The student's backbone init (the teacher is a trained checkpoint): imagenet, PATH (a backbone state dict, "
              "released or timm key layout) or none. Default: imagenet for real data sets, none for synthetic.")] = None,
     recipe: Recipe = None,
+    pretrained_partial: PretrainedPartial = False,
 ) -> None:
     """Distill a student from a frozen teacher with a KD loss and RDD-weighted task loss."""
     _run_training("distill", resume, gpus, stop_after, quiet, sets, dataset, trust_checkpoint, data=data, model=student, teacher=teacher,
-                  pretrained=pretrained,
+                  pretrained=pretrained, pretrained_partial=pretrained_partial or None,
                   method=method, kd_weight=kd_weight, kd_options=_kd_options(kd_option), rdd=rdd, rdd_mode=rdd_mode,
                   rdd_threshold=rdd_threshold, tfe_fraction=tfe_fraction, confidence=confidence,
                   rdd_min_kept=rdd_min_kept, rdd_class_weights=_class_weights(rdd_class_weights), iters=iters, batch=batch,

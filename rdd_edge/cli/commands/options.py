@@ -13,7 +13,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from rdd_edge.devices import DEVICE_CHOICES
+from rdd_edge.devices import DEVICE_CHOICES, check_threads
 from rdd_edge.runs import DEFAULT_ROOT, check_run_name
 
 DATASET_HELP = ("Data set name, one of `rdd-edge data list` (default: the run's, else synthetic; "
@@ -25,7 +25,13 @@ Data = Annotated[Optional[Path], typer.Option(
     "--data", help="Data set folder (default: the run's; generated synthetic scenes need none).")]
 Runs = Annotated[Path, typer.Option("--runs", help="Parent folder of run folders.")]
 Device = Annotated[Optional[str], typer.Option("--device", help=f"Where to run: {DEVICE_CHOICES} (default auto).")]
-Threads = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for inference (default: the runtime's choice).")]
+def _threads(value: Optional[int]) -> Optional[int]:
+    return check_threads(value)  # ConfigError: 1..the usable CPUs, before any work
+
+
+Threads = Annotated[Optional[int], typer.Option("--threads", min=1, callback=_threads,
+                                                help="CPU threads for inference, at most the CPUs this process may use (default: the runtime's choice).")]
+
 def _run_name(value: Optional[str]) -> Optional[str]:
     return check_run_name(value)  # ConfigError: one line, before any work
 
