@@ -134,10 +134,15 @@ def plan_dir(tmp_path) -> Path:
 
     from rdd_edge.deploy.bundle import FILES
 
+    import hashlib
+
     d = tmp_path / "bundle"
     (d / "wheels").mkdir(parents=True)
-    (d / "wheels" / "rdd_edge-0.1.0-py3-none-any.whl").write_bytes(b"stand-in")
+    wheel = "wheels/rdd_edge-0.1.0-py3-none-any.whl"
+    (d / wheel).write_bytes(b"stand-in")
     shutil.copy2(FILES / "install.sh", d / "install.sh")
+    # install.sh verifies every file bundle.json lists before it plans anything (issue 32)
+    (d / "bundle.json").write_text(json.dumps({"wheel": wheel, "files": {wheel: hashlib.sha256(b"stand-in").hexdigest()}}))
     return d
 
 
