@@ -234,13 +234,13 @@ def fit_budget(pl: Planner, flavour: str, method: str, full_score: dict, sens: d
         s, ok = step("single", i, [*kept, i], lambda s: _better(s, cur))
         if ok:
             kept, cur = [*kept, i], s
-    if cur["drop"] <= budget:
-        return {"kept": kept, "score": cur, "steps": steps, "met": True, "search": "single"}
+    if cur["drop"] <= budget or len(kept) >= max_float:
+        return {"kept": kept, "score": cur, "steps": steps, "met": cur["drop"] <= budget, "search": "single"}
 
     # 2. a group: grow in the estimate's order, putting nothing back, until the budget is met
     group, gscore = list(kept), dict(cur)
     rest = [j for j in sens["order"] if sens["rows"][j]["estimate"] and j not in kept]
-    pl.log(f"  {flavour}: no single layer brings the drop within {budget:g}: a group, in the estimate's order")
+    pl.log(f"  {flavour}: single layers fall short of --int8-budget {budget:g}: a group, in the estimate's order")
     for n, i in enumerate(rest):
         if gscore["drop"] <= budget or len(group) >= max_float or n >= 2 * max_float:
             break
