@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from typing import Any
 
-QDQ = ("QuantizeLinear", "DequantizeLinear")
-
 
 def conv_depth(model: Any) -> dict[str, int]:
     """Per tensor: the most Convs on any path from a graph input (initializers and inputs: 0)."""
@@ -86,19 +84,3 @@ def keep_main_side_float(qmodel: Any, adds: dict[str, int | None]) -> int:
         qmodel.graph.initializer.remove(init)
     return len(drop) // 2
 
-
-def add_sides(qmodel: Any) -> dict[str, tuple[str, str]]:
-    """{residual Add: (what its residual side reads, what its main side reads)}, each ``DequantizeLinear``,
-    ``Conv`` or another op type, from a quantized model (what a graph test looks at)."""
-    producer = {o: n for n in qmodel.graph.node for o in n.output}
-    consts = {t.name for t in qmodel.graph.initializer}
-    out = {}
-    # depth on the quantized graph: Q/DQ pairs add no Conv, so the residual side is found as in the FP32 graph
-    res = residual_adds(qmodel)
-    for node in qmodel.graph.node:
-        if node.name not in res or any(t in consts for t in node.input):
-            continue
-        r = res[node.name] if res[node.name] is not None else 0
-        kinds = [producer[t].op_type if t in producer else "input" for t in node.input]
-        out[node.name] = (kinds[r], kinds[1 - r])
-    return out
