@@ -170,6 +170,10 @@ def _residual_adds_read_int8_on_both_sides(path: Path, blocks: int) -> None:
     m = onnx.load(str(path))
     consts = {t.name for t in m.graph.initializer}
     producer = {o: n for n in m.graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in m.graph.node:
+        for t in n.input:
+            consumers[t] = consumers.get(t, 0) + 1
     adds = [n for n in m.graph.node if n.op_type == "Add" and not any(t in consts for t in n.input)]
     assert len(adds) == blocks > 0
     for add in adds:
@@ -179,6 +183,8 @@ def _residual_adds_read_int8_on_both_sides(path: Path, blocks: int) -> None:
         assert [producer[t].op_type for t in conv.input[:2]] == ["DequantizeLinear", "DequantizeLinear"], add.name
         dq = next(producer[t] for t in add.input if producer[t].op_type == "DequantizeLinear")
         assert producer[dq.input[0]].op_type == "QuantizeLinear"  # an activation pair, not a constant
+        # a pair of its own (ONNX Runtime used to hand the Add the next Conv's DequantizeLinear: one DQ, two readers)
+        assert consumers[dq.output[0]] == 1 and consumers[dq.input[0]] == 1, add.name
         assert all(producer[t].op_type != "QuantizeLinear" for t in add.output)  # the Add's output stays float
 
 
