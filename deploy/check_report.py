@@ -49,7 +49,8 @@ def budget_line(r: Row) -> str:
         line += (f"; latency p50 FP32 {_num(lat.get('fp32'), '.1f')} ms, full INT8 {_num(lat['full'], '.1f')} ms, "
                  f"budgeted {_num(lat['budgeted'], '.1f')} ms" + (f" ({str(b['cpu'])[:60]})" if b.get("cpu") else ""))
     named = _names(b.get("float_modules")) or floats  # "head.classifier (node_conv2d_11)", or the nodes alone
-    return line + (f"; in float: {', '.join(named)}" if floats else "")
+    together = " (found as a group: single layers fell short)" if b.get("search") == "group" else ""
+    return line + (f"; in float{together}: {', '.join(named)}" if floats else "")
 
 
 def _fmt(v: float | None, nd: int = 2) -> str:

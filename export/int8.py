@@ -4,7 +4,8 @@ One calibration, two files, because the two runtimes want different integer type
 
 - ``model.int8.onnx`` (TensorRT): symmetric int8 activations and per-channel symmetric int8
   weights (every zero point 0), float biases (TensorRT rejects a DequantizeLinear on an int32 bias),
-  a dedicated Q/DQ pair per consumer, Conv inputs only. TensorRT 10/11 builds INT8 engines from
+  a dedicated Q/DQ pair per consumer, Conv inputs and the residual input of each Add (NVIDIA's
+  placement for a Conv + Add fusion in INT8: ``export.int8_residual``). TensorRT 10/11 builds INT8 engines from
   these Q/DQ nodes; no implicit calibrator is involved. Its float math is FP16 by default
   (``trt_float="fp16"``): a strongly typed engine runs every layer in the type the file gives it,
   so an FP32 file would run its non-quantized layers (and the Q/DQ arithmetic) in FP32. The FP16
@@ -47,6 +48,7 @@ from rdd_edge.errors import ExportError
 from rdd_edge.export.formats import CALIB_METHODS, resolve_calib_method
 from rdd_edge.export.int8_budget import plan_int8
 from rdd_edge.export.int8_calib import calibrate_methods
+from rdd_edge.export.int8_residual import constant_adds, keep_main_side_float, residual_adds
 from rdd_edge.export.onnx_io import input_size, load_export_onnx, sha256_file, topo_sort
 from rdd_edge.normalize import DEFAULT, Normalization
 from rdd_edge.runs import atomic_path
@@ -150,17 +152,21 @@ def _method(name: str) -> Any:
             "minmax": CalibrationMethod.MinMax}[resolve_calib_method(name)]
 
 
+RESIDUAL_QDQ = True  # False: the TensorRT file's placement before issue 28 (Conv inputs only), for benchmarks/int8_residual.py
+
+
 def _profiles() -> dict[str, dict]:
     """quantize_static keyword sets for the two flavours (see the module docstring for why)."""
     from onnxruntime.quantization import QuantFormat, QuantType
 
     common = dict(quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8)
     return {
-        # TensorRT: Conv inputs only; TensorRT fuses the rest around them
-        "int8": dict(common, op_types_to_quantize=["Conv"], activation_type=QuantType.QInt8, extra_options={
+        # TensorRT: Conv inputs and the residual input of each Add (export.int8_residual takes the pair off
+        # the Add's Conv side and skips Adds with a constant); TensorRT fuses the rest around them
+        "int8": dict(common, op_types_to_quantize=["Conv", "Add"] if RESIDUAL_QDQ else ["Conv"], activation_type=QuantType.QInt8, extra_options={
             "ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
             "AddQDQPairToWeight": False, "DedicatedQDQPair": True,
-            "OpTypesToExcludeOutputQuantization": ["Conv"], "CalibPercentile": 99.999}),
+            "OpTypesToExcludeOutputQuantization": ["Conv", "Add"], "CalibPercentile": 99.999}),
         # ONNX Runtime CPU: every op ORT has an integer kernel for (Add, Concat, Resize, pooling ...), so
         # activations stay uint8 between layers instead of round-tripping through float at each Conv:
         # MobileNetV2 at 360x480 on the 2-core VNNI CPU, 2.0x -> 2.7x the FP32 speed
@@ -241,6 +247,11 @@ def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, rea
 
 
     kw = _profiles()[flavour]
+    adds: dict[str, int | None] = {}
+    if flavour == "int8" and RESIDUAL_QDQ:  # Q/DQ on the residual input of each Add only (export.int8_residual)
+        fp32 = onnx.load(str(prep))
+        adds = residual_adds(fp32)
+        exclude = [*exclude, *constant_adds(fp32)]
     if hasattr(reader, "set_range") and len(reader) > CALIB_CHUNK:
         # ORT keeps every calibration image's activations until it histograms them: feed it chunks
         # (merged histograms), so memory is bounded by CALIB_CHUNK images, not by --calib
@@ -249,8 +260,10 @@ def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, rea
     with atomic_path(out, suffix=".onnx.tmp") as tmp, contextlib.redirect_stdout(io.StringIO()):
         quantize_static(str(prep), str(tmp), calibration_data_reader=reader, calibrate_method=method,
                         nodes_to_exclude=list(exclude), calibration_cache_path=str(cache), **kw)
-        if flavour == "int8" and trt_float == "fp16":
-            onnx.save(_float16_qdq(onnx.load(str(tmp))), str(tmp))
+        if flavour == "int8":
+            qmodel = onnx.load(str(tmp))
+            keep_main_side_float(qmodel, adds)
+            onnx.save(_float16_qdq(qmodel) if trt_float == "fp16" else qmodel, str(tmp))
         os.chmod(tmp, 0o644)
 
 

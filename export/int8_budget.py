@@ -9,10 +9,16 @@ and the fewest layers in float that bring the mIoU drop within a budget.
    method with the smallest drop (the worse flavour's) wins. Without a budget, the requested method.
 2. **Sensitivity** of every layer, per flavour (``export.int8_sensitivity``): the local-noise
    estimate for all layers, leave-one-out measured for the noisiest ``loo`` of them.
-3. **Budget** (per flavour): leave layers in float in the order of their measured cost (then the
-   estimate's), one at a time, quantizing and scoring the file after each step; a layer that does
-   not lower the drop is put back. Stop when the drop is within the budget; fail when it is not
-   met with ``max_float`` layers in float.
+3. **Budget** (per flavour, :func:`fit_budget`): leave layers in float in the order of their measured
+   cost (then the estimate's), one at a time, quantizing and scoring the file after each step; a
+   layer that does not lower the drop is put back. Stop when the drop is within the budget. When
+   single layers do not get there, **a group**: layers that only help together (each one alone in
+   float gains nothing while the other still destroys the signal: two convs in a row, both inputs
+   of an Add) are invisible to that greedy step and to leave-one-out. So the float set then grows in
+   the estimate's order without putting anything back (cumulative), until the drop is within the
+   budget, and a backward pass removes, newest first, every layer the budget is met without. Fail
+   when neither reaches the budget with ``max_float`` layers in float. Every file is quantized and
+   scored once (a set tried twice is read from memory: the leave-one-out files are the first steps).
 4. **Final files** in the output folder, scored end to end like every artifact (the TensorRT file
    with its own float math: the steps above score its FP32-math twin, which ONNX Runtime runs
    several times faster on a CPU), and the CPU file's latency next to full INT8 and FP32, measured
@@ -96,6 +102,7 @@ class Planner:
         self.model = onnx.load(str(prep))
         self.latency_input, self.min_time = latency_input, min_time
         self._n = 0
+        self._tried: dict[tuple[str, str, frozenset], tuple[Path, dict]] = {}
         self.fp32 = scorer(onnx_path)
         self.base_float: dict[str, int] = {}  # per file: Convs in float in full INT8 (--keep-float)
 
@@ -119,6 +126,14 @@ class Planner:
     def float_convs(self, path: Path) -> list[str]:
         """The Convs of a file that run in float (what a layer's float island really left in float)."""
         return float_convs(onnx.load(str(path)))
+
+    def trial(self, flavour: str, method: str, floats: Sequence[str]) -> tuple[Path, dict]:
+        """The candidate file with ``floats`` in float and its score; each set is quantized and scored once."""
+        key = (flavour, method, frozenset(floats))
+        if key not in self._tried:
+            path = self.quantize(flavour, method, floats)
+            self._tried[key] = (path, self.score(path))
+        return self._tried[key]
 
     def latency(self, path: Path) -> float | None:
         if self.latency_input is None:
@@ -167,8 +182,7 @@ def sensitivity(pl: Planner, method: str, full: dict[str, Path], full_scores: di
         for i in order[:loo]:
             if not score[i]:
                 continue  # in float already (--keep-float), or nothing the estimate can see
-            path = pl.quantize(f, method, [layers[i].name])
-            s = pl.score(path)  # what quantizing the layer costs = what leaving it in float gains back
+            path, s = pl.trial(f, method, [layers[i].name])  # what quantizing the layer costs = what float gains back
             measured[i] = {"miou_gain": s["miou"] - full_scores[f]["miou"],
                            "agreement_gain": s["agreement"] - full_scores[f]["agreement"],
                            "drop": s["drop"], "agreement": s["agreement"], "float_convs": pl.float_convs(path),
@@ -186,44 +200,78 @@ def sensitivity(pl: Planner, method: str, full: dict[str, Path], full_scores: di
     return out
 
 
+def _better(s: dict, cur: dict) -> bool:
+    """A lower drop, or the same drop with more pixels agreeing."""
+    return s["drop"] < cur["drop"] - 1e-9 or (abs(s["drop"] - cur["drop"]) <= 1e-9 and s["agreement"] > cur["agreement"])
+
+
+VERDICTS = {  # phase -> (kept in float, not kept): what the log says after each step
+    "single": ("", " (no better: back to INT8)"),
+    "group": (" (group: stays in float)", ""),
+    "prune": (" (needed: stays in float)", " (not needed: back to INT8)"),
+}
+
+
 def fit_budget(pl: Planner, flavour: str, method: str, full_score: dict, sens: dict, layers: list,
                budget: float, max_float: int) -> dict:
-    """The fewest layers (greedy, by measured cost then estimate) whose float islands bring the drop within ``budget``."""
+    """The fewest layers whose float islands bring the drop within ``budget``: single layers first (greedy, by
+    measured cost then estimate), then, if that falls short, a group (cumulative in the estimate's order, then
+    pruned newest first); see the module docstring. Each step records its ``phase`` (single, group, prune), the
+    float set it scored and whether its layer is in float afterwards (``kept``)."""
     measured = sens["measured"]
-    by_cost = sorted(measured, key=lambda i: (-measured[i]["miou_gain"], -measured[i]["agreement_gain"], i))
+    rank = {i: r for r, i in enumerate(sens["order"])}  # ties of measured cost: the estimate's order
+    by_cost = sorted(measured, key=lambda i: (-measured[i]["miou_gain"], -measured[i]["agreement_gain"], rank.get(i, i)))
     order = [*by_cost, *(i for i in sens["order"] if i not in measured and sens["rows"][i]["estimate"])]
+    steps: list[dict] = []
+
+    def step(phase: str, layer: int, trial: list[int], keep: Callable[[dict], bool]) -> tuple[dict, bool]:
+        """Score ``trial`` in float, record the step; returns (score, whether ``layer`` is in float afterwards)."""
+        path, s = pl.trial(flavour, method, [layers[j].name for j in trial])
+        n_float = len(pl.float_convs(path)) - pl.base_float.get(flavour, 0)
+        fits = n_float <= max_float  # a float island may take other Convs along (int8-cpu: a shared input)
+        in_float = keep(s) if fits else phase == "prune"  # an over-sized set is not taken (pruning: the layer stays)
+        steps.append({"phase": phase, "layer": layers[layer].name, "float": [layers[j].name for j in trial],
+                      "float_convs": n_float, **s, "kept": in_float, **({} if fits else {"over_max_float": True}),
+                      "latency_ms": pl.latency(path) if flavour == "int8-cpu" and in_float and phase == "single" else None})
+        note = VERDICTS[phase][0 if in_float else 1] if fits else f" ({n_float} Convs in float > {max_float}: back to INT8)"
+        pl.log(f"  {flavour}: {'-' if phase == 'prune' else '+'} {layers[layer].name} in float -> drop {s['drop']:.2f}, "
+               f"agree {s['agreement']:.1f}%{note}")
+        return s, in_float
+
+    # 1. single layers: a layer stays in float only if the drop goes down
     kept: list[int] = []
     cur = dict(full_score)
-    steps: list[dict] = []
-    tries = 0
-    for i in order:
-        if cur["drop"] <= budget or len(kept) >= max_float or tries >= 2 * max_float:
+    for n, i in enumerate(order):
+        if cur["drop"] <= budget or len(kept) >= max_float or n >= 2 * max_float:
             break
-        tries += 1
-        trial = [*kept, i]
-        if not kept and i in measured:  # the first step is that layer's leave-one-out file
-            path, s = measured[i]["file"], _from_loo(measured[i], full_score)
-        else:
-            path = pl.quantize(flavour, method, [layers[j].name for j in trial])
-            s = pl.score(path)
-        n_float = len(pl.float_convs(path)) - pl.base_float.get(flavour, 0)
-        better = (s["drop"] < cur["drop"] - 1e-9 or (abs(s["drop"] - cur["drop"]) <= 1e-9 and s["agreement"] > cur["agreement"]))
-        fits = n_float <= max_float  # a float island may take other Convs along (int8-cpu: a shared input)
-        better = better and fits
-        step = {"layer": layers[i].name, "float": [layers[j].name for j in trial], "float_convs": n_float, **s,
-                "kept": better, **({} if fits else {"over_max_float": True}),
-                "latency_ms": pl.latency(path) if flavour == "int8-cpu" and better else None}
-        steps.append(step)
-        pl.log(f"  {flavour}: + {layers[i].name} in float -> drop {s['drop']:.2f}, agree {s['agreement']:.1f}%"
-               + ("" if better else " (no better: back to INT8)" if fits else
-                  f" ({n_float} Convs in float > {max_float}: back to INT8)"))
-        if better:
-            kept, cur = trial, s
-    return {"kept": kept, "score": cur, "steps": steps, "met": cur["drop"] <= budget}
+        s, ok = step("single", i, [*kept, i], lambda s: _better(s, cur))
+        if ok:
+            kept, cur = [*kept, i], s
+    if cur["drop"] <= budget or len(kept) >= max_float:
+        return {"kept": kept, "score": cur, "steps": steps, "met": cur["drop"] <= budget, "search": "single"}
 
+    # 2. a group: grow in the estimate's order, putting nothing back, until the budget is met
+    group, gscore = list(kept), dict(cur)
+    rest = [j for j in sens["order"] if sens["rows"][j]["estimate"] and j not in kept]
+    pl.log(f"  {flavour}: single layers fall short of --int8-budget {budget:g}: a group, in the estimate's order")
+    for n, i in enumerate(rest):
+        if gscore["drop"] <= budget or len(group) >= max_float or n >= 2 * max_float:
+            break
+        s, ok = step("group", i, [*group, i], lambda s: True)
+        if ok:
+            group, gscore = [*group, i], s
+    if gscore["drop"] > budget:
+        return {"kept": kept, "score": cur, "steps": steps, "met": False, "search": "group"}
 
-def _from_loo(m: dict, full: dict) -> dict:
-    return {"miou": full["miou"] + m["miou_gain"], "drop": m["drop"], "agreement": m["agreement"]}
+    # 3. prune, newest first: a layer the budget is met without goes back to INT8
+    for i in reversed(list(group)):
+        if len(group) == 1:
+            break
+        trial = [j for j in group if j != i]
+        s, needed = step("prune", i, trial, lambda s: s["drop"] > budget)
+        if not needed:
+            group, gscore = trial, s
+    return {"kept": group, "score": gscore, "steps": steps, "met": True, "search": "group"}
 
 
 def plan_int8(prep: Path, onnx_path: Path, out_files: dict[str, Path], caches: dict[str, Path], method: str,
@@ -255,7 +303,7 @@ def plan_int8(prep: Path, onnx_path: Path, out_files: dict[str, Path], caches: d
         fits: dict[str, dict] = {}
         for f in FLAVOURS:
             if budget is None:
-                fits[f] = {"kept": [], "score": full_scores[f], "steps": [], "met": None}
+                fits[f] = {"kept": [], "score": full_scores[f], "steps": [], "met": None, "search": None}
             else:
                 fits[f] = fit_budget(pl, f, winner, full_scores[f], sens[f], layers, budget, cap)
         failed = [f for f in FLAVOURS if budget is not None and not fits[f]["met"]]
@@ -290,7 +338,7 @@ def plan_int8(prep: Path, onnx_path: Path, out_files: dict[str, Path], caches: d
         "calibration": {"tried": tried, "chosen": winner, "methods": method_rows},
         "layers": [l.as_dict() for l in layers],
         "flavours": {f: {"full": full_scores[f], "estimator": sens[f]["estimator"], "sensitivity": sens[f]["rows"],
-                         "steps": fits[f]["steps"],
+                         "steps": fits[f]["steps"], "search": fits[f]["search"],
                          "final": final[f], "met": fits[f]["met"],
                          "seconds": {"estimate": sens[f]["estimate_seconds"], "leave_one_out": sens[f]["loo_seconds"]}}
                      for f in FLAVOURS},

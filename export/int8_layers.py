@@ -6,7 +6,8 @@ the order of the sensitivity report.
 
 Leaving a layer in float means more than naming its Conv in ``nodes_to_exclude``, for the CPU flavour:
 
-- ``model.int8.onnx`` (TensorRT) quantizes Conv inputs only, so excluding the Conv leaves its input,
+- ``model.int8.onnx`` (TensorRT) quantizes Conv inputs (and the residual side of Adds, which no Conv
+  reads through that pair: ``export.int8_residual``), so excluding the Conv leaves its input,
   weights and math in float: the island is the Conv alone.
 - ``model.int8-cpu.onnx`` quantizes every op ONNX Runtime has an integer kernel for, so the tensor a
   Conv reads is usually quantized anyway, as the *output* of the op before it (a Conv whose Relu /

@@ -62,6 +62,20 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+STEP_NOTES = {  # phase -> (the layer in float after the step, back in INT8)
+    "single": ("", " (no gain, dropped)"),
+    "group": (" (group)", " (group, over max-float)"),
+    "prune": (" (needed)", " (not needed)"),
+}
+
+
+def _step(plan: dict, s: dict) -> str:
+    """One budget step: ``+head.classifier 0.41`` (single layer), ``(group)`` when a group grows, ``-`` when pruned."""
+    phase = s.get("phase", "single")
+    return (f"{'-' if phase == 'prune' else '+'}{_label_of(plan, s['layer'])} {s['drop']:.2f}"
+            + (f" {s['latency_ms']:.1f} ms" if s.get("latency_ms") else "") + STEP_NOTES[phase][0 if s["kept"] else 1])
+
+
 def summary_lines(plan: dict, width: int = WIDTH) -> list[str]:
     """What the budget did, per file, wrapped to ``width``."""
     out: list[str] = []
@@ -88,9 +102,8 @@ def summary_lines(plan: dict, width: int = WIDTH) -> list[str]:
             out += textwrap.wrap("latency: not timed here (a TensorRT file: `rdd-edge check` times its engine "
                                  "on the device)", width, initial_indent="  ", subsequent_indent="  ")
         if v["steps"]:
-            steps = ", ".join(f"+{_label_of(plan, s['layer'])} {s['drop']:.2f}" + (f" {s['latency_ms']:.1f} ms" if s.get("latency_ms") else "")
-                              + ("" if s["kept"] else " (no gain, dropped)") for s in v["steps"])
-            out += textwrap.wrap(f"steps (drop after each): {steps}", width, initial_indent="  ", subsequent_indent="  ")
+            out += textwrap.wrap(f"steps (drop after each): {', '.join(_step(plan, s) for s in v['steps'])}", width,
+                                 initial_indent="  ", subsequent_indent="  ")
     return out
 
 
@@ -140,6 +153,7 @@ def budget_record(plan: dict, flavour: str, paths: dict[str, Path]) -> dict[str,
     rec = {"budget": plan.get("budget"), "calibration": plan["calibration"]["chosen"],
            "calibration_tried": plan["calibration"]["tried"], "layers": len(plan["layers"]),
            "float_layers": fin["float_layers"], "float_modules": _labels(plan, fin["float_layers"]),
+           "search": v.get("search"),  # single: one layer at a time was enough; group: the layers only help together
            "excluded_nodes": fin["excluded_nodes"],
            "drop_full": round(full["drop"], 4), "drop": round(fin["drop"], 4),
            "agreement_full": round(full["agreement"], 4), "agreement": round(fin["agreement"], 4),

@@ -4,7 +4,8 @@ Importing this module adds a model to the registry, so the tests import it only 
 (``python -c "import int8_tiny; ..."``), never in the pytest process. :func:`make_hostile_run`
 trains it briefly on blocky scenes (colour encodes the class), makes it hostile to per-tensor INT8
 with ``benchmarks.int8_budget.hostile_head`` (FP32 function unchanged) and writes a run folder
-and a data folder whose val labels are the FP32 model's own predictions.
+and a data folder whose val labels are the FP32 model's own predictions; with ``pair_factors`` also
+a second run from the same trained weights, made hostile in two layers that only help together.
 """
 
 from __future__ import annotations
@@ -73,8 +74,21 @@ def predict(model: nn.Module, images: list[np.ndarray]) -> tuple[torch.Tensor, n
     return out, out.argmax(1).numpy().astype(np.uint8)
 
 
-def make_hostile_run(folder: str | Path, steps: int = 200, factors: tuple[float, float] = (64.0, 128.0), n_val: int = 8) -> dict:
-    """Train, make hostile, write ``folder/runs/distill-hostile/best.pt`` and ``folder/data``; returns facts."""
+# Two cooperating layers (issue 28): at 1024x the quantized conv sees nothing at all. The small half of its
+# input channels rounds to zero activations (the big half sets the per-tensor range) and the big half's weights,
+# 1024x smaller than the rest of each output channel's, round to zero (per-channel weight scales): the conv
+# outputs its bias alone. The head's 3x3 conv and the classifier then each collapse the output to one class
+# whatever the other does, so neither gains anything alone in float (the TensorRT file, whose float islands
+# are one Conv each); both together give FP32 back. 1024 x the largest activation stays far within float16.
+PAIR_FACTORS = (1024.0, 1024.0)
+
+
+def make_hostile_run(folder: str | Path, steps: int = 200, factors: tuple[float, float] = (64.0, 128.0), n_val: int = 8,
+                     pair_factors: tuple[float, float] | None = None) -> dict:
+    """Train, make hostile, write ``folder/runs/distill-hostile/best.pt`` and ``folder/data``; returns facts.
+    With ``pair_factors``, also ``folder/runs/distill-hostile-pair/best.pt`` (facts under ``pair``)."""
+    import copy
+
     from benchmarks.int8_budget import hostile_head
     from rdd_edge.models import save_checkpoint
 
@@ -97,6 +111,7 @@ def make_hostile_run(folder: str | Path, steps: int = 200, factors: tuple[float,
         opt.step()
     model.eval()
     ref, before = predict(model, val)
+    trained = copy.deepcopy(model)
     layers = hostile_head(model, factors)
     got, after = predict(model, val)
     data = folder / "data"
@@ -111,6 +126,13 @@ def make_hostile_run(folder: str | Path, steps: int = 200, factors: tuple[float,
     facts = {"run": str(run), "data": str(data), "layers": layers, "loss": float(loss.detach()),
              "relative_logit_change": float((got - ref).abs().max() / ref.abs().max()),
              "labels_changed": float((before != after).mean())}
+    if pair_factors is not None:
+        pair = folder / "runs" / "distill-hostile-pair"
+        facts["pair"] = {"run": str(pair), "layers": hostile_head(trained, pair_factors), "factors": list(pair_factors)}
+        got, labels = predict(trained, val)
+        facts["pair"].update(relative_logit_change=float((got - ref).abs().max() / ref.abs().max()),
+                             labels_changed=float((labels != after).mean()))
+        save_checkpoint(pair / "best.pt", trained, dataset=INFO, config={"dataset": "camvid"}, normalization=IMAGENET.as_dict())
     (folder / "facts.json").write_text(json.dumps(facts))
     return facts
 

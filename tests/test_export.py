@@ -160,6 +160,65 @@ def test_int8_tensorrt_flavour_is_symmetric_per_channel(mbv2_export):
     assert all(len(consumers.get(n.output[0], [])) == 1 for n in q)  # dedicated pairs
 
 
+def _skip_blocks(name: str) -> int:
+    """The residual blocks of a student, counted on the torch network (timm's blocks with a skip connection)."""
+    model = create_model(name, num_classes=11, head_channels=16)
+    return sum(1 for m in model.modules() if getattr(m, "has_skip", False) or type(m).__name__ == "BasicBlock")
+
+
+def _residual_adds_read_int8_on_both_sides(path: Path, blocks: int) -> None:
+    """Every Add of two computed tensors reads a DequantizeLinear on one side (the residual) and, on the other,
+    a Conv whose activation and weights come out of DequantizeLinear: TensorRT fuses Conv + Add in INT8."""
+    m = onnx.load(str(path))
+    consts = {t.name for t in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in m.graph.node:
+        for t in n.input:
+            consumers[t] = consumers.get(t, 0) + 1
+    adds = [n for n in m.graph.node if n.op_type == "Add" and not any(t in consts for t in n.input)]
+    assert len(adds) == blocks > 0
+    for add in adds:
+        kinds = sorted(producer[t].op_type for t in add.input)
+        assert kinds == ["Conv", "DequantizeLinear"], (add.name, kinds)
+        conv = next(producer[t] for t in add.input if producer[t].op_type == "Conv")
+        assert [producer[t].op_type for t in conv.input[:2]] == ["DequantizeLinear", "DequantizeLinear"], add.name
+        dq = next(producer[t] for t in add.input if producer[t].op_type == "DequantizeLinear")
+        assert producer[dq.input[0]].op_type == "QuantizeLinear"  # an activation pair, not a constant
+        # a pair of its own (ONNX Runtime used to hand the Add the next Conv's DequantizeLinear: one DQ, two readers)
+        assert consumers[dq.output[0]] == 1 and consumers[dq.input[0]] == 1, add.name
+        assert all(producer[t].op_type != "QuantizeLinear" for t in add.output)  # the Add's output stays float
+
+
+def test_tensorrt_int8_quantizes_the_residual_input_of_every_add_mbv2(mbv2_export):
+    out = Path(mbv2_export[1]["export_dir"])
+    _residual_adds_read_int8_on_both_sides(out / "model.int8.onnx", _skip_blocks("mbv2"))
+
+
+def test_tensorrt_int8_quantizes_the_residual_input_of_every_add_r18(tmp_path):
+    """ResNet-18: identity blocks and the three with a 1x1 downsample (its output is the residual side)."""
+    torch.manual_seed(0)
+    src = export_onnx(create_model("r18", num_classes=11, head_channels=16).eval(), tmp_path / "model.onnx", (32, 48))
+    items = [(f"r{i}", (lambda i=i: np.random.default_rng(i).integers(0, 256, (40, 60, 3), dtype=np.uint8))) for i in range(4)]
+    export_int8(src, tmp_path, items, size=(32, 48))
+    _residual_adds_read_int8_on_both_sides(tmp_path / "model.int8.onnx", _skip_blocks("r18"))
+
+
+def test_the_residual_qdq_file_builds_strongly_typed_on_the_tensorrt_double(monkeypatch, mbv2_export, tmp_path):
+    from trt_double import install
+
+    from rdd_edge.deploy.engine_build import build_engine
+
+    d, _ = install(monkeypatch, "10.13.0.35")
+    out = Path(mbv2_export[1]["export_dir"])
+    build_engine(out / "model.int8.onnx", tmp_path / "model.int8.engine", max_batch=2, workspace_gb=1.0,
+                 timing_cache_dir=tmp_path)
+    (net,) = d.calls("Builder", "create_network")
+    assert net["flags"] == 1 << 1  # STRONGLY_TYPED on 10.x
+    assert d.calls("IBuilderConfig", "set_flag") == [] and d.sets("IBuilderConfig", "int8_calibrator") == []
+    assert (tmp_path / "model.int8.engine").is_file()
+
+
 def test_int8_cpu_flavour_uses_uint8_activations(mbv2_export):
     out = Path(mbv2_export[1]["export_dir"])
     m = onnx.load(str(out / "model.int8-cpu.onnx"))

@@ -37,6 +37,7 @@ def _check(export: Path) -> subprocess.CompletedProcess:
 
 
 MARK = "=== --int8-budget export ==="
+PAIR_MARK = "=== --int8-budget export, two cooperating layers ==="
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,13 @@ def exports(tmp_path_factory):
     """One process (the tiny model is registered there only, and torch loads once) makes the hostile student
     (tests/int8_tiny.py), exports it with plain INT8 and with --int8-budget; then each export is checked."""
     folder = tmp_path_factory.mktemp("hostile")
-    plain, budgeted = folder / "plain", folder / "budgeted"
-    code = (f"import sys, json; sys.path[:0] = ['tests', '.']; import int8_tiny as t; f = t.make_hostile_run({str(folder)!r}); "
+    plain, budgeted, pair = folder / "plain", folder / "budgeted", folder / "pair"
+    code = (f"import sys, json; sys.path[:0] = ['tests', '.']; import int8_tiny as t; "
+            f"f = t.make_hostile_run({str(folder)!r}, pair_factors=t.PAIR_FACTORS); "
             f"t.main(['export', f['run'], '--out', {str(plain)!r}, '--data', f['data'], *{COMMON!r}]); print({MARK!r}); "
-            f"t.main(['export', f['run'], '--out', {str(budgeted)!r}, '--data', f['data'], *{COMMON!r}, '--int8-budget', {BUDGET!r}])")
+            f"t.main(['export', f['run'], '--out', {str(budgeted)!r}, '--data', f['data'], *{COMMON!r}, '--int8-budget', {BUDGET!r}]); "
+            f"print({PAIR_MARK!r}); "
+            f"t.main(['export', f['pair']['run'], '--out', {str(pair)!r}, '--data', f['data'], *{COMMON!r}, '--int8-budget', {BUDGET!r}])")
     env = {**os.environ, "COLUMNS": "80", "LINES": "50"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -55,7 +59,9 @@ def exports(tmp_path_factory):
     return {"run": Path(facts["run"]), "data": Path(facts["data"]), "facts": facts,
             "plain": (plain, json.loads((plain / "manifest.json").read_text()), _check(plain)),
             "budgeted": (budgeted, json.loads((budgeted / "manifest.json").read_text()),
-                         r.stdout[r.stdout.index(MARK):], _check(budgeted))}
+                         r.stdout[r.stdout.index(MARK):r.stdout.index(PAIR_MARK)], _check(budgeted)),
+            "pair": (pair, json.loads((pair / "manifest.json").read_text()), r.stdout[r.stdout.index(PAIR_MARK):],
+                     _check(pair))}
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +80,13 @@ def plain(exports):
 def budgeted(exports):
     """(export folder, manifest, stdout with the report, check) of the --int8-budget export."""
     return exports["budgeted"]
+
+
+@pytest.fixture(scope="module")
+def pair(exports):
+    """(export folder, manifest, stdout with the report, check) of the --int8-budget export of the student made
+    hostile in two layers that only help together (``int8_tiny.PAIR_FACTORS``)."""
+    return exports["pair"]
 
 
 def _fits80(text: str) -> None:
@@ -145,6 +158,68 @@ def test_the_budget_keeps_the_hostile_layers_in_float_and_check_passes(plain, bu
     for f in ("int8-cpu", "int8"):
         assert rows[f]["status"] == "passed" and rows[f]["drop"] <= float(BUDGET)
         assert rows[f]["int8_budget"]["float_layers"] == man["artifacts"][f]["int8_budget"]["float_layers"]
+
+
+def test_the_one_layer_case_takes_single_steps_only(budgeted):
+    """Where single layers reach the budget, no group is tried: one greedy step per layer kept in float."""
+    _, man, stdout, _ = budgeted
+    for f in ("int8-cpu", "int8"):
+        v = man["int8_sensitivity"]["flavours"][f]
+        assert v["search"] == "single" and man["artifacts"][f]["int8_budget"]["search"] == "single", f
+        assert {s["phase"] for s in v["steps"]} == {"single"}, f
+        assert len([s for s in v["steps"] if s["kept"]]) == len(v["final"]["float_layers"]), f
+    said = " ".join(stdout.split())  # the console wraps its lines at 80 columns
+    assert "(group)" not in said and "single layers fall short" not in said
+
+
+def test_two_layers_that_only_help_together_are_kept_in_float_as_a_group(hostile, pair):
+    """Issue 28's acceptance: the head's 3x3 conv and the classifier each alone in float gain nothing in the
+    TensorRT file (the other one still collapses the output to one class), measured leave-one-out by the export;
+    the budget grows a group in the estimate's order, keeps both in float, and check --max-drop passes."""
+    from rdd_edge.export.int8_layers import float_convs
+
+    _, _, facts = hostile
+    assert facts["pair"]["relative_logit_change"] < 1e-5 and facts["pair"]["labels_changed"] == 0.0  # FP32 unchanged
+    out, man, stdout, check = pair
+    plan = man["int8_sensitivity"]
+    convs = [l["name"] for l in plan["layers"]]
+    assert [l["module"] for l in plan["layers"]][-2:] == facts["pair"]["layers"] == ["head.conv.0", "head.classifier"]
+    both = convs[-2:]
+
+    v = plan["flavours"]["int8"]
+    assert v["full"]["drop"] > 10 * float(BUDGET)  # full INT8: one class everywhere
+    rows = v["sensitivity"]
+    for i in (-2, -1):  # each alone in float: no mIoU and no agreement back
+        assert rows[i]["loo"] is not None and rows[i]["loo"]["miou_gain"] <= 0 and rows[i]["loo"]["agreement_gain"] <= 0
+    single = [s for s in v["steps"] if s["phase"] == "single"]
+    assert single and not any(s["kept"] for s in single)  # the greedy step found nothing ...
+    group = [s for s in v["steps"] if s["phase"] == "group"]
+    by_estimate = sorted(range(len(rows)), key=lambda i: -(rows[i]["estimate"] or 0))
+    assert [s["layer"] for s in group] == [convs[i] for i in by_estimate[:len(group)]]  # ... a group did, in that order
+    assert group[-1]["drop"] <= float(BUDGET) and set(group[-1]["float"]) == set(both)
+    prune = [s for s in v["steps"] if s["phase"] == "prune"]
+    assert {s["layer"] for s in prune} == set(both) and all(s["kept"] and s["drop"] > float(BUDGET) for s in prune)
+    assert v["search"] == "group"
+    rec = man["artifacts"]["int8"]["int8_budget"]
+    assert sorted(rec["float_layers"], key=convs.index) == both and rec["search"] == "group"
+    assert rec["drop"] <= float(BUDGET) < rec["drop_full"]
+    assert float_convs(onnx.load(str(out / man["artifacts"]["int8"]["file"]))) == both  # exactly those two read float
+
+    # the CPU file: the classifier's float island takes the 3x3 conv along (their shared tensor), one step does it
+    rec = man["artifacts"]["int8-cpu"]["int8_budget"]
+    assert rec["drop"] <= float(BUDGET) < rec["drop_full"]
+    assert set(both) <= set(float_convs(onnx.load(str(out / man["artifacts"]["int8-cpu"]["file"]))))
+
+    said = " ".join(stdout.split())  # the console wraps its lines at 80 columns
+    assert f"int8: single layers fall short of --int8-budget {float(BUDGET):g}" in said
+    assert said.count("(needed: stays in float)") == 2
+    table = stdout[stdout.index("INT8 sensitivity"):stdout.index("\nsensitivity: ")]
+    _fits80(table)
+    assert " ".join(table.split()).count(" (group)") == 2 and " ".join(table.split()).count(" (needed)") == 2
+    assert check.returncode == 0, check.stdout[-2000:]
+    assert "in float (found as a group: single layers fell short)" in " ".join(check.stdout.split())
+    rows = {x["name"]: x for x in json.loads((out / "check.json").read_text())["rows"]}
+    assert all(rows[f]["status"] == "passed" and rows[f]["drop"] <= float(BUDGET) for f in ("int8-cpu", "int8"))
 
 
 def test_the_report_is_a_table_in_80_columns_a_json_file_and_a_picture(budgeted):
@@ -236,3 +311,82 @@ def test_max_drop_is_the_old_name_of_the_budget():
         ExportSpec(int8=True, int8_budget=0.5, int8_max_drop=1.0).normalised()
     with pytest.raises(ConfigError, match="--int8-budget"):
         ExportSpec(int8=True, int8_budget=-1).normalised()
+
+
+class _FakePlanner:
+    """What fit_budget asks of a Planner, with a made-up drop per float set; counts the sets quantized."""
+
+    def __init__(self, drop) -> None:
+        self.drop, self.base_float, self.logged, self.quantized = drop, {}, [], []
+
+    def trial(self, flavour, method, floats):
+        key = frozenset(floats)
+        if key not in self.quantized:
+            self.quantized.append(key)
+        d = self.drop(key)
+        return key, {"miou": 100.0 - d, "drop": d, "agreement": 100.0 - 3 * d}
+
+    def float_convs(self, path):
+        return sorted(path)
+
+    def latency(self, path):
+        return None
+
+    def log(self, line):
+        self.logged.append(line)
+
+
+def _fit(drop, estimate, measured=(), max_float=2, budget=1.0):
+    """fit_budget on layers c0, c1 ... with ``estimate`` per layer, leave-one-out measured for ``measured``."""
+    from types import SimpleNamespace
+
+    from rdd_edge.export.int8_budget import fit_budget
+    from rdd_edge.export.int8_sensitivity import rank_by_noise
+
+    layers = [SimpleNamespace(name=f"c{i}") for i in range(len(estimate))]
+    pl = _FakePlanner(drop)
+    full = pl.trial("int8", "m", [])[1]
+    pl.quantized.clear()
+    loo = {i: pl.trial("int8", "m", [layers[i].name])[1] for i in measured}  # leave-one-out, as the export measures it
+    sens = {"measured": {i: {"miou_gain": s["miou"] - full["miou"], "agreement_gain": s["agreement"] - full["agreement"]}
+                         for i, s in loo.items()},
+            "order": rank_by_noise(estimate), "rows": [{"estimate": e} for e in estimate]}
+    fit = fit_budget(pl, "int8", "m", full, sens, layers, budget, max_float)
+    return fit, pl, [layers[i].name for i in fit["kept"]]
+
+
+EST = [1.0, 2.0, 3.0, 5.0, 8.0e3, 1.5e6]  # the estimate ranks c5, c4, c3 ... as issue 28's MobileNetV2 did
+
+
+def test_fit_budget_one_layer_takes_one_single_step():
+    fit, pl, kept = _fit(lambda s: 0.5 if "c5" in s else 20.0, EST, measured=(5, 4))
+    assert fit["met"] and kept == ["c5"] and fit["search"] == "single"
+    assert [(s["phase"], s["layer"], s["kept"]) for s in fit["steps"]] == [("single", "c5", True)]
+
+
+def test_fit_budget_finds_two_layers_that_only_help_together():
+    """Each of c4, c5 alone gains nothing (the old greedy stopped at 0 layers in float); together they meet it."""
+    fit, pl, kept = _fit(lambda s: 0.5 if {"c4", "c5"} <= s else 20.0, EST, measured=(5, 4))
+    assert fit["met"] and sorted(kept) == ["c4", "c5"] and fit["search"] == "group" and fit["score"]["drop"] == 0.5
+    phases = [(s["phase"], s["layer"], s["kept"]) for s in fit["steps"]]
+    assert phases[:4] == [("single", "c5", False), ("single", "c4", False), ("single", "c3", False),
+                          ("single", "c2", False)]  # at most 2 x max_float single tries
+    assert phases[4:] == [("group", "c5", True), ("group", "c4", True),  # cumulative, in the estimate's order
+                          ("prune", "c4", True), ("prune", "c5", True)]  # each one is needed
+    assert len(pl.quantized) == len(set(pl.quantized)) == 5  # {c5}, {c4}, {c3}, {c2}, {c4, c5}: each set once
+    assert any("single layers fall short of --int8-budget 1:" in line for line in pl.logged)
+
+
+def test_fit_budget_prunes_a_group_layer_the_budget_is_met_without():
+    fit, pl, kept = _fit(lambda s: 0.5 if {"c3", "c5"} <= s else 20.0, EST, max_float=3)
+    assert fit["met"] and sorted(kept) == ["c3", "c5"]
+    group = [s["float"] for s in fit["steps"] if s["phase"] == "group"]
+    assert group == [["c5"], ["c5", "c4"], ["c5", "c4", "c3"]]
+    prune = [(s["layer"], s["kept"]) for s in fit["steps"] if s["phase"] == "prune"]
+    assert prune == [("c3", True), ("c4", False), ("c5", True)]  # newest first; c4 goes back to INT8
+
+
+def test_fit_budget_group_stays_within_max_float_and_fails_honestly():
+    fit, pl, kept = _fit(lambda s: 0.5 if {"c3", "c4", "c5"} <= s else 20.0, EST, max_float=2)
+    assert not fit["met"] and kept == [] and fit["score"]["drop"] == 20.0
+    assert max(len(s["float"]) for s in fit["steps"]) <= 2
