@@ -8,7 +8,6 @@ export; writes that fail are one line; options that size memory or threads are b
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,24 +17,7 @@ from rdd_edge.cli import app
 from rdd_edge.errors import DeployError
 from rdd_edge.runs import sha256_file
 
-CHECK = ["--min-time", "0.01", "--no-torch", "--device", "cpu"]
-
-
-@pytest.fixture
-def export(synthetic_export_src, tmp_path) -> Path:
-    """A fresh copy of the session's synthetic export (conftest.py): every test here edits or attacks it."""
-    return Path(shutil.copytree(synthetic_export_src, tmp_path / "run" / "export"))
-
-
-def _edit(export: Path, change) -> None:
-    path = export / "manifest.json"
-    m = json.loads(path.read_text())
-    change(m)
-    path.write_text(json.dumps(m))
-
-
-def _check(export: Path, *extra: str):
-    return CliRunner().invoke(app, ["check", str(export), *CHECK, *extra])
+from export_attacks import CHECK, _check, _edit, export  # noqa: E402,F401  (export: a fixture)
 
 
 def _labels_only(export: Path, strip_shapes: bool = False) -> None:

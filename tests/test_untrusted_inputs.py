@@ -21,24 +21,7 @@ from rdd_edge.cli import app
 from rdd_edge.errors import ConfigError, DataError, DeployError
 from rdd_edge.runs import sha256_file
 
-CHECK = ["--min-time", "0.01", "--no-torch", "--device", "cpu"]
-
-
-@pytest.fixture
-def export(synthetic_export_src, tmp_path) -> Path:
-    """A fresh copy of the session's synthetic export (conftest.py): every test here edits or attacks it."""
-    return Path(shutil.copytree(synthetic_export_src, tmp_path / "run" / "export"))
-
-
-def _edit(export: Path, change) -> None:
-    path = export / "manifest.json"
-    m = json.loads(path.read_text())
-    change(m)
-    path.write_text(json.dumps(m))
-
-
-def _check(export: Path, *extra: str):
-    return CliRunner().invoke(app, ["check", str(export), *CHECK, *extra])
+from export_attacks import CHECK, _check, _edit, export  # noqa: E402,F401  (export: a fixture)
 
 
 # ---------------------------------------------------------------- 1. --name stays one folder name
