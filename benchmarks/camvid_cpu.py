@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import platform
 import shlex
@@ -40,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rdd_edge.errors import ConfigError, RddError
-from rdd_edge.runs import atomic_write_text, read_json, write_json
+from rdd_edge.runs import atomic_write_text, read_json, sha256_file, write_json
 from rdd_edge.sizes import parse_hw
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,14 +224,6 @@ def score(ckpt: Path, reader, eval_size) -> dict:
     return evaluate(model, loader, model.num_classes).as_dict(names)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
@@ -259,7 +250,7 @@ def train_one(run: Run, args, data, teacher: Path | None, test_reader) -> dict:
     rec = {"plan": run.key(), "best_miou": summary["best_miou"], "final_miou": summary["last_miou"],
            "final": score(final, data.val, data.eval_size), "best": score(best, data.val, data.eval_size) if best.is_file() else None,
            "wall_s": wall, "train_s": summary["time_s"], "steps": summary["steps"], "resumed": resume is not None,
-           "teacher_sha256": sha256(teacher) if teacher else None, "checkpoint_sha256": sha256(final),
+           "teacher_sha256": sha256_file(teacher) if teacher else None, "checkpoint_sha256": sha256_file(final),
            "cpu": detect().as_dict(), "threads": torch.get_num_threads(), "torch": torch.__version__,
            "python": platform.python_version(), "commit": git_commit(),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

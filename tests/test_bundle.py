@@ -239,6 +239,12 @@ def test_plan_for_a_desktop_with_cuda_12(plan_dir, tmp_path):
     assert "whl[trt]" in r.stdout if BASE_HAS_ORT else "whl[trt,gpu]" in r.stdout  # TensorRT 10 + onnxruntime-gpu
 
 
+def test_plan_for_a_desktop_with_cuda_13(plan_dir, tmp_path):
+    env = _machine(tmp_path, smi="| NVIDIA-SMI 580.65   Driver Version: 580.65   CUDA Version: 13.0 |")
+    r = _plan(plan_dir, env)
+    assert r.returncode == 0 and "machine: cuda13" in r.stdout and "the trt-cuda13 extra" in r.stdout
+
+
 def test_plan_for_a_cpu_machine(plan_dir, tmp_path):
     r = _plan(plan_dir, _machine(tmp_path))
     assert r.returncode == 0 and "machine: cpu" in r.stdout and "ONNX Runtime on the CPU" in r.stdout

@@ -61,7 +61,7 @@ def test_each_run_writes_a_result_file_and_a_second_invocation_skips_it(tiny_stu
     assert rec["final"]["miou"] == pytest.approx(statistics.fmean(present), abs=1e-9)
     assert set(rec["final"]["iou"]) == {"Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
                                         "Car", "Pedestrian", "Bicyclist"}
-    assert rec["teacher_sha256"] == study.sha256(runs / "teacher-r18" / "best.pt")
+    assert rec["teacher_sha256"] == study.sha256_file(runs / "teacher-r18" / "best.pt")
     assert rec["cpu"]["isa"] and rec["wall_s"] > 0 and rec["steps"] == 2 and "test" in rec and 0 <= rec["test"]["miou"] <= 1
     assert rec["data"] == {"train": 3, "val": 3}
 
