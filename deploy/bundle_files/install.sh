@@ -115,7 +115,7 @@ if [ -n "$JETSON" ]; then
     esac
     WHY=" (release inferred from CUDA $BOARD_CUDA)"
   fi
-  # NVIDIA's JetPack archive / release notes: JetPack 6.0 = L4T R36.2/R36.3 with CUDA 12.2 and TensorRT 8.6.2;
+  # NVIDIA's JetPack archive (https://developer.nvidia.com/embedded/jetpack-archive) and each JetPack's release notes: JetPack 6.0 = L4T R36.2/R36.3 with CUDA 12.2 and TensorRT 8.6.2;
   # 6.1 and 6.2 = R36.4 with CUDA 12.6 and TensorRT 10.3; JetPack 7 = R38 (CUDA 13); JetPack 5 = R35 (Python 3.8,
   # TensorRT 8.5, the last for Xavier); JetPack 4 = R32.
   case "$L4T" in
