@@ -23,7 +23,7 @@ import numpy as np
 
 from rdd_edge import formats as table
 from rdd_edge.data import DataSpec, open_split
-from rdd_edge.devices import parse_device
+from rdd_edge.devices import cuda_index, parse_device
 from rdd_edge.errors import ConfigError, DeployError, RddError
 from rdd_edge.metrics import ConfusionMatrix
 from rdd_edge.runs import DEFAULT_ROOT, inside, resolve_run, sha256_file
@@ -31,6 +31,7 @@ from rdd_edge.runs import DEFAULT_ROOT, inside, resolve_run, sha256_file
 from rdd_edge.deploy.backends.onnxruntime import gpu_providers, import_onnxruntime
 from rdd_edge.deploy.check_data import open_check_data
 from rdd_edge.deploy.check_report import cpu_meta, on_cpu, write_report
+from rdd_edge.deploy import device_state, power as power_meter
 from rdd_edge.deploy.check_rows import (FAILED, FAILED_GATE, PASSED, REFERENCE_KEY, SKIPPED,  # noqa: F401
                                         Row, row_order)  # the row model, re-exported for callers of the check
 from rdd_edge.deploy.engine_meta import ForeignEngineError, precision_summary, sidecar_path, tensorrt_module
@@ -197,8 +198,10 @@ def evaluate_rows(
     ignore_index: int = 255,
     latency_kw: dict | None = None,
     on_row: Callable[[Row], None] | None = None,
+    power: power_meter.PowerSampler | None = None,
 ) -> list[Row]:
-    """Score every candidate; the reference (first ungated candidate named ``onnx``) sets drop/agreement."""
+    """Score every candidate; the reference (first ungated candidate named ``onnx``) sets drop/agreement.
+    With ``power`` (a started sampler), each latency figure carries the power drawn while it was timed."""
     latency_kw = {"min_time": 1.0, **(latency_kw or {})}
     rows: list[Row] = []
     ref_preds: list[np.ndarray] | None = None
@@ -233,10 +236,11 @@ def evaluate_rows(
                 same = sum(int((a == b).sum()) for a, b in zip(preds, ref_preds))
                 row.agreement = 100.0 * same / max(1, sum(p.size for p in preds))
                 row.drop = ref_miou - row.miou if ref_miou is not None else None
-            row.latency["b1"] = measure_segmenter(seg, 1, **latency_kw).as_dict()
+            row.latency["b1"] = power_meter.timed(power, row.backend, lambda: measure_segmenter(seg, 1, **latency_kw))
             big = min(batch, getattr(seg, "max_batch", None) or batch)  # what an engine's profile accepts
             if big > 1:
-                row.latency[f"b{big}"] = measure_segmenter(seg, big, **latency_kw).as_dict()
+                row.latency[f"b{big}"] = power_meter.timed(power, row.backend,
+                                                           lambda: measure_segmenter(seg, big, **latency_kw))
             gate_fail = cand.gated and row.drop is not None and row.drop > max_drop
             row.status = FAILED_GATE if gate_fail else PASSED
             if gate_fail:
@@ -384,15 +388,17 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
     refs = reference_candidates(export_dir, spec.threads) if spec.reference else []
     cands = [*refs, *extra, *manifest_candidates(export_dir, manifest, device=device, threads=spec.threads)]
     n_cls = int(manifest.get("num_classes") or len(manifest.get("classes", [])))
-    rows = evaluate_rows(cands, imgs, lbls, n_cls, batch=spec.batch, max_drop=spec.max_drop,
-                         ignore_index=int(manifest.get("ignore_index", 255)), latency_kw={"min_time": spec.min_time},
-                         on_row=on_row)
+    state = device_state.collect(device=device, gpu_index=cuda_index(device))  # before the timed runs
+    with power_meter.open_sampler(device=device, gpu_index=cuda_index(device)) as sampler:
+        rows = evaluate_rows(cands, imgs, lbls, n_cls, batch=spec.batch, max_drop=spec.max_drop,
+                             ignore_index=int(manifest.get("ignore_index", 255)), latency_kw={"min_time": spec.min_time},
+                             on_row=on_row, power=sampler)
     inp = manifest.get("input") or {}
     meta = {"run": str(run_dir), "export_dir": str(export_dir), "model_name": manifest.get("model_name"),
             "dataset": ds.info.name, "split": getattr(ds, "split", "val"), "images": len(imgs),
             "input_size": list(inp.get("size") or inp.get("shape", [0, 0, 0, 0])[2:]),
             "max_drop": spec.max_drop, "batch": spec.batch, "device": device, "threads": spec.threads,
-            "manifest_sha256": manifest_sha}
+            "manifest_sha256": manifest_sha, "device_state": {**state, "power_source": sampler.name}}
     failures = gate(rows, spec.max_drop)
     meta.update(failures=failures, gate_failed=bool(failures))
     if on_cpu(rows, meta):  # CPU latencies: name the CPU and the INT8 instruction set they depend on

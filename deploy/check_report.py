@@ -14,6 +14,7 @@ from rdd_edge.cpuinfo import detect
 from rdd_edge.runs import atomic_path, atomic_write_text, write_json
 
 from rdd_edge.deploy.check_rows import FAILED_GATE, PASSED, REFERENCE_KEY, Row
+from rdd_edge.deploy.device_state import state_lines
 from rdd_edge.deploy.integrity import SEAL_KEY, seal
 
 
@@ -94,6 +95,12 @@ def table_rows(rows: Sequence[Row], compact: bool = False) -> tuple[list[str], l
             lb = r.latency.get(k)
             cells += [_fmt(lb["p50_ms"]) if lb else "-", _fmt(lb["fps"], 1) if lb else "-"]
         body.append(cells)
+    if any(isinstance(r.latency.get("b1", {}).get("power_w"), float) for r in rows):  # power measured: W, FPS/W
+        head += ["b1 W", "b1 FPS/W"]
+        for r, cells in zip(rows, body):
+            b1 = r.latency.get("b1") or {}
+            w, per = b1.get("power_w"), b1.get("fps_per_w")
+            cells += [_fmt(w) if isinstance(w, float) else "-", _fmt(per) if isinstance(per, float) else "-"]
     if any(r.int8_budget for r in rows):  # a column only for exports made with --int8-budget
         head.insert(8, "float layers")
         for r, cells in zip(rows, body):
@@ -128,6 +135,10 @@ def to_markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
     if isinstance(cpu, dict) and cpu.get("line"):
         threads = meta.get("threads")
         lines += [f"CPU: {cpu['line']}" + ("" if threads is None else f" Runs used {threads} intra-op threads."), ""]
+    state = meta.get("device_state")
+    if isinstance(state, dict):  # power mode, clocks, temperatures before the timed runs; the power source during them
+        lines += ["Device state before the timed runs:", *[f"- {line}" for line in state_lines(state)],
+                  f"- power during the timed runs: {state.get('power_source', '-')}", ""]
     lines += [
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

@@ -46,6 +46,8 @@ def print_check(console: Any, result: Any) -> None:
             console.print(budget_line(r), markup=False, highlight=False)
     if result.meta.get("cpu"):
         console.print(f"CPU: {result.meta['cpu']['line']}")  # folds at the terminal's width (tests/test_widths: 80 columns); check.md has it whole
+    if isinstance(result.meta.get("device_state"), dict):  # power mode, clocks, temperatures; power during the timed runs
+        print_device_state(console, result.meta["device_state"], result.rows)
     if result.paths:
         console.print(f"wrote {result.paths['json']}, {result.paths['md'].name}, {result.paths['png'].name}")
     else:  # the reports could not be written: the verdict is printed either way, and the exit code follows it
@@ -54,6 +56,20 @@ def print_check(console: Any, result: Any) -> None:
             console.print("[green]gate passed[/]")
     if result.failures:
         console.print("[red]gate failed[/]: " + "; ".join(result.failures))
+
+
+def print_device_state(console: Any, state: dict, rows: Any = ()) -> None:
+    """The device state's lines, then the power and FPS/W of each row measured (or why none was)."""
+    from rdd_edge.deploy.device_state import state_lines
+    from rdd_edge.deploy.power import power_text
+
+    for line in state_lines(state):
+        console.print(f"device: {line}", markup=False, highlight=False)
+    measured = [(r.name, r.latency["b1"]) for r in rows if isinstance((r.latency.get("b1") or {}).get("power_w"), float)]
+    for name, b1 in measured:
+        console.print(f"{name} batch 1: {b1['fps']:.1f} FPS, {power_text(b1)}", markup=False, highlight=False)
+    if not measured:
+        console.print(f"power: {state.get('power_source', '-')}", markup=False, highlight=False)
 
 
 STATUS_COLOURS = {"passed": "green", "failed gate": "yellow", "failed": "red", "skipped": "dim"}
