@@ -81,6 +81,8 @@ def test_check_writes_report_and_gate_fails(run_dir):
     rows = {r["name"]: r for r in rep["rows"]}
     assert set(rows) == {"onnx", "fp16", "int8-cpu", "int8"}
     assert rep["gate_failed"] is True and rep["images"] == 4
+    state = rep["device_state"]  # issue 27: the device's state before the timed runs, whatever this machine is
+    assert state["kind"] in ("cpu", "nvidia-gpu", "jetson") and state["power_source"]
     # mIoU of the FP32 row against an independent computation
     cm = ConfusionMatrix(len(CLASSES))
     for img, lbl in items:
@@ -97,6 +99,7 @@ def test_check_writes_report_and_gate_fails(run_dir):
     assert rows["onnx"]["size_mb"] == pytest.approx((d / "model.onnx").stat().st_size / 1e6)
     md = (d / "check.md").read_text()
     assert "| int8-cpu |" in md and "failed gate" in md and "FAILED" in md
+    assert "Device state before the timed runs:" in md and "- power during the timed runs: " in md
     png = (d / "check.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and cv2.imread(str(d / "check.png")) is not None
 
