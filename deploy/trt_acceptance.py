@@ -3,13 +3,14 @@
     python -m rdd_edge.deploy.trt_acceptance EXPORT_DIR [--max-batch 8] [--workspace 1] [--images DIR]
 
 Starts with the versions that matter on a device (L4T/JetPack, driver, CUDA runtime, cuda-python,
-TensorRT, numpy, ONNX Runtime and its providers). Then, for the source ONNX file of every engine
+TensorRT, numpy, ONNX Runtime and its providers) and the device's state (power mode, clocks,
+temperatures, throttling: :mod:`deploy.device_state`). Then, for the source ONNX file of every engine
 row of the formats table (``model.fp16.onnx``, ``model.int8.onnx``) in a scratch copy of the export
 (the folder itself is left as it is; ``rdd-edge engine`` adds engines to it), a child process builds
 the engine (:func:`rdd_edge.deploy.engine_build.build_engine`, torch-free), prints its per-layer precision report
 (and, with ``--dla-core``, how many layers run on DLA), runs it on the check images and times it
-at batch 1 and at the max batch; a native crash in TensorRT or CUDA kills only that child and
-becomes one FAIL line naming the signal, a child that outlives ``--timeout`` (default 15 minutes, a
+at batch 1 and at the max batch, with the power drawn meanwhile and FPS/W (:mod:`deploy.power`); a
+native crash in TensorRT or CUDA kills only that child and becomes one FAIL line naming the signal, a child that outlives ``--timeout`` (default 15 minutes, a
 Jetson build) one FAIL line naming the timeout. Only after every child has ended does the parent
 compare each engine's labels with ONNX Runtime (CPU) on the same source file; it prints one
 PASS/FAIL line per engine, a summary, and the `rdd-edge engine` line that repeats every option used.
@@ -48,7 +49,7 @@ from rdd_edge import deploy
 from rdd_edge import formats as table
 from rdd_edge.data.base import read_image
 from rdd_edge.data.synthetic import render_scene
-from rdd_edge.deploy import versions
+from rdd_edge.deploy import device_state, versions
 from rdd_edge.deploy.backends.onnxruntime import sessions_opened
 from rdd_edge.deploy.check_data import open_check_data
 from rdd_edge.deploy.engine_build import INSTALL_HINT, build_engine
@@ -56,6 +57,7 @@ from rdd_edge.deploy.engine_meta import precision_summary, report_is_readable, t
 from rdd_edge.deploy.engine_plan import engine_rows
 from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
 from rdd_edge.deploy.latency import measure_segmenter
+from rdd_edge.deploy.power import open_sampler, power_text, timed
 from rdd_edge.errors import DeployError, RddError
 from rdd_edge.formats import ExportFormat
 from rdd_edge.sizes import parse_profile
@@ -203,9 +205,13 @@ def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: 
         with deploy.load(eng) as seg:
             labels = seg.predict_batch(images)
             np.savez(result_file + ".npz", *labels)
-            for b in sorted({1, int(seg.max_batch or opts["max_batch"])}):
-                lat = measure_segmenter(seg, b, min_time=opts["latency_time"], warmup=3)
-                say(f"  latency batch {b}: p50 {lat.p50_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms, {lat.fps:.1f} images/s")
+            with open_sampler(device="cuda") as power:  # the power drawn while each batch size is timed
+                for b in sorted({1, int(seg.max_batch or opts["max_batch"])}):
+                    lat = timed(power, "TensorRT", lambda b=b: measure_segmenter(seg, b, min_time=opts["latency_time"],
+                                                                                 warmup=3))
+                    say(f"  latency batch {b}: p50 {lat['p50_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
+                        f"{lat['fps']:.1f} images/s; {power_text(lat)}")
+                    result.setdefault("latency", {})[f"b{b}"] = lat
         result["ok"] = True
     except RddError as exc:
         result["error"] = str(exc)
@@ -259,6 +265,8 @@ def _main(args: argparse.Namespace) -> int:
     say: Callable[[str], None] = lambda line: print(line, flush=True)  # noqa: E731
     for line in versions.header_lines(versions.collect()):
         say(line)
+    for line in device_state.state_lines(device_state.collect(device="cuda")):  # before any timed run
+        say(f"device: {line}")
     export_dir = args.export_dir
     if not export_dir.is_dir():
         say(f"FAIL: {export_dir} is not an export folder")

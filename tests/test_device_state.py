@@ -377,3 +377,25 @@ def test_check_rows_carry_power_and_fps_per_watt_and_the_report_shows_them(tmp_p
                              power=pw.PowerSampler(why="no NVML bindings"))
     assert rows_cpu[0].latency["b1"]["power_w"] == "unknown (no NVML bindings)"
     assert "b1 FPS/W" not in to_markdown(rows_cpu, meta)  # no power column without a figure
+
+
+def test_the_acceptance_report_records_the_state_and_each_batch_size_power(monkeypatch, trt_export_src, tmp_path, capsys):
+    from trt_double import copied_export, install
+
+    from rdd_edge.deploy import trt_acceptance
+
+    export_dir = copied_export(trt_export_src, tmp_path / "export")
+    install(monkeypatch, "10.3.0.26")
+    machine = ds.Machine(root=orin_nano_tree(tmp_path / "orin"), run=runner({"nvpmodel": (0, NVPMODEL_Q)}),
+                         is_root=False, jetson=True)
+    collect = ds.collect
+    monkeypatch.setattr(trt_acceptance.device_state, "collect", lambda device: collect(machine, device))
+    monkeypatch.setattr(trt_acceptance, "open_sampler", lambda device: pw.open_sampler(machine, device, interval=0.005))
+    assert trt_acceptance.main([str(export_dir), "--max-batch", "2", "--latency-time", "0.02", "--num-images", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "device: power mode: 15W (id 0)" in out and "device: temperatures: gpu-thermal 49.2 C" in out
+    watts = 5000 * 1200 / 1e6  # the faked VDD_IN rail: 6.0 W
+    for line in [ln for ln in out.splitlines() if "latency batch" in ln]:
+        fps = float(line.split(" ms, ")[-1].split(" images/s")[0])
+        per = float(line.split(" samples), ")[-1].split(" FPS/W")[0])
+        assert f"; {watts:.2f} W avg (" in line and per == pytest.approx(fps / watts, rel=1e-3), line
