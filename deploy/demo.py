@@ -30,6 +30,7 @@ import numpy as np
 
 from rdd_edge.deploy.check import find_export_dir
 from rdd_edge.deploy.choose import choose_artifact
+from rdd_edge.deploy.demo_summary import run_measured, write_summary
 from rdd_edge.deploy.runtime import load
 from rdd_edge.devices import parse_device
 from rdd_edge.errors import DeployError
@@ -48,6 +49,9 @@ class DemoResult:
     fps: float = 0.0  # end-to-end frames per second (read + infer + draw + write)
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    device_state: dict[str, Any] = field(default_factory=dict)  # read before the first frame (deploy.device_state)
+    power: dict[str, Any] = field(default_factory=dict)  # fps, power_w, fps_per_w over the whole loop (deploy.power)
+    summary: Path | None = None  # the JSON beside --out (deploy.demo_summary)
 
 
 def _quiet_opencv() -> None:
@@ -591,6 +595,16 @@ def demo(spec: DemoSpec, on_load: Any = None) -> DemoResult:
     seg = load(path, device=parse_device(spec.device), threads=spec.threads)
     if on_load is not None:
         on_load(seg)
-    res = run_demo(seg, spec.source, out=spec.out, show=spec.show, alpha=spec.alpha, max_frames=spec.max_frames)
+    res, state, power = run_measured(lambda: run_demo(seg, spec.source, out=spec.out, show=spec.show, alpha=spec.alpha,
+                                                      max_frames=spec.max_frames),
+                                     getattr(seg, "provider", ""), parse_device(spec.device))
     res.notes[:0] = [*notes, *seg.info.notes]
+    res.device_state, res.power = state, power
+    if res.out is not None:  # the figures beside the frames, comparable with another device's
+        res.summary, why = write_summary(res.out, {
+            "source": str(spec.source), "artifact": str(path), "backend": getattr(seg, "provider", ""),
+            "frames": res.frames, "interrupted": res.interrupted, "out": str(res.out),
+            "end_to_end": power, "device_state": state, "notes": res.notes})
+        if why:
+            res.notes.append(why)
     return res

@@ -26,9 +26,10 @@ import re
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from rdd_edge.deploy.device_state import Machine, import_nvml, read_text, unknown
 
@@ -330,15 +331,24 @@ def power_text(figures: dict[str, Any]) -> str:
         f"{per:.2f} FPS/W" if isinstance(per, float) else f"FPS/W {per}")
 
 
-def timed(power: PowerSampler | None, backend: str, measure: Callable[[], Any]) -> dict[str, Any]:
-    """``measure()`` (a Latency) as a dict; with a sampler, the power drawn while it ran and FPS/W beside
-    its FPS (unknown, with why, for a row the sampler does not measure: a CPU row under NVML)."""
+@contextmanager
+def measuring(power: PowerSampler | None, backend: str) -> Iterator[Callable[[dict[str, Any]], dict[str, Any]]]:
+    """``with measuring(power, backend) as finish: <timed runs>``, then ``finish(figures)`` (after the block):
+    the figures (a dict with ``fps``) plus the power drawn during the block and FPS/W, or unknown with why
+    (no source; a row the source does not measure: a CPU row under NVML). No sampler: the figures as they are."""
     if power is None:
-        return measure().as_dict()
+        yield lambda figures: figures
+        return
     if not power.covers(backend):
-        figures = measure().as_dict()
-        return not_measured(figures, power.why if power.source is None else
-                            f"{power.name} does not measure a row that ran on {backend or 'the CPU'}")
+        why = power.why if power.source is None else f"{power.name} does not measure a run on {backend or 'the CPU'}"
+        yield lambda figures: not_measured(figures, why)
+        return
     with power.window() as win:
+        yield win.annotate
+
+
+def timed(power: PowerSampler | None, backend: str, measure: Callable[[], Any]) -> dict[str, Any]:
+    """``measure()`` (a Latency) as a dict, with the power drawn while it ran and FPS/W (:func:`measuring`)."""
+    with measuring(power, backend) as finish:
         figures = measure().as_dict()
-    return win.annotate(figures)
+    return finish(figures)

@@ -332,7 +332,7 @@ def test_nvml_power_covers_gpu_rows_only(monkeypatch, tmp_path):
         gpu = pw.timed(sampler, "TensorRT", lambda: _Lat(fps=600.0))
         cpu = pw.timed(sampler, "CPUExecutionProvider", lambda: _Lat(fps=30.0))
     assert gpu["power_w"] == pytest.approx(120.0) and gpu["fps_per_w"] == pytest.approx(5.0)
-    assert ds.is_unknown(cpu["power_w"]) and "ran on CPUExecutionProvider" in cpu["power_w"]
+    assert ds.is_unknown(cpu["power_w"]) and "does not measure a run on CPUExecutionProvider" in cpu["power_w"]
     assert nv.calls[-1] == "shutdown"
     cpu_only = pw.open_sampler(ds.Machine(root=tmp_path, run=runner({}), jetson=False, nvml=nv), device="cpu")
     assert cpu_only.source is None and "NVML measures the GPU only" in cpu_only.name
@@ -399,3 +399,47 @@ def test_the_acceptance_report_records_the_state_and_each_batch_size_power(monke
         fps = float(line.split(" ms, ")[-1].split(" images/s")[0])
         per = float(line.split(" samples), ")[-1].split(" FPS/W")[0])
         assert f"; {watts:.2f} W avg (" in line and per == pytest.approx(fps / watts, rel=1e-3), line
+
+
+def _tiny_video(path: Path, n: int = 3) -> Path:
+    import cv2
+
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (48, 32))
+    for i in range(n):
+        vw.write(np.full((32, 48, 3), 40 * i, np.uint8))
+    vw.release()
+    return path
+
+
+def test_demo_out_writes_a_summary_with_the_state_and_fps_per_watt(synthetic_export_src, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    import rdd_edge.cli  # noqa: F401 - registers the commands
+    from rdd_edge.cli.app import app
+    from rdd_edge.deploy import demo_summary
+    from rdd_edge.deploy.demo import DemoSpec, demo
+
+    model, video = synthetic_export_src / "model.onnx", _tiny_video(tmp_path / "in.avi")
+    # a plain CPU machine: the summary says unknown, with why, and the demo goes on
+    res = CliRunner().invoke(app, ["demo", str(model), "--source", str(video), "--out", str(tmp_path / "plain.mp4"),
+                                   "--device", "cpu"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "plain.json").read_text())
+    assert doc["frames"] == 3 and doc["device_state"]["kind"] in ("cpu", "nvidia-gpu", "jetson")
+    assert ds.is_unknown(doc["end_to_end"]["power_w"]) and "NVML measures the GPU only" in doc["end_to_end"]["power_w"]
+    assert f"wrote {tmp_path / 'plain.json'}" in res.output.replace("\n", "")
+    # a faked Orin Nano: power mode in the state, VDD_IN over the loop, FPS/W = FPS / W
+    machine = ds.Machine(root=orin_nano_tree(tmp_path / "orin"), run=runner({"nvpmodel": (0, NVPMODEL_Q)}),
+                         is_root=False, jetson=True)
+    collect = ds.collect
+    monkeypatch.setattr(demo_summary.device_state, "collect", lambda device, gpu_index: collect(machine, device))
+    monkeypatch.setattr(demo_summary, "open_sampler", lambda device, gpu_index: pw.open_sampler(machine, device))
+    got = demo(DemoSpec(source=str(video), artifact=model, out=tmp_path / "frames", device="cpu"))
+    doc = json.loads((tmp_path / "frames" / "demo.json").read_text())
+    assert got.summary == tmp_path / "frames" / "demo.json" and len(list((tmp_path / "frames").glob("*.png"))) == 3
+    assert doc["device_state"]["power_mode"] == "15W" and doc["device_state"]["power_source"] == "INA3221 VDD_IN (sysfs)"
+    e2e = doc["end_to_end"]
+    assert e2e["fps"] == pytest.approx(got.fps) and e2e["power_w"] == pytest.approx(6.0)  # 5000 mV x 1200 mA
+    assert e2e["fps_per_w"] == pytest.approx(got.fps / 6.0) and e2e["power_samples"] >= 2

@@ -68,7 +68,7 @@ def print_device_state(console: Any, state: dict, rows: Any = ()) -> None:
     measured = [(r.name, r.latency["b1"]) for r in rows if isinstance((r.latency.get("b1") or {}).get("power_w"), float)]
     for name, b1 in measured:
         console.print(f"{name} batch 1: {b1['fps']:.1f} FPS, {power_text(b1)}", markup=False, highlight=False)
-    if not measured:
+    if not measured and rows:
         console.print(f"power: {state.get('power_source', '-')}", markup=False, highlight=False)
 
 
@@ -130,6 +130,7 @@ def demo(
     """Segment a camera, video, stream or image folder live: colour overlay, legend, FPS."""
     from rdd_edge.deploy.demo import DemoSpec
     from rdd_edge.deploy.demo import demo as run
+    from rdd_edge.deploy.power import power_text
 
     console = Console(stderr=True)
     spec = DemoSpec(source=source, artifact=artifact, runs_root=runs, out=out, show=show, alpha=alpha,
@@ -139,6 +140,11 @@ def demo(
         console.print(f"note: {note}")
     where = f" -> {res.out}" if res.out else ""
     console.print(f"{res.frames} frames at {res.fps:.1f} FPS end to end{where}" + (" (interrupted)" if res.interrupted else ""))
+    if res.device_state:  # the state before the first frame, the power over the loop (and the summary beside --out)
+        print_device_state(console, res.device_state)
+        console.print(f"end to end: {power_text(res.power)}", markup=False, highlight=False)
+    if res.summary:
+        console.print(f"wrote {res.summary}", markup=False, highlight=False)
 
 
 @app.command()
