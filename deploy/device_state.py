@@ -28,6 +28,10 @@ Jetson Orin Nano / Orin NX / AGX Orin series, r35-r36; kernel documentation for 
   mask (``nvmlClocksEventReason*`` / ``nvmlClocksThrottleReason*``: NVML API reference), the
   performance state and persistence mode.
 
+NVML numbers GPUs in PCI bus order and CUDA, unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, fastest first (and
+after ``CUDA_VISIBLE_DEVICES``): ``--device cuda:N`` reads NVML's GPU N, and the GPU's name is recorded so a
+mismatch shows.
+
 Every reader takes a :class:`Machine`: its ``root`` (a faked sysfs tree in tests), its command
 runner, whether it runs as root, and the NVML module to use.
 """
@@ -409,5 +413,6 @@ def state_lines(state: dict[str, Any]) -> list[str]:
     if temps is not None:
         hottest = (", ".join(f"{k} {v:.1f} C" for k, v in sorted(temps.items(), key=lambda kv: -kv[1])[:4])
                    if isinstance(temps, dict) else str(temps))
-        lines.append(f"temperatures: {hottest}; throttling: {s.get('throttle')}")
+        throttle = s.get("throttle")
+        lines.append(f"temperatures: {hottest}" + ("" if throttle == temps else f"; throttling: {throttle}"))
     return lines
