@@ -84,6 +84,7 @@ class Machine:
     is_root: bool = field(default_factory=_euid_is_root)
     jetson: bool | None = None  # None: deploy.board decides
     nvml: Any = None  # a pynvml-like module; None: imported lazily
+    which: Callable[[str], "str | None"] = shutil.which  # where a tool is on PATH (None: not installed)
 
     def path(self, absolute: str) -> Path:
         return self.root / absolute.lstrip("/")

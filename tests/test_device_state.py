@@ -319,9 +319,9 @@ def test_tegrastats_lines_are_parsed_and_streamed():
 
 
 def test_a_jetson_without_ina3221_uses_tegrastats_else_says_why(tmp_path):
-    m = ds.Machine(root=tmp_path, run=runner({"tegrastats": (0, "usage")}), jetson=True)
+    m = ds.Machine(root=tmp_path, run=runner({}), jetson=True, which=lambda name: f"/usr/bin/{name}")
     assert isinstance(pw.open_sampler(m).source, pw.TegrastatsSource)
-    none = pw.open_sampler(ds.Machine(root=tmp_path, run=runner({}), jetson=True))
+    none = pw.open_sampler(ds.Machine(root=tmp_path, run=runner({}), jetson=True, which=lambda name: None))
     assert none.source is None and "no INA3221 rails" in none.name and "no tegrastats" in none.name
 
 
