@@ -189,6 +189,7 @@ def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: 
             f"{meta.get('gpu')} (sm {meta.get('compute_capability')}); profile batch {prof['min'][0]}..{prof['max'][0]}; "
             f"timing cache {cache.get('file')} {cache_note}")
         say(f"  precision: {precision_summary(meta)}")
+        say(f"  same build with trtexec (file names relative to the export folder): {meta.get('trtexec')}")
         estimate, placement = meta.get("dla_estimate"), meta.get("dla_layers")
         if meta.get("dla_core") is not None:
             typing = "strongly typed" if meta.get("strongly_typed") else "weakly typed"
