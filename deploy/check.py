@@ -197,8 +197,10 @@ def evaluate_rows(
     ignore_index: int = 255,
     latency_kw: dict | None = None,
     on_row: Callable[[Row], None] | None = None,
+    profile_layers: Path | None = None,
 ) -> list[Row]:
-    """Score every candidate; the reference (first ungated candidate named ``onnx``) sets drop/agreement."""
+    """Score every candidate; the reference (first ungated candidate named ``onnx``) sets drop/agreement.
+    ``profile_layers``: a folder for each TensorRT row's per-layer time table (``--profile-layers``)."""
     latency_kw = {"min_time": 1.0, **(latency_kw or {})}
     rows: list[Row] = []
     ref_preds: list[np.ndarray] | None = None
@@ -237,6 +239,8 @@ def evaluate_rows(
             big = min(batch, getattr(seg, "max_batch", None) or batch)  # what an engine's profile accepts
             if big > 1:
                 row.latency[f"b{big}"] = measure_segmenter(seg, big, **latency_kw).as_dict()
+            if profile_layers is not None and hasattr(getattr(seg, "backend", None), "profile_layers"):
+                row.layer_profile = _profile_layers(seg, images[0], cand, profile_layers)  # last: leaves the profiler on
             gate_fail = cand.gated and row.drop is not None and row.drop > max_drop
             row.status = FAILED_GATE if gate_fail else PASSED
             if gate_fail:
@@ -256,6 +260,18 @@ def evaluate_rows(
         if on_row:
             on_row(row)
     return rows
+
+
+PROFILE_RUNS = 20
+
+
+def _profile_layers(seg: Any, image: np.ndarray, cand: Candidate, folder: Path) -> list[str]:
+    """TensorRT's per-layer times for one check image at batch 1 (deploy.layer_profile), as file names."""
+    from rdd_edge.deploy.layer_profile import write_layer_profile
+
+    layers = seg.backend.profile_layers(seg.preprocess(image), runs=PROFILE_RUNS)
+    paths = write_layer_profile(folder, cand.name, layers, PROFILE_RUNS, engine=cand.file.name if cand.file else "")
+    return [p.name for p in paths.values()]
 
 
 def _engine_precisions(engine: Path) -> str:
@@ -314,6 +330,7 @@ class CheckSpec:
     data: str | Path | None = None  # data folder (default: the manifest's)
     min_time: float = 1.0  # seconds of timed runs per latency figure
     reference: bool = True  # add the reference rows installed providers give (the torch checkpoint, with torch)
+    profile_layers: bool = False  # TensorRT rows: per-layer GPU times (IProfiler) into check-layers-<row>.csv / .md
 
 
 @dataclass
@@ -386,7 +403,7 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
     n_cls = int(manifest.get("num_classes") or len(manifest.get("classes", [])))
     rows = evaluate_rows(cands, imgs, lbls, n_cls, batch=spec.batch, max_drop=spec.max_drop,
                          ignore_index=int(manifest.get("ignore_index", 255)), latency_kw={"min_time": spec.min_time},
-                         on_row=on_row)
+                         on_row=on_row, profile_layers=export_dir if spec.profile_layers else None)
     inp = manifest.get("input") or {}
     meta = {"run": str(run_dir), "export_dir": str(export_dir), "model_name": manifest.get("model_name"),
             "dataset": ds.info.name, "split": getattr(ds, "split", "val"), "images": len(imgs),
