@@ -63,6 +63,9 @@ def test_gpu_compute_and_host_to_host_are_separate_columns(engine):
     host, gpu = head.index(f"b1 {HOST_MS} p50/p90/p99"), head.index(f"b1 {GPU_MS} p50")
     assert body[1][gpu] == f"{np.median(timed):.2f}" and body[1][host].startswith(f"{lat.p50_ms:.2f}/")
     assert body[0][gpu] == "n/a" and body[0][host] == "3.00/3.50/4.00"
+    head, body = table_rows([ort_row, engine_row], compact=True)  # the terminal's table names its two clocks too
+    assert head[head.index("h2h ms") + 1] == "GPU ms" and "p50 ms" not in head
+    assert body[1][head.index("GPU ms")] == f"{np.median(timed):.2f}" and body[0][head.index("GPU ms")] == "n/a"
     assert LATENCY_NOTE in to_markdown([ort_row, engine_row], {"images": 1, "dataset": "x", "split": "val",
                                                                "input_size": [16, 24], "max_drop": 1.0,
                                                                "gate_failed": False})

@@ -35,6 +35,10 @@ def print_check(console: Any, result: Any) -> None:
     for r, cells in zip(result.rows, body):
         table.add_row(*cells, style=STATUS_COLOURS.get(r.status))
     console.print(table)
+    if "GPU ms" in head:
+        from rdd_edge.deploy.check_report import COMPACT_NOTE
+
+        console.print(COMPACT_NOTE, markup=False, highlight=False)
     for r in result.rows:
         if r.detail:
             console.print(f"{r.name} layers: {r.detail}")
