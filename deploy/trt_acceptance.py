@@ -206,7 +206,10 @@ def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: 
             np.savez(result_file + ".npz", *labels)
             for b in sorted({1, int(seg.max_batch or opts["max_batch"])}):
                 lat = measure_segmenter(seg, b, min_time=opts["latency_time"], warmup=3)
-                say(f"  latency batch {b}: p50 {lat.p50_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms, {lat.fps:.1f} images/s")
+                gpu = (f"; GPU compute p50 {lat.gpu_compute['p50_ms']:.2f} ms (CUDA events around execute, trtexec's "
+                       "GPU Compute Time)" if lat.gpu_compute else f"; GPU compute {lat.gpu_note}")
+                say(f"  latency batch {b}: host-to-host p50 {lat.p50_ms:.2f} ms, p90 {lat.p90_ms:.2f} ms, "
+                    f"{lat.fps:.1f} images/s{gpu}")
         result["ok"] = True
     except RddError as exc:
         result["error"] = str(exc)
