@@ -252,6 +252,9 @@ class TrtBackend:
         trt, times = self._trt, dict[str, list[float]]()
 
         class _LayerTimes(trt.IProfiler):  # type: ignore[misc, name-defined]
+            def __init__(self) -> None:
+                trt.IProfiler.__init__(self)  # the base explicitly, as tensorrt.IProfiler's docstring asks
+
             def report_layer_time(self, layer_name: str, ms: float) -> None:
                 times.setdefault(str(layer_name), []).append(float(ms))
 
