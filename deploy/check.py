@@ -199,9 +199,11 @@ def evaluate_rows(
     latency_kw: dict | None = None,
     on_row: Callable[[Row], None] | None = None,
     power: power_meter.PowerSampler | None = None,
+    profile_layers: Path | None = None,
 ) -> list[Row]:
     """Score every candidate; the reference (first ungated candidate named ``onnx``) sets drop/agreement.
-    With ``power`` (a started sampler), each latency figure carries the power drawn while it was timed."""
+    With ``power`` (a started sampler), each latency figure carries the power drawn while it was timed.
+    ``profile_layers``: a folder for each TensorRT row's per-layer time table (``--profile-layers``)."""
     latency_kw = {"min_time": 1.0, **(latency_kw or {})}
     rows: list[Row] = []
     ref_preds: list[np.ndarray] | None = None
@@ -241,6 +243,8 @@ def evaluate_rows(
             if big > 1:
                 row.latency[f"b{big}"] = power_meter.timed(power, row.backend,
                                                            lambda: measure_segmenter(seg, big, **latency_kw))
+            if profile_layers is not None and hasattr(getattr(seg, "backend", None), "profile_layers"):
+                row.layer_profile = _profile_layers(seg, images[0], cand, profile_layers)  # last: leaves the profiler on
             gate_fail = cand.gated and row.drop is not None and row.drop > max_drop
             row.status = FAILED_GATE if gate_fail else PASSED
             if gate_fail:
@@ -260,6 +264,18 @@ def evaluate_rows(
         if on_row:
             on_row(row)
     return rows
+
+
+PROFILE_RUNS = 20
+
+
+def _profile_layers(seg: Any, image: np.ndarray, cand: Candidate, folder: Path) -> list[str]:
+    """TensorRT's per-layer times for one check image at batch 1 (deploy.layer_profile), as file names."""
+    from rdd_edge.deploy.layer_profile import write_layer_profile
+
+    layers = seg.backend.profile_layers(seg.preprocess(image), runs=PROFILE_RUNS)
+    paths = write_layer_profile(folder, cand.name, layers, PROFILE_RUNS, engine=cand.file.name if cand.file else "")
+    return [p.name for p in paths.values()]
 
 
 def _engine_precisions(engine: Path) -> str:
@@ -318,6 +334,7 @@ class CheckSpec:
     data: str | Path | None = None  # data folder (default: the manifest's)
     min_time: float = 1.0  # seconds of timed runs per latency figure
     reference: bool = True  # add the reference rows installed providers give (the torch checkpoint, with torch)
+    profile_layers: bool = False  # TensorRT rows: per-layer GPU times (IProfiler) into check-layers-<row>.csv / .md
 
 
 @dataclass
@@ -392,7 +409,8 @@ def run_check(spec: CheckSpec, extra: Sequence[Candidate] = (), on_row: Callable
     with power_meter.open_sampler(device=device, gpu_index=cuda_index(device)) as sampler:
         rows = evaluate_rows(cands, imgs, lbls, n_cls, batch=spec.batch, max_drop=spec.max_drop,
                              ignore_index=int(manifest.get("ignore_index", 255)), latency_kw={"min_time": spec.min_time},
-                             on_row=on_row, power=sampler)
+                             on_row=on_row, power=sampler,
+                             profile_layers=export_dir if spec.profile_layers else None)
     inp = manifest.get("input") or {}
     meta = {"run": str(run_dir), "export_dir": str(export_dir), "model_name": manifest.get("model_name"),
             "dataset": ds.info.name, "split": getattr(ds, "split", "val"), "images": len(imgs),

@@ -54,6 +54,29 @@ def budget_line(r: Row) -> str:
     return line + (f"; in float{together}: {', '.join(named)}" if floats else "")
 
 
+HOST_MS = "host-to-host ms (copies + execute + numpy)"
+GPU_MS = "GPU compute ms (trtexec's)"
+LATENCY_NOTE = ("Latency columns: host-to-host = wall time of one run (copy into page-locked memory, host-to-device "
+                "copy, execute, device-to-host copy, numpy copy of the outputs); GPU compute = CUDA events on the "
+                "stream around TensorRT's execute only, what trtexec calls GPU Compute Time (TensorRT engines only; "
+                "n/a: this backend gives host-to-host only; unknown: the CUDA binding could not time).")
+
+
+COMPACT_NOTE = ("h2h ms: host-to-host p50 (copies + execute + numpy); GPU ms: GPU compute p50, CUDA events "
+                "around execute (trtexec's GPU Compute Time); batch 1")
+
+
+def gpu_cell(lat: dict | None) -> str:
+    """A latency dict's GPU compute p50: the figure, "unknown" (a TensorRT row whose CUDA binding could not
+    time), "n/a" (a backend with host-to-host time only) or "-" (not measured)."""
+    if not lat:
+        return "-"
+    gpu = lat.get("gpu_compute")
+    if isinstance(gpu, dict):
+        return _num(gpu.get("p50_ms"))
+    return "unknown" if str(lat.get("gpu_note", "")).startswith("unknown") else "n/a"
+
+
 def _fmt(v: float | None, nd: int = 2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
@@ -81,19 +104,26 @@ def table_rows(rows: Sequence[Row], compact: bool = False) -> tuple[list[str], l
             head.insert(6, "float")
             for r, cells in zip(rows, body):
                 cells.insert(6, float_cell(r))
+        if any(gpu_cell(r.latency.get("b1")) not in ("-", "n/a") for r in rows):  # engines ran: two clocks, named
+            at = head.index("p50 ms")
+            head[at:at + 1] = ["h2h ms", "GPU ms"]  # COMPACT_NOTE says which is which
+            for r, cells in zip(rows, body):
+                cells.insert(at + 1, gpu_cell(r.latency.get("b1")))
         return head, body
-    head = ["artifact", "precision", "backend", "status", "MB", "mIoU", "drop", "agree %", "b1 p50/p90/p99 ms", "b1 FPS"]
+    head = ["artifact", "precision", "backend", "status", "MB", "mIoU", "drop", "agree %",
+            f"b1 {HOST_MS} p50/p90/p99", f"b1 {GPU_MS} p50", "b1 FPS"]
     for k in bkeys:
-        head += [f"{k} p50 ms", f"{k} FPS"]
+        head += [f"{k} {HOST_MS} p50", f"{k} {GPU_MS} p50", f"{k} FPS"]
     body = []
     for r in rows:
         status = r.status if not r.reason else f"{r.status}: {r.reason}"
         b1 = r.latency.get("b1")
         cells = [r.name, r.precision, r.backend, status, _fmt(r.size_mb), _fmt(r.miou), _fmt(r.drop), _fmt(r.agreement),
-                 f"{b1['p50_ms']:.2f}/{b1['p90_ms']:.2f}/{b1['p99_ms']:.2f}" if b1 else "-", _fmt(b1["fps"], 1) if b1 else "-"]
+                 f"{b1['p50_ms']:.2f}/{b1['p90_ms']:.2f}/{b1['p99_ms']:.2f}" if b1 else "-", gpu_cell(b1),
+                 _fmt(b1["fps"], 1) if b1 else "-"]
         for k in bkeys:
             lb = r.latency.get(k)
-            cells += [_fmt(lb["p50_ms"]) if lb else "-", _fmt(lb["fps"], 1) if lb else "-"]
+            cells += [_fmt(lb["p50_ms"]) if lb else "-", gpu_cell(lb), _fmt(lb["fps"], 1) if lb else "-"]
         body.append(cells)
     if any(isinstance(r.latency.get("b1", {}).get("power_w"), float) for r in rows):  # power measured: W, FPS/W
         head += ["b1 W", "b1 FPS/W"]
@@ -147,6 +177,10 @@ def to_markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
     lines += [f"- {r.name}: {r.detail}" for r in rows if r.detail]
     lines += [f"- {r.name}: {r.note}" for r in rows if r.note]
     lines += [f"- {budget_line(r)}" for r in rows if r.int8_budget]
+    lines += [f"- {r.name}: GPU compute time {r.latency['b1']['gpu_note']}" for r in rows
+              if str((r.latency.get("b1") or {}).get("gpu_note", "")).startswith("unknown")]
+    lines += [f"- {r.name}: per-layer GPU times in {', '.join(r.layer_profile)}" for r in rows if r.layer_profile]
+    lines += ["", LATENCY_NOTE]
     lines += ["", f"Result: {'FAILED' if meta['gate_failed'] else 'passed'} ({time.strftime('%Y-%m-%d %H:%M:%S')})", ""]
     return "\n".join(lines)
 

@@ -44,6 +44,7 @@ class Row:
     note: str = ""  # where it ran when that is not where it was asked to (e.g. ONNX on the CPU)
     int8_budget: dict | None = None  # INT8 files exported with --int8-budget: the manifest's record (layers in float ...)
     sha256: str | None = None  # the bytes this row scored (verified against the manifest): what demo may run
+    layer_profile: list[str] | None = None  # --profile-layers: the per-layer time files written for this engine
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

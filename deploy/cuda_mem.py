@@ -14,6 +14,9 @@ next implementation. All expose::
     pinned_empty(shape, dtype) -> array page-locked host array;  free_pinned(array)
     stream() -> int                     a CUDA stream handle;  destroy_stream(handle)
     htod(ptr, host, stream) / dtoh(host, ptr, stream) / synchronize(stream)
+    events_unavailable() -> str         '' when CUDA events can time GPU work here, else why not
+    event() -> int; record(event, stream); elapsed_ms(start, end) -> float  (cudaEventElapsedTime after
+                                        cudaEventSynchronize on ``end``: GPU time between the two records)
     close()                             release everything still held (also a context manager;
                                         a finalizer does it at garbage collection or exit)
 
@@ -137,12 +140,25 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {  # cuda_runtime_api.h; cudaErr
     "cudaDeviceGetAttribute": (_c.c_int, [_c.POINTER(_c.c_int), _c.c_int, _c.c_int]),
     "cudaGetDeviceProperties": (_c.c_int, [_c.c_void_p, _c.c_int]),
 }
+# CUDA events (cuda_runtime_api.h): GPU time of the work between two records on a stream. Optional: a
+# library without them still gives buffers; the GPU compute column then says "unknown" and why.
+EVENT_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    "cudaEventCreate": (_c.c_int, [_c.POINTER(_c.c_void_p)]),
+    "cudaEventRecord": (_c.c_int, [_c.c_void_p, _c.c_void_p]),
+    "cudaEventSynchronize": (_c.c_int, [_c.c_void_p]),
+    "cudaEventElapsedTime": (_c.c_int, [_c.POINTER(_c.c_float), _c.c_void_p, _c.c_void_p]),
+    "cudaEventDestroy": (_c.c_int, [_c.c_void_p]),
+}
 
 
 def _declare(lib: ctypes.CDLL) -> None:
     for name, (restype, argtypes) in _SIGNATURES.items():
         fn = getattr(lib, name)  # AttributeError: not a CUDA runtime
         fn.restype, fn.argtypes = restype, argtypes
+    for name, (restype, argtypes) in EVENT_SIGNATURES.items():
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.restype, fn.argtypes = restype, argtypes
 
 
 class _Kinds:
@@ -195,6 +211,27 @@ class CtypesRuntime:
 
     def cudaGetErrorName(self, err: int) -> tuple[int, bytes]:
         return 0, self.lib.cudaGetErrorName(int(err)) or b"cudaError"
+
+    def missing_events(self) -> list[str]:
+        """The CUDA event calls this library lacks (none in any real libcudart)."""
+        return [n for n in EVENT_SIGNATURES if getattr(self.lib, n, None) is None]
+
+    def cudaEventCreate(self) -> tuple[int, int]:
+        return self._out(self.lib.cudaEventCreate)
+
+    def cudaEventRecord(self, event: int, stream: int) -> tuple[int]:
+        return (int(self.lib.cudaEventRecord(ctypes.c_void_p(int(event)), ctypes.c_void_p(int(stream)))),)
+
+    def cudaEventSynchronize(self, event: int) -> tuple[int]:
+        return (int(self.lib.cudaEventSynchronize(ctypes.c_void_p(int(event)))),)
+
+    def cudaEventElapsedTime(self, start: int, end: int) -> tuple[int, float]:
+        ms = ctypes.c_float()
+        err = self.lib.cudaEventElapsedTime(ctypes.byref(ms), ctypes.c_void_p(int(start)), ctypes.c_void_p(int(end)))
+        return int(err), float(ms.value)
+
+    def cudaEventDestroy(self, event: int) -> tuple[int]:
+        return (int(self.lib.cudaEventDestroy(ctypes.c_void_p(int(event)))),)
 
     def cudaRuntimeGetVersion(self) -> tuple[int, int]:
         v = ctypes.c_int()
@@ -259,16 +296,19 @@ class _CudaPythonState:
         self.device: dict[int, int] = {}  # ptr -> nbytes
         self.pinned: dict[int, int] = {}  # ptr -> nbytes
         self.streams: dict[int, Any] = {}  # handle -> cudaStream_t
+        self.events: dict[int, Any] = {}  # handle -> cudaEvent_t
 
     def release(self) -> list[str]:
         errors: list[str] = []
-        for what, items, fn in (("cudaStreamDestroy", self.streams, self.rt.cudaStreamDestroy),
+        no_events: Callable[[Any], tuple[int]] = lambda _e: (0,)  # noqa: E731 - never called: no event was made
+        for what, items, fn in (("cudaEventDestroy", self.events, getattr(self.rt, "cudaEventDestroy", no_events)),
+                                ("cudaStreamDestroy", self.streams, self.rt.cudaStreamDestroy),
                                 ("cudaFree", self.device, self.rt.cudaFree),
                                 ("cudaFreeHost", self.pinned, self.rt.cudaFreeHost)):
             for key in list(items):
                 obj = items.pop(key)
                 try:
-                    res = fn(obj if what == "cudaStreamDestroy" else key)
+                    res = fn(obj if what in ("cudaStreamDestroy", "cudaEventDestroy") else key)
                     err = res[0] if isinstance(res, tuple) else res
                     if int(err) != 0:
                         errors.append(f"{what}: {_cuda_python_error_name(self.rt, err)}")
@@ -383,6 +423,32 @@ class CudaPythonMem(_Closable):
             raise DeployError(f"CUDA stream {handle} is not open (closed runner?)")
         return s
 
+    # -- CUDA events: GPU time between two records on a stream (what trtexec's "GPU Compute Time" measures)
+    def events_unavailable(self) -> str:
+        missing = [n for n in EVENT_SIGNATURES if not hasattr(self._rt, n)]
+        return f"{self.name} has no {', '.join(missing)}" if missing else ""
+
+    def event(self) -> int:
+        self._check_open()
+        ev = self._ok(self._rt.cudaEventCreate(), "cudaEventCreate")
+        handle = native_handle(ev)
+        self._state.events[handle] = ev
+        return handle
+
+    def record(self, event: int, stream: int) -> None:
+        self._ok(self._rt.cudaEventRecord(self._event(event), self._stream(stream)), "cudaEventRecord")
+
+    def elapsed_ms(self, start: int, end: int) -> float:
+        """Milliseconds of GPU time from ``start`` to ``end`` (waits for ``end`` to complete)."""
+        self._ok(self._rt.cudaEventSynchronize(self._event(end)), "cudaEventSynchronize")
+        return float(self._ok(self._rt.cudaEventElapsedTime(self._event(start), self._event(end)), "cudaEventElapsedTime"))
+
+    def _event(self, handle: int) -> Any:
+        ev = self._state.events.get(int(handle))
+        if ev is None:
+            raise DeployError(f"CUDA event {handle} is not open (closed runner?)")
+        return ev
+
 
 class LibcudartMem(CudaPythonMem):
     """The system CUDA runtime through ctypes (:class:`CtypesRuntime`), the same checked calls."""
@@ -395,6 +461,10 @@ class LibcudartMem(CudaPythonMem):
         self.name = f"libcudart {rt.path}"
         self._open(rt, device)
 
+    def events_unavailable(self) -> str:
+        missing = self._rt.missing_events()
+        return f"{self.name} has no {', '.join(missing)}" if missing else ""
+
 
 NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING, pycuda's Stream(flags)
 
@@ -405,10 +475,12 @@ class _PycudaState:
         self.device: dict[int, Any] = {}
         self.pinned: dict[int, Any] = {}
         self.streams: dict[int, Any] = {}
+        self.events: dict[int, Any] = {}
 
     def release(self) -> list[str]:
         errors: list[str] = []
         try:
+            self.events.clear()  # pycuda destroys an Event when its object goes, in this context
             for items in (self.device, self.pinned):
                 for key in list(items):
                     obj = items.pop(key)
@@ -508,6 +580,30 @@ class PycudaMem(_Closable):
 
     def synchronize(self, stream: int) -> None:
         self._call("Stream.synchronize", self._stream(stream).synchronize)
+
+    def events_unavailable(self) -> str:
+        return "" if hasattr(self._drv, "Event") else "this pycuda has no Event"
+
+    def event(self) -> int:
+        ev = self._call("Event", self._drv.Event)
+        handle = id(ev)
+        self._state.events[handle] = ev
+        return handle
+
+    def record(self, event: int, stream: int) -> None:
+        self._call("Event.record", self._event(event).record, self._stream(stream))
+
+    def elapsed_ms(self, start: int, end: int) -> float:
+        """Milliseconds of GPU time from ``start`` to ``end`` (``Event.time_since``, after ``end`` completes)."""
+        last = self._event(end)
+        self._call("Event.synchronize", last.synchronize)
+        return float(self._call("Event.time_since", last.time_since, self._event(start)))
+
+    def _event(self, handle: int) -> Any:
+        ev = self._state.events.get(int(handle))
+        if ev is None:
+            raise DeployError(f"CUDA event {handle} is not open (closed runner?)")
+        return ev
 
 
 

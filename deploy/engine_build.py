@@ -27,6 +27,7 @@ from rdd_edge.deploy.engine_plan import (check_build_args, check_dla_core, dla_r
                                          profile_shapes, sidecar_meta, timing_cache_name)
 from rdd_edge.deploy.info import read_manifest
 from rdd_edge.deploy.onnx_graph import graph_io, load_export_onnx
+from rdd_edge.deploy.trtexec import commands as trtexec_commands
 from rdd_edge.errors import ConfigError, DeployError, ExportError, MissingDependencyError, RddError
 from rdd_edge.extras import install_hint
 from rdd_edge.runs import atomic_write_bytes, sha256_file
@@ -146,6 +147,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, max_batch: i
                         source_onnx=onnx_path.name, precision_layers=layers, timing_cache=cache_info,
                         builder_flags=builder_flags, network_flags=flags, dla_layers=after if dla_core is not None else None,
                         dla_estimate=placement, precision=precision, strongly_typed=bool(recipe["strongly_typed"]))
+    meta.update(trtexec_commands(meta, engine_path.name))  # the same build as a trtexec line (deploy.trtexec)
+    log.info("%s: the same build with trtexec: %s", engine_path.name, meta["trtexec"])
     write_sidecar(engine_path, meta)
     return {"format": "rdd-edge-engine", "engine": str(engine_path), **meta}
 

@@ -191,6 +191,7 @@ def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: 
             f"{meta.get('gpu')} (sm {meta.get('compute_capability')}); profile batch {prof['min'][0]}..{prof['max'][0]}; "
             f"timing cache {cache.get('file')} {cache_note}")
         say(f"  precision: {precision_summary(meta)}")
+        say(f"  same build with trtexec (file names relative to the export folder): {meta.get('trtexec')}")
         estimate, placement = meta.get("dla_estimate"), meta.get("dla_layers")
         if meta.get("dla_core") is not None:
             typing = "strongly typed" if meta.get("strongly_typed") else "weakly typed"
@@ -209,8 +210,10 @@ def engine_child(scratch: str, key: str, src_name: str, engine_name: str, opts: 
                 for b in sorted({1, int(seg.max_batch or opts["max_batch"])}):
                     lat = timed(power, "TensorRT", lambda b=b: measure_segmenter(seg, b, min_time=opts["latency_time"],
                                                                                  warmup=3))
-                    say(f"  latency batch {b}: p50 {lat['p50_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
-                        f"{lat['fps']:.1f} images/s; {power_text(lat)}")
+                    gpu = (f"; GPU compute p50 {lat['gpu_compute']['p50_ms']:.2f} ms (CUDA events around execute, "
+                           "trtexec's GPU Compute Time)" if lat.get("gpu_compute") else f"; GPU compute {lat.get('gpu_note')}")
+                    say(f"  latency batch {b}: host-to-host p50 {lat['p50_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
+                        f"{lat['fps']:.1f} images/s{gpu}; {power_text(lat)}")
                     result.setdefault("latency", {})[f"b{b}"] = lat
         result["ok"] = True
     except RddError as exc:

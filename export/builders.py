@@ -116,8 +116,9 @@ def build_engines(ctx: BuildContext, keys: tuple[str, ...] = ("engine-fp16", "en
                             workspace_gb=s.workspace, timing_cache_dir=ctx.out, dla_core=s.dla_core,
                             allow_gpu_fallback=s.allow_gpu_fallback)
         ctx.log(f"  {p.name}: {precision_summary(meta)} (TensorRT {meta.get('tensorrt')}, {meta.get('gpu')})")
+        ctx.log(f"  trtexec (in the export folder): {meta.get('trtexec')}")
         out[key] = {"path": p, "source": src.name, "sidecar": p.name + ".json",
                     **{k: meta.get(k) for k in ("precision_layers", "profile", "max_batch", "tensorrt", "gpu",
                                                 "compute_capability", "dla_core", "dla_layers", "dla_estimate",
-                                                "strongly_typed", "timing_cache")}}
+                                                "strongly_typed", "timing_cache", "trtexec", "trtexec_load")}}
     return out

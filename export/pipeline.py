@@ -160,7 +160,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
 
     def log(msg: str) -> None:
         if console is not None:
-            console.print(msg)
+            console.print(msg, soft_wrap=True)  # long lines (the trtexec command) stay one copyable line
 
     # -- settle every option and input before any work
     spec = (spec or ExportSpec(**fields)).normalised()
@@ -283,7 +283,7 @@ def engine_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
     """
     def log(msg: str) -> None:
         if console is not None:
-            console.print(msg)
+            console.print(msg, soft_wrap=True)  # long lines (the trtexec command) stay one copyable line
 
     spec = (spec or ExportSpec(**fields)).normalised()
     keys = [k for k in table.ORDER if table.BY_KEY[k].flag in table.TRT_CHOICES[spec.trt]]

@@ -15,7 +15,10 @@ static int fails(const char *name) {
 }
 void standin_fail(const char *name, int err) { strncpy(fail_name, name, 63); fail_err = err; }
 void standin_set_version(int v) { version = v; }
-int standin_live(int which) { return which == 0 ? live_device : which == 1 ? live_pinned : which == 2 ? live_streams : which == 3 ? last_flags : copies; }
+static int live_events;
+static float event_ms = 0.5f;
+void standin_set_event_ms(float ms) { event_ms = ms; }
+int standin_live(int which) { return which == 0 ? live_device : which == 1 ? live_pinned : which == 2 ? live_streams : which == 3 ? last_flags : which == 4 ? copies : live_events; }
 
 int cudaSetDevice(int device) { int e = fails("cudaSetDevice"); if (e) return e; return device == 0 ? 0 : 101; }
 int cudaMalloc(void **p, size_t n) { int e = fails("cudaMalloc"); if (e) return e; *p = malloc(n); live_device++; return 0; }
@@ -36,3 +39,9 @@ const char *cudaGetErrorName(int e) {
 int cudaRuntimeGetVersion(int *v) { *v = version; return 0; }
 int cudaDeviceGetAttribute(int *v, int attr, int device) { *v = attr == 75 ? 8 : attr == 76 ? 7 : 0; return 0; }
 int cudaGetDeviceProperties(void *prop, int device) { memset(prop, 0, 1024); strcpy((char *)prop, "Orin (stand-in)"); return 0; }
+/* CUDA events: every elapsed time is event_ms (standin_set_event_ms) */
+int cudaEventCreate(void **e) { int err = fails("cudaEventCreate"); if (err) return err; *e = malloc(1); live_events++; return 0; }
+int cudaEventRecord(void *e, void *s) { return e && s ? 0 : 400; }
+int cudaEventSynchronize(void *e) { return e ? 0 : 400; }
+int cudaEventElapsedTime(float *ms, void *a, void *b) { if (!a || !b) return 400; *ms = event_ms; return 0; }
+int cudaEventDestroy(void *e) { free(e); live_events--; return 0; }

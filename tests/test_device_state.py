@@ -435,7 +435,8 @@ def test_demo_out_writes_a_summary_with_the_state_and_fps_per_watt(synthetic_exp
                          is_root=False, jetson=True)
     collect = ds.collect
     monkeypatch.setattr(demo_summary.device_state, "collect", lambda device, gpu_index: collect(machine, device))
-    monkeypatch.setattr(demo_summary, "open_sampler", lambda device, gpu_index: pw.open_sampler(machine, device))
+    monkeypatch.setattr(demo_summary, "open_sampler", lambda device, gpu_index: pw.open_sampler(machine, device, interval=0.001))
+    # 1 ms between readings: two or more samples on any machine, however fast the 3-frame loop is
     got = demo(DemoSpec(source=str(video), artifact=model, out=tmp_path / "frames", device="cpu"))
     doc = json.loads((tmp_path / "frames" / "demo.json").read_text())
     assert got.summary == tmp_path / "frames" / "demo.json" and len(list((tmp_path / "frames").glob("*.png"))) == 3

@@ -30,6 +30,8 @@ def test_both_engines_pass(monkeypatch, export_dir, capsys, version):
     assert "precision: INT8 0, FP16 " in out and "FP32 0 layers" in out  # the FP16 engine
     assert "agreement with ONNX Runtime (model.int8.onnx, CPU): 100.00% of pixels on 3 images" in out
     assert "latency batch 1:" in out and "latency batch 4:" in out
+    assert "GPU compute p50 0.25 ms (CUDA events around execute" in out  # the fake CUDA's event times
+    assert "same build with trtexec (file names relative to the export folder): trtexec --onnx=model.fp16.onnx " in out
     # the images are the embedded synthetic street scenes at the model's input size, never noise
     assert "images: 3 synthetic street scenes at 16x24 (seeds 0..2)" in out
     # the version header comes first

@@ -34,12 +34,20 @@ def test_engine_command_builds_lists_and_check_runs_them(monkeypatch, run_dir):
         a = man["artifacts"][key]
         assert a["profile"]["max"][0] == 2 and a["runtime"] == "tensorrt" and a["precision_layers"]
         assert (out / a["file"]).is_file() and (out / a["sidecar"]).is_file()
+        src = "model." + key.split("-")[1] + ".onnx"
+        assert a["trtexec"].startswith(f"trtexec --onnx={src} ") and a["trtexec"] in res.output  # printed and stored
+        assert a["trtexec_load"] == f"trtexec --loadEngine={a['file']} --shapes=images:1x3x16x24"
     assert set(man["files"]) == {p.name for p in out.iterdir()}  # still exactly the folder
     assert "INT8" in res.output and "layers" in res.output  # the precision report is shown
     res = CliRunner().invoke(app, ["check", str(run_dir), "--batch", "4", "--min-time", "0.01", "--max-drop", "100",
-                                   "--no-torch"])
+                                   "--no-torch", "--profile-layers"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     rows = {r["name"]: r for r in json.loads((out / "check.json").read_text())["rows"]}
+    assert rows["onnx"]["latency"]["b1"]["gpu_note"].startswith("host-to-host only") and not rows["onnx"]["layer_profile"]
+    for key in ("engine-fp16", "engine-int8"):  # both clocks in check.json; the fake CUDA's events answer 0.25 ms
+        assert rows[key]["latency"]["b1"]["gpu_compute"]["p50_ms"] == 0.25 and rows[key]["latency"]["b1"]["p50_ms"] > 0
+        assert rows[key]["layer_profile"] == [f"check-layers-{key}.csv", f"check-layers-{key}.md"]
+        assert all((out / f).is_file() for f in rows[key]["layer_profile"])
     for key in ("engine-fp16", "engine-int8"):
         assert rows[key]["status"] == "passed" and "TensorRT" in rows[key]["backend"], rows[key]
         assert set(rows[key]["latency"]) == {"b1", "b2"}  # batch 4 asked, the engine takes at most 2

@@ -243,6 +243,8 @@ class TrtDouble(types.ModuleType):
         self.inspector_types = True  # False: the inspector JSON names no tensor types (tactic names only)
         self.builder_type_error = False  # Builder() raises TypeError as pybind does without a GPU
         self.build_crash = False  # build_serialized_network kills the process with SIGSEGV
+        self.layer_ms: dict[str, float] = {}  # what an attached IProfiler is told per layer (default 0.01 * (i + 1))
+        self.layer_reports: list[tuple[str, float]] = []  # every report_layer_time call made
         self._stubs = stubs
         self._classes: dict[str, type] = {}
         for name in stubs:
@@ -704,6 +706,12 @@ def install_behaviour(d: TrtDouble) -> None:
         outs = dict(zip([o[0] for o in spec["io"]["outputs"]], sess.run(None, feeds)))
         if d.corrupt_output is not None:
             outs = d.corrupt_output(outs)
+        prof = vals.get("profiler")
+        if prof is not None:  # IProfiler: once per layer per run (enqueue_emits_profile defaults to True)
+            for i, (_, lname, _) in enumerate(spec["layers"]):
+                ms = d.layer_ms.get(lname, 0.01 * (i + 1))
+                prof.report_layer_time(lname, ms)
+                d.layer_reports.append((lname, ms))
         for n, t, _ in spec["io"]["outputs"]:
             arr = np.ascontiguousarray(outs[n], dtype=d._nptype(getattr(d.DataType, t)))
             ctypes.memmove(vals["_addr"][n], arr.ctypes.data, arr.nbytes)
@@ -841,6 +849,10 @@ class FakeCudart(types.ModuleType):
         self.log: list[str] = []
         self.fail: dict[str, CudaError] = {}
         self._next_stream = 0x1000
+        self.events: dict[int, Any] = {}
+        self.event_ms: list[float] = [0.25]  # what cudaEventElapsedTime answers, in turn (cycled)
+        self.elapsed: list[float] = []  # every answer given, in order
+        self.records: list[int] = []  # the stream of every cudaEventRecord
 
     def _e(self, name: str) -> CudaError:
         self.log.append(name)
@@ -929,6 +941,40 @@ class FakeCudart(types.ModuleType):
         err = self._e("cudaStreamSynchronize")
         return (err if _address(stream) in self.streams else CudaError.cudaErrorInvalidValue,)
 
+    # CUDA events: recorded on open streams; the elapsed time is the next of ``event_ms``
+    def cudaEventCreate(self) -> tuple:
+        err = self._e("cudaEventCreate")
+        self._next_stream += 1
+        ev = self.stream_type(self._next_stream, 0)
+        if not err:
+            self.events[ev.handle] = ev
+        return (err, ev if not err else None)
+
+    def cudaEventRecord(self, event: Any, stream: Any) -> tuple:
+        err = self._e("cudaEventRecord")
+        if _address(event) not in self.events or _address(stream) not in self.streams:
+            return (CudaError.cudaErrorInvalidValue,)
+        self.records.append(_address(stream))
+        return (err,)
+
+    def cudaEventSynchronize(self, event: Any) -> tuple:
+        err = self._e("cudaEventSynchronize")
+        return (err if _address(event) in self.events else CudaError.cudaErrorInvalidValue,)
+
+    def cudaEventElapsedTime(self, start: Any, end: Any) -> tuple:
+        err = self._e("cudaEventElapsedTime")
+        if _address(start) not in self.events or _address(end) not in self.events:
+            return (CudaError.cudaErrorInvalidValue, 0.0)
+        ms = self.event_ms[len(self.elapsed) % len(self.event_ms)]
+        self.elapsed.append(ms)
+        return (err, ms)
+
+    def cudaEventDestroy(self, event: Any) -> tuple:
+        err = self._e("cudaEventDestroy")
+        if self.events.pop(_address(event), None) is None:
+            return (CudaError.cudaErrorInvalidValue,)
+        return (err,)
+
 
 class FakePycudaDriver(types.ModuleType):
     """``pycuda.driver``: primary context push/pop, allocations, pagelocked arrays, streams."""
@@ -982,7 +1028,18 @@ class FakePycudaDriver(types.ModuleType):
             def synchronize(self) -> None:
                 drv.log.append("synchronize")
 
-        self.Device, self.Stream, self._alloc = Device, Stream, DeviceAllocation
+        class Event:
+            def record(self, stream: Any = None) -> None:
+                drv.log.append("Event.record")
+
+            def synchronize(self) -> None:
+                drv.log.append("Event.synchronize")
+
+            def time_since(self, start: Any) -> float:
+                return drv.event_ms
+
+        self.event_ms = 0.5  # what every Event.time_since answers
+        self.Device, self.Stream, self.Event, self._alloc = Device, Stream, Event, DeviceAllocation
 
     def init(self) -> None:
         self.log.append("init")

@@ -196,17 +196,96 @@ class TrtBackend:
                 if any(d < 0 for d in out_shape):
                     raise DeployError(f"{self.path}: output {n!r} shape {list(out_shape)} unresolved after setting the input shape")
                 views[n] = self._host[n][: int(np.prod(out_shape, dtype=np.int64))].reshape(out_shape)
+            timing = self.gpu_times is not None and self._events is not None
+            if timing:
+                self.mem.record(self._events[0], self.stream)  # type: ignore[index]
             if not self.context.execute_async_v3(self.stream):
                 raise DeployError(f"{self.path}: TensorRT execution failed on a batch of shape {list(x.shape)}")
+            if timing:
+                self.mem.record(self._events[1], self.stream)  # type: ignore[index]
             for n in want:
                 self.mem.dtoh(views[n], self._dev[n], self.stream)
             self.mem.synchronize(self.stream)
+            if timing:
+                self.gpu_times.append(self.mem.elapsed_ms(*self._events))  # type: ignore[union-attr, misc]
         except RddError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise DeployError(f"{self.path}: TensorRT inference failed on a batch of shape {list(x.shape)} "
                               f"({type(exc).__name__}: {_one_line(exc)})") from None
         return {n: views[n].copy() for n in want}  # copies: the page-locked buffers are reused by the next call
+
+    # -- GPU compute time: CUDA events recorded on the runner's stream just before and after execute_async_v3,
+    # as trtexec times its "GPU Compute Time" (the copies and the numpy work are outside the two records)
+    gpu_times: list[float] | None = None  # a list: every run() appends its execute's GPU milliseconds
+    _events: tuple[int, int] | None = None
+
+    def start_gpu_timing(self) -> str:
+        """From now on, time each execute with CUDA events into :attr:`gpu_times` (emptied); returns ''
+        or, when this CUDA binding cannot time, why ("unknown" is then reported, never a failure)."""
+        why = self.mem.events_unavailable() if hasattr(self.mem, "events_unavailable") else f"{self.mem.name}: no CUDA events"
+        if why:
+            return why
+        if self._events is None:
+            try:
+                self._events = (self.mem.event(), self.mem.event())
+            except RddError as exc:
+                return str(exc)
+        self.gpu_times = []
+        return ""
+
+    def stop_gpu_timing(self) -> list[float]:
+        """Stop timing; the GPU milliseconds of each execute since :meth:`start_gpu_timing`."""
+        times, self.gpu_times = self.gpu_times or [], None
+        return times
+
+    def profile_layers(self, batch: np.ndarray, runs: int = 20) -> list[dict[str, Any]]:
+        """Per-layer GPU time from TensorRT's IProfiler over ``runs`` runs of ``batch`` (after one uncounted run),
+        with each layer's precision from the engine inspector (:func:`deploy.engine_meta.layer_precision`).
+
+        ``[{"layer", "precision", "mean_ms", "calls"}]`` in the engine's layer order; ``mean_ms`` = reported time
+        / ``runs``. With a profiler attached (``IExecutionContext.profiler``; ``enqueue_emits_profile`` stays
+        True), each enqueue reports its layers' times itself and runs synchronously (tensorrt.pyi), so these
+        runs are slower than the timed ones. The profiler stays attached: call this last, before :meth:`close`."""
+        from rdd_edge.deploy.engine_meta import layer_precision
+
+        trt, times = self._trt, dict[str, list[float]]()
+
+        class _LayerTimes(trt.IProfiler):  # type: ignore[misc, name-defined]
+            def __init__(self) -> None:
+                trt.IProfiler.__init__(self)  # the base explicitly, as tensorrt.IProfiler's docstring asks
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                times.setdefault(str(layer_name), []).append(float(ms))
+
+        self._profiler = _LayerTimes()  # kept alive as long as the context that calls it
+        try:
+            self.context.profiler = self._profiler
+        except Exception as exc:  # noqa: BLE001 - TensorRT raises from C++: one line
+            raise DeployError(f"{self.path}: TensorRT refused the layer profiler ({_one_line(exc)})") from None
+        self.run(batch)
+        times.clear()  # the first profiled run pays for setting the profiler up
+        for _ in range(max(1, int(runs))):
+            self.run(batch)
+        precisions: dict[str, str] = {}
+        order: list[str] = []
+        try:
+            inspector = self.engine.create_engine_inspector()
+            if inspector is not None:
+                inspector.execution_context = self.context
+                import json
+
+                info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+                for layer in info.get("Layers", []) if isinstance(info, dict) else []:
+                    if isinstance(layer, dict) and layer.get("Name"):
+                        order.append(str(layer["Name"]))
+                        precisions[str(layer["Name"])] = layer_precision(layer)
+        except Exception:  # noqa: BLE001 - no inspector, or a report not understood: precisions "unknown"
+            pass
+        names = [n for n in order if n in times] + [n for n in times if n not in precisions]
+        n = max(1, int(runs))
+        return [{"layer": name, "precision": precisions.get(name, "unknown"), "mean_ms": sum(times[name]) / n,
+                 "calls": len(times[name])} for name in names]
 
     @property
     def closed(self) -> bool:

@@ -35,6 +35,10 @@ def print_check(console: Any, result: Any) -> None:
     for r, cells in zip(result.rows, body):
         table.add_row(*cells, style=STATUS_COLOURS.get(r.status))
     console.print(table)
+    if "GPU ms" in head:
+        from rdd_edge.deploy.check_report import COMPACT_NOTE
+
+        console.print(COMPACT_NOTE, markup=False, highlight=False)
     for r in result.rows:
         if r.detail:
             console.print(f"{r.name} layers: {r.detail}")
@@ -102,13 +106,15 @@ def check(
     device: Device = None, threads: Threads = None, dataset: Dataset = None, data: Data = None, runs: Runs = DEFAULT_RUNS,
     min_time: Annotated[float, typer.Option("--min-time", help="Seconds of timed runs per latency measurement.")] = 1.0,
     no_torch: Annotated[bool, typer.Option("--no-torch", help="Leave out the torch checkpoint row.")] = False,
+    profile_layers: Annotated[bool, typer.Option("--profile-layers", help="TensorRT engines: per-layer GPU time (TensorRT's IProfiler, 20 runs) next to each layer's precision, in check-layers-<row>.csv / .md.")] = False,
     trust_checkpoint: TrustCheckpoint = False,
 ) -> None:
     """Check every exported artifact: integrity, size, mIoU and drop vs FP32, pixel agreement, latency; CI gate (exit 1)."""
     from rdd_edge.deploy.check import CheckSpec
 
     spec = CheckSpec(run=run, runs_root=runs, images=images, batch=batch, max_drop=max_drop, device=device or "auto",
-                     threads=threads, dataset=dataset, data=data, min_time=min_time, reference=not no_torch)
+                     threads=threads, dataset=dataset, data=data, min_time=min_time, reference=not no_torch,
+                     profile_layers=profile_layers)
     with checkpoint_trust(trust_checkpoint and not no_torch):
         result = run_check_command(spec, Console())
     if not result.passed:
