@@ -74,20 +74,13 @@ def preprocess_batch(
 RESIZE_MODES = ("stretch", "letterbox")
 
 
-def pad_colour(normalization: Normalization = DEFAULT) -> tuple[int, int, int]:
-    """The RGB pixel the network sees as zero on every channel (the training mean): letterbox padding
-    then looks like the zero padding its convolutions saw at every image border."""
-    rgb = [0.0, 0.0, 0.0]
-    for k, c in enumerate(normalization.perm):
-        rgb[c] = normalization.mean[k] / normalization.scale
-    return tuple(int(round(min(255.0, max(0.0, v)))) for v in rgb)  # type: ignore[return-value]
-
-
 def letterbox(image: np.ndarray, size: Sequence[int], fill: Sequence[int] = (0, 0, 0)) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """``image`` scaled to fit ``size`` = (H, W) with its aspect ratio kept, centred and padded with ``fill``.
 
-    Returns the padded image and the box ``(top, left, height, width)`` the image occupies in it,
-    which :func:`rdd_edge.deploy.postprocess.unletterbox` cuts out of the label map again.
+    ``fill``: the training padding colour (``Normalization.fill_rgb()``, which the network sees as
+    zeros, as in the random-scale crops it was trained on). Returns the padded image and the box
+    ``(top, left, height, width)`` the image occupies in it, which
+    :func:`rdd_edge.deploy.postprocess.unletterbox` cuts out of the label map again.
     """
     image = check_image(image)
     H, W = int(size[0]), int(size[1])

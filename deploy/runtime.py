@@ -16,7 +16,7 @@ from rdd_edge.deploy.choose import choose_artifact, mismatch
 from rdd_edge.deploy.class_count import file_class_count
 from rdd_edge.deploy.info import ModelInfo, build_info
 from rdd_edge.deploy.postprocess import resize_labels, to_labels, unletterbox
-from rdd_edge.deploy.preprocess import RESIZE_MODES, check_image, letterbox, pad_colour, preprocess
+from rdd_edge.deploy.preprocess import RESIZE_MODES, check_image, letterbox, preprocess
 
 SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
 
@@ -113,7 +113,7 @@ class Segmenter:
             return []
         imgs = [check_image(im, f"image {k}") for k, im in enumerate(images)]
         if resize == "letterbox":
-            fill = pad_colour(self.info.normalization)
+            fill = self.info.normalization.fill_rgb()
             boxed = [letterbox(im, self.info.input_size, fill) for im in imgs]
             batch = np.concatenate([self.preprocess(b) for b, _ in boxed])
             labels = to_labels(self.run(batch), self.info.output)
