@@ -65,7 +65,7 @@ class SourceSpec:
 def gstreamer_in(build_info: str) -> bool:
     """Whether ``cv2.getBuildInformation()`` says this OpenCV has GStreamer ("GStreamer: YES (1.20.3)")."""
     m = re.search(r"^\s*GStreamer:\s*(\S+)", build_info, re.MULTILINE)
-    return bool(m) and m.group(1).upper().startswith("YES")
+    return m is not None and m.group(1).upper().startswith("YES")
 
 
 def no_gstreamer_line(label: str) -> str:
@@ -129,10 +129,10 @@ def parse_source(source: str | int, options: CaptureOptions = CaptureOptions(), 
     notes: list[str] = []
     camera_opts = options.size is not None or options.fps is not None or options.fourcc is not None
 
-    def gst(pipeline: str, why: str = "", live: bool = True) -> SourceSpec:
+    def gst(pipeline: str, live: bool = True) -> SourceSpec:
         if not has_gstreamer:
             raise DeployError(no_gstreamer_line(label))
-        return SourceSpec("gstreamer", pipeline, "gstreamer", live, label, tuple(notes + ([why] if why else [])))
+        return SourceSpec("gstreamer", pipeline, "gstreamer", live, label, tuple(notes))
 
     if isinstance(source, int) or label.isdigit():
         return SourceSpec("camera", int(label), "any", True, label)
@@ -152,7 +152,7 @@ def parse_source(source: str | int, options: CaptureOptions = CaptureOptions(), 
         if camera_opts:
             notes.append("--camera-size/--fps/--fourcc: not used with a GStreamer pipeline (set them in its caps)")
         live = not re.match(r"\s*(filesrc|multifilesrc)\b", pipeline)  # a file pipeline ends; a camera or stream drops
-        return gst(pipeline, "", live)
+        return gst(pipeline, live)
     if "://" in label:
         if camera_opts:
             notes.append("--camera-size/--fps/--fourcc: apply to cameras only; not used for a URL")

@@ -601,6 +601,8 @@ def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAUL
 def demo(spec: DemoSpec, on_load: Any = None) -> DemoResult:
     """Load the artifact and segment the source; ``on_load(segmenter)`` is told what runs before frames flow."""
     options = spec.capture_options()  # a malformed option or source is reported before a model loads
+    if spec.resize not in RESIZE_MODES:
+        raise DeployError(f"--resize {spec.resize}: expected one of {', '.join(RESIZE_MODES)}")
     parse_source(spec.source, options, jetson=is_jetson(), has_gstreamer=gstreamer_in(cv2.getBuildInformation()))
     path, notes = resolve_artifact(spec.artifact, spec.runs_root, spec.device)
     seg = load(path, device=parse_device(spec.device), threads=spec.threads)

@@ -239,3 +239,14 @@ def test_letterboxed_overlay_lands_on_the_object_in_the_original_frame(red_model
     drawn = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / "frame_000000.png")), cv2.COLOR_BGR2RGB)
     assert res.frames == 1 and drawn.shape == frame.shape
     assert (drawn[inner] == seg.info.palette[1]).all() and (drawn[75:90, 0:60][outer[75:90, 0:60]] == seg.info.palette[0]).all()
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--camera-size", "1280"], "--camera-size '1280': expected WIDTHxHEIGHT"),
+    (["--fourcc", "MJPEG"], "--fourcc 'MJPEG': expected four characters"),
+    (["--fps", "0"], "--fps 0.0: expected a frame rate"),
+    (["--resize", "crop"], "--resize crop: expected one of stretch, letterbox"),
+    (["--timeout", "0"], "--timeout 0.0: expected seconds")])
+def test_bad_camera_options_are_one_line_before_any_model(tmp_path, args, match):
+    res = CliRunner().invoke(app, ["demo", str(tmp_path / "no-model.onnx"), "--source", "0", *args])
+    assert isinstance(res.exception, DeployError) and str(res.exception).startswith(match), res.exception
