@@ -242,22 +242,23 @@ def _within(open_fn: Callable[[], Any], seconds: float) -> tuple[bool, Any]:
 
 
 def open_capture(spec: SourceSpec, options: CaptureOptions = CaptureOptions(),
-                 capture: Callable[..., Any] = cv2.VideoCapture) -> tuple[Any, list[str]]:
-    """Open ``spec`` with ``capture`` (``cv2.VideoCapture`` or a stand-in): the capture and notes, or a
+                 capture: Callable[..., Any] | None = None) -> tuple[Any, list[str]]:
+    """Open ``spec`` with ``capture`` (default ``cv2.VideoCapture``; or a stand-in): the capture and notes, or a
     DeployError of one line. Live sources open on a watchdog of ``options.timeout`` seconds; FFmpeg also
     gets OpenCV's own open and read timeouts, so a stalled stream's ``read()`` returns instead of blocking."""
     if spec.kind == "folder":
         raise DeployError(f"--source {spec.label}: a folder is read image by image, not opened as a capture")
     api = getattr(cv2, BACKENDS[spec.backend])
+    make = capture if capture is not None else cv2.VideoCapture  # looked up now: a stand-in set on cv2 is seen
     quiet_opencv()  # a failed open is reported once, as a DeployError, not as OpenCV's own warnings
     ms = int(options.timeout * 1000)
 
     def open_it() -> Any:
         if spec.backend == "ffmpeg":
             props = [getattr(cv2, p) for p in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC") if hasattr(cv2, p)]
-            cap = capture(spec.target, api, [v for p in props for v in (p, ms)])
+            cap = make(spec.target, api, [v for p in props for v in (p, ms)])
         else:
-            cap = capture(spec.target, api)
+            cap = make(spec.target, api)
         if not cap.isOpened():
             cap.release()
             return None

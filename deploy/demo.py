@@ -61,7 +61,7 @@ class FrameSource:
     STABLE = 30.0  # seconds of frames after a reconnect before a later drop gets its own reconnects again
 
     def __init__(self, source: str | int, reconnects: int = 3, backoff: float = 0.5, read_timeout: float = 10.0,
-                 options: CaptureOptions | None = None, capture: Callable[..., Any] = cv2.VideoCapture):
+                 options: CaptureOptions | None = None, capture: Callable[..., Any] | None = None):
         self.source = source
         self.reconnects = reconnects
         self.backoff = backoff
