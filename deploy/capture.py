@@ -281,13 +281,13 @@ def open_capture(spec: SourceSpec, options: CaptureOptions = CaptureOptions(),
 
 
 def _cannot_open(spec: SourceSpec, timeout: float, timed_out: bool) -> str:
-    waited = f"no answer within {timeout:g} s" if timed_out else "it failed to open"
+    within = f" (no answer within {timeout:g} s)" if timed_out else ""
     if spec.kind == "camera":
-        return (f"--source {spec.label}: cannot open the camera ({waited}: not connected, busy in another program, "
-                "or no permission: add your user to the video group)")
+        return (f"--source {spec.label}: cannot open the camera{within}: not connected, busy in another program, "
+                "or no permission (add your user to the video group)")
     if spec.kind == "gstreamer":
-        return (f"--source {spec.label}: the GStreamer pipeline did not start ({waited}: an element missing, a "
-                "camera not there, or a stream not answering; try it with gst-launch-1.0 first)")
+        return (f"--source {spec.label}: the GStreamer pipeline did not start{within}: an element missing, a camera "
+                "not there, or a stream not answering (try it with gst-launch-1.0 first)")
     if spec.kind == "url":
         return (f"--source {spec.label}: the stream did not open (not reachable, no answer within {timeout:g} s, or "
                 "not a video OpenCV's FFmpeg can decode)")

@@ -164,7 +164,7 @@ def test_a_pipeline_that_hangs_is_cut_by_the_watchdog(recorder):
 
     spec = parse_source("gst:nvarguscamerasrc ! appsink", has_gstreamer=True)
     t0 = time.monotonic()
-    with pytest.raises(DeployError, match=r"did not start \(no answer within 0.2 s"):
+    with pytest.raises(DeployError, match=r"did not start \(no answer within 0.2 s\): an element missing"):
         open_capture(spec, CaptureOptions(timeout=0.2), Hangs)
     assert time.monotonic() - t0 < 2.0
 
