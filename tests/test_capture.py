@@ -250,3 +250,19 @@ def test_letterboxed_overlay_lands_on_the_object_in_the_original_frame(red_model
 def test_bad_camera_options_are_one_line_before_any_model(tmp_path, args, match):
     res = CliRunner().invoke(app, ["demo", str(tmp_path / "no-model.onnx"), "--source", "0", *args])
     assert isinstance(res.exception, DeployError) and str(res.exception).startswith(match), res.exception
+
+
+@pytest.mark.skipif(not gstreamer_in(cv2.getBuildInformation()), reason="this OpenCV has no GStreamer (pip's never has)")
+def test_a_real_gstreamer_pipeline_gives_frames_and_a_stuck_one_is_cut():
+    """Runs where OpenCV has GStreamer (JetPack's, a distro's): videotestsrc through gst:, then a pipeline whose
+    source element does not exist (GStreamer builds the rest, and OpenCV 4.6's open waits for it forever) cut by
+    the watchdog."""
+    src = FrameSource("gst:videotestsrc num-buffers=5 ! video/x-raw,width=160,height=90 ! videoconvert ! "
+                      "video/x-raw,format=BGR ! appsink", options=CaptureOptions(timeout=5))
+    frames = list(src)
+    assert len(frames) == 5 and frames[0].shape == (90, 160, 3)
+    t0 = time.monotonic()
+    with pytest.raises(DeployError, match="did not start"):
+        FrameSource("gst:nosuchsrc ! videoconvert ! appsink",
+                    options=CaptureOptions(timeout=1))
+    assert time.monotonic() - t0 < 3
