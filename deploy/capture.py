@@ -265,7 +265,7 @@ def open_capture(spec: SourceSpec, options: CaptureOptions = CaptureOptions(),
         return cap
 
     timed_out = False
-    if spec.live:
+    if spec.live or spec.backend == "gstreamer":  # a pipeline missing an element can block OpenCV's open for ever
         finished, cap = _within(open_it, options.timeout + 1.0)  # a second past OpenCV's own timeout: that one answers first
         timed_out = not finished
     else:
