@@ -28,9 +28,13 @@ from typing import Any, Callable, Iterator, Mapping
 import cv2
 import numpy as np
 
+from rdd_edge.deploy.board import is_jetson
+from rdd_edge.deploy.capture import (CaptureOptions, check_fourcc, gstreamer_in, open_capture, parse_camera_size,
+                                     parse_source)
 from rdd_edge.deploy.check import find_export_dir
 from rdd_edge.deploy.choose import choose_artifact
 from rdd_edge.deploy.demo_summary import run_measured, write_summary
+from rdd_edge.deploy.preprocess import RESIZE_MODES
 from rdd_edge.deploy.runtime import load
 from rdd_edge.devices import parse_device
 from rdd_edge.errors import DeployError
@@ -54,56 +58,44 @@ class DemoResult:
     summary: Path | None = None  # the JSON beside --out (deploy.demo_summary)
 
 
-def _quiet_opencv() -> None:
-    logging = getattr(getattr(cv2, "utils", None), "logging", None)
-    if logging is not None:
-        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
-
-
 class FrameSource:
-    """Frames (uint8 RGB) from a camera index, a video file, a URL or a folder of images."""
+    """Frames (uint8 RGB) from what ``--source`` names (see :func:`deploy.capture.parse_source`): a
+    camera, a video file, a URL, a GStreamer pipeline or a folder of images."""
 
     STABLE = 30.0  # seconds of frames after a reconnect before a later drop gets its own reconnects again
 
-    def __init__(self, source: str | int, reconnects: int = 3, backoff: float = 0.5, read_timeout: float = 10.0):
+    def __init__(self, source: str | int, reconnects: int = 3, backoff: float = 0.5, read_timeout: float = 10.0,
+                 options: CaptureOptions | None = None, capture: Callable[..., Any] | None = None):
         self.source = source
         self.reconnects = reconnects
         self.backoff = backoff
         self.read_timeout = read_timeout  # a live source silent this long has stalled (issue 32)
+        self.options = options if options is not None else CaptureOptions(timeout=read_timeout)
+        self.capture = capture
         self.folder: list[Path] | None = None
         self.cap: Any = None
         self.fps = 25.0
-        s = str(source)
-        self.live = s.isdigit() or "://" in s
-        if not self.live and Path(s).is_dir():
+        self.notes: list[str] = []
+        self.spec = parse_source(source, self.options, jetson=is_jetson(),
+                                 has_gstreamer=gstreamer_in(cv2.getBuildInformation()))
+        self.live = self.spec.live
+        if self.spec.kind == "folder":
+            s = self.spec.label
             self.folder = sorted(p for p in Path(s).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self.folder:
                 raise DeployError(f"{s}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             return
-        if not self.live and not Path(s).exists():
-            raise DeployError(f"--source {s}: no such file, folder, camera index or URL")
-        self.cap = self._open()
-        if self.cap is None:
-            raise DeployError(f"--source {s}: cannot open it (not a video OpenCV can decode, or the camera/stream is unavailable)")
+        self.cap, self.notes = open_capture(self.spec, self.options, self.capture)
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         if fps and 1 <= fps <= 240:
             self.fps = float(fps)
 
     def _open(self) -> Any:
-        s = str(self.source)
-        _quiet_opencv()  # a failed open is reported once, as a DeployError, not as OpenCV's own warnings
-        ms = int(self.read_timeout * 1000)
-        timeouts = [getattr(cv2, p) for p in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC") if hasattr(cv2, p)]
-        if s.isdigit():
-            cap = cv2.VideoCapture(int(s))
-        elif self.live and timeouts:  # a stream that stalls makes read() return False instead of blocking forever
-            cap = cv2.VideoCapture(s, cv2.CAP_ANY, [v for p in timeouts for v in (p, ms)])
-        else:
-            cap = cv2.VideoCapture(s)
-        if not cap.isOpened():
-            cap.release()
+        """Reopen after a drop (the camera options set again); None when it does not open yet."""
+        try:
+            return open_capture(self.spec, self.options, self.capture)[0]
+        except DeployError:
             return None
-        return cap
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self.folder is not None:
@@ -510,22 +502,29 @@ def run_demo(
     reconnects: int = 3,
     backoff: float = 0.5,
     on_frame: Any = None,
+    options: CaptureOptions | None = None,
+    resize: str = "letterbox",
 ) -> DemoResult:
     """Segment every frame of ``source`` with ``seg`` (a :class:`deploy.Segmenter`).
 
     ``out``: a video file (``.mp4``/``.avi``...) or a folder (one PNG per frame), or None.
-    Ctrl-C stops cleanly: the output is finalised and ``interrupted`` is set.
+    ``options``: camera size, FPS, pixel format and the open timeout; ``resize``: ``letterbox``
+    (the frame keeps its aspect ratio in the model's input, the labels come back aligned with it)
+    or ``stretch``. Ctrl-C stops cleanly: the output is finalised and ``interrupted`` is set.
     """
     if not (0.0 <= alpha <= 1.0):  # also refuses nan
         raise DeployError(f"--alpha {alpha}: must be between 0 and 1")
-    src = FrameSource(source, reconnects=reconnects, backoff=backoff)
-    res = DemoResult()
+    if resize not in RESIZE_MODES:
+        raise DeployError(f"--resize {resize}: expected one of {', '.join(RESIZE_MODES)}")
+    opts = options if options is not None else CaptureOptions()
+    src = FrameSource(source, reconnects=reconnects, backoff=backoff, read_timeout=opts.timeout, options=opts)
+    res = DemoResult(notes=list(src.notes))
     sink = open_sink(out, src.fps)
     view = _View(show, f"rdd-edge demo: {source} (q or Esc quits)", out is not None, res.notes)
     frames, meter, t0 = _Frames(src, queue_size), _FpsMeter(), time.perf_counter()
     try:
         for image in frames:
-            label = seg.predict(image)
+            label = seg.predict(image, resize=resize)
             frame = render(image, label, seg.info, alpha, meter.tick())
             sink.write(frame)
             res.frames += 1
@@ -576,6 +575,20 @@ class DemoSpec:
     max_frames: int | None = None
     device: str = "auto"
     threads: int | None = None
+    camera_size: str | None = None  # WxH, a camera's mode
+    fps: float | None = None  # a camera's frame rate
+    fourcc: str | None = None  # a UVC camera's pixel format (MJPG, YUYV)
+    resize: str = "letterbox"  # how frames fit the model's input: letterbox keeps objects' proportions
+    timeout: float = 10.0  # seconds a camera, stream or pipeline may take to open, or stay silent
+
+    def capture_options(self) -> CaptureOptions:
+        """The camera and timeout options, checked (one line each when malformed)."""
+        if self.fps is not None and not (0 < self.fps <= 1000):
+            raise DeployError(f"--fps {self.fps}: expected a frame rate between 0 and 1000")
+        if not (0 < self.timeout <= 3600):
+            raise DeployError(f"--timeout {self.timeout}: expected seconds between 0 and 3600")
+        return CaptureOptions(size=parse_camera_size(self.camera_size), fps=self.fps, fourcc=check_fourcc(self.fourcc),
+                              timeout=self.timeout)
 
 
 def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAULT_ROOT,
@@ -591,12 +604,17 @@ def resolve_artifact(artifact: str | Path | None, runs_root: str | Path = DEFAUL
 
 def demo(spec: DemoSpec, on_load: Any = None) -> DemoResult:
     """Load the artifact and segment the source; ``on_load(segmenter)`` is told what runs before frames flow."""
+    options = spec.capture_options()  # a malformed option or source is reported before a model loads
+    if spec.resize not in RESIZE_MODES:
+        raise DeployError(f"--resize {spec.resize}: expected one of {', '.join(RESIZE_MODES)}")
+    parse_source(spec.source, options, jetson=is_jetson(), has_gstreamer=gstreamer_in(cv2.getBuildInformation()))
     path, notes = resolve_artifact(spec.artifact, spec.runs_root, spec.device)
     seg = load(path, device=parse_device(spec.device), threads=spec.threads)
     if on_load is not None:
         on_load(seg)
     res, state, power = run_measured(lambda: run_demo(seg, spec.source, out=spec.out, show=spec.show, alpha=spec.alpha,
-                                                      max_frames=spec.max_frames),
+                                                      max_frames=spec.max_frames, options=options,
+                                                      resize=spec.resize),
                                      getattr(seg, "provider", ""), parse_device(spec.device))
     res.notes[:0] = [*notes, *seg.info.notes]
     res.device_state, res.power = state, power

@@ -38,3 +38,11 @@ def resize_labels(labels: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     if labels.shape == (h, w):
         return labels
     return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def unletterbox(labels: np.ndarray, box: tuple[int, int, int, int], size_hw: tuple[int, int]) -> np.ndarray:
+    """The label map of a letterboxed input back on the original image: the padding cut off
+    (``box`` = top, left, height, width from :func:`rdd_edge.deploy.preprocess.letterbox`), then a
+    nearest-neighbour resize to (H, W)."""
+    top, left, h, w = box
+    return resize_labels(np.ascontiguousarray(labels[top : top + h, left : left + w]), size_hw)

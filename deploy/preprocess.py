@@ -69,3 +69,26 @@ def preprocess_batch(
     if len(images) == 0:
         raise DeployError("empty image batch: pass at least one image")
     return np.concatenate([preprocess(im, size, normalization, embedded) for im in images], axis=0)
+
+
+RESIZE_MODES = ("stretch", "letterbox")
+
+
+def letterbox(image: np.ndarray, size: Sequence[int], fill: Sequence[int] = (0, 0, 0)) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """``image`` scaled to fit ``size`` = (H, W) with its aspect ratio kept, centred and padded with ``fill``.
+
+    ``fill``: the training padding colour (``Normalization.fill_rgb()``, which the network sees as
+    zeros, as in the random-scale crops it was trained on). Returns the padded image and the box
+    ``(top, left, height, width)`` the image occupies in it, which
+    :func:`rdd_edge.deploy.postprocess.unletterbox` cuts out of the label map again.
+    """
+    image = check_image(image)
+    H, W = int(size[0]), int(size[1])
+    h, w = image.shape[:2]
+    s = min(H / h, W / w)
+    nh, nw = max(1, min(H, round(h * s))), max(1, min(W, round(w * s)))
+    top, left = (H - nh) // 2, (W - nw) // 2
+    out = np.empty((H, W, 3), np.uint8)
+    out[...] = np.asarray(fill, np.uint8)
+    out[top : top + nh, left : left + nw] = image if (nh, nw) == (h, w) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    return out, (top, left, nh, nw)

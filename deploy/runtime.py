@@ -15,8 +15,8 @@ from rdd_edge.deploy.backends.tensorrt import TrtBackend
 from rdd_edge.deploy.choose import choose_artifact, mismatch
 from rdd_edge.deploy.class_count import file_class_count
 from rdd_edge.deploy.info import ModelInfo, build_info
-from rdd_edge.deploy.postprocess import resize_labels, to_labels
-from rdd_edge.deploy.preprocess import check_image, preprocess
+from rdd_edge.deploy.postprocess import resize_labels, to_labels, unletterbox
+from rdd_edge.deploy.preprocess import RESIZE_MODES, check_image, letterbox, preprocess
 
 SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"}
 
@@ -100,18 +100,31 @@ class Segmenter:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """uint8 RGB images (any sizes) -> uint8 label maps, each at its image's size."""
+    def predict_batch(self, images: Sequence[np.ndarray], resize: str = "stretch") -> list[np.ndarray]:
+        """uint8 RGB images (any sizes) -> uint8 label maps, each at its image's size.
+
+        ``resize``: ``stretch`` (each image resized to the model size, as check scores) or
+        ``letterbox`` (aspect ratio kept, padded with the training mean colour; the labels of the
+        padding are cut off before they are resized back onto the image).
+        """
+        if resize not in RESIZE_MODES:
+            raise DeployError(f"resize {resize!r}: expected one of {', '.join(RESIZE_MODES)}")
         if len(images) == 0:
             return []
         imgs = [check_image(im, f"image {k}") for k, im in enumerate(images)]
+        if resize == "letterbox":
+            fill = self.info.normalization.fill_rgb()
+            boxed = [letterbox(im, self.info.input_size, fill) for im in imgs]
+            batch = np.concatenate([self.preprocess(b) for b, _ in boxed])
+            labels = to_labels(self.run(batch), self.info.output)
+            return [unletterbox(lab, box, im.shape[:2]) for lab, (_, box), im in zip(labels, boxed, imgs)]
         batch = np.concatenate([self.preprocess(im) for im in imgs])
         labels = to_labels(self.run(batch), self.info.output)
         return [resize_labels(lab, im.shape[:2]) for lab, im in zip(labels, imgs)]
 
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """One uint8 RGB HxWx3 image -> uint8 HxW label map."""
-        return self.predict_batch([check_image(image)])[0]
+    def predict(self, image: np.ndarray, resize: str = "stretch") -> np.ndarray:
+        """One uint8 RGB HxWx3 image -> uint8 HxW label map (``resize``: see :meth:`predict_batch`)."""
+        return self.predict_batch([check_image(image)], resize=resize)[0]
 
     def __repr__(self) -> str:
         h, w = self.info.input_size

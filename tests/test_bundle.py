@@ -320,3 +320,23 @@ def test_install_sh_verifies_every_file_and_installs_exactly_the_named_wheel(bun
     (b / "bundle.json").write_text(json.dumps(doc))
     r = _install(b, "--dry-run", env={"RDD_TEGRA_RELEASE": str(tmp_path / "none")})
     assert r.returncode == 1 and "not a file inside the bundle" in r.stderr
+
+
+def _system_opencv(env: dict, tmp_path: Path, gstreamer: str, numpy: str = "1.26.4") -> dict:
+    """A system cv2 whose build information says ``GStreamer: <gstreamer>`` and a numpy of that version."""
+    site = tmp_path / "cvsite"
+    for name, body in {"cv2": f"def getBuildInformation():\n    return '  Video I/O:\\n    GStreamer:   {gstreamer}\\n'\n",
+                       "numpy": f"__version__ = {numpy!r}\n"}.items():
+        (site / name).mkdir(parents=True, exist_ok=True)
+        (site / name / "__init__.py").write_text(body)
+    return {**env, "PYTHONPATH": str(site)}
+
+
+def test_jetpacks_opencv_with_gstreamer_is_kept_and_not_shadowed(plan_dir, tmp_path):
+    """Issue 27: csi:N and gst: sources need JetPack's OpenCV; pip's opencv-python-headless must not shadow it,
+    nor pull a numpy 2 it was not built for."""
+    keep = "would keep JetPack's OpenCV (GStreamer) over pip's opencv-python-headless"
+    jetson = _machine(tmp_path, release=R36_4, cuda="12.6.68")
+    r = _plan(plan_dir, _system_opencv(jetson, tmp_path, "YES (1.20.3)"))
+    assert r.returncode == 0 and f"{keep} (pins for it: numpy<2 opencv-python-headless<4.12)" in r.stdout, r.stdout
+    # (the other plan tests' Python has pip's OpenCV, without GStreamer: their plans never say it)

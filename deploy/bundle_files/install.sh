@@ -188,6 +188,13 @@ SYS_CV_GST=0
 if [ -n "$JETSON" ] && "$PY" -c 'import cv2, re, sys; sys.exit(not re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()))' 2>/dev/null; then
   SYS_CV_GST=1
 fi
+# The wheel's own opencv-python-headless is removed again after the install; meanwhile it must not pull a
+# numpy the system's OpenCV was not built for (opencv-python-headless 4.12+ requires numpy>=2; JetPack's
+# OpenCV is built against Ubuntu's numpy 1.x): pin both below 2 / 4.12 where the system numpy is 1.x
+CV_PINS=""
+if [ "$SYS_CV_GST" = 1 ] && [ "$("$PY" -c 'import numpy; print(numpy.__version__.split(".")[0])' 2>/dev/null)" = 1 ]; then
+  CV_PINS="numpy<2 opencv-python-headless<4.12"
+fi
 
 ENGINE_LINE="rdd-edge engine $HERE/export --trt all --max-batch $MAX_BATCH --workspace $WORKSPACE"
 if [ "$DRY" = 1 ]; then
@@ -204,7 +211,7 @@ if [ "$DRY" = 1 ]; then
   elif [ "$SYS_ORT" = gpu ]; then
     say "would keep the system's onnxruntime-gpu (never a CPU build in the venv over it)"
   fi
-  [ "$SYS_CV_GST" = 1 ] && say "would keep JetPack's OpenCV (GStreamer) over pip's opencv-python-headless"
+  [ "$SYS_CV_GST" = 1 ] && say "would keep JetPack's OpenCV (GStreamer) over pip's opencv-python-headless${CV_PINS:+ (pins for it: $CV_PINS)}"
   say "would create $VENV${SYSTEM_SITE:+ with the system site-packages} and install $(basename "$WHEEL")[$(join "$EXTRAS" "$(ort_extra "$PY")")]"
   if [ "$CHECK" = 1 ] && [ "$TRT_PATH" = 1 ]; then
     say "then: the acceptance check (python -m rdd_edge.deploy.trt_acceptance $HERE/export --max-batch $MAX_BATCH --workspace $WORKSPACE); when it passes: $ENGINE_LINE, then rdd-edge check $HERE/export --device cuda, then a demo line that runs the engine"
@@ -250,15 +257,27 @@ if [ -z "$ORT" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && "$VPY"
   say "rdd-edge from this bundle is already installed in $VENV [${EXTRAS:-base}]: nothing to install"
 else
   ALL="$(join "$EXTRAS" "$ORT")"
+  PINS=()
+  if [ -n "$CV_PINS" ]; then
+    tr ' ' '\n' <<< "$CV_PINS" > "$VENV/.rdd-edge-constraints.txt"
+    PINS=(-c "$VENV/.rdd-edge-constraints.txt")
+  fi
   # shellcheck disable=SC2086
-  "${PIP[@]}" install -q --find-links "$HERE/wheels" ${RDD_PIP_ARGS:-} \
+  "${PIP[@]}" install -q --find-links "$HERE/wheels" ${RDD_PIP_ARGS:-} ${PINS[@]+"${PINS[@]}"} \
     "$WHEEL${ALL:+[$ALL]}" || die "pip could not install $(basename "$WHEEL")[${ALL}] (offline? put the dependency wheels into $HERE/wheels and set RDD_PIP_ARGS=--no-index)"
   echo "$WANT" > "$STAMP"
   say "installed $(basename "$WHEEL") [${ALL:-base}] into $VENV"
 fi
 if [ "$SYS_CV_GST" = 1 ] && [ -n "$(venv_own "$VPY" opencv-python-headless)" ]; then
   "${PIP[@]}" uninstall -y -q opencv-python-headless >/dev/null 2>&1 || true
-  say "using JetPack's OpenCV (with GStreamer) from the system, not pip's opencv-python-headless"
+  if "$VPY" -c 'import cv2, re, sys; sys.exit(not re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()))' 2>/dev/null; then
+    say "using JetPack's OpenCV (with GStreamer: csi:N and gst: sources) from the system, not pip's opencv-python-headless"
+  else  # e.g. a numpy in the venv it was not built for: back to pip's, and say what is lost
+    # shellcheck disable=SC2086
+    "${PIP[@]}" install -q --find-links "$HERE/wheels" ${RDD_PIP_ARGS:-} ${PINS[@]+"${PINS[@]}"} "opencv-python-headless>=4.8" \
+      || die "pip could not reinstall opencv-python-headless"
+    say "JetPack's OpenCV does not import in $VENV ($("$VPY" -c 'import numpy; print("numpy", numpy.__version__)' 2>/dev/null)); kept pip's opencv-python-headless: no GStreamer, so no csi:N or gst: sources"
+  fi
 fi
 if "$VPY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)' 2>/dev/null; then
   say "note: torch is visible in $VENV (from the system site-packages); rdd-edge's runtime does not use it"

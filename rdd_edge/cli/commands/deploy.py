@@ -123,7 +123,8 @@ def check(
 
 @app.command()
 def demo(
-    source: Annotated[str, typer.Option("--source", help="Camera index (0), video file, RTSP/HTTP URL, or a folder of images.")],
+    source: Annotated[str, typer.Option("--source", help="Camera (0, /dev/video0), CSI camera (csi:0), video file, "
+                                        "RTSP/HTTP URL, folder of images, or a GStreamer pipeline (gst:... or text with ' ! ').")],
     artifact: Annotated[Optional[Path], typer.Argument(
         metavar="[ARTIFACT_OR_RUN]", help="Model file (.onnx / .engine) or run folder (default: the latest distill run's "
                                           "fastest artifact that passed check, else its model.onnx).")] = None,
@@ -131,6 +132,11 @@ def demo(
     show: Annotated[bool, typer.Option("--show", help="Show a window (needs a display and OpenCV with GUI support, pip install opencv-python; otherwise a note says how).")] = False,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Overlay opacity of the label colours, 0..1.")] = 0.5,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after N frames.")] = None,
+    camera_size: Annotated[Optional[str], typer.Option("--camera-size", help="Camera mode WIDTHxHEIGHT, e.g. 1280x720 (UVC and csi:N).")] = None,
+    fps: Annotated[Optional[float], typer.Option("--fps", help="Camera frame rate (UVC and csi:N).")] = None,
+    fourcc: Annotated[Optional[str], typer.Option("--fourcc", help="UVC camera pixel format, e.g. MJPG (high sizes at full rate over USB) or YUYV.")] = None,
+    resize: Annotated[str, typer.Option("--resize", help="How frames fit the model's input: letterbox (keeps proportions, pads) or stretch.")] = "letterbox",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds a camera, stream or pipeline may take to open, or stay silent.")] = 10.0,
     device: Device = None, threads: Threads = None, runs: Runs = DEFAULT_RUNS,
 ) -> None:
     """Segment a camera, video, stream or image folder live: colour overlay, legend, FPS."""
@@ -140,7 +146,8 @@ def demo(
 
     console = Console(stderr=True)
     spec = DemoSpec(source=source, artifact=artifact, runs_root=runs, out=out, show=show, alpha=alpha,
-                    max_frames=max_frames, device=device or "auto", threads=threads)
+                    max_frames=max_frames, device=device or "auto", threads=threads, camera_size=camera_size, fps=fps,
+                    fourcc=fourcc, resize=resize, timeout=timeout)
     res = run(spec, on_load=lambda seg: console.print(f"{seg} <- {source}"))
     for note in res.notes:
         console.print(f"note: {note}")
