@@ -183,10 +183,11 @@ def write_deepstream(export_dir: Path, manifest: dict[str, Any], dst: Path, say:
     src = export_dir / str((arts.get("onnx") or {}).get("file") or "model.onnx")
     nvinfer_preprocess(manifest)  # the input first: one line on what to re-export, before any file is written
     model = probs_graph(src)
-    dst.mkdir(parents=True, exist_ok=True)
     config = config_name(manifest)
+    text = nvinfer_config(manifest, model, PROBS_FILE, precision)  # every check before the first file
+    dst.mkdir(parents=True, exist_ok=True)
     files = [atomic_write_bytes(dst / PROBS_FILE, model.SerializeToString()),
-             atomic_write_text(dst / config, nvinfer_config(manifest, model, PROBS_FILE, precision)),
+             atomic_write_text(dst / config, text),
              atomic_write_text(dst / "labels.txt", "".join(f"{c}\n" for c in manifest.get("classes") or [])),
              atomic_write_text(dst / "pipeline.sh", pipeline_script(config, tuple(tensor_dims(model.graph.input[0])[2:])))]
     (dst / "pipeline.sh").chmod(0o755)

@@ -83,9 +83,9 @@ def plan_readme(name: str, io: dict[str, Any], batch: int) -> str:
     shape = io["inputs"][0]["shape"]
     chw = "x".join(str(d) for d in shape[1:])
     inp = io["inputs"][0]["name"]
-    return (f"Build model.plan here, with the trtexec of the TensorRT that your Triton release ships (a plan runs only\n"
+    return (f"Build 1/model.plan in this folder with the trtexec of the TensorRT that your Triton release ships (a plan runs only\n"
             f"with the TensorRT version and GPU that built it), e.g. inside the tritonserver container:\n\n"
-            f"  trtexec --onnx=../../{name}/1/model.onnx --saveEngine=1/model.plan --fp16 \\\n"
+            f"  trtexec --onnx=../../{FOLDER}/{name}/1/model.onnx --saveEngine=1/model.plan --fp16 \\\n"
             f"    --minShapes={inp}:1x{chw} --optShapes={inp}:1x{chw} --maxShapes={inp}:{batch}x{chw}\n\n"
             "then serve both repositories: tritonserver --model-repository=triton --model-repository=triton-plan\n"
             "(run from the bundle folder)\n")

@@ -289,6 +289,9 @@ def test_triton_repository_declares_the_onnx_files_io(exports, synthetic_export_
     (acc,) = onnx_cfg["optimization"]["execution_accelerators"]["gpu_execution_accelerator"]
     assert acc["name"] == "tensorrt" and {"key": "precision_mode", "value": "FP16"} in acc["parameters"]
     assert plan_cfg["default_model_filename"] == "model.plan" and plan_cfg["name"] == onnx_cfg["name"] + "_trt"
+    plan_dir = tmp_path / "triton-plan" / plan_cfg["name"]
+    onnx_arg = re.search(r"--onnx=(\S+)", (plan_dir / "README.txt").read_text()).group(1)
+    assert (plan_dir / onnx_arg).resolve() == model.resolve()  # the trtexec line builds the plan from the served file
     pb = _model_config_proto()
     if pb is None:
         pytest.skip("tritonclient not installed: checked with the schema reader only")
