@@ -121,6 +121,23 @@ def _independent(image: np.ndarray, norm: Normalization) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))[None].astype(np.float32)
 
 
+def test_export_checks_feed_a_float255_file_its_pixels(exports):
+    """The export stage's own checks (torch/ONNX parity, the check-image scorer) on a float255 file."""
+    from rdd_edge.export.parity import check_parity, make_batch
+    from rdd_edge.export.scoring import CheckScorer
+
+    val = open_split(CHECK, "val")
+    images, labels = [val[i][0] for i in range(len(val))], [val[i][1] for i in range(len(val))]
+    batch = make_batch(images, SIZE, IMAGENET, "float255")
+    assert batch.dtype == np.float32 and batch.max() > 1.5
+    torch.manual_seed(0)
+    res = check_parity(Tiny().eval(), exports["float255"] / "model.onnx", batch, IMAGENET, embedded="float255")
+    assert res["label_agreement"] >= 0.999 and res["max_abs_logit_diff"] < 1e-3
+    got = CheckScorer(images, labels, SIZE, IMAGENET, 11, embedded="float255")(exports["float255"] / "model.onnx")
+    want = CheckScorer(images, labels, SIZE, IMAGENET, 11)(exports["default"] / "model.onnx")
+    assert got["miou"] == pytest.approx(want["miou"], abs=1e-3)
+
+
 def test_check_passes_on_a_float255_export(exports, tmp_path):
     folder = shutil.copytree(exports["float255"], tmp_path / "export")
     res = wide_runner().invoke(app, ["check", str(folder), "--no-torch", "--device", "cpu", "--min-time", "0.01"])
@@ -292,18 +309,26 @@ def test_triton_repository_declares_the_onnx_files_io(exports, synthetic_export_
     plan_dir = tmp_path / "triton-plan" / plan_cfg["name"]
     onnx_arg = re.search(r"--onnx=(\S+)", (plan_dir / "README.txt").read_text()).group(1)
     assert (plan_dir / onnx_arg).resolve() == model.resolve()  # the trtexec line builds the plan from the served file
+
+
+def test_triton_configs_parse_into_tritons_own_model_config(exports, tmp_path):
     pb = _model_config_proto()
     if pb is None:
-        pytest.skip("tritonclient not installed: checked with the schema reader only")
+        pytest.skip("tritonclient not installed (pip install tritonclient): the schema reader above checked the files")
     from google.protobuf import text_format
 
-    for text in (cfg_path.read_text(), text):  # Triton's own message: unknown fields or bad enums fail here
-        parsed = text_format.Parse(text, pb.ModelConfig())
-        assert parsed.max_batch_size == batch and parsed.input[0].name == "images"
-    parsed = text_format.Parse(cfg_path.read_text(), pb.ModelConfig())
+    man = read_manifest(exports["float255"] / "model.onnx")[0]
+    write_triton(exports["float255"], man, tmp_path / "triton")
+    sess = ort.InferenceSession(str(exports["float255"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    for cfg_path in (tmp_path / "triton" / "tiny" / "config.pbtxt", tmp_path / "triton-plan" / "tiny_trt" / "config.pbtxt"):
+        parsed = text_format.Parse(cfg_path.read_text(), pb.ModelConfig())  # unknown fields or enum names fail here
+        assert parsed.max_batch_size == 8 and [i.name for i in parsed.input] == ["images"]
+        assert [(o.name, pb.DataType.Name(o.data_type), list(o.dims)) for o in parsed.output] == [
+            (o.name, ORT_TYPES[o.type], o.shape[1:]) for o in sess.get_outputs()]
+        assert parsed.dynamic_batching.max_queue_delay_microseconds == 100
+    parsed = text_format.Parse((tmp_path / "triton" / "tiny" / "config.pbtxt").read_text(), pb.ModelConfig())
     acc = parsed.optimization.execution_accelerators.gpu_execution_accelerator[0]
-    assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP16"
-    assert [pb.DataType.Name(o.data_type) for o in parsed.output] == [ORT_TYPES[o.type] for o in sess.get_outputs()]
+    assert parsed.backend == "onnxruntime" and acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP16"
 
 
 def test_bundle_writes_deepstream_and_triton_folders(exports, tmp_path, monkeypatch):
