@@ -53,7 +53,7 @@ def _export(folder: Path, normalization: Normalization, output: str, embed: str)
     """An export folder as `rdd-edge export` writes it (graph, manifest with checksums and files list)."""
     torch.manual_seed(0)
     p = export_onnx(Tiny().eval(), folder / "model.onnx", SIZE, output=output, embed_preprocess=embed,
-                    normalization=normalization)
+                    normalization=normalization, metadata={"rdd_edge.embedded_preprocess": embed or "false"})  # as export_run
     m = new_manifest("tiny", dataset_info("synthetic").as_dict(), CHECK, SIZE, output, embed, False, 18, p,
                      sha256_file(p), graph_io(load_export_onnx(p)), normalization)
     add_artifact(m, "onnx", p, "fp32", "onnxruntime", checked_images=CHECK.val_images)
@@ -136,6 +136,21 @@ def test_export_checks_feed_a_float255_file_its_pixels(exports):
     got = CheckScorer(images, labels, SIZE, IMAGENET, 11, embedded="float255")(exports["float255"] / "model.onnx")
     want = CheckScorer(images, labels, SIZE, IMAGENET, 11)(exports["default"] / "model.onnx")
     assert got["miou"] == pytest.approx(want["miou"], abs=1e-3)
+
+
+def test_int8_calibrates_a_float255_file_on_its_raw_pixels(exports, tmp_path):
+    from rdd_edge.export.int8 import export_int8
+    from rdd_edge.export.scoring import CheckScorer
+
+    src = shutil.copy(exports["float255"] / "model.onnx", tmp_path / "model.onnx")
+    scenes = open_split(DataSpec(name="synthetic", val_images=16, size=SIZE, seed=7), "val")
+    items = [(f"s{i}", (lambda i=i: scenes[i][0])) for i in range(len(scenes))]
+    export_int8(src, tmp_path, items, size=SIZE, normalization=IMAGENET)
+    scorer = CheckScorer(_check_images(), None, SIZE, IMAGENET, 11, embedded="float255")
+    scorer(src)  # the FP32 reference
+    # measured: 0.988 and 0.979; calibrated on normalised input instead (no metadata), the CPU file agreed on 0.227
+    for name in ("model.int8.onnx", "model.int8-cpu.onnx"):
+        assert scorer(tmp_path / name)["label_agreement"] > 0.9, name
 
 
 def test_check_passes_on_a_float255_export(exports, tmp_path):
