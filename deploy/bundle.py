@@ -20,6 +20,7 @@ bundle. Torch-free: the check images are read with the core's data readers.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -132,6 +133,7 @@ def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -
         # the export, as check accepts it: every file the manifest lists (reports of an earlier check left out)
         dst = stage / "export"
         dst.mkdir()
+        exported = copy.deepcopy(manifest)  # as exported: its engines' batch range sizes Triton's max_batch_size
         left_out = leave_out_engines(manifest)
         if left_out:
             say(f"export: left out {', '.join(left_out)} (engines are built on the device: rdd-edge engine)")
@@ -145,9 +147,9 @@ def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -
         say(f"export: {len(listed)} files from {export_dir}")
         write_json(dst / MANIFEST_NAME, manifest)  # the copy lists what the bundle holds
         if spec.deepstream:  # before the slow steps: a graph nvinfer cannot take is one line, at once
-            write_deepstream(export_dir, manifest, stage / "deepstream", say)
+            write_deepstream(export_dir, exported, stage / "deepstream", say)
         if spec.triton:
-            write_triton(export_dir, manifest, stage / "triton", say)
+            write_triton(export_dir, exported, stage / "triton", say)
         if spec.images:
             images, labels, names, source = _check_images(manifest, spec, say)
             manifest["check_data"] = write_check_data(dst, images, labels, names, source)
