@@ -160,12 +160,14 @@ def test_check_passes_on_a_float255_export(exports, tmp_path):
     assert "passed" in res.output
 
 
-def test_embed_preprocess_names_its_modes():
+def test_embed_preprocess_names_its_modes(tmp_path):
     from rdd_edge.normalize import embed_mode
 
     assert (embed_mode(True), embed_mode(False), embed_mode(None), embed_mode("Float255")) == ("uint8", "", "", "float255")
-    with pytest.raises(ConfigError, match="float255-bgr"):
-        embed_mode("--runs")  # the value a bare `--embed-preprocess --runs X` would take
+    # the option takes a value now: a bare `--embed-preprocess --runs X` reads "--runs" and is told the modes, before any work
+    res = wide_runner().invoke(app, ["export", "--embed-preprocess", "--runs", str(tmp_path)])
+    assert isinstance(res.exception, ConfigError) and "float255-bgr" in str(res.exception) and "'--runs'" in str(res.exception)
+    assert not any(tmp_path.iterdir())
 
 
 # -- DeepStream ---------------------------------------------------------------------------------------------------
