@@ -117,7 +117,7 @@ def nvinfer_config(manifest: dict[str, Any], model: Any, onnx_file: str, precisi
     """The ``[property]`` group nvinfer reads, built from the manifest and the graph ``model`` (probs output)."""
     dims = tensor_dims(model.graph.input[0])
     out = model.graph.output[0]
-    c, h, w = (tensor_dims(out)[1], *dims[2:])
+    c, h, w = tensor_dims(out)[1], dims[2], dims[3]
     if not all(isinstance(v, int) and v > 0 for v in (c, h, w)):
         raise ConfigError(f"--deepstream: the graph's H, W or class count is not fixed ({dims}, {tensor_dims(out)}); "
                           "nvinfer's infer-dims needs a static size: re-export without --dynamic")
@@ -140,7 +140,7 @@ def nvinfer_config(manifest: dict[str, Any], model: Any, onnx_file: str, precisi
         ("segmentation-threshold", "0.0", "probabilities: every pixel gets its argmax class"),
         ("segmentation-output-order", 0, "0 NCHW"),
         ("maintain-aspect-ratio", 0, "stretched to H x W, as rdd-edge's preprocessing"),
-        ("scaling-filter", 1, "bilinear, as rdd-edge's preprocessing"),
+        ("scaling-filter", 1, "1 bilinear (nvbufsurftransform.h NvBufSurfTransform_Inter), as rdd-edge's preprocessing"),
         ("gie-unique-id", 1, ""),
         ("process-mode", 1, "1: primary (full frames)"),
         ("interval", 0, ""),

@@ -42,8 +42,8 @@ def max_batch(manifest: dict[str, Any]) -> int:
     """The export's batch range: the largest ``max_batch`` its TensorRT engines were built for, else
     ``rdd-edge export``'s default ``--max-batch``."""
     found = [a.get("max_batch") for a in (manifest.get("artifacts") or {}).values() if isinstance(a, dict)]
-    found = [int(b) for b in found if isinstance(b, int) and not isinstance(b, bool) and b > 0]
-    return max(found) if found else DEFAULT_MAX_BATCH
+    sizes = [int(b) for b in found if isinstance(b, int) and not isinstance(b, bool) and b > 0]
+    return max(sizes) if sizes else DEFAULT_MAX_BATCH
 
 
 def _tensor(row: dict[str, Any], batched: bool, what: str) -> str:
