@@ -10,6 +10,8 @@
       install.sh           makes DIR/.venv for the machine it finds, then runs the acceptance check
       README.txt           what is here and the commands, in a few lines
       bundle.json          what went in: versions and the sha256 of every file
+      deepstream/          with --deepstream: DeepStream nvinfer config, its ONNX file, a pipeline (deploy/deepstream.py)
+      triton/, triton-plan/  with --triton: Triton model repositories (deploy/triton.py)
 
 Written into a staging folder beside DIR and renamed into place, so a failed bundle leaves
 nothing half-written; an existing DIR is replaced only with ``overwrite`` and only when it is a
@@ -18,6 +20,7 @@ bundle. Torch-free: the check images are read with the core's data readers.
 
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,8 +32,10 @@ import numpy as np
 from rdd_edge.data import DataSpec, open_split
 from rdd_edge.deploy.check import find_export_dir
 from rdd_edge.deploy.check_data import write_check_data
+from rdd_edge.deploy.deepstream import write_deepstream
 from rdd_edge.deploy.info import MANIFEST_NAME, read_manifest
 from rdd_edge.deploy.integrity import refuse_inside_export, verify_artifacts
+from rdd_edge.deploy.triton import write_triton
 from rdd_edge.deploy.versions import dist_version
 from rdd_edge.deploy.wheel import build_wheel, wheel_top_level
 from rdd_edge.errors import ConfigError
@@ -51,6 +56,8 @@ class BundleSpec:
     data: str | Path | None = None  # the data folder, when not where the run recorded it
     check_images: int | None = None  # default: as many as the export scored on
     images: bool = True  # False: no check images (the device then needs its own data to score)
+    deepstream: bool = False  # also write deepstream/ (nvinfer config, model.probs.onnx, pipeline.sh)
+    triton: bool = False  # also write triton/ and triton-plan/ (model repositories)
     overwrite: bool = False
 
 
@@ -126,6 +133,7 @@ def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -
         # the export, as check accepts it: every file the manifest lists (reports of an earlier check left out)
         dst = stage / "export"
         dst.mkdir()
+        exported = copy.deepcopy(manifest)  # as exported: its engines' batch range sizes Triton's max_batch_size
         left_out = leave_out_engines(manifest)
         if left_out:
             say(f"export: left out {', '.join(left_out)} (engines are built on the device: rdd-edge engine)")
@@ -138,6 +146,10 @@ def make_bundle(spec: BundleSpec, say: Callable[[str], None] = lambda _: None) -
             shutil.copy2(src, dst / name)
         say(f"export: {len(listed)} files from {export_dir}")
         write_json(dst / MANIFEST_NAME, manifest)  # the copy lists what the bundle holds
+        if spec.deepstream:  # before the slow steps: a graph nvinfer cannot take is one line, at once
+            write_deepstream(export_dir, exported, stage / "deepstream", say)
+        if spec.triton:
+            write_triton(export_dir, exported, stage / "triton", say)
         if spec.images:
             images, labels, names, source = _check_images(manifest, spec, say)
             manifest["check_data"] = write_check_data(dst, images, labels, names, source)

@@ -18,7 +18,7 @@ import numpy as np
 
 from rdd_edge.errors import DeployError
 
-from rdd_edge.normalize import DEFAULT, Normalization, recorded_normalization
+from rdd_edge.normalize import DEFAULT, EMBED_MODES, Normalization, recorded_normalization
 
 MANIFEST_NAME = "manifest.json"
 
@@ -36,6 +36,7 @@ class ModelInfo:
     input_size: tuple[int, int]  # (H, W)
     normalization: Normalization = DEFAULT
     embedded_preprocess: bool = False
+    embed_mode: str = ""  # with embedded_preprocess: the raw pixels the graph takes (normalize.EMBED_MODES)
     input_name: str = "images"
     output_names: list[str] = field(default_factory=list)
     batch: int | None = None  # fixed batch size of the graph, None when dynamic
@@ -61,6 +62,7 @@ class ModelInfo:
             "input_size": list(self.input_size),
             "normalization": self.normalization.as_dict(),
             "embedded_preprocess": self.embedded_preprocess,
+            "embed": self.embed_mode,
             "input_name": self.input_name,
             "outputs": self.output_names,
             "batch": self.batch,
@@ -149,6 +151,9 @@ def validate_manifest(m: dict[str, Any], path: Path) -> None:
             raise DeployError(f"{path}: input.shape {shape!r} is not [N, 3, H, W]; re-export")
         if "embedded_preprocess" in inp and not isinstance(inp["embedded_preprocess"], bool):
             raise DeployError(f"{path}: input.embedded_preprocess must be true or false")
+        if "embed" in inp and not (inp["embed"] in EMBED_MODES and inp.get("embedded_preprocess") is True):
+            raise DeployError(f"{path}: input.embed {str(inp['embed'])[:40]!r} is not one of {', '.join(EMBED_MODES)} "
+                              "with embedded_preprocess true; re-export or restore the manifest")
     arts = m.get("artifacts")
     if arts is not None and not (isinstance(arts, dict) and all(isinstance(a, dict) for a in arts.values())):
         raise bad("artifacts", "an object of artifact entries")
@@ -194,7 +199,12 @@ def build_info(
         if len(palette) < len(classes):
             palette = np.concatenate([palette, default_palette(len(classes))[len(palette):]])
         normalization = recorded_normalization(manifest)
+        graph_uint8 = embedded
         embedded = bool(inp.get("embedded_preprocess", embedded))
+        mode = str(inp.get("embed") or ("uint8" if embedded else ""))
+        if embedded and (EMBED_MODES[mode][0] == "uint8") != graph_uint8:
+            raise DeployError(f"{artifact}: {mpath} says the graph takes {EMBED_MODES[mode][0]} pixels ({mode}) but its "
+                              f"input is {input_dtype}; the manifest belongs to another export (re-export, or restore it)")
         model_name = manifest.get("model_name")
     else:
         h, w = g_h, g_w
@@ -213,6 +223,7 @@ def build_info(
         classes = [f"class{i}" for i in range(n)]
         palette = default_palette(n)
         normalization = DEFAULT
+        mode = "uint8" if embedded else ""
         model_name = None
         notes.append(
             f"no {MANIFEST_NAME} beside {artifact.name}: classes, palette and input size come from the graph, "
@@ -238,6 +249,7 @@ def build_info(
         input_size=(h, w),
         normalization=normalization,
         embedded_preprocess=embedded,
+        embed_mode=mode,
         input_name=input_name,
         output_names=list(output_names),
         batch=_dim(input_shape[0]),

@@ -3,7 +3,8 @@
 One function so that calibration (export stage) and inference (deploy stage) feed the graph
 exactly the same tensor: resize to the model size (bilinear), HWC -> CHW, and normalise the way
 the model's weights were trained (its recorded :class:`~rdd_edge.normalize.Normalization`:
-channel order, scale, mean, std) unless the graph embeds that step (then the input stays uint8 RGB).
+channel order, scale, mean, std) unless the graph embeds that step (then the input is the raw pixels the
+graph was exported for: uint8 RGB, or float32 0..255 RGB / BGR; ``rdd_edge.normalize.EMBED_MODES``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import cv2
 import numpy as np
 
 from rdd_edge.errors import DeployError
-from rdd_edge.normalize import DEFAULT, Normalization  # torch-free core
+from rdd_edge.normalize import DEFAULT, Normalization, embed_mode, graph_pixels  # torch-free core
 
 
 def check_image(image: object, what: str = "image") -> np.ndarray:
@@ -42,20 +43,22 @@ def preprocess(
     image_rgb_uint8: np.ndarray,
     size: Sequence[int],
     normalization: Normalization = DEFAULT,
-    embedded: bool = False,
+    embedded: bool | str = False,
 ) -> np.ndarray:
     """uint8 RGB HxWx3 -> (1, 3, H, W) at ``size`` = (H, W).
 
-    float32 made with ``normalization`` by default; uint8 RGB 0..255 when ``embedded`` (the graph
-    does the channel order, cast and normalisation itself).
+    float32 made with ``normalization`` by default; when ``embedded`` (the graph does the channel
+    order, cast and normalisation itself) the raw pixels its mode asks for: ``True`` / ``"uint8"``
+    uint8 RGB 0..255, ``"float255"`` / ``"float255-bgr"`` float32 0..255 RGB / BGR.
     """
     image = check_image(image_rgb_uint8)
     h, w = int(size[0]), int(size[1])
     if image.shape[:2] != (h, w):
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
     chw = np.ascontiguousarray(image.transpose(2, 0, 1))[None]
-    if embedded:
-        return chw
+    mode = embed_mode(embedded)
+    if mode:
+        return graph_pixels(chw, mode)
     return normalization.apply(chw)
 
 
@@ -63,7 +66,7 @@ def preprocess_batch(
     images: Sequence[np.ndarray],
     size: Sequence[int],
     normalization: Normalization = DEFAULT,
-    embedded: bool = False,
+    embedded: bool | str = False,
 ) -> np.ndarray:
     """Several images (any sizes) -> one (N, 3, H, W) batch."""
     if len(images) == 0:

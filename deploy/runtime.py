@@ -41,11 +41,11 @@ class Segmenter:
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         i = self.info
-        return preprocess(image, i.input_size, i.normalization, embedded=i.embedded_preprocess)
+        return preprocess(image, i.input_size, i.normalization, embedded=i.embed_mode or i.embedded_preprocess)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw output for a preprocessed (N, 3, H, W) batch: labels (N, H, W) or logits (N, C, H, W)."""
-        want = np.uint8 if self.info.embedded_preprocess else np.float32
+        want = np.uint8 if (self.info.embed_mode or self.info.embedded_preprocess) in ("uint8", True) else np.float32
         if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1] != 3:
             shape = getattr(batch, "shape", None)
             raise DeployError(f"{self.path.name}: run() expects a preprocessed (N, 3, H, W) batch, got shape {shape}")

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 from rdd_edge import formats as table
 from rdd_edge.errors import ConfigError
 from rdd_edge.formats import ExportFormat
+from rdd_edge.normalize import embed_mode
 from rdd_edge.runs import DEFAULT_ROOT
 from rdd_edge.sizes import parse_hw, parse_profile
 
@@ -44,7 +45,7 @@ class ExportSpec:
     # the graph
     size: Any = None  # (H, W) or "HxW"; default: the data set's eval size
     outputs: str = "labels"  # graph outputs: labels, logits or both
-    embed_preprocess: bool = False
+    embed_preprocess: bool | str = False  # '' / uint8 / float255 / float255-bgr (normalize.EMBED_MODES; True: uint8)
     dynamic: bool = False
     opset: int = 18
     # which artifacts
@@ -86,6 +87,7 @@ class ExportSpec:
         """A copy with every choice resolved (aliases, case) and checked; ConfigError naming the option."""
         s = dataclasses.replace(self)
         s.outputs = resolve_output(s.outputs)
+        s.embed_preprocess = embed_mode(s.embed_preprocess)
         s.trt = resolve_trt(s.trt)
         s.calib_method = resolve_calib_method(s.calib_method)
         s.int8_float = resolve_choice(s.int8_float, INT8_FLOAT_CHOICES, {"half": "fp16", "float": "fp32"}, "--int8-float")

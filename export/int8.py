@@ -50,7 +50,7 @@ from rdd_edge.export.int8_budget import plan_int8
 from rdd_edge.export.int8_calib import calibrate_methods
 from rdd_edge.export.int8_residual import constant_adds, keep_main_side_float, residual_adds
 from rdd_edge.export.onnx_io import input_size, load_export_onnx, sha256_file, topo_sort
-from rdd_edge.normalize import DEFAULT, Normalization
+from rdd_edge.normalize import DEFAULT, Normalization, embed_mode, network_input
 from rdd_edge.runs import atomic_path
 
 log = logging.getLogger(__name__)
@@ -269,7 +269,8 @@ def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, rea
 
 def _torch_inputs(embedded: bool, normalization: Normalization) -> Callable[[np.ndarray], np.ndarray] | None:
     """What the torch model takes for a graph input: the same batch, or (``--embed-preprocess``) normalised."""
-    return normalization.apply if embedded else None
+    mode = embed_mode(embedded)
+    return (lambda batch: network_input(batch, normalization, mode)) if mode else None
 
 
 def cache_path(out_dir: Path, onnx_path: Path, items: Sequence[CalibItem], method: str) -> Path:
@@ -325,7 +326,8 @@ def export_int8(
 
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     model = load_export_onnx(onnx_path, "FP32 ONNX model (input of --int8)")
-    embedded = model.graph.input[0].type.tensor_type.elem_type == 2  # uint8
+    recorded = {p.key: p.value for p in model.metadata_props}.get("rdd_edge.embedded_preprocess")  # export's metadata
+    embedded = embed_mode(recorded) or ("uint8" if model.graph.input[0].type.tensor_type.elem_type == 2 else "")
     size = tuple(size) if size is not None else input_size(model)
     if not items:
         raise ExportError("--int8: no calibration images; pass --calib-data with a folder of training images")

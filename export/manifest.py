@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rdd_edge.export.onnx_io import sha256_file
+from rdd_edge.normalize import EMBED_MODES, embed_mode
 from rdd_edge.runs import write_json
 
 FORMAT = "rdd-edge-export"
@@ -26,12 +27,14 @@ def tool_versions() -> dict[str, str | None]:
     return out
 
 
-def new_manifest(model_name: str, dataset: dict[str, Any], data: Any, size: tuple[int, int], output: str, embedded: bool,
+def new_manifest(model_name: str, dataset: dict[str, Any], data: Any, size: tuple[int, int], output: str, embedded: bool | str,
                  dynamic: bool, opset: int, source: Path, source_sha256: str, io: dict[str, Any],
                  normalization: Any) -> dict[str, Any]:
     """The manifest before any artifact is listed; ``data`` is the DataSpec the checks ran on,
     ``normalization`` the input the weights were trained on (``rdd_edge.normalize``; deploy applies it)."""
     h, w = size
+    mode = embed_mode(embedded)  # '' or the raw pixels the graph takes (normalize.EMBED_MODES): deploy feeds those
+    embed = {"embed": mode, "channel_order": EMBED_MODES[mode][1]} if mode else {}
     spatial: list[Any] = ["height", "width"] if dynamic else [h, w]
     return {
         "format": FORMAT, "version": VERSION,
@@ -44,7 +47,8 @@ def new_manifest(model_name: str, dataset: dict[str, Any], data: Any, size: tupl
         "ignore_index": dataset.get("ignore_index", 255),
         "normalization": normalization.as_dict(),
         "input": {"name": "images", "shape": ["batch", 3, *spatial], "size": [h, w],
-                  "dtype": "uint8" if embedded else "float32", "layout": "NCHW", "embedded_preprocess": embedded},
+                  "dtype": EMBED_MODES[mode][0] if mode else "float32", "layout": "NCHW", "embedded_preprocess": bool(mode),
+                  **embed},
         "outputs": io.get("outputs", []),
         "output": output,
         "dynamic": dynamic,

@@ -1,8 +1,9 @@
 """torch model -> ``model.onnx`` (FP32) with the graph I/O every later stage relies on.
 
 The exported graph takes ``images`` (N, 3, H, W): float32 normalised the way the weights were
-trained (the checkpoint's :class:`~rdd_edge.normalize.Normalization`), or uint8 RGB when the
-preprocessing is embedded (channel order, cast, scale and mean/std inside the graph). It emits ``logits``
+trained (the checkpoint's :class:`~rdd_edge.normalize.Normalization`), or raw pixels when the
+preprocessing is embedded (channel order, cast, scale and mean/std inside the graph): uint8 RGB, or float32
+0..255 RGB / BGR (``float255``: what DeepStream's nvinfer feeds with net-scale-factor=1). It emits ``logits``
 (N, C, H, W, bilinear upsampling of the 1/8 output to the input size) and/or ``labels``
 (N, H, W, int64 argmax).
 
@@ -34,7 +35,7 @@ from rdd_edge.export.onnx_io import INPUT_NAME, save_onnx_atomic
 
 log = logging.getLogger(__name__)
 
-from rdd_edge.normalize import DEFAULT, Normalization  # noqa: E402
+from rdd_edge.normalize import DEFAULT, Normalization, embed_gather, embed_mode  # noqa: E402
 OUTPUTS = {"labels": ("labels",), "logits": ("logits",), "both": ("logits", "labels")}
 
 
@@ -64,23 +65,23 @@ def check_size(size: Sequence[int], model: Any = None, option: str = "--size") -
     return h, w
 
 
-def _wrapper(model: Any, size: tuple[int, int], output: str, embed_preprocess: bool, normalization: Normalization) -> Any:
+def _wrapper(model: Any, size: tuple[int, int], output: str, embed_preprocess: bool | str, normalization: Normalization) -> Any:
     class ExportWrapper(torch.nn.Module):
-        """images -> (logits at input size and/or argmax labels); optional uint8 preprocessing."""
+        """images -> (logits at input size and/or argmax labels); optional embedded preprocessing."""
 
         def __init__(self) -> None:
             super().__init__()
             self.model = model
-            self.embed = embed_preprocess
+            self.embed = bool(embed_mode(embed_preprocess))
             self.outputs = OUTPUTS[output]
             mul, add = normalization.affine()  # x[k] = pixel[perm[k]] * mul[k] + add[k]
-            self.perm = None if normalization.order == "rgb" else list(normalization.perm)
+            self.perm = embed_gather(normalization, embed_preprocess) if self.embed else None  # input channel per network channel
             self.register_buffer("mul", torch.tensor(mul, dtype=torch.float32).view(1, 3, 1, 1))
             self.register_buffer("add", torch.tensor(add, dtype=torch.float32).view(1, 3, 1, 1))
 
         def forward(self, images: torch.Tensor):  # noqa: ANN201
             x = images
-            if self.embed:  # uint8 RGB -> the network's channel order, scale, mean and std
+            if self.embed:  # uint8 RGB / float 0..255 RGB or BGR -> the network's channel order, scale, mean and std
                 x = x.to(torch.float32)
                 if self.perm is not None:
                     x = x[:, self.perm]
@@ -100,7 +101,7 @@ def export_onnx(
     path: str | Path,
     size: Sequence[int] = (360, 480),
     output: str = "labels",
-    embed_preprocess: bool = False,
+    embed_preprocess: bool | str = False,
     dynamic: bool = False,
     opset: int = 18,
     normalization: Normalization = DEFAULT,
@@ -121,9 +122,10 @@ def export_onnx(
     if not 13 <= int(opset) <= 21:
         raise ExportError(f"--opset {opset}: use 13..21 (18 is native for torch.onnx and inside TensorRT 10/11's parser range)")
     path = Path(path)
-    wrapper = _wrapper(model, (h, w), output, embed_preprocess, normalization)
-    dummy = (torch.randint(0, 256, (2, 3, h, w), dtype=torch.uint8) if embed_preprocess
-             else torch.randn(2, 3, h, w))
+    mode = embed_mode(embed_preprocess)
+    wrapper = _wrapper(model, (h, w), output, mode, normalization)
+    dummy = (torch.randint(0, 256, (2, 3, h, w), dtype=torch.uint8) if mode == "uint8"
+             else torch.rand(2, 3, h, w) * 255.0 if mode else torch.randn(2, 3, h, w))
     out_names = list(OUTPUTS[output])
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():

@@ -15,7 +15,7 @@ from rdd_edge.deploy.backends.onnxruntime import EXACT_DISABLED_OPTIMIZERS
 from rdd_edge.deploy.preprocess import preprocess
 from rdd_edge.errors import ExportError
 from rdd_edge.metrics import ConfusionMatrix
-from rdd_edge.normalize import Normalization
+from rdd_edge.normalize import Normalization, embed_mode, network_input
 
 MIN_PARITY_AGREEMENT = 0.999  # torch vs ONNX FP32
 MIN_FP16_AGREEMENT = 0.995  # FP16 vs FP32
@@ -86,7 +86,7 @@ def torch_outputs(model: Any, batch: np.ndarray, normalization: Normalization, e
     import torch
     import torch.nn.functional as F
 
-    x = normalization.apply(batch) if embedded else batch.astype(np.float32)
+    x = network_input(batch, normalization, embedded) if embed_mode(embedded) else batch.astype(np.float32)
     outs = []
     model.eval()
     with torch.no_grad():

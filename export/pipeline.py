@@ -233,7 +233,7 @@ def export_run(spec: ExportSpec | None = None, console: Any = None, **fields: An
                     shutil.copy2(f, stage / f.name)
             meta = {"rdd_edge.model_name": ckpt["model_name"], "rdd_edge.classes": ",".join(dataset["classes"]),
                     "rdd_edge.normalization": json.dumps(normalization.as_dict()),
-                    "rdd_edge.embedded_preprocess": str(spec.embed_preprocess).lower()}
+                    "rdd_edge.embedded_preprocess": spec.embed_preprocess or "false"}
             ctx = ExportContext(spec=spec, out=stage, log=log, model=model, ckpt=ckpt, ckpt_path=ckpt_path, size=size,
                                 normalization=normalization, num_classes=num_classes, check_images=images, check_labels=labels,
                                 parity_batch=parity_batch, calib_items=calib_items, metadata=meta)

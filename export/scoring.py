@@ -18,6 +18,7 @@ from rdd_edge.deploy.preprocess import preprocess
 from rdd_edge.export.onnx_io import sha256_file
 from rdd_edge.export.parity import labels_of, ort_session, run_onnx
 from rdd_edge.metrics import ConfusionMatrix
+from rdd_edge.normalize import embed_mode
 
 
 def _round(m: float) -> float | None:
@@ -33,7 +34,7 @@ class CheckScorer:
         self.images = list(images)
         self.labels = None if labels is None else list(labels)
         self.size, self.normalization = tuple(size), normalization
-        self.num_classes, self.embedded = int(num_classes), bool(embedded)
+        self.num_classes, self.embedded = int(num_classes), embed_mode(embedded)
         self.ref: list[np.ndarray] | None = None  # FP32 labels per image, once the FP32 model is scored
         self._memo: dict[str, dict] = {}
 

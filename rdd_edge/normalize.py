@@ -137,3 +137,52 @@ def recorded_normalization(record: Mapping[str, Any] | None) -> Normalization:
                 return IMAGENET
             return Normalization("custom", mean=mean, std=std)  # type: ignore[arg-type]
     return DEFAULT
+
+
+# --embed-preprocess: what a graph that normalises inside takes instead of network input. ``uint8``: uint8 RGB
+# 0..255; ``float255`` / ``float255-bgr``: float32 0..255 in RGB / BGR channel order, what DeepStream's nvinfer
+# feeds with net-scale-factor=1 and no offsets (its preprocessing is y = net-scale-factor * (x - offsets), one
+# scale for all channels: Gst-nvinfer, https://docs.nvidia.com/metropolis/deepstream/dev-guide/text/DS_plugin_gst-nvinfer.html),
+# so a per-channel std (ImageNet's) can only be applied inside the graph.
+EMBED_MODES: dict[str, tuple[str, str]] = {"uint8": ("uint8", "rgb"), "float255": ("float32", "rgb"),
+                                           "float255-bgr": ("float32", "bgr")}
+
+
+def embed_mode(value: Any) -> str:
+    """The canonical ``--embed-preprocess`` mode: ``""`` (the graph takes normalised float32) or an
+    :data:`EMBED_MODES` key; ``True`` (the option's old flag form) is ``uint8``."""
+    if value is None or value is False or value == "" or str(value).lower() in ("none", "false", "no"):
+        return ""
+    if value is True or str(value).lower() in ("true", "yes"):
+        return "uint8"
+    key = str(value).strip().lower()
+    if key not in EMBED_MODES:
+        raise ConfigError(f"--embed-preprocess {value!r}: use one of {', '.join(EMBED_MODES)} (uint8: uint8 RGB; "
+                          "float255: float32 0-255 RGB, DeepStream's model-color-format=0; float255-bgr: the same in BGR, "
+                          "model-color-format=1)")
+    return key
+
+
+def graph_pixels(chw_rgb: np.ndarray, mode: Any) -> np.ndarray:
+    """uint8 RGB ``(..., 3, H, W)`` -> what a graph exported with ``--embed-preprocess mode`` takes."""
+    dtype, order = EMBED_MODES[embed_mode(mode) or "uint8"]
+    x = np.asarray(chw_rgb)
+    if order != "rgb":
+        x = x[..., list(ORDERS[order]), :, :]
+    return np.ascontiguousarray(x.astype(np.dtype(dtype), copy=False))
+
+
+def network_input(pixels: np.ndarray, normalization: Normalization, mode: Any) -> np.ndarray:
+    """The inverse view: what the network itself receives for a batch fed to an embedding graph (float32)."""
+    order = EMBED_MODES[embed_mode(mode) or "uint8"][1]
+    x = np.asarray(pixels)
+    if order != "rgb":
+        x = x[..., list(ORDERS[order]), :, :]  # RGB <-> BGR is its own inverse
+    return normalization.apply(x)
+
+
+def embed_gather(normalization: Normalization, mode: Any) -> list[int] | None:
+    """The input channel each network channel reads in a graph exported with ``mode`` (None: the same order)."""
+    order = EMBED_MODES[embed_mode(mode) or "uint8"][1]
+    idx = [ORDERS[order][c] for c in normalization.perm]  # input channel j holds RGB channel ORDERS[order][j]
+    return None if idx == [0, 1, 2] else idx

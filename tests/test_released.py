@@ -287,7 +287,7 @@ def test_an_imported_teacher_drives_distill_eval_difficulty_and_export(tmp_path,
     res = r.invoke(app, ["difficulty", str(runs / "distill-s"), "--images", "1", "--device", "cpu", "--data", str(data)])
     assert res.exit_code == 0, res.output
 
-    res = r.invoke(app, ["export", str(teacher), "--size", "64x64", "--outputs", "logits", "--embed-preprocess",
+    res = r.invoke(app, ["export", str(teacher), "--size", "64x64", "--outputs", "logits", "--embed-preprocess", "uint8",
                          "--runs", str(runs)])
     assert res.exit_code == 0, res.output
     assert "mIoU is not scored" in " ".join(res.output.split())

@@ -168,6 +168,8 @@ def bundle(
     check_images: Annotated[Optional[int], typer.Option("--check-images", min=1, help="Val images to carry for the device's check (default: as many as export scored on, up to 100).")] = None,
     no_check_images: Annotated[bool, typer.Option("--no-check-images", help="Carry no check images (the device then scores on a data folder of its own).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing bundle at --out.")] = False,
+    deepstream: Annotated[bool, typer.Option("--deepstream", help="Also write deepstream/: an nvinfer config (segmentation), its ONNX file (Softmax of the logits) and a gst-launch pipeline; needs an export with logits and --embed-preprocess float255 (or one std for all channels).")] = False,
+    triton: Annotated[bool, typer.Option("--triton", help="Also write triton/ (the ONNX file on Triton's onnxruntime backend, TensorRT FP16 accelerator, dynamic batching) and triton-plan/ (the tensorrt backend, for a plan built on the server).")] = False,
     runs: Runs = DEFAULT_RUNS,
 ) -> None:
     """One folder to copy to the device: the export, its check images, a wheel of rdd-edge and install.sh."""
@@ -175,7 +177,7 @@ def bundle(
 
     console = Console()
     spec = BundleSpec(source=run, out=out, runs_root=runs, data=data, check_images=check_images,
-                      images=not no_check_images, overwrite=overwrite)
+                      images=not no_check_images, overwrite=overwrite, deepstream=deepstream, triton=triton)
     path = make_bundle(spec, say=lambda line: console.print(line))
     console.print(f"copy {path} to the device, then run: bash {shlex.quote(path.name + '/install.sh')}",
                   markup=False, highlight=False)

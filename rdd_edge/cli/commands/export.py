@@ -72,7 +72,7 @@ def export_cmd(
     size: Annotated[Optional[str], typer.Option("--size", metavar="HxW", help="Input size (multiples of 8; PSPNet: of 48). Default: the data set's eval size.")] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic H and W as well as batch (not PSPNet).")] = False,
     outputs: Annotated[str, typer.Option("--outputs", help="Graph outputs: labels (N,H,W int64), logits (N,C,H,W) or both.")] = "labels",
-    embed_preprocess: Annotated[bool, typer.Option("--embed-preprocess", help="Graph takes uint8 RGB and applies the normalisation the checkpoint records (channel order, scale, mean/std) itself.")] = False,
+    embed_preprocess: Annotated[Optional[str], typer.Option("--embed-preprocess", metavar="MODE", help="The graph applies the normalisation the checkpoint records (channel order, scale, mean/std) itself and takes raw pixels: uint8 (uint8 RGB), float255 (float 0-255 RGB: DeepStream's net-scale-factor=1, model-color-format=0) or float255-bgr (model-color-format=1).")] = None,
     calib: Annotated[int, typer.Option("--calib", min=32, help="Calibration images from the train split (at least 32; 300-500 recommended).")] = 300,
     calib_method: Annotated[str, typer.Option("--calib-method", help="Calibration: percentile (99.999), entropy or minmax.")] = "percentile",
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Folder of training images to calibrate on instead of the train split.")] = None,
