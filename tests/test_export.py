@@ -239,9 +239,10 @@ def _fusion_placement(path: Path, pools: int, bin_resizes: int) -> None:
     nodes, producer, readers = _graph(path)
     kind = lambda t: producer[t].op_type if t in producer else "input"  # noqa: E731
 
-    def own_pair(t: str) -> bool:
+    def own_pair(t: str) -> bool:  # a Shape may read it too (ONNX Runtime hands a bin's Shape the DQ): shape only
         dq = producer[t]
-        return dq.op_type == "DequantizeLinear" and len(readers[t]) == 1 and kind(dq.input[0]) == "QuantizeLinear"
+        values = [r for r in readers[t] if r.op_type not in ("Shape", "Size")]
+        return dq.op_type == "DequantizeLinear" and len(values) == 1 and kind(dq.input[0]) == "QuantizeLinear"
 
     pooling = [n for n in nodes if n.op_type in ("ReduceMean", "AveragePool", "GlobalAveragePool")]
     assert len(pooling) == pools and all(own_pair(n.input[0]) for n in pooling), [n.name for n in pooling]
