@@ -5,7 +5,7 @@ then on the input of average pooling and of a Resize feeding a Concat: ``export.
 
 A second run with the same ``--out`` reuses each student's trained checkpoint (and the data).
 
-Per student: a briefly trained network (random init, cross-entropy on the synthetic scenes, Adam;
+Per student: a briefly trained network (random init as the release draws it, cross-entropy on the synthetic scenes, Adam;
 a stand-in for a real run, so that its labels mean something), exported with ``export_run``
 (``--int8``, the check images of the synthetic val split) twice: with the Conv-only placement
 (``export.int8.RESIDUAL_QDQ = False``), with the residual Adds quantized, and with the pooling / Resize
@@ -38,6 +38,7 @@ def _train(name: str, data: Path, size: tuple[int, int], steps: int, seed: int =
 
     from rdd_edge.data.base import read_image, read_label
     from rdd_edge.models import create_model
+    from rdd_edge.models.init import release_init
     from rdd_edge.normalize import IMAGENET
 
     torch.manual_seed(seed)
@@ -45,6 +46,9 @@ def _train(name: str, data: Path, size: tuple[int, int], steps: int, seed: int =
     x = torch.from_numpy(IMAGENET.apply(np.stack([read_image(f) for f in files]).transpose(0, 3, 1, 2)))
     y = torch.from_numpy(np.stack([read_label(data / "train" / "labels" / f.name) for f in files]).astype(np.int64))
     model = create_model(name, num_classes=11, head_channels=32, pretrained=None)
+    # the release's init (--set init=release): timm zero-initialises each ResNet block's last BN, and after a
+    # short training some folded conv weights stay ~1e-8, whose scales underflow the FP16 TensorRT file
+    release_init(model)
     opt = torch.optim.Adam(model.parameters(), 2e-3)
     model.train()
     for _ in range(steps):
