@@ -218,7 +218,8 @@ def psp_int8(tmp_path_factory) -> Path:
 
 
 def test_tensorrt_int8_quantizes_the_residual_input_of_every_add_r18(r18_int8):
-    """ResNet-18: identity blocks and the three with a 1x1 downsample (its output is the residual side)."""
+    """ResNet-18: four identity blocks and four with a 1x1 downsample (its output is the residual side; layer1.0's
+    too: the deep stem gives 128 channels)."""
     _residual_adds_read_int8_on_both_sides(r18_int8, _skip_blocks("r18"))
 
 
