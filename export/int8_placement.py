@@ -16,6 +16,9 @@ MaxPool; the final Resize of the logits). Sources, NVIDIA's:
   github.com/NVIDIA/TensorRT-Model-Optimizer, read at commit 5a4242f (2025-12-05);
   https://nvidia.github.io/Model-Optimizer/reference/generated/modelopt.onnx.quantization.qdq_graph.html
 
+(Of [TRT], only excerpts and the figure captions could be read here, no GPU or TensorRT to try it on; [TFQ]
+and [MO] were read in full. Where [TRT] is cited for a rule, [TFQ] or [MO] states the same rule.)
+
 Rules, per op:
 
 - **Average pooling** (AveragePool, GlobalAveragePool, and ReduceMean over H and W, which is how
