@@ -1,11 +1,15 @@
-"""The TensorRT file's Q/DQ placement before and after issue 28 (Q/DQ on the residual input of each Add).
+"""The TensorRT file's Q/DQ placement before and after issue 28 (Q/DQ on the residual input of each Add,
+then on the input of average pooling and of a Resize feeding a Concat: ``export.int8_placement``).
 
     python -m benchmarks.int8_residual --out /tmp/int8r [--students mbv2,r18] [--steps 150] [--size 96x144]
 
-Per student: a briefly trained network (random init, cross-entropy on the synthetic scenes, Adam;
+A second run with the same ``--out`` reuses each student's trained checkpoint (and the data).
+
+Per student: a briefly trained network (random init as the release draws it, cross-entropy on the synthetic scenes, Adam;
 a stand-in for a real run, so that its labels mean something), exported with ``export_run``
 (``--int8``, the check images of the synthetic val split) twice: with the Conv-only placement
-(``export.int8.RESIDUAL_QDQ = False``) and with the residual Adds quantized. Printed per file: Q/DQ
+(``export.int8.RESIDUAL_QDQ = False``), with the residual Adds quantized, and with the pooling / Resize
+inputs quantized too (``export.int8.FUSION_QDQ``). Printed per file: Q/DQ
 node count, residual Adds whose both sides read INT8 (a DequantizeLinear of their own and a Conv with
 quantized inputs) and those reading a DequantizeLinear shared with a Conv, size, mIoU drop and label agreement with FP32 on the check images (ONNX Runtime, this CPU),
 as a Markdown table for benchmarks/RESULTS.md.
@@ -20,6 +24,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
+PLACEMENTS = (  # label, export.int8.RESIDUAL_QDQ, export.int8.FUSION_QDQ, folder tag
+    ("before: Conv inputs", False, False, "before"),
+    ("+ residual Add inputs", True, False, "residual"),
+    ("+ pooling / Resize inputs (now)", True, True, "after"),
+)
+
+
 def _train(name: str, data: Path, size: tuple[int, int], steps: int, seed: int = 0) -> Any:
     import numpy as np
     import torch
@@ -27,6 +38,7 @@ def _train(name: str, data: Path, size: tuple[int, int], steps: int, seed: int =
 
     from rdd_edge.data.base import read_image, read_label
     from rdd_edge.models import create_model
+    from rdd_edge.models.init import release_init
     from rdd_edge.normalize import IMAGENET
 
     torch.manual_seed(seed)
@@ -34,6 +46,9 @@ def _train(name: str, data: Path, size: tuple[int, int], steps: int, seed: int =
     x = torch.from_numpy(IMAGENET.apply(np.stack([read_image(f) for f in files]).transpose(0, 3, 1, 2)))
     y = torch.from_numpy(np.stack([read_label(data / "train" / "labels" / f.name) for f in files]).astype(np.int64))
     model = create_model(name, num_classes=11, head_channels=32, pretrained=None)
+    # the release's init (--set init=release): timm zero-initialises each ResNet block's last BN, and after a
+    # short training some folded conv weights stay ~1e-8, whose scales underflow the FP16 TensorRT file
+    release_init(model)
     opt = torch.optim.Adam(model.parameters(), 2e-3)
     model.train()
     for _ in range(steps):
@@ -71,7 +86,9 @@ def _graph(path: Path) -> dict[str, int]:
                and any(int8_conv(t) for t in a.input) and any(own_dq(t) for t in a.input))
     shared = sum(1 for a in adds if any(producer[t].op_type == "DequantizeLinear" and readers[t] > 1 for t in a.input))
     ops = [n.op_type for n in m.graph.node]
-    return {"q": ops.count("QuantizeLinear"), "dq": ops.count("DequantizeLinear"), "residual_adds": len(adds),
+    pools = [n for n in m.graph.node if n.op_type in ("ReduceMean", "AveragePool", "GlobalAveragePool")]
+    return {"pools_int8_in": sum(1 for n in pools if producer[n.input[0]].op_type == "DequantizeLinear"),
+            "pools": len(pools), "q": ops.count("QuantizeLinear"), "dq": ops.count("DequantizeLinear"), "residual_adds": len(adds),
             "adds_int8_both_sides": both, "adds_reading_a_shared_dq": shared}
 
 
@@ -104,13 +121,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for name in a.students.split(","):
         t = time.perf_counter()
-        model, loss = _train(name, data, size, a.steps)
-        ckpt = save_checkpoint(a.out / f"runs/distill-{name}/best.pt", model, dataset=dataset_info("synthetic"),
-                               config={"dataset": "synthetic"}, normalization=IMAGENET.as_dict())
+        ckpt = a.out / f"runs/distill-{name}/best.pt"
+        meta = ckpt.with_name("train.json")
+        if ckpt.is_file() and meta.is_file():  # trained by an earlier run with this --out
+            loss = json.loads(meta.read_text())["loss"]
+        else:
+            model, loss = _train(name, data, size, a.steps)
+            save_checkpoint(ckpt, model, dataset=dataset_info("synthetic"), config={"dataset": "synthetic"},
+                            normalization=IMAGENET.as_dict())
+            meta.write_text(json.dumps({"loss": loss, "steps": a.steps}))
         train_s = time.perf_counter() - t
-        for placement, flag in (("before: Conv inputs", False), ("after: + residual Add inputs", True)):
-            int8_mod.RESIDUAL_QDQ = flag
-            out = a.out / f"export-{name}-{'after' if flag else 'before'}"
+        for placement, res, fus, tag in PLACEMENTS:
+            int8_mod.RESIDUAL_QDQ, int8_mod.FUSION_QDQ = res, fus
+            out = a.out / f"export-{name}-{tag}"
             man = export_run(source=ckpt, out=out, size=a.size, data=str(data), int8=True, calib=a.calib, min_calib=8,
                              check_images=a.check_images)
             art = man["artifacts"]["int8"]
@@ -122,14 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "agree": round(100 * art["agreement"]["label_agreement"], 2),
                          "train_loss": round(loss, 3), "train_s": round(train_s, 1)})
             print(json.dumps(rows[-1]), flush=True)
-    int8_mod.RESIDUAL_QDQ = True
+    int8_mod.RESIDUAL_QDQ = int8_mod.FUSION_QDQ = True
     cpu = detect().as_dict()
     print(f"\nCPU: {cpu.get('model')}, {cpu.get('cores')} cores, {cpu.get('isa')}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print("| student | placement | Q | DQ | Adds: INT8 both sides / shared DQ / all | MB | FP32 mIoU | int8 mIoU | drop | agree % |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| student | placement | Q | DQ | Adds: INT8 both sides / shared DQ / all | pools INT8 in / all | MB | FP32 mIoU | int8 mIoU | drop | agree % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['student']} | {r['placement']} | {r['q']} | {r['dq']} | {r['adds_int8_both_sides']} / "
-              f"{r['adds_reading_a_shared_dq']} / {r['residual_adds']} "
+              f"{r['adds_reading_a_shared_dq']} / {r['residual_adds']} | {r['pools_int8_in']} / {r['pools']} "
               f"| {r['mb']:.3f} | {r['fp32_miou']:.2f} | {r['miou']:.2f} | {r['drop']:.2f} | {r['agree']:.2f} |")
     (a.out / "int8_residual.json").write_text(json.dumps({"cpu": cpu, "rows": rows}, indent=1))
     return 0

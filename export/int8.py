@@ -5,7 +5,9 @@ One calibration, two files, because the two runtimes want different integer type
 - ``model.int8.onnx`` (TensorRT): symmetric int8 activations and per-channel symmetric int8
   weights (every zero point 0), float biases (TensorRT rejects a DequantizeLinear on an int32 bias),
   a dedicated Q/DQ pair per consumer, Conv inputs and the residual input of each Add (NVIDIA's
-  placement for a Conv + Add fusion in INT8: ``export.int8_residual``). TensorRT 10/11 builds INT8 engines from
+  placement for a Conv + Add fusion in INT8: ``export.int8_residual``), and the input of average
+  pooling and of PSPNet's upsampled bins, Concat and MaxPool left to TensorRT's Q/DQ propagation
+  (``export.int8_placement``, with NVIDIA's rule for each op). TensorRT 10/11 builds INT8 engines from
   these Q/DQ nodes; no implicit calibrator is involved. Its float math is FP16 by default
   (``trt_float="fp16"``): a strongly typed engine runs every layer in the type the file gives it,
   so an FP32 file would run its non-quantized layers (and the Q/DQ arithmetic) in FP32. The FP16
@@ -48,6 +50,7 @@ from rdd_edge.errors import ExportError
 from rdd_edge.export.formats import CALIB_METHODS, resolve_calib_method
 from rdd_edge.export.int8_budget import plan_int8
 from rdd_edge.export.int8_calib import calibrate_methods
+from rdd_edge.export.int8_placement import INPUT_ONLY_OPS, not_placed
 from rdd_edge.export.int8_residual import constant_adds, keep_main_side_float, residual_adds
 from rdd_edge.export.onnx_io import input_size, load_export_onnx, sha256_file, topo_sort
 from rdd_edge.normalize import DEFAULT, Normalization, embed_mode, network_input
@@ -153,6 +156,12 @@ def _method(name: str) -> Any:
 
 
 RESIDUAL_QDQ = True  # False: the TensorRT file's placement before issue 28 (Conv inputs only), for benchmarks/int8_residual.py
+FUSION_QDQ = True  # False: no Q/DQ on pooling / Resize inputs (export.int8_placement), for benchmarks/int8_residual.py
+
+
+def _trt_ops() -> list[str]:
+    """The op types the TensorRT file quantizes (inputs only), per the placement switches above."""
+    return ["Conv", *(["Add"] if RESIDUAL_QDQ else []), *(INPUT_ONLY_OPS if FUSION_QDQ else [])]
 
 
 def _profiles() -> dict[str, dict]:
@@ -163,10 +172,14 @@ def _profiles() -> dict[str, dict]:
     return {
         # TensorRT: Conv inputs and the residual input of each Add (export.int8_residual takes the pair off
         # the Add's Conv side and skips Adds with a constant); TensorRT fuses the rest around them
-        "int8": dict(common, op_types_to_quantize=["Conv", "Add"] if RESIDUAL_QDQ else ["Conv"], activation_type=QuantType.QInt8, extra_options={
+        # and (FUSION_QDQ) the input of average pooling and of a Resize feeding a Concat (export.int8_placement,
+        # which names the nodes of those types left alone); outputs of all of them stay float
+        "int8": dict(common, op_types_to_quantize=[*_trt_ops()], activation_type=QuantType.QInt8, extra_options={
             "ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
             "AddQDQPairToWeight": False, "DedicatedQDQPair": True,
-            "OpTypesToExcludeOutputQuantization": ["Conv", "Add"], "CalibPercentile": 99.999}),
+            # ForceQuantizeNoInputCheck: ORT quantizes an AveragePool / Resize input only if it is quantized already
+            "ForceQuantizeNoInputCheck": FUSION_QDQ,
+            "OpTypesToExcludeOutputQuantization": ["Conv", "Add", *INPUT_ONLY_OPS], "CalibPercentile": 99.999}),
         # ONNX Runtime CPU: every op ORT has an integer kernel for (Add, Concat, Resize, pooling ...), so
         # activations stay uint8 between layers instead of round-tripping through float at each Conv:
         # MobileNetV2 at 360x480 on the 2-core VNNI CPU, 2.0x -> 2.7x the FP32 speed
@@ -252,6 +265,8 @@ def _quantize(prep: Path, out: Path, flavour: str, method: Any, cache: Path, rea
         fp32 = onnx.load(str(prep))
         adds = residual_adds(fp32)
         exclude = [*exclude, *constant_adds(fp32)]
+    if flavour == "int8" and FUSION_QDQ:  # pooling / Resize nodes the placement leaves in float (export.int8_placement)
+        exclude = [*exclude, *not_placed(onnx.load(str(prep)))]
     if hasattr(reader, "set_range") and len(reader) > CALIB_CHUNK:
         # ORT keeps every calibration image's activations until it histograms them: feed it chunks
         # (merged histograms), so memory is bounded by CALIB_CHUNK images, not by --calib

@@ -195,13 +195,101 @@ def test_tensorrt_int8_quantizes_the_residual_input_of_every_add_mbv2(mbv2_expor
     _residual_adds_read_int8_on_both_sides(out / "model.int8.onnx", _skip_blocks("mbv2"))
 
 
-def test_tensorrt_int8_quantizes_the_residual_input_of_every_add_r18(tmp_path):
-    """ResNet-18: identity blocks and the three with a 1x1 downsample (its output is the residual side)."""
+def _int8_only(folder: Path, name: str, size: tuple[int, int]) -> Path:
+    """``export_int8`` of an untrained student on 4 random images (graph tests: placement, not accuracy)."""
     torch.manual_seed(0)
-    src = export_onnx(create_model("r18", num_classes=11, head_channels=16).eval(), tmp_path / "model.onnx", (32, 48))
-    items = [(f"r{i}", (lambda i=i: np.random.default_rng(i).integers(0, 256, (40, 60, 3), dtype=np.uint8))) for i in range(4)]
-    export_int8(src, tmp_path, items, size=(32, 48))
-    _residual_adds_read_int8_on_both_sides(tmp_path / "model.int8.onnx", _skip_blocks("r18"))
+    src = export_onnx(create_model(name, num_classes=11, head_channels=16).eval(), folder / "model.onnx", size)
+    h, w = size
+    items = [(f"r{i}", (lambda i=i: np.random.default_rng(i).integers(0, 256, (h + 8, w + 12, 3), dtype=np.uint8)))
+             for i in range(4)]
+    export_int8(src, folder, items, size=size)
+    return folder / "model.int8.onnx"
+
+
+@pytest.fixture(scope="module")
+def r18_int8(tmp_path_factory) -> Path:
+    return _int8_only(tmp_path_factory.mktemp("r18-int8"), "r18", (32, 48))
+
+
+@pytest.fixture(scope="module")
+def psp_int8(tmp_path_factory) -> Path:
+    """PSPNet: its 1/8 feature map must divide by each bin (1, 2, 3, 6): 48x48 is the smallest input."""
+    return _int8_only(tmp_path_factory.mktemp("psp-int8"), "pspnet_r18", (48, 48))
+
+
+def test_tensorrt_int8_quantizes_the_residual_input_of_every_add_r18(r18_int8):
+    """ResNet-18: four identity blocks and four with a 1x1 downsample (its output is the residual side; layer1.0's
+    too: the deep stem gives 128 channels)."""
+    _residual_adds_read_int8_on_both_sides(r18_int8, _skip_blocks("r18"))
+
+
+def _graph(path: Path) -> tuple[list, dict, dict]:
+    m = onnx.load(str(path))
+    producer = {o: n for n in m.graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in m.graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    return list(m.graph.node), producer, readers
+
+
+def _fusion_placement(path: Path, pools: int, bin_resizes: int) -> None:
+    """export.int8_placement, read off the TensorRT file: average pooling and the Resize of a pyramid bin read a
+    Q/DQ pair of their own and write float; Concat and MaxPool read float and every reader of their output is a Q
+    (TensorRT moves it backward through them); the logits' Resize reads the classifier's float output."""
+    nodes, producer, readers = _graph(path)
+    kind = lambda t: producer[t].op_type if t in producer else "input"  # noqa: E731
+
+    def own_pair(t: str) -> bool:  # a Shape may read it too (ONNX Runtime hands a bin's Shape the DQ): shape only
+        dq = producer[t]
+        values = [r for r in readers[t] if r.op_type not in ("Shape", "Size")]
+        return dq.op_type == "DequantizeLinear" and len(values) == 1 and kind(dq.input[0]) == "QuantizeLinear"
+
+    pooling = [n for n in nodes if n.op_type in ("ReduceMean", "AveragePool", "GlobalAveragePool")]
+    assert len(pooling) == pools and all(own_pair(n.input[0]) for n in pooling), [n.name for n in pooling]
+    resizes = [n for n in nodes if n.op_type == "Resize"]
+    binned = [n for n in resizes if all(r.op_type == "Concat" for r in readers[n.output[0]])]
+    assert len(binned) == bin_resizes and all(own_pair(n.input[0]) for n in binned)
+    (final,) = [n for n in resizes if n not in binned]
+    after = {r.op_type for r in readers[final.output[0]]}  # ArgMax (and the FP16 file's Cast to float32 logits)
+    assert kind(final.input[0]) == "Conv" and "ArgMax" in after and "QuantizeLinear" not in after
+    for n in pooling:  # what reads a pool is the next Conv's own pair (no second Q/DQ for the pool's output)
+        for q in readers[n.output[0]]:
+            assert q.op_type == "QuantizeLinear" and [r.op_type for r in readers[readers[q.output[0]][0].output[0]]] == ["Conv"]
+    (cat,) = [n for n in nodes if n.op_type == "Concat" and any(a.name == "axis" and a.i == 1 for a in n.attribute)]
+    assert all(kind(t) != "DequantizeLinear" for t in cat.input), [kind(t) for t in cat.input]
+    assert [r.op_type for r in readers[cat.output[0]]] == ["QuantizeLinear"]
+    for mp in (n for n in nodes if n.op_type == "MaxPool"):
+        assert kind(mp.input[0]) == "Relu" and {r.op_type for r in readers[mp.output[0]]} == {"QuantizeLinear"}
+
+
+def test_tensorrt_int8_places_qdq_for_pooling_concat_and_resize_mbv2(mbv2_export):
+    """DeepLabV3 (ASPP): the image pooling's ReduceMean, the five-branch Concat, the logits' Resize."""
+    _fusion_placement(Path(mbv2_export[1]["export_dir"]) / "model.int8.onnx", pools=1, bin_resizes=0)
+
+
+def test_tensorrt_int8_places_qdq_for_pooling_concat_and_maxpool_r18(r18_int8):
+    nodes, _, _ = _graph(r18_int8)
+    assert sum(n.op_type == "MaxPool" for n in nodes) == 1
+    _fusion_placement(r18_int8, pools=1, bin_resizes=0)
+
+
+def test_tensorrt_int8_places_qdq_for_the_pyramid_pooling_pspnet(psp_int8):
+    """PSPNet: three AveragePool bins and the 1x1 bin's ReduceMean, their four Resizes into the Concat, the stem MaxPool."""
+    _fusion_placement(psp_int8, pools=4, bin_resizes=4)
+    _residual_adds_read_int8_on_both_sides(psp_int8, _skip_blocks("r18"))
+
+
+def test_the_psp_qdq_file_builds_strongly_typed_on_the_tensorrt_double(monkeypatch, psp_int8, tmp_path):
+    from trt_double import install
+
+    from rdd_edge.deploy.engine_build import build_engine
+
+    d, _ = install(monkeypatch, "10.13.0.35")
+    build_engine(psp_int8, tmp_path / "model.int8.engine", max_batch=1, workspace_gb=1.0, timing_cache_dir=tmp_path)
+    (net,) = d.calls("Builder", "create_network")
+    assert net["flags"] == 1 << 1 and d.calls("IBuilderConfig", "set_flag") == []
+    assert (tmp_path / "model.int8.engine").is_file()
 
 
 def test_the_residual_qdq_file_builds_strongly_typed_on_the_tensorrt_double(monkeypatch, mbv2_export, tmp_path):
