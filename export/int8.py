@@ -210,6 +210,7 @@ def cache_key(onnx_path: str | Path, items: Sequence[CalibItem], method: str) ->
 
 
 TRT_FLOATS = ("fp16", "fp32")
+FP16_MIN_SCALE = 1e-7  # convert_float_to_float16's min_positive_val: smaller positive floats become it
 QDQ_FP16_OPSET = 19  # QuantizeLinear/DequantizeLinear-19 accept float16 scales
 
 
@@ -227,10 +228,13 @@ def _float16_qdq(model: Any) -> Any:
         if q.dtype != np.int8:
             continue
         scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
-        scale16 = scale.astype(np.float16).astype(np.float64)
-        if np.any(scale16 <= 0):
-            raise ExportError(f"weight scale of {node.name or node.input[0]} underflows float16; keep that node in float "
-                              "(--keep-float) or use --int8-float fp32")
+        # Scales below FP16_MIN_SCALE (weights all under ~1.3e-5 in a channel: a zero-initialised BatchNorm
+        # gamma folded into the conv after little training) would underflow float16, or be raised to it by
+        # the converter below without the weights knowing; raise them here and requantize the weights to match.
+        scale16 = np.maximum(scale, FP16_MIN_SCALE).astype(np.float16).astype(np.float64)
+        if np.any(scale < FP16_MIN_SCALE):
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(
+                scale16.astype(numpy_helper.to_array(inits[node.input[1]]).dtype), node.input[1]))
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
         ratio = scale / scale16
         if ratio.ndim == 1 and q.ndim > 1:
@@ -246,7 +250,7 @@ def _float16_qdq(model: Any) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.ERROR)
-        half = topo_sort(convert_float_to_float16(model, keep_io_types=True))
+        half = topo_sort(convert_float_to_float16(model, keep_io_types=True, min_positive_val=FP16_MIN_SCALE))
     onnx.checker.check_model(half, full_check=True)
     return half
 
