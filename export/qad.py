@@ -68,7 +68,7 @@ class QadSpec:
     int8_only: bool = False  # quantize the layers the export kept in float too
     max_drop: float | None = None  # fail (nothing replaced) when a file still loses more mIoU points
     data: str | Path | None = None  # the data folder, when it moved since training
-    device: str = "cpu"
+    device: str = "auto"  # auto (CUDA when there is one), cpu, cuda, cuda:N
     seed: int = 0
     runs_root: str | Path = DEFAULT_ROOT
 
@@ -218,7 +218,7 @@ def step_context(ckpt: dict, student: Any, spec: QadSpec, ignore_index: int, par
     overrides = dict(amp=False, compile=False, channels_last=False, device=spec.device, lr=spec.lr, grad_clip=0.0)
     if teacher_path is not None:
         path = resolve_checkpoint(teacher_path)
-        teacher, tckpt = load_teacher(path, student.num_classes, False, torch.device("cpu"))
+        teacher, tckpt = load_teacher(path, student.num_classes, False, next(student.parameters()).device)
         cfg = config_from_dict({**saved, "mode": "distill", "teacher": str(path)}, **overrides)
         say(f"qat: teacher {path} ({tckpt['model_name']}), loss: {'RDD (TSE) + ' if cfg.rdd else 'CE + '}"
             f"{cfg.method} KD, labels")
@@ -253,6 +253,7 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
 
     from rdd_edge.export.int8 import _method, _quantize
     from rdd_edge.export.pipeline import _checked, _commit, _transaction, find_checkpoint
+    from rdd_edge.distill.dist import init_distributed
     from rdd_edge.export.qad_torch import fake_quantized, fold_batchnorm, trainable
     from rdd_edge.models import model_from_checkpoint, save_checkpoint
 
@@ -309,6 +310,8 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
         pairs = fold_batchnorm(student, example)
         fp32_graph = onnx.load(str(fp32_path))
         write_weights(fp32_graph, student, pairs, check=True)
+        device = init_distributed(spec.device)
+        student.to(device)
         params = trainable(student, pairs)
         ctx, teacher = step_context(ckpt, student, spec, ignore, params, say)
         from rdd_edge.distill.train import train_step
@@ -318,14 +321,14 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
         with fake_quantized(student, scales):
             for it in range(spec.iters):
                 x, y = next(batches)
-                now = train_step(ctx, torch.from_numpy(x), torch.from_numpy(y))
+                now = train_step(ctx, torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
                 losses.append(float(now[0]))
                 if not np.isfinite(losses[-1]):
                     raise ExportError(f"qat: non-finite loss at step {it + 1}; try a lower --lr")
                 if (it + 1) % max(1, spec.iters // 5) == 0 or it == 0:
                     say(f"qat: step {it + 1}/{spec.iters} loss {losses[-1]:.4f}")
         train_s = time.perf_counter() - t
-        student.eval().requires_grad_(False)
+        student.eval().requires_grad_(False).cpu()
 
         # -- the checkpoint, read back with the safe loader; its weights go into the FP32 graph
         k = max(1, min(10, len(losses) // 5))
@@ -375,6 +378,14 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
                               seconds=round(time.perf_counter() - t0, 1))
                 manifest["qad"] = record
                 manifest.pop("export_dir", None)
+                plan = manifest.get("int8_sensitivity")
+                if plan:  # the sensitivity table and picture gain the QAD result
+                    from rdd_edge.export.int8_report import write_report
+
+                    plan = {k2: v for k2, v in plan.items() if k2 != "files"}
+                    plan["qad"] = record
+                    paths = write_report(plan, stage)
+                    manifest["int8_sensitivity"] = {**plan, "files": {k2: p.name for k2, p in paths.items()}}
                 return _commit(manifest, stage, out)
 
 
