@@ -14,7 +14,10 @@ and Distillation"). ``run_qad`` does it with what the run already has:
 3. the checkpoint ``<run>/qad.pt`` (written atomically, read back with the safe loader), whose folded
    conv weights replace the FP32 graph's Conv initializers (nothing else in the graph changes, so the
    calibration cache and the float layers apply by name);
-4. both INT8 files quantized from that graph with the same calibrated ranges and float layers, scored
+4. both INT8 files quantized from that graph with the same float layers: the TensorRT file with the calibrated
+   ranges QAD trained with; the CPU file, which also quantizes every op's output (uint8, asymmetric) where the
+   TensorRT contract QAD trains does not, with ranges measured again on the QAD weights (same method and
+   number of training images: its PTQ ranges describe the PTQ weights' activations); each scored
    like every artifact (agreement with the FP32 file and mIoU on the export's check images, the format's
    agreement floor, and ``max_drop`` when given) and swapped into the export folder with the manifest's
    ``qad`` record (iterations, loss, drop and agreement before/after per file). Before is PTQ with the
@@ -91,12 +94,13 @@ def _export_of(ckpt_path: Path) -> tuple[Path, dict]:
     return out, manifest
 
 
-def _check_source(ckpt_path: Path, ckpt: dict, manifest: dict, out: Path) -> None:
-    """The export must be this checkpoint's: QAD trains its weights and writes them into its graph."""
-    if manifest.get("model_name") != ckpt.get("model_name") or manifest.get("source_sha256") != sha256_file(ckpt_path):
+def _check_source(ckpt_path: Path, ckpt: dict | None, manifest: dict, out: Path) -> None:
+    """The export must be this checkpoint's (its bytes, then its model): QAD trains these weights and writes them
+    into the export's graph."""
+    other = manifest.get("source_sha256") != sha256_file(ckpt_path)
+    if other or (ckpt is not None and manifest.get("model_name") != ckpt.get("model_name")):
         raise ExportError(f"{out}: exported from {manifest.get('source_checkpoint')} ({manifest.get('model_name')}), "
-                          f"not from {ckpt_path} ({ckpt.get('model_name')}); re-export: rdd-edge export "
-                          f"{ckpt_path.parent} --int8")
+                          f"not from {ckpt_path}; re-export it first: rdd-edge export {ckpt_path.parent} --int8")
 
 
 def conv_input_scales(qmodel: Any) -> dict[str, float]:
@@ -251,8 +255,9 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from rdd_edge.export.int8 import _method, _quantize
-    from rdd_edge.export.pipeline import _checked, _commit, _transaction, find_checkpoint
+    from rdd_edge.export.int8 import ImageFolderReader, _method, _quantize, select_calibration
+    from rdd_edge.export.int8_calib import calibrate_methods
+    from rdd_edge.export.pipeline import _calib_items, _checked, _commit, _transaction, find_checkpoint
     from rdd_edge.distill.dist import init_distributed
     from rdd_edge.export.qad_torch import fake_quantized, fold_batchnorm, trainable
     from rdd_edge.models import model_from_checkpoint, save_checkpoint
@@ -270,6 +275,7 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
     t0 = time.perf_counter()
     ckpt_path = find_checkpoint(spec.source, spec.runs_root)
     out, manifest = _export_of(ckpt_path)
+    _check_source(ckpt_path, None, manifest, out)  # before any model is built
     student, ckpt = model_from_checkpoint(ckpt_path, aux=False)
     _check_source(ckpt_path, ckpt, manifest, out)
     arts = manifest["artifacts"]
@@ -346,6 +352,13 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
         onnx.save(write_weights(fp32_graph, qad_model, qad_pairs), str(graph))
         prep2 = tmp / "prep-qad.onnx"
         quant_pre_process(str(graph), str(prep2), skip_symbolic_shape=False)
+        # the CPU file quantizes every op's output (uint8), which the TensorRT contract trained above does not
+        # see: its ranges are measured again on the QAD weights (same method, as many training images)
+        items = select_calibration(_calib_items(open_split(data, "train")), int(calib.get("images") or 300),
+                                   min_images=1, warn=lambda m: None)
+        caches = {"int8": cache, "int8-cpu": tmp / "qad-cpu.calib.json"}
+        calibrate_methods(prep2, ImageFolderReader(items, size, norm, embedded), {method: caches["int8-cpu"]}, chunk=4)
+        record["cpu_calibration"] = {"method": method, "images": len(items), "on": "the QAD weights"}
 
         # -- both INT8 files, scored and gated, swapped into the export folder with the manifest's record
         with folder_lock(out, "export"):
@@ -356,7 +369,7 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
                     fmt = table.BY_KEY[f]
                     path = stage / fmt.file
                     path.unlink(missing_ok=True)  # a hard link to the PTQ file: write a new one
-                    _quantize(prep2, path, f, _method(method), cache, None, exclude[f], trt_float)
+                    _quantize(prep2, path, f, _method(method), caches[f], None, exclude[f], trt_float)
                     after[f] = _score(scorer, path, fp32)
                     checked = _checked(after[f]["raw"], fmt, path)
                     old = {k2: v for k2, v in arts[f].items() if k2 not in ("file", "precision", "runtime", "bytes",
