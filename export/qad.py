@@ -10,7 +10,8 @@ and Distillation"). ``run_qad`` does it with what the run already has:
    from the TensorRT file, BN folded as in the graph), trained for ``iters`` steps with a small LR on the
    run's training data (at the export's input size), against the frozen FP32 teacher of the run with the
    run's loss as the trainer builds it (RDD's TSE stage + its KD method, the labels); a run without a
-   teacher distils from its own FP32 student (KD + labels);
+   teacher distils from its own FP32 student (KD + CE on that student's own labels: the data set's would train it
+   towards another function than the one deployed);
 3. the checkpoint ``<run>/qad.pt`` (written atomically, read back with the safe loader), whose folded
    conv weights replace the FP32 graph's Conv initializers (nothing else in the graph changes, so the
    calibration cache and the float layers apply by name);
@@ -122,7 +123,7 @@ def conv_input_scales(qmodel: Any) -> dict[str, float]:
 
 
 def _conv_initializers(model: Any) -> dict[str, tuple[str, str | None]]:
-    """{torch module: (weight initializer, bias initializer or None)} of every Conv of the FP32 graph."""
+    """{torch module: (Conv node, weight initializer, bias initializer or None)} of every Conv of the FP32 graph."""
     out = {}
     for node in model.graph.node:
         if node.op_type == "Conv":
@@ -130,7 +131,7 @@ def _conv_initializers(model: Any) -> dict[str, tuple[str, str | None]]:
             if m is None:
                 raise ExportError(f"Conv {node.name} of the FP32 graph has no torch module name ({node.input[1]}); "
                                   "re-export with this rdd-edge")
-            out[m] = (node.input[1], node.input[2] if len(node.input) > 2 and node.input[2] else None)
+            out[m] = (node, node.input[1], node.input[2] if len(node.input) > 2 and node.input[2] else None)
     return out
 
 
@@ -142,14 +143,23 @@ def write_weights(fp32: Any, student: Any, pairs: list, check: bool = False) -> 
     model = fp32 if check else copy.deepcopy(fp32)
     inits = {t.name: t for t in model.graph.initializer}
     named = dict(student.named_modules())
-    for module, (w_name, b_name) in _conv_initializers(model).items():
+    for module, (node, w_name, b_name) in _conv_initializers(model).items():
         if module not in named or w_name not in inits:
             raise ExportError(f"the FP32 graph's Conv {module} is not a conv of {student.model_name}; re-export the run")
         w = named[module].weight.detach().cpu().float().numpy()
         b = folded_bias(student, module, pairs)
         b = None if b is None else b.cpu().float().numpy()
-        if b is not None and b_name is None:
-            raise ExportError(f"the FP32 graph's Conv {module} has no bias to take the folded BatchNorm; re-export the run")
+        if b is not None and b_name is None:  # the exporter dropped an all-zero folded bias
+            if check and np.abs(b).max() > FOLD_TOLERANCE * max(float(np.abs(w).max()), 1e-12):
+                raise ExportError(f"{module}: the FP32 graph's Conv has no bias, the checkpoint's folded BatchNorm has "
+                                  "one; re-export the run, then run qat")
+            if not check:  # QAD may have trained one: the Conv gets a bias input of its own
+                b_name = f"{w_name}_qad_bias"
+                model.graph.initializer.append(numpy_helper.from_array(b.astype(np.float32), b_name))
+                inits[b_name] = model.graph.initializer[-1]
+                while len(node.input) < 3:
+                    node.input.append("")
+                node.input[2] = b_name
         for name, value in ((w_name, w), (b_name, b)):
             if name is None or value is None:
                 continue
@@ -231,7 +241,7 @@ def step_context(ckpt: dict, student: Any, spec: QadSpec, ignore_index: int, par
         teacher = copy.deepcopy(student).eval().requires_grad_(False)
         cfg = config_from_dict({k: v for k, v in saved.items() if k not in ("kd_weight", "kd_options")},
                                **{**overrides, "mode": "distill", "method": "kd", "rdd": False})
-        say("qat: the run has no teacher: distilling from its own FP32 student (KD + CE on the labels)")
+        say("qat: the run has no teacher: distilling from its own FP32 student (KD + CE on its FP32 labels)")
         t_input, who = None, "self"
     ctx = build_step_context(cfg, student, teacher, ignore_index=ignore_index, teacher_input=t_input)
     if ctx.rdd.enabled:
@@ -240,6 +250,17 @@ def step_context(ckpt: dict, student: Any, spec: QadSpec, ignore_index: int, par
     ctx.params = [*params, *extra]
     ctx.optimizer = torch.optim.Adam(ctx.params, lr=spec.lr)
     return ctx, who
+
+
+def self_labels(teacher: Any, x: Any, size: Any) -> Any:
+    """The FP32 model's own labels for a batch, at the label size (the targets of a run without a teacher:
+    the data set's labels would train the student towards another function than the one deployed)."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode():
+        logits = F.interpolate(teacher(x)["out"], size=tuple(size), mode="bilinear", align_corners=False)
+    return logits.argmax(1)
 
 
 # ------------------------------------------------------------------ the stage
@@ -320,14 +341,19 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
         student.to(device)
         params = trainable(student, pairs)
         ctx, teacher = step_context(ckpt, student, spec, ignore, params, say)
-        from rdd_edge.distill.train import train_step
+        from rdd_edge.distill.train import poly_lr, train_step
 
         losses: list[float] = []
         t = time.perf_counter()
         with fake_quantized(student, scales):
             for it in range(spec.iters):
+                for group in ctx.optimizer.param_groups:  # the trainer's poly schedule, from the small QAD LR
+                    group["lr"] = poly_lr(spec.lr, it, spec.iters)
                 x, y = next(batches)
-                now = train_step(ctx, torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+                x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+                if teacher == "self":  # the FP32 student is the function to keep: its labels, not the data set's
+                    y = self_labels(ctx.teacher, x, y.shape[-2:])
+                now = train_step(ctx, x, y)
                 losses.append(float(now[0]))
                 if not np.isfinite(losses[-1]):
                     raise ExportError(f"qat: non-finite loss at step {it + 1}; try a lower --lr")
