@@ -390,3 +390,43 @@ def test_fit_budget_group_stays_within_max_float_and_fails_honestly():
     fit, pl, kept = _fit(lambda s: 0.5 if {"c3", "c4", "c5"} <= s else 20.0, EST, max_float=2)
     assert not fit["met"] and kept == [] and fit["score"]["drop"] == 20.0
     assert max(len(s["float"]) for s in fit["steps"]) <= 2
+
+
+QAD_ITERS, QAD_LR = "60", "1e-3"
+
+
+def test_qat_brings_both_ptq_files_of_the_hostile_student_within_the_budget(hostile, plain, tmp_path):
+    """Issue 28's QAD acceptance: the plain export (PTQ, no layer in float) of the student made hostile in two
+    layers fails ``check --max-drop``; ``rdd-edge qat`` (the student's own FP32 copy as teacher: the run has none)
+    brings both files within the budget, measured before and after in the same run; check then passes, and the
+    TensorRT file still quantizes every Conv (no float island took the damage)."""
+    import shutil
+
+    from rdd_edge.export.int8_layers import float_convs
+
+    run_src, _, _ = hostile
+    out, man, check = plain
+    assert check.returncode != 0  # PTQ fails the gate
+    run = tmp_path / "distill-hostile"
+    run.mkdir()
+    shutil.copy2(run_src / "best.pt", run / "best.pt")
+    shutil.copytree(out, run / "export")
+    code = (f"import sys; sys.path[:0] = ['tests', '.']; import int8_tiny as t; "
+            f"t.main(['qat', {str(run)!r}, '--iters', {QAD_ITERS!r}, '--lr', {QAD_LR!r}, '--max-drop', {BUDGET!r}, "
+            f"'--device', 'cpu'])")
+    env = {**os.environ, "COLUMNS": "80", "LINES": "50"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    new = json.loads((run / "export" / "manifest.json").read_text())
+    q = new["qad"]
+    assert q["iterations"] == int(QAD_ITERS) and q["teacher"] == "self" and q["loss"]["last"] < q["loss"]["first"]
+    for f in ("int8-cpu", "int8"):
+        before, after = q["files"][f]["before"], q["files"][f]["after"]
+        assert before["drop"] == pytest.approx(_drop(man, f), abs=1e-3)  # before: the PTQ file, scored again
+        assert after["drop"] <= float(BUDGET) < before["drop"] and after["agreement"] > before["agreement"]
+        assert _drop(new, f) == pytest.approx(after["drop"], abs=1e-3)
+    assert float_convs(onnx.load(str(run / "export" / "model.int8.onnx"))) == []
+    said = " ".join(r.stdout.split())
+    assert "QAD: " in said and "PTQ drop" in said
+    check = _check(run / "export")
+    assert check.returncode == 0, check.stdout[-2000:]

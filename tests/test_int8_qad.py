@@ -108,3 +108,44 @@ def test_options_are_checked_before_any_work(tmp_path):
         with pytest.raises(RddError, match=word):
             run_qad(spec)
     assert command("runs/distill-x", 200) == "rdd-edge qat runs/distill-x --iters 200 --int8-only"
+
+
+def test_the_int8_report_shows_the_qad_result_per_file_in_80_columns():
+    from rdd_edge.export.int8_report import qad_lines
+
+    q = {"iterations": 60, "lr": 1e-3, "teacher": "/runs/teacher-r18/best.pt", "loss": {"first": 0.51, "last": 0.14},
+         "files": {"int8-cpu": {"before": {"drop": 12.82, "agreement": 93.2}, "after": {"drop": 0.8, "agreement": 99.1}},
+                   "int8": {"before": {"drop": 40.11, "agreement": 73.2}, "after": {"drop": 1.2, "agreement": 98.7}}}}
+    lines = qad_lines(q)
+    assert max(map(len, lines)) <= 80 and "teacher best.pt" in lines[0] and "0.510 -> 0.140" in lines[0]
+    text = " ".join(" ".join(lines).split())
+    assert "int8-cpu: PTQ drop 12.82 (agree 93.2%) -> QAD 0.80 (agree 99.1%)" in text
+    assert "int8 (TensorRT): PTQ drop 40.11 (agree 73.2%) -> QAD 1.20 (agree 98.7%)" in text
+    assert "its own FP32 student" in qad_lines({**q, "teacher": "self"})[0]
+
+
+def test_a_budget_float_layers_cannot_reach_offers_the_exact_qad_commands(monkeypatch, tmp_path):
+    """--int8-budget P that float islands within --int8-max-float cannot reach: the one error line says so (as
+    before) and gives the commands that run QAD on this run instead, never silently."""
+    import types
+
+    import rdd_edge.export.int8 as int8
+    from rdd_edge.export.builders import build_int8
+    from rdd_edge.export.int8_budget import BudgetNotMet
+
+    said = "--int8-budget 1: int8 still loses 20.05 mIoU points with 2 of 59 layers in float (at most 2, ...)"
+
+    def unreachable(*args, **kwargs):
+        raise BudgetNotMet(said, 1.0)
+
+    monkeypatch.setattr(int8, "export_int8", unreachable)
+    run = tmp_path / "runs" / "distill-x"
+    spec = types.SimpleNamespace(budget=1.0, int8_report=False, calib_method="percentile", keep_float=(), int8_max_float=2,
+                                 int8_loo=None, int8_float="fp16")
+    ctx = types.SimpleNamespace(spec=spec, out=tmp_path, calib_items=[], size=(48, 96), normalization=None, scorer=None,
+                                log=print, model=None, ckpt_path=run / "best.pt", path=lambda key: tmp_path / key)
+    with pytest.raises(BudgetNotMet) as err:
+        build_int8(ctx, ("int8", "int8-cpu"))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(said)
+    assert msg.endswith(f"rdd-edge export {run} --int8, then rdd-edge qat {run} --iters 200 --int8-only --max-drop 1")
