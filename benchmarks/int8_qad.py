@@ -1,7 +1,8 @@
 """INT8: quantization-aware distillation (``rdd-edge qat``) vs PTQ, both measured in one run (issue 28).
 
     python -m benchmarks.int8_qad RUN_OR_CKPT --out /tmp/qadb [--iters 200] [--lr 1e-4] [--batch 8]
-        [--data DIR] [--size 360x480] [--calib 100] [--check-images 100] [--teacher CKPT] [--int8-only] [--json F]
+        [--data DIR] [--size 360x480] [--calib 100] [--check-images 100] [--teacher CKPT] [--int8-only]
+        [--crop 144x192] [--json F]
     python -m benchmarks.int8_qad --pipeline --out /tmp/qadb [...]   # the pipeline's student, synthetic data
 
 The run's checkpoint is copied into ``OUT/<name>/best.pt`` (the source run folder is only read), exported
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--calib", type=int, default=100)
     ap.add_argument("--check-images", type=int, default=None)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--crop", default=None, help="HxW training windows (qat --crop)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     if bool(a.pipeline) == bool(a.source):
@@ -82,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         times["export_ptq"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     man = run_qad(QadSpec(run, iters=a.iters, lr=a.lr, batch=a.batch, teacher=a.teacher, int8_only=a.int8_only,
-                          data=a.data, device=a.device), console=console)
+                          data=a.data, device=a.device,
+                          crop=tuple(int(v) for v in a.crop.split("x")) if a.crop else None), console=console)
     times["qad"] = round(time.perf_counter() - t, 1)
     q = man["qad"]
     cpu = detect().as_dict()

@@ -10,7 +10,7 @@ and Distillation"). ``run_qad`` does it with what the run already has:
    from the TensorRT file, BN folded as in the graph), trained for ``iters`` steps with a small LR on the
    run's training data (at the export's input size), against the frozen FP32 teacher of the run with the
    run's loss as the trainer builds it (RDD's TSE stage + its KD method, the labels); a run without a
-   teacher distils from its own FP32 student (KD + CE on that student's own labels: the data set's would train it
+   teacher distils from its own FP32 student (KD on its logits alone: the data set's labels would train it
    towards another function than the one deployed);
 3. the checkpoint ``<run>/qad.pt`` (written atomically, read back with the safe loader), whose folded
    conv weights replace the FP32 graph's Conv initializers (nothing else in the graph changes, so the
@@ -73,6 +73,7 @@ class QadSpec:
     max_drop: float | None = None  # fail (nothing replaced) when a file still loses more mIoU points
     data: str | Path | None = None  # the data folder, when it moved since training
     device: str = "auto"  # auto (CUDA when there is one), cpu, cuda, cuda:N
+    crop: tuple[int, int] | None = None  # train on random HxW windows of the export-size images (default: whole)
     seed: int = 0
     runs_root: str | Path = DEFAULT_ROOT
 
@@ -190,13 +191,18 @@ def _check_set(manifest: dict, data: DataSpec, size: tuple[int, int]) -> tuple[l
 
 
 class Batches:
-    """Random training batches at the export's input size (horizontal flips), read as they are needed."""
+    """Random training batches at the export's input size (horizontal flips; ``crop``: random windows of that
+    size, for speed), read as they are needed."""
 
-    def __init__(self, data: DataSpec, size: tuple[int, int], normalization: Any, batch: int, seed: int) -> None:
+    def __init__(self, data: DataSpec, size: tuple[int, int], normalization: Any, batch: int, seed: int,
+                 crop: tuple[int, int] | None = None) -> None:
         self.split = open_split(data, "train")
         if len(self.split) == 0:
             raise ExportError(f"{data.describe()}: the train split is empty; QAD trains on the run's training images")
         self.size, self.norm, self.batch = size, normalization, int(batch)
+        self.crop = tuple(crop) if crop is not None else None
+        if self.crop is not None and (self.crop[0] > size[0] or self.crop[1] > size[1]):
+            raise ConfigError(f"--crop {self.crop[0]}x{self.crop[1]}: larger than the export's input {size[0]}x{size[1]}")
         self.rng = np.random.default_rng(seed)
 
     def __next__(self) -> tuple[np.ndarray, np.ndarray]:
@@ -207,6 +213,9 @@ class Batches:
             x, y = preprocess(image, self.size, self.norm)[0], resize_labels(label, self.size)
             if self.rng.random() < 0.5:
                 x, y = x[:, :, ::-1], y[:, ::-1]
+            if self.crop is not None:  # a random window of the export-size image (the run's own training crop)
+                t, l = (int(self.rng.integers(0, s - c + 1)) for s, c in zip(self.size, self.crop))
+                x, y = x[:, t:t + self.crop[0], l:l + self.crop[1]], y[t:t + self.crop[0], l:l + self.crop[1]]
             xs.append(x)
             ys.append(y)
         return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ys)).astype(np.int64)
@@ -241,7 +250,7 @@ def step_context(ckpt: dict, student: Any, spec: QadSpec, ignore_index: int, par
         teacher = copy.deepcopy(student).eval().requires_grad_(False)
         cfg = config_from_dict({k: v for k, v in saved.items() if k not in ("kd_weight", "kd_options")},
                                **{**overrides, "mode": "distill", "method": "kd", "rdd": False})
-        say("qat: the run has no teacher: distilling from its own FP32 student (KD + CE on its FP32 labels)")
+        say("qat: the run has no teacher: distilling from its own FP32 student (KD on its logits)")
         t_input, who = None, "self"
     ctx = build_step_context(cfg, student, teacher, ignore_index=ignore_index, teacher_input=t_input)
     if ctx.rdd.enabled:
@@ -250,17 +259,6 @@ def step_context(ckpt: dict, student: Any, spec: QadSpec, ignore_index: int, par
     ctx.params = [*params, *extra]
     ctx.optimizer = torch.optim.Adam(ctx.params, lr=spec.lr)
     return ctx, who
-
-
-def self_labels(teacher: Any, x: Any, size: Any) -> Any:
-    """The FP32 model's own labels for a batch, at the label size (the targets of a run without a teacher:
-    the data set's labels would train the student towards another function than the one deployed)."""
-    import torch
-    import torch.nn.functional as F
-
-    with torch.inference_mode():
-        logits = F.interpolate(teacher(x)["out"], size=tuple(size), mode="bilinear", align_corners=False)
-    return logits.argmax(1)
 
 
 # ------------------------------------------------------------------ the stage
@@ -312,7 +310,7 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
     if data.root is None and not data.generated:
         raise ConfigError(f"qat trains on the run's {data.name} images; pass --data PATH")
     images, labels = _check_set(manifest, data, size)
-    batches = Batches(data, size, norm, spec.batch, spec.seed)
+    batches = Batches(data, size, norm, spec.batch, spec.seed, spec.crop)
     ignore = int(manifest.get("ignore_index", 255))
     scorer = CheckScorer(images, labels, size, norm, len(manifest["classes"]), embedded=embedded)
     fp32_path = out / arts["onnx"]["file"]
@@ -351,8 +349,8 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
                     group["lr"] = poly_lr(spec.lr, it, spec.iters)
                 x, y = next(batches)
                 x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-                if teacher == "self":  # the FP32 student is the function to keep: its labels, not the data set's
-                    y = self_labels(ctx.teacher, x, y.shape[-2:])
+                if teacher == "self":  # the FP32 student is the function to keep: its logits, not the data set's labels
+                    y = torch.full_like(y, ignore)
                 now = train_step(ctx, x, y)
                 losses.append(float(now[0]))
                 if not np.isfinite(losses[-1]):
@@ -365,6 +363,7 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
         # -- the checkpoint, read back with the safe loader; its weights go into the FP32 graph
         k = max(1, min(10, len(losses) // 5))
         record: dict[str, Any] = {"iterations": spec.iters, "lr": spec.lr, "batch": spec.batch, "optimizer": "adam",
+                                  "crop": list(spec.crop) if spec.crop else list(size),
                                   "int8_only": spec.int8_only, "teacher": teacher,
                                   "loss": {"first": float(np.mean(losses[:k])), "last": float(np.mean(losses[-k:]))},
                                   "fake_quantized_convs": len(scales), "train_seconds": round(train_s, 1)}

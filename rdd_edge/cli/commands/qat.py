@@ -26,6 +26,7 @@ def qat_cmd(
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher checkpoint or run (default: the run's teacher; a run without one distils from its own FP32 student).")] = None,
     int8_only: Annotated[bool, typer.Option("--int8-only", help="Quantize the layers the export kept in float too (QAD instead of float islands).")] = False,
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", metavar="POINTS", help="Fail, leaving the export unchanged, when a file still loses more mIoU points vs FP32.")] = None,
+    crop: Annotated[Optional[str], typer.Option("--crop", metavar="HxW", help="Train on random HxW windows of the export-size images (faster; default: whole images).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the batch order and flips.")] = 0,
     data: Data = None,
     device: Device = None,
@@ -36,10 +37,12 @@ def qat_cmd(
     from rdd_edge.cli.commands.export import print_export
     from rdd_edge.export.int8_report import qad_lines
     from rdd_edge.export.qad import QadSpec, run_qad
+    from rdd_edge.sizes import parse_hw
 
     console = Console()
     spec = QadSpec(source=source, iters=iters, lr=lr, batch=batch, teacher=teacher, int8_only=int8_only,
-                   max_drop=max_drop, data=data, device=device or "auto", seed=seed, runs_root=runs)
+                   max_drop=max_drop, data=data, device=device or "auto", seed=seed, runs_root=runs,
+                   crop=parse_hw(crop, "--crop") if crop else None)
     with checkpoint_trust(trust_checkpoint):
         manifest = run_qad(spec, console=console)
     print_export(console, manifest)
