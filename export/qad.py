@@ -74,6 +74,7 @@ class QadSpec:
     data: str | Path | None = None  # the data folder, when it moved since training
     device: str = "auto"  # auto (CUDA when there is one), cpu, cuda, cuda:N
     crop: tuple[int, int] | None = None  # train on random HxW windows of the export-size images (default: whole)
+    equalize: bool = False  # cross-layer equalization of Conv -> ReLU -> Conv chains first (export.qad_equalize)
     seed: int = 0
     runs_root: str | Path = DEFAULT_ROOT
 
@@ -278,6 +279,7 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
     from rdd_edge.export.int8_calib import calibrate_methods
     from rdd_edge.export.pipeline import _calib_items, _checked, _commit, _transaction, find_checkpoint
     from rdd_edge.distill.dist import init_distributed
+    from rdd_edge.export.qad_equalize import equalize, relu_chains
     from rdd_edge.export.qad_torch import fake_quantized, fold_batchnorm, trainable
     from rdd_edge.models import model_from_checkpoint, save_checkpoint
 
@@ -335,6 +337,25 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
         pairs = fold_batchnorm(student, example)
         fp32_graph = onnx.load(str(fp32_path))
         write_weights(fp32_graph, student, pairs, check=True)
+        items = select_calibration(_calib_items(open_split(data, "train")), int(calib.get("images") or 300),
+                                   min_images=1, warn=lambda m: None)
+        trt_cache = cache
+        if spec.equalize:  # level the channel ranges first (export.qad_equalize), then calibrate them again
+            chains = relu_chains(fp32_graph)
+            ratios = equalize(student, chains, pairs)
+            eq_prep = tmp / "prep-eq.onnx"
+            onnx.save(write_weights(fp32_graph, student, pairs), str(tmp / "eq-fp32.onnx"))
+            quant_pre_process(str(tmp / "eq-fp32.onnx"), str(eq_prep), skip_symbolic_shape=False)
+            trt_cache = tmp / "eq.calib.json"
+            calibrate_methods(eq_prep, ImageFolderReader(items, size, norm, embedded), {method: trt_cache}, chunk=4)
+            equalized = {}
+            for f in FLAVOURS:
+                _quantize(eq_prep, tmp / f"eq-{f}.onnx", f, _method(method), trt_cache, None, exclude[f], trt_float)
+                equalized[f] = _score(scorer, tmp / f"eq-{f}.onnx", fp32)
+            scales = conv_input_scales(onnx.load(str(tmp / "eq-int8.onnx")))
+            say(f"qat: equalized {len(chains)} Conv -> ReLU -> Conv chains (channel range spread up to "
+                f"{max(ratios, default=1.0):.0f}x), calibrated again: " + ", ".join(
+                    f"{f} drop {v['drop']:.2f}, agree {v['agreement']:.1f}%" for f, v in equalized.items()))
         device = init_distributed(spec.device)
         student.to(device)
         params = trainable(student, pairs)
@@ -379,11 +400,12 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
         quant_pre_process(str(graph), str(prep2), skip_symbolic_shape=False)
         # the CPU file quantizes every op's output (uint8), which the TensorRT contract trained above does not
         # see: its ranges are measured again on the QAD weights (same method, as many training images)
-        items = select_calibration(_calib_items(open_split(data, "train")), int(calib.get("images") or 300),
-                                   min_images=1, warn=lambda m: None)
-        caches = {"int8": cache, "int8-cpu": tmp / "qad-cpu.calib.json"}
+        caches = {"int8": trt_cache, "int8-cpu": tmp / "qad-cpu.calib.json"}
         calibrate_methods(prep2, ImageFolderReader(items, size, norm, embedded), {method: caches["int8-cpu"]}, chunk=4)
         record["cpu_calibration"] = {"method": method, "images": len(items), "on": "the QAD weights"}
+        if spec.equalize:
+            record["equalized"] = {"chains": [list(c) for c in chains], "range_spread": [round(r, 2) for r in ratios],
+                                   "files": {f: _row(v) for f, v in equalized.items()}}
 
         # -- both INT8 files, scored and gated, swapped into the export folder with the manifest's record
         with folder_lock(out, "export"):

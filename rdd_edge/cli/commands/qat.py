@@ -25,6 +25,7 @@ def qat_cmd(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Training images per step, at the export's input size.")] = 8,
     teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher checkpoint or run (default: the run's teacher; a run without one distils from its own FP32 student).")] = None,
     int8_only: Annotated[bool, typer.Option("--int8-only", help="Quantize the layers the export kept in float too (QAD instead of float islands).")] = False,
+    equalize: Annotated[bool, typer.Option("--equalize", help="First level the channel ranges of Conv -> ReLU -> Conv chains (cross-layer equalization, exact in FP32) and calibrate them again: for channels one layer scaled far above the rest.")] = False,
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", metavar="POINTS", help="Fail, leaving the export unchanged, when a file still loses more mIoU points vs FP32.")] = None,
     crop: Annotated[Optional[str], typer.Option("--crop", metavar="HxW", help="Train on random HxW windows of the export-size images (faster; default: whole images).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the batch order and flips.")] = 0,
@@ -41,7 +42,7 @@ def qat_cmd(
 
     console = Console()
     spec = QadSpec(source=source, iters=iters, lr=lr, batch=batch, teacher=teacher, int8_only=int8_only,
-                   max_drop=max_drop, data=data, device=device or "auto", seed=seed, runs_root=runs,
+                   max_drop=max_drop, equalize=equalize, data=data, device=device or "auto", seed=seed, runs_root=runs,
                    crop=parse_hw(crop, "--crop") if crop else None)
     with checkpoint_trust(trust_checkpoint):
         manifest = run_qad(spec, console=console)
