@@ -113,6 +113,11 @@ def qad_lines(qad: dict, width: int = WIDTH) -> list[str]:
     head = (f"QAD: {qad['iterations']} steps (lr {qad['lr']:g}, teacher {Path(str(qad['teacher'])).name if qad['teacher'] != 'self' else 'its own FP32 student'}), "
             f"loss {qad['loss']['first']:.3f} -> {qad['loss']['last']:.3f}")
     out = textwrap.wrap(head, width)
+    eq = qad.get("equalized")
+    if eq:
+        out += textwrap.wrap(f"equalized first ({len(eq['chains'])} Conv -> ReLU -> Conv chains, calibrated again): "
+                             + ", ".join(f"{SHORT.get(f, f)} drop {v['drop']:.2f} (agree {v['agreement']:.1f}%)"
+                                         for f, v in eq["files"].items()), width, initial_indent="  ", subsequent_indent="    ")
     for f, v in qad["files"].items():
         b, a = v["before"], v["after"]
         out += textwrap.wrap(f"{SHORT.get(f, f)}: PTQ drop {b['drop']:.2f} (agree {b['agreement']:.1f}%) -> QAD "

@@ -6,16 +6,19 @@ and Distillation"). ``run_qad`` does it with what the run already has:
 
 1. the export (``<run>/export``, made with ``--int8``): its FP32 graph, its calibration (the cache of the
    method it chose) and the float layers it kept per file (``--int8-only``: none);
-2. the fake-quantized student (``export.qad_torch``: TensorRT's contract, the PTQ activation scales read
-   from the TensorRT file, BN folded as in the graph), trained for ``iters`` steps with a small LR on the
+2. with ``--equalize``, cross-layer equalization first (``export.qad_equalize``: exact Conv -> ReLU -> Conv
+   rescaling that levels channel ranges one layer blew up, which tens of fine-tuning steps cannot undo), the
+   equalized graph calibrated again (same method and images) and scored;
+3. the fake-quantized student (``export.qad_torch``: TensorRT's contract, the PTQ activation scales read
+   from the TensorRT file, or the equalized one's; BN folded as in the graph), trained for ``iters`` steps with a small LR on the
    run's training data (at the export's input size), against the frozen FP32 teacher of the run with the
    run's loss as the trainer builds it (RDD's TSE stage + its KD method, the labels); a run without a
    teacher distils from its own FP32 student (KD on its logits alone: the data set's labels would train it
    towards another function than the one deployed);
-3. the checkpoint ``<run>/qad.pt`` (written atomically, read back with the safe loader), whose folded
+4. the checkpoint ``<run>/qad.pt`` (written atomically, read back with the safe loader), whose folded
    conv weights replace the FP32 graph's Conv initializers (nothing else in the graph changes, so the
    calibration cache and the float layers apply by name);
-4. both INT8 files quantized from that graph with the same float layers: the TensorRT file with the calibrated
+5. both INT8 files quantized from that graph with the same float layers: the TensorRT file with the calibrated
    ranges QAD trained with; the CPU file, which also quantizes every op's output (uint8, asymmetric) where the
    TensorRT contract QAD trains does not, with ranges measured again on the QAD weights (same method and
    number of training images: its PTQ ranges describe the PTQ weights' activations); each scored
@@ -81,7 +84,7 @@ class QadSpec:
 
 def command(run: str | Path, iters: int) -> str:
     """The command line that runs QAD on ``run`` (offered by ``--int8-budget`` when float islands fall short)."""
-    return f"rdd-edge qat {run} --iters {iters} --int8-only"
+    return f"rdd-edge qat {run} --iters {iters} --int8-only --equalize"
 
 
 # ------------------------------------------------------------------ the export's records

@@ -107,7 +107,7 @@ def test_options_are_checked_before_any_work(tmp_path):
                        (QadSpec(tmp_path, batch=0), "--batch")):
         with pytest.raises(RddError, match=word):
             run_qad(spec)
-    assert command("runs/distill-x", 200) == "rdd-edge qat runs/distill-x --iters 200 --int8-only"
+    assert command("runs/distill-x", 200) == "rdd-edge qat runs/distill-x --iters 200 --int8-only --equalize"
 
 
 def test_the_int8_report_shows_the_qad_result_per_file_in_80_columns():
@@ -148,4 +148,4 @@ def test_a_budget_float_layers_cannot_reach_offers_the_exact_qad_commands(monkey
         build_int8(ctx, ("int8", "int8-cpu"))
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(said)
-    assert msg.endswith(f"rdd-edge export {run} --int8, then rdd-edge qat {run} --iters 200 --int8-only --max-drop 1")
+    assert msg.endswith(f"rdd-edge export {run} --int8, then rdd-edge qat {run} --iters 200 --int8-only --equalize --max-drop 1")

@@ -46,6 +46,6 @@ def qat_cmd(
                    crop=parse_hw(crop, "--crop") if crop else None)
     with checkpoint_trust(trust_checkpoint):
         manifest = run_qad(spec, console=console)
-    print_export(console, manifest)
-    for line in qad_lines(manifest["qad"]):
+    print_export(console, manifest)  # with an INT8 report, its table ends with the QAD lines
+    for line in [] if manifest.get("int8_sensitivity") else qad_lines(manifest["qad"]):
         console.print(line, markup=False, highlight=False)
