@@ -321,7 +321,8 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
     fp32_path = out / arts["onnx"]["file"]
     fp32 = scorer(fp32_path)
 
-    with tempfile.TemporaryDirectory(prefix="rdd-qad-") as tmpdir:
+    # the export folder is held from here (a second qat or an export is refused by name, not interleaved)
+    with folder_lock(out, "export or qat"), tempfile.TemporaryDirectory(prefix="rdd-qad-") as tmpdir:
         tmp = Path(tmpdir)
         # -- before: PTQ with these float layers, as the export quantizes it
         prep = tmp / "prep.onnx"
@@ -411,45 +412,45 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
                                    "files": {f: _row(v) for f, v in equalized.items()}}
 
         # -- both INT8 files, scored and gated, swapped into the export folder with the manifest's record
-        with folder_lock(out, "export"):
-            remove_leftovers(out)
-            with _transaction(out, copy_from=out) as stage:
-                after: dict[str, dict] = {}
-                for f in FLAVOURS:
-                    fmt = table.BY_KEY[f]
-                    path = stage / fmt.file
-                    path.unlink(missing_ok=True)  # a hard link to the PTQ file: write a new one
-                    _quantize(prep2, path, f, _method(method), caches[f], None, exclude[f], trt_float)
-                    after[f] = _score(scorer, path, fp32)
-                    checked = _checked(after[f]["raw"], fmt, path)
-                    old = {k2: v for k2, v in arts[f].items() if k2 not in ("file", "precision", "runtime", "bytes",
-                                                                                "sha256", "miou", "checked_images", "agreement")}
-                    if spec.int8_only:
-                        old.pop("int8_budget", None)
-                        old["keep_float"] = []
-                    add_artifact(manifest, f, path, fmt.precision, fmt.runtime, **old, **checked,
-                                 qad={"before": _row(before[f]), "after": _row(after[f])})
-                say("qat: QAD " + ", ".join(f"{f} drop {v['drop']:.2f}, agree {v['agreement']:.1f}%" for f, v in after.items()))
-                worst = max(after, key=lambda f: after[f]["drop"])
-                if spec.max_drop is not None and after[worst]["drop"] > spec.max_drop:
-                    raise ExportError(f"--max-drop {spec.max_drop:g}: after {spec.iters} QAD steps {worst} still loses "
-                                      f"{after[worst]['drop']:.2f} mIoU points (PTQ: {before[worst]['drop']:.2f}); the export "
-                                      f"is unchanged; try more --iters or another --lr ({spec.lr:g})")
-                record.update(checkpoint=qad_path.name, checkpoint_sha256=sha256_file(qad_path),
-                              calibration={"method": method, "cache": cache.name}, float_layers=exclude,
-                              files={f: {"before": _row(before[f]), "after": _row(after[f])} for f in FLAVOURS},
-                              seconds=round(time.perf_counter() - t0, 1))
-                manifest["qad"] = record
-                manifest.pop("export_dir", None)
-                plan = manifest.get("int8_sensitivity")
-                if plan:  # the sensitivity table and picture gain the QAD result
-                    from rdd_edge.export.int8_report import write_report
+        remove_leftovers(out)
+        with _transaction(out, copy_from=out) as stage:
+            after: dict[str, dict] = {}
+            for f in FLAVOURS:
+                fmt = table.BY_KEY[f]
+                path = stage / fmt.file
+                path.unlink(missing_ok=True)  # a hard link to the PTQ file: write a new one
+                _quantize(prep2, path, f, _method(method), caches[f], None, exclude[f], trt_float)
+                after[f] = _score(scorer, path, fp32)
+                checked = _checked(after[f]["raw"], fmt, path)
+                old = {k2: v for k2, v in arts[f].items() if k2 not in ("file", "precision", "runtime", "bytes",
+                                                                            "sha256", "miou", "checked_images", "agreement")}
+                if spec.int8_only:
+                    old.pop("int8_budget", None)
+                    old["keep_float"] = []
+                add_artifact(manifest, f, path, fmt.precision, fmt.runtime, **old, **checked,
+                             qad={"before": _row(before[f]), "after": _row(after[f])})
+            say("qat: QAD " + ", ".join(f"{f} drop {v['drop']:.2f}, agree {v['agreement']:.1f}%" for f, v in after.items()))
+            worst = max(after, key=lambda f: after[f]["drop"])
+            if spec.max_drop is not None and after[worst]["drop"] > spec.max_drop:
+                raise ExportError(f"--max-drop {spec.max_drop:g}: after {spec.iters} QAD steps {worst} still loses "
+                                  f"{after[worst]['drop']:.2f} mIoU points (PTQ: {before[worst]['drop']:.2f}); the export "
+                                  f"is unchanged; try more --iters or another --lr ({spec.lr:g})")
+            record.update(checkpoint=qad_path.name, checkpoint_sha256=sha256_file(qad_path),
+                          calibration={"method": method, "cache": cache.name, "tensorrt_ranges": "calibrated again after "
+                                       "equalization" if spec.equalize else "the PTQ cache"}, float_layers=exclude,
+                          files={f: {"before": _row(before[f]), "after": _row(after[f])} for f in FLAVOURS},
+                          seconds=round(time.perf_counter() - t0, 1))
+            manifest["qad"] = record
+            manifest.pop("export_dir", None)
+            plan = manifest.get("int8_sensitivity")
+            if plan:  # the sensitivity table and picture gain the QAD result
+                from rdd_edge.export.int8_report import write_report
 
-                    plan = {k2: v for k2, v in plan.items() if k2 != "files"}
-                    plan["qad"] = record
-                    paths = write_report(plan, stage)
-                    manifest["int8_sensitivity"] = {**plan, "files": {k2: p.name for k2, p in paths.items()}}
-                return _commit(manifest, stage, out)
+                plan = {k2: v for k2, v in plan.items() if k2 != "files"}
+                plan["qad"] = record
+                paths = write_report(plan, stage)
+                manifest["int8_sensitivity"] = {**plan, "files": {k2: p.name for k2, p in paths.items()}}
+            return _commit(manifest, stage, out)
 
 
 def _row(s: dict) -> dict:
