@@ -120,8 +120,9 @@ def conv_input_scales(qmodel: Any) -> dict[str, float]:
         dq, wdq = producer.get(node.input[0]), producer.get(node.input[1])
         if dq is None or dq.op_type != "DequantizeLinear" or wdq is None or wdq.op_type != "DequantizeLinear":
             continue  # in float
-        wname = wdq.input[0].removesuffix("_quantized")
-        module = module_of(type("N", (), {"input": ["", wname]})())
+        wname = wdq.input[0].removesuffix("_quantized")  # ONNX Runtime's name for the int8 copy of the weight
+        module = wname.removeprefix("model.").removesuffix(".weight") if wname.startswith("model.") and \
+            wname.endswith(".weight") else None  # as export.int8_layers.module_of reads the FP32 graph
         if module is not None and dq.input[1] in inits:
             out[module] = float(numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64).reshape(-1)[0])
     return out

@@ -418,6 +418,7 @@ def test_qat_brings_both_files_of_the_two_layer_hostile_student_within_the_budge
     new = json.loads((run / "export" / "manifest.json").read_text())
     q = new["qad"]
     assert q["iterations"] == 40 and q["teacher"] == "self" and q["int8_only"] and q["loss"]["last"] < q["loss"]["first"]
+    assert q["fake_quantized_convs"] == 12  # every Conv of the network, with its scale from the TensorRT file
     assert ["head.aspp.project.0.0", "head.conv.0"] in q["equalized"]["chains"]
     assert ["head.conv.0", "head.classifier"] in q["equalized"]["chains"]
     for f in ("int8-cpu", "int8"):
