@@ -54,7 +54,7 @@ from rdd_edge.export.manifest import MANIFEST, add_artifact
 from rdd_edge.export.onnx_io import sha256_file
 from rdd_edge.export.scoring import CheckScorer
 from rdd_edge.normalize import recorded_normalization
-from rdd_edge.runs import DEFAULT_ROOT, folder_lock, remove_leftovers
+from rdd_edge.runs import DEFAULT_ROOT, folder_lock, remove_leftovers, resolve_run
 
 log_ = logging.getLogger(__name__)
 
@@ -281,7 +281,8 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
 
     from rdd_edge.export.int8 import ImageFolderReader, _method, _quantize, select_calibration
     from rdd_edge.export.int8_calib import calibrate_methods
-    from rdd_edge.export.pipeline import _calib_items, _checked, _commit, _transaction, find_checkpoint
+    from rdd_edge.export.pipeline import _calib_items, _checked, _commit, _transaction
+    from rdd_edge.models.checkpoint import resolve_checkpoint
     from rdd_edge.distill.dist import init_distributed
     from rdd_edge.export.qad_equalize import equalize, relu_chains
     from rdd_edge.export.qad_torch import fake_quantized, fold_batchnorm, trainable
@@ -298,7 +299,8 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
     if spec.batch < 1:
         raise ConfigError(f"--batch {spec.batch}: must be >= 1")
     t0 = time.perf_counter()
-    ckpt_path = find_checkpoint(spec.source, spec.runs_root)
+    ckpt_path = resolve_checkpoint(resolve_run(spec.source, "distill", "run to fine-tune (qat)", root=spec.runs_root),
+                                   prefer="best.pt")
     out, manifest = _export_of(ckpt_path)
     _check_source(ckpt_path, None, manifest, out)  # before any model is built
     student, ckpt = model_from_checkpoint(ckpt_path, aux=False)
