@@ -31,7 +31,6 @@ and Distillation"). ``run_qad`` does it with what the run already has:
 from __future__ import annotations
 
 import copy
-import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -56,7 +55,6 @@ from rdd_edge.export.scoring import CheckScorer
 from rdd_edge.normalize import recorded_normalization
 from rdd_edge.runs import DEFAULT_ROOT, folder_lock, remove_leftovers, resolve_run
 
-log_ = logging.getLogger(__name__)
 
 CHECKPOINT = "qad.pt"
 DEFAULT_LR = 1e-4  # Adam; NVIDIA's QAT guidance: a small fraction of the training LR, a few % of its steps

@@ -9,7 +9,6 @@ tests/test_int8_budget.py and lives there.
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
