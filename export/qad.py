@@ -39,7 +39,6 @@ from typing import Any, Callable
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from rdd_edge import formats as table
 from rdd_edge.data import DataSpec, open_split
@@ -48,7 +47,7 @@ from rdd_edge.deploy.postprocess import resize_labels
 from rdd_edge.deploy.preprocess import preprocess
 from rdd_edge.errors import ConfigError, ExportError
 from rdd_edge.export.int8_budget import FLAVOURS
-from rdd_edge.export.int8_layers import module_of
+from rdd_edge.export.qad_graph import conv_input_scales, write_weights
 from rdd_edge.export.manifest import MANIFEST, add_artifact
 from rdd_edge.export.onnx_io import sha256_file
 from rdd_edge.export.scoring import CheckScorer
@@ -58,7 +57,6 @@ from rdd_edge.runs import DEFAULT_ROOT, folder_lock, remove_leftovers, resolve_r
 
 CHECKPOINT = "qad.pt"
 DEFAULT_LR = 1e-4  # Adam; NVIDIA's QAT guidance: a small fraction of the training LR, a few % of its steps
-FOLD_TOLERANCE = 1e-3  # relative: the folded torch weights must be the FP32 graph's (else the graph is another model's)
 
 
 @dataclass
@@ -105,79 +103,6 @@ def _check_source(ckpt_path: Path, ckpt: dict | None, manifest: dict, out: Path)
     if other or (ckpt is not None and manifest.get("model_name") != ckpt.get("model_name")):
         raise ExportError(f"{out}: exported from {manifest.get('source_checkpoint')} ({manifest.get('model_name')}), "
                           f"not from {ckpt_path}; re-export it first: rdd-edge export {ckpt_path.parent} --int8")
-
-
-def conv_input_scales(qmodel: Any) -> dict[str, float]:
-    """{torch module: activation scale} of every Conv of a Q/DQ graph that reads a quantized input."""
-    producer = {o: n for n in qmodel.graph.node for o in n.output}
-    inits = {t.name: t for t in qmodel.graph.initializer}
-    out: dict[str, float] = {}
-    for node in qmodel.graph.node:
-        if node.op_type != "Conv":
-            continue
-        dq, wdq = producer.get(node.input[0]), producer.get(node.input[1])
-        if dq is None or dq.op_type != "DequantizeLinear" or wdq is None or wdq.op_type != "DequantizeLinear":
-            continue  # in float
-        wname = wdq.input[0].removesuffix("_quantized")  # ONNX Runtime's name for the int8 copy of the weight
-        module = wname.removeprefix("model.").removesuffix(".weight") if wname.startswith("model.") and \
-            wname.endswith(".weight") else None  # as export.int8_layers.module_of reads the FP32 graph
-        if module is not None and dq.input[1] in inits:
-            out[module] = float(numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64).reshape(-1)[0])
-    return out
-
-
-def _conv_initializers(model: Any) -> dict[str, tuple[str, str | None]]:
-    """{torch module: (Conv node, weight initializer, bias initializer or None)} of every Conv of the FP32 graph."""
-    out = {}
-    for node in model.graph.node:
-        if node.op_type == "Conv":
-            m = module_of(node)
-            if m is None:
-                raise ExportError(f"Conv {node.name} of the FP32 graph has no torch module name ({node.input[1]}); "
-                                  "re-export with this rdd-edge")
-            out[m] = (node, node.input[1], node.input[2] if len(node.input) > 2 and node.input[2] else None)
-    return out
-
-
-def write_weights(fp32: Any, student: Any, pairs: list, check: bool = False) -> Any:
-    """A copy of the FP32 graph whose Conv initializers hold ``student``'s (BN-folded) weights and biases.
-    ``check``: instead, verify the graph holds them already (the graph is this model's) and return it."""
-    from rdd_edge.export.qad_torch import folded_bias  # lazy: torch
-
-    model = fp32 if check else copy.deepcopy(fp32)
-    inits = {t.name: t for t in model.graph.initializer}
-    named = dict(student.named_modules())
-    for module, (node, w_name, b_name) in _conv_initializers(model).items():
-        if module not in named or w_name not in inits:
-            raise ExportError(f"the FP32 graph's Conv {module} is not a conv of {student.model_name}; re-export the run")
-        w = named[module].weight.detach().cpu().float().numpy()
-        b = folded_bias(student, module, pairs)
-        b = None if b is None else b.cpu().float().numpy()
-        if b is not None and b_name is None:  # the exporter dropped an all-zero folded bias
-            if check and np.abs(b).max() > FOLD_TOLERANCE * max(float(np.abs(w).max()), 1e-12):
-                raise ExportError(f"{module}: the FP32 graph's Conv has no bias, the checkpoint's folded BatchNorm has "
-                                  "one; re-export the run, then run qat")
-            if not check:  # QAD may have trained one: the Conv gets a bias input of its own
-                b_name = f"{w_name}_qad_bias"
-                model.graph.initializer.append(numpy_helper.from_array(b.astype(np.float32), b_name))
-                inits[b_name] = model.graph.initializer[-1]
-                while len(node.input) < 3:
-                    node.input.append("")
-                node.input[2] = b_name
-        for name, value in ((w_name, w), (b_name, b)):
-            if name is None or value is None:
-                continue
-            old = numpy_helper.to_array(inits[name])
-            if old.shape != value.shape:
-                raise ExportError(f"{module}: the graph's {name} is {old.shape}, the checkpoint's {value.shape}; re-export the run")
-            if check:
-                err = float(np.abs(old - value).max() / max(float(np.abs(old).max()), 1e-12))
-                if err > FOLD_TOLERANCE:
-                    raise ExportError(f"{module}: the FP32 graph's weights are not the checkpoint's (relative difference "
-                                      f"{err:.1e}); re-export the run, then run qat")
-            else:
-                inits[name].CopyFrom(numpy_helper.from_array(value.astype(old.dtype), name))
-    return model
 
 
 # ------------------------------------------------------------------ data
@@ -325,14 +250,16 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
     # the export folder is held from here (a second qat or an export is refused by name, not interleaved)
     with folder_lock(out, "export or qat"), tempfile.TemporaryDirectory(prefix="rdd-qad-") as tmpdir:
         tmp = Path(tmpdir)
-        # -- before: PTQ with these float layers, as the export quantizes it
-        prep = tmp / "prep.onnx"
-        quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=False)
-        before: dict[str, dict] = {}
-        for f in FLAVOURS:
-            p = _quantize(prep, tmp / f"ptq-{f}.onnx", f, _method(method), cache, None, exclude[f], trt_float) or tmp / f"ptq-{f}.onnx"
-            before[f] = _score(scorer, p, fp32)
-        scales = conv_input_scales(onnx.load(str(tmp / "ptq-int8.onnx")))
+        # -- before: PTQ with these float layers, as the export quantizes it (its own files when they are that)
+        ptq = {f: out / arts[f]["file"] for f in FLAVOURS}
+        if spec.int8_only or "qad" in manifest:
+            prep = tmp / "prep.onnx"
+            quant_pre_process(str(fp32_path), str(prep), skip_symbolic_shape=False)
+            for f in FLAVOURS:
+                ptq[f] = tmp / f"ptq-{f}.onnx"
+                _quantize(prep, ptq[f], f, _method(method), cache, None, exclude[f], trt_float)
+        before = {f: _score(scorer, ptq[f], fp32) for f in FLAVOURS}
+        scales = conv_input_scales(onnx.load(str(ptq["int8"])))
         say("qat: PTQ " + ", ".join(f"{f} drop {v['drop']:.2f}, agree {v['agreement']:.1f}%" for f, v in before.items())
             + f"; {len(scales)} Convs fake-quantized")
 
