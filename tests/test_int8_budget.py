@@ -428,8 +428,10 @@ def test_qat_brings_both_files_of_the_two_layer_hostile_student_within_the_budge
         assert _drop(new, f) == pytest.approx(after["drop"], abs=1e-3)  # the file in the folder is the one scored
         assert new["artifacts"][f]["keep_float"] == [] and "int8_budget" not in new["artifacts"][f]
     assert float_convs(onnx.load(str(run / "export" / "model.int8.onnx"))) == []
-    said = " ".join(r.stdout.split())
+    said = " ".join(r.stdout.split())  # the INT8 table ends with the QAD lines, and so does its JSON / picture
     assert "QAD: 40 steps" in said and "int8 (TensorRT): PTQ drop 99.18" in said
+    assert json.loads((run / "export" / "int8-sensitivity.json").read_text())["qad"]["files"] == q["files"]
+    assert new["int8_sensitivity"]["files"]["png"] in new["files"]
     env = {**os.environ, "COLUMNS": "80", "LINES": "50"}
     check = subprocess.run([sys.executable, "-m", "rdd_edge", "check", str(run / "export"), "--max-drop", QAD_BUDGET,
                             "--min-time", "0.01", "--batch", "1", "--no-torch"], capture_output=True, text=True, env=env,
