@@ -67,7 +67,7 @@ class QadSpec:
     iters: int = 200
     lr: float = DEFAULT_LR
     batch: int = 8
-    teacher: str | Path | None = None  # None: the run's (its config), else its own FP32 student
+    teacher: str | Path | None = None  # None: the run's (its config; without one: "self"); "self": its own FP32 student
     int8_only: bool = False  # quantize the layers the export kept in float too
     max_drop: float | None = None  # fail (nothing replaced) when a file still loses more mIoU points
     data: str | Path | None = None  # the data folder, when it moved since training
@@ -165,6 +165,8 @@ def step_context(ckpt: dict, student: Any, spec: QadSpec, ignore_index: int, par
     saved = dict(ckpt.get("config") or {})
     has_teacher = saved.get("mode", "distill") == "distill" and (saved.get("method", "kd") != "none" or saved.get("rdd", True))
     teacher_path = spec.teacher or (saved.get("teacher") if has_teacher else None)
+    if str(teacher_path) == "self":  # --teacher self: keep the FP32 function, even where the run has a teacher
+        teacher_path = None
     norm = recorded_normalization(ckpt)
     overrides = dict(amp=False, compile=False, channels_last=False, device=spec.device, lr=spec.lr, grad_clip=0.0)
     if teacher_path is not None:

@@ -23,7 +23,7 @@ def qat_cmd(
     iters: Annotated[int, typer.Option("--iters", min=1, help="Fine-tuning steps of the fake-quantized student.")] = 200,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (small: QAD starts from the trained weights).")] = 1e-4,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Training images per step, at the export's input size.")] = 8,
-    teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher checkpoint or run (default: the run's teacher; a run without one distils from its own FP32 student).")] = None,
+    teacher: Annotated[Optional[str], typer.Option("--teacher", help="Teacher checkpoint or run, or self: the student's own FP32 logits, which keeps the function the FP32 file computes (default: the run's teacher; a run without one: self).")] = None,
     int8_only: Annotated[bool, typer.Option("--int8-only", help="Quantize the layers the export kept in float too (QAD instead of float islands).")] = False,
     equalize: Annotated[bool, typer.Option("--equalize", help="First level the channel ranges of Conv -> ReLU -> Conv chains (cross-layer equalization, exact in FP32) and calibrate them again: for channels one layer scaled far above the rest.")] = False,
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", metavar="POINTS", help="Fail, leaving the export unchanged, when a file still loses more mIoU points vs FP32.")] = None,
