@@ -180,7 +180,8 @@ def step_context(ckpt: dict, student: Any, spec: QadSpec, ignore_index: int, par
         teacher = copy.deepcopy(student).eval().requires_grad_(False)
         cfg = config_from_dict({k: v for k, v in saved.items() if k not in ("kd_weight", "kd_options")},
                                **{**overrides, "mode": "distill", "method": "kd", "rdd": False})
-        say("qat: the run has no teacher: distilling from its own FP32 student (KD on its logits)")
+        say("qat: teacher: the student's own FP32 logits (KD on them alone"
+            + ("; the run has no teacher)" if spec.teacher is None else ")"))
         t_input, who = None, "self"
     ctx = build_step_context(cfg, student, teacher, ignore_index=ignore_index, teacher_input=t_input)
     if ctx.rdd.enabled:
