@@ -354,7 +354,7 @@ def run_qad(spec: QadSpec, console: Any = None) -> dict:
                 after[f] = _score(scorer, path, fp32)
                 checked = _checked(after[f]["raw"], fmt, path)
                 old = {k2: v for k2, v in arts[f].items() if k2 not in ("file", "precision", "runtime", "bytes",
-                                                                            "sha256", "miou", "checked_images", "agreement")}
+                                                                            "sha256", "miou", "checked_images", "agreement", "qad")}
                 if spec.int8_only:
                     old.pop("int8_budget", None)
                     old["keep_float"] = []

@@ -463,3 +463,7 @@ def test_qat_rewrites_both_int8_files_from_the_ptq_calibration_and_keeps_the_res
     verify_artifacts(out, json.loads((out / "manifest.json").read_text()))  # every listed file as listed (sha256)
     saved = load_checkpoint(run / "qad.pt")
     assert saved["qad"]["iterations"] == 2 and saved["model_name"] == "deeplabv3_mbv2"
+    again = run_qad(QadSpec(run, iters=1, lr=1e-4, batch=1, device="cpu"))  # a second QAD starts from PTQ again
+    for f in ("int8", "int8-cpu"):
+        assert again["qad"]["files"][f]["before"] == q["files"][f]["before"]
+        assert again["artifacts"][f]["qad"] == again["qad"]["files"][f]
