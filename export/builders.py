@@ -79,13 +79,20 @@ def build_int8(ctx: ExportContext, keys: tuple[str, ...] = ()) -> dict[str, dict
     ``--int8-budget`` / ``--int8-report`` also the sensitivity report (``int8-sensitivity.json`` and
     ``.png``, and the manifest's ``int8_sensitivity``)."""
     from rdd_edge.export.int8 import export_int8
+    from rdd_edge.export.int8_budget import BudgetNotMet
+    from rdd_edge.export.qad import command as qad_command
 
     s = ctx.spec
     planned = s.budget is not None or s.int8_report
-    info = export_int8(ctx.path("onnx"), ctx.out, ctx.calib_items, size=ctx.size, normalization=ctx.normalization,
-                       method=s.calib_method, keep_float=s.keep_float, budget=s.budget, report=s.int8_report,
-                       scorer=ctx.scorer if planned else None, max_float=s.int8_max_float, loo=s.int8_loo,
-                       trt_float=s.int8_float, say=ctx.log, torch_model=ctx.model if planned else None)
+    try:
+        info = export_int8(ctx.path("onnx"), ctx.out, ctx.calib_items, size=ctx.size, normalization=ctx.normalization,
+                           method=s.calib_method, keep_float=s.keep_float, budget=s.budget, report=s.int8_report,
+                           scorer=ctx.scorer if planned else None, max_float=s.int8_max_float, loo=s.int8_loo,
+                           trt_float=s.int8_float, say=ctx.log, torch_model=ctx.model if planned else None)
+    except BudgetNotMet as exc:  # float islands are not enough: say so, and offer quantization-aware distillation
+        run = ctx.ckpt_path.parent
+        raise BudgetNotMet(f"{exc}; or fine-tune the quantized student against its teacher (QAD): rdd-edge export {run} "
+                           f"--int8, then {qad_command(run, 200)} --max-drop {exc.budget:g}", exc.budget) from None
     if info["calibration"]["cache_hit"]:
         ctx.log(f"  calibration ranges reused from {info['calibration']['cache']}")
     out = {k: {"path": ctx.out / info["files"][k], "calibration": info["calibration"],

@@ -55,6 +55,15 @@ MIN_FLOAT = 2
 LATENCY_MIN_TIME = 0.5  # seconds of timed runs per latency figure (and at least 10 runs)
 
 
+class BudgetNotMet(ExportError):
+    """``--int8-budget`` not reached with the float layers ``--int8-max-float`` allows (``budget``: the points);
+    the export offers quantization-aware distillation (``rdd-edge qat``) in its place."""
+
+    def __init__(self, message: str, budget: float) -> None:
+        super().__init__(message)
+        self.budget = budget
+
+
 def default_max_float(n_layers: int) -> int:
     """How many layers a budget may keep in float: 10% of them, rounded up, at least 2."""
     return max(MIN_FLOAT, math.ceil(MAX_FLOAT_SHARE * n_layers))
@@ -309,11 +318,11 @@ def plan_int8(prep: Path, onnx_path: Path, out_files: dict[str, Path], caches: d
         failed = [f for f in FLAVOURS if budget is not None and not fits[f]["met"]]
         if failed:
             f = failed[0]
-            raise ExportError(
+            raise BudgetNotMet(
                 f"--int8-budget {budget:g}: {f} still loses {fits[f]['score']['drop']:.2f} mIoU points with "
                 f"{len(fits[f]['kept'])} of {len(layers)} layers in float (at most {cap}, --int8-max-float; full INT8 "
                 f"lost {full_scores[f]['drop']:.2f} with {winner} calibration, the best of {', '.join(tried)}); try more "
-                f"calibration images (--calib), more layers in float (--int8-max-float), or a larger --int8-budget")
+                f"calibration images (--calib), more layers in float (--int8-max-float), or a larger --int8-budget", budget)
         # the final files, end to end: the CPU file as scored, the TensorRT file with its own float math
         final: dict[str, dict] = {}
         for f in FLAVOURS:

@@ -107,6 +107,25 @@ def summary_lines(plan: dict, width: int = WIDTH) -> list[str]:
     return out
 
 
+def qad_lines(qad: dict, width: int = WIDTH) -> list[str]:
+    """What quantization-aware distillation (``rdd-edge qat``, the manifest's ``qad``) did, per file: drop and
+    agreement with FP32 before (PTQ, same float layers) and after."""
+    head = (f"QAD: {qad['iterations']} steps (lr {qad['lr']:g}, teacher {Path(str(qad['teacher'])).name if qad['teacher'] != 'self' else 'its own FP32 student'}), "
+            f"loss {qad['loss']['first']:.3f} -> {qad['loss']['last']:.3f}")
+    out = textwrap.wrap(head, width)
+    eq = qad.get("equalized")
+    if eq:
+        out += textwrap.wrap(f"equalized first ({len(eq['chains'])} Conv -> ReLU -> Conv chains, calibrated again): "
+                             + ", ".join(f"{SHORT.get(f, f)} drop {v['drop']:.2f} (agree {v['agreement']:.1f}%)"
+                                         for f, v in eq["files"].items()), width, initial_indent="  ", subsequent_indent="    ")
+    for f, v in qad["files"].items():
+        b, a = v["before"], v["after"]
+        out += textwrap.wrap(f"{SHORT.get(f, f)}: PTQ drop {b['drop']:.2f} (agree {b['agreement']:.1f}%) -> QAD "
+                             f"{a['drop']:.2f} (agree {a['agreement']:.1f}%)", width, initial_indent="  ",
+                             subsequent_indent="    ")
+    return out
+
+
 def format_table(plan: dict, width: int = WIDTH) -> str:
     """The report as text, every line at most ``width`` columns."""
     layers = plan["layers"]
@@ -140,6 +159,8 @@ def format_table(plan: dict, width: int = WIDTH) -> str:
             cells += f" {_share(row['share']):>4} {_cost(row['loo']):>12} {'F' if l['name'] in _kept(plan, f) else ' '}"
         lines.append(cells.rstrip())
     lines += summary_lines(plan, width)
+    if plan.get("qad"):
+        lines += qad_lines(plan["qad"], width)
     cpu = plan.get("cpu") or {}
     if cpu.get("line"):
         lines += textwrap.wrap(f"CPU: {cpu['line']}", width)
@@ -246,6 +267,10 @@ def plot(plan: dict, path: Path) -> Path:
         title = f"{SHORT[f]}: full INT8 loses {full['drop']:.2f} mIoU ({full['agreement']:.1f}% pixels agree)"
         if budget is not None:
             title += f" -> {fin['drop']:.2f} ({fin['agreement']:.1f}%) with {len(kept)} of {n} layers in float"
+        qad = (plan.get("qad") or {}).get("files", {}).get(f)
+        if qad:
+            title += (f"\nQAD ({plan['qad']['iterations']} steps): PTQ {qad['before']['drop']:.2f} "
+                      f"({qad['before']['agreement']:.1f}%) -> {qad['after']['drop']:.2f} ({qad['after']['agreement']:.1f}%)")
         if f == "int8-cpu" and full.get("latency_ms"):
             title += (f"\nCPU latency p50: FP32 {_ms(plan['fp32'].get('latency_ms'))} ms, full INT8 {_ms(full['latency_ms'])} ms"
                       + (f", budgeted {_ms(fin.get('latency_ms'))} ms" if budget is not None else ""))

@@ -43,11 +43,11 @@ class TinyDeepLab(nn.Module):
 
         self.backbone = nn.Sequential(*cbr(3, ch, 2), *cbr(ch, ch, 2), *cbr(ch, ch, 2), *cbr(ch, 24, 1))
         self.head = DeepLabHead(24, num_classes, ch, rates=(2, 3, 4))
-        self.model_name = "tiny_deeplab"
+        self.model_name, self.num_classes = "tiny_deeplab", num_classes
         self.model_kwargs: dict[str, Any] = {"num_classes": num_classes, "aux": False}
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"out": self.head(self.backbone(x))}
+    def forward(self, x: torch.Tensor, features: bool = False) -> dict[str, torch.Tensor]:
+        return {"out": self.head(self.backbone(x))}  # features: accepted like rdd-edge's models (KD without features)
 
 
 @register_model

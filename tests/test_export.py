@@ -522,3 +522,36 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(tmp_path, data_roo
     with pytest.raises(ConfigError, match="not an rdd-edge export folder"):
         export_run(source=ckpt, size=SIZE, data=data_root, out=mine, check_images=1)
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_qat_rewrites_both_int8_files_from_the_ptq_calibration_and_keeps_the_residual_qdq(mbv2_export, tmp_path):
+    """``rdd-edge qat`` (issue 28) on a copy of the MBV2 export: two QAD steps (no teacher recorded: the student's
+    own FP32 copy), then both INT8 files are rewritten and re-scored; its "before" is the PTQ file itself (same
+    calibration, same score), the TensorRT file passes the residual Q/DQ graph check of the PTQ one, the
+    manifest lists what is on disk, and the checkpoint reads back with the safe loader."""
+    from rdd_edge.deploy.integrity import verify_artifacts
+    from rdd_edge.export.qad import QadSpec, run_qad
+    from rdd_edge.models import load_checkpoint
+
+    ckpt, man = mbv2_export
+    run = tmp_path / "distill-mbv2"
+    shutil.copytree(ckpt.parent, run)
+    new = run_qad(QadSpec(run, iters=2, lr=1e-4, batch=2, device="cpu"))
+    q = new["qad"]
+    assert q["iterations"] == 2 and q["teacher"] == "self" and set(q["files"]) == {"int8", "int8-cpu"}
+    for f in ("int8", "int8-cpu"):
+        ptq = man["artifacts"][f]
+        assert q["files"][f]["before"]["agreement"] == pytest.approx(100 * ptq["agreement"]["label_agreement"], abs=1e-3)
+        rec = new["artifacts"][f]
+        assert rec["sha256"] != ptq["sha256"] and rec["qad"]["after"] == q["files"][f]["after"]
+        assert rec["agreement"]["label_agreement"] == pytest.approx(q["files"][f]["after"]["agreement"] / 100, abs=1e-5)
+    out = run / "export"
+    _residual_adds_read_int8_on_both_sides(out / "model.int8.onnx", _skip_blocks("mbv2"))
+    assert sorted(json.loads((out / "manifest.json").read_text())["files"]) == sorted(p.name for p in out.iterdir())
+    verify_artifacts(out, json.loads((out / "manifest.json").read_text()))  # every listed file as listed (sha256)
+    saved = load_checkpoint(run / "qad.pt")
+    assert saved["qad"]["iterations"] == 2 and saved["model_name"] == "deeplabv3_mbv2"
+    again = run_qad(QadSpec(run, iters=1, lr=1e-4, batch=1, device="cpu"))  # a second QAD starts from PTQ again
+    for f in ("int8", "int8-cpu"):
+        assert again["qad"]["files"][f]["before"] == q["files"][f]["before"]
+        assert again["artifacts"][f]["qad"] == again["qad"]["files"][f]

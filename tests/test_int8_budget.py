@@ -390,3 +390,50 @@ def test_fit_budget_group_stays_within_max_float_and_fails_honestly():
     fit, pl, kept = _fit(lambda s: 0.5 if {"c3", "c4", "c5"} <= s else 20.0, EST, max_float=2)
     assert not fit["met"] and kept == [] and fit["score"]["drop"] == 20.0
     assert max(len(s["float"]) for s in fit["steps"]) <= 2
+
+
+QAD_BUDGET = "1"  # check --max-drop 1, the issue's gate
+
+
+def test_qat_brings_both_files_of_the_two_layer_hostile_student_within_the_budget(pair, tmp_path):
+    """Issue 28's QAD acceptance on the student made hostile in two cooperating layers (1024x): PTQ with no layer
+    in float (``--int8-only``: the budget's two float layers go back to INT8) loses 99 points in both files;
+    ``rdd-edge qat --equalize`` (cross-layer equalization, calibrated again, then 40 QAD steps against the
+    student's own FP32 logits: the run has no teacher) brings both within 1 point, every step measured in the
+    run; check --max-drop 1 then passes, and the TensorRT file quantizes every Conv."""
+    import shutil
+
+    from rdd_edge.export.int8_layers import float_convs
+
+    out, man, _, _ = pair
+    run = tmp_path / "distill-hostile-pair"
+    run.mkdir()
+    shutil.copy2(man["source_checkpoint"], run / "best.pt")
+    shutil.copytree(out, run / "export")
+    code = (f"import sys; sys.path[:0] = ['tests', '.']; import int8_tiny as t; t.main(['qat', {str(run)!r}, "
+            f"'--iters', '40', '--lr', '1e-4', '--int8-only', '--equalize', '--max-drop', {QAD_BUDGET!r}, '--device', 'cpu'])")
+    env = {**os.environ, "COLUMNS": "80", "LINES": "50"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    new = json.loads((run / "export" / "manifest.json").read_text())
+    q = new["qad"]
+    assert q["iterations"] == 40 and q["teacher"] == "self" and q["int8_only"] and q["loss"]["last"] < q["loss"]["first"]
+    assert q["fake_quantized_convs"] == 12  # every Conv of the network, with its scale from the TensorRT file
+    assert ["head.aspp.project.0.0", "head.conv.0"] in q["equalized"]["chains"]
+    assert ["head.conv.0", "head.classifier"] in q["equalized"]["chains"]
+    for f in ("int8-cpu", "int8"):
+        before, after = q["files"][f]["before"], q["files"][f]["after"]
+        assert before["drop"] > 50 and before["agreement"] < 50  # PTQ, no layer in float: the output collapses
+        assert after["drop"] <= float(QAD_BUDGET) and after["agreement"] > 99
+        assert _drop(new, f) == pytest.approx(after["drop"], abs=1e-3)  # the file in the folder is the one scored
+        assert new["artifacts"][f]["keep_float"] == [] and "int8_budget" not in new["artifacts"][f]
+    assert float_convs(onnx.load(str(run / "export" / "model.int8.onnx"))) == []
+    said = " ".join(r.stdout.split())  # the INT8 table ends with the QAD lines, and so does its JSON / picture
+    assert "QAD: 40 steps" in said and "int8 (TensorRT): PTQ drop 99.18" in said
+    assert json.loads((run / "export" / "int8-sensitivity.json").read_text())["qad"]["files"] == q["files"]
+    assert new["int8_sensitivity"]["files"]["png"] in new["files"]
+    env = {**os.environ, "COLUMNS": "80", "LINES": "50"}
+    check = subprocess.run([sys.executable, "-m", "rdd_edge", "check", str(run / "export"), "--max-drop", QAD_BUDGET,
+                            "--min-time", "0.01", "--batch", "1", "--no-torch"], capture_output=True, text=True, env=env,
+                           timeout=600)
+    assert check.returncode == 0, check.stdout[-2000:]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from rdd_edge.cli.app import app, state
-from rdd_edge.cli.commands import data, deploy, distill, export, importing, models, pipeline  # noqa: F401  (register the commands)
+from rdd_edge.cli.commands import data, deploy, distill, export, importing, models, pipeline, qat  # noqa: F401  (register the commands)
 from rdd_edge.errors import RddError
 from rdd_edge.extras import install_hint
 from rdd_edge.interrupts import Terminated, sigterm_received, terminate_like_ctrl_c
