@@ -27,22 +27,28 @@ def _lib(path):
     return lib
 
 
+def _round_trip(mem):
+    """0..5 through pinned host memory, a device buffer and back on one stream; the pinned copy that came back."""
+    s = mem.stream()
+    host = mem.pinned_empty((2, 3), np.float32)
+    assert host.shape == (2, 3) and host.dtype == np.float32 and mem.is_pinned(host)
+    host[:] = np.arange(6).reshape(2, 3)
+    dev = mem.alloc(host.nbytes)
+    mem.htod(dev, host, s)
+    back = mem.pinned_empty(6, np.float32)
+    mem.dtoh(back, dev, s)
+    mem.synchronize(s)
+    return back
+
+
 def test_cuda_python_round_trip_through_pinned_memory(monkeypatch):
     _, rt = install(monkeypatch)
     from rdd_edge.deploy.cuda_mem import CudaPythonMem, get_cuda_mem
 
     with get_cuda_mem() as mem:
         assert isinstance(mem, CudaPythonMem) and rt.log[0] == "cudaSetDevice"
-        s = mem.stream()
-        host = mem.pinned_empty((2, 3), np.float32)
-        assert host.shape == (2, 3) and host.dtype == np.float32 and mem.is_pinned(host)
         assert not mem.is_pinned(np.zeros(6, np.float32))
-        host[:] = np.arange(6).reshape(2, 3)
-        dev = mem.alloc(host.nbytes)
-        mem.htod(dev, host, s)
-        back = mem.pinned_empty(6, np.float32)
-        mem.dtoh(back, dev, s)
-        mem.synchronize(s)
+        back = _round_trip(mem)
         assert back.tolist() == list(range(6)) and all(c["pinned"] for c in rt.copies)
         mem.free_pinned(back)
         assert len(rt.pinned) == 1
@@ -169,14 +175,7 @@ def test_a_jetson_uses_the_boards_libcudart_so_a_newer_cuda_python_cannot_skew(m
     lib = _lib(standin)
     with get_cuda_mem() as mem:
         assert isinstance(mem, LibcudartMem) and str(standin) in mem.name
-        s = mem.stream()
-        host = mem.pinned_empty((2, 3), np.float32)
-        host[:] = np.arange(6).reshape(2, 3)
-        dev = mem.alloc(host.nbytes)
-        mem.htod(dev, host, s)
-        back = mem.pinned_empty(6, np.float32)
-        mem.dtoh(back, dev, s)
-        mem.synchronize(s)
+        back = _round_trip(mem)
         assert back.tolist() == list(range(6)) and mem.is_pinned(back)
         assert [lib.standin_live(i) for i in range(4)] == [1, 2, 1, 1]  # device, pinned, streams, non-blocking flag
     assert [lib.standin_live(i) for i in range(3)] == [0, 0, 0]

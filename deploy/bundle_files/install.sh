@@ -190,7 +190,11 @@ if [ -n "$JETSON" ] && "$PY" -c 'import cv2, re, sys; sys.exit(not re.search(r"G
 fi
 # The wheel's own opencv-python-headless is removed again after the install; meanwhile it must not pull a
 # numpy the system's OpenCV was not built for (opencv-python-headless 4.12+ requires numpy>=2; JetPack's
-# OpenCV is built against Ubuntu's numpy 1.x): pin both below 2 / 4.12 where the system numpy is 1.x
+# OpenCV is built against Ubuntu's numpy 1.x): pin both below 2 / 4.12 where the system numpy is 1.x.
+# Sources: opencv-python 4.12.0.88 declares numpy>=2 (https://github.com/opencv/opencv-python/issues/1211,
+# https://github.com/opencv/opencv-python/issues/1122); a numpy-1.x build under numpy 2 fails to import
+# (https://github.com/opencv/opencv-python/issues/1149); JetPack 6 is Ubuntu 22.04, whose python3-numpy is
+# 1.21 (JetPack 6 release notes, https://developer.nvidia.com/embedded/jetpack-sdk-60).
 CV_PINS=""
 if [ "$SYS_CV_GST" = 1 ] && [ "$("$PY" -c 'import numpy; print(numpy.__version__.split(".")[0])' 2>/dev/null)" = 1 ]; then
   CV_PINS="numpy<2 opencv-python-headless<4.12"
